@@ -1,0 +1,11 @@
+"""Floor 1: nogil arithmetic (Cython + OpenMP + BLAS).
+
+Kernels trust their inputs: every check lives in convcore.functional.
+Modules:
+
+    openmp_info   whether OpenMP was compiled in, build flags, omp threads
+    blas          fused-type _gemm over scipy.linalg.cython_blas (row-major)
+    im2col        im2col / col2im for one image and one group
+    conv_direct   direct convolution forward / backward (data, weight, bias)
+    conv_gemm     im2col + GEMM convolution forward / backward
+"""

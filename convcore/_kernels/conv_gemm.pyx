@@ -1,0 +1,253 @@
+"""im2col + GEMM convolution, forward and backward, through a real BLAS.
+
+Work is split into (image, group) items. Two plans, chosen by the caller
+(convcore.functional, which also sets the BLAS thread count to match):
+
+batch_parallel=True   prange over items, each thread with its own one-image
+                      column buffer and single-threaded GEMMs (BLAS held to
+                      1 thread by the caller: one threading owner at a time).
+batch_parallel=False  items one after another; im2col/col2im split over
+                      channels with prange, and each GEMM multithreaded by
+                      BLAS itself (for batches smaller than the thread count).
+
+Scratch is bounded: one (Cg*R*S, OH*OW) column per thread, never a
+whole-batch matrix; 1x1 stride-1 unpadded convolutions use the input itself
+as the column matrix. The weight gradient is summed in NUM_PARTIALS fixed
+image chunks and the partial sums added in chunk order, so the result is
+the same at every thread count up to NUM_PARTIALS.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memset
+from convcore._kernels._openmp cimport omp_get_thread_num
+from convcore._kernels.blas cimport gemm
+from convcore._kernels.conv_params cimport ConvParams, geometry
+from convcore._kernels.im2col cimport im2col, col2im
+
+# Weight-gradient chunks: fixed (not the thread count) so sums are
+# reproducible; also the most threads the backward pass can use.
+cdef enum:
+    NUM_PARTIALS = 8
+NUM_WEIGHT_GRAD_CHUNKS = NUM_PARTIALS
+
+
+cdef inline bint _is_pointwise(const ConvParams* p) noexcept nogil:
+    # im2col is the identity only for a 1x1 kernel, stride 1 and no padding
+    # (dilation is then irrelevant), as Caffe's is_1x1_ notes.
+    return (p.R == 1 and p.S == 1 and p.stride_h == 1 and p.stride_w == 1
+            and p.pad_h == 0 and p.pad_w == 0)
+
+
+cdef void _im2col_channels(const floating* x, floating* col,
+                           const ConvParams* p, Py_ssize_t Cg,
+                           bint split, int num_threads) noexcept nogil:
+    cdef Py_ssize_t c
+    if split:
+        for c in prange(Cg, schedule='static', num_threads=num_threads):
+            im2col(x, col, p, c, c + 1)
+    else:
+        im2col(x, col, p, 0, Cg)
+
+
+cdef void _col2im_channels(const floating* col, floating* x,
+                           const ConvParams* p, Py_ssize_t Cg,
+                           bint split, int num_threads) noexcept nogil:
+    cdef Py_ssize_t c
+    if split:
+        for c in prange(Cg, schedule='static', num_threads=num_threads):
+            col2im(col, x, p, c, c + 1)
+    else:
+        col2im(col, x, p, 0, Cg)
+
+
+cdef void _forward_item(const floating* x, const floating* w,
+                        const floating* bias, floating* y,
+                        const ConvParams* p, Py_ssize_t item, floating* col,
+                        bint split, int num_threads) noexcept nogil:
+    cdef Py_ssize_t G = p.groups, n = item // G, g = item % G
+    cdef Py_ssize_t Cg = p.C // G, Kg = p.K // G
+    cdef Py_ssize_t HW = p.H * p.W, P = p.OH * p.OW, CRS = Cg * p.R * p.S
+    cdef Py_ssize_t k, i
+    cdef const floating* xg = x + (n * p.C + g * Cg) * HW
+    cdef floating* yg = y + (n * p.K + g * Kg) * P
+    cdef const floating* src = xg
+    cdef floating beta = 0
+    if not _is_pointwise(p):
+        _im2col_channels(xg, col, p, Cg, split, num_threads)
+        src = col
+    if bias != NULL:
+        # Bias rides in the GEMM: fill the rows, then accumulate (beta = 1).
+        for k in range(Kg):
+            for i in range(P):
+                yg[k * P + i] = bias[g * Kg + k]
+        beta = 1
+    gemm(False, False, <int> Kg, <int> P, <int> CRS, <floating> 1,
+         w + g * Kg * CRS, <int> CRS, src, <int> P, beta, yg, <int> P)
+
+
+cdef void _backward_item(const floating* grad_y, const floating* x,
+                         const floating* w, floating* grad_x,
+                         floating* grad_w_part, const ConvParams* p,
+                         Py_ssize_t n, Py_ssize_t g, floating* col,
+                         bint split, int num_threads) noexcept nogil:
+    cdef Py_ssize_t G = p.groups, Cg = p.C // G, Kg = p.K // G
+    cdef Py_ssize_t HW = p.H * p.W, P = p.OH * p.OW, CRS = Cg * p.R * p.S
+    cdef bint pointwise = _is_pointwise(p)
+    cdef const floating* gyg = grad_y + (n * p.K + g * Kg) * P
+    cdef const floating* wg = w + g * Kg * CRS
+    cdef const floating* src
+    cdef floating* gxg
+    if grad_w_part != NULL:
+        # grad_w[g] += grad_y[n, g] (Kg, P) @ col^T (P, CRS)
+        src = x + (n * p.C + g * Cg) * HW
+        if not pointwise:
+            _im2col_channels(src, col, p, Cg, split, num_threads)
+            src = col
+        gemm(False, True, <int> Kg, <int> CRS, <int> P, <floating> 1,
+             gyg, <int> P, src, <int> P, <floating> 1,
+             grad_w_part + g * Kg * CRS, <int> CRS)
+    if grad_x != NULL:
+        # dcol (CRS, P) = w[g]^T (CRS, Kg) @ grad_y[n, g] (Kg, P); col2im.
+        gxg = grad_x + (n * p.C + g * Cg) * HW
+        if pointwise:
+            gemm(True, False, <int> CRS, <int> P, <int> Kg, <floating> 1,
+                 wg, <int> CRS, gyg, <int> P, <floating> 0, gxg, <int> P)
+        else:
+            gemm(True, False, <int> CRS, <int> P, <int> Kg, <floating> 1,
+                 wg, <int> CRS, gyg, <int> P, <floating> 0, col, <int> P)
+            memset(gxg, 0, Cg * HW * sizeof(floating))
+            _col2im_channels(col, gxg, p, Cg, split, num_threads)
+
+
+cdef void* _scratch(Py_ssize_t threads, Py_ssize_t size, size_t item) except? NULL:
+    """One column buffer per thread, allocated with the GIL so that failure
+    is a MemoryError, never a crash inside the parallel region."""
+    cdef void* buf
+    if size == 0:
+        return NULL
+    buf = malloc(threads * size * item)
+    if buf == NULL:
+        raise MemoryError(
+            f"convcore: cannot allocate {threads} x {size} column scratch")
+    return buf
+
+
+# ---------------------------------------------------------------------------
+# Drivers, called by convcore.functional after every check; geom is
+# (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups).
+
+cdef inline Py_ssize_t _column_size(const ConvParams* p) noexcept nogil:
+    """Elements of one thread's column buffer (0 for pointwise layers)."""
+    if _is_pointwise(p):
+        return 0
+    return (p.C // p.groups) * p.R * p.S * p.OH * p.OW
+
+
+def scratch_bytes(x_shape, w_shape, y_shape, tuple geom, int num_threads,
+                  bint batch_parallel, bint backward):
+    """Elements of scratch one call allocates (column buffers, and for
+    backward the weight-gradient partials); times itemsize for bytes."""
+    cdef ConvParams p = geometry(x_shape, w_shape, y_shape, geom)
+    cdef Py_ssize_t total = _column_size(&p) * (num_threads if batch_parallel else 1)
+    cdef Py_ssize_t nchunks = min(p.N, NUM_PARTIALS)
+    if backward and nchunks > 1:
+        total += nchunks * p.K * (p.C // p.groups) * p.R * p.S
+    return total
+
+
+def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+            const floating[::1] bias, floating[:, :, :, ::1] y,
+            tuple geom, int num_threads, bint batch_parallel):
+    """y = conv(x, w) + bias (bias of size K, or size 0 for none). OUT: y"""
+    cdef ConvParams p = geometry(x.shape, w.shape, y.shape, geom)
+    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef Py_ssize_t items = p.N * p.groups, item
+    cdef Py_ssize_t colsize = _column_size(&p)
+    cdef Py_ssize_t nbuf = num_threads if batch_parallel else 1
+    cdef floating* scratch = <floating*> _scratch(nbuf, colsize, sizeof(floating))
+    try:
+        with nogil:
+            if batch_parallel:
+                for item in prange(items, schedule='static', num_threads=num_threads):
+                    _forward_item(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
+                                  &p, item, scratch + omp_get_thread_num() * colsize,
+                                  False, 1)
+            else:
+                for item in range(items):
+                    _forward_item(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
+                                  &p, item, scratch, num_threads > 1, num_threads)
+    finally:
+        free(scratch)
+
+
+def backward(const floating[:, :, :, ::1] grad_y,
+             const floating[:, :, :, ::1] x,
+             const floating[:, :, :, ::1] w,
+             floating[:, :, :, ::1] grad_x, floating[:, :, :, ::1] grad_w,
+             bint need_x, bint need_w,
+             tuple geom, int num_threads, bint batch_parallel):
+    """grad_x (N, C, H, W) and grad_w (K, C/groups, R, S), each overwritten
+    when its need_ flag is set (the other array is then not touched).
+                                                      OUT: grad_x, grad_w"""
+    cdef ConvParams p = geometry(x.shape, w.shape, grad_y.shape, geom)
+    cdef Py_ssize_t N = p.N, G = p.groups
+    cdef Py_ssize_t nchunks = min(N, NUM_PARTIALS)
+    cdef Py_ssize_t wsize = w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
+    cdef Py_ssize_t colsize = _column_size(&p)
+    cdef Py_ssize_t nbuf = num_threads if batch_parallel else 1
+    cdef Py_ssize_t chunk, n, g, i, c
+    cdef floating acc
+    cdef floating* gx = &grad_x[0, 0, 0, 0] if need_x else NULL
+    cdef floating* gw = &grad_w[0, 0, 0, 0] if need_w else NULL
+    cdef floating* partials = NULL
+    cdef floating* part
+    cdef floating* col
+    cdef floating* scratch
+    if N == 0:
+        return
+    if need_w:
+        if nchunks == 1:
+            partials = gw
+            memset(partials, 0, wsize * sizeof(floating))
+        else:
+            partials = <floating*> calloc(nchunks * wsize, sizeof(floating))
+            if partials == NULL:
+                raise MemoryError(
+                    f"convcore: cannot allocate {nchunks} x {wsize} weight-gradient partials")
+    try:
+        scratch = <floating*> _scratch(nbuf, colsize, sizeof(floating))
+    except MemoryError:
+        if nchunks > 1:
+            free(partials)
+        raise
+    try:
+        with nogil:
+            if batch_parallel:
+                for chunk in prange(nchunks, schedule='static', num_threads=num_threads):
+                    col = scratch + omp_get_thread_num() * colsize
+                    part = partials + chunk * wsize if need_w else NULL
+                    for n in range(chunk * N // nchunks, (chunk + 1) * N // nchunks):
+                        for g in range(G):
+                            _backward_item(&grad_y[0, 0, 0, 0], &x[0, 0, 0, 0],
+                                           &w[0, 0, 0, 0], gx, part, &p, n, g,
+                                           col, False, 1)
+            else:
+                for chunk in range(nchunks):
+                    part = partials + chunk * wsize if need_w else NULL
+                    for n in range(chunk * N // nchunks, (chunk + 1) * N // nchunks):
+                        for g in range(G):
+                            _backward_item(&grad_y[0, 0, 0, 0], &x[0, 0, 0, 0],
+                                           &w[0, 0, 0, 0], gx, part, &p, n, g,
+                                           scratch, num_threads > 1, num_threads)
+            if need_w and nchunks > 1:
+                # Sum the chunk partials in chunk order (deterministic).
+                for i in prange(wsize, schedule='static', num_threads=num_threads):
+                    acc = 0
+                    for c in range(nchunks):
+                        acc = acc + partials[c * wsize + i]
+                    gw[i] = acc
+    finally:
+        free(scratch)
+        if need_w and nchunks > 1:
+            free(partials)

@@ -1,0 +1,44 @@
+"""What the kernels were compiled with: OpenMP on/off, compiler, flags."""
+from convcore._kernels._openmp cimport (
+    CONVCORE_USE_OPENMP, omp_get_max_threads, omp_get_num_procs)
+
+cdef extern from *:
+    """
+    #ifndef CONVCORE_BUILD_CC
+    #define CONVCORE_BUILD_CC "unknown"
+    #endif
+    #ifndef CONVCORE_BUILD_FLAGS
+    #define CONVCORE_BUILD_FLAGS "unknown"
+    #endif
+    #ifndef CONVCORE_BUILD_NATIVE
+    #define CONVCORE_BUILD_NATIVE 0
+    #endif
+    """
+    const char* CONVCORE_BUILD_CC
+    const char* CONVCORE_BUILD_FLAGS
+    int CONVCORE_BUILD_NATIVE
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP."""
+    return bool(CONVCORE_USE_OPENMP)
+
+
+def omp_max_threads():
+    """omp_get_max_threads() of the OpenMP runtime (1 without OpenMP)."""
+    return omp_get_max_threads()
+
+
+def omp_num_procs():
+    """Processors the OpenMP runtime sees (1 without OpenMP)."""
+    return omp_get_num_procs()
+
+
+def build_info():
+    """dict with the compiler, the flags and whether -march=native was used."""
+    return {
+        "compiler": CONVCORE_BUILD_CC.decode(),
+        "flags": CONVCORE_BUILD_FLAGS.decode(),
+        "march_native": bool(CONVCORE_BUILD_NATIVE),
+        "openmp": bool(CONVCORE_USE_OPENMP),
+    }

@@ -1,0 +1,123 @@
+"""Registry of convolution algorithms and the choice made by "auto".
+
+Every algorithm accepts the same arguments and gives the same result to
+float rounding; a specialised one says what it supports through
+`supports(spec)`. `select_algorithm(spec)` is the "auto" rule, exposed so
+tests and the benchmark can see what it picks.
+
+    conv2d(..., algorithm) --> get_algorithm(name, spec) --> Algorithm
+                                  | "auto": select_algorithm(spec)
+                                  v
+              DirectConv  --> _kernels.conv_direct (prange, no BLAS)
+              Im2colConv  --> _kernels.conv_gemm   (prange + 1-thread BLAS,
+                                                    or n-thread BLAS alone)
+"""
+from convcore import _threads
+from convcore._kernels import conv_direct, conv_gemm, openmp_info
+
+
+class ConvAlgorithm:
+    """One way of computing a convolution; subclasses fill the kernels."""
+
+    name = None
+
+    def supports(self, spec):
+        """(True, "") or (False, reason) for a checked ConvSpec."""
+        return True, ""
+
+    def forward(self, x, w, bias, y, spec):
+        raise NotImplementedError
+
+    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
+        raise NotImplementedError
+
+
+class DirectConv(ConvAlgorithm):
+    """Direct loops over the taps; no scratch, no BLAS. Strong where the
+    GEMM would be thin: depthwise, few channels, tiny images."""
+
+    name = "direct"
+
+    def forward(self, x, w, bias, y, spec):
+        conv_direct.forward(x, w, bias, y, spec.geom, kernel_threads())
+
+    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
+        nt = kernel_threads()
+        if need_x:
+            conv_direct.backward_data(grad_y, w, grad_x, spec.geom, nt)
+        if need_w:
+            conv_direct.backward_weight(grad_y, x, grad_w, spec.geom, nt)
+
+
+class Im2colConv(ConvAlgorithm):
+    """im2col (per image and group, bounded scratch) + BLAS GEMM."""
+
+    name = "im2col"
+
+    @staticmethod
+    def _plan(work_items):
+        """(batch_parallel, blas_threads). Enough independent items: our own
+        prange owns the threads and each GEMM runs on one. Too few (batch 1)
+        or no OpenMP: one item at a time, and the BLAS owns the threads."""
+        nt = _threads.get_num_threads()
+        if openmp_info.openmp_enabled() and work_items >= nt:
+            return True, 1
+        return False, nt
+
+    def forward(self, x, w, bias, y, spec):
+        batch_parallel, blas_nt = self._plan(spec.N * spec.groups)
+        with _threads.blas_threads(blas_nt):
+            conv_gemm.forward(x, w, bias, y, spec.geom, kernel_threads(),
+                              batch_parallel)
+
+    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
+        chunks = min(spec.N, conv_gemm.NUM_WEIGHT_GRAD_CHUNKS)
+        batch_parallel, blas_nt = self._plan(chunks)
+        with _threads.blas_threads(blas_nt):
+            conv_gemm.backward(grad_y, x, w, grad_x, grad_w, need_x, need_w,
+                               spec.geom, kernel_threads(), batch_parallel)
+
+
+def kernel_threads():
+    """Threads for our prange loops: 1 when built without OpenMP."""
+    return _threads.get_num_threads() if openmp_info.openmp_enabled() else 1
+
+
+_REGISTRY = {cls.name: cls() for cls in (DirectConv, Im2colConv)}
+
+
+def conv_algorithms():
+    """Names accepted as `algorithm=`: every registered one, and "auto"."""
+    return tuple(_REGISTRY) + ("auto",)
+
+
+def select_algorithm(spec):
+    """The "auto" rule, from the measurements in benchmarks/results:
+
+    - depthwise-like (one input channel per group): a GEMM per group would
+      be (Kg x R*S) @ (R*S x P), too thin for the BLAS to pay for the
+      im2col copy and per-call overhead; the direct kernel streams it.
+    - everything else: im2col + GEMM, which runs near the BLAS's speed
+      once Cg*R*S and K/groups are a few dozen.
+    """
+    if spec.Cg == 1:
+        return _REGISTRY["direct"]
+    return _REGISTRY["im2col"]
+
+
+def get_algorithm(name, spec, fn="conv2d"):
+    """The algorithm object for `name`, checked against `spec`."""
+    if not isinstance(name, str):
+        raise TypeError(f"{fn}: algorithm must be a string, one of "
+                        f"{conv_algorithms()}, got {name!r}")
+    if name == "auto":
+        return select_algorithm(spec)
+    algo = _REGISTRY.get(name)
+    if algo is None:
+        raise ValueError(f"{fn}: unknown algorithm {name!r}; choose from "
+                         f"{conv_algorithms()}")
+    ok, why = algo.supports(spec)
+    if not ok:
+        raise ValueError(f"{fn}: algorithm {name!r} does not support this "
+                         f"configuration: {why}")
+    return algo
