@@ -11,6 +11,7 @@ CONVCORE_NATIVE=1          add -march=native (the wheel then only runs on
 CONVCORE_DEBUG=1           -O0 -g and Cython bounds/wraparound checks on
 CONVCORE_SANITIZE=1        AddressSanitizer + UndefinedBehaviorSanitizer
 """
+import glob
 import os
 import shutil
 import subprocess
@@ -22,13 +23,11 @@ import warnings
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = [
-    "openmp_info",
-    "blas",
-    "im2col",
-    "conv_direct",
-    "conv_gemm",
-]
+# Every convcore/_kernels/*.pyx is one extension module.
+KERNELS = sorted(
+    os.path.splitext(os.path.basename(p))[0]
+    for p in glob.glob(os.path.join("convcore", "_kernels", "*.pyx"))
+)
 
 
 def _env_flag(name):
@@ -92,6 +91,10 @@ class BuildExt(build_ext):
             # -O3 turns on the loop vectoriser; no -ffast-math, which would
             # break NaN/Inf propagation that the API promises.
             cflags, ldflags = ["-O3", "-fno-math-errno"], []
+        if not msvc:
+            # Lets `#pragma omp simd` vectorise chosen reductions even in a
+            # build without OpenMP threads (no runtime library needed).
+            cflags.append("-fopenmp-simd")
         if sanitize and not msvc:
             san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
             cflags += san

@@ -1,0 +1,5 @@
+import sys
+
+from convcore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,89 @@
+"""`convcore info`: what this installation runs with."""
+import platform
+import sys
+
+import numpy as np
+
+
+def cpu_features():
+    """SIMD features of this CPU that matter to the kernels (Linux /proc,
+    else numpy's own detection)."""
+    wanted = ("sse2", "avx", "avx2", "fma", "avx512f", "neon", "asimd")
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [w for w in wanted if w in have]
+    except OSError:
+        pass
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+        return [w for w in wanted if __cpu_features__.get(w.upper())]
+    except ImportError:
+        return []
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def info_dict():
+    import convcore
+    from convcore import _threads
+    from convcore._kernels import openmp_info
+
+    build = openmp_info.build_info()
+    return {
+        "version": convcore.__version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "compiler": build["compiler"],
+        "flags": build["flags"],
+        "march_native": build["march_native"],
+        "openmp": build["openmp"],
+        "threads": convcore.get_num_threads(),
+        "omp_max_threads": openmp_info.omp_max_threads(),
+        "blas": [
+            {k: b.get(k) for k in ("internal_api", "prefix", "version",
+                                   "num_threads", "threading_layer", "filepath")}
+            for b in _threads.blas_info()
+        ],
+        "cpu": cpu_name(),
+        "simd": cpu_features(),
+        "algorithms": list(convcore.conv_algorithms()),
+    }
+
+
+def add_arguments(parser):
+    parser.add_argument("--json", action="store_true", help="print as JSON")
+
+
+def run(args):
+    info = info_dict()
+    if args.json:
+        import json
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"convcore {info['version']} (Python {info['python']}, numpy {info['numpy']})")
+    print(f"compiler      {info['compiler']}  flags: {info['flags']}")
+    print(f"-march=native {'yes' if info['march_native'] else 'no (set CONVCORE_NATIVE=1 at build to opt in)'}")
+    if info["openmp"]:
+        print(f"OpenMP        on, convcore threads {info['threads']} "
+              f"(OpenMP max {info['omp_max_threads']})")
+    else:
+        print("OpenMP        OFF: kernels run single-threaded (the compiler had no "
+              "working OpenMP at build time)")
+    for b in info["blas"]:
+        print(f"BLAS          {b['internal_api']} {b['version']} ({b['threading_layer']}), "
+              f"{b['num_threads']} threads, {b['filepath']}")
+    print(f"CPU           {info['cpu']}; SIMD: {' '.join(info['simd']) or 'unknown'}")
+    print(f"algorithms    {', '.join(info['algorithms'])}")
+    return 0

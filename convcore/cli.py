@@ -1,0 +1,47 @@
+"""`convcore` command line (floor 5): argument parsing and printing only.
+
+Each command lives in its own module exposing `add_arguments(parser)` and
+`run(args) -> int`, so the CLI grows without one file knowing them all:
+
+    convcore info    convcore/_info.py
+    convcore bench   convcore/bench.py
+    convcore train   convcore/train_cli.py
+"""
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "info": ("convcore._info", "version, build flags, OpenMP/BLAS threads, CPU"),
+    "bench": ("convcore.bench", "compare convolution algorithms (and PyTorch)"),
+    "train": ("convcore.train_cli", "train a CNN on the embedded digits or MNIST/CIFAR-10"),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="convcore",
+        description="convcore: CPU convolution engine for training CNNs.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, helptext) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue  # a command whose module is not there yet is not offered
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)  # bad arguments: usage + exit 2
+    return args._run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
