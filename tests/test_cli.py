@@ -1,7 +1,9 @@
 """The command line: help on every command, usage + exit 2 on bad flags,
 and `convcore info` telling the truth about the build."""
+import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -9,9 +11,20 @@ import convcore
 from convcore import cli
 
 
+def run_module(module, *args):
+    """`python -m module args` importing the same convcore as this test run
+    (installed or in-place build), from a neutral directory so that an
+    uncompiled source tree in the working directory is never picked up."""
+    env = dict(os.environ)
+    home = os.path.dirname(os.path.dirname(os.path.abspath(convcore.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [home, env.get("PYTHONPATH", "")]))
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+                              text=True, timeout=300, env=env, cwd=cwd)
+
+
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "convcore", *args],
-                          capture_output=True, text=True, timeout=300)
+    return run_module("convcore", *args)
 
 
 def test_info_reports_build_threads_and_blas():
@@ -41,8 +54,7 @@ def test_bad_arguments_print_usage_and_exit_2(argv):
 
 
 def test_demo_runs_and_algorithms_agree():
-    out = subprocess.run([sys.executable, "-m", "convcore.demo"], capture_output=True,
-                         text=True, timeout=300)
+    out = run_module("convcore.demo")
     assert out.returncode == 0, out.stderr
     for algo in ("direct", "im2col"):
         assert algo in out.stdout
