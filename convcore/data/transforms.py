@@ -138,7 +138,10 @@ class RandomShift(RandomTransform):
                              f"{shifts.dtype} {shifts.shape}")
         out = np.zeros_like(x)
         for i, (dy, dx) in enumerate(shifts.tolist()):
-            # Output pixel (y, x) = input (y - dy, x - dx) where that exists.
+            # Output pixel (y, x) = input (y - dy, x - dx) where that exists;
+            # a shift of the whole size or more leaves only zeros.
+            if abs(dy) >= h or abs(dx) >= w:
+                continue
             ys, yd = slice(max(0, -dy), min(h, h - dy)), slice(max(0, dy), min(h, h + dy))
             xs, xd = slice(max(0, -dx), min(w, w - dx)), slice(max(0, dx), min(w, w + dx))
             out[i, :, yd, xd] = x[i, :, ys, xs]
