@@ -11,12 +11,14 @@
          v
     DataLoader(batch_size, shuffle, seed, drop_last, transform, prefetch)
          |  transforms.py: RandomHorizontalFlip, RandomShift, RandomRotation,
-         v                 Normalize.fit(train images), Compose
+         |                 Normalize.fit(train images), Compose
+         v  crops.py: RandomCrop, center_crop, multi_crop (5/10-crop evaluation)
     (images, labels) batches -> convcore.training
 """
 from convcore.data.catalog import DATASETS, load_dataset
 from convcore.data.cifar import CIFAR10_CLASSES, load_cifar10, read_cifar_batch, write_cifar_batch
 from convcore.data.class_weights import class_weights
+from convcore.data.crops import RandomCrop, center_crop, crop, multi_crop
 from convcore.data.dataset import ArrayDataset
 from convcore.data.digits import load_digits, load_digits_arrays
 from convcore.data.idx import load_fashion_mnist, load_mnist, read_idx, write_idx
@@ -31,4 +33,5 @@ __all__ = [
     "read_cifar_batch", "write_cifar_batch", "CIFAR10_CLASSES", "class_weights",
     "stratified_split", "stratified_kfold", "Compose", "Normalize", "RandomHorizontalFlip",
     "RandomRotation", "RandomShift", "channel_stats", "rotate",
+    "RandomCrop", "center_crop", "crop", "multi_crop",
 ]
