@@ -75,6 +75,11 @@ def top_k_accuracy(y_true, scores, k=5):
     if y_true.max() >= c:
         raise ValueError(f"{fn}: label {y_true.max()} out of range for {c} score columns")
     k = check_int(k, "k", 1, fn)
+    if scores.dtype.kind == "f" and np.isnan(scores).any():
+        # argsort ranks NaN above every number, which would count as a hit.
+        rows = np.flatnonzero(np.isnan(scores).any(axis=1))
+        raise ValueError(f"{fn}: scores contain NaN in {len(rows)} rows "
+                         f"(first: {rows[:5].tolist()})")
     ranked = np.argsort(scores, axis=1, kind="stable")[:, ::-1][:, :k]
     return float(np.mean(np.any(ranked == y_true[:, None], axis=1)))
 
@@ -92,7 +97,7 @@ def _safe_divide(num, den):
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ClassificationMetrics:
     """Per-class and summary metrics of one confusion matrix.
 

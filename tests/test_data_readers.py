@@ -213,3 +213,24 @@ def test_load_dataset_arguments():
         load_dataset("svhn")
     with pytest.raises(ValueError, match="data_dir"):
         load_dataset("cifar10")
+
+
+def test_max_bytes_refuses_before_reading(tmp_path):
+    p = write(tmp_path / "big.idx.gz", idx_bytes(np.zeros((100, 10, 10), np.uint8)), gz=True)
+    assert read_idx(p).shape == (100, 10, 10)
+    with pytest.raises(ValueError, match="10000 bytes, over the 9999-byte limit"):
+        read_idx(p, max_bytes=9999)
+
+
+def test_array_dataset_validation():
+    from convcore.data import ArrayDataset
+    x = np.zeros((3, 1, 2, 2), np.float32)
+    with pytest.raises(ValueError, match="4-D"):
+        ArrayDataset(x[0], np.zeros(3, np.int64), ("a", "b"))
+    with pytest.raises(ValueError, match="3 images but 2 labels"):
+        ArrayDataset(x, np.zeros(2, np.int64), ("a", "b"))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        ArrayDataset(x, np.array([0, 1, 2]), ("a", "b"))
+    ds = ArrayDataset(x, np.array([0, 1, 1]), ("a", "b"))
+    np.testing.assert_array_equal(ds.class_counts(), [1, 2])
+    assert ds.subset([2]).labels.tolist() == [1] and ds.image_shape == (1, 2, 2)

@@ -115,6 +115,7 @@ def test_report_string():
     (lambda: top_k_accuracy([0, 3], np.zeros((2, 3)), 1), ValueError, "out of range"),
     (lambda: top_k_accuracy([0, 1], np.zeros((2, 3)), 0), ValueError, "k must be >= 1"),
     (lambda: top_k_accuracy([0], np.zeros((2, 3)), 1), ValueError, "2 rows"),
+    (lambda: top_k_accuracy([0, 1], np.array([[0, 1.0], [np.nan, 0]]), 1), ValueError, "NaN"),
     (lambda: ClassificationMetrics.from_confusion(np.zeros((2, 3), int)), ValueError, "square"),
     (lambda: ClassificationMetrics.from_confusion(np.zeros((2, 2), int)), ValueError, "not all zero"),
     (lambda: classification_metrics([0, 1], [0, 1], class_names=["a"]), ValueError, "out of range"),

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-@dataclass(frozen=True)
+# eq=False: field-wise == on arrays is ambiguous; datasets compare by identity.
+@dataclass(frozen=True, eq=False)
 class ArrayDataset:
     """A labelled image set.
 

@@ -54,11 +54,13 @@ def parse_idx_header(head, path):
     return IDX_DTYPES[code], shape, header_len
 
 
-def read_idx(path, max_bytes=1 << 32):
+def read_idx(path, max_bytes=1 << 30):
     """Read one IDX file (raw or gzip) into a native-endian ndarray.
 
     The data length must equal exactly prod(shape) * itemsize; a declared
-    size over `max_bytes` is refused before reading the data."""
+    size over `max_bytes` (default 1 GiB; MNIST's largest file is 47 MB) is
+    refused before reading the data, so a small gzip "bomb" cannot make the
+    reader inflate gigabytes."""
     path = os.fspath(path)
     head = read_bytes(path, limit=4 + 4 * _MAX_NDIM)
     dtype, shape, header_len = parse_idx_header(head, path)
