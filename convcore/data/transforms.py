@@ -8,7 +8,6 @@ caller can apply exactly known flips, shifts and angles; `__call__(images,
 rng)` does both. Spatial augmentations run on the unnormalised [0, 1]
 images (padding and fill 0 = black), so put Normalize last in a Compose.
 """
-import math
 import numbers
 
 import numpy as np
