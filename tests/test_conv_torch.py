@@ -10,6 +10,7 @@ from test_conv_grid import CONFIGS, _arrays, _geom, _id
 torch = pytest.importorskip("torch")
 
 
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
 @pytest.mark.parametrize("cfg", CONFIGS[::3], ids=_id)
 def test_matches_torch(cfg):
     x, w, b = _arrays(cfg, np.float64, seed=3)
