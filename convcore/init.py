@@ -9,11 +9,18 @@ the same seed hold the same numbers up to rounding.
 Fans (torch.nn.init._calculate_fan_in_and_fan_out): for a weight of shape
 (out, in, *kernel), fan_in = in * prod(kernel), fan_out = out * prod(kernel).
 """
+import contextlib
 import math
+import threading
 
 import numpy as np
 
 _default = {"rng": np.random.default_rng()}
+_skip = threading.local()
+
+# Draws happen in float64 chunks of this many values: the same stream as one
+# big draw, without a float64 copy of a 100M-parameter layer in memory.
+_CHUNK = 1 << 20
 
 
 def manual_seed(seed):
@@ -69,20 +76,39 @@ def calculate_fan_in_and_fan_out(tensor):
     return shape[1] * receptive, shape[0] * receptive
 
 
-def _fill(data, values):
-    data[...] = values.astype(data.dtype, copy=False)
+@contextlib.contextmanager
+def skip_init():
+    """Layers built inside keep zero weights instead of drawing them: for a
+    model whose weights come from load_state_dict next, or for summary()
+    of a large model. Thread-local."""
+    previous = getattr(_skip, "on", False)
+    _skip.on = True
+    try:
+        yield
+    finally:
+        _skip.on = previous
+
+
+def _fill(data, draw):
+    """data[...] = draw(n) in chunks, rounded to data's dtype."""
+    flat = data.reshape(-1)  # data is contiguous: a view
+    for start in range(0, flat.size, _CHUNK):
+        stop = min(start + _CHUNK, flat.size)
+        flat[start:stop] = draw(stop - start)
     return data
 
 
 def uniform_(tensor, a=0.0, b=1.0, rng=None):
     data = _array(tensor, "uniform_")
-    _fill(data, get_rng(rng).uniform(a, b, size=data.shape))
+    gen = get_rng(rng)
+    _fill(data, lambda n: gen.uniform(a, b, size=n))
     return tensor
 
 
 def normal_(tensor, mean=0.0, std=1.0, rng=None):
     data = _array(tensor, "normal_")
-    _fill(data, get_rng(rng).normal(mean, std, size=data.shape))
+    gen = get_rng(rng)
+    _fill(data, lambda n: gen.normal(mean, std, size=n))
     return tensor
 
 
@@ -136,7 +162,10 @@ def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", rng
 
 def default_layer_init_(weight, bias, rng=None):
     """PyTorch's reset_parameters() for Conv2d and Linear: kaiming_uniform_
-    with a = sqrt(5) on the weight, bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    with a = sqrt(5) on the weight, bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    Nothing happens inside `skip_init()`."""
+    if getattr(_skip, "on", False):
+        return
     rng = get_rng(rng)
     kaiming_uniform_(weight, a=math.sqrt(5), rng=rng)
     if bias is not None:

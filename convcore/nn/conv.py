@@ -36,10 +36,10 @@ class Conv2d(Module):
                              f"{self.in_channels} and out_channels={self.out_channels}")
         self.algorithm = algorithm
         dt = layer_dtype(dtype, fn)
-        self.weight = Parameter(np.empty((self.out_channels, self.in_channels // self.groups)
+        self.weight = Parameter(np.zeros((self.out_channels, self.in_channels // self.groups)
                                          + self.kernel_size, dtype=dt))
         if bias:
-            self.bias = Parameter(np.empty(self.out_channels, dtype=dt))
+            self.bias = Parameter(np.zeros(self.out_channels, dtype=dt))
         else:
             self.register_parameter("bias", None)
         init.default_layer_init_(self.weight, self.bias, rng)

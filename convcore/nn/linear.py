@@ -17,9 +17,9 @@ class Linear(Module):
         self.in_features = check_int(in_features, "in_features", 1, "Linear")
         self.out_features = check_int(out_features, "out_features", 1, "Linear")
         dt = layer_dtype(dtype, "Linear")
-        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dt))
+        self.weight = Parameter(np.zeros((self.out_features, self.in_features), dtype=dt))
         if bias:
-            self.bias = Parameter(np.empty(self.out_features, dtype=dt))
+            self.bias = Parameter(np.zeros(self.out_features, dtype=dt))
         else:
             self.register_parameter("bias", None)
         init.default_layer_init_(self.weight, self.bias, rng)
