@@ -41,7 +41,8 @@ def get_rng(rng=None):
 
 
 def _array(tensor, fn):
-    data = getattr(tensor, "data", tensor)
+    # ndarray has a .data too (its raw buffer), so test for it first
+    data = tensor if isinstance(tensor, np.ndarray) else getattr(tensor, "data", tensor)
     if not isinstance(data, np.ndarray) or data.dtype.kind != "f":
         raise TypeError(f"{fn}: expected a float ndarray or Parameter, got "
                         f"{type(tensor).__name__}")
