@@ -11,3 +11,10 @@ from convcore.functional.norms import (
     instance_norm, instance_norm_backward)
 __all__ += ["group_norm", "group_norm_backward", "layer_norm", "layer_norm_backward",
             "instance_norm", "instance_norm_backward"]
+from convcore.functional.activations import (
+    relu, relu_backward, leaky_relu, leaky_relu_backward, sigmoid, sigmoid_backward,
+    tanh, tanh_backward, softplus, softplus_backward, softmax, softmax_backward,
+    log_softmax, log_softmax_backward)
+__all__ += ["relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "sigmoid",
+            "sigmoid_backward", "tanh", "tanh_backward", "softplus", "softplus_backward",
+            "softmax", "softmax_backward", "log_softmax", "log_softmax_backward"]
