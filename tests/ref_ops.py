@@ -51,6 +51,26 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 # --- activations --------------------------------------------------------------
 
+def _elementwise(f, x):
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    for i, v in np.ndenumerate(x):
+        out[i] = f(v)
+    return out
+
+
+def relu(x):
+    return _elementwise(lambda v: v if v > 0 else 0.0, x)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    return _elementwise(lambda v: v if v > 0 else negative_slope * v, x)
+
+
+def tanh(x):
+    return _elementwise(math.tanh, x)
+
+
 def sigmoid(x):
     x = np.asarray(x, dtype=np.float64)
     out = np.empty_like(x)

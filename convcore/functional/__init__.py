@@ -11,3 +11,19 @@ from convcore.functional.norms import (
     instance_norm, instance_norm_backward)
 __all__ += ["group_norm", "group_norm_backward", "layer_norm", "layer_norm_backward",
             "instance_norm", "instance_norm_backward"]
+from convcore.functional.activations import (
+    relu, relu_backward, leaky_relu, leaky_relu_backward, sigmoid, sigmoid_backward,
+    tanh, tanh_backward, softplus, softplus_backward, softmax, softmax_backward,
+    log_softmax, log_softmax_backward)
+__all__ += ["relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "sigmoid",
+            "sigmoid_backward", "tanh", "tanh_backward", "softplus", "softplus_backward",
+            "softmax", "softmax_backward", "log_softmax", "log_softmax_backward"]
+from convcore.functional.pooling import (
+    adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
+    adaptive_max_pool2d_backward, avg_pool2d, avg_pool2d_backward, max_pool2d,
+    max_pool2d_backward)
+
+__all__ += ["max_pool2d", "max_pool2d_backward", "avg_pool2d",
+            "avg_pool2d_backward", "adaptive_avg_pool2d",
+            "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
+            "adaptive_max_pool2d_backward"]

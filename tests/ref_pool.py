@@ -1,0 +1,174 @@
+"""Plain float64 NumPy references for pooling, batch normalisation and local
+response normalisation, written from PyTorch's definitions with explicit
+loops over output positions (vectorised only over batch and channels), so
+the tests compare the kernels against something independent and readable.
+"""
+import math
+
+import numpy as np
+
+
+def _as_pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def pool_out_size(size, k, s, p, d, ceil_mode):
+    """PyTorch's pooling_output_shape, written out again on purpose."""
+    numerator = size + 2 * p - d * (k - 1) - 1
+    if ceil_mode:
+        out = math.ceil(numerator / s) + 1
+        # The last window must start inside the input or the left padding.
+        if (out - 1) * s >= size + p:
+            out -= 1
+    else:
+        out = numerator // s + 1
+    return out
+
+
+def _max_of_window(win):
+    """win: (N, C, T) taps in row-major window order (T may be 0).
+    -> value (N, C) and position (N, C) into the tap list, or -1 when empty.
+    A NaN wins (the last NaN, as PyTorch's `val > max || isnan(val)` scan
+    keeps replacing), else the first maximum."""
+    N, C, T = win.shape
+    if T == 0:
+        return np.full((N, C), -np.inf), np.full((N, C), -1)
+    pos = np.argmax(win, axis=2)       # first maximum (NaN also counts first)
+    isnan = np.isnan(win)
+    last_nan = T - 1 - np.argmax(isnan[:, :, ::-1], axis=2)
+    pos = np.where(isnan.any(axis=2), last_nan, pos)
+    val = np.take_along_axis(win, pos[:, :, None], axis=2)[:, :, 0]
+    return val, pos
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
+               ceil_mode=False):
+    """-> (y, indices) in float64 / int64."""
+    x = np.asarray(x, dtype=np.float64)
+    N, C, H, W = x.shape
+    kh, kw = _as_pair(kernel_size)
+    sh, sw = _as_pair(kernel_size if stride is None else stride)
+    ph, pw = _as_pair(padding)
+    dh, dw = _as_pair(dilation)
+    OH = pool_out_size(H, kh, sh, ph, dh, ceil_mode)
+    OW = pool_out_size(W, kw, sw, pw, dw, ceil_mode)
+    y = np.empty((N, C, OH, OW))
+    idx = np.empty((N, C, OH, OW), dtype=np.int64)
+    for oh in range(OH):
+        for ow in range(OW):
+            taps = [(h, w)
+                    for h in (oh * sh - ph + i * dh for i in range(kh))
+                    for w in (ow * sw - pw + j * dw for j in range(kw))
+                    if 0 <= h < H and 0 <= w < W]
+            win = np.stack([x[:, :, h, w] for h, w in taps], axis=2) if taps \
+                else np.empty((N, C, 0))
+            val, pos = _max_of_window(win)
+            flat = np.array([h * W + w for h, w in taps] + [-1])
+            y[:, :, oh, ow] = val
+            idx[:, :, oh, ow] = flat[pos]
+    return y, idx
+
+
+def max_pool2d_backward(grad_y, indices, input_shape):
+    gx = np.zeros(input_shape)
+    N, C, H, W = input_shape
+    for n in range(N):
+        for c in range(C):
+            plane = gx[n, c].reshape(-1)
+            for g, i in zip(grad_y[n, c].reshape(-1), indices[n, c].reshape(-1)):
+                if i >= 0:
+                    plane[i] += g
+    return gx
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    x = np.asarray(x, dtype=np.float64)
+    N, C, H, W = x.shape
+    kh, kw = _as_pair(kernel_size)
+    sh, sw = _as_pair(kernel_size if stride is None else stride)
+    ph, pw = _as_pair(padding)
+    OH = pool_out_size(H, kh, sh, ph, 1, ceil_mode)
+    OW = pool_out_size(W, kw, sw, pw, 1, ceil_mode)
+    y = np.zeros((N, C, OH, OW))
+    for oh in range(OH):
+        for ow in range(OW):
+            h0, w0 = oh * sh - ph, ow * sw - pw
+            # The window including padding, but never past the padding.
+            h1, w1 = min(h0 + kh, H + ph), min(w0 + kw, W + pw)
+            padded_count = (h1 - h0) * (w1 - w0)
+            rows = range(max(h0, 0), min(h1, H))
+            cols = range(max(w0, 0), min(w1, W))
+            if len(rows) == 0 or len(cols) == 0:
+                continue
+            total = x[:, :, rows.start:rows.stop, cols.start:cols.stop].sum(axis=(2, 3))
+            divisor = padded_count if count_include_pad else len(rows) * len(cols)
+            y[:, :, oh, ow] = total / divisor
+    return y
+
+
+def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None,
+                        padding=0, ceil_mode=False, count_include_pad=True):
+    """Each output's gradient shared out over its window's input taps."""
+    N, C, H, W = input_shape
+    kh, kw = _as_pair(kernel_size)
+    sh, sw = _as_pair(kernel_size if stride is None else stride)
+    ph, pw = _as_pair(padding)
+    gx = np.zeros(input_shape)
+    for oh in range(grad_y.shape[2]):
+        for ow in range(grad_y.shape[3]):
+            h0, w0 = oh * sh - ph, ow * sw - pw
+            h1, w1 = min(h0 + kh, H + ph), min(w0 + kw, W + pw)
+            padded_count = (h1 - h0) * (w1 - w0)
+            rows = range(max(h0, 0), min(h1, H))
+            cols = range(max(w0, 0), min(w1, W))
+            divisor = padded_count if count_include_pad else len(rows) * len(cols)
+            for h in rows:
+                for w in cols:
+                    gx[:, :, h, w] += grad_y[:, :, oh, ow] / divisor
+    return gx
+
+
+def _adaptive_ranges(in_size, out_size):
+    return [(i * in_size // out_size, -(-(i + 1) * in_size // out_size))
+            for i in range(out_size)]
+
+
+def adaptive_avg_pool2d(x, output_size):
+    x = np.asarray(x, dtype=np.float64)
+    N, C, H, W = x.shape
+    OH, OW = _as_pair(output_size)
+    y = np.empty((N, C, OH, OW))
+    for oh, (h0, h1) in enumerate(_adaptive_ranges(H, OH)):
+        for ow, (w0, w1) in enumerate(_adaptive_ranges(W, OW)):
+            y[:, :, oh, ow] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+    return y
+
+
+def adaptive_max_pool2d(x, output_size):
+    """-> (y, indices)."""
+    x = np.asarray(x, dtype=np.float64)
+    N, C, H, W = x.shape
+    OH, OW = _as_pair(output_size)
+    y = np.empty((N, C, OH, OW))
+    idx = np.empty((N, C, OH, OW), dtype=np.int64)
+    for oh, (h0, h1) in enumerate(_adaptive_ranges(H, OH)):
+        for ow, (w0, w1) in enumerate(_adaptive_ranges(W, OW)):
+            taps = [(h, w) for h in range(h0, h1) for w in range(w0, w1)]
+            win = np.stack([x[:, :, h, w] for h, w in taps], axis=2)
+            val, pos = _max_of_window(win)
+            y[:, :, oh, ow] = val
+            idx[:, :, oh, ow] = np.array([h * W + w for h, w in taps])[pos]
+    return y, idx
+
+
+def linear_map_transpose(forward, input_shape, grad_y):
+    """grad_x of a linear map by building it column by column:
+    grad_x[i] = <forward(e_i), grad_y>. Independent of any backward code."""
+    gx = np.zeros(input_shape)
+    flat = gx.reshape(-1)
+    for i in range(flat.size):
+        e = np.zeros(flat.size)
+        e[i] = 1.0
+        flat[i] = np.sum(forward(e.reshape(input_shape)) * grad_y)
+    return gx
