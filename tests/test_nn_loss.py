@@ -86,7 +86,7 @@ def test_losses_match_torch(ours, theirs, kind, rng):
     tout = torch.from_numpy(out.copy()).requires_grad_(True)
     tvalue = theirs(torch.nn)(tout, torch.from_numpy(target))
     tvalue.backward()
-    assert value == pytest.approx(float(tvalue), rel=1e-10)
+    assert value == pytest.approx(tvalue.item(), rel=1e-10)
     np.testing.assert_allclose(loss.backward(), tout.grad.numpy(), rtol=1e-9, atol=1e-12)
 
 

@@ -176,3 +176,16 @@ def test_repr_lists_children():
     text = repr(nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, bias=False), nn.ReLU()))
     assert "(0): Conv2d(3, 8, kernel_size=(3, 3), stride=(2, 2), bias=False)" in text
     assert "(1): ReLU()" in text
+
+
+def test_to_converts_parameters_and_float_buffers(rng):
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, rng=0), nn.BatchNorm2d(3))
+    w32 = net[0].weight.data.copy()
+    assert net.to(np.float64) is net
+    assert net[0].weight.dtype == np.float64 and net[1].running_var.dtype == np.float64
+    assert net[1].num_batches_tracked.dtype == np.int64
+    np.testing.assert_array_equal(net[0].weight.data, w32)
+    y = net[0](rng.standard_normal((1, 2, 4, 4)))
+    assert y.dtype == np.float64
+    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+        net.to(np.int8)

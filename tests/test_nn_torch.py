@@ -67,7 +67,7 @@ def test_same_outputs_and_gradients(rng):
     tx = torch.from_numpy(x.copy()).requires_grad_(True)
     tvalue = tnn.CrossEntropyLoss(label_smoothing=0.1)(theirs(tx), torch.from_numpy(target))
     tvalue.backward()
-    assert value == pytest.approx(float(tvalue), rel=1e-10)
+    assert value == pytest.approx(tvalue.item(), rel=1e-10)
     np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-8, atol=1e-12)
     for (k, p), (tk, tp) in zip(ours.named_parameters(), theirs.named_parameters()):
         assert k == tk
@@ -95,7 +95,7 @@ def test_ten_sgd_steps_give_the_same_losses(rng):
         opt.step()
         opt.zero_grad()
         tv = tloss(theirs(torch.from_numpy(x)), torch.from_numpy(t))
-        tlosses.append(float(tv))
+        tlosses.append(tv.item())
         tv.backward()
         topt.step()
         topt.zero_grad()

@@ -209,6 +209,25 @@ class Module:
             p.requires_grad = bool(requires_grad)
         return self
 
+    def to(self, dtype):
+        """Convert every parameter (and its gradient) and every float buffer
+        to float32 or float64 in place; returns self. Layers created with
+        dtype= need no conversion; this is for a model loaded in the other
+        precision."""
+        from convcore.nn._common import layer_dtype
+        dt = layer_dtype(dtype, f"{type(self).__name__}.to")
+        for m in self.modules():
+            for name, p in m._parameters.items():
+                if p is not None and p.dtype != dt:
+                    p.data = p.data.astype(dt)
+                    if p.grad is not None:
+                        p.grad = p.grad.astype(dt)
+            for name, b in m._buffers.items():
+                if b is not None and b.dtype.kind == "f" and b.dtype != dt:
+                    m._buffers[name] = b.astype(dt)
+            m._cache = None  # cached arrays are in the old precision
+        return self
+
     # -- state --------------------------------------------------------------
     def _state_items(self):
         """(key, owner module, local name, kind) in PyTorch's state-dict order:
