@@ -18,3 +18,5 @@ from convcore.functional.activations import (
 __all__ += ["relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "sigmoid",
             "sigmoid_backward", "tanh", "tanh_backward", "softplus", "softplus_backward",
             "softmax", "softmax_backward", "log_softmax", "log_softmax_backward"]
+from convcore.functional.linear import linear, linear_backward, dropout, dropout_backward
+__all__ += ["linear", "linear_backward", "dropout", "dropout_backward"]
