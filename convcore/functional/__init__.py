@@ -20,3 +20,8 @@ __all__ += ["relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "sigmo
             "softmax", "softmax_backward", "log_softmax", "log_softmax_backward"]
 from convcore.functional.linear import linear, linear_backward, dropout, dropout_backward
 __all__ += ["linear", "linear_backward", "dropout", "dropout_backward"]
+from convcore.functional.losses import (
+    cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward,
+    binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_backward)
+__all__ += ["cross_entropy", "cross_entropy_backward", "mse_loss", "mse_loss_backward",
+            "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward"]
