@@ -27,3 +27,10 @@ __all__ += ["max_pool2d", "max_pool2d_backward", "avg_pool2d",
             "avg_pool2d_backward", "adaptive_avg_pool2d",
             "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
             "adaptive_max_pool2d_backward"]
+from convcore.functional.linear import linear, linear_backward, dropout, dropout_backward
+__all__ += ["linear", "linear_backward", "dropout", "dropout_backward"]
+from convcore.functional.losses import (
+    cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward,
+    binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_backward)
+__all__ += ["cross_entropy", "cross_entropy_backward", "mse_loss", "mse_loss_backward",
+            "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward"]
