@@ -15,3 +15,7 @@ __all__ += ["max_pool2d", "max_pool2d_backward", "avg_pool2d",
             "avg_pool2d_backward", "adaptive_avg_pool2d",
             "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
             "adaptive_max_pool2d_backward"]
+from convcore.functional.batch_norm import (
+    batch_norm, batch_norm_backward, fold_batch_norm)
+
+__all__ += ["batch_norm", "batch_norm_backward", "fold_batch_norm"]
