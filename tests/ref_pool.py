@@ -172,3 +172,66 @@ def linear_map_transpose(forward, input_shape, grad_y):
         e[i] = 1.0
         flat[i] = np.sum(forward(e.reshape(input_shape)) * grad_y)
     return gx
+
+
+# ---------------------------------------------------------------------------
+# Batch normalisation
+
+def _bn_axes(x):
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _per_channel(v, x):
+    """(C,) -> broadcastable against x (N, C, ...)."""
+    return np.asarray(v, dtype=np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None,
+               training=False, momentum=0.1, eps=1e-5):
+    """-> (y, mean, invstd, new_running_mean, new_running_var), float64;
+    the running arrays are not touched."""
+    x = np.asarray(x, dtype=np.float64)
+    C = x.shape[1]
+    count = x.size // C
+    if training:
+        mean = x.mean(axis=_bn_axes(x))
+        var = ((x - _per_channel(mean, x)) ** 2).mean(axis=_bn_axes(x))
+    else:
+        mean = np.asarray(running_mean, dtype=np.float64)
+        var = np.asarray(running_var, dtype=np.float64)
+    invstd = 1.0 / np.sqrt(var + eps)
+    y = (x - _per_channel(mean, x)) * _per_channel(invstd, x)
+    if weight is not None:
+        y = y * _per_channel(weight, x)
+    if bias is not None:
+        y = y + _per_channel(bias, x)
+    new_rm = new_rv = None
+    if training and running_mean is not None:
+        new_rm = (1 - momentum) * np.asarray(running_mean, np.float64) + momentum * mean
+        new_rv = ((1 - momentum) * np.asarray(running_var, np.float64)
+                  + momentum * var * count / (count - 1))
+    return y, mean, invstd, new_rm, new_rv
+
+
+def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True):
+    """The chain rule step by step (cs231n's staged derivation), not the
+    closed formula the kernel uses: through xhat, then var, then mean."""
+    x = np.asarray(x, dtype=np.float64)
+    gy = np.asarray(grad_y, dtype=np.float64)
+    axes = _bn_axes(x)
+    m = x.size // x.shape[1]
+    mu = _per_channel(mean, x)
+    inv = _per_channel(invstd, x)
+    gamma = _per_channel(np.ones(x.shape[1]) if weight is None else weight, x)
+    xhat = (x - mu) * inv
+    grad_bias = gy.sum(axis=axes)
+    grad_weight = (gy * xhat).sum(axis=axes)
+    dxhat = gy * gamma
+    if not training:
+        return dxhat * inv, grad_weight, grad_bias
+    # var = mean((x - mu)^2), invstd = (var + eps)^-1/2
+    dvar = (dxhat * (x - mu) * -0.5 * inv ** 3).sum(axis=axes, keepdims=True)
+    dmu = ((-dxhat * inv).sum(axis=axes, keepdims=True)
+           + dvar * (-2.0 * (x - mu)).sum(axis=axes, keepdims=True) / m)
+    dx = dxhat * inv + dvar * 2.0 * (x - mu) / m + dmu / m
+    return dx, grad_weight, grad_bias

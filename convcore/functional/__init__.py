@@ -34,3 +34,7 @@ from convcore.functional.losses import (
     binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_backward)
 __all__ += ["cross_entropy", "cross_entropy_backward", "mse_loss", "mse_loss_backward",
             "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward"]
+from convcore.functional.batch_norm import (
+    batch_norm, batch_norm_backward, fold_batch_norm)
+
+__all__ += ["batch_norm", "batch_norm_backward", "fold_batch_norm"]
