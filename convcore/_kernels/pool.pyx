@@ -1,0 +1,320 @@
+"""Pooling kernels: max, average, adaptive average and adaptive max over
+each (n, c) plane of an NCHW array, forward and backward.
+
+Every worker owns one input plane and its output plane, so the drivers run
+prange over N*C planes with no reduction: results do not depend on the
+thread count. Window rules follow PyTorch's CPU kernels (MaxPoolKernel.cpp,
+AvgPoolKernel.cpp, AdaptiveAveragePooling.cpp) line for line, since the
+edge cases (ceil_mode windows running into padding, divisors, NaN) are
+defined by them:
+
+max     window [oh*sh - ph, ... + (kh-1)*dh] clipped to taps inside the
+        input (padding is -inf); a value wins if it is > the current max or
+        NaN, so ties keep the first index and NaN propagates. A window with
+        no tap inside the input (possible only with dilation) gives -inf and
+        index -1, which the backward skips.
+avg     window [oh*sh - ph, min(oh*sh - ph + kh, H + ph)); the divisor counts
+        the padded window (count_include_pad) or only the input taps.
+adaptive  rows [floor(i*H/OH), ceil((i+1)*H/OH)), columns likewise.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+from libc.math cimport INFINITY
+
+
+cdef struct PoolParams:
+    Py_ssize_t H, W, OH, OW
+    Py_ssize_t kh, kw, sh, sw, ph, pw, dh, dw
+
+
+cdef PoolParams _params(Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                        Py_ssize_t OW, tuple geom):
+    """geom = (kh, kw, sh, sw, ph, pw, dh, dw)."""
+    cdef PoolParams p
+    p.H = H; p.W = W; p.OH = OH; p.OW = OW
+    p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.dh, p.dw = geom
+    return p
+
+
+cdef inline Py_ssize_t _adaptive_start(Py_ssize_t i, Py_ssize_t out_size,
+                                       Py_ssize_t in_size) noexcept nogil:
+    return (i * in_size) // out_size
+
+
+cdef inline Py_ssize_t _adaptive_end(Py_ssize_t i, Py_ssize_t out_size,
+                                     Py_ssize_t in_size) noexcept nogil:
+    return ((i + 1) * in_size + out_size - 1) // out_size
+
+
+cdef inline void _window_max(const floating* x, Py_ssize_t W,
+                             Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t dh,
+                             Py_ssize_t w0, Py_ssize_t w1, Py_ssize_t dw,
+                             floating* y, int64_t* idx) noexcept nogil:
+    """Max of x[h0:h1:dh, w0:w1:dw] (all inside the plane) and its flat
+    index; an empty window gives -inf and -1."""
+    cdef floating best = -INFINITY, v
+    cdef Py_ssize_t h, w, best_i = -1
+    if h0 < h1 and w0 < w1:
+        best_i = h0 * W + w0
+        h = h0
+        while h < h1:
+            w = w0
+            while w < w1:
+                v = x[h * W + w]
+                # `v != v` is NaN: the NaN wins, as in PyTorch.
+                if v > best or v != v:
+                    best = v
+                    best_i = h * W + w
+                w += dw
+            h += dh
+    y[0] = best
+    if idx != NULL:
+        idx[0] = best_i
+
+
+cdef void max_pool_plane(const floating* x, floating* y, int64_t* idx,
+                         const PoolParams* p) noexcept nogil:
+    """One plane: y (OH, OW) and, when idx is not NULL, flat argmax indices."""
+    cdef Py_ssize_t oh, ow, h0, h1, w0, w1
+    for oh in range(p.OH):
+        h0 = oh * p.sh - p.ph
+        h1 = h0 + (p.kh - 1) * p.dh + 1
+        if h1 > p.H:
+            h1 = p.H
+        while h0 < 0:
+            h0 += p.dh
+        for ow in range(p.OW):
+            w0 = ow * p.sw - p.pw
+            w1 = w0 + (p.kw - 1) * p.dw + 1
+            if w1 > p.W:
+                w1 = p.W
+            while w0 < 0:
+                w0 += p.dw
+            _window_max(x, p.W, h0, h1, p.dh, w0, w1, p.dw, y + oh * p.OW + ow,
+                        idx + oh * p.OW + ow if idx != NULL else NULL)
+
+
+cdef void adaptive_max_plane(const floating* x, floating* y, int64_t* idx,
+                             const PoolParams* p) noexcept nogil:
+    cdef Py_ssize_t oh, ow, h0, h1, w0, w1
+    for oh in range(p.OH):
+        h0 = _adaptive_start(oh, p.OH, p.H)
+        h1 = _adaptive_end(oh, p.OH, p.H)
+        for ow in range(p.OW):
+            w0 = _adaptive_start(ow, p.OW, p.W)
+            w1 = _adaptive_end(ow, p.OW, p.W)
+            _window_max(x, p.W, h0, h1, 1, w0, w1, 1, y + oh * p.OW + ow,
+                        idx + oh * p.OW + ow if idx != NULL else NULL)
+
+
+cdef void max_unpool_plane(const floating* gy, const int64_t* idx,
+                           floating* gx, Py_ssize_t in_plane,
+                           Py_ssize_t out_plane) noexcept nogil:
+    """gx (overwritten) = scatter-add of gy through the saved argmax;
+    index -1 (an all-padding window) contributes nothing."""
+    cdef Py_ssize_t o
+    memset(gx, 0, in_plane * sizeof(floating))
+    for o in range(out_plane):
+        if idx[o] >= 0:
+            gx[idx[o]] += gy[o]
+
+
+cdef inline bint _avg_window(const PoolParams* p, Py_ssize_t oh, Py_ssize_t ow,
+                             bint count_include_pad, Py_ssize_t* h0,
+                             Py_ssize_t* h1, Py_ssize_t* w0, Py_ssize_t* w1,
+                             double* divisor) noexcept nogil:
+    """Input window of output (oh, ow) clipped to the plane, and its divisor;
+    False when the window holds no input tap (its output is 0)."""
+    cdef Py_ssize_t a0 = oh * p.sh - p.ph, b0 = ow * p.sw - p.pw
+    cdef Py_ssize_t a1 = a0 + p.kh, b1 = b0 + p.kw
+    # The padded window stops at the end of the padding (ceil_mode windows
+    # may run past it); that is the size count_include_pad divides by.
+    if a1 > p.H + p.ph:
+        a1 = p.H + p.ph
+    if b1 > p.W + p.pw:
+        b1 = p.W + p.pw
+    cdef Py_ssize_t padded = (a1 - a0) * (b1 - b0)
+    if a0 < 0:
+        a0 = 0
+    if b0 < 0:
+        b0 = 0
+    if a1 > p.H:
+        a1 = p.H
+    if b1 > p.W:
+        b1 = p.W
+    h0[0] = a0; h1[0] = a1; w0[0] = b0; w1[0] = b1
+    if a0 >= a1 or b0 >= b1:
+        return False
+    divisor[0] = padded if count_include_pad else (a1 - a0) * (b1 - b0)
+    return True
+
+
+cdef void avg_pool_plane(const floating* x, floating* y, const PoolParams* p,
+                         bint count_include_pad) noexcept nogil:
+    cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1
+    cdef double acc, divisor
+    for oh in range(p.OH):
+        for ow in range(p.OW):
+            if not _avg_window(p, oh, ow, count_include_pad, &h0, &h1, &w0, &w1,
+                               &divisor):
+                y[oh * p.OW + ow] = 0
+                continue
+            acc = 0
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    acc += x[h * p.W + w]
+            y[oh * p.OW + ow] = <floating> (acc / divisor)
+
+
+cdef void avg_pool_backward_plane(const floating* gy, floating* gx,
+                                  const PoolParams* p,
+                                  bint count_include_pad) noexcept nogil:
+    cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1
+    cdef double divisor
+    cdef floating g
+    memset(gx, 0, p.H * p.W * sizeof(floating))
+    for oh in range(p.OH):
+        for ow in range(p.OW):
+            if not _avg_window(p, oh, ow, count_include_pad, &h0, &h1, &w0, &w1,
+                               &divisor):
+                continue
+            g = <floating> (gy[oh * p.OW + ow] / divisor)
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    gx[h * p.W + w] += g
+
+
+cdef void adaptive_avg_plane(const floating* x, floating* y,
+                             const PoolParams* p) noexcept nogil:
+    cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1
+    cdef double acc
+    for oh in range(p.OH):
+        h0 = _adaptive_start(oh, p.OH, p.H)
+        h1 = _adaptive_end(oh, p.OH, p.H)
+        for ow in range(p.OW):
+            w0 = _adaptive_start(ow, p.OW, p.W)
+            w1 = _adaptive_end(ow, p.OW, p.W)
+            acc = 0
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    acc += x[h * p.W + w]
+            y[oh * p.OW + ow] = <floating> (acc / ((h1 - h0) * (w1 - w0)))
+
+
+cdef void adaptive_avg_backward_plane(const floating* gy, floating* gx,
+                                      const PoolParams* p) noexcept nogil:
+    cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1
+    cdef floating g
+    memset(gx, 0, p.H * p.W * sizeof(floating))
+    for oh in range(p.OH):
+        h0 = _adaptive_start(oh, p.OH, p.H)
+        h1 = _adaptive_end(oh, p.OH, p.H)
+        for ow in range(p.OW):
+            w0 = _adaptive_start(ow, p.OW, p.W)
+            w1 = _adaptive_end(ow, p.OW, p.W)
+            g = <floating> (gy[oh * p.OW + ow] / <double> ((h1 - h0) * (w1 - w0)))
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    gx[h * p.W + w] += g
+
+
+# ---------------------------------------------------------------------------
+# Drivers, called by convcore.functional after every check, with outputs
+# allocated; geom is (kh, kw, sh, sw, ph, pw, dh, dw). Arrays are
+# C-contiguous NCHW with a non-empty batch.
+
+def max_pool2d(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+               int64_t[:, :, :, ::1] indices, tuple geom, int num_threads):
+    """y = max pool of x; indices (or None) = flat argmax per plane. OUT: y, indices"""
+    cdef PoolParams p = _params(x.shape[2], x.shape[3], y.shape[2], y.shape[3], geom)
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], nc
+    cdef Py_ssize_t ip = p.H * p.W, op = p.OH * p.OW
+    cdef int64_t* idx = &indices[0, 0, 0, 0] if indices is not None else NULL
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            max_pool_plane(&x[0, 0, 0, 0] + nc * ip, &y[0, 0, 0, 0] + nc * op,
+                           idx + nc * op if idx != NULL else NULL, &p)
+
+
+def adaptive_max_pool2d(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+                        int64_t[:, :, :, ::1] indices, int num_threads):
+    """y = adaptive max pool of x; indices (or None) as max_pool2d. OUT: y, indices"""
+    cdef PoolParams p = _params(x.shape[2], x.shape[3], y.shape[2], y.shape[3],
+                                (1, 1, 1, 1, 0, 0, 1, 1))
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], nc
+    cdef Py_ssize_t ip = p.H * p.W, op = p.OH * p.OW
+    cdef int64_t* idx = &indices[0, 0, 0, 0] if indices is not None else NULL
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            adaptive_max_plane(&x[0, 0, 0, 0] + nc * ip, &y[0, 0, 0, 0] + nc * op,
+                               idx + nc * op if idx != NULL else NULL, &p)
+
+
+def max_pool2d_backward(const floating[:, :, :, ::1] grad_y,
+                        const int64_t[:, :, :, ::1] indices,
+                        floating[:, :, :, ::1] grad_x, int num_threads):
+    """grad_x (overwritten) = grad_y scattered through indices, which must
+    lie in [-1, H*W). Serves max_pool2d and adaptive_max_pool2d. OUT: grad_x"""
+    cdef Py_ssize_t planes = grad_x.shape[0] * grad_x.shape[1], nc
+    cdef Py_ssize_t ip = grad_x.shape[2] * grad_x.shape[3]
+    cdef Py_ssize_t op = grad_y.shape[2] * grad_y.shape[3]
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            max_unpool_plane(&grad_y[0, 0, 0, 0] + nc * op,
+                             &indices[0, 0, 0, 0] + nc * op,
+                             &grad_x[0, 0, 0, 0] + nc * ip, ip, op)
+
+
+def avg_pool2d(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+               tuple geom, bint count_include_pad, int num_threads):
+    """y = average pool of x.                                         OUT: y"""
+    cdef PoolParams p = _params(x.shape[2], x.shape[3], y.shape[2], y.shape[3], geom)
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], nc
+    cdef Py_ssize_t ip = p.H * p.W, op = p.OH * p.OW
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            avg_pool_plane(&x[0, 0, 0, 0] + nc * ip, &y[0, 0, 0, 0] + nc * op,
+                           &p, count_include_pad)
+
+
+def avg_pool2d_backward(const floating[:, :, :, ::1] grad_y,
+                        floating[:, :, :, ::1] grad_x, tuple geom,
+                        bint count_include_pad, int num_threads):
+    """grad_x (overwritten) of avg_pool2d.                       OUT: grad_x"""
+    cdef PoolParams p = _params(grad_x.shape[2], grad_x.shape[3],
+                                grad_y.shape[2], grad_y.shape[3], geom)
+    cdef Py_ssize_t planes = grad_x.shape[0] * grad_x.shape[1], nc
+    cdef Py_ssize_t ip = p.H * p.W, op = p.OH * p.OW
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            avg_pool_backward_plane(&grad_y[0, 0, 0, 0] + nc * op,
+                                    &grad_x[0, 0, 0, 0] + nc * ip,
+                                    &p, count_include_pad)
+
+
+def adaptive_avg_pool2d(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+                        int num_threads):
+    """y = adaptive average pool of x to y's spatial size.           OUT: y"""
+    cdef PoolParams p = _params(x.shape[2], x.shape[3], y.shape[2], y.shape[3],
+                                (1, 1, 1, 1, 0, 0, 1, 1))
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], nc
+    cdef Py_ssize_t ip = p.H * p.W, op = p.OH * p.OW
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            adaptive_avg_plane(&x[0, 0, 0, 0] + nc * ip, &y[0, 0, 0, 0] + nc * op, &p)
+
+
+def adaptive_avg_pool2d_backward(const floating[:, :, :, ::1] grad_y,
+                                 floating[:, :, :, ::1] grad_x, int num_threads):
+    """grad_x (overwritten) of adaptive_avg_pool2d.              OUT: grad_x"""
+    cdef PoolParams p = _params(grad_x.shape[2], grad_x.shape[3],
+                                grad_y.shape[2], grad_y.shape[3],
+                                (1, 1, 1, 1, 0, 0, 1, 1))
+    cdef Py_ssize_t planes = grad_x.shape[0] * grad_x.shape[1], nc
+    cdef Py_ssize_t ip = p.H * p.W, op = p.OH * p.OW
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            adaptive_avg_backward_plane(&grad_y[0, 0, 0, 0] + nc * op,
+                                        &grad_x[0, 0, 0, 0] + nc * ip, &p)
