@@ -6,10 +6,8 @@ import copy
 import numpy as np
 import pytest
 
-import convcore
 from convcore import nn
-from nn_gradcheck import check_module_gradients
-from test_nn_layers import require_ops
+from nn_helpers import check_module_gradients, require_ops
 
 F64 = np.float64
 

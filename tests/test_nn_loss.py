@@ -6,7 +6,7 @@ import pytest
 import convcore
 from convcore import nn
 from gradcheck import directional_check
-from test_nn_layers import require_ops
+from nn_helpers import require_ops
 
 
 def log_softmax(z):

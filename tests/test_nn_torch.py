@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from convcore import nn, optim
-from test_nn_layers import require_ops
+from nn_helpers import require_ops
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
