@@ -235,3 +235,36 @@ def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True):
            + dvar * (-2.0 * (x - mu)).sum(axis=axes, keepdims=True) / m)
     dx = dxhat * inv + dvar * 2.0 * (x - mu) / m + dmu / m
     return dx, grad_weight, grad_bias
+
+
+# ---------------------------------------------------------------------------
+# Local response normalisation
+
+def _lrn_window(c, size, C):
+    """Channels averaged for output channel c, as PyTorch pads them."""
+    return range(max(c - size // 2, 0), min(c + (size - 1) // 2, C - 1) + 1)
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    x = np.asarray(x, dtype=np.float64)
+    y = np.empty_like(x)
+    for c in range(x.shape[1]):
+        win = _lrn_window(c, size, x.shape[1])
+        d = k + alpha / size * (x[:, win.start:win.stop] ** 2).sum(axis=1)
+        y[:, c] = x[:, c] / d ** beta
+    return y
+
+
+def local_response_norm_backward(grad_y, x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """Output channel by output channel: dy[c]/dx[j] for each j of its window."""
+    x = np.asarray(x, dtype=np.float64)
+    gx = np.zeros_like(x)
+    for c in range(x.shape[1]):
+        win = _lrn_window(c, size, x.shape[1])
+        d = k + alpha / size * (x[:, win.start:win.stop] ** 2).sum(axis=1)
+        gx[:, c] += grad_y[:, c] * d ** -beta
+        for j in win:
+            # y[c] = x[c] * d^-beta, d depends on x[j] through alpha/size * x[j]^2
+            gx[:, j] += (grad_y[:, c] * x[:, c] * -beta * d ** (-beta - 1)
+                         * alpha / size * 2 * x[:, j])
+    return gx

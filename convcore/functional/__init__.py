@@ -38,3 +38,6 @@ from convcore.functional.batch_norm import (
     batch_norm, batch_norm_backward, fold_batch_norm)
 
 __all__ += ["batch_norm", "batch_norm_backward", "fold_batch_norm"]
+from convcore.functional.lrn import local_response_norm, local_response_norm_backward
+
+__all__ += ["local_response_norm", "local_response_norm_backward"]
