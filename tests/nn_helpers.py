@@ -1,6 +1,8 @@
 """Helpers for the nn tests: skipping a layer whose functional op is not in
 this build, and a finite-difference check of a whole module (layer or
 network) in float64 along random directions (see gradcheck.py)."""
+import sys
+
 import pytest
 
 import convcore
@@ -40,3 +42,22 @@ def check_module_gradients(module, x, rng, eps=1e-6, rtol=1e-6, atol=1e-8,
     directional_check(forward, [x] + originals, grads, upstream, rng,
                       eps=eps, rtol=rtol, atol=atol)
     return y, gx
+
+
+@pytest.fixture
+def one_kernel_thread():
+    """These tests run thousands of kernel calls on tiny arrays. On a loaded
+    machine each OpenMP region then waits for a descheduled thread and a
+    test slows 10-20x, so they run single-threaded (torch too, for the
+    peer checks); threading itself is covered by the kernels' own tests."""
+    torch = sys.modules.get("torch")
+    previous = convcore.set_num_threads(1)
+    torch_previous = torch.get_num_threads() if torch else None
+    if torch:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        convcore.set_num_threads(previous)
+        if torch:
+            torch.set_num_threads(torch_previous)

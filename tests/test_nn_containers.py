@@ -8,6 +8,10 @@ import pytest
 
 from convcore import nn
 from nn_helpers import check_module_gradients, require_ops
+from nn_helpers import one_kernel_thread  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
+
 
 F64 = np.float64
 

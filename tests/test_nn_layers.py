@@ -13,7 +13,9 @@ import pytest
 import convcore
 from convcore import nn
 from nn_helpers import check_module_gradients, require_ops
+from nn_helpers import one_kernel_thread  # noqa: F401 (a fixture)
 
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 # id -> (convcore factory(dtype), torch factory(tnn), input shape, ops needed, mode)
 LAYERS = {

@@ -1,9 +1,13 @@
 """End to end through the layer API: a small CNN learns a toy task with the
 training step the docs describe (forward, loss, backward, step, zero_grad)."""
 import numpy as np
+import pytest
 
 from convcore import nn, optim
 from nn_helpers import require_ops
+from nn_helpers import one_kernel_thread  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 
 def test_small_cnn_learns_toy_task(rng):
