@@ -202,6 +202,15 @@ def test_max_pool_nan_wins_and_inf_windows():
     assert np.isnan(F.adaptive_max_pool2d(x, 1)[0, 0, 0, 0])
 
 
+def test_all_minus_inf_windows_report_their_first_input_tap():
+    x = np.full((1, 1, 3, 4), -np.inf)
+    y, idx = F.max_pool2d(x, 3, 1, 1, return_indices=True)
+    assert np.all(y == -np.inf)
+    # Window (oh, ow) starts at row max(oh-1, 0), column max(ow-1, 0).
+    np.testing.assert_array_equal(idx[0, 0], [[0, 0, 1, 2], [0, 0, 1, 2], [4, 4, 5, 6]])
+    np.testing.assert_array_equal(idx, ref.max_pool2d(x, 3, 1, 1)[1])
+
+
 def test_dilated_window_wholly_in_padding():
     # k=2, padding 1, dilation 3 on H=2: the taps are rows -1 and 2, both
     # outside: -inf, index -1, and no gradient flows from it.
