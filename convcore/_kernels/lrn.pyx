@@ -19,6 +19,7 @@ allocated once per call. Items write disjoint outputs: no reduction,
 results independent of the thread count.
 """
 from cython cimport floating
+# LrnParams and the block workers' signatures are in lrn.pxd (public).
 from cython.parallel cimport prange
 from libc.math cimport pow, sqrt
 from libc.stdlib cimport malloc, free
@@ -28,12 +29,6 @@ from convcore._kernels._openmp cimport omp_get_thread_num
 # for C up to a few hundred channels.
 cdef enum:
     BLOCK = 256
-
-
-cdef struct LrnParams:
-    Py_ssize_t C, S
-    Py_ssize_t before, after     # window: [c - before, c + after]
-    double k, alpha_over_size, beta
 
 
 cdef inline double _pow_neg_beta(double d, double beta) noexcept nogil:

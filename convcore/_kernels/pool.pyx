@@ -18,6 +18,7 @@ avg     window [oh*sh - ph, min(oh*sh - ph + kh, H + ph)); the divisor counts
 adaptive  rows [floor(i*H/OH), ceil((i+1)*H/OH)), columns likewise.
 """
 from cython cimport floating
+# PoolParams and the plane workers' signatures are in pool.pxd (public).
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 from libc.string cimport memset
@@ -100,11 +101,6 @@ cdef inline double _window_sum(const floating* x, Py_ssize_t W, Py_ssize_t h0,
         else:
             acc += pool_row_sum_d(x + h * W + w0, w1 - w0)
     return acc
-
-
-cdef struct PoolParams:
-    Py_ssize_t H, W, OH, OW
-    Py_ssize_t kh, kw, sh, sw, ph, pw, dh, dw
 
 
 cdef PoolParams _params(Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
