@@ -39,7 +39,7 @@ def _max_grid():
                 or ref.pool_out_size(shape[3], kw, sw, pw, dw, ceil) < 1):
             continue
         cases.append((shape, k, s, p, d, ceil))
-    pick = np.random.default_rng(7).choice(len(cases), size=40, replace=False)
+    pick = np.random.default_rng(7).choice(len(cases), size=30, replace=False)
     return [cases[i] for i in sorted(pick)]
 
 
@@ -324,7 +324,7 @@ def test_bad_arguments(fn, args, kwargs, exc, fragment):
 # ---------------------------------------------------------------------------
 # PyTorch as a peer (skipped where torch is not installed, as on CI).
 
-@pytest.mark.parametrize("shape,k,s,p,d,ceil", MAX_GRID[::2])
+@pytest.mark.parametrize("shape,k,s,p,d,ceil", MAX_GRID[::3])
 def test_max_pool_matches_torch(rng, shape, k, s, p, d, ceil):
     torch = pytest.importorskip("torch")
     x = rng.standard_normal(shape).astype(np.float32)
