@@ -23,14 +23,15 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
               <double*> a, &lda, &beta, c, &ldc)
 
 
-def gemm_py(bint trans_a, bint trans_b, floating alpha,
+def gemm_py(bint trans_a, bint trans_b, double alpha,
             const floating[:, ::1] a, const floating[:, ::1] b,
-            floating beta, floating[:, ::1] c):
+            double beta, floating[:, ::1] c):
     """C = alpha op(A) op(B) + beta C on C-contiguous 2-D arrays (for tests
-    and for measuring the peak of the very BLAS the kernels call)."""
+    and for measuring the peak of the very BLAS the kernels call). The
+    scalars are Python floats; the arrays pick the precision."""
     cdef int m = c.shape[0]
     cdef int n = c.shape[1]
     cdef int k = a.shape[0] if trans_a else a.shape[1]
     with nogil:
-        gemm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], a.shape[1],
-             &b[0, 0], b.shape[1], beta, &c[0, 0], c.shape[1])
+        gemm(trans_a, trans_b, m, n, k, <floating> alpha, &a[0, 0], a.shape[1],
+             &b[0, 0], b.shape[1], <floating> beta, &c[0, 0], c.shape[1])

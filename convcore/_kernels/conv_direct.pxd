@@ -17,7 +17,9 @@ cdef void direct_backward_data_nc(const floating* grad_y, const floating* w,
                                   Py_ssize_t n, Py_ssize_t ci) noexcept nogil
 
 # grad_w[k, c] (R, S) for one output channel k and channel c of its group,
-# summed over the whole batch in image order (overwritten).
+# summed over the whole batch in image order (overwritten). acc: scratch of
+# R*S*OW elements, private to the calling thread.
 cdef void direct_backward_weight_kc(const floating* grad_y, const floating* x,
                                     floating* grad_w, const ConvParams* p,
-                                    Py_ssize_t k, Py_ssize_t c) noexcept nogil
+                                    Py_ssize_t k, Py_ssize_t c,
+                                    floating* acc) noexcept nogil

@@ -7,10 +7,12 @@ taps that read real data (valid_range), so they hold no bounds test and the
 compiler vectorises them.
 """
 from cython.parallel cimport prange
+from libc.stdlib cimport malloc, free
 from libc.string cimport memset
+from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.conv_params cimport ConvParams, geometry, valid_range
 from convcore._kernels._simd cimport (
-    convcore_sdot, convcore_ddot, convcore_ssum, convcore_dsum)
+    convcore_ssum, convcore_dsum)
 
 
 cdef void direct_forward_nk(const floating* x, const floating* w,
@@ -89,19 +91,24 @@ cdef void direct_backward_data_nc(const floating* grad_y, const floating* w,
 
 cdef void direct_backward_weight_kc(const floating* grad_y, const floating* x,
                                     floating* grad_w, const ConvParams* p,
-                                    Py_ssize_t k, Py_ssize_t c) noexcept nogil:
+                                    Py_ssize_t k, Py_ssize_t c,
+                                    floating* acc) noexcept nogil:
+    # A dot product per tap and output row would end every short row in a
+    # horizontal sum. Instead each tap (r, s) keeps a row of partial sums,
+    # acc[(r*S + s)*OW + ow], updated by the same contiguous multiply-add
+    # the forward uses (it vectorises), and reduced once at the end.
     cdef Py_ssize_t Cg = p.C // p.groups, Kg = p.K // p.groups
     cdef Py_ssize_t H = p.H, W = p.W, R = p.R, S = p.S
     cdef Py_ssize_t OH = p.OH, OW = p.OW, sw = p.stride_w
-    cdef Py_ssize_t g = k // Kg, n, r, s, oh, ih
+    cdef Py_ssize_t g = k // Kg, n, r, s, oh, ow, ih, t
     cdef Py_ssize_t oh_lo, oh_hi, ow_lo, ow_hi
     cdef floating* gw = grad_w + (k * Cg + c) * R * S
-    cdef floating acc
+    cdef floating* arow
+    cdef const floating* gyrow
     cdef const floating* gyk
     cdef const floating* xc
     cdef const floating* xrow
-    for r in range(R * S):
-        gw[r] = 0
+    memset(acc, 0, R * S * OW * sizeof(floating))
     for n in range(p.N):
         gyk = grad_y + (n * p.K + k) * OH * OW
         xc = x + (n * p.C + g * Cg + c) * H * W
@@ -109,17 +116,22 @@ cdef void direct_backward_weight_kc(const floating* grad_y, const floating* x,
             valid_range(OH, H, p.stride_h, r * p.dil_h - p.pad_h, &oh_lo, &oh_hi)
             for s in range(S):
                 valid_range(OW, W, sw, s * p.dil_w - p.pad_w, &ow_lo, &ow_hi)
-                if ow_hi <= ow_lo:
-                    continue
-                acc = 0
+                arow = acc + (r * S + s) * OW
                 for oh in range(oh_lo, oh_hi):
                     ih = oh * p.stride_h - p.pad_h + r * p.dil_h
-                    xrow = xc + ih * W + s * p.dil_w - p.pad_w + ow_lo * sw
-                    if floating is float:
-                        acc += convcore_sdot(gyk + oh * OW + ow_lo, xrow, ow_hi - ow_lo, sw)
+                    xrow = xc + ih * W + s * p.dil_w - p.pad_w
+                    gyrow = gyk + oh * OW
+                    if sw == 1:
+                        for ow in range(ow_lo, ow_hi):
+                            arow[ow] += gyrow[ow] * xrow[ow]
                     else:
-                        acc += convcore_ddot(gyk + oh * OW + ow_lo, xrow, ow_hi - ow_lo, sw)
-                gw[r * S + s] += acc
+                        for ow in range(ow_lo, ow_hi):
+                            arow[ow] += gyrow[ow] * xrow[ow * sw]
+    for t in range(R * S):
+        if floating is float:
+            gw[t] = convcore_ssum(acc + t * OW, OW)
+        else:
+            gw[t] = convcore_dsum(acc + t * OW, OW)
 
 
 # ---------------------------------------------------------------------------
@@ -158,10 +170,20 @@ def backward_weight(const floating[:, :, :, ::1] grad_y,
     """grad_w (K, C/groups, R, S), overwritten.                  OUT: grad_w"""
     cdef ConvParams p = geometry(x.shape, grad_w.shape, grad_y.shape, geom)
     cdef Py_ssize_t Cg = grad_w.shape[1], kc
-    with nogil:
-        for kc in prange(p.K * Cg, schedule='static', num_threads=num_threads):
-            direct_backward_weight_kc(&grad_y[0, 0, 0, 0], &x[0, 0, 0, 0],
-                                      &grad_w[0, 0, 0, 0], &p, kc // Cg, kc % Cg)
+    cdef Py_ssize_t accsize = p.R * p.S * p.OW
+    # One row-sum buffer per thread (R*S*OW elements), allocated with the
+    # GIL so that a failure is a MemoryError, not a crash in the loop.
+    cdef floating* scratch = <floating*> malloc(num_threads * accsize * sizeof(floating))
+    if scratch == NULL:
+        raise MemoryError(f"convcore: cannot allocate {num_threads} x {accsize} weight-gradient scratch")
+    try:
+        with nogil:
+            for kc in prange(p.K * Cg, schedule='static', num_threads=num_threads):
+                direct_backward_weight_kc(&grad_y[0, 0, 0, 0], &x[0, 0, 0, 0],
+                                          &grad_w[0, 0, 0, 0], &p, kc // Cg, kc % Cg,
+                                          scratch + omp_get_thread_num() * accsize)
+    finally:
+        free(scratch)
 
 
 def bias_grad(const floating[:, :, :, ::1] grad_y, floating[::1] grad_b,

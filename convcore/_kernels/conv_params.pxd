@@ -32,6 +32,8 @@ cdef inline void valid_range(Py_ssize_t out_size, Py_ssize_t in_size,
     cdef Py_ssize_t b = ceil_div(in_size - offset, stride)
     if a < 0:
         a = 0
+    if a > out_size:  # every tap lands in the padding: an empty range
+        a = out_size  # that still lies inside [0, out_size]
     if b > out_size:
         b = out_size
     if b < a:
