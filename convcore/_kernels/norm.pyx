@@ -31,8 +31,9 @@ from libc.stdlib cimport malloc, free
 # Row reductions in double, vectorised. A plain loop `acc += x[i]` runs one
 # add per add-latency: a float sum may not be reordered without permission.
 # Eight independent lanes (summed at the end, in a fixed order, so results
-# do not depend on threads or alignment) give the compiler four SIMD
-# chains; measured ~3x faster than one `omp simd` accumulator here.
+# do not depend on threads or alignment) give the compiler several SIMD
+# chains. With them and the float-width output loops below, group norm
+# forward on 32x64x32x32 float32 went from ~5.6 to ~1.2 ms (one thread).
 cdef extern from *:
     """
     #define CONVCORE_LANES 8
