@@ -151,6 +151,24 @@ def cross_entropy(logits, target, weight=None, label_smoothing=0.0,
     return losses.sum() / denom
 
 
+def cross_entropy_probs(logits, q, weight=None, label_smoothing=0.0,
+                        reduction="mean"):
+    """torch's class-probability form: per sample -sum_c w[c] q'[c] logp[c]
+    with q' = (1-eps) q + eps/C; "mean" divides by the number of samples."""
+    logits = np.moveaxis(np.asarray(logits, np.float64), 1, -1)
+    q = np.moveaxis(np.asarray(q, np.float64), 1, -1)
+    C = logits.shape[-1]
+    w = np.ones(C) if weight is None else np.asarray(weight, np.float64)
+    losses = np.zeros(logits.shape[:-1])
+    for idx in np.ndindex(*losses.shape):
+        logp = log_softmax(logits[idx][None, :], axis=1)[0]
+        qs = (1 - label_smoothing) * q[idx] + label_smoothing / C
+        losses[idx] = -sum(w[c] * qs[c] * logp[c] for c in range(C))
+    if reduction == "none":
+        return losses
+    return losses.sum() if reduction == "sum" else losses.sum() / losses.size
+
+
 def mse_loss(x, t, reduction="mean"):
     d = (np.asarray(x, np.float64) - np.asarray(t, np.float64)) ** 2
     return {"none": d, "sum": d.sum(), "mean": d.mean()}[reduction]

@@ -104,6 +104,35 @@ def test_cross_entropy_accepts_any_int_dtype_and_empty_batch(rng):
     assert F.cross_entropy_backward(np.zeros((0, 3)), np.zeros(0, np.int64)).shape == (0, 3)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("shape", [(5, 4), (2, 3, 2, 2)])
+def test_cross_entropy_probability_targets(rng, shape, weighted, smoothing, reduction, dtype):
+    x, _, w = _ce_case(rng, shape, dtype, weighted)
+    q = rng.dirichlet(np.ones(shape[1]), size=shape[:1] + shape[2:])   # (N, ..., C)
+    q = np.ascontiguousarray(np.moveaxis(q, -1, 1)).astype(dtype)
+    loss = F.cross_entropy(x, q, w, smoothing, reduction)
+    np.testing.assert_allclose(loss, ref_ops.cross_entropy_probs(x, q, w, smoothing, reduction),
+                               **TOL[dtype])
+    if dtype == np.float64:
+        up = _upstream(rng, reduction, q.shape[:1] + q.shape[2:])
+        g = F.cross_entropy_backward(x, q, w, smoothing, reduction, grad=up)
+        directional_check(lambda a: np.asarray(F.cross_entropy(a, q, w, smoothing, reduction)),
+                          (x,), (g,), np.asarray(up), rng)
+
+
+def test_one_hot_probabilities_equal_indices_unweighted(rng):
+    x, t, _ = _ce_case(rng, (6, 5), np.float64, False)
+    q = np.eye(5)[t]
+    for ls in (0.0, 0.3):
+        assert math.isclose(F.cross_entropy(x, q, label_smoothing=ls),
+                            F.cross_entropy(x, t, label_smoothing=ls), rel_tol=1e-13)
+        np.testing.assert_allclose(F.cross_entropy_backward(x, q, label_smoothing=ls),
+                                   F.cross_entropy_backward(x, t, label_smoothing=ls), rtol=1e-13)
+
+
 # --- mse -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -188,6 +217,7 @@ T = np.array([0, 1, 3])
 @pytest.mark.parametrize("call,exc,fragment", [
     (lambda: F.cross_entropy(X, T.astype(np.float32)), TypeError,
      "cross_entropy: target must hold integer class indices, got dtype float32"),
+    (lambda: F.cross_entropy(X, np.zeros((3, 4))), TypeError, "target has dtype float64"),
     (lambda: F.cross_entropy(X, T.astype(bool)), TypeError, "integer class indices"),
     (lambda: F.cross_entropy(X, [0, 1, 3]), TypeError, "target must be a numpy.ndarray"),
     (lambda: F.cross_entropy(X, np.array([0, 4, 1])), ValueError,
@@ -244,6 +274,14 @@ def test_peer_torch(rng, reduction, dtype):
             np.testing.assert_allclose(F.cross_entropy(x, t, weight, 0.2, reduction), ref, **tol)
             np.testing.assert_allclose(
                 F.cross_entropy_backward(x, t, weight, 0.2, reduction, grad=up), gref, **tol)
+        q = rng.dirichlet(np.ones(shape[1]), size=t.shape)
+        q = np.ascontiguousarray(np.moveaxis(q, -1, 1)).astype(dtype)
+        ref, gref = _torch_loss_and_grad(torch, lambda xt: tf.cross_entropy(
+            xt, torch.tensor(q), weight=torch.tensor(w), label_smoothing=0.1,
+            reduction=reduction), x, up, reduction)
+        np.testing.assert_allclose(F.cross_entropy(x, q, w, 0.1, reduction), ref, **tol)
+        np.testing.assert_allclose(
+            F.cross_entropy_backward(x, q, w, 0.1, reduction, grad=up), gref, **tol)
     x, t, w, pw = _bce_case(rng, dtype, True, True)
     up = _upstream(rng, reduction, x.shape, dtype)
     ref, gref = _torch_loss_and_grad(torch, lambda xt: tf.binary_cross_entropy_with_logits(

@@ -6,10 +6,12 @@ import copy
 import numpy as np
 import pytest
 
-import convcore
 from convcore import nn
-from nn_gradcheck import check_module_gradients
-from test_nn_layers import require_ops
+from nn_helpers import check_module_gradients, require_ops
+from nn_helpers import one_kernel_thread  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
+
 
 F64 = np.float64
 

@@ -12,14 +12,10 @@ import pytest
 
 import convcore
 from convcore import nn
-from nn_gradcheck import check_module_gradients
+from nn_helpers import check_module_gradients, require_ops
+from nn_helpers import one_kernel_thread  # noqa: F401 (a fixture)
 
-
-def require_ops(*names):
-    missing = [n for n in names if not hasattr(convcore.F, n)]
-    if missing:
-        pytest.skip(f"convcore.functional lacks {', '.join(missing)} in this build")
-
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 # id -> (convcore factory(dtype), torch factory(tnn), input shape, ops needed, mode)
 LAYERS = {
@@ -70,7 +66,8 @@ LAYERS = {
     "relu": (lambda dt: nn.ReLU(dtype=dt), lambda t: t.ReLU(), (2, 3, 4, 4), ("relu",), "train"),
     "leaky_relu": (lambda dt: nn.LeakyReLU(0.1, dtype=dt), lambda t: t.LeakyReLU(0.1),
                    (2, 3, 4), ("leaky_relu",), "train"),
-    "sigmoid": (lambda dt: nn.Sigmoid(dtype=dt), lambda t: t.Sigmoid(), (3, 4), ("sigmoid",), "train"),
+    "sigmoid": (lambda dt: nn.Sigmoid(dtype=dt), lambda t: t.Sigmoid(), (3, 4), ("sigmoid",),
+                "train"),
     "tanh": (lambda dt: nn.Tanh(dtype=dt), lambda t: t.Tanh(), (3, 4), ("tanh",), "train"),
     "softplus": (lambda dt: nn.Softplus(beta=2.0, threshold=3.0, dtype=dt),
                  lambda t: t.Softplus(beta=2.0, threshold=3.0), (3, 5), ("softplus",), "train"),

@@ -6,7 +6,10 @@ import pytest
 import convcore
 from convcore import nn
 from gradcheck import directional_check
-from test_nn_layers import require_ops
+from nn_helpers import require_ops
+from nn_helpers import one_kernel_thread  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 
 def log_softmax(z):

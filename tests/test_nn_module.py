@@ -5,6 +5,9 @@ import pytest
 
 import convcore
 from convcore import nn
+from nn_helpers import one_kernel_thread  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 
 def small_net(dtype=np.float64):

@@ -5,7 +5,7 @@ import pytest
 
 import convcore
 from convcore import nn
-from test_nn_layers import require_ops
+from nn_helpers import require_ops
 
 
 def net():

@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 
 from convcore import nn, optim
-from test_nn_layers import require_ops
+from nn_helpers import require_ops
+from nn_helpers import one_kernel_thread  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
+
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn

@@ -114,12 +114,16 @@ def test_result_does_not_depend_on_thread_count(rng):
     x = rng.standard_normal((5, 12, 6, 6)).astype(np.float32)
     w = rng.standard_normal(12).astype(np.float32)
     gy = rng.standard_normal(x.shape).astype(np.float32)
+    xl = rng.standard_normal((37, 300)).astype(np.float32)  # layer norm: flat path
+    wl = rng.standard_normal(300).astype(np.float32)
     results = []
     for n in (1, 2, 3):
         prev = convcore.set_num_threads(n)
         try:
             y, m, s = F.group_norm(x, 3, w, return_stats=True)
-            results.append((y,) + F.group_norm_backward(gy, x, 3, m, s, w))
+            yl, ml, sl = F.layer_norm(xl, 300, wl, return_stats=True)
+            results.append((y, yl) + F.group_norm_backward(gy, x, 3, m, s, w)
+                           + F.layer_norm_backward(xl, xl, 300, ml, sl, wl))
         finally:
             convcore.set_num_threads(prev)
     for other in results[1:]:

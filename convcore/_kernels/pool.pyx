@@ -18,15 +18,89 @@ avg     window [oh*sh - ph, min(oh*sh - ph + kh, H + ph)); the divisor counts
 adaptive  rows [floor(i*H/OH), ceil((i+1)*H/OH)), columns likewise.
 """
 from cython cimport floating
+# PoolParams and the plane workers' signatures are in pool.pxd (public).
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 from libc.math cimport INFINITY
+from convcore._kernels.conv_params cimport valid_range
 
 
-cdef struct PoolParams:
-    Py_ssize_t H, W, OH, OW
-    Py_ssize_t kh, kw, sh, sw, ph, pw, dh, dw
+# Row sums in double with `omp simd reduction`, which lets the compiler
+# vectorise this loop only (a plain `acc += x[i]` chain runs one add per
+# add-latency); the order is fixed by the binary, not the thread count.
+cdef extern from *:
+    """
+    #include <stddef.h>
+    static inline double pool_row_sum_f(const float* a, Py_ssize_t n) {
+        double acc = 0.0;
+        #pragma omp simd reduction(+:acc)
+        for (Py_ssize_t i = 0; i < n; ++i) acc += (double)a[i];
+        return acc;
+    }
+    static inline double pool_row_sum_d(const double* a, Py_ssize_t n) {
+        double acc = 0.0;
+        #pragma omp simd reduction(+:acc)
+        for (Py_ssize_t i = 0; i < n; ++i) acc += a[i];
+        return acc;
+    }
+    """
+    double pool_row_sum_f(const float* a, Py_ssize_t n) noexcept nogil
+    double pool_row_sum_d(const double* a, Py_ssize_t n) noexcept nogil
+
+
+# One tap of a max pool swept along an output row, values and argmax
+# together. Random data makes `v > max` a coin toss, so a branch per
+# comparison mispredicts half the time: the selects are written as bit
+# masks, which compilers turn into straight-line code (gcc otherwise
+# branches on the NaN test). take = v > max, or v is NaN (PyTorch lets a
+# NaN win), or no tap has been seen yet (index -1).
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    #define CONVCORE_MAX_TAP(T, U, SUFFIX)                                     \
+    static inline void pool_max_tap_##SUFFIX(                                 \
+            const T* x, Py_ssize_t sw, T* y, int64_t* idx, Py_ssize_t lo,     \
+            Py_ssize_t hi, int64_t base) {                                    \
+        for (Py_ssize_t o = lo; o < hi; ++o) {                                \
+            T v = x[o * sw], cur = y[o];                                      \
+            int64_t ci = idx[o];                                              \
+            int take = (v > cur) | (v != v) | (ci < 0);                       \
+            U vb, cb, m = (U)0 - (U)take;                                     \
+            memcpy(&vb, &v, sizeof vb); memcpy(&cb, &cur, sizeof cb);         \
+            cb = (cb & ~m) | (vb & m);                                        \
+            memcpy(&y[o], &cb, sizeof cb);                                    \
+            int64_t im = -(int64_t)take;                                      \
+            idx[o] = (ci & ~im) | ((base + o * sw) & im);                     \
+        }                                                                     \
+    }
+    CONVCORE_MAX_TAP(float, uint32_t, f)
+    CONVCORE_MAX_TAP(double, uint64_t, d)
+    """
+    void pool_max_tap_f(const float* x, Py_ssize_t sw, float* y, int64_t* idx,
+                        Py_ssize_t lo, Py_ssize_t hi, int64_t base) noexcept nogil
+    void pool_max_tap_d(const double* x, Py_ssize_t sw, double* y, int64_t* idx,
+                        Py_ssize_t lo, Py_ssize_t hi, int64_t base) noexcept nogil
+
+
+cdef inline double _window_sum(const floating* x, Py_ssize_t W, Py_ssize_t h0,
+                               Py_ssize_t h1, Py_ssize_t w0,
+                               Py_ssize_t w1) noexcept nogil:
+    """Sum of x[h0:h1, w0:w1] in double; whole rows as one run."""
+    cdef Py_ssize_t h
+    cdef double acc = 0
+    if w0 == 0 and w1 == W:
+        if floating is float:
+            return pool_row_sum_f(x + h0 * W, (h1 - h0) * W)
+        else:
+            return pool_row_sum_d(x + h0 * W, (h1 - h0) * W)
+    for h in range(h0, h1):
+        if floating is float:
+            acc += pool_row_sum_f(x + h * W + w0, w1 - w0)
+        else:
+            acc += pool_row_sum_d(x + h * W + w0, w1 - w0)
+    return acc
 
 
 cdef PoolParams _params(Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
@@ -76,24 +150,45 @@ cdef inline void _window_max(const floating* x, Py_ssize_t W,
 
 cdef void max_pool_plane(const floating* x, floating* y, int64_t* idx,
                          const PoolParams* p) noexcept nogil:
-    """One plane: y (OH, OW) and, when idx is not NULL, flat argmax indices."""
-    cdef Py_ssize_t oh, ow, h0, h1, w0, w1
+    """One plane: y (OH, OW) and, when idx is not NULL, flat argmax indices.
+
+    Taps outer, output columns inner: each output row is swept once per tap
+    with a branch-free select (random data would mispredict a branch per
+    comparison), and each output still sees its taps in row-major window
+    order, so ties and NaNs resolve as in PyTorch's per-window scan. The
+    index starts at -1 and the first tap inside the input always takes it
+    (PyTorch starts at the first valid tap with -inf), so an all -inf window
+    reports its first tap, and a window with no tap inside keeps -1."""
+    cdef Py_ssize_t oh, ow, i, j, h, off, lo, hi, sw = p.sw
+    cdef floating v
+    cdef floating* yrow
+    cdef int64_t* irow
+    cdef const floating* xrow
     for oh in range(p.OH):
-        h0 = oh * p.sh - p.ph
-        h1 = h0 + (p.kh - 1) * p.dh + 1
-        if h1 > p.H:
-            h1 = p.H
-        while h0 < 0:
-            h0 += p.dh
+        yrow = y + oh * p.OW
+        irow = idx + oh * p.OW if idx != NULL else NULL
         for ow in range(p.OW):
-            w0 = ow * p.sw - p.pw
-            w1 = w0 + (p.kw - 1) * p.dw + 1
-            if w1 > p.W:
-                w1 = p.W
-            while w0 < 0:
-                w0 += p.dw
-            _window_max(x, p.W, h0, h1, p.dh, w0, w1, p.dw, y + oh * p.OW + ow,
-                        idx + oh * p.OW + ow if idx != NULL else NULL)
+            yrow[ow] = -INFINITY
+        if irow != NULL:
+            for ow in range(p.OW):
+                irow[ow] = -1
+        for i in range(p.kh):
+            h = oh * p.sh - p.ph + i * p.dh
+            if h < 0 or h >= p.H:
+                continue
+            for j in range(p.kw):
+                off = j * p.dw - p.pw
+                valid_range(p.OW, p.W, sw, off, &lo, &hi)
+                xrow = x + h * p.W + off
+                if irow == NULL:
+                    for ow in range(lo, hi):
+                        v = xrow[ow * sw]
+                        # `v != v` is NaN: the NaN wins, as in PyTorch.
+                        yrow[ow] = v if ((v > yrow[ow]) | (v != v)) else yrow[ow]
+                elif floating is float:
+                    pool_max_tap_f(xrow, sw, yrow, irow, lo, hi, h * p.W + off)
+                else:
+                    pool_max_tap_d(xrow, sw, yrow, irow, lo, hi, h * p.W + off)
 
 
 cdef void adaptive_max_plane(const floating* x, floating* y, int64_t* idx,
@@ -153,19 +248,16 @@ cdef inline bint _avg_window(const PoolParams* p, Py_ssize_t oh, Py_ssize_t ow,
 
 cdef void avg_pool_plane(const floating* x, floating* y, const PoolParams* p,
                          bint count_include_pad) noexcept nogil:
-    cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1
-    cdef double acc, divisor
+    cdef Py_ssize_t oh, ow, h0, h1, w0, w1
+    cdef double divisor
     for oh in range(p.OH):
         for ow in range(p.OW):
             if not _avg_window(p, oh, ow, count_include_pad, &h0, &h1, &w0, &w1,
                                &divisor):
                 y[oh * p.OW + ow] = 0
                 continue
-            acc = 0
-            for h in range(h0, h1):
-                for w in range(w0, w1):
-                    acc += x[h * p.W + w]
-            y[oh * p.OW + ow] = <floating> (acc / divisor)
+            y[oh * p.OW + ow] = <floating> (
+                _window_sum(x, p.W, h0, h1, w0, w1) / divisor)
 
 
 cdef void avg_pool_backward_plane(const floating* gy, floating* gx,
@@ -188,19 +280,15 @@ cdef void avg_pool_backward_plane(const floating* gy, floating* gx,
 
 cdef void adaptive_avg_plane(const floating* x, floating* y,
                              const PoolParams* p) noexcept nogil:
-    cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1
-    cdef double acc
+    cdef Py_ssize_t oh, ow, h0, h1, w0, w1
     for oh in range(p.OH):
         h0 = _adaptive_start(oh, p.OH, p.H)
         h1 = _adaptive_end(oh, p.OH, p.H)
         for ow in range(p.OW):
             w0 = _adaptive_start(ow, p.OW, p.W)
             w1 = _adaptive_end(ow, p.OW, p.W)
-            acc = 0
-            for h in range(h0, h1):
-                for w in range(w0, w1):
-                    acc += x[h * p.W + w]
-            y[oh * p.OW + ow] = <floating> (acc / ((h1 - h0) * (w1 - w0)))
+            y[oh * p.OW + ow] = <floating> (
+                _window_sum(x, p.W, h0, h1, w0, w1) / ((h1 - h0) * (w1 - w0)))
 
 
 cdef void adaptive_avg_backward_plane(const floating* gy, floating* gx,

@@ -62,6 +62,9 @@ def _same_shape(a, name, x, fn):
 # --- cross entropy --------------------------------------------------------------
 
 def _ce_inputs(logits, target, weight, label_smoothing, reduction, fn):
+    """Checked (logits, target, weight, label_smoothing, soft): target is
+    either integer class indices (N, d1, ...) or, when it is a float array
+    of the logits' shape, class probabilities (soft=True), as in torch."""
     logits = as_float_array(logits, "logits", fn=fn)
     if logits.ndim < 2:
         raise ValueError(f"{fn}: logits must be (N, C) or (N, C, d1, ...), got shape "
@@ -70,14 +73,18 @@ def _ce_inputs(logits, target, weight, label_smoothing, reduction, fn):
     if not isinstance(target, np.ndarray):
         raise TypeError(f"{fn}: target must be a numpy.ndarray of class indices, "
                         f"got {type(target).__name__}")
-    if not np.issubdtype(target.dtype, np.integer):
+    soft = target.dtype.kind == "f" and target.shape == logits.shape
+    if soft:
+        target = as_float_array(target, "target", dtype=logits.dtype, fn=fn)
+    elif not np.issubdtype(target.dtype, np.integer):
         raise TypeError(f"{fn}: target must hold integer class indices, got dtype "
-                        f"{target.dtype} (shape {target.shape})")
+                        f"{target.dtype} (shape {target.shape}); float targets are "
+                        f"class probabilities only with the logits' shape {logits.shape}")
     expected = logits.shape[:1] + logits.shape[2:]
-    if target.shape != expected:
+    if not soft and target.shape != expected:
         raise ValueError(f"{fn}: target has shape {target.shape} but logits of shape "
                          f"{logits.shape} need target shape {expected}")
-    if target.size and (target.min() < 0 or target.max() >= C):
+    if not soft and target.size and (target.min() < 0 or target.max() >= C):
         raise ValueError(f"{fn}: target values must be class indices in [0, {C}) "
                          f"for logits of shape {logits.shape}, found values in "
                          f"[{target.min()}, {target.max()}]")
@@ -92,7 +99,19 @@ def _ce_inputs(logits, target, weight, label_smoothing, reduction, fn):
         raise ValueError(f"{fn}: label_smoothing must be a number in [0, 1], "
                          f"got {label_smoothing!r}")
     _check_reduction(reduction, fn)
-    return logits, target.astype(np.intp, copy=False), weight, float(label_smoothing)
+    if not soft:
+        target = target.astype(np.intp, copy=False)
+    return logits, target, weight, float(label_smoothing), soft
+
+
+def _soft_targets(logits, target, weight, eps):
+    """Class-last (q * w) for probability targets: q smoothed as torch does,
+    (1 - eps) q + eps / C, and weighted by class."""
+    C = logits.shape[1]
+    q = np.moveaxis(target, 1, -1)
+    if eps:
+        q = q * (1 - eps) + eps / C
+    return q * weight if weight is not None else q
 
 
 def _target_weights(target, weight, dtype):
@@ -108,20 +127,28 @@ def cross_entropy(logits, target, weight=None, label_smoothing=0.0, reduction="m
         loss_i = (1 - eps) * w[t] * -logp[t] + eps / C * sum_c w[c] * -logp[c]
     (w = 1 without class weights, eps = label_smoothing). "mean" divides
     the sum by sum_i w[t_i], PyTorch's weighted mean (= N unweighted).
+    With class-probability targets q (a float array of the logits' shape):
+        loss_i = -sum_c w[c] * ((1 - eps) q_c + eps / C) * logp[c]
+    and "mean" divides by the number of samples, as torch does.
 
     Parameters
     ----------
     logits : ndarray of shape (N, C) or (N, C, d1, ...), float32 or float64
-    target : integer ndarray of shape (N,) or (N, d1, ...), values in [0, C)
+    target : integer ndarray of shape (N,) or (N, d1, ...), values in [0, C);
+        or class probabilities with the shape and dtype of logits
     weight : ndarray of shape (C,) or None, class weights
     label_smoothing : float in [0, 1]
     reduction : "mean", "sum" or "none"
     """
     fn = "cross_entropy"
-    logits, target, weight, eps = _ce_inputs(logits, target, weight,
-                                             label_smoothing, reduction, fn)
+    logits, target, weight, eps, soft = _ce_inputs(logits, target, weight,
+                                                   label_smoothing, reduction, fn)
     C = logits.shape[1]
     logp = np.moveaxis(log_softmax(logits, axis=1), 1, -1)   # (N, ..., C)
+    if soft:
+        # torch: -sum_c w_c q_c logp_c per sample; "mean" over samples.
+        loss = -(logp * _soft_targets(logits, target, weight, eps)).sum(axis=-1)
+        return _reduce(loss.astype(logits.dtype, copy=False), reduction)
     w_t = _target_weights(target, weight, logits.dtype)
     picked = np.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
     loss = -(w_t * picked)
@@ -139,14 +166,28 @@ def cross_entropy_backward(logits, target, weight=None, label_smoothing=0.0,
         (1 - eps) * w[t] * (p - onehot(t)) + eps / C * (sum(w) * p - w)
 
     with p = softmax(logits), times grad (per sample for "none") and divided
-    by sum_i w[t_i] for "mean"."""
+    by sum_i w[t_i] for "mean"; for probability targets q (smoothed, times w)
+    sum_c(q_c) * p - q, divided by the number of samples for "mean"."""
     fn = "cross_entropy_backward"
-    logits, target, weight, eps = _ce_inputs(logits, target, weight,
-                                             label_smoothing, reduction, fn)
+    logits, target, weight, eps, soft = _ce_inputs(logits, target, weight,
+                                                   label_smoothing, reduction, fn)
     dtype = logits.dtype
     C = logits.shape[1]
-    up = _upstream(grad, reduction, target.shape, dtype, fn)
+    loss_shape = logits.shape[:1] + logits.shape[2:]
+    up = _upstream(grad, reduction, loss_shape, dtype, fn)
     p = np.exp(np.moveaxis(log_softmax(logits, axis=1), 1, -1))   # (N, ..., C)
+    if soft:
+        # d/dz of -sum_c qw_c logp_c = sum(qw) p - qw
+        qw = _soft_targets(logits, target, weight, eps)
+        g = p * qw.sum(axis=-1, keepdims=True) - qw
+        if reduction == "none":
+            g *= up[..., None]
+        elif reduction == "sum":
+            g *= up
+        else:  # "mean" over samples, whatever the weights
+            samples = p.size // C
+            g *= up / samples if samples else dtype.type(math.nan)
+        return np.ascontiguousarray(np.moveaxis(g.astype(dtype, copy=False), -1, 1))
     w_t = _target_weights(target, weight, dtype)
     coef = (1 - eps) * w_t                                           # (N, ...)
     g = p * coef[..., None]
@@ -175,17 +216,17 @@ def _mse_inputs(x, target, reduction, fn):
     return x, target, _check_reduction(reduction, fn)
 
 
-def mse_loss(x, target, reduction="mean"):
-    """(x - target)^2, reduced; shapes must be equal (no broadcasting)."""
-    x, target, reduction = _mse_inputs(x, target, reduction, "mse_loss")
+def mse_loss(input, target, reduction="mean"):  # noqa: A002 (torch's name)
+    """(input - target)^2, reduced; shapes must be equal (no broadcasting)."""
+    x, target, reduction = _mse_inputs(input, target, reduction, "mse_loss")
     d = x - target
     return _reduce(d * d, reduction)
 
 
-def mse_loss_backward(x, target, reduction="mean", grad=1.0):
-    """2 (x - target) * grad, divided by the element count for "mean"."""
+def mse_loss_backward(input, target, reduction="mean", grad=1.0):  # noqa: A002
+    """2 (input - target) * grad, divided by the element count for "mean"."""
     fn = "mse_loss_backward"
-    x, target, reduction = _mse_inputs(x, target, reduction, fn)
+    x, target, reduction = _mse_inputs(input, target, reduction, fn)
     up = _upstream(grad, reduction, x.shape, x.dtype, fn)
     g = x - target
     g *= 2 * up

@@ -25,10 +25,12 @@ def _check_eps(eps, fn):
     return float(eps)
 
 
-def _affine(a, name, shape, x, fn):
-    """weight/bias: None, or an array of `shape` with the input's dtype."""
+def _affine(a, name, shape, x, fn, default=0.0):
+    """weight/bias: an array of `shape` with the input's dtype, flattened;
+    None becomes `default` everywhere (1 for a weight, 0 for a bias), which
+    is what the kernels expect."""
     if a is None:
-        return np.empty(0, dtype=x.dtype)
+        return np.full(math.prod(shape), default, dtype=x.dtype)
     a = as_float_array(a, name, dtype=x.dtype, fn=fn)
     if a.shape != tuple(shape):
         raise ValueError(f"{fn}: {name} must have shape {tuple(shape)} for input "
@@ -55,20 +57,18 @@ def _forward(x, rows, S, M, G, weight, bias, eps, stats_shape, return_stats):
     return y
 
 
-def _backward(grad_y, x, S, M, G, mean, invstd, weight, affine_shape, fn):
+def _backward(grad_y, x, S, M, G, mean, invstd, weight, has_weight,
+              affine_shape, fn):
     grad_y = as_float_array(grad_y, "grad_y", dtype=x.dtype, fn=fn)
     if grad_y.shape != x.shape:
         raise ValueError(f"{fn}: grad_y has shape {grad_y.shape} but input has "
                          f"shape {x.shape}")
-    nt = kernel_threads()
     gx = np.empty_like(x)
-    _norm.backward_input(grad_y.reshape(-1), x.reshape(-1), gx.reshape(-1),
-                         S, M, G, weight, mean, invstd, nt)
     gw64 = np.empty(G * S, dtype=np.float64)
     gb64 = np.empty(G * S, dtype=np.float64)
-    _norm.backward_affine(grad_y.reshape(-1), x.reshape(-1), S, M, G, mean,
-                          invstd, gw64, gb64, nt)
-    gw = gw64.astype(x.dtype).reshape(affine_shape) if weight.size else None
+    _norm.backward(grad_y.reshape(-1), x.reshape(-1), gx.reshape(-1), S, M, G,
+                   weight, mean, invstd, gw64, gb64, kernel_threads())
+    gw = gw64.astype(x.dtype).reshape(affine_shape) if has_weight else None
     gb = gb64.astype(x.dtype).reshape(affine_shape)
     return gx, gw, gb
 
@@ -108,7 +108,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *,
     """
     fn = "group_norm"
     x, N, C, G, M = _group_geometry(x, num_groups, fn)
-    w = _affine(weight, "weight", (C,), x, fn)
+    w = _affine(weight, "weight", (C,), x, fn, 1.0)
     b = _affine(bias, "bias", (C,), x, fn)
     return _forward(x, N * G, C // G, M, G, w, b, _check_eps(eps, fn), (N, G),
                     return_stats)
@@ -121,10 +121,11 @@ def group_norm_backward(grad_y, x, num_groups, mean, invstd, weight=None):
     grad_weight/grad_bias of shape (C,)."""
     fn = "group_norm_backward"
     x, N, C, G, M = _group_geometry(x, num_groups, fn)
-    w = _affine(weight, "weight", (C,), x, fn)
+    w = _affine(weight, "weight", (C,), x, fn, 1.0)
     mean = _stats(mean, "mean", (N, G), x, fn)
     invstd = _stats(invstd, "invstd", (N, G), x, fn)
-    return _backward(grad_y, x, C // G, M, G, mean, invstd, w, (C,), fn)
+    return _backward(grad_y, x, C // G, M, G, mean, invstd, w, weight is not None,
+                     (C,), fn)
 
 
 # --- instance norm ------------------------------------------------------------
@@ -145,7 +146,7 @@ def instance_norm(x, weight=None, bias=None, eps=1e-5, *, return_stats=False):
     """
     fn = "instance_norm"
     x, N, C, M = _instance_geometry(x, fn)
-    w = _affine(weight, "weight", (C,), x, fn)
+    w = _affine(weight, "weight", (C,), x, fn, 1.0)
     b = _affine(bias, "bias", (C,), x, fn)
     return _forward(x, N * C, 1, M, C, w, b, _check_eps(eps, fn), (N, C),
                     return_stats)
@@ -155,10 +156,11 @@ def instance_norm_backward(grad_y, x, mean, invstd, weight=None):
     """Gradients of instance_norm: (grad_x, grad_weight or None, grad_bias)."""
     fn = "instance_norm_backward"
     x, N, C, M = _instance_geometry(x, fn)
-    w = _affine(weight, "weight", (C,), x, fn)
+    w = _affine(weight, "weight", (C,), x, fn, 1.0)
     mean = _stats(mean, "mean", (N, C), x, fn)
     invstd = _stats(invstd, "invstd", (N, C), x, fn)
-    return _backward(grad_y, x, 1, M, C, mean, invstd, w, (C,), fn)
+    return _backward(grad_y, x, 1, M, C, mean, invstd, w, weight is not None,
+                     (C,), fn)
 
 
 # --- layer norm ---------------------------------------------------------------
@@ -186,7 +188,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *,
     """
     fn = "layer_norm"
     x, shape, lead = _layer_geometry(x, normalized_shape, fn)
-    w = _affine(weight, "weight", shape, x, fn)
+    w = _affine(weight, "weight", shape, x, fn, 1.0)
     b = _affine(bias, "bias", shape, x, fn)
     return _forward(x, math.prod(lead), math.prod(shape), 1, 1, w, b,
                     _check_eps(eps, fn), lead, return_stats)
@@ -197,7 +199,8 @@ def layer_norm_backward(grad_y, x, normalized_shape, mean, invstd, weight=None):
     the parameter gradients of shape normalized_shape."""
     fn = "layer_norm_backward"
     x, shape, lead = _layer_geometry(x, normalized_shape, fn)
-    w = _affine(weight, "weight", shape, x, fn)
+    w = _affine(weight, "weight", shape, x, fn, 1.0)
     mean = _stats(mean, "mean", lead, x, fn)
     invstd = _stats(invstd, "invstd", lead, x, fn)
-    return _backward(grad_y, x, math.prod(shape), 1, 1, mean, invstd, w, shape, fn)
+    return _backward(grad_y, x, math.prod(shape), 1, 1, mean, invstd, w,
+                     weight is not None, shape, fn)

@@ -71,10 +71,10 @@ class _Recorder:
         self.names = names
         self.rows = []
 
-    def record(self, module, x, *rest):
+    def record(self, module, x, *rest, **kwargs):
         shape = module.output_shape(x.shape)
         if shape is None:
-            y = module.forward(x, *rest)
+            y = module.forward(x, *rest, **kwargs)
             shape = y.shape
         else:
             y = np.zeros(shape, dtype=x.dtype)

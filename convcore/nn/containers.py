@@ -5,6 +5,9 @@ and sums the gradients of an input that feeds several branches, so any
 nesting of the three is differentiable without a tape. A child's backward
 may return None (a first layer skipping its input gradient); the
 containers pass that on.
+
+Each module keeps the cache of its latest forward, so one module instance
+may appear only once in a network (no weight sharing inside one pass).
 """
 from collections import OrderedDict
 

@@ -64,8 +64,9 @@ class _BatchNorm(_SameShape):
 
     def _check_input(self, x):
         if getattr(x, "ndim", None) not in self._ndims:
-            raise ValueError(f"{type(self).__name__}: expected a {' or '.join(map(str, self._ndims))}"
-                             f"-D input, got shape {getattr(x, 'shape', None)}")
+            dims = " or ".join(map(str, self._ndims))
+            raise ValueError(f"{type(self).__name__}: expected a {dims}-D input, got "
+                             f"shape {getattr(x, 'shape', None)}")
 
     def forward(self, x):
         self._check_input(x)
