@@ -7,7 +7,7 @@ the paper's Table 1, with optional batch norm after every convolution.
 
 Layout and names follow torchvision (features, avgpool, flatten,
 classifier), so a torchvision VGG state dict loads as it is; VGG-16 has
-138,357,544 parameters at 224x224 and 1000 classes.
+138,357,544 parameters at 224x224 and 1000 classes (vgg16_bn 138,365,992).
 
 Other input sizes: avgpool keeps torchvision's 7x7 output at 224; for
 inputs whose five pools leave a smaller map (e.g. 32x32 CIFAR: 1x1) the
@@ -45,7 +45,9 @@ def _features(cfg, in_channels, batch_norm, kw):
             layers.append(LocalResponseNorm(**LRN_PAPER))
         else:
             out, k = item if isinstance(item, tuple) else (item, 3)
-            layers.append(Conv2d(c, out, k, padding=k // 2, bias=not batch_norm, **kw))
+            # the conv keeps its bias under batch norm, as torchvision's VGG (so
+            # its state dicts load); BN's shift makes it redundant but harmless
+            layers.append(Conv2d(c, out, k, padding=k // 2, **kw))
             if batch_norm:
                 layers.append(BatchNorm2d(out, dtype=kw["dtype"]))
             layers.append(ReLU())
