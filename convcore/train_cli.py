@@ -4,7 +4,7 @@ Floor 5: parse, build from floors 3-4, print. Defaults per data set (each
 overridable by its flag):
 
     digits (embedded)   lenet_digits  10 epochs  batch 32   Adam 3e-3  cosine
-    mnist/fashion-mnist lenet5         2 epochs  batch 64   Adam 1e-3  cosine
+    mnist/fashion-mnist lenet5         2 epochs  batch 32   Adam 1e-3  cosine
     cifar10             resnet20      10 epochs  batch 128  SGD 0.1    cosine
 
 Inputs are normalised per channel with statistics of the training set.
@@ -19,8 +19,8 @@ from convcore.data import DATASETS
 
 DEFAULTS = {
     "digits": dict(model="lenet_digits", epochs=10, batch_size=32, optimizer="adam", lr=3e-3),
-    "mnist": dict(model="lenet5", epochs=2, batch_size=64, optimizer="adam", lr=1e-3),
-    "fashion-mnist": dict(model="lenet5", epochs=2, batch_size=64, optimizer="adam", lr=1e-3),
+    "mnist": dict(model="lenet5", epochs=2, batch_size=32, optimizer="adam", lr=1e-3),
+    "fashion-mnist": dict(model="lenet5", epochs=2, batch_size=32, optimizer="adam", lr=1e-3),
     "cifar10": dict(model="resnet20", epochs=10, batch_size=128, optimizer="sgd", lr=0.1),
 }
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -68,7 +68,7 @@ def _model_name(text):
 def add_arguments(parser):
     parser.epilog = ("Defaults depend on --dataset: digits trains lenet_digits for 10 epochs "
                      "(Adam 3e-3, batch 32); mnist/fashion-mnist lenet5 for 2 (Adam 1e-3, "
-                     "batch 64); cifar10 resnet20 for 10 (SGD 0.1 momentum 0.9, batch 128).")
+                     "batch 32); cifar10 resnet20 for 10 (SGD 0.1 momentum 0.9, batch 128).")
     parser.add_argument("--dataset", choices=DATASETS, default="digits",
                         help="data set: the embedded 8x8 digits (no download, default) or "
                              "files read from --data-dir")

@@ -44,7 +44,7 @@ def test_fit_on_digits_converges(digits):
     assert history["epoch"] == [1, 2, 3]
     assert history["train_loss"][-1] < 0.5 * history["train_loss"][0]
     assert history["train_loss"][0] < 2.31  # below chance level after one epoch
-    # measured 0.961 with these seeds; the floor leaves room for BLAS rounding
+    # measured 0.950 with these seeds; the floor leaves room for BLAS rounding
     assert history["val_acc"][-1] >= 0.93
     assert all(v > 0 for v in history["images_per_s"])
     res = evaluate(model, DataLoader(test, 100, transform=norm), nn.CrossEntropyLoss())
