@@ -147,16 +147,27 @@ def supported_algorithms(spec):
 
 
 def select_algorithm(spec):
-    """The "auto" rule, from the measurements in benchmarks/results:
+    """The "auto" rule, from single-thread measurements on an AVX2 machine
+    (im2col/winograd time ratios over C in 3..128 and images 7..56, in the
+    closing note of the Winograd change; benchmarks/ measures it again):
 
     - depthwise-like (one input channel per group): a GEMM per group would
       be (Kg x R*S) @ (R*S x P), too thin for the BLAS to pay for the
       im2col copy and per-call overhead; the direct kernel streams it.
+    - 3x3 stride 1 with enough channels and pixels: Winograd F(2x2, 3x3)
+      does 16 multiplies where im2col does 36; it wins by 1.2-2.2x once
+      min(C/groups, K/groups) >= 16 and that times OH*OW is >= 6000. Below
+      that its 16 GEMMs (inner dimension C/groups) are too small and its
+      transforms dominate.
     - everything else: im2col + GEMM, which runs near the BLAS's speed
       once Cg*R*S and K/groups are a few dozen.
     """
     if spec.Cg == 1:
         return _REGISTRY["direct"]
+    channels = min(spec.Cg, spec.Kg)
+    if (channels >= 16 and channels * spec.OH * spec.OW >= 6000
+            and _REGISTRY["winograd"].supports(spec)[0]):
+        return _REGISTRY["winograd"]
     return _REGISTRY["im2col"]
 
 
