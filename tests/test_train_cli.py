@@ -129,3 +129,18 @@ def test_every_option_has_help():
     assert len(options) >= 18
     for action in options:
         assert action.help and len(action.help) > 10, action.option_strings
+
+
+def test_cifar10_files_train_resnet20_with_augmentation(tmp_path):
+    from convcore.data import write_cifar_batch
+    g = np.random.default_rng(0)
+    d = tmp_path / "cifar-10-batches-bin"
+    d.mkdir()
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        labels = g.integers(0, 10, 20)
+        write_cifar_batch(d / name, g.integers(0, 256, (20, 3, 32, 32)), labels)
+    out = run_train("--dataset", "cifar10", "--data-dir", str(tmp_path), "--threads", "1",
+                    "--no-progress", "--epochs", "1", "--batch-size", "25", "--augment")
+    assert out.returncode == 0, out.stderr
+    assert "resnet20 (269,722 parameters)" in out.stdout and "3x32x32" in out.stdout
+    assert "100 train / 20 test" in out.stdout and "test accuracy" in out.stdout
