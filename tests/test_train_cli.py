@@ -28,12 +28,12 @@ def run_train(*args, cwd=None):
 
 
 def test_default_run_reaches_97_percent_on_held_out_digits():
-    out = run_train("--threads", "1", "--no-progress")
+    out = run_train("--no-progress")  # digits default to one thread
     assert out.returncode == 0, out.stderr
     text = out.stdout
     acc = float(re.search(r"test accuracy ([\d.]+)%", text).group(1))
     assert acc >= 97.0, text  # measured 98.05% (seed 0)
-    assert "lenet_digits" in text and "10 epochs" in text
+    assert "lenet_digits" in text and "10 epochs" in text and "1 threads" in text
     assert "macro avg" in text and "worst by F1" in text       # per-class report
     assert re.search(r"train [\d,]+ images/s", text)            # throughput
     assert re.search(r"time\s+[\d.]+ s", text)
