@@ -112,6 +112,9 @@ def add_arguments(parser):
     parser.add_argument("--plot", metavar="DIR",
                         help="save training curves, the confusion matrix and first-layer "
                              "kernels as PNG files in DIR (needs matplotlib)")
+    parser.add_argument("--summary", action="store_true",
+                        help="print the model's layer table (output shapes, parameters, "
+                             "multiply-adds) before training")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar; print one line per epoch instead")
 
@@ -215,10 +218,13 @@ def run(args):
     scheduler = _scheduler(args.schedule, optimizer, epochs)
     loss = nn.CrossEntropyLoss()
     n_params = sum(p.size for p in model.parameters())
+    threads = convcore.get_num_threads()
     print(f"convcore train: {model_name} ({n_params:,} parameters) on {args.dataset} "
           f"({len(train_set):,} train / {len(test_set):,} test, {c}x{h}x{w}), "
-          f"{epochs} epochs, batch {batch_size}, {opt_name} lr {lr:g}, "
-          f"{convcore.get_num_threads()} threads", flush=True)
+          f"{epochs} epoch{'s' if epochs != 1 else ''}, batch {batch_size}, {opt_name} lr {lr:g}, "
+          f"{threads} thread{'s' if threads != 1 else ''}", flush=True)
+    if args.summary:
+        print(model.summary((c, h, w)), flush=True)
     try:
         history = fit(model, loss, optimizer, train_loader, epochs=epochs, scheduler=scheduler,
                       checkpoint=args.checkpoint, resume=args.resume,

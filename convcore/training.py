@@ -327,13 +327,14 @@ def _scheduler_step(scheduler, row):
 
 def train_epoch(model, loss, optimizer, loader, *, clip_grad_norm=None, bar=None,
                 on_batch_end=None):
-    """One pass over `loader` in train mode -> (mean loss, accuracy, samples,
-    seconds). Raises FloatingPointError naming the batch if the loss stops
+    """One pass over `loader` in train mode -> (mean loss, accuracy (None
+    unless targets are class indices for (N, C) outputs), samples, seconds). Raises FloatingPointError naming the batch if the loss stops
     being finite (a learning rate too high, usually)."""
     model.train()
     dt = _model_dtype(model)
     params = model.parameters()
     total_loss, correct, seen = 0.0, 0, 0
+    classifying = None
     t0 = time.perf_counter()
     for b, (x, y) in enumerate(loader):
         if dt is not None and x.dtype != dt:
@@ -351,18 +352,24 @@ def train_epoch(model, loss, optimizer, loader, *, clip_grad_norm=None, bar=None
         optimizer.step()
         n = len(y)
         total_loss += value * n
-        correct += int(np.sum(out.argmax(axis=1) == y))
+        if classifying is None:  # class indices vs (N, C) scores: accuracy makes sense
+            y_arr = np.asarray(y)
+            classifying = out.ndim == 2 and y_arr.ndim == 1 and y_arr.dtype.kind in "iu"
+        if classifying:
+            correct += int(np.sum(out.argmax(axis=1) == y))
         seen += n
         if bar is not None:
             elapsed = time.perf_counter() - t0
             bar.update(1)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}",
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}",
+                            acc=f"{correct / seen:.3f}" if classifying else "-",
                             img_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
         if on_batch_end is not None:
             on_batch_end(b, {"loss": value, "batch_size": n})
     if seen == 0:
         raise ValueError("fit: the training data yielded no batches")
-    return total_loss / seen, correct / seen, seen, time.perf_counter() - t0
+    accuracy = correct / seen if classifying else None
+    return total_loss / seen, accuracy, seen, time.perf_counter() - t0
 
 
 def fit(model, loss, optimizer, train, val=None, epochs=10, scheduler=None, callbacks=(), *,
@@ -421,7 +428,7 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, scheduler=None, call
                 row.update(val_loss=res.loss, val_acc=res.accuracy)
             row.update(lr=lr, seconds=secs, images_per_s=seen / max(secs, 1e-9))
             if bar is not None:
-                post = {"loss": f"{tl:.4f}", "acc": f"{ta:.3f}",
+                post = {"loss": f"{tl:.4f}", "acc": "-" if ta is None else f"{ta:.3f}",
                         "img_s": f"{row['images_per_s']:.0f}"}
                 if val is not None:
                     post.update(val_loss=f"{row['val_loss']:.4f}", val_acc=f"{row['val_acc']:.3f}")

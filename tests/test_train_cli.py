@@ -33,7 +33,7 @@ def test_default_run_reaches_97_percent_on_held_out_digits():
     text = out.stdout
     acc = float(re.search(r"test accuracy ([\d.]+)%", text).group(1))
     assert acc >= 97.0, text  # measured 98.05% (seed 0)
-    assert "lenet_digits" in text and "10 epochs" in text and "1 threads" in text
+    assert "lenet_digits" in text and "10 epochs" in text and "1 thread" in text
     assert "macro avg" in text and "worst by F1" in text       # per-class report
     assert re.search(r"train [\d,]+ images/s", text)            # throughput
     assert re.search(r"time\s+[\d.]+ s", text)

@@ -241,3 +241,14 @@ def test_multi_crop_at_full_size_equals_plain_evaluation(digits):
     assert mean.shape == (40, 10) and np.allclose(mean.sum(1), 1.0)
     acc10, mean10 = evaluate_multi_crop(model, (images, labels), 8, flips=True)
     assert 0.0 <= acc10 <= 1.0 and mean10.shape == (40, 10)
+
+
+def test_fit_regression_with_mse_has_no_accuracy(rng):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, rng=0))
+    x = rng.standard_normal((16, 1, 2, 2)).astype(np.float32)
+    target = x.reshape(16, 4)[:, :2] * 2.0
+    batches = [(x[:8], target[:8]), (x[8:], target[8:])]
+    hist = fit(model, nn.MSELoss(), optim.Adam(model.parameters(), lr=0.05), batches,
+               epochs=30, progress=False)
+    assert hist["train_acc"] == [None] * 30
+    assert hist["train_loss"][-1] < 0.05 * hist["train_loss"][0]
