@@ -180,7 +180,8 @@ def run(args):
         return _fail(f"--resume: no checkpoint file {args.resume!r}")
     if args.plot:
         try:
-            import matplotlib  # noqa: F401
+            import importlib
+            importlib.import_module("matplotlib")
         except ImportError:
             return _fail("--plot needs matplotlib: pip install 'convcore[plot]'")
     if args.threads:

@@ -328,8 +328,9 @@ def _scheduler_step(scheduler, row):
 def train_epoch(model, loss, optimizer, loader, *, clip_grad_norm=None, bar=None,
                 on_batch_end=None):
     """One pass over `loader` in train mode -> (mean loss, accuracy (None
-    unless targets are class indices for (N, C) outputs), samples, seconds). Raises FloatingPointError naming the batch if the loss stops
-    being finite (a learning rate too high, usually)."""
+    unless targets are class indices for (N, C) outputs), samples, seconds).
+    Raises FloatingPointError naming the batch if the loss stops being
+    finite (a learning rate too high, usually)."""
     model.train()
     dt = _model_dtype(model)
     params = model.parameters()

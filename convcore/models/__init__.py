@@ -34,8 +34,8 @@ def get_model(name, **kwargs):
     return MODELS[name](**kwargs)
 
 
-__all__ = ["MODELS", "get_model", "lenet5", "lenet_digits", "alexnet", "vgg", "VGG_CONFIGS", "vgg11",
-           "vgg11_bn", "vgg11_lrn", "vgg13", "vgg13_bn", "vgg16_c", "vgg16_c_bn", "vgg16",
+__all__ = ["MODELS", "get_model", "lenet5", "lenet_digits", "alexnet", "vgg", "VGG_CONFIGS",
+           "vgg11", "vgg11_bn", "vgg11_lrn", "vgg13", "vgg13_bn", "vgg16_c", "vgg16_c_bn", "vgg16",
            "vgg16_bn", "vgg19", "vgg19_bn", "googlenet", "inception", "INCEPTION_TABLE",
            "resnet", "resnet18", "resnet34", "resnet50", "resnet_cifar", "resnet20",
            "basic_block", "bottleneck_block", "PadShortcut", "torchvision_keys"]
