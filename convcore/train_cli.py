@@ -11,6 +11,7 @@ Inputs are normalised per channel with statistics of the training set.
 At the end: test accuracy, the per-class report, throughput and time.
 """
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -47,6 +48,16 @@ def _non_negative_int(text):
     return v
 
 
+def _non_negative_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return v
+
+
 def _positive_float(text):
     try:
         v = float(text)
@@ -66,6 +77,7 @@ def _model_name(text):
 
 
 def add_arguments(parser):
+    parser.set_defaults(_parser=parser)  # run() reports cross-option errors as usage errors
     parser.epilog = ("Defaults depend on --dataset: digits trains lenet_digits for 10 epochs "
                      "(Adam 3e-3, batch 32); mnist/fashion-mnist lenet5 for 2 (Adam 1e-3, "
                      "batch 32); cifar10 resnet20 for 10 (SGD 0.1 momentum 0.9, batch 128).")
@@ -85,7 +97,7 @@ def add_arguments(parser):
     parser.add_argument("--lr", type=_positive_float, metavar="LR", help="initial learning rate")
     parser.add_argument("--optimizer", choices=OPTIMIZERS,
                         help="optimizer (sgd uses momentum 0.9)")
-    parser.add_argument("--weight-decay", type=float, default=0.0, metavar="WD",
+    parser.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="WD",
                         help="L2 weight decay (default 0; 5e-4 is usual for cifar10 with sgd)")
     parser.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                         help="learning-rate schedule over the epochs (default cosine; "
@@ -175,15 +187,11 @@ def run(args):
     lr = args.lr or (d["lr"] if opt_name == d["optimizer"] else
                      {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}[opt_name])
     if args.dataset != "digits" and not args.data_dir:
-        return _fail(f"--dataset {args.dataset} reads files: give --data-dir DIR", 2)
+        args._parser.error(f"--dataset {args.dataset} reads files: give --data-dir DIR")
     if args.resume and not os.path.isfile(args.resume):
         return _fail(f"--resume: no checkpoint file {args.resume!r}")
-    if args.plot:
-        try:
-            import importlib
-            importlib.import_module("matplotlib")
-        except ImportError:
-            return _fail("--plot needs matplotlib: pip install 'convcore[plot]'")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        return _fail("--plot needs matplotlib: pip install 'convcore[plot]'")
     if args.threads:
         convcore.set_num_threads(args.threads)
     elif args.dataset == "digits":

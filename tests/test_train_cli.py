@@ -99,6 +99,7 @@ def test_missing_data_dir_names_the_files_and_exits_1(tmp_path):
     ["--epochs", "0"], ["--epochs", "two"], ["--dataset", "svhn"], ["--model", "lenet6"],
     ["--lr", "-1"], ["--lr", "nan"], ["--batch-size", "0"], ["--threads", "0"],
     ["--optimizer", "lbfgs"], ["--schedule", "linear"], ["--seed", "-3"], ["--bogus"],
+    ["--weight-decay", "-0.1"], ["--limit", "0"],
 ])
 def test_bad_arguments_print_usage_and_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as e:
@@ -109,8 +110,11 @@ def test_bad_arguments_print_usage_and_exit_2(capsys, argv):
 
 
 def test_file_dataset_without_data_dir_exits_2(capsys):
-    assert cli.main(["train", "--dataset", "fashion-mnist"]) == 2
-    assert "--data-dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--dataset", "fashion-mnist"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: convcore train" in err and "--data-dir" in err
 
 
 @pytest.mark.parametrize("argv,fragment", [
