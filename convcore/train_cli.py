@@ -242,7 +242,8 @@ def run(args):
         return _fail(str(e))
     except FloatingPointError as e:
         return _fail(str(e))
-    result = evaluate(model, test_loader, loss)
+    result = evaluate(model, test_loader, loss, num_classes=test_set.num_classes,
+                      class_names=test_set.classes)
     print()
     print(result.report())
     train_secs = sum(history.get("seconds", []))
