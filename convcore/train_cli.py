@@ -4,7 +4,7 @@ Floor 5: parse, build from floors 3-4, print. Defaults per data set (each
 overridable by its flag):
 
     digits (embedded)   lenet_digits  10 epochs  batch 32   Adam 3e-3  cosine
-    mnist/fashion-mnist lenet5         2 epochs  batch 32   Adam 1e-3  cosine
+    mnist/fashion-mnist lenet5 (ReLU, max pool)  2 epochs  batch 32  Adam 1e-3  cosine
     cifar10             resnet20      10 epochs  batch 128  SGD 0.1    cosine
 
 Inputs are normalised per channel with statistics of the training set.
@@ -20,8 +20,12 @@ from convcore.data import DATASETS
 
 DEFAULTS = {
     "digits": dict(model="lenet_digits", epochs=10, batch_size=32, optimizer="adam", lr=3e-3),
-    "mnist": dict(model="lenet5", epochs=2, batch_size=32, optimizer="adam", lr=1e-3),
-    "fashion-mnist": dict(model="lenet5", epochs=2, batch_size=32, optimizer="adam", lr=1e-3),
+    # LeNet-5 with its ReLU/max-pool option: the tanh/average original needs
+    # more than the 2 epochs the MNIST target allows to pass 98.5%
+    "mnist": dict(model="lenet5", model_kwargs={"activation": "relu", "pool": "max"},
+                  epochs=2, batch_size=32, optimizer="adam", lr=1e-3),
+    "fashion-mnist": dict(model="lenet5", model_kwargs={"activation": "relu", "pool": "max"},
+                          epochs=2, batch_size=32, optimizer="adam", lr=1e-3),
     "cifar10": dict(model="resnet20", epochs=10, batch_size=128, optimizer="sgd", lr=0.1),
 }
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -79,8 +83,9 @@ def _model_name(text):
 def add_arguments(parser):
     parser.set_defaults(_parser=parser)  # run() reports cross-option errors as usage errors
     parser.epilog = ("Defaults depend on --dataset: digits trains lenet_digits for 10 epochs "
-                     "(Adam 3e-3, batch 32); mnist/fashion-mnist lenet5 for 2 (Adam 1e-3, "
-                     "batch 32); cifar10 resnet20 for 10 (SGD 0.1 momentum 0.9, batch 128).")
+                     "(Adam 3e-3, batch 32); mnist/fashion-mnist lenet5 (ReLU, max pool) for "
+                     "2 (Adam 1e-3, batch 32); cifar10 resnet20 for 10 (SGD 0.1 momentum 0.9, "
+                     "batch 128).")
     parser.add_argument("--dataset", choices=DATASETS, default="digits",
                         help="data set: the embedded 8x8 digits (no download, default) or "
                              "files read from --data-dir")
@@ -181,6 +186,7 @@ def run(args):
 
     d = DEFAULTS[args.dataset]
     model_name = args.model or d["model"]
+    model_kwargs = {} if args.model else d.get("model_kwargs", {})
     epochs = args.epochs or d["epochs"]
     batch_size = args.batch_size or d["batch_size"]
     opt_name = args.optimizer or d["optimizer"]
@@ -210,7 +216,7 @@ def run(args):
     c, h, w = train_set.image_shape
     try:
         model = models.get_model(model_name, num_classes=train_set.num_classes, in_channels=c,
-                                 input_size=(h, w), rng=args.seed)
+                                 input_size=(h, w), rng=args.seed, **model_kwargs)
     except ValueError as e:
         return _fail(f"--model {model_name} cannot take {args.dataset} images "
                      f"({c}x{h}x{w}): {e}")
@@ -228,7 +234,8 @@ def run(args):
     loss = nn.CrossEntropyLoss()
     n_params = sum(p.size for p in model.parameters())
     threads = convcore.get_num_threads()
-    print(f"convcore train: {model_name} ({n_params:,} parameters) on {args.dataset} "
+    variant = "".join(f", {v}" for v in model_kwargs.values())
+    print(f"convcore train: {model_name}{variant} ({n_params:,} parameters) on {args.dataset} "
           f"({len(train_set):,} train / {len(test_set):,} test, {c}x{h}x{w}), "
           f"{epochs} epoch{'s' if epochs != 1 else ''}, batch {batch_size}, {opt_name} lr {lr:g}, "
           f"{threads} thread{'s' if threads != 1 else ''}", flush=True)

@@ -77,7 +77,7 @@ def test_mnist_files_train_lenet5_at_28x28(tmp_path):
     out = run_train("--dataset", "mnist", "--data-dir", str(tmp_path / "mnist"), "--threads", "1",
                     "--no-progress", "--epochs", "2")
     assert out.returncode == 0, out.stderr
-    assert "lenet5 (61,706 parameters)" in out.stdout and "1x28x28" in out.stdout
+    assert "lenet5, relu, max (61,706 parameters)" in out.stdout and "1x28x28" in out.stdout
     assert "batch 32" in out.stdout
     acc = float(re.search(r"test accuracy ([\d.]+)%", out.stdout).group(1))
     assert acc > 50.0, out.stdout  # 600 images, 2 epochs: far above 10% chance
