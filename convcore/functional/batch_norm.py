@@ -22,7 +22,7 @@ import numpy as np
 
 from convcore._kernels import batchnorm as _bn
 from convcore.algorithms import kernel_threads
-from convcore.functional._pool_spec import check_flag
+from convcore.functional._validation import check_flag
 from convcore.functional._validation import as_float_array
 
 

@@ -9,8 +9,8 @@ import numpy as np
 from convcore._kernels import pool as _pool
 from convcore.algorithms import kernel_threads
 from convcore.functional._pool_spec import (
-    adaptive_output_size, check_flag, input_shape_arg, pool_spec)
-from convcore.functional._validation import as_float_array
+    adaptive_output_size, input_shape_arg, pool_spec)
+from convcore.functional._validation import as_float_array, check_flag
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
