@@ -15,7 +15,7 @@ import numbers
 import numpy as np
 
 from convcore._kernels import activation as _act
-from convcore.algorithms import kernel_threads
+from convcore._threads import kernel_threads
 from convcore.functional._validation import as_float_array, check_int
 
 
@@ -48,7 +48,7 @@ def relu(x):
     """max(x, 0); NaN propagates."""
     x = _input(x, "relu")
     y = np.empty_like(x)
-    _act.relu(x.reshape(-1), y.reshape(-1), kernel_threads())
+    _act.relu(x.reshape(-1), y.reshape(-1), kernel_threads(x.size))
     return y
 
 
@@ -57,7 +57,7 @@ def relu_backward(grad_y, y):
     grad_y, y = _grad_pair(grad_y, y, "y", "relu_backward")
     gx = np.empty_like(y)
     _act.relu_backward(grad_y.reshape(-1), y.reshape(-1), gx.reshape(-1),
-                       kernel_threads())
+                       kernel_threads(y.size))
     return gx
 
 
