@@ -13,6 +13,7 @@ tests and the benchmark can see what it picks.
                                                     or n-thread BLAS alone)
 """
 from convcore import _threads
+from convcore._threads import kernel_threads
 import numpy as np
 
 from convcore._kernels import conv_direct, conv_gemm, conv_winograd, openmp_info
@@ -41,10 +42,10 @@ class DirectConv(ConvAlgorithm):
     name = "direct"
 
     def forward(self, x, w, bias, y, spec):
-        conv_direct.forward(x, w, bias, y, spec.geom, kernel_threads())
+        conv_direct.forward(x, w, bias, y, spec.geom, kernel_threads(spec.flops()))
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
-        nt = kernel_threads()
+        nt = kernel_threads(spec.flops())
         if need_x:
             conv_direct.backward_data(grad_y, w, grad_x, spec.geom, nt)
         if need_w:
@@ -57,27 +58,27 @@ class Im2colConv(ConvAlgorithm):
     name = "im2col"
 
     @staticmethod
-    def _plan(work_items):
-        """(batch_parallel, blas_threads). Enough independent items: our own
-        prange owns the threads and each GEMM runs on one. Too few (batch 1)
-        or no OpenMP: one item at a time, and the BLAS owns the threads."""
-        nt = _threads.get_num_threads()
+    def _plan(work_items, spec):
+        """(threads, batch_parallel, blas_threads). Enough independent items:
+        our own prange owns the threads and each GEMM runs on one. Too few
+        (batch 1) or no OpenMP: one item at a time, and the BLAS owns the
+        threads. Tiny layers run on one thread either way."""
+        nt = kernel_threads(spec.flops())
         if openmp_info.openmp_enabled() and work_items >= nt:
-            return True, 1
-        return False, nt
+            return nt, True, 1
+        return nt, False, nt
 
     def forward(self, x, w, bias, y, spec):
-        batch_parallel, blas_nt = self._plan(spec.N * spec.groups)
+        nt, batch_parallel, blas_nt = self._plan(spec.N * spec.groups, spec)
         with _threads.blas_threads(blas_nt):
-            conv_gemm.forward(x, w, bias, y, spec.geom, kernel_threads(),
-                              batch_parallel)
+            conv_gemm.forward(x, w, bias, y, spec.geom, nt, batch_parallel)
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
         chunks = min(spec.N, conv_gemm.NUM_WEIGHT_GRAD_CHUNKS)
-        batch_parallel, blas_nt = self._plan(chunks)
+        nt, batch_parallel, blas_nt = self._plan(chunks, spec)
         with _threads.blas_threads(blas_nt):
             conv_gemm.backward(grad_y, x, w, grad_x, grad_w, need_x, need_w,
-                               spec.geom, kernel_threads(), batch_parallel)
+                               spec.geom, nt, batch_parallel)
 
 
 class WinogradConv(ConvAlgorithm):
@@ -106,14 +107,14 @@ class WinogradConv(ConvAlgorithm):
         u = np.einsum("ir,kcrs,js->ijkc", G, w, G, optimize=True)
         return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]))
 
-    def _run(self, x, w, bias, y, pad, groups):
-        threads = kernel_threads()
+    def _run(self, x, w, bias, y, pad, groups, work):
+        threads = kernel_threads(work)
         with _threads.blas_threads(1):
             conv_winograd.forward(x, self._transform(w), bias, y, pad[0], pad[1],
                                   groups, threads)
 
     def forward(self, x, w, bias, y, spec):
-        self._run(x, w, bias, y, spec.padding, spec.groups)
+        self._run(x, w, bias, y, spec.padding, spec.groups, spec.flops())
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
         if need_x:
@@ -123,14 +124,9 @@ class WinogradConv(ConvAlgorithm):
             w_t = (w.reshape(G, Kg, Cg, 3, 3).transpose(0, 2, 1, 3, 4)
                    .reshape(spec.C, Kg, 3, 3)[:, :, ::-1, ::-1])
             self._run(grad_y, np.ascontiguousarray(w_t), np.empty(0, x.dtype), grad_x,
-                      (2 - spec.padding[0], 2 - spec.padding[1]), G)
+                      (2 - spec.padding[0], 2 - spec.padding[1]), G, spec.flops())
         if need_w:
             _REGISTRY["im2col"].backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
-
-
-def kernel_threads():
-    """Threads for our prange loops: 1 when built without OpenMP."""
-    return _threads.get_num_threads() if openmp_info.openmp_enabled() else 1
 
 
 _REGISTRY = {cls.name: cls() for cls in (DirectConv, Im2colConv, WinogradConv)}
