@@ -33,3 +33,8 @@ from convcore import init, nn, optim
 from convcore.serialization import load, save
 
 __all__ += ["nn", "optim", "init", "save", "load"]
+
+# Floor 4: the model zoo and the training loop.
+from convcore import models, training
+
+__all__ += ["models", "training"]
