@@ -72,6 +72,16 @@ def _positive_float(text):
     return v
 
 
+def _fraction(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text}")
+    return v
+
+
 def _model_name(text):
     from convcore.models import MODELS
     if text not in MODELS:
@@ -111,6 +121,13 @@ def add_arguments(parser):
     parser.add_argument("--augment", action="store_true",
                         help="random shifts of up to 2 pixels (and horizontal flips for "
                              "cifar10) on the training batches")
+    parser.add_argument("--val-fraction", type=_fraction, metavar="F",
+                        help="hold out this stratified fraction of the training set (0 < F "
+                             "< 1) and report validation loss/accuracy every epoch")
+    parser.add_argument("--early-stop", type=_positive_int, metavar="N",
+                        help="stop when the validation loss (training loss without "
+                             "--val-fraction) has not improved for N epochs, keeping the "
+                             "best weights")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                         help="seed for the weights, the digits split, shuffling and "
                              "augmentation (default 0)")
@@ -177,12 +194,21 @@ def _plots(directory, history, result, model):
 
 
 def run(args):
+    import convcore
+    previous = convcore.get_num_threads()
+    try:
+        return _train(args)
+    finally:  # a caller running several commands in-process keeps its setting
+        convcore.set_num_threads(previous)
+
+
+def _train(args):
     started = time.perf_counter()
     import convcore
     from convcore import models, nn
     from convcore.data import (Compose, DataLoader, Normalize, RandomHorizontalFlip, RandomShift,
-                               load_dataset)
-    from convcore.training import evaluate, fit
+                               load_dataset, stratified_split)
+    from convcore.training import EarlyStopping, evaluate, fit
 
     d = DEFAULTS[args.dataset]
     model_name = args.model or d["model"]
@@ -213,6 +239,13 @@ def run(args):
         return _fail(str(e))
     if args.limit and args.limit < len(train_set):
         train_set = train_set.subset(range(args.limit))
+    val_set = None
+    if args.val_fraction:
+        try:
+            tr, va = stratified_split(train_set.labels, args.val_fraction, args.seed)
+        except ValueError as e:
+            return _fail(f"--val-fraction {args.val_fraction}: {e}")
+        train_set, val_set = train_set.subset(tr), train_set.subset(va, "validation")
     c, h, w = train_set.image_shape
     try:
         model = models.get_model(model_name, num_classes=train_set.num_classes, in_channels=c,
@@ -229,6 +262,11 @@ def run(args):
     train_loader = DataLoader(train_set, batch_size, shuffle=True, seed=args.seed,
                               transform=train_tf, prefetch=2)
     test_loader = DataLoader(test_set, 256, transform=norm)
+    val_loader = None if val_set is None else DataLoader(val_set, 256, transform=norm)
+    callbacks = []
+    if args.early_stop:
+        callbacks.append(EarlyStopping("val_loss" if val_set is not None else "train_loss",
+                                       patience=args.early_stop))
     optimizer = _optimizer(opt_name, model.parameters(), lr, args.weight_decay)
     scheduler = _scheduler(args.schedule, optimizer, epochs)
     loss = nn.CrossEntropyLoss()
@@ -236,19 +274,26 @@ def run(args):
     threads = convcore.get_num_threads()
     variant = "".join(f", {v}" for v in model_kwargs.values())
     print(f"convcore train: {model_name}{variant} ({n_params:,} parameters) on {args.dataset} "
-          f"({len(train_set):,} train / {len(test_set):,} test, {c}x{h}x{w}), "
-          f"{epochs} epoch{'s' if epochs != 1 else ''}, batch {batch_size}, {opt_name} lr {lr:g}, "
-          f"{threads} thread{'s' if threads != 1 else ''}", flush=True)
+          f"({len(train_set):,} train"
+          + ("" if val_set is None else f" / {len(val_set):,} validation")
+          + f" / {len(test_set):,} test, {c}x{h}x{w}), "
+          f"{epochs} epoch{'s' if epochs != 1 else ''}, batch {batch_size}, "
+          f"{opt_name} lr {lr:g}, {threads} thread{'s' if threads != 1 else ''}", flush=True)
     if args.summary:
         print(model.summary((c, h, w)), flush=True)
     try:
-        history = fit(model, loss, optimizer, train_loader, epochs=epochs, scheduler=scheduler,
-                      checkpoint=args.checkpoint, resume=args.resume,
-                      progress=not args.no_progress, verbose=args.no_progress)
-    except (OSError, ValueError) as e:  # e.g. a checkpoint from another model
+        history = fit(model, loss, optimizer, train_loader, val_loader, epochs=epochs,
+                      scheduler=scheduler, callbacks=callbacks, checkpoint=args.checkpoint,
+                      resume=args.resume, progress=not args.no_progress,
+                      verbose=args.no_progress)
+    except (OSError, ValueError, FloatingPointError) as e:  # e.g. a foreign checkpoint
         return _fail(str(e))
-    except FloatingPointError as e:
-        return _fail(str(e))
+    except KeyboardInterrupt:
+        saved = f"; {args.checkpoint} holds the last finished epoch" if args.checkpoint else ""
+        return _fail(f"interrupted{saved}", 130)
+    if history.stopped_early:
+        print(f"early stop after epoch {history['epoch'][-1]}; kept the weights of epoch "
+              f"{history.best_epoch + 1}")
     result = evaluate(model, test_loader, loss, num_classes=test_set.num_classes,
                       class_names=test_set.classes)
     print()

@@ -148,3 +148,16 @@ def test_cifar10_files_train_resnet20_with_augmentation(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "resnet20 (269,722 parameters)" in out.stdout and "3x32x32" in out.stdout
     assert "100 train / 20 test" in out.stdout and "test accuracy" in out.stdout
+
+
+def test_validation_split_and_early_stopping(capsys):
+    threads = convcore.get_num_threads()
+    code = cli.main(["train", "--no-progress", "--limit", "300", "--val-fraction", "0.25",
+                     "--early-stop", "1", "--epochs", "40", "--lr", "0.02"])
+    assert code == 0
+    assert convcore.get_num_threads() == threads  # the digits' one-thread default is undone
+    out = capsys.readouterr().out
+    assert "224 train / 76 validation / 359 test" in out  # stratified: per-class rounding
+    assert "val_acc=" in out and "val_loss=" in out
+    # patience 1 at a high learning rate: the validation loss stalls long before 40 epochs
+    assert "early stop after epoch" in out and "epoch=40 " not in out

@@ -20,7 +20,11 @@ from collections import OrderedDict
 from convcore.nn import (AdaptiveAvgPool2d, Concat, Conv2d, Dropout, Flatten, Linear,
                          LocalResponseNorm, MaxPool2d, ReLU, Sequential)
 from convcore.models._common import check_common, conv_out, layer_kwargs
-from convcore.models.alexnet import LRN_PAPER
+
+# The paper gives no LRN constants; the BVLC Caffe reference model uses
+# size 5, alpha 1e-4, beta 0.75, k 1, and Caffe (like torch) divides alpha
+# by the size, so these are torch's LocalResponseNorm arguments as they are.
+LRN_BVLC = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)
 
 # name: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), Table 1
 INCEPTION_TABLE = OrderedDict([
@@ -74,10 +78,10 @@ def googlenet(num_classes=1000, in_channels=3, input_size=224, dropout=0.4, *, r
     layers = [
         ("conv1", Sequential(conv1, ReLU())),
         ("maxpool1", MaxPool2d(3, 2, ceil_mode=True)),
-        ("lrn1", LocalResponseNorm(**LRN_PAPER)),
+        ("lrn1", LocalResponseNorm(**LRN_BVLC)),
         ("conv2", Sequential(*_conv_relu(64, 64, 1, kw))),
         ("conv3", Sequential(*_conv_relu(64, 192, 3, kw, padding=1))),
-        ("lrn2", LocalResponseNorm(**LRN_PAPER)),
+        ("lrn2", LocalResponseNorm(**LRN_BVLC)),
         ("maxpool2", MaxPool2d(3, 2, ceil_mode=True)),
     ]
     c = 192
