@@ -141,8 +141,9 @@ def _monitor_mode(monitor, mode, fn):
 class EarlyStopping(Callback):
     """Stop when `monitor` (a history key: "val_loss", "val_acc",
     "train_loss", ...) has not improved by more than `min_delta` for
-    `patience` epochs; with restore_best_weights the model ends with the
-    weights of its best epoch."""
+    `patience` epochs; with restore_best_weights a stopped run ends with the
+    weights of its best epoch (a run that uses all its epochs keeps the
+    last ones, as Keras does)."""
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
                  restore_best_weights=True):
