@@ -10,7 +10,7 @@ from convcore.bench import engine, report
 
 # Per preset: (minimum rounds, seconds per configuration, GEMM peak size).
 # The quick preset trades precision for its one-minute budget.
-_PRESET_TIMING = {"quick": (5, 1.0, 768)}
+_PRESET_TIMING = {"quick": (5, 0.6, 768)}
 _DEFAULT_TIMING = (5, 3.0, 1024)
 
 
@@ -84,7 +84,7 @@ def add_arguments(parser):
                     help="minimum timed rounds per configuration (default 5)")
     tm.add_argument("--budget", type=float, metavar="SECONDS",
                     help="keep adding rounds while a configuration has taken less than "
-                         "this (default 1 for --quick, else 3)")
+                         "this (default 0.6 for --quick, else 3)")
     tm.add_argument("--warmup", type=_positive_int, default=1, help="warm-up calls per pass")
     tm.add_argument("--min-time", type=float, default=0.0002, metavar="SECONDS",
                     help="minimum duration of one sample: faster calls are batched")

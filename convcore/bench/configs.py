@@ -8,7 +8,7 @@ with `count` = how many times the same shape occurs in the network (so a
 suite's weighted sum is the network's convolution time).
 """
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -286,7 +286,7 @@ def suite_configs(name, batch=None):
         return full_configs()
     if name == "issue7":
         cfgs = issue7_configs()
-        return [_with_batch(c, batch) for c in cfgs] if batch else cfgs
+        return [replace(c, N=batch) for c in cfgs] if batch else cfgs
     if name == "zoo":
         return [c for net in NETWORKS for c in suite_configs(net, batch)]
     if name in NETWORKS:
@@ -294,8 +294,3 @@ def suite_configs(name, batch=None):
         return _layers(name, batch or default_batch, rows)
     raise ValueError(f"bench: unknown suite {name!r}; choose from {SUITES}")
 
-
-def _with_batch(cfg, batch):
-    d = {k: v for k, v in asdict(cfg).items()}
-    d["N"] = batch
-    return BenchConfig(**d)

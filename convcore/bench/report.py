@@ -94,7 +94,7 @@ def summary_lines(result, summary):
         lines.append(", ".join(parts))
     a = summary.get("auto")
     if a:
-        parts = [f"auto within 10% of the best algorithm: "]
+        parts = ["auto within 10% of the best algorithm: "]
         for key, label in (("fwd", "forward"), ("fwd_bwd", "fwd+bwd")):
             if f"within10_{key}" in a:
                 parts.append(f"{label} {100 * a[f'within10_{key}']:.0f}% of {a['configs']} "
