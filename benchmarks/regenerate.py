@@ -69,8 +69,7 @@ def main(argv=None):
         if have_plot:
             cmd += ["--plot", out + ".png"]
         print("$ " + " ".join(cmd), file=sys.stderr)
-        with open(out + ".txt", "w") as table:
-            code = subprocess.call(cmd, stdout=table)
+        code = subprocess.call(cmd)
         if code:
             print(f"{name}: convcore bench exited with {code}", file=sys.stderr)
             status = status or code

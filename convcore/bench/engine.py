@@ -7,8 +7,11 @@ How a configuration is measured
        the first time sets `inner`, the calls per sample, so that a sample
        lasts at least `min_time` (the timer then dominates nothing).
     2. rounds: in each round every implementation runs every pass once,
-       the implementations in a rotated order, so a drift of the machine
-       (another process, frequency scaling) hits all alike. At least
+       the implementations in a fresh random order (seeded), so a drift of
+       the machine (another process, frequency scaling) hits all alike and
+       no implementation always runs right after the same other one (a
+       rotation would keep the neighbours: spinning threads or a cache
+       left by one would always tax the next). At least
        `repeats` rounds, then more while the configuration's `budget`
        (seconds) lasts, up to MAX_ROUNDS: on a shared machine a 2-thread
        OpenMP call whose thread is descheduled can take 100x longer, and
@@ -221,9 +224,10 @@ def measure_config(cfg, algos, dtype=np.float32, threads=None, repeats=5, warmup
 
     samples = {(i.name, p): [] for i in impls for p in passes}
     start, r = time.perf_counter(), 0
+    shuffle = np.random.default_rng(seed)
     while r < repeats or (time.perf_counter() - start < budget and r < MAX_ROUNDS):
-        shift = r % len(impls)
-        for impl in impls[shift:] + impls[:shift]:
+        for j in shuffle.permutation(len(impls)):
+            impl = impls[j]
             for p in passes:
                 samples[impl.name, p].append(_time(impl.passes[p], inner[impl.name, p]))
         r += 1
@@ -250,6 +254,8 @@ def measure_config(cfg, algos, dtype=np.float32, threads=None, repeats=5, warmup
                 row[f"{p}_ms"] = row[f"{p}_min_ms"] = None
                 row[f"{p}_spread"] = row[f"{p}_gflops"] = None
         row["fwd_bwd_ms"] = total * 1e3 if backward else None
+        row["fwd_bwd_min_ms"] = (sum(row[f"{p}_min_ms"] for p in PASSES)
+                                 if backward else None)
         row["fwd_bwd_gflops"] = 3 * flops / total / 1e9 if backward else None
         row["peak_gflops"] = peak
         row["peak_share_fwd"] = row["fwd_gflops"] / peak if peak else None
@@ -272,6 +278,11 @@ def _add_comparisons(rows):
     t = by_impl.get("torch")
     concrete = [r for r in rows if r["impl"] not in ("torch", "auto")]
     for r in rows:
+        # fastest samples too: on a loaded machine they show what the
+        # medians lose to descheduling
+        for key, col in (("fwd_min", "fwd_min_ms"), ("fwd_bwd_min", "fwd_bwd_min_ms")):
+            ok = t is not None and r["impl"] != "torch" and r[col] and t[col]
+            r[f"vs_torch_{key}"] = r[col] / t[col] if ok else None
         for key, col in (("fwd", "fwd_ms"), ("fwd_bwd", "fwd_bwd_ms")):
             ok = t is not None and r["impl"] != "torch" and r[col] and t[col]
             r[f"vs_torch_{key}"] = r[col] / t[col] if ok else None
@@ -337,9 +348,10 @@ def summarize(rows):
     for name in dict.fromkeys(r["impl"] for r in rows):
         mine = [r for r in rows if r["impl"] == name]
         entry = {"configs": len(mine), "all_agree": all(r["agree"] for r in mine)}
-        for key in ("fwd", "fwd_bwd"):
+        for key in ("fwd", "fwd_bwd", "fwd_min", "fwd_bwd_min"):
             ratios = [r[f"vs_torch_{key}"] for r in mine if r.get(f"vs_torch_{key}")]
             entry[f"median_vs_torch_{key}"] = float(np.median(ratios)) if ratios else None
+        for key in ("fwd", "fwd_bwd"):
             shares = [r[f"peak_share_{key}"] for r in mine if r.get(f"peak_share_{key}")]
             entry[f"median_peak_share_{key}"] = float(np.median(shares)) if shares else None
         out["impls"][name] = entry

@@ -91,6 +91,9 @@ def summary_lines(result, summary):
             parts.append(f"median time / torch: fwd {e['median_vs_torch_fwd']:.2f}")
         if e.get("median_vs_torch_fwd_bwd") is not None:
             parts.append(f"fwd+bwd {e['median_vs_torch_fwd_bwd']:.2f}")
+        if e.get("median_vs_torch_fwd_bwd_min") is not None:
+            parts.append(f"(fastest samples: fwd {e['median_vs_torch_fwd_min']:.2f}, "
+                         f"fwd+bwd {e['median_vs_torch_fwd_bwd_min']:.2f})")
         lines.append(", ".join(parts))
     a = summary.get("auto")
     if a:
