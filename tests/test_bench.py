@@ -202,6 +202,11 @@ def test_cli_bad_flags_print_usage_and_exit_2(argv, capsys):
     assert "usage:" in capsys.readouterr().err
 
 
+def test_cli_grid_flags_with_a_suite_are_refused(capsys):
+    assert main(["bench", "--suite", "lenet5", "--kernel", "3"]) == 2
+    assert "--kernel" in capsys.readouterr().err
+
+
 def test_cli_plot_without_matplotlib_says_so(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(report, "have_matplotlib", lambda: False)
     code = main(["bench", *TINY_ARGS, "--no-torch", "--plot", str(tmp_path / "x.png")])

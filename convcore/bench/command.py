@@ -8,10 +8,12 @@ import convcore
 from convcore.bench import configs as cfgs
 from convcore.bench import engine, report
 
-# Per preset: (minimum rounds, seconds per configuration, GEMM peak size).
-# The quick preset trades precision for its one-minute budget.
-_PRESET_TIMING = {"quick": (5, 0.6, 768)}
-_DEFAULT_TIMING = (5, 3.0, 1024)
+# Per preset: (minimum rounds, seconds per configuration, seconds for the
+# whole run or None, GEMM peak size). The quick preset trades precision for
+# its one-minute promise: past its deadline a configuration gets only its
+# minimum rounds, however loaded the machine.
+_PRESET_TIMING = {"quick": (3, 0.6, 35.0, 768)}
+_DEFAULT_TIMING = (5, 3.0, None, 1024)
 
 
 def _positive_int(text):
@@ -81,7 +83,7 @@ def add_arguments(parser):
     tm.add_argument("--threads-sweep", action="store_true",
                     help="repeat everything at 1, 2, ..., --threads threads")
     tm.add_argument("--repeats", type=_positive_int,
-                    help="minimum timed rounds per configuration (default 5)")
+                    help="minimum timed rounds per configuration (default 3 for --quick, else 5)")
     tm.add_argument("--budget", type=float, metavar="SECONDS",
                     help="keep adding rounds while a configuration has taken less than "
                          "this (default 0.6 for --quick, else 3)")
@@ -113,12 +115,12 @@ def select_configs(args):
     else:
         preset = "quick"
     if preset in ("quick", "full", "custom"):
-        base = {"quick": (8, 32, 24), "full": (8, 32, 32), "custom": (8, 32, 24)}[preset]
+        base = cfgs.FULL_SHAPE if preset == "full" else cfgs.QUICK_SHAPE
         configs = cfgs.grid_configs(custom_axes, batch=args.batch or base[0],
                                     channels=args.channels or base[1],
                                     size=args.size or base[2], suite=preset)
         if preset == "quick" and not args.sample:
-            configs = cfgs.sample_configs(configs, 24)
+            configs = cfgs.sample_configs(configs, cfgs.QUICK_COUNT)
     else:
         configs = cfgs.suite_configs(preset, args.batch)
     if args.sample:
@@ -127,6 +129,12 @@ def select_configs(args):
 
 
 def run(args):
+    grid_flags = [f"--{k}" for k in ("stride", "padding", "dilation", "kernel", "groups",
+                                     "channels", "size") if getattr(args, k)]
+    if grid_flags and args.suite:
+        print(f"convcore bench: error: {', '.join(grid_flags)} build a parameter grid "
+              f"and cannot be combined with --suite {args.suite}", file=sys.stderr)
+        return 2
     if args.plot and not report.have_matplotlib():
         print("convcore bench: --plot needs matplotlib, which is not installed "
               "(pip install matplotlib, or pip install 'convcore[plot]')", file=sys.stderr)
@@ -135,7 +143,7 @@ def run(args):
     if not configs:
         print("convcore bench: no valid configuration in the requested grid", file=sys.stderr)
         return 2
-    repeats, budget, peak_size = _PRESET_TIMING.get(preset, _DEFAULT_TIMING)
+    repeats, budget, deadline, peak_size = _PRESET_TIMING.get(preset, _DEFAULT_TIMING)
     repeats = args.repeats or repeats
     budget = args.budget if args.budget is not None else budget
     min_time = args.min_time
@@ -149,7 +157,8 @@ def run(args):
         result = engine.run_benchmark(
             configs, args.algorithms, np.dtype(args.dtype), threads_list, repeats,
             args.warmup, min_time, budget, not args.no_torch, not args.forward_only,
-            args.weight_scale, peak_size, progress=None if args.no_progress else bar)
+            args.weight_scale, peak_size, deadline=None if args.budget is not None else deadline,
+            progress=None if args.no_progress else bar)
     finally:
         bar.close()
     result["dtype"] = args.dtype

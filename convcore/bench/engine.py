@@ -301,11 +301,13 @@ def _add_comparisons(rows):
 
 def run_benchmark(configs, algos=None, dtype=np.float32, threads_list=None, repeats=5,
                   warmup=1, min_time=0.0002, budget=1.0, use_torch=True, backward=True,
-                  weight_scale=1.0, peak_size=1024, progress=None):
+                  weight_scale=1.0, peak_size=1024, deadline=None, progress=None):
     """Measure every configuration at every thread count.
 
     Returns {"rows": [...], "peaks": {threads: GFLOP/s}, "torch": version or
-    None, "skipped": [(config name, reason)]}. `progress`: an object with
+    None, "skipped": [(config name, reason)]}. `deadline`: seconds for the
+    whole run; each configuration's budget shrinks to its share of what is
+    left (its minimum rounds always run). `progress`: an object with
     update(n) and set_postfix_str(s) (a tqdm bar), or None.
     """
     algos = list(algos or convcore.conv_algorithms())
@@ -314,6 +316,8 @@ def run_benchmark(configs, algos=None, dtype=np.float32, threads_list=None, repe
     saved = convcore.get_num_threads()
     saved_torch = torch.get_num_threads() if torch is not None else None
     rows, peaks, skipped = [], {}, []
+    start, total = time.perf_counter(), len(configs) * len(threads_list)
+    done = 0
     try:
         for nt in threads_list:
             convcore.set_num_threads(nt)
@@ -323,12 +327,17 @@ def run_benchmark(configs, algos=None, dtype=np.float32, threads_list=None, repe
             for i, cfg in enumerate(configs):
                 if progress is not None:
                     progress.set_postfix_str(f"{nt}t {cfg.name}")
+                share = budget
+                if deadline is not None:
+                    left = deadline - (time.perf_counter() - start)
+                    share = min(budget, max(0.0, left / (total - done)))
                 try:
                     rows += measure_config(cfg, algos, dtype, nt, repeats, warmup,
-                                           min_time, budget, torch, backward,
+                                           min_time, share, torch, backward,
                                            weight_scale, peaks[nt], seed=i)
                 except (ValueError, MemoryError) as exc:
                     skipped.append((cfg.name, str(exc)))
+                done += 1
                 if progress is not None:
                     progress.update(1)
     finally:

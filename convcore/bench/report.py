@@ -244,7 +244,7 @@ def to_png(path, rows, title="convcore benchmark"):
     layered = any(r["suite"] not in ("quick", "full", "grid", "custom") for r in rows)
     if layered or not sweeps:
         names = list(dict.fromkeys(r["name"] for r in rows))
-        fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(names) * len(impls) / 2), 4.5))
+        fig, ax = plt.subplots(figsize=(min(30, max(6, 0.25 * len(names) * len(impls))), 4.5))
         width = 0.8 / len(impls)
         for j, impl in enumerate(impls):
             vals = []
