@@ -145,6 +145,18 @@ def test_engine_against_torch():
                for r in rows if r["impl"] != "torch")
 
 
+def test_markdown_has_the_versus_torch_table(tmp_path):
+    pytest.importorskip("torch")
+    result = run_tiny(use_torch=True, cfgs=tiny_configs()[:2])
+    result["dtype"] = "float32"
+    meta = report.machine_info([1], result["torch"])
+    report.to_markdown(tmp_path / "r.md", meta, result, engine.summarize(result["rows"]))
+    md = (tmp_path / "r.md").read_text()
+    assert "## convcore (auto) vs PyTorch" in md
+    section = md.split("## convcore (auto) vs PyTorch")[1].split("## Results")[0]
+    assert sum(line.startswith("| k") for line in section.splitlines()) == 2
+
+
 def test_peak_is_measured_with_the_kernels_blas():
     assert engine.measure_peak(np.float32, 1, size=64, repeats=1) > 0
     assert engine.measure_peak(np.float64, 1, size=64, repeats=1) > 0

@@ -196,6 +196,7 @@ def to_markdown(path, meta, result, summary, title="convcore benchmark", note=No
         lines.append(f"- note: {note}")
     lines += ["", "## Summary", ""]
     lines += [f"- {s}" for s in summary_lines(result, summary)]
+    lines += _versus_torch_section(result["rows"], with_threads)
     lines += ["", "## Results", "",
               "Times are medians of the repeats; ±% is the inter-quartile range of the "
               "forward samples over the median. GF/s counts 2 x multiply-adds; backward-data "
@@ -210,6 +211,39 @@ def to_markdown(path, meta, result, summary, title="convcore benchmark", note=No
     lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines))
+
+
+def _versus_torch_section(rows, with_threads):
+    """The headline table: what a user gets (algorithm="auto") against
+    PyTorch, per configuration; empty without torch rows."""
+    pairs = []
+    for r in rows:
+        if r["impl"] != "auto":
+            continue
+        t = next((q for q in rows if q["impl"] == "torch" and q["name"] == r["name"]
+                  and q["threads"] == r["threads"]), None)
+        if t is not None:
+            pairs.append((r, t))
+    if not pairs:
+        return []
+    has_bwd = pairs[0][0]["fwd_bwd_ms"] is not None
+    head = ["config"] + (["thr"] if with_threads else []) + \
+        ["auto picks", "fwd ms", "torch fwd ms", "ratio fwd", "%peak fwd"]
+    if has_bwd:
+        head += ["f+b ms", "torch f+b ms", "ratio f+b", "%peak f+b"]
+    lines = ["", "## convcore (auto) vs PyTorch", "",
+             "Medians; ratio = convcore / PyTorch (below 1: convcore faster); %peak: "
+             "GFLOP/s over the measured GEMM peak.", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r, t in pairs:
+        cells = [r["name"]] + ([str(r["threads"])] if with_threads else []) + [
+            r["auto_choice"] or "-", f"{r['fwd_ms']:.3f}", f"{t['fwd_ms']:.3f}",
+            f"{r['vs_torch_fwd']:.2f}", _fmt(r["peak_share_fwd"], "pct0")]
+        if has_bwd:
+            cells += [f"{r['fwd_bwd_ms']:.3f}", f"{t['fwd_bwd_ms']:.3f}",
+                      f"{r['vs_torch_fwd_bwd']:.2f}", _fmt(r["peak_share_fwd_bwd"], "pct0")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def have_matplotlib():
