@@ -109,6 +109,8 @@ def test_engine_measures_every_algorithm_and_they_agree():
             (r["N"], r["C"], r["H"], r["W"]), (r["K"], r["C"] // r["groups"], r["R"], r["S"]),
             np.float32, r["stride"], r["padding"], r["dilation"], r["groups"]).flops()
         assert r["peak_share_fwd"] == pytest.approx(r["fwd_gflops"] / result["peaks"][1])
+    # the peak is the higher of the measurements at the start and the end
+    assert result["peaks"][1] == max(result["peak_samples"][1])
     auto = [r for r in rows if r["impl"] == "auto"]
     assert all(r["auto_choice"] in ALGOS and r["auto_vs_best_fwd_bwd"] > 0 for r in auto)
     summary = engine.summarize(rows)

@@ -22,7 +22,10 @@ How a configuration is measured
 The sgemm (dgemm for float64) peak is measured at the start of each
 thread count with the very BLAS the kernels call (scipy's, through
 convcore._kernels.blas.gemm_py), so "% of peak" is against what this
-machine can do now, not a datasheet figure.
+machine can do now, not a datasheet figure. It is measured again when
+that thread count's configurations are done and the higher of the two
+is used: on a shared machine one measurement may fall into a busy moment
+and make every share look too good.
 """
 import math
 import time
@@ -257,10 +260,7 @@ def measure_config(cfg, algos, dtype=np.float32, threads=None, repeats=5, warmup
         row["fwd_bwd_min_ms"] = (sum(row[f"{p}_min_ms"] for p in PASSES)
                                  if backward else None)
         row["fwd_bwd_gflops"] = 3 * flops / total / 1e9 if backward else None
-        row["peak_gflops"] = peak
-        row["peak_share_fwd"] = row["fwd_gflops"] / peak if peak else None
-        row["peak_share_fwd_bwd"] = (row["fwd_bwd_gflops"] / peak
-                                     if peak and backward else None)
+        _set_peak(row, peak)
         row["max_rel_diff"] = max(_rel_diff(outputs[impl.name, p], outputs[ref_name, p])
                                   for p in passes)
         row["agree"] = row["max_rel_diff"] <= tol
@@ -269,6 +269,14 @@ def measure_config(cfg, algos, dtype=np.float32, threads=None, repeats=5, warmup
         rows.append(row)
     _add_comparisons(rows)
     return rows
+
+
+def _set_peak(row, peak):
+    """Record the GEMM peak of the row's thread count and the shares of it."""
+    row["peak_gflops"] = peak
+    row["peak_share_fwd"] = row["fwd_gflops"] / peak if peak else None
+    row["peak_share_fwd_bwd"] = (row["fwd_bwd_gflops"] / peak
+                                 if peak and row["fwd_bwd_gflops"] else None)
 
 
 def _add_comparisons(rows):
@@ -304,8 +312,9 @@ def run_benchmark(configs, algos=None, dtype=np.float32, threads_list=None, repe
                   weight_scale=1.0, peak_size=1024, deadline=None, progress=None):
     """Measure every configuration at every thread count.
 
-    Returns {"rows": [...], "peaks": {threads: GFLOP/s}, "torch": version or
-    None, "skipped": [(config name, reason)]}. `deadline`: seconds for the
+    Returns {"rows": [...], "peaks": {threads: GFLOP/s}, "peak_samples":
+    {threads: (at start, at end)}, "torch": version or None, "skipped":
+    [(config name, reason)]}. `deadline`: seconds for the
     whole run; each configuration's budget shrinks to its share of what is
     left (its minimum rounds always run). `progress`: an object with
     update(n) and set_postfix_str(s) (a tqdm bar), or None.
@@ -315,7 +324,7 @@ def run_benchmark(configs, algos=None, dtype=np.float32, threads_list=None, repe
     torch = torch_module() if use_torch else None
     saved = convcore.get_num_threads()
     saved_torch = torch.get_num_threads() if torch is not None else None
-    rows, peaks, skipped = [], {}, []
+    rows, peaks, peak_samples, skipped = [], {}, {}, []
     start, total = time.perf_counter(), len(configs) * len(threads_list)
     done = 0
     try:
@@ -323,7 +332,8 @@ def run_benchmark(configs, algos=None, dtype=np.float32, threads_list=None, repe
             convcore.set_num_threads(nt)
             if torch is not None:
                 torch.set_num_threads(nt)
-            peaks[nt] = measure_peak(dtype, nt, size=peak_size)
+            peak_start = measure_peak(dtype, nt, size=peak_size)
+            first_row = len(rows)
             for i, cfg in enumerate(configs):
                 if progress is not None:
                     progress.set_postfix_str(f"{nt}t {cfg.name}")
@@ -334,17 +344,22 @@ def run_benchmark(configs, algos=None, dtype=np.float32, threads_list=None, repe
                 try:
                     rows += measure_config(cfg, algos, dtype, nt, repeats, warmup,
                                            min_time, share, torch, backward,
-                                           weight_scale, peaks[nt], seed=i)
+                                           weight_scale, None, seed=i)
                 except (ValueError, MemoryError) as exc:
                     skipped.append((cfg.name, str(exc)))
                 done += 1
                 if progress is not None:
                     progress.update(1)
+            peak_end = measure_peak(dtype, nt, size=peak_size)
+            peaks[nt] = max(peak_start, peak_end)
+            peak_samples[nt] = (peak_start, peak_end)
+            for row in rows[first_row:]:
+                _set_peak(row, peaks[nt])
     finally:
         convcore.set_num_threads(saved)
         if torch is not None:
             torch.set_num_threads(saved_torch)
-    return {"rows": rows, "peaks": peaks, "skipped": skipped,
+    return {"rows": rows, "peaks": peaks, "peak_samples": peak_samples, "skipped": skipped,
             "torch": torch.__version__ if torch is not None else None}
 
 

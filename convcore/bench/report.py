@@ -80,9 +80,13 @@ def text_table(rows):
 
 
 def summary_lines(result, summary):
-    peaks = ", ".join(f"{t} thread{'s' if t > 1 else ''}: {g:.1f} GFLOP/s"
-                      for t, g in result["peaks"].items())
-    lines = [f"measured {result['dtype']} GEMM peak (the kernels' BLAS): {peaks}"]
+    samples = result.get("peak_samples", {})
+    peaks = ", ".join(
+        f"{t} thread{'s' if t > 1 else ''}: {g:.1f} GFLOP/s"
+        + (" (start {:.0f}, end {:.0f})".format(*samples[t]) if t in samples else "")
+        for t, g in result["peaks"].items())
+    lines = [f"measured {result.get('dtype', 'float32')} GEMM peak (the kernels' BLAS, "
+             f"higher of run start and end): {peaks}"]
     for name, e in summary["impls"].items():
         parts = [f"{name:>8}: {e['configs']} runs, agree {'all' if e['all_agree'] else 'NOT ALL'}"]
         if e.get("median_peak_share_fwd") is not None:
@@ -144,6 +148,7 @@ def machine_info(threads_list, torch_version):
 
 def to_json(path, meta, result, summary):
     payload = {"meta": meta, "peaks_gflops": {str(k): v for k, v in result["peaks"].items()},
+               "peak_samples_gflops": {str(k): v for k, v in result.get("peak_samples", {}).items()},
                "summary": summary, "skipped": result["skipped"], "results": result["rows"]}
     with open(path, "w") as f:
         json.dump(payload, f, indent=1, default=_json_default)
