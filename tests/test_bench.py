@@ -12,6 +12,7 @@ import convcore
 from convcore import autotune
 from convcore.bench import command, configs, engine, report
 from convcore.cli import main
+from convcore.algorithms import supported_algorithms
 from convcore.functional._conv_spec import conv_spec
 
 TINY_AXES = {"stride": (1, 2), "padding": (0, 1, "same"), "dilation": (1, 2),
@@ -20,6 +21,11 @@ TINY_ARGS = ["--stride", "1", "2", "--padding", "1", "same", "--kernel", "3", "-
              "--groups", "1", "dw", "--batch", "2", "--channels", "4", "--size", "6",
              "--repeats", "2", "--budget", "0", "--no-progress"]
 ALGOS = list(convcore.conv_algorithms())
+
+
+def supported(cfg):
+    """The algorithms the engine must time for a configuration, in order."""
+    return [a for a in ALGOS if a in supported_algorithms(cfg.spec(np.float32))]
 
 
 def tiny_configs():
@@ -96,10 +102,11 @@ def test_engine_measures_every_algorithm_and_they_agree():
     result = run_tiny(use_torch=False, cfgs=cfgs)
     rows = result["rows"]
     assert not result["skipped"]
-    assert len(rows) == len(cfgs) * len(ALGOS)
+    assert len(rows) == sum(len(supported(c)) for c in cfgs)
+    assert any("winograd" in supported(c) for c in cfgs)
     for cfg in cfgs:
         mine = [r for r in rows if r["name"] == cfg.name]
-        assert [r["impl"] for r in mine] == ALGOS
+        assert [r["impl"] for r in mine] == supported(cfg)
     for r in rows:
         assert r["agree"], (r["name"], r["impl"], r["max_rel_diff"])
         for p in engine.PASSES:
@@ -173,21 +180,22 @@ def test_cli_writes_json_csv_markdown(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "fwd ms" in out and "auto within 10%" in out
-    # stride 1: pads 1 and same; stride 2: pad 1 only -> 3 x 2 groups
-    n_cfg = 6
+    # stride 1: pads 1 and same; stride 2: pad 1 only -> 3 x 2 groups; each
+    # runs direct, im2col and auto, and the four stride-1 ones winograd too.
+    n_rows = 6 * 3 + 4
     data = json.loads(paths["json"].read_text())
     assert data["meta"]["threads"] == [convcore.get_num_threads()]
-    assert len(data["results"]) == n_cfg * len(ALGOS)
+    assert len(data["results"]) == n_rows
     assert {r["impl"] for r in data["results"]} == set(ALGOS)
     assert all(r["agree"] is True for r in data["results"])
     with open(paths["csv"]) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == n_cfg * len(ALGOS)
+    assert len(rows) == n_rows
     assert all(r["agree"] == "True" for r in rows)
     assert all(float(r["fwd_ms"]) > 0 for r in rows)
     md = paths["md"].read_text()
     assert md.startswith("# convcore benchmark") and "- threads:" in md
-    assert md.count("| auto:") == n_cfg
+    assert md.count("| auto:") == 6  # one per configuration
 
 
 def test_cli_threads_sweep(capsys):
@@ -325,3 +333,17 @@ def test_tune_explicit_shapes_and_cache_dir_override(tmp_path, monkeypatch):
             autotune.tune((2, 4, 6, 6), (4, 4, 3, 3), groups=3)
     finally:
         autotune.clear_memory()
+
+
+def test_auto_uses_the_measured_winner(tune_env, monkeypatch):
+    """The hook in select_algorithm: with autotuning on, "auto" runs what
+    the measurement chose, even where the heuristic would choose otherwise."""
+    from convcore.algorithms import select_algorithm
+    spec = small_spec()
+    monkeypatch.delenv("CONVCORE_AUTOTUNE")
+    heuristic = select_algorithm(spec).name
+    forced = next(a for a in autotune.candidates(spec) if a != heuristic)
+    monkeypatch.setattr(autotune, "time_algorithms",
+                        lambda spec, names, *a, **k: {n: (0.0 if n == forced else 1.0) for n in names})
+    monkeypatch.setenv("CONVCORE_AUTOTUNE", "1")
+    assert select_algorithm(spec).name == forced

@@ -34,7 +34,7 @@ import numpy as np
 
 import convcore
 from convcore import _threads, algorithms
-from convcore._kernels import blas, conv_gemm
+from convcore._kernels import blas
 from convcore.functional import conv2d, conv2d_backward
 
 PASSES = ("fwd", "bwd_data", "bwd_weight")
@@ -84,27 +84,9 @@ def padding_arg(spec):
 
 
 def scratch_bytes(name, spec, backward):
-    """Bytes of scratch one call of algorithm `name` allocates, or None when
-    unknown. An algorithm object may answer itself through a
-    `scratch_bytes(spec, backward)` method; the two built-in ones are
-    asked here: direct uses none, im2col its column buffers (+ partials)."""
-    algo = algorithms.get_algorithm(name, spec, "bench")
-    if hasattr(algo, "scratch_bytes"):
-        return algo.scratch_bytes(spec, backward)
-    if algo.name == "direct":
-        return 0
-    if algo.name == "im2col":
-        # The same plan Im2colConv makes: prange over work items (then one
-        # column buffer per thread) or one item at a time.
-        items = (min(spec.N, conv_gemm.NUM_WEIGHT_GRAD_CHUNKS) if backward
-                 else spec.N * spec.groups)
-        batch_parallel, _ = algorithms.Im2colConv._plan(items)
-        y_shape = spec.out_shape
-        elements = conv_gemm.scratch_bytes(
-            (spec.N, spec.C, spec.H, spec.W), (spec.K, spec.Cg, spec.R, spec.S),
-            y_shape, spec.geom, algorithms.kernel_threads(), batch_parallel, backward)
-        return elements * spec.dtype.itemsize
-    return None
+    """Bytes of scratch one call of algorithm `name` allocates (each
+    algorithm knows its own plan: convcore.algorithms)."""
+    return algorithms.get_algorithm(name, spec, "bench").scratch_bytes(spec, backward)
 
 
 def _supported(name, spec):
