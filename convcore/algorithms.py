@@ -107,8 +107,8 @@ class Im2colConv(ConvAlgorithm):
 class WinogradConv(ConvAlgorithm):
     """Winograd F(2x2, 3x3) for 3x3 kernels at stride 1 and dilation 1:
     16 multiplies per 2x2 output tile instead of 36, as 16 GEMMs over the
-    channels. Forward and backward-data (the same transform on grad_y with
-    the flipped kernel); the weight gradient goes through im2col + GEMM."""
+    channels. Forward; backward-data (the same transform on grad_y with the
+    flipped kernel); weight gradient (the adjoint of the forward's GEMMs)."""
 
     name = "winograd"
     # Interpolation matrix of the weight transform U = G g G^T.
@@ -141,10 +141,13 @@ class WinogradConv(ConvAlgorithm):
         size = spec.dtype.itemsize
         if not backward:
             return conv_winograd.scratch_elements(spec.C, spec.K, spec.OW, nt) * size
-        # backward-data runs the forward on grad_y (channels swapped, width W),
-        # then the weight gradient runs through im2col: the larger of the two.
+        # backward-data runs the forward on grad_y (channels swapped, width
+        # W); the weight gradient needs the forward's buffers plus its
+        # fixed partial sums: the larger of the two.
         data = conv_winograd.scratch_elements(spec.K, spec.C, spec.W, nt) * size
-        return max(data, _REGISTRY["im2col"].scratch_bytes(spec, True))
+        weight = (conv_winograd.scratch_elements(spec.C, spec.K, spec.OW, nt)
+                  + conv_winograd.NUM_WEIGHT_GRAD_CHUNKS * 16 * spec.K * spec.Cg) * size
+        return max(data, weight)
 
     def forward(self, x, w, bias, y, spec):
         self._run(x, w, bias, y, spec.padding, spec.groups, spec.flops())
@@ -159,7 +162,15 @@ class WinogradConv(ConvAlgorithm):
             self._run(grad_y, np.ascontiguousarray(w_t), np.empty(0, x.dtype), grad_x,
                       (2 - spec.padding[0], 2 - spec.padding[1]), G, spec.flops())
         if need_w:
-            _REGISTRY["im2col"].backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
+            # The adjoint of the forward: dU = sum over tiles of dM V^T (16
+            # GEMMs), then grad_w = G^T dU G.
+            du = np.empty((16, spec.K, spec.Cg), dtype=x.dtype)
+            with _threads.blas_threads(1):
+                conv_winograd.backward_weight(x, grad_y, du, spec.padding[0], spec.padding[1],
+                                              spec.groups, kernel_threads(spec.flops()))
+            G = self._G.astype(x.dtype)
+            grad_w[...] = np.einsum("ir,ijkc,js->kcrs", G, du.reshape(4, 4, spec.K, spec.Cg),
+                                    G, optimize=True)
 
 
 _REGISTRY = {cls.name: cls() for cls in (DirectConv, Im2colConv, WinogradConv)}
