@@ -33,3 +33,4 @@ from convcore import init, nn, optim
 from convcore.serialization import load, save
 
 __all__ += ["nn", "optim", "init", "save", "load"]
+from convcore import _fork  # noqa: E402,F401  (single-threaded kernels after fork)

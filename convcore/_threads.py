@@ -14,6 +14,8 @@ import threading
 
 from threadpoolctl import ThreadpoolController
 
+from convcore import _fork
+
 _lock = threading.Lock()
 _num_threads = None
 _controller = None
@@ -66,6 +68,9 @@ def kernel_threads(work=None):
     n = get_num_threads()
     if work is not None:
         n = max(1, min(n, int(work) // GRAIN))
+    if n > 1 and _fork.in_forked_child():  # libgomp would hang: see _fork
+        _fork.warn_single_threaded()
+        return 1
     return n
 
 
@@ -80,11 +85,41 @@ def _get_controller():
     return _controller
 
 
+# The BLAS thread count is one per process, but kernels run concurrently
+# from several Python threads (the GIL is released). A limiter per call
+# would restore "the original" in the wrong order when calls overlap (A
+# saves 2, sets 1; B saves 1, sets 2; A restores 2; B restores 1: the BLAS
+# stays at 1 for good) and raise the count under a GEMM in flight. So the
+# calls in flight share one limiter: the first saves the BLAS's own setting,
+# later ones may only lower the count (to the smallest asked; results never
+# depend on it), and the last one out restores the saved setting.
+_blas_active = []
+_blas_restore = None
+_blas_applied = None
+
+
 @contextlib.contextmanager
 def blas_threads(n):
-    """Hold every loaded BLAS (numpy's and scipy's OpenBLAS) to n threads."""
-    with _get_controller().limit(limits=n, user_api="blas"):
+    """Hold every loaded BLAS (numpy's and scipy's OpenBLAS) to n threads
+    (to fewer while another Python thread's call asks for fewer)."""
+    global _blas_restore, _blas_applied
+    controller = _get_controller()
+    with _lock:
+        if not _blas_active:
+            _blas_restore = controller.limit(limits=n, user_api="blas")
+            _blas_applied = n
+        elif n < _blas_applied:
+            controller.limit(limits=n, user_api="blas")  # restored by the first
+            _blas_applied = n
+        _blas_active.append(n)
+    try:
         yield
+    finally:
+        with _lock:
+            _blas_active.remove(n)
+            if not _blas_active:
+                _blas_restore.restore_original_limits()
+                _blas_restore = _blas_applied = None
 
 
 def blas_info():
