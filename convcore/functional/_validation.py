@@ -51,14 +51,23 @@ def check_flag(v, name, fn="convcore"):
     return bool(v)
 
 
+# Window geometry (kernel, stride, padding, dilation) reaches the kernels as
+# Py_ssize_t and is multiplied there (dilation * (kernel - 1), o * stride +
+# offset): capped at 2**31-1, no such product or sum can overflow 64 bits.
+GEOMETRY_MAX = 2**31 - 1
+
+
 def int_pair(v, name, minimum=None, fn="convcore"):
-    """int or (h, w) pair of ints -> (h, w), each >= minimum."""
+    """int or (h, w) pair of ints -> (h, w), each >= minimum and <= 2**31-1."""
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{fn}: {name} must be an int or a pair (h, w), got {v!r}")
-        return tuple(check_int(e, name, minimum, fn) for e in v)
-    x = check_int(v, name, minimum, fn)
-    return (x, x)
+        pair = tuple(check_int(e, name, minimum, fn) for e in v)
+    else:
+        pair = (check_int(v, name, minimum, fn),) * 2
+    if max(pair) > GEOMETRY_MAX:
+        raise ValueError(f"{fn}: {name} must be at most 2**31-1, got {v!r}")
+    return pair
 
 
 def output_size(in_size, kernel, stride, pad_total, dilation, ceil_mode=False,
