@@ -81,6 +81,15 @@ class Im2colConv(ConvAlgorithm):
                                spec.geom, nt, batch_parallel)
 
 
+def _all_finite(*arrays):
+    """False when an array holds an Inf or NaN (or sums past the float
+    range: a false alarm that only costs speed). Winograd's transforms mix
+    a tile's inputs before the products, so one Inf becomes Inf - Inf = NaN
+    in outputs whose windows never saw it; PyTorch's result is what the
+    im2col path gives. A sum costs one read, no temporary."""
+    return all(np.isfinite(np.add.reduce(a, axis=None)) for a in arrays)
+
+
 class WinogradConv(ConvAlgorithm):
     """Winograd F(2x2, 3x3) for 3x3 kernels at stride 1 and dilation 1:
     16 multiplies per 2x2 output tile instead of 36, as 16 GEMMs over the
@@ -114,10 +123,15 @@ class WinogradConv(ConvAlgorithm):
                                   groups, threads)
 
     def forward(self, x, w, bias, y, spec):
+        if not _all_finite(x, w):
+            _REGISTRY["im2col"].forward(x, w, bias, y, spec)
+            return
         self._run(x, w, bias, y, spec.padding, spec.groups, spec.flops())
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
-        if need_x:
+        if need_x and not _all_finite(grad_y, w):
+            _REGISTRY["im2col"].backward(grad_y, x, w, grad_x, grad_w, True, False, spec)
+        elif need_x:
             # grad_x = full correlation of grad_y with the kernel rotated by
             # 180 degrees and its in/out channels swapped within each group.
             G, Kg, Cg = spec.groups, spec.Kg, spec.Cg

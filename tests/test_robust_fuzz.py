@@ -16,7 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def test_fuzz_kernels_in_a_subprocess():
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+        [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "-x",
          "--import-mode=importlib", "--rootdir", os.path.dirname(HERE),
          "-o", "pythonpath=tests", os.path.join(HERE, "fuzz_kernels.py")],
         capture_output=True, text=True, timeout=300, env=env,
