@@ -72,10 +72,11 @@ def load(path):
     ready for Module.load_state_dict. A truncated, corrupt or foreign file
     raises ValueError saying which."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                raise ValueError(f"convcore.load: {path} holds a single .npy array, "
-                                 "not a convcore state dict (.npz)")
+        loaded = np.load(path, allow_pickle=False)
+        if not hasattr(loaded, "files"):  # an ndarray has no context manager
+            raise ValueError(f"convcore.load: {path} holds a single .npy array, "
+                             "not a convcore state dict (.npz)")
+        with loaded as npz:
             names = list(npz.files)
             if _MARKER not in names:
                 raise ValueError(f"convcore.load: {path} is an .npz file not written "
