@@ -45,7 +45,7 @@ def _after_fork_in_child():
     if threads is not None:
         threads._lock = threading.Lock()
         threads._blas_active.clear()
-        threads._blas_restore = threads._blas_applied = None
+        threads._blas_saved = None
 
 
 if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork

@@ -86,31 +86,40 @@ def _get_controller():
 
 
 # The BLAS thread count is one per process, but kernels run concurrently
-# from several Python threads (the GIL is released). A limiter per call
-# would restore "the original" in the wrong order when calls overlap (A
-# saves 2, sets 1; B saves 1, sets 2; A restores 2; B restores 1: the BLAS
-# stays at 1 for good) and raise the count under a GEMM in flight. So the
-# calls in flight share one limiter: the first saves the BLAS's own setting,
-# later ones may only lower the count (to the smallest asked; results never
-# depend on it), and the last one out restores the saved setting.
+# from several Python threads (the GIL is released). A threadpoolctl limiter
+# per call goes wrong when calls overlap: each restores "the original" it
+# saw, so the last one out may leave the BLAS at 1 thread for good, and
+# threadpoolctl (>= 3.6) silently ignores a limit set from any Python thread
+# but the one currently "controlling" OpenBLAS. So the calls in flight share
+# one state under _lock: the first saves each BLAS's count, later ones may
+# only lower it (to the smallest asked; never raised under a GEMM in flight;
+# results never depend on it), and the last one out restores the saved
+# counts. The library setters are called directly, our lock being the one
+# controller.
 _blas_active = []
-_blas_restore = None
-_blas_applied = None
+_blas_saved = None
+
+
+def _blas_libs():
+    return [lib for lib in _get_controller().lib_controllers if lib.user_api == "blas"]
+
+
+def _set_blas(lib, n):
+    getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
 
 
 @contextlib.contextmanager
 def blas_threads(n):
     """Hold every loaded BLAS (numpy's and scipy's OpenBLAS) to n threads
     (to fewer while another Python thread's call asks for fewer)."""
-    global _blas_restore, _blas_applied
-    controller = _get_controller()
+    global _blas_saved
+    libs = _blas_libs()
     with _lock:
         if not _blas_active:
-            _blas_restore = controller.limit(limits=n, user_api="blas")
-            _blas_applied = n
-        elif n < _blas_applied:
-            controller.limit(limits=n, user_api="blas")  # restored by the first
-            _blas_applied = n
+            _blas_saved = [lib.get_num_threads() for lib in libs]
+        if not _blas_active or n < min(_blas_active):
+            for lib in libs:
+                _set_blas(lib, n)
         _blas_active.append(n)
     try:
         yield
@@ -118,8 +127,10 @@ def blas_threads(n):
         with _lock:
             _blas_active.remove(n)
             if not _blas_active:
-                _blas_restore.restore_original_limits()
-                _blas_restore = _blas_applied = None
+                for lib, count in zip(libs, _blas_saved):
+                    if count is not None:
+                        _set_blas(lib, count)
+                _blas_saved = None
 
 
 def blas_info():
