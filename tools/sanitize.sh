@@ -37,11 +37,15 @@ if [ "$#" -eq 0 ]; then
         tests/test_blas_im2col.py tests/test_pooling.py tests/test_batch_norm.py \
         tests/test_lrn.py tests/test_norms.py tests/test_activations.py \
         tests/test_linear.py tests/test_losses.py tests/test_robust_fuzz.py \
-        tests/test_robust_limits.py tests/test_robust_nan.py
+        tests/test_robust_limits.py tests/test_robust_nan.py tests/test_robust_leaks.py \
+        tests/test_robust_threads.py tests/test_robust_files.py
 fi
 existing=()
 for a in "$@"; do
     case "$a" in tests/*.py) [ -e "$a" ] && existing+=("$a") ;; *) existing+=("$a") ;; esac
 done
-python -c "import convcore._kernels.conv_direct as m; print('sanitize: testing', m.__file__)" >&2
-python -m pytest -q -p no:cacheprovider "${existing[@]}"
+so="$(python -c "import convcore._kernels.conv_direct as m; print(m.__file__)")"
+case "$so" in "$work"/*) ;; *) echo "sanitize: imported $so, not the sanitized build" >&2; exit 1 ;; esac
+ldd "$so" | grep -q libasan || { echo "sanitize: $so is not linked with ASan" >&2; exit 1; }
+echo "sanitize: testing $so (ASan + UBSan)" >&2
+python -m pytest -q -o addopts="--import-mode=importlib" -p no:cacheprovider -rfE "${existing[@]}"
