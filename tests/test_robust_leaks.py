@@ -32,6 +32,8 @@ def _round(i, x, w, gy_shape):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer's quarantine holds freed memory")
 def test_ten_thousand_rounds_keep_rss_flat():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 4, 8, 8))           # float64: 4 KB per activation
