@@ -15,6 +15,7 @@ from convcore import functional as F
 from convcore._grad_mode import is_grad_enabled, no_grad
 from convcore._threads import get_num_threads, set_num_threads
 from convcore.algorithms import conv_algorithms
+from convcore.autotune import tune
 
 
 def get_include():
@@ -25,7 +26,7 @@ def get_include():
 
 __all__ = [
     "F", "functional", "conv_algorithms", "get_num_threads", "set_num_threads",
-    "no_grad", "is_grad_enabled", "get_include", "__version__",
+    "no_grad", "is_grad_enabled", "get_include", "tune", "__version__",
 ]
 
 # Floor 3: layers, initialisers, optimisers, state files.

@@ -12,7 +12,7 @@ tests and the benchmark can see what it picks.
               Im2colConv  --> _kernels.conv_gemm   (prange + 1-thread BLAS,
                                                     or n-thread BLAS alone)
 """
-from convcore import _threads
+from convcore import _threads, autotune
 from convcore._threads import kernel_threads
 import numpy as np
 
@@ -34,6 +34,10 @@ class ConvAlgorithm:
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
         raise NotImplementedError
 
+    def scratch_bytes(self, spec, backward):
+        """Bytes of scratch one forward (or full backward) call allocates."""
+        return 0
+
 
 class DirectConv(ConvAlgorithm):
     """Direct loops over the taps; no scratch, no BLAS. Strong where the
@@ -50,6 +54,12 @@ class DirectConv(ConvAlgorithm):
             conv_direct.backward_data(grad_y, w, grad_x, spec.geom, nt)
         if need_w:
             conv_direct.backward_weight(grad_y, x, grad_w, spec.geom, nt)
+
+    def scratch_bytes(self, spec, backward):
+        # The weight gradient keeps R*S*OW partial sums per thread.
+        if not backward:
+            return 0
+        return kernel_threads(spec.flops()) * spec.R * spec.S * spec.OW * spec.dtype.itemsize
 
 
 class Im2colConv(ConvAlgorithm):
@@ -68,14 +78,27 @@ class Im2colConv(ConvAlgorithm):
             return nt, True, 1
         return nt, False, nt
 
+    def _items(self, spec, backward):
+        """Independent work items of the call: (image, group) pairs forward,
+        fixed image chunks backward (conv_gemm's weight-gradient partials)."""
+        if backward:
+            return min(spec.N, conv_gemm.NUM_WEIGHT_GRAD_CHUNKS)
+        return spec.N * spec.groups
+
+    def scratch_bytes(self, spec, backward):
+        nt, batch_parallel, _ = self._plan(self._items(spec, backward), spec)
+        elements = conv_gemm.scratch_bytes(
+            (spec.N, spec.C, spec.H, spec.W), (spec.K, spec.Cg, spec.R, spec.S),
+            spec.out_shape, spec.geom, nt, batch_parallel, backward)
+        return elements * spec.dtype.itemsize
+
     def forward(self, x, w, bias, y, spec):
-        nt, batch_parallel, blas_nt = self._plan(spec.N * spec.groups, spec)
+        nt, batch_parallel, blas_nt = self._plan(self._items(spec, False), spec)
         with _threads.blas_threads(blas_nt):
             conv_gemm.forward(x, w, bias, y, spec.geom, nt, batch_parallel)
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
-        chunks = min(spec.N, conv_gemm.NUM_WEIGHT_GRAD_CHUNKS)
-        nt, batch_parallel, blas_nt = self._plan(chunks, spec)
+        nt, batch_parallel, blas_nt = self._plan(self._items(spec, True), spec)
         with _threads.blas_threads(blas_nt):
             conv_gemm.backward(grad_y, x, w, grad_x, grad_w, need_x, need_w,
                                spec.geom, nt, batch_parallel)
@@ -122,6 +145,16 @@ class WinogradConv(ConvAlgorithm):
         with _threads.blas_threads(1):
             conv_winograd.forward(x, self._transform(w), bias, y, pad[0], pad[1],
                                   groups, threads)
+
+    def scratch_bytes(self, spec, backward):
+        nt = kernel_threads(spec.flops())
+        size = spec.dtype.itemsize
+        if not backward:
+            return conv_winograd.scratch_elements(spec.C, spec.K, spec.OW, nt) * size
+        # backward-data runs the forward on grad_y (channels swapped, width W),
+        # then the weight gradient runs through im2col: the larger of the two.
+        data = conv_winograd.scratch_elements(spec.K, spec.C, spec.W, nt) * size
+        return max(data, _REGISTRY["im2col"].scratch_bytes(spec, True))
 
     def forward(self, x, w, bias, y, spec):
         if not _all_finite(x, w):
@@ -172,7 +205,13 @@ def select_algorithm(spec):
       transforms dominate.
     - everything else: im2col + GEMM, which runs near the BLAS's speed
       once Cg*R*S and K/groups are a few dozen.
+
+    With CONVCORE_AUTOTUNE=1 a measured winner (convcore.autotune, cached
+    on disk per shape) overrides these rules.
     """
+    measured = autotune.measured_choice(spec)
+    if measured is not None:
+        return _REGISTRY[measured]
     if spec.Cg == 1:
         return _REGISTRY["direct"]
     channels = min(spec.Cg, spec.Kg)
