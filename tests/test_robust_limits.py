@@ -132,3 +132,25 @@ def test_small_calls_do_not_query_memory(monkeypatch):
         raise AssertionError("queried /proc/meminfo for a small call")
     monkeypatch.setattr(_validation, "available_memory", boom)
     F.conv2d(np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 2, 2), np.float32))
+
+
+@pytest.mark.parametrize("x_shape, w_shape, padding, groups", [
+    ((1, 3, 7, 7), (8, 3, 3, 3), 1, 1),
+    ((4, 32, 20, 20), (32, 32, 3, 3), 1, 1),
+    ((9, 16, 33, 17), (16, 8, 3, 3), 2, 2),
+    ((2, 8, 10, 10), (8, 1, 5, 5), 2, 8),
+    ((3, 16, 9, 9), (24, 16, 1, 1), 0, 1),
+])
+def test_memory_bound_covers_each_algorithms_own_scratch(x_shape, w_shape, padding, groups):
+    """The refusal counts an upper bound of what the algorithms allocate."""
+    from convcore.algorithms import _REGISTRY, supported_algorithms
+    from convcore.functional._conv_spec import conv_spec
+    from convcore.functional.conv import _check_memory
+    for dtype in (np.float32, np.float64):
+        spec = conv_spec(x_shape, w_shape, dtype, 1, padding, 1, groups)
+        for name in supported_algorithms(spec)[:-1]:
+            algo = _REGISTRY[name]
+            for backward, outputs in ((False, [spec.out_shape]), (True, [x_shape, w_shape])):
+                out_bytes = sum(np.prod(s) for s in outputs) * np.dtype(dtype).itemsize
+                bound = _check_memory(algo, spec, "t", outputs, backward) - out_bytes
+                assert bound >= algo.scratch_bytes(spec, backward), (name, backward)

@@ -22,9 +22,9 @@ def _checked_inputs(x, weight, stride, padding, dilation, groups, fn):
 
 def _check_memory(algo, spec, fn, outputs, backward=False):
     """Refuse before allocating when the outputs plus an upper bound of the
-    algorithm's scratch cannot be held. Counted in Python ints: a padding of
-    10**6 gives an output no index can address, and the kernels' own size
-    products (Py_ssize_t) must never see such a call."""
+    algorithm's scratch cannot be held. Counted here in Python ints, not by
+    ConvAlgorithm.scratch_bytes: that asks the kernels, whose Py_ssize_t
+    size products could wrap for exactly the calls refused here."""
     threads = get_num_threads()
     crs, pixels = spec.Cg * spec.R * spec.S, spec.OH * spec.OW
     scratch = 0
@@ -33,12 +33,14 @@ def _check_memory(algo, spec, fn, outputs, backward=False):
             scratch += crs * pixels * threads
         if backward:
             scratch += _PARTIALS * spec.K * crs
+    if algo.name == "direct" and backward:  # R*S*OW weight-grad partials per thread
+        scratch += threads * spec.R * spec.S * spec.OW
     if algo.name == "winograd":  # V and M per thread, tiles of <= 192 or a row
-        block = max(192, (spec.OW + 1) // 2 + 1)
+        block = max(192, (max(spec.OW, spec.W) + 1) // 2 + 1)  # W: backward-data
         scratch += threads * (16 * (spec.C + spec.K) * block + 16 * block + 16)
         scratch += 16 * spec.K * spec.Cg + spec.K * spec.Cg * 9
-    check_allocation(fn, *[(shape, spec.dtype) for shape in outputs],
-                     (scratch, spec.dtype))
+    return check_allocation(fn, *[(shape, spec.dtype) for shape in outputs],
+                            (scratch, spec.dtype))
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
