@@ -154,28 +154,38 @@ def _big_conv():
 
 def test_python_runs_while_a_kernel_runs():
     """GIL release, independent of the cores free: a pure-Python loop keeps
-    counting while another thread runs a long conv. Were the GIL held, the
-    loop would stall for the conv's whole duration."""
-    conv = _big_conv()
+    counting while another thread runs a long conv (~0.1 s). Were the GIL
+    held, the loop would stall for a whole conv; scheduling noise on a busy
+    machine is far shorter (and retried)."""
+    x = np.random.default_rng(0).standard_normal((16, 64, 32, 32)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((64, 64, 3, 3)).astype(np.float32)
+
+    def conv():
+        F.conv2d(x, w, padding=1, algorithm="direct")
+
     previous = convcore.set_num_threads(1)
     try:
         conv()
-        t0 = time.perf_counter()
-        conv()
-        duration = time.perf_counter() - t0
-        done = threading.Event()
-        t = threading.Thread(target=lambda: (conv(), conv(), conv(), done.set()))
-        gaps, last = [], time.perf_counter()
-        t.start()
-        while not done.is_set():
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-        t.join()
+        worst = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            conv()
+            duration = time.perf_counter() - t0
+            done = threading.Event()
+            t = threading.Thread(target=lambda: (conv(), conv(), done.set()))
+            gaps, last = [], time.perf_counter()
+            t.start()
+            while not done.is_set():
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+            t.join()
+            worst.append((max(gaps), duration))
+            if len(gaps) > 100 and max(gaps) < 0.5 * duration:
+                return
     finally:
         convcore.set_num_threads(previous)
-    assert len(gaps) > 100
-    assert max(gaps) < 0.6 * duration, (max(gaps), duration)
+    pytest.fail(f"the Python loop stalled (longest gap, conv time): {worst}")
 
 
 @pytest.mark.skipif(_cores() < 2, reason="overlap needs two cores")
