@@ -238,6 +238,44 @@ def _valid_calls():
         "cross_entropy": (F.cross_entropy, dict(logits=logits,
                                                 target=np.array([0, 3], np.int64))),
         "dropout": (F.dropout, dict(x=x, p=0.5, training=True, rng=0)),
+        "dropout_backward": (F.dropout_backward, dict(
+            grad_y=x, mask=F.dropout(x, 0.5, rng=0, return_mask=True)[1], p=0.5)),
+        "relu_backward": (F.relu_backward, dict(grad_y=x, y=F.relu(x))),
+        "leaky_relu": (F.leaky_relu, dict(x=x, negative_slope=0.1)),
+        "softplus": (F.softplus, dict(x=x, beta=1.0, threshold=20.0)),
+        "softmax_backward": (F.softmax_backward, dict(grad_y=x, y=F.softmax(x), axis=1)),
+        "log_softmax_backward": (F.log_softmax_backward, dict(
+            grad_y=x, y=F.log_softmax(x), axis=1)),
+        "linear_backward": (F.linear_backward, dict(
+            grad_y=_arr(4, (2, 3), np.float32), x=logits,
+            weight=_arr(3, (3, 4), np.float32), bias=True)),
+        "cross_entropy_backward": (F.cross_entropy_backward, dict(
+            logits=logits, target=np.array([0, 3], np.int64), weight=None,
+            label_smoothing=0.1, reduction="mean", grad=1.0)),
+        "mse_loss_backward": (F.mse_loss_backward, dict(
+            input=logits, target=logits, reduction="sum", grad=1.0)),
+        "binary_cross_entropy_with_logits": (F.binary_cross_entropy_with_logits, dict(
+            logits=logits, target=np.ones_like(logits), weight=None, pos_weight=None,
+            reduction="mean")),
+        "group_norm_backward": (F.group_norm_backward, dict(
+            grad_y=x, x=x, num_groups=2, **dict(zip(
+                ("mean", "invstd"), F.group_norm(x, 2, return_stats=True)[1:])),
+            weight=None)),
+        "instance_norm_backward": (F.instance_norm_backward, dict(
+            grad_y=x, x=x, **dict(zip(
+                ("mean", "invstd"), F.instance_norm(x, return_stats=True)[1:])),
+            weight=None)),
+        "layer_norm_backward": (F.layer_norm_backward, dict(
+            grad_y=x, x=x, normalized_shape=(5, 5), **dict(zip(
+                ("mean", "invstd"), F.layer_norm(x, (5, 5), return_stats=True)[1:])),
+            weight=None)),
+        "local_response_norm_backward": (F.local_response_norm_backward, dict(
+            grad_y=x, x=x, size=3, alpha=1e-4, beta=0.75, k=1.0)),
+        "adaptive_max_pool2d_backward": (F.adaptive_max_pool2d_backward, dict(
+            grad_y=pooled, indices=idx, input_shape=x.shape)),
+        "fold_batch_norm": (F.fold_batch_norm, dict(
+            conv_weight=w, conv_bias=None, running_mean=np.zeros(4, np.float32),
+            running_var=np.ones(4, np.float32), bn_weight=None, bn_bias=None, eps=1e-5)),
     }
 
 
