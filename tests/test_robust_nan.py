@@ -97,6 +97,7 @@ def test_batch_norm_of_a_constant_channel_is_finite_with_eps(dtype):
         np.testing.assert_allclose(gx, tx.grad.numpy(), **tol)
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batch_norm_constant_channel_eps_zero_gives_nan(dtype):
     # torch refuses eps=0 in training; convcore allows it, and the 0 * inf
