@@ -47,5 +47,19 @@ done
 so="$(python -c "import convcore._kernels.conv_direct as m; print(m.__file__)")"
 case "$so" in "$work"/*) ;; *) echo "sanitize: imported $so, not the sanitized build" >&2; exit 1 ;; esac
 ldd "$so" | grep -q libasan || { echo "sanitize: $so is not linked with ASan" >&2; exit 1; }
+# Self-check: a kernel fed an index one past its output (what floor 2
+# exists to prevent) must be caught, or a clean run below would mean nothing.
+if python - <<'PY' 2> "$work/selfcheck.log"
+import numpy as np
+from convcore._kernels import pool
+gy = np.ones((1, 1, 1, 1)); gx = np.empty((1, 1, 2, 2))
+pool.max_pool2d_backward(gy, np.full((1, 1, 1, 1), 4, np.int64), gx, 1)
+PY
+then
+    echo "sanitize: self-check FAILED: an out-of-bounds write went unnoticed" >&2; exit 1
+fi
+grep -q "AddressSanitizer: heap-buffer-overflow" "$work/selfcheck.log" ||
+    { cat "$work/selfcheck.log" >&2; echo "sanitize: self-check: no ASan report" >&2; exit 1; }
+echo "sanitize: self-check ok (ASan caught a planted out-of-bounds write)" >&2
 echo "sanitize: testing $so (ASan + UBSan)" >&2
 python -m pytest -q -o addopts="--import-mode=importlib" -p no:cacheprovider -rfE "${existing[@]}"
