@@ -143,3 +143,23 @@ def test_wrong_dtype_or_shape_rejected_by_the_model(saved, tmp_path):
 def test_save_refuses_objects(tmp_path):
     with pytest.raises(TypeError, match="not a numeric array"):
         convcore.save({"w": np.array([object()])}, str(tmp_path / "x.npz"))
+
+
+@pytest.mark.parametrize("meta", [
+    b"\xff\xfe", b"{not json", b"[1, 2]", b'"text"', b"null",
+    b'{"format": "1"}', b'{"format": 1, "rng": [1]}', b'{"format": 1, "optimizer": 3}',
+])
+def test_hostile_checkpoint_metadata(tmp_path, meta):
+    from convcore.checkpoint import _META, load_checkpoint, save_checkpoint
+    from convcore import optim
+    model = nn.Sequential(nn.Linear(3, 2, rng=0))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    path = str(tmp_path / "ck.npz")
+    save_checkpoint(path, model, opt, epoch=1)
+    state = convcore.load(path)
+    state[_META] = np.frombuffer(meta, np.uint8)
+    convcore.save(state, path)
+    before = np.array(model[0].weight.data)
+    with pytest.raises(ValueError, match="load_checkpoint: .*(metadata|optimizer)"):
+        load_checkpoint(path, model, opt)
+    np.testing.assert_array_equal(model[0].weight.data, before)
