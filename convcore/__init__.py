@@ -49,3 +49,5 @@ __all__ += ["nn", "optim", "init", "save", "load"]
 from convcore import models, training
 
 __all__ += ["models", "training"]
+
+from convcore import _fork  # noqa: E402,F401  (single-threaded kernels after fork)

@@ -104,6 +104,16 @@ class Im2colConv(ConvAlgorithm):
                                spec.geom, nt, batch_parallel)
 
 
+def _all_finite(*arrays):
+    """False when an array holds an Inf or NaN (or sums past the float
+    range: a false alarm that only costs speed). Winograd's transforms mix
+    a tile's inputs before the products, so one Inf becomes Inf - Inf = NaN
+    in outputs whose windows never saw it; PyTorch's result is what the
+    im2col path gives. A sum costs one read, no temporary."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return all(np.isfinite(np.add.reduce(a, axis=None)) for a in arrays)
+
+
 class WinogradConv(ConvAlgorithm):
     """Winograd F(2x2, 3x3) for 3x3 kernels at stride 1: 16 multiplies per
     2x2 output tile instead of 36, as 16 GEMMs over the channels. Forward;
@@ -219,6 +229,9 @@ class WinogradConv(ConvAlgorithm):
         return copy + max(data, weight)
 
     def forward(self, x, w, bias, y, spec):
+        if not _all_finite(x, w):
+            _REGISTRY["im2col"].forward(x, w, bias, y, spec)
+            return
         u = self._transform(w)
         if self._kernel_pads(spec):
             self._conv(x, u, bias, y, spec.padding, spec)
@@ -230,8 +243,16 @@ class WinogradConv(ConvAlgorithm):
         y[...] = self._from_phases(ys, spec.dilation)[:, :, :spec.OH, :spec.OW]
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
+        # Non-finite values go through im2col, whose result is PyTorch's.
+        im2col = _REGISTRY["im2col"]
+        if need_x and not _all_finite(grad_y, w):
+            im2col.backward(grad_y, x, w, grad_x, grad_w, True, False, spec)
+            need_x = False
+        if need_w and not _all_finite(grad_y, x):
+            im2col.backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
+            need_w = False
         direct = self._kernel_pads(spec)
-        if not direct:
+        if not direct and (need_x or need_w):
             gys = self._phased_grad_y(grad_y, spec)
         if need_x:
             # grad_x = full correlation of grad_y with the flipped kernel.
