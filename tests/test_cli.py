@@ -1,26 +1,15 @@
 """The command line: help on every command, usage + exit 2 on bad flags,
 and `convcore info` telling the truth about the build."""
-import os
-import subprocess
-import sys
-import tempfile
 
 import pytest
 
 import convcore
 from convcore import cli
+from subprocess_helpers import run_python
 
 
 def run_module(module, *args):
-    """`python -m module args` importing the same convcore as this test run
-    (installed or in-place build), from a neutral directory so that an
-    uncompiled source tree in the working directory is never picked up."""
-    env = dict(os.environ)
-    home = os.path.dirname(os.path.dirname(os.path.abspath(convcore.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [home, env.get("PYTHONPATH", "")]))
-    with tempfile.TemporaryDirectory() as cwd:
-        return subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
-                              text=True, timeout=300, env=env, cwd=cwd)
+    return run_python("-m", module, *args)
 
 
 def run(*args):

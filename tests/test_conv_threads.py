@@ -91,13 +91,10 @@ def test_built_with_openmp():
                                         ({"GOMP_SPINCOUNT": "1000"}, None)])
 def test_openmp_waits_passively_unless_the_user_chose(env, expect):
     import os
-    import subprocess
-    import sys
+    from subprocess_helpers import run_python
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     clean.update(env)
-    home = os.path.dirname(os.path.dirname(os.path.abspath(convcore.__file__)))
-    clean["PYTHONPATH"] = home
-    out = subprocess.run([sys.executable, "-c", "import os, convcore; print(os.environ.get('OMP_WAIT_POLICY'))"],
-                         capture_output=True, text=True, env=clean, cwd="/", timeout=120)
+    out = run_python("-c", "import os, convcore; print(os.environ.get('OMP_WAIT_POLICY'))",
+                     env=clean, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(expect)

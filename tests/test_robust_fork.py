@@ -5,14 +5,11 @@ and says so once. Each scenario runs in its own interpreter under a
 timeout, so a hang is a failure, not a stuck test run."""
 import os
 import subprocess
-import sys
 import textwrap
 
 import pytest
 
-import convcore
-
-HOME = os.path.dirname(os.path.dirname(os.path.abspath(convcore.__file__)))
+from subprocess_helpers import run_python
 
 SCRIPT = textwrap.dedent("""
     import multiprocessing as mp, os, sys, threading, warnings
@@ -71,11 +68,8 @@ def _run(method, tmp_path):
         pytest.skip("built without OpenMP: nothing to hang")
     script = tmp_path / "fork_script.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [HOME, os.environ.get("PYTHONPATH", "")])))
     try:
-        proc = subprocess.run([sys.executable, str(script), method], capture_output=True,
-                              text=True, timeout=60, env=env, cwd=str(tmp_path))
+        proc = run_python(str(script), method, cwd=str(tmp_path), timeout=60)
     except subprocess.TimeoutExpired:
         pytest.fail(f"a '{method}' child hung after the parent ran OpenMP work")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -3,9 +3,6 @@ work end to end (save, checkpoint/resume, plots, IDX data), bad arguments
 exit 2 with usage, missing data exits 1 with a message naming the files."""
 import os
 import re
-import subprocess
-import sys
-import tempfile
 
 import numpy as np
 import pytest
@@ -13,18 +10,12 @@ import pytest
 import convcore
 from convcore import cli
 from convcore.data import load_digits_arrays, write_idx
+from subprocess_helpers import run_python
 
 
 def run_train(*args, cwd=None):
-    """`python -m convcore train args` with the same convcore as this run,
-    from a neutral directory (never the uncompiled source tree)."""
-    env = dict(os.environ)
-    home = os.path.dirname(os.path.dirname(os.path.abspath(convcore.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [home, env.get("PYTHONPATH", "")]))
-    with tempfile.TemporaryDirectory() as tmp:
-        return subprocess.run([sys.executable, "-m", "convcore", "train", *args],
-                              capture_output=True, text=True, timeout=300, env=env,
-                              cwd=cwd or tmp)
+    """`python -m convcore train args` with the same convcore as this run."""
+    return run_python("-m", "convcore", "train", *args, cwd=cwd)
 
 
 def test_default_run_reaches_97_percent_on_held_out_digits():
