@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+from convcore._cli_args import (
+    fraction, non_negative_float, non_negative_int, positive_float, positive_int)
 from convcore.data import DATASETS
 
 DEFAULTS = {
@@ -30,56 +32,6 @@ DEFAULTS = {
 }
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("cosine", "step", "plateau", "none")
-
-
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _non_negative_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def _non_negative_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0 <= v < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return v
-
-
-def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
-    return v
-
-
-def _fraction(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text!r}") from None
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text}")
-    return v
 
 
 def _model_name(text):
@@ -105,14 +57,14 @@ def add_arguments(parser):
     parser.add_argument("--model", type=_model_name, metavar="NAME",
                         help="model zoo network (lenet5, lenet_digits, alexnet, vgg11..vgg19, "
                              "vgg*_bn, googlenet, resnet18/34/50, resnet20); default per data set")
-    parser.add_argument("--epochs", type=_positive_int, metavar="N",
+    parser.add_argument("--epochs", type=positive_int, metavar="N",
                         help="epochs to train (the total, including resumed ones)")
-    parser.add_argument("--batch-size", type=_positive_int, metavar="N",
+    parser.add_argument("--batch-size", type=positive_int, metavar="N",
                         help="training batch size")
-    parser.add_argument("--lr", type=_positive_float, metavar="LR", help="initial learning rate")
+    parser.add_argument("--lr", type=positive_float, metavar="LR", help="initial learning rate")
     parser.add_argument("--optimizer", choices=OPTIMIZERS,
                         help="optimizer (sgd uses momentum 0.9)")
-    parser.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="WD",
+    parser.add_argument("--weight-decay", type=non_negative_float, default=0.0, metavar="WD",
                         help="L2 weight decay (default 0; 5e-4 is usual for cifar10 with sgd)")
     parser.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                         help="learning-rate schedule over the epochs (default cosine; "
@@ -121,21 +73,21 @@ def add_arguments(parser):
     parser.add_argument("--augment", action="store_true",
                         help="random shifts of up to 2 pixels (and horizontal flips for "
                              "cifar10) on the training batches")
-    parser.add_argument("--val-fraction", type=_fraction, metavar="F",
+    parser.add_argument("--val-fraction", type=fraction, metavar="F",
                         help="hold out this stratified fraction of the training set (0 < F "
                              "< 1) and report validation loss/accuracy every epoch")
-    parser.add_argument("--early-stop", type=_positive_int, metavar="N",
+    parser.add_argument("--early-stop", type=positive_int, metavar="N",
                         help="stop when the validation loss (training loss without "
                              "--val-fraction) has not improved for N epochs, keeping the "
                              "best weights")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
                         help="seed for the weights, the digits split, shuffling and "
                              "augmentation (default 0)")
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
+    parser.add_argument("--threads", type=positive_int, metavar="N",
                         help="threads for convcore's kernels and BLAS (default: 1 for the "
                              "8x8 digits, whose per-layer work is too small to share; else "
                              "all cores or OMP_NUM_THREADS)")
-    parser.add_argument("--limit", type=_positive_int, metavar="N",
+    parser.add_argument("--limit", type=positive_int, metavar="N",
                         help="train on the first N training images only (quick runs)")
     parser.add_argument("--save", metavar="PATH",
                         help="write the trained weights (.npz, load with convcore.load)")

@@ -5,6 +5,7 @@ import sys
 import numpy as np
 
 import convcore
+from convcore._cli_args import positive_int
 from convcore.bench import configs as cfgs
 from convcore.bench import engine, report
 
@@ -15,15 +16,6 @@ from convcore.bench import engine, report
 _PRESET_TIMING = {"quick": (3, 0.6, 35.0, 768)}
 _DEFAULT_TIMING = (5, 3.0, None, 1024)
 
-
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 
 def _padding(text):
@@ -41,7 +33,7 @@ def _padding(text):
 def _groups(text):
     if text in ("dw", "depthwise"):
         return "dw"
-    return str(_positive_int(text))
+    return str(positive_int(text))
 
 
 def add_arguments(parser):
@@ -54,18 +46,18 @@ def add_arguments(parser):
     which.add_argument("--suite", choices=cfgs.SUITES,
                        help="a preset or real network layers: issue7 (the performance "
                             "targets), zoo (all networks), or one network")
-    sel.add_argument("--stride", type=_positive_int, nargs="+", metavar="S",
+    sel.add_argument("--stride", type=positive_int, nargs="+", metavar="S",
                      help="grid: these strides only (builds a custom grid)")
     sel.add_argument("--padding", type=_padding, nargs="+", metavar="P",
                      help="grid: these paddings (ints, 'same')")
-    sel.add_argument("--dilation", type=_positive_int, nargs="+", metavar="D")
-    sel.add_argument("--kernel", type=_positive_int, nargs="+", metavar="K")
+    sel.add_argument("--dilation", type=positive_int, nargs="+", metavar="D")
+    sel.add_argument("--kernel", type=positive_int, nargs="+", metavar="K")
     sel.add_argument("--groups", type=_groups, nargs="+", metavar="G",
                      help="grid: group counts, or 'dw' for depthwise")
-    sel.add_argument("--batch", type=_positive_int, help="batch size (grids and layer suites)")
-    sel.add_argument("--channels", type=_positive_int, help="grid: in = out channels")
-    sel.add_argument("--size", type=_positive_int, help="grid: input height = width")
-    sel.add_argument("--sample", type=_positive_int, metavar="N",
+    sel.add_argument("--batch", type=positive_int, help="batch size (grids and layer suites)")
+    sel.add_argument("--channels", type=positive_int, help="grid: in = out channels")
+    sel.add_argument("--size", type=positive_int, help="grid: input height = width")
+    sel.add_argument("--sample", type=positive_int, metavar="N",
                      help="measure N configurations sampled to cover every grid value")
     sel.add_argument("--algorithms", nargs="+", metavar="A",
                      choices=list(convcore.conv_algorithms()),
@@ -78,16 +70,16 @@ def add_arguments(parser):
                      help="scale the random weights (e.g. 1e-39 for a denormal benchmark)")
 
     tm = parser.add_argument_group("threads and timing")
-    tm.add_argument("--threads", type=_positive_int,
+    tm.add_argument("--threads", type=positive_int,
                     help=f"threads for convcore and PyTorch (default {convcore.get_num_threads()})")
     tm.add_argument("--threads-sweep", action="store_true",
                     help="repeat everything at 1, 2, ..., --threads threads")
-    tm.add_argument("--repeats", type=_positive_int,
+    tm.add_argument("--repeats", type=positive_int,
                     help="minimum timed rounds per configuration (default 3 for --quick, else 5)")
     tm.add_argument("--budget", type=float, metavar="SECONDS",
                     help="keep adding rounds while a configuration has taken less than "
                          "this (default 0.6 for --quick, else 3)")
-    tm.add_argument("--warmup", type=_positive_int, default=1, help="warm-up calls per pass")
+    tm.add_argument("--warmup", type=positive_int, default=1, help="warm-up calls per pass")
     tm.add_argument("--min-time", type=float, default=0.0002, metavar="SECONDS",
                     help="minimum duration of one sample: faster calls are batched")
 
