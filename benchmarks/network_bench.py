@@ -330,6 +330,103 @@ def bench_memory(libs, threads, steps):
     return out
 
 
+# ---------------------------------------------------------------- profile
+
+def _layer_category(module, x):
+    """"Conv2d 3x3 s1 [winograd]" for convolutions (the algorithm "auto"
+    picks for this input), the class name otherwise."""
+    name = type(module).__name__
+    if name == "Conv2d" and module.algorithm == "auto":
+        from convcore.algorithms import select_algorithm
+        from convcore.functional._conv_spec import conv_spec
+        spec = conv_spec(x.shape, module.weight.shape, x.dtype, *module._geometry(), "profile")
+        kh, kw = module.kernel_size
+        algo = type(select_algorithm(spec)).__name__.replace("Conv", "").lower()
+        return (f"Conv2d {kh}x{kw}/{module.stride[0]} {spec.C}->{spec.K} "
+                f"{spec.OH}x{spec.OW} [{algo}]")
+    return name
+
+
+def profile_convcore(model_name, steps, threads, log):
+    """Time every leaf layer's forward and backward (by layer type and, for
+    convolutions, algorithm), the loss, zero_grad and the optimizer step of
+    a convcore training step; the rest of the step is container overhead."""
+    from collections import defaultdict
+    convcore.set_num_threads(threads)
+    if model_name == "resnet20":
+        x, y = cifar_like(RESNET_BATCH)
+        model = resnet20(rng=0)
+    else:
+        x, y = mnist_like(LENET_BATCH)
+        model = lenet5(input_size=28, rng=0)
+    trainer = ConvcoreTrainer(model)
+    totals = defaultdict(float)
+    clock = time.perf_counter
+
+    def wrap(module):
+        fwd, bwd = module.forward, module.backward
+        category = {}
+
+        def forward(inp):
+            if "c" not in category:
+                category["c"] = _layer_category(module, inp)
+            t0 = clock()
+            out = fwd(inp)
+            totals[(category["c"], "fwd")] += clock() - t0
+            return out
+
+        def backward(grad):
+            t0 = clock()
+            out = bwd(grad)
+            totals[(category["c"], "bwd")] += clock() - t0
+            return out
+        module.__dict__["forward"] = forward
+        module.__dict__["backward"] = backward
+
+    for m in model.modules():
+        if not m._modules:
+            wrap(m)
+    for name in ("zero_grad", "step"):
+        method = getattr(trainer.opt, name)
+
+        def timed(method=method, name=name):
+            t0 = clock()
+            method()
+            totals[(f"SGD.{name}", "")] += clock() - t0
+        setattr(trainer.opt, name, timed)
+    loss_call, loss_bwd = trainer.loss.forward, trainer.loss.backward
+
+    def loss_forward(*a):
+        t0 = clock()
+        out = loss_call(*a)
+        totals[("CrossEntropyLoss", "fwd")] += clock() - t0
+        return out
+
+    def loss_backward(*a):
+        t0 = clock()
+        out = loss_bwd(*a)
+        totals[("CrossEntropyLoss", "bwd")] += clock() - t0
+        return out
+    trainer.loss.__dict__["forward"] = loss_forward
+    trainer.loss.__dict__["backward"] = loss_backward
+    trainer.step(x, y)  # warm-up
+    totals.clear()
+    t0 = clock()
+    for _ in range(steps):
+        trainer.step(x, y)
+    wall = (clock() - t0) / steps
+    rows = sorted(((v / steps, k) for k, v in totals.items()), reverse=True)
+    accounted = sum(v for v, _ in rows)
+    log(f"convcore {model_name} training step, {threads} thread(s), mean of {steps} steps: "
+        f"{wall * 1e3:.1f} ms")
+    log(f"  {'layer type':<40} {'pass':<4} {'ms/step':>8} {'share':>6}")
+    for v, (cat, phase) in rows:
+        log(f"  {cat:<40} {phase:<4} {v * 1e3:8.2f} {v / wall:6.1%}")
+    rest = wall - accounted
+    log(f"  {'containers, glue (unaccounted)':<40} {'':<4} {rest * 1e3:8.2f} {rest / wall:6.1%}")
+    return wall, rows
+
+
 # ---------------------------------------------------------------- report
 
 def fmt_ratio(a, b):
@@ -435,12 +532,19 @@ def main(argv=None):
     p.add_argument("--resnet-steps", type=int)
     p.add_argument("--resnet-warmup", type=int)
     p.add_argument("--memory-steps", type=int, default=3)
+    p.add_argument("--profile", choices=("resnet20", "lenet5"),
+                   help="only profile convcore's training step by layer type")
+    p.add_argument("--profile-steps", type=int, default=5)
     p.add_argument("--memory-worker", choices=("convcore", "torch"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error("--threads must be >= 1")
     if args.memory_worker:
         memory_worker(args.memory_worker, args.threads, args.memory_steps)
+        return 0
+    if args.profile:
+        profile_convcore(args.profile, args.profile_steps, args.threads,
+                         lambda msg: print(msg, flush=True))
         return 0
     defaults = (40, 5, 10, 4, 2) if args.quick else (200, 10, 20, 10, 3)
     for name, value in zip(("lenet_batches", "warmup_batches", "chunk", "resnet_steps",
