@@ -427,6 +427,23 @@ def profile_convcore(model_name, steps, threads, log):
     return wall, rows
 
 
+def profile_lines(model_name, label, steps, threads):
+    """profile_convcore's table as Markdown (layer types under 0.5% folded
+    into the glue row)."""
+    wall, rows = profile_convcore(model_name, steps, threads, lambda msg: None)
+    lines = [f"convcore {label} step by layer type ({threads} threads, mean of {steps} steps, "
+             f"{wall * 1e3:.1f} ms; convolutions by the algorithm auto picks):", "",
+             "| layer type | pass | ms/step | share |", "|---|---|---|---|"]
+    shown = 0.0
+    for v, (cat, phase) in rows:
+        if v / wall >= 0.005:
+            shown += v
+            lines.append(f"| {cat} | {phase} | {v * 1e3:.2f} | {v / wall:.1%} |")
+    rest = wall - shown
+    lines.append(f"| containers, glue, layers < 0.5% | | {rest * 1e3:.2f} | {rest / wall:.1%} |")
+    return lines
+
+
 # ---------------------------------------------------------------- report
 
 def fmt_ratio(a, b):
@@ -491,6 +508,19 @@ def build_report(args, torch, lenet, resnet, memory):
     return lines
 
 
+def command_args():
+    """This run's arguments, the text of each --note elided (notes are listed
+    at the end of the report)."""
+    out, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            out.append("...")
+        elif not a.startswith("--note="):
+            out.append(a)
+        skip = a == "--note"
+    return " ".join(out)
+
+
 def header_lines(args, torch):
     from convcore.bench.report import machine_info
     meta = machine_info([args.threads], torch.__version__ if torch is not None else None)
@@ -503,7 +533,7 @@ def header_lines(args, torch):
         f"- versions: convcore {meta['convcore']}, Python {meta['python']}, numpy {meta['numpy']}, "
         f"scipy {meta['scipy']}, PyTorch {meta['torch'] or 'not installed'}; "
         f"BLAS {'; '.join(meta['blas'])}",
-        f"- command: `python benchmarks/network_bench.py {' '.join(sys.argv[1:])}`",
+        f"- command: `python benchmarks/network_bench.py {command_args()}`",
         "- float32; SGD(lr=0.01, momentum=0.9), cross entropy; the PyTorch networks mirror "
         "convcore.models.lenet5(input_size=28) and resnet20 (parameter counts checked equal) and "
         "start from convcore's initial weights (first-batch losses shown)",
@@ -535,6 +565,10 @@ def main(argv=None):
     p.add_argument("--profile", choices=("resnet20", "lenet5"),
                    help="only profile convcore's training step by layer type")
     p.add_argument("--profile-steps", type=int, default=5)
+    p.add_argument("--with-profile", action="store_true",
+                   help="append convcore's ResNet-20 step profile by layer type to the report")
+    p.add_argument("--note", action="append", default=[],
+                   help="a line for the report's notes (repeatable)")
     p.add_argument("--memory-worker", choices=("convcore", "torch"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads < 1:
@@ -572,6 +606,12 @@ def main(argv=None):
     log("ResNet-20 training step (batch 128, 3x32x32):")
     resnet = bench_resnet(torch, args.resnet_steps, args.resnet_warmup, log)
     lines = build_report(args, torch, lenet, resnet, memory)
+    if args.with_profile:
+        for model_name, label, steps in (("resnet20", "ResNet-20", max(1, args.profile_steps)),
+                                         ("lenet5", "LeNet-5", 20 * max(1, args.profile_steps))):
+            lines += [""] + profile_lines(model_name, label, steps, args.threads)
+    if args.note:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in args.note]
     print("\n".join(lines))
     if args.markdown:
         os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
