@@ -454,7 +454,6 @@ def build_report(args, torch, lenet, resnet, memory):
     libs = ["convcore"] + (["torch"] if torch is not None else [])
     rows = []
     if lenet:
-        nb = -(-EPOCH_IMAGES // LENET_BATCH)
         med = {k: statistics.median(v) for k, v in lenet["per_batch"].items()}
         best = {k: min(v) for k, v in lenet["per_batch"].items()}
         for k in libs:
