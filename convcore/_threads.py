@@ -74,6 +74,19 @@ def kernel_threads(work=None):
     return n
 
 
+# The BLAS's own pthread pool pays a wake-up per call, and on a shared
+# machine a descheduled worker stalls the call for a whole time slice
+# (measured: LeNet's tiny fully connected layers were 45% of a training
+# step at 2 BLAS threads). Below this many multiply-adds per thread, one.
+BLAS_GRAIN = 1 << 21
+
+
+def blas_threads_for(work):
+    """BLAS threads for one GEMM of `work` multiply-adds: convcore's thread
+    count, fewer when the product is too small to share out."""
+    return max(1, min(get_num_threads(), int(work) // BLAS_GRAIN))
+
+
 def _get_controller():
     # Building the controller scans the loaded libraries (~1 ms); a cached
     # one limits in ~15 us, cheap enough to wrap every kernel call.

@@ -12,11 +12,13 @@ tests and the benchmark can see what it picks.
               Im2colConv  --> _kernels.conv_gemm   (prange + 1-thread BLAS,
                                                     or n-thread BLAS alone)
 """
-from convcore import _threads, autotune
-from convcore._threads import kernel_threads
+import math
+
 import numpy as np
 
+from convcore import _threads, autotune
 from convcore._kernels import conv_direct, conv_gemm, conv_winograd, openmp_info
+from convcore._threads import kernel_threads
 
 
 class ConvAlgorithm:
@@ -303,10 +305,11 @@ def select_algorithm(spec):
       be (Kg x R*S) @ (R*S x P), too thin for the BLAS to pay for the
       im2col copy and per-call overhead; the direct kernel streams it.
     - 3x3 stride 1 with enough channels and pixels: Winograd F(2x2, 3x3)
-      does 16 multiplies where im2col does 36; it wins by 1.2-2.2x once
-      min(C/groups, K/groups) >= 16 and that times OH*OW is >= 6000. Below
-      that its 16 GEMMs (inner dimension C/groups) are too small and its
-      transforms dominate. Dilated layers run Winograd on polyphase copies,
+      does 16 multiplies where im2col does 36; it wins by 1.1-2.2x once
+      min(C/groups, K/groups) * sqrt(OH*OW) >= 400 (e.g. 64 channels at
+      7x7, 32 at 14x14, 16 at 28x28; every measured point on either side
+      of that line agreed). Below it its 16 GEMMs (inner dimension
+      C/groups) are too small and its transforms dominate. Dilated layers run Winograd on polyphase copies,
       which only ties with im2col on one thread and loses on two (the
       copies are serial), so auto leaves them to im2col.
     - everything else: im2col + GEMM, which runs near the BLAS's speed
@@ -321,7 +324,7 @@ def select_algorithm(spec):
     if spec.Cg == 1:
         return _REGISTRY["direct"]
     channels = min(spec.Cg, spec.Kg)
-    if (channels >= 16 and channels * spec.OH * spec.OW >= 6000
+    if (channels >= 8 and channels * math.sqrt(spec.OH * spec.OW) >= 400
             and _REGISTRY["winograd"].supports(spec)[0]
             and WinogradConv._kernel_pads(spec)):
         return _REGISTRY["winograd"]

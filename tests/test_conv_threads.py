@@ -98,3 +98,9 @@ def test_openmp_waits_passively_unless_the_user_chose(env, expect):
                      env=clean, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(expect)
+
+
+def test_small_gemms_run_on_one_blas_thread():
+    n = convcore.get_num_threads()
+    assert _threads.blas_threads_for(64 * 84 * 10) == 1
+    assert _threads.blas_threads_for(_threads.BLAS_GRAIN * 1000) == n

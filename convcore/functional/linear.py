@@ -44,8 +44,8 @@ def linear(x, weight, bias=None):
             raise ValueError(f"{fn}: bias must have shape ({out},) to match weight "
                              f"shape {weight.shape}, got {bias.shape}")
     x2 = x.reshape(-1, x.shape[-1])
-    # One big GEMM: the BLAS owns all of convcore's threads.
-    with _threads.blas_threads(_threads.get_num_threads()):
+    # One GEMM: the BLAS owns the threads (all of them, unless it is small).
+    with _threads.blas_threads(_threads.blas_threads_for(x2.shape[0] * x2.shape[1] * out)):
         y = x2 @ weight.T
     if bias is not None:
         y += bias
@@ -66,7 +66,7 @@ def linear_backward(grad_y, x, weight, bias=True):
                          f"and weight {weight.shape} give output shape {expected}")
     g2 = grad_y.reshape(-1, weight.shape[0])
     x2 = x.reshape(-1, x.shape[-1])
-    with _threads.blas_threads(_threads.get_num_threads()):
+    with _threads.blas_threads(_threads.blas_threads_for(g2.shape[0] * weight.size)):
         gx = (g2 @ weight).reshape(x.shape)
         gw = g2.T @ x2
     gb = g2.sum(axis=0) if bias else None
