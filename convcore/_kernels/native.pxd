@@ -1,0 +1,130 @@
+# convcore's native kernel API: concrete float32 (_f32) and float64 (_f64)
+# entry points over plain C types, callable without the GIL from other
+# Cython extensions. Downstream code cimports them through the stable public
+# name `convcore.native` (convcore/native.pxd), which documents the rules
+# that hold for every function below; this file adds each one's contract.
+#
+# Why concrete functions, not the fused `floating` workers they wrap: a
+# fused cdef function crosses modules under a Cython-generated, per-version
+# mangled name; free functions with fixed C signatures stay ABI-stable (as
+# thinc's cblas.pxd). Cython checks each signature when a downstream module
+# is imported; CONVCORE_ABI_VERSION covers what it cannot see (struct
+# layouts, meanings).
+from convcore._kernels.conv_params cimport ConvParams, make_params
+
+# -- ABI ---------------------------------------------------------------------
+# Bumped whenever a struct layout or the meaning of an entry point changes.
+# This value is compiled into the downstream module; check_abi compares it
+# with the one compiled into the installed convcore.
+cdef enum:
+    CONVCORE_ABI_VERSION = 1
+
+# The ABI version of the installed convcore (the runtime side).
+cdef int abi_version() noexcept nogil
+
+# Raises ImportError naming both versions unless compiled_version equals the
+# installed convcore's ABI version. Needs the GIL.
+cdef int check_abi(int compiled_version) except -1
+
+
+cdef inline int import_convcore_native() except -1:
+    """Call once at the top of a downstream module (like numpy's
+    import_array): refuses, with ImportError, to run against a convcore
+    whose kernel ABI differs from the one this module was compiled with."""
+    return check_abi(CONVCORE_ABI_VERSION)
+
+
+# -- Geometry ----------------------------------------------------------------
+
+cdef inline Py_ssize_t conv2d_output_size(Py_ssize_t in_size, Py_ssize_t kernel,
+                                          Py_ssize_t stride, Py_ssize_t pad,
+                                          Py_ssize_t dilation) noexcept nogil:
+    """Output length of a convolution or pooling window along one axis with
+    `pad` on both sides (PyTorch's formula). May be <= 0: check it."""
+    return (in_size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+cdef inline ConvParams conv2d_params(
+        Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+        Py_ssize_t K, Py_ssize_t R, Py_ssize_t S,
+        Py_ssize_t stride_h, Py_ssize_t stride_w,
+        Py_ssize_t pad_h, Py_ssize_t pad_w,
+        Py_ssize_t dil_h, Py_ssize_t dil_w,
+        Py_ssize_t groups) noexcept nogil:
+    """ConvParams with OH/OW computed for symmetric padding. For PyTorch's
+    padding="same" with an odd total, set pad_* to the top/left part and
+    OH/OW to the input size yourself."""
+    return make_params(N, C, H, W, K, R, S,
+                       conv2d_output_size(H, R, stride_h, pad_h, dil_h),
+                       conv2d_output_size(W, S, stride_w, pad_w, dil_w),
+                       stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups)
+
+
+# -- Convolution, direct (no im2col, no BLAS) -----------------------------------
+# Shapes: x (N, C, H, W), w (K, C/groups, R, S), bias (K,) or NULL,
+# y / grad_y (N, K, OH, OW), grad_x like x, grad_w like w.
+
+# y[n] (K, OH, OW), overwritten, for one image n. No scratch.
+cdef void conv2d_direct_forward_f32(const float* x, const float* w,
+                                    const float* bias, float* y,
+                                    const ConvParams* p, Py_ssize_t n) noexcept nogil
+cdef void conv2d_direct_forward_f64(const double* x, const double* w,
+                                    const double* bias, double* y,
+                                    const ConvParams* p, Py_ssize_t n) noexcept nogil
+
+# grad_x[n] (C, H, W), overwritten, for one image n. No scratch.
+cdef void conv2d_direct_backward_data_f32(const float* grad_y, const float* w,
+                                          float* grad_x, const ConvParams* p,
+                                          Py_ssize_t n) noexcept nogil
+cdef void conv2d_direct_backward_data_f64(const double* grad_y, const double* w,
+                                          double* grad_x, const ConvParams* p,
+                                          Py_ssize_t n) noexcept nogil
+
+# grad_w[k] (C/groups, R, S), overwritten, for one output channel k, summed
+# over all N images in image order (so it is the same at any thread count).
+# Parallelise over k. scratch: conv2d_direct_weight_scratch_size(p)
+# elements, private to the calling thread.
+cdef Py_ssize_t conv2d_direct_weight_scratch_size(const ConvParams* p) noexcept nogil
+cdef void conv2d_direct_backward_weight_f32(const float* grad_y, const float* x,
+                                            float* grad_w, const ConvParams* p,
+                                            Py_ssize_t k, float* scratch) noexcept nogil
+cdef void conv2d_direct_backward_weight_f64(const double* grad_y, const double* x,
+                                            double* grad_w, const ConvParams* p,
+                                            Py_ssize_t k, double* scratch) noexcept nogil
+
+
+# -- Convolution, im2col + GEMM (scipy's BLAS), one image per call -----------
+# col: conv2d_gemm_scratch_size(p) elements, private to the calling thread
+# (0 for a 1x1, stride-1, unpadded convolution: col may then be NULL).
+# Every GEMM dimension must fit a C int (< 2**31). Inside your own prange,
+# hold the BLAS to one thread (threadpoolctl.threadpool_limits(1, "blas")
+# around the parallel call) or its threads and yours oversubscribe the cores.
+cdef Py_ssize_t conv2d_gemm_scratch_size(const ConvParams* p) noexcept nogil
+
+# y[n] (K, OH, OW), overwritten, for one image n.
+cdef void conv2d_gemm_forward_f32(const float* x, const float* w,
+                                  const float* bias, float* y,
+                                  const ConvParams* p, Py_ssize_t n,
+                                  float* col) noexcept nogil
+cdef void conv2d_gemm_forward_f64(const double* x, const double* w,
+                                  const double* bias, double* y,
+                                  const ConvParams* p, Py_ssize_t n,
+                                  double* col) noexcept nogil
+
+# grad_x[n] (C, H, W), overwritten, for one image n.
+cdef void conv2d_gemm_backward_data_f32(const float* grad_y, const float* w,
+                                        float* grad_x, const ConvParams* p,
+                                        Py_ssize_t n, float* col) noexcept nogil
+cdef void conv2d_gemm_backward_data_f64(const double* grad_y, const double* w,
+                                        double* grad_x, const ConvParams* p,
+                                        Py_ssize_t n, double* col) noexcept nogil
+
+# grad_w (K, C/groups, R, S) += the weight gradient of image n alone: zero
+# grad_w first; concurrent calls must add into different buffers (e.g. one
+# partial sum per thread, added up afterwards).
+cdef void conv2d_gemm_backward_weight_f32(const float* grad_y, const float* x,
+                                          float* grad_w, const ConvParams* p,
+                                          Py_ssize_t n, float* col) noexcept nogil
+cdef void conv2d_gemm_backward_weight_f64(const double* grad_y, const double* x,
+                                          double* grad_w, const ConvParams* p,
+                                          Py_ssize_t n, double* col) noexcept nogil
