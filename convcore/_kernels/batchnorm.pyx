@@ -1,0 +1,168 @@
+"""Batch normalisation kernels: per-channel statistics and the elementwise
+passes of the forward and backward.
+
+The input is viewed as (N, C, S): S = 1 for (N, C), L for (N, C, L),
+H*W for (N, C, H, W). Reductions run per channel (prange over C), in
+double whatever the input dtype, and the variance takes two passes (mean,
+then squared deviations from it), which keeps it accurate when the mean is
+large next to the spread. Elementwise passes run over the N*C contiguous
+rows (prange over N*C) in double arithmetic, so y = (x - mean) * scale +
+shift does not lose float32 digits to cancellation. Per-channel
+coefficients are computed by the caller (convcore.functional.batch_norm),
+which keeps this file free of the formulas' case analysis.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+
+# Sums in double with `omp simd reduction`, which lets the compiler reorder
+# (vectorise) these loops only; the order is fixed by the binary, so results
+# do not depend on the thread count.
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #define CONVCORE_BN_REDUCTIONS(T, SUFFIX)                                  \\
+    static inline double bn_sum_##SUFFIX(const T* a, Py_ssize_t n) {          \\
+        double acc = 0.0;                                                     \\
+        _Pragma("omp simd reduction(+:acc)")                                  \\
+        for (Py_ssize_t i = 0; i < n; ++i) acc += (double)a[i];               \\
+        return acc;                                                           \\
+    }                                                                         \\
+    static inline double bn_sqdev_##SUFFIX(const T* a, Py_ssize_t n,          \\
+                                           double m) {                        \\
+        double acc = 0.0;                                                     \\
+        _Pragma("omp simd reduction(+:acc)")                                  \\
+        for (Py_ssize_t i = 0; i < n; ++i) {                                  \\
+            double d = (double)a[i] - m; acc += d * d;                        \\
+        }                                                                     \\
+        return acc;                                                           \\
+    }                                                                         \\
+    static inline void bn_grad_sums_##SUFFIX(const T* g, const T* x,          \\
+                                             Py_ssize_t n, double m,          \\
+                                             double* sum_g, double* sum_gd) { \\
+        double sg = 0.0, sgd = 0.0;                                           \\
+        _Pragma("omp simd reduction(+:sg,sgd)")                               \\
+        for (Py_ssize_t i = 0; i < n; ++i) {                                  \\
+            sg += (double)g[i]; sgd += (double)g[i] * ((double)x[i] - m);     \\
+        }                                                                     \\
+        *sum_g += sg; *sum_gd += sgd;                                         \\
+    }
+    CONVCORE_BN_REDUCTIONS(float, f)
+    CONVCORE_BN_REDUCTIONS(double, d)
+    """
+    double bn_sum_f(const float* a, Py_ssize_t n) noexcept nogil
+    double bn_sum_d(const double* a, Py_ssize_t n) noexcept nogil
+    double bn_sqdev_f(const float* a, Py_ssize_t n, double m) noexcept nogil
+    double bn_sqdev_d(const double* a, Py_ssize_t n, double m) noexcept nogil
+    void bn_grad_sums_f(const float* g, const float* x, Py_ssize_t n, double m,
+                        double* sum_g, double* sum_gd) noexcept nogil
+    void bn_grad_sums_d(const double* g, const double* x, Py_ssize_t n, double m,
+                        double* sum_g, double* sum_gd) noexcept nogil
+
+
+cdef void channel_stats(const floating* x, Py_ssize_t N, Py_ssize_t C,
+                        Py_ssize_t S, Py_ssize_t c, double* mean,
+                        double* var) noexcept nogil:
+    """Mean and biased variance of channel c of x (N, C, S), two passes."""
+    cdef Py_ssize_t n
+    cdef double acc = 0, m
+    cdef const floating* row
+    for n in range(N):
+        row = x + (n * C + c) * S
+        if floating is float:
+            acc += bn_sum_f(row, S)
+        else:
+            acc += bn_sum_d(row, S)
+    m = acc / (N * S)
+    acc = 0
+    for n in range(N):
+        row = x + (n * C + c) * S
+        if floating is float:
+            acc += bn_sqdev_f(row, S, m)
+        else:
+            acc += bn_sqdev_d(row, S, m)
+    mean[0] = m
+    var[0] = acc / (N * S)
+
+
+cdef void channel_grad_sums(const floating* gy, const floating* x,
+                            Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                            Py_ssize_t c, double mean, double* sum_g,
+                            double* sum_gd) noexcept nogil:
+    """sum(gy) and sum(gy * (x - mean)) over channel c."""
+    cdef Py_ssize_t n, off
+    sum_g[0] = 0
+    sum_gd[0] = 0
+    for n in range(N):
+        off = (n * C + c) * S
+        if floating is float:
+            bn_grad_sums_f(gy + off, x + off, S, mean, sum_g, sum_gd)
+        else:
+            bn_grad_sums_d(gy + off, x + off, S, mean, sum_g, sum_gd)
+
+
+# ---------------------------------------------------------------------------
+# Drivers, called by convcore.functional after every check; arrays are
+# C-contiguous (N, C, S) with N*S >= 1, per-channel arrays float64 (C,).
+
+def stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var,
+          int num_threads):
+    """Per-channel mean and biased variance.               OUT: mean, var"""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
+    with nogil:
+        for c in prange(C, schedule='static', num_threads=num_threads):
+            channel_stats(&x[0, 0, 0], N, C, S, c, &mean[c], &var[c])
+
+
+def grad_sums(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
+              const double[::1] mean, double[::1] sum_g, double[::1] sum_gd,
+              int num_threads):
+    """Per channel: sum(grad_y) and sum(grad_y * (x - mean)). OUT: sum_g, sum_gd"""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
+    with nogil:
+        for c in prange(C, schedule='static', num_threads=num_threads):
+            channel_grad_sums(&grad_y[0, 0, 0], &x[0, 0, 0], N, C, S, c,
+                              mean[c], &sum_g[c], &sum_gd[c])
+
+
+def normalize(const floating[:, :, ::1] x, const double[::1] mean,
+              const double[::1] scale, const double[::1] shift,
+              floating[:, :, ::1] y, int num_threads):
+    """y = (x - mean[c]) * scale[c] + shift[c].                      OUT: y"""
+    cdef Py_ssize_t C = x.shape[1], S = x.shape[2], nc, i, c
+    cdef double m, k, b
+    cdef const floating* xr
+    cdef floating* yr
+    with nogil:
+        for nc in prange(x.shape[0] * C, schedule='static', num_threads=num_threads):
+            c = nc % C
+            m = mean[c]
+            k = scale[c]
+            b = shift[c]
+            xr = &x[0, 0, 0] + nc * S
+            yr = &y[0, 0, 0] + nc * S
+            for i in range(S):
+                yr[i] = <floating> ((xr[i] - m) * k + b)
+
+
+def input_grad(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
+               const double[::1] mean, const double[::1] a,
+               const double[::1] b, const double[::1] d,
+               floating[:, :, ::1] grad_x, int num_threads):
+    """grad_x = grad_y * a[c] + (x - mean[c]) * b[c] + d[c].    OUT: grad_x"""
+    cdef Py_ssize_t C = x.shape[1], S = x.shape[2], nc, i, c
+    cdef double m, ka, kb, kd
+    cdef const floating* gr
+    cdef const floating* xr
+    cdef floating* out
+    with nogil:
+        for nc in prange(x.shape[0] * C, schedule='static', num_threads=num_threads):
+            c = nc % C
+            m = mean[c]
+            ka = a[c]
+            kb = b[c]
+            kd = d[c]
+            gr = &grad_y[0, 0, 0] + nc * S
+            xr = &x[0, 0, 0] + nc * S
+            out = &grad_x[0, 0, 0] + nc * S
+            for i in range(S):
+                out[i] = <floating> (gr[i] * ka + (xr[i] - m) * kb + kd)

@@ -1,0 +1,21 @@
+from cython cimport floating
+
+# Local response normalisation across channels for one image, viewed as
+# (C, S); public, nogil, thread-safe for disjoint (image, block) pairs.
+
+# Window of channel c: [c - before, c + after] (PyTorch: before = size//2,
+# after = (size-1)//2); alpha_over_size = alpha / size.
+cdef struct LrnParams:
+    Py_ssize_t C, S
+    Py_ssize_t before, after
+    double k, alpha_over_size, beta
+
+# y (or grad_x) at spatial positions [s0, s0 + L) of every channel; x, y,
+# gy, gx point at the image. scratch: (C + 1) * L doubles for the forward,
+# (2C + 1) * L for the backward.
+cdef void lrn_forward_block(const floating* x, floating* y,
+                            const LrnParams* p, Py_ssize_t s0, Py_ssize_t L,
+                            double* scratch) noexcept nogil
+cdef void lrn_backward_block(const floating* gy, const floating* x,
+                             floating* gx, const LrnParams* p, Py_ssize_t s0,
+                             Py_ssize_t L, double* scratch) noexcept nogil

@@ -1,0 +1,408 @@
+"""Pooling kernels: max, average, adaptive average and adaptive max over
+each (n, c) plane of an NCHW array, forward and backward.
+
+Every worker owns one input plane and its output plane, so the drivers run
+prange over N*C planes with no reduction: results do not depend on the
+thread count. Window rules follow PyTorch's CPU kernels (MaxPoolKernel.cpp,
+AvgPoolKernel.cpp, AdaptiveAveragePooling.cpp) line for line, since the
+edge cases (ceil_mode windows running into padding, divisors, NaN) are
+defined by them:
+
+max     window [oh*sh - ph, ... + (kh-1)*dh] clipped to taps inside the
+        input (padding is -inf); a value wins if it is > the current max or
+        NaN, so ties keep the first index and NaN propagates. A window with
+        no tap inside the input (possible only with dilation) gives -inf and
+        index -1, which the backward skips.
+avg     window [oh*sh - ph, min(oh*sh - ph + kh, H + ph)); the divisor counts
+        the padded window (count_include_pad) or only the input taps.
+adaptive  rows [floor(i*H/OH), ceil((i+1)*H/OH)), columns likewise.
+"""
+from cython cimport floating
+# PoolParams and the plane workers' signatures are in pool.pxd (public).
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+from libc.math cimport INFINITY
+from convcore._kernels.conv_params cimport valid_range
+
+
+# Row sums in double with `omp simd reduction`, which lets the compiler
+# vectorise this loop only (a plain `acc += x[i]` chain runs one add per
+# add-latency); the order is fixed by the binary, not the thread count.
+cdef extern from *:
+    """
+    #include <stddef.h>
+    static inline double pool_row_sum_f(const float* a, Py_ssize_t n) {
+        double acc = 0.0;
+        #pragma omp simd reduction(+:acc)
+        for (Py_ssize_t i = 0; i < n; ++i) acc += (double)a[i];
+        return acc;
+    }
+    static inline double pool_row_sum_d(const double* a, Py_ssize_t n) {
+        double acc = 0.0;
+        #pragma omp simd reduction(+:acc)
+        for (Py_ssize_t i = 0; i < n; ++i) acc += a[i];
+        return acc;
+    }
+    """
+    double pool_row_sum_f(const float* a, Py_ssize_t n) noexcept nogil
+    double pool_row_sum_d(const double* a, Py_ssize_t n) noexcept nogil
+
+
+# One tap of a max pool swept along an output row, values and argmax
+# together. Random data makes `v > max` a coin toss, so a branch per
+# comparison mispredicts half the time: the selects are written as bit
+# masks, which compilers turn into straight-line code (gcc otherwise
+# branches on the NaN test). take = v > max, or v is NaN (PyTorch lets a
+# NaN win), or no tap has been seen yet (index -1).
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    #define CONVCORE_MAX_TAP(T, U, SUFFIX)                                     \
+    static inline void pool_max_tap_##SUFFIX(                                 \
+            const T* x, Py_ssize_t sw, T* y, int64_t* idx, Py_ssize_t lo,     \
+            Py_ssize_t hi, int64_t base) {                                    \
+        for (Py_ssize_t o = lo; o < hi; ++o) {                                \
+            T v = x[o * sw], cur = y[o];                                      \
+            int64_t ci = idx[o];                                              \
+            int take = (v > cur) | (v != v) | (ci < 0);                       \
+            U vb, cb, m = (U)0 - (U)take;                                     \
+            memcpy(&vb, &v, sizeof vb); memcpy(&cb, &cur, sizeof cb);         \
+            cb = (cb & ~m) | (vb & m);                                        \
+            memcpy(&y[o], &cb, sizeof cb);                                    \
+            int64_t im = -(int64_t)take;                                      \
+            idx[o] = (ci & ~im) | ((base + o * sw) & im);                     \
+        }                                                                     \
+    }
+    CONVCORE_MAX_TAP(float, uint32_t, f)
+    CONVCORE_MAX_TAP(double, uint64_t, d)
+    """
+    void pool_max_tap_f(const float* x, Py_ssize_t sw, float* y, int64_t* idx,
+                        Py_ssize_t lo, Py_ssize_t hi, int64_t base) noexcept nogil
+    void pool_max_tap_d(const double* x, Py_ssize_t sw, double* y, int64_t* idx,
+                        Py_ssize_t lo, Py_ssize_t hi, int64_t base) noexcept nogil
+
+
+cdef inline double _window_sum(const floating* x, Py_ssize_t W, Py_ssize_t h0,
+                               Py_ssize_t h1, Py_ssize_t w0,
+                               Py_ssize_t w1) noexcept nogil:
+    """Sum of x[h0:h1, w0:w1] in double; whole rows as one run."""
+    cdef Py_ssize_t h
+    cdef double acc = 0
+    if w0 == 0 and w1 == W:
+        if floating is float:
+            return pool_row_sum_f(x + h0 * W, (h1 - h0) * W)
+        else:
+            return pool_row_sum_d(x + h0 * W, (h1 - h0) * W)
+    for h in range(h0, h1):
+        if floating is float:
+            acc += pool_row_sum_f(x + h * W + w0, w1 - w0)
+        else:
+            acc += pool_row_sum_d(x + h * W + w0, w1 - w0)
+    return acc
+
+
+cdef PoolParams _params(Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                        Py_ssize_t OW, tuple geom):
+    """geom = (kh, kw, sh, sw, ph, pw, dh, dw)."""
+    cdef PoolParams p
+    p.H = H; p.W = W; p.OH = OH; p.OW = OW
+    p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.dh, p.dw = geom
+    return p
+
+
+cdef inline Py_ssize_t _adaptive_start(Py_ssize_t i, Py_ssize_t out_size,
+                                       Py_ssize_t in_size) noexcept nogil:
+    return (i * in_size) // out_size
+
+
+cdef inline Py_ssize_t _adaptive_end(Py_ssize_t i, Py_ssize_t out_size,
+                                     Py_ssize_t in_size) noexcept nogil:
+    return ((i + 1) * in_size + out_size - 1) // out_size
+
+
+cdef inline void _window_max(const floating* x, Py_ssize_t W,
+                             Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t dh,
+                             Py_ssize_t w0, Py_ssize_t w1, Py_ssize_t dw,
+                             floating* y, int64_t* idx) noexcept nogil:
+    """Max of x[h0:h1:dh, w0:w1:dw] (all inside the plane) and its flat
+    index; an empty window gives -inf and -1."""
+    cdef floating best = -INFINITY, v
+    cdef Py_ssize_t h, w, best_i = -1
+    if h0 < h1 and w0 < w1:
+        best_i = h0 * W + w0
+        h = h0
+        while h < h1:
+            w = w0
+            while w < w1:
+                v = x[h * W + w]
+                # `v != v` is NaN: the NaN wins, as in PyTorch.
+                if v > best or v != v:
+                    best = v
+                    best_i = h * W + w
+                w += dw
+            h += dh
+    y[0] = best
+    if idx != NULL:
+        idx[0] = best_i
+
+
+cdef void max_pool_plane(const floating* x, floating* y, int64_t* idx,
+                         const PoolParams* p) noexcept nogil:
+    """One plane: y (OH, OW) and, when idx is not NULL, flat argmax indices.
+
+    Taps outer, output columns inner: each output row is swept once per tap
+    with a branch-free select (random data would mispredict a branch per
+    comparison), and each output still sees its taps in row-major window
+    order, so ties and NaNs resolve as in PyTorch's per-window scan. The
+    index starts at -1 and the first tap inside the input always takes it
+    (PyTorch starts at the first valid tap with -inf), so an all -inf window
+    reports its first tap, and a window with no tap inside keeps -1."""
+    cdef Py_ssize_t oh, ow, i, j, h, off, lo, hi, sw = p.sw
+    cdef floating v
+    cdef floating* yrow
+    cdef int64_t* irow
+    cdef const floating* xrow
+    for oh in range(p.OH):
+        yrow = y + oh * p.OW
+        irow = idx + oh * p.OW if idx != NULL else NULL
+        for ow in range(p.OW):
+            yrow[ow] = -INFINITY
+        if irow != NULL:
+            for ow in range(p.OW):
+                irow[ow] = -1
+        for i in range(p.kh):
+            h = oh * p.sh - p.ph + i * p.dh
+            if h < 0 or h >= p.H:
+                continue
+            for j in range(p.kw):
+                off = j * p.dw - p.pw
+                valid_range(p.OW, p.W, sw, off, &lo, &hi)
+                xrow = x + h * p.W + off
+                if irow == NULL:
+                    for ow in range(lo, hi):
+                        v = xrow[ow * sw]
+                        # `v != v` is NaN: the NaN wins, as in PyTorch.
+                        yrow[ow] = v if ((v > yrow[ow]) | (v != v)) else yrow[ow]
+                elif floating is float:
+                    pool_max_tap_f(xrow, sw, yrow, irow, lo, hi, h * p.W + off)
+                else:
+                    pool_max_tap_d(xrow, sw, yrow, irow, lo, hi, h * p.W + off)
+
+
+cdef void adaptive_max_plane(const floating* x, floating* y, int64_t* idx,
+                             const PoolParams* p) noexcept nogil:
+    cdef Py_ssize_t oh, ow, h0, h1, w0, w1
+    for oh in range(p.OH):
+        h0 = _adaptive_start(oh, p.OH, p.H)
+        h1 = _adaptive_end(oh, p.OH, p.H)
+        for ow in range(p.OW):
+            w0 = _adaptive_start(ow, p.OW, p.W)
+            w1 = _adaptive_end(ow, p.OW, p.W)
+            _window_max(x, p.W, h0, h1, 1, w0, w1, 1, y + oh * p.OW + ow,
+                        idx + oh * p.OW + ow if idx != NULL else NULL)
+
+
+cdef void max_unpool_plane(const floating* gy, const int64_t* idx,
+                           floating* gx, Py_ssize_t in_plane,
+                           Py_ssize_t out_plane) noexcept nogil:
+    """gx (overwritten) = scatter-add of gy through the saved argmax;
+    index -1 (an all-padding window) contributes nothing."""
+    cdef Py_ssize_t o
+    memset(gx, 0, in_plane * sizeof(floating))
+    for o in range(out_plane):
+        if idx[o] >= 0:
+            gx[idx[o]] += gy[o]
+
+
+cdef inline bint _avg_window(const PoolParams* p, Py_ssize_t oh, Py_ssize_t ow,
+                             bint count_include_pad, Py_ssize_t* h0,
+                             Py_ssize_t* h1, Py_ssize_t* w0, Py_ssize_t* w1,
+                             double* divisor) noexcept nogil:
+    """Input window of output (oh, ow) clipped to the plane, and its divisor;
+    False when the window holds no input tap (its output is 0)."""
+    cdef Py_ssize_t a0 = oh * p.sh - p.ph, b0 = ow * p.sw - p.pw
+    cdef Py_ssize_t a1 = a0 + p.kh, b1 = b0 + p.kw
+    # The padded window stops at the end of the padding (ceil_mode windows
+    # may run past it); that is the size count_include_pad divides by.
+    if a1 > p.H + p.ph:
+        a1 = p.H + p.ph
+    if b1 > p.W + p.pw:
+        b1 = p.W + p.pw
+    cdef Py_ssize_t padded = (a1 - a0) * (b1 - b0)
+    if a0 < 0:
+        a0 = 0
+    if b0 < 0:
+        b0 = 0
+    if a1 > p.H:
+        a1 = p.H
+    if b1 > p.W:
+        b1 = p.W
+    h0[0] = a0; h1[0] = a1; w0[0] = b0; w1[0] = b1
+    if a0 >= a1 or b0 >= b1:
+        return False
+    divisor[0] = padded if count_include_pad else (a1 - a0) * (b1 - b0)
+    return True
+
+
+cdef void avg_pool_plane(const floating* x, floating* y, const PoolParams* p,
+                         bint count_include_pad) noexcept nogil:
+    cdef Py_ssize_t oh, ow, h0, h1, w0, w1
+    cdef double divisor
+    for oh in range(p.OH):
+        for ow in range(p.OW):
+            if not _avg_window(p, oh, ow, count_include_pad, &h0, &h1, &w0, &w1,
+                               &divisor):
+                y[oh * p.OW + ow] = 0
+                continue
+            y[oh * p.OW + ow] = <floating> (
+                _window_sum(x, p.W, h0, h1, w0, w1) / divisor)
+
+
+cdef void avg_pool_backward_plane(const floating* gy, floating* gx,
+                                  const PoolParams* p,
+                                  bint count_include_pad) noexcept nogil:
+    cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1
+    cdef double divisor
+    cdef floating g
+    memset(gx, 0, p.H * p.W * sizeof(floating))
+    for oh in range(p.OH):
+        for ow in range(p.OW):
+            if not _avg_window(p, oh, ow, count_include_pad, &h0, &h1, &w0, &w1,
+                               &divisor):
+                continue
+            g = <floating> (gy[oh * p.OW + ow] / divisor)
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    gx[h * p.W + w] += g
+
+
+cdef void adaptive_avg_plane(const floating* x, floating* y,
+                             const PoolParams* p) noexcept nogil:
+    cdef Py_ssize_t oh, ow, h0, h1, w0, w1
+    for oh in range(p.OH):
+        h0 = _adaptive_start(oh, p.OH, p.H)
+        h1 = _adaptive_end(oh, p.OH, p.H)
+        for ow in range(p.OW):
+            w0 = _adaptive_start(ow, p.OW, p.W)
+            w1 = _adaptive_end(ow, p.OW, p.W)
+            y[oh * p.OW + ow] = <floating> (
+                _window_sum(x, p.W, h0, h1, w0, w1) / ((h1 - h0) * (w1 - w0)))
+
+
+cdef void adaptive_avg_backward_plane(const floating* gy, floating* gx,
+                                      const PoolParams* p) noexcept nogil:
+    cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1
+    cdef floating g
+    memset(gx, 0, p.H * p.W * sizeof(floating))
+    for oh in range(p.OH):
+        h0 = _adaptive_start(oh, p.OH, p.H)
+        h1 = _adaptive_end(oh, p.OH, p.H)
+        for ow in range(p.OW):
+            w0 = _adaptive_start(ow, p.OW, p.W)
+            w1 = _adaptive_end(ow, p.OW, p.W)
+            g = <floating> (gy[oh * p.OW + ow] / <double> ((h1 - h0) * (w1 - w0)))
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    gx[h * p.W + w] += g
+
+
+# ---------------------------------------------------------------------------
+# Drivers, called by convcore.functional after every check, with outputs
+# allocated; geom is (kh, kw, sh, sw, ph, pw, dh, dw). Arrays are
+# C-contiguous NCHW with a non-empty batch.
+
+def max_pool2d(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+               int64_t[:, :, :, ::1] indices, tuple geom, int num_threads):
+    """y = max pool of x; indices (or None) = flat argmax per plane. OUT: y, indices"""
+    cdef PoolParams p = _params(x.shape[2], x.shape[3], y.shape[2], y.shape[3], geom)
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], nc
+    cdef Py_ssize_t ip = p.H * p.W, op = p.OH * p.OW
+    cdef int64_t* idx = &indices[0, 0, 0, 0] if indices is not None else NULL
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            max_pool_plane(&x[0, 0, 0, 0] + nc * ip, &y[0, 0, 0, 0] + nc * op,
+                           idx + nc * op if idx != NULL else NULL, &p)
+
+
+def adaptive_max_pool2d(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+                        int64_t[:, :, :, ::1] indices, int num_threads):
+    """y = adaptive max pool of x; indices (or None) as max_pool2d. OUT: y, indices"""
+    cdef PoolParams p = _params(x.shape[2], x.shape[3], y.shape[2], y.shape[3],
+                                (1, 1, 1, 1, 0, 0, 1, 1))
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], nc
+    cdef Py_ssize_t ip = p.H * p.W, op = p.OH * p.OW
+    cdef int64_t* idx = &indices[0, 0, 0, 0] if indices is not None else NULL
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            adaptive_max_plane(&x[0, 0, 0, 0] + nc * ip, &y[0, 0, 0, 0] + nc * op,
+                               idx + nc * op if idx != NULL else NULL, &p)
+
+
+def max_pool2d_backward(const floating[:, :, :, ::1] grad_y,
+                        const int64_t[:, :, :, ::1] indices,
+                        floating[:, :, :, ::1] grad_x, int num_threads):
+    """grad_x (overwritten) = grad_y scattered through indices, which must
+    lie in [-1, H*W). Serves max_pool2d and adaptive_max_pool2d. OUT: grad_x"""
+    cdef Py_ssize_t planes = grad_x.shape[0] * grad_x.shape[1], nc
+    cdef Py_ssize_t ip = grad_x.shape[2] * grad_x.shape[3]
+    cdef Py_ssize_t op = grad_y.shape[2] * grad_y.shape[3]
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            max_unpool_plane(&grad_y[0, 0, 0, 0] + nc * op,
+                             &indices[0, 0, 0, 0] + nc * op,
+                             &grad_x[0, 0, 0, 0] + nc * ip, ip, op)
+
+
+def avg_pool2d(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+               tuple geom, bint count_include_pad, int num_threads):
+    """y = average pool of x.                                         OUT: y"""
+    cdef PoolParams p = _params(x.shape[2], x.shape[3], y.shape[2], y.shape[3], geom)
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], nc
+    cdef Py_ssize_t ip = p.H * p.W, op = p.OH * p.OW
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            avg_pool_plane(&x[0, 0, 0, 0] + nc * ip, &y[0, 0, 0, 0] + nc * op,
+                           &p, count_include_pad)
+
+
+def avg_pool2d_backward(const floating[:, :, :, ::1] grad_y,
+                        floating[:, :, :, ::1] grad_x, tuple geom,
+                        bint count_include_pad, int num_threads):
+    """grad_x (overwritten) of avg_pool2d.                       OUT: grad_x"""
+    cdef PoolParams p = _params(grad_x.shape[2], grad_x.shape[3],
+                                grad_y.shape[2], grad_y.shape[3], geom)
+    cdef Py_ssize_t planes = grad_x.shape[0] * grad_x.shape[1], nc
+    cdef Py_ssize_t ip = p.H * p.W, op = p.OH * p.OW
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            avg_pool_backward_plane(&grad_y[0, 0, 0, 0] + nc * op,
+                                    &grad_x[0, 0, 0, 0] + nc * ip,
+                                    &p, count_include_pad)
+
+
+def adaptive_avg_pool2d(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+                        int num_threads):
+    """y = adaptive average pool of x to y's spatial size.           OUT: y"""
+    cdef PoolParams p = _params(x.shape[2], x.shape[3], y.shape[2], y.shape[3],
+                                (1, 1, 1, 1, 0, 0, 1, 1))
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], nc
+    cdef Py_ssize_t ip = p.H * p.W, op = p.OH * p.OW
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            adaptive_avg_plane(&x[0, 0, 0, 0] + nc * ip, &y[0, 0, 0, 0] + nc * op, &p)
+
+
+def adaptive_avg_pool2d_backward(const floating[:, :, :, ::1] grad_y,
+                                 floating[:, :, :, ::1] grad_x, int num_threads):
+    """grad_x (overwritten) of adaptive_avg_pool2d.              OUT: grad_x"""
+    cdef PoolParams p = _params(grad_x.shape[2], grad_x.shape[3],
+                                grad_y.shape[2], grad_y.shape[3],
+                                (1, 1, 1, 1, 0, 0, 1, 1))
+    cdef Py_ssize_t planes = grad_x.shape[0] * grad_x.shape[1], nc
+    cdef Py_ssize_t ip = p.H * p.W, op = p.OH * p.OW
+    with nogil:
+        for nc in prange(planes, schedule='static', num_threads=num_threads):
+            adaptive_avg_backward_plane(&grad_y[0, 0, 0, 0] + nc * op,
+                                        &grad_x[0, 0, 0, 0] + nc * ip, &p)

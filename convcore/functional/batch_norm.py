@@ -1,0 +1,261 @@
+"""Batch normalisation (BatchNorm1d/2d) forward and backward, and folding an
+eval-mode batch norm into the preceding convolution, as PyTorch defines
+them:
+
+    training:  y = (x - mean_B) / sqrt(var_B + eps) * weight + bias, with
+               the batch's per-channel mean and biased variance; then
+               running_mean = (1 - momentum) * running_mean + momentum * mean_B
+               running_var  = (1 - momentum) * running_var
+                              + momentum * var_B * m / (m - 1)   (unbiased)
+               where m = N * (spatial size) values per channel.
+    eval:      the same with running_mean / running_var in place of the
+               batch statistics.
+
+running_mean and running_var are the one exception to "never modify the
+caller's arrays": training updates them in place, as torch does.
+Per-channel arithmetic is done here in float64 on (C,) arrays; the kernels
+(convcore._kernels.batchnorm) do the reductions and elementwise passes.
+"""
+import numbers
+
+import numpy as np
+
+from convcore._kernels import batchnorm as _bn
+from convcore.algorithms import kernel_threads
+from convcore.functional._pool_spec import check_flag
+from convcore.functional._validation import as_float_array
+
+
+def _checked_input(x, fn, name="input"):
+    x = as_float_array(x, name, ndim=(2, 3, 4), fn=fn)
+    if x.shape[1] < 1 or any(s < 1 for s in x.shape[2:]):
+        raise ValueError(f"{fn}: {name} of shape {x.shape} has an empty channel "
+                         "or spatial dimension")
+    return x
+
+
+def _as_ncs(x):
+    """(N, C, ...) -> a (N, C, S) view (x is contiguous)."""
+    return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:])))
+
+
+def _channel_vector(v, name, x, fn):
+    """A per-channel (C,) array of x's dtype, or None -> float64 copy/None."""
+    if v is None:
+        return None
+    v = as_float_array(v, name, ndim=1, dtype=x.dtype, fn=fn)
+    if v.shape != (x.shape[1],):
+        raise ValueError(f"{fn}: {name} must have shape ({x.shape[1]},) for "
+                         f"input of shape {x.shape}, got {v.shape}")
+    return v.astype(np.float64)
+
+
+def _real(v, name, fn, minimum=None):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a real number, got {v!r}")
+    v = float(v)
+    if not np.isfinite(v) or (minimum is not None and v < minimum):
+        raise ValueError(f"{fn}: {name} must be a finite number"
+                         + (f" >= {minimum}" if minimum is not None else "")
+                         + f", got {v}")
+    return v
+
+
+def _running_stat(v, name, x, training, fn):
+    """Check running_mean / running_var. Training writes them in place, so
+    they must be writeable, C-contiguous arrays (a copy would be updated
+    instead of the caller's buffer); in eval they are only read."""
+    if v is None:
+        if not training:
+            raise ValueError(f"{fn}: {name} is required when training=False "
+                             "(eval mode normalises with the running statistics)")
+        return None
+    if training and isinstance(v, np.ndarray):
+        if not v.flags.c_contiguous:
+            raise ValueError(f"{fn}: {name} must be C-contiguous: training "
+                             f"updates it in place (shape {v.shape})")
+        if not v.flags.writeable:
+            raise ValueError(f"{fn}: {name} is read-only, but training updates "
+                             f"it in place (shape {v.shape})")
+    _channel_vector(v, name, x, fn)  # dtype, ndim and shape checks
+    return v
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None,
+               training=False, momentum=0.1, eps=1e-5, *, return_stats=False):
+    """Batch normalisation per channel, as torch.nn.functional.batch_norm.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C), (N, C, L) or (N, C, H, W), float32/float64
+    running_mean, running_var : ndarray of shape (C,), x's dtype, or None
+        (allowed only when training). Updated IN PLACE when training.
+    weight, bias : ndarray of shape (C,) or None (1 and 0)
+    training : bool, normalise with the batch's statistics (and update the
+        running ones) rather than the running ones
+    momentum : float, weight of the new batch in the running estimates
+    eps : float >= 0, added to the variance
+    return_stats : bool, keyword-only: also return the (mean, invstd) used,
+        which batch_norm_backward takes
+
+    Returns
+    -------
+    y : ndarray of x's shape and dtype; with return_stats (y, mean, invstd),
+        each (C,) of x's dtype: batch statistics when training (biased
+        variance), running ones in eval, invstd = 1 / sqrt(var + eps)
+    """
+    fn = "batch_norm"
+    x = _checked_input(x, fn)
+    training = check_flag(training, "training", fn)
+    return_stats = check_flag(return_stats, "return_stats", fn)
+    if momentum is None:
+        raise TypeError(f"{fn}: momentum=None (cumulative average) is not "
+                        "supported; pass a number")
+    momentum = _real(momentum, "momentum", fn)
+    eps = _real(eps, "eps", fn, minimum=0.0)
+    running_mean = _running_stat(running_mean, "running_mean", x, training, fn)
+    running_var = _running_stat(running_var, "running_var", x, training, fn)
+    w = _channel_vector(weight, "weight", x, fn)
+    b = _channel_vector(bias, "bias", x, fn)
+    C = x.shape[1]
+    count = x.size // C   # values per channel
+    if training and count < 2:
+        raise ValueError(f"{fn}: expected more than 1 value per channel when "
+                         f"training, got input of shape {x.shape}")
+    nt = kernel_threads()
+    xs = _as_ncs(x)
+    if training:
+        mean = np.empty(C)
+        var = np.empty(C)
+        _bn.stats(xs, mean, var, nt)
+    else:
+        mean = running_mean.astype(np.float64)
+        var = running_var.astype(np.float64)
+    invstd = 1.0 / np.sqrt(var + eps)
+    scale = invstd if w is None else invstd * w
+    shift = np.zeros(C) if b is None else b
+    y = np.empty(x.shape, dtype=x.dtype)
+    if count:  # an empty batch (eval only) has nothing to normalise
+        _bn.normalize(xs, mean, scale, shift, _as_ncs(y), nt)
+    if training:
+        # Unbiased variance in the running estimate, biased above: torch's rule.
+        # Computed in float64, then stored in the arrays' own dtype.
+        if running_mean is not None:
+            running_mean[...] = ((1 - momentum) * running_mean.astype(np.float64)
+                                 + momentum * mean)
+        if running_var is not None:
+            running_var[...] = ((1 - momentum) * running_var.astype(np.float64)
+                                + momentum * var * (count / (count - 1)))
+    if return_stats:
+        return y, mean.astype(x.dtype), invstd.astype(x.dtype)
+    return y
+
+
+def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True):
+    """Gradients of batch_norm with respect to x, weight and bias.
+
+    Parameters
+    ----------
+    grad_y : ndarray of x's shape and dtype
+    x : the forward's input
+    mean, invstd : (C,) arrays from batch_norm(..., return_stats=True)
+    weight : (C,) or None, the forward's weight
+    training : bool. True: the statistics were the batch's, so they depend
+        on x and the full formula applies,
+            grad_x = weight * invstd * (grad_y - mean(grad_y)
+                     - xhat * mean(grad_y * xhat)),  xhat = (x - mean) * invstd;
+        False: they were constants (the running statistics),
+            grad_x = grad_y * weight * invstd.
+
+    Returns
+    -------
+    (grad_x, grad_weight, grad_bias): grad_weight = sum(grad_y * xhat) per
+    channel (None when weight is None), grad_bias = sum(grad_y)
+    """
+    fn = "batch_norm_backward"
+    x = _checked_input(x, fn)
+    grad_y = as_float_array(grad_y, "grad_y", dtype=x.dtype, fn=fn)
+    if grad_y.shape != x.shape:
+        raise ValueError(f"{fn}: grad_y of shape {grad_y.shape} must have the "
+                         f"input's shape {x.shape}")
+    training = check_flag(training, "training", fn)
+    for name, v in (("mean", mean), ("invstd", invstd)):
+        if v is None:
+            raise ValueError(f"{fn}: {name} is required (from batch_norm(..., "
+                             "return_stats=True))")
+    mean = _channel_vector(mean, "mean", x, fn)
+    invstd = _channel_vector(invstd, "invstd", x, fn)
+    w = _channel_vector(weight, "weight", x, fn)
+    C = x.shape[1]
+    count = x.size // C
+    nt = kernel_threads()
+    sum_g = np.zeros(C)
+    sum_gd = np.zeros(C)
+    gx = np.empty(x.shape, dtype=x.dtype)
+    if count == 0:
+        gx[...] = 0
+    else:
+        xs, gys = _as_ncs(x), _as_ncs(grad_y)
+        _bn.grad_sums(gys, xs, mean, sum_g, sum_gd, nt)
+        a = invstd if w is None else invstd * w
+        if training:
+            # grad_x = a * (gy - sum_g/m - (x - mean) * invstd^2 * sum_gd/m)
+            b = -a * invstd ** 2 * sum_gd / count
+            d = -a * sum_g / count
+        else:
+            b = np.zeros(C)
+            d = np.zeros(C)
+        _bn.input_grad(gys, xs, mean, a, b, d, _as_ncs(gx), nt)
+    gw = (sum_gd * invstd).astype(x.dtype) if w is not None else None
+    return gx, gw, sum_g.astype(x.dtype)
+
+
+def fold_batch_norm(conv_weight, conv_bias, running_mean, running_var,
+                    bn_weight, bn_bias, eps=1e-5):
+    """Fold an eval-mode batch norm into the convolution (or linear layer)
+    before it: conv(x, w', b') == batch_norm(conv(x, w, b), eval) with
+
+        scale = bn_weight / sqrt(running_var + eps)
+        w'    = w * scale (along output channels)
+        b'    = (b - running_mean) * scale + bn_bias
+
+    Parameters
+    ----------
+    conv_weight : ndarray (K, ...) e.g. (K, C/groups, R, S), float32/float64
+    conv_bias : (K,) or None (zero)
+    running_mean, running_var : (K,)
+    bn_weight, bn_bias : (K,) or None (1 and 0)
+    eps : the batch norm's eps
+
+    Returns
+    -------
+    (weight, bias) new arrays of conv_weight's dtype; bias is always an array
+    """
+    fn = "fold_batch_norm"
+    w = as_float_array(conv_weight, "conv_weight", fn=fn)
+    if w.ndim < 2 or w.shape[0] < 1:
+        raise ValueError(f"{fn}: conv_weight must be at least 2-D with output "
+                         f"channels first, got shape {w.shape}")
+    eps = _real(eps, "eps", fn, minimum=0.0)
+    K = w.shape[0]
+
+    def vec(v, name, default):
+        if v is None:
+            if default is None:
+                raise ValueError(f"{fn}: {name} is required")
+            return np.full(K, default, dtype=np.float64)
+        v = as_float_array(v, name, ndim=1, dtype=w.dtype, fn=fn)
+        if v.shape != (K,):
+            raise ValueError(f"{fn}: {name} must have shape ({K},) to match "
+                             f"conv_weight of shape {w.shape}, got {v.shape}")
+        return v.astype(np.float64)
+
+    b = vec(conv_bias, "conv_bias", 0.0)
+    rm = vec(running_mean, "running_mean", None)
+    rv = vec(running_var, "running_var", None)
+    gamma = vec(bn_weight, "bn_weight", 1.0)
+    beta = vec(bn_bias, "bn_bias", 0.0)
+    scale = gamma / np.sqrt(rv + eps)
+    new_w = (w * scale.reshape((K,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+    new_b = ((b - rm) * scale + beta).astype(w.dtype)
+    return new_w, new_b

@@ -1,0 +1,205 @@
+"""Max, average and adaptive pooling, forward and backward, as
+torch.nn.functional's: checks, output allocation, dispatch to
+convcore._kernels.pool (parallel over the N*C planes).
+
+The backwards take the input's shape, since pooling's output size does not
+determine it (PyTorch's note on output size not being invertible)."""
+import numpy as np
+
+from convcore._kernels import pool as _pool
+from convcore.algorithms import kernel_threads
+from convcore.functional._pool_spec import (
+    adaptive_output_size, check_flag, input_shape_arg, pool_spec)
+from convcore.functional._validation import as_float_array
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
+               ceil_mode=False, return_indices=False):
+    """2-D max pooling, as torch.nn.functional.max_pool2d.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), float32 or float64
+    kernel_size : int or (h, w)
+    stride : int or (h, w), default kernel_size
+    padding : int or (h, w), at most half the kernel; padding is -inf
+    dilation : int or (h, w)
+    ceil_mode : bool, round the output size up (the last window must
+        start inside the input or the leading padding)
+    return_indices : bool, also return the argmax
+
+    Returns
+    -------
+    y : ndarray of shape (N, C, OH, OW), dtype of x; a NaN in a window
+        gives NaN, ties keep the first (row-major) position
+    indices : int64 ndarray of shape (N, C, OH, OW), only with
+        return_indices: flat index h*W + w into each input plane (-1 for a
+        window lying wholly in the padding, possible only with dilation)
+    """
+    fn = "max_pool2d"
+    x = as_float_array(x, "input", ndim=4, fn=fn)
+    spec = pool_spec(x.shape, kernel_size, stride, padding, dilation, ceil_mode, fn)
+    return_indices = check_flag(return_indices, "return_indices", fn)
+    y = np.empty(spec.out_shape, dtype=x.dtype)
+    idx = np.empty(spec.out_shape, dtype=np.int64) if return_indices else None
+    if spec.N:  # an empty batch has nothing to compute
+        _pool.max_pool2d(x, y, idx, spec.geom, kernel_threads())
+    return (y, idx) if return_indices else y
+
+
+def adaptive_max_pool2d(x, output_size, return_indices=False):
+    """Adaptive max pooling, as torch.nn.functional.adaptive_max_pool2d:
+    output cell (i, j) is the max over rows [floor(i*H/OH), ceil((i+1)*H/OH))
+    and the columns likewise. Indices as max_pool2d's."""
+    fn = "adaptive_max_pool2d"
+    x = as_float_array(x, "input", ndim=4, fn=fn)
+    OH, OW = adaptive_output_size(x.shape, output_size, fn)
+    return_indices = check_flag(return_indices, "return_indices", fn)
+    shape = x.shape[:2] + (OH, OW)
+    y = np.empty(shape, dtype=x.dtype)
+    idx = np.empty(shape, dtype=np.int64) if return_indices else None
+    if x.shape[0]:
+        _pool.adaptive_max_pool2d(x, y, idx, kernel_threads())
+    return (y, idx) if return_indices else y
+
+
+def _scatter_through_indices(grad_y, indices, input_shape, fn):
+    grad_y = as_float_array(grad_y, "grad_y", ndim=4, fn=fn)
+    if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
+        raise TypeError(f"{fn}: indices must be an int64 numpy.ndarray (as "
+                        f"returned with return_indices=True), got "
+                        f"{getattr(indices, 'dtype', type(indices).__name__)}")
+    if indices.shape != grad_y.shape:
+        raise ValueError(f"{fn}: indices of shape {indices.shape} must have "
+                         f"grad_y's shape {grad_y.shape}")
+    shape = input_shape_arg(input_shape, grad_y, fn)
+    indices = np.ascontiguousarray(indices)
+    plane = shape[2] * shape[3]
+    # The kernel trusts the indices; a stray one would write outside grad_x.
+    if indices.size and (indices.min() < -1 or indices.max() >= plane):
+        raise ValueError(
+            f"{fn}: indices must lie in [0, {plane}) for input_shape {shape} "
+            f"(or be -1), got values in [{indices.min()}, {indices.max()}]")
+    gx = np.empty(shape, dtype=grad_y.dtype)
+    if shape[0]:
+        _pool.max_pool2d_backward(grad_y, indices, gx, kernel_threads())
+    return gx
+
+
+def max_pool2d_backward(grad_y, indices, input_shape):
+    """Gradient of max_pool2d with respect to its input: grad_y scattered
+    (added) to the saved argmax positions.
+
+    Parameters
+    ----------
+    grad_y : ndarray of shape (N, C, OH, OW)
+    indices : int64 ndarray of shape (N, C, OH, OW), from
+        max_pool2d(..., return_indices=True)
+    input_shape : (N, C, H, W) of the forward's input
+
+    Returns
+    -------
+    grad_x : ndarray of shape input_shape, dtype of grad_y
+    """
+    return _scatter_through_indices(grad_y, indices, input_shape,
+                                    "max_pool2d_backward")
+
+
+def adaptive_max_pool2d_backward(grad_y, indices, input_shape):
+    """Gradient of adaptive_max_pool2d; arguments as max_pool2d_backward."""
+    return _scatter_through_indices(grad_y, indices, input_shape,
+                                    "adaptive_max_pool2d_backward")
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """2-D average pooling, as torch.nn.functional.avg_pool2d.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), float32 or float64
+    kernel_size, stride (default kernel_size), padding : int or (h, w);
+        padding is zeros, at most half the kernel
+    ceil_mode : bool, round the output size up
+    count_include_pad : bool, divide by the window size including padding
+        (but never past the padding, for ceil_mode windows), or only by
+        the number of input elements in the window
+
+    Returns
+    -------
+    y : ndarray of shape (N, C, OH, OW), dtype of x
+    """
+    fn = "avg_pool2d"
+    x = as_float_array(x, "input", ndim=4, fn=fn)
+    spec = pool_spec(x.shape, kernel_size, stride, padding, 1, ceil_mode, fn)
+    count_include_pad = check_flag(count_include_pad, "count_include_pad", fn)
+    y = np.empty(spec.out_shape, dtype=x.dtype)
+    if spec.N:
+        _pool.avg_pool2d(x, y, spec.geom, count_include_pad, kernel_threads())
+    return y
+
+
+def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None,
+                        padding=0, ceil_mode=False, count_include_pad=True):
+    """Gradient of avg_pool2d with respect to its input; the pooling
+    arguments must be the forward's.
+
+    Returns
+    -------
+    grad_x : ndarray of shape input_shape, dtype of grad_y
+    """
+    fn = "avg_pool2d_backward"
+    grad_y = as_float_array(grad_y, "grad_y", ndim=4, fn=fn)
+    shape = input_shape_arg(input_shape, grad_y, fn)
+    spec = pool_spec(shape, kernel_size, stride, padding, 1, ceil_mode, fn)
+    count_include_pad = check_flag(count_include_pad, "count_include_pad", fn)
+    if grad_y.shape != spec.out_shape:
+        raise ValueError(f"{fn}: grad_y has shape {grad_y.shape} but pooling "
+                         f"input_shape {shape} gives {spec.out_shape}")
+    gx = np.empty(shape, dtype=grad_y.dtype)
+    if spec.N:
+        _pool.avg_pool2d_backward(grad_y, gx, spec.geom, count_include_pad,
+                                  kernel_threads())
+    return gx
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Adaptive average pooling, as torch.nn.functional.adaptive_avg_pool2d:
+    output cell (i, j) averages rows [floor(i*H/OH), ceil((i+1)*H/OH)) and
+    the columns likewise. output_size 1 is global average pooling.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), float32 or float64
+    output_size : int, (OH, OW), or a pair with None keeping that input size
+
+    Returns
+    -------
+    y : ndarray of shape (N, C, OH, OW), dtype of x
+    """
+    fn = "adaptive_avg_pool2d"
+    x = as_float_array(x, "input", ndim=4, fn=fn)
+    OH, OW = adaptive_output_size(x.shape, output_size, fn)
+    y = np.empty(x.shape[:2] + (OH, OW), dtype=x.dtype)
+    if x.shape[0]:
+        _pool.adaptive_avg_pool2d(x, y, kernel_threads())
+    return y
+
+
+def adaptive_avg_pool2d_backward(grad_y, input_shape):
+    """Gradient of adaptive_avg_pool2d; the output size is grad_y's.
+
+    Returns
+    -------
+    grad_x : ndarray of shape input_shape, dtype of grad_y
+    """
+    fn = "adaptive_avg_pool2d_backward"
+    grad_y = as_float_array(grad_y, "grad_y", ndim=4, fn=fn)
+    shape = input_shape_arg(input_shape, grad_y, fn)
+    if grad_y.shape[2] < 1 or grad_y.shape[3] < 1:
+        raise ValueError(f"{fn}: grad_y of shape {grad_y.shape} has an empty "
+                         "spatial dimension")
+    gx = np.empty(shape, dtype=grad_y.dtype)
+    if shape[0]:
+        _pool.adaptive_avg_pool2d_backward(grad_y, gx, kernel_threads())
+    return gx
