@@ -14,10 +14,14 @@
 # -------------------------------------
 # Types      `_f32` functions take float*, `_f64` double*; sizes and indices
 #            are Py_ssize_t; geometry comes in a ConvParams struct
-#            (convcore/_kernels/conv_params.pxd), built by conv2d_params().
+#            (convcore/_kernels/conv_params.pxd), built by conv2d_params(),
+#            or a PoolParams (convcore/_kernels/pool.pxd), built by
+#            pool2d_params() / adaptive_pool2d_params(); max-pool indices
+#            are int64_t.
 # Layout     every array is C-contiguous NCHW with exactly the shape that
 #            the ConvParams describe: x (N, C, H, W), weight
-#            (K, C/groups, R, S), bias (K,), y (N, K, OH, OW).
+#            (K, C/groups, R, S), bias (K,), y (N, K, OH, OW). Pooling
+#            works on one (H, W) plane, batch norm on x viewed as (N, C, S).
 # Trust      nothing is checked (this is floor 1): C, K > 0, groups
 #            dividing both, strides and dilations >= 1, padding >= 0,
 #            OH, OW >= 1 and equal to conv2d_output_size(...), pointers
@@ -30,17 +34,20 @@
 #            and free it afterwards; no entry point allocates memory.
 # Threads    every entry point is nogil, noexcept, re-entrant and keeps no
 #            global state; calls may run concurrently when they write
-#            disjoint outputs (different images n, or filters k) and use
-#            their own scratch. The entry points start no threads of their
-#            own; the GEMM ones call scipy's BLAS, which should be held to
-#            one thread while your prange runs (threadpoolctl).
+#            disjoint outputs (different images n, filters k, pooling
+#            planes or batch-norm channels) and use their own scratch. The
+#            entry points start no threads of their own; the GEMM ones call
+#            scipy's BLAS, which should be held to one thread while your
+#            prange runs (threadpoolctl).
 # Results    equal convcore.functional's (same workers), which equal PyTorch's.
 # ABI        CONVCORE_ABI_VERSION is compiled into your module; call
 #            import_convcore_native() (or check_abi(CONVCORE_ABI_VERSION))
 #            at import so that a convcore with another kernel ABI is refused
 #            with an ImportError naming both versions. Python side:
 #            convcore.__abi_version__.
+from libc.stdint cimport int64_t
 from convcore._kernels.conv_params cimport ConvParams
+from convcore._kernels.pool cimport PoolParams
 from convcore._kernels.native cimport (
     CONVCORE_ABI_VERSION, abi_version, check_abi, import_convcore_native,
     conv2d_output_size, conv2d_params,
@@ -52,4 +59,14 @@ from convcore._kernels.native cimport (
     conv2d_gemm_forward_f32, conv2d_gemm_forward_f64,
     conv2d_gemm_backward_data_f32, conv2d_gemm_backward_data_f64,
     conv2d_gemm_backward_weight_f32, conv2d_gemm_backward_weight_f64,
+    pool2d_params, adaptive_pool2d_params,
+    max_pool2d_plane_f32, max_pool2d_plane_f64,
+    adaptive_max_pool2d_plane_f32, adaptive_max_pool2d_plane_f64,
+    max_pool2d_backward_plane_f32, max_pool2d_backward_plane_f64,
+    avg_pool2d_plane_f32, avg_pool2d_plane_f64,
+    avg_pool2d_backward_plane_f32, avg_pool2d_backward_plane_f64,
+    adaptive_avg_pool2d_plane_f32, adaptive_avg_pool2d_plane_f64,
+    adaptive_avg_pool2d_backward_plane_f32, adaptive_avg_pool2d_backward_plane_f64,
+    batch_norm_channel_stats_f32, batch_norm_channel_stats_f64,
+    batch_norm_channel_grad_sums_f32, batch_norm_channel_grad_sums_f64,
 )

@@ -201,3 +201,86 @@ def test_downstream_thread_counts_agree(dk, rng, algorithm):
     two = dk.conv2d_backward(grad_y, x, w, 1, 1, algorithm=algorithm, num_threads=2)
     np.testing.assert_allclose(one[0], two[0], rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(one[1], two[1], rtol=1e-12, atol=1e-12)
+
+
+def _exact_or_close(actual, expected, dtype):
+    assert actual.dtype == dtype and actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, **_tolerance(dtype))
+
+
+# (kernel, stride, padding, dilation) windows, and adaptive output sizes
+POOL_WINDOWS = [(3, 2, 1, 1), ((2, 3), None, 0, 1), (3, 1, 1, 2)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("window", POOL_WINDOWS)
+def test_downstream_max_pool_equals_functional(dk, rng, dtype, window):
+    x = rng.standard_normal((2, 3, 7, 6)).astype(dtype)
+    kernel, stride, padding, dilation = window
+    y, idx = dk.pool2d("max", x, window)
+    ey, eidx = F.max_pool2d(x, kernel, stride, padding, dilation, return_indices=True)
+    _exact_or_close(y, ey, dtype)
+    np.testing.assert_array_equal(idx, eidx)
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    gx = dk.pool2d_backward("max", grad_y, idx, x.shape, window)
+    _exact_or_close(gx, F.max_pool2d_backward(grad_y, eidx, x.shape), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("window", POOL_WINDOWS[:2])
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_downstream_avg_pool_equals_functional(dk, rng, dtype, window, count_include_pad):
+    x = rng.standard_normal((2, 3, 7, 6)).astype(dtype)
+    kernel, stride, padding, _ = window
+    y, idx = dk.pool2d("avg", x, window, count_include_pad=count_include_pad)
+    assert idx is None
+    _exact_or_close(y, F.avg_pool2d(x, kernel, stride, padding,
+                                    count_include_pad=count_include_pad), dtype)
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    gx = dk.pool2d_backward("avg", grad_y, None, x.shape, window,
+                            count_include_pad=count_include_pad)
+    _exact_or_close(gx, F.avg_pool2d_backward(grad_y, x.shape, kernel, stride, padding,
+                                              count_include_pad=count_include_pad), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("output_size", [(3, 4), (1, 1), (7, 5)])
+def test_downstream_adaptive_pools_equal_functional(dk, rng, dtype, output_size):
+    x = rng.standard_normal((2, 3, 7, 5)).astype(dtype)
+    y, _ = dk.pool2d("adaptive_avg", x, output_size)
+    _exact_or_close(y, F.adaptive_avg_pool2d(x, output_size), dtype)
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    _exact_or_close(dk.pool2d_backward("adaptive_avg", grad_y, None, x.shape, output_size),
+                    F.adaptive_avg_pool2d_backward(grad_y, x.shape), dtype)
+    y, idx = dk.pool2d("adaptive_max", x, output_size)
+    ey, eidx = F.adaptive_max_pool2d(x, output_size, return_indices=True)
+    _exact_or_close(y, ey, dtype)
+    np.testing.assert_array_equal(idx, eidx)
+    _exact_or_close(dk.pool2d_backward("adaptive_max", grad_y, idx, x.shape, output_size),
+                    F.adaptive_max_pool2d_backward(grad_y, eidx, x.shape), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (5, 2), (1, 3, 7)])
+def test_downstream_batch_norm_equals_functional(dk, rng, dtype, shape):
+    # Offset from zero: the two-pass statistics must still be accurate.
+    x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
+    w = rng.standard_normal(shape[1]).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    ncs = (shape[0], shape[1], -1)
+    y, mean, invstd = dk.batch_norm_train(x.reshape(ncs), w, b, 1e-5)
+    ey, emean, einvstd = F.batch_norm(x, None, None, w, b, training=True,
+                                      eps=1e-5, return_stats=True)
+    _exact_or_close(y.reshape(shape), ey, dtype)
+    # the kernels' statistics are double; functional returns them in x's dtype
+    np.testing.assert_allclose(mean.astype(dtype), emean, **_tolerance(dtype))
+    np.testing.assert_allclose(invstd.astype(dtype), einvstd, **_tolerance(dtype))
+
+    grad_y = rng.standard_normal(shape).astype(dtype)
+    gx, gw, gb = dk.batch_norm_train_backward(grad_y.reshape(ncs), x.reshape(ncs),
+                                              emean, einvstd, w)
+    ex, ew, eb = F.batch_norm_backward(grad_y, x, emean, einvstd, w, training=True)
+    loose = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else _tolerance(dtype)
+    np.testing.assert_allclose(gx.reshape(shape), ex, **loose)
+    np.testing.assert_allclose(gw, ew, **loose)
+    np.testing.assert_allclose(gb, eb, **loose)

@@ -10,7 +10,9 @@
 # thinc's cblas.pxd). Cython checks each signature when a downstream module
 # is imported; CONVCORE_ABI_VERSION covers what it cannot see (struct
 # layouts, meanings).
+from libc.stdint cimport int64_t
 from convcore._kernels.conv_params cimport ConvParams, make_params
+from convcore._kernels.pool cimport PoolParams
 
 # -- ABI ---------------------------------------------------------------------
 # Bumped whenever a struct layout or the meaning of an entry point changes.
@@ -128,3 +130,110 @@ cdef void conv2d_gemm_backward_weight_f32(const float* grad_y, const float* x,
 cdef void conv2d_gemm_backward_weight_f64(const double* grad_y, const double* x,
                                           double* grad_w, const ConvParams* p,
                                           Py_ssize_t n, double* col) noexcept nogil
+
+
+
+# -- Pooling, one (n, c) plane per call ------------------------------------------
+# x / grad_x point at one input plane (H, W), y / idx / grad_y at its output
+# plane (OH, OW): plane nc of an NCHW array starts at nc*H*W (nc*OH*OW).
+# No scratch; planes are independent, so parallelise over N*C. Window rules,
+# divisors and NaN handling are PyTorch's (see convcore/_kernels/pool.pxd).
+# Preconditions: kernel, stride, dilation >= 1; 0 <= padding <= kernel // 2;
+# OH, OW >= 1.
+
+cdef inline PoolParams pool2d_params(
+        Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+        Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
+    """PoolParams with OH/OW for ceil_mode=False. For ceil_mode=True set
+    OH/OW afterwards as PyTorch computes them."""
+    cdef PoolParams p
+    p.H = H; p.W = W
+    p.OH = conv2d_output_size(H, kh, sh, ph, dh)
+    p.OW = conv2d_output_size(W, kw, sw, pw, dw)
+    p.kh = kh; p.kw = kw; p.sh = sh; p.sw = sw
+    p.ph = ph; p.pw = pw; p.dh = dh; p.dw = dw
+    return p
+
+
+cdef inline PoolParams adaptive_pool2d_params(Py_ssize_t H, Py_ssize_t W,
+                                              Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    """PoolParams for the adaptive poolings, which read only the sizes."""
+    cdef PoolParams p = pool2d_params(H, W, 1, 1, 1, 1, 0, 0, 1, 1)
+    p.OH = OH
+    p.OW = OW
+    return p
+
+
+# y = max over each window; idx (may be NULL) = flat index h*W + w of the
+# max within the input plane, -1 for a window with no tap inside the input.
+cdef void max_pool2d_plane_f32(const float* x, float* y, int64_t* idx,
+                               const PoolParams* p) noexcept nogil
+cdef void max_pool2d_plane_f64(const double* x, double* y, int64_t* idx,
+                               const PoolParams* p) noexcept nogil
+cdef void adaptive_max_pool2d_plane_f32(const float* x, float* y, int64_t* idx,
+                                        const PoolParams* p) noexcept nogil
+cdef void adaptive_max_pool2d_plane_f64(const double* x, double* y, int64_t* idx,
+                                        const PoolParams* p) noexcept nogil
+
+# grad_x (in_plane = H*W values, overwritten) = grad_y (out_plane = OH*OW
+# values) scattered through idx (each in [-1, in_plane)); serves max and
+# adaptive max pooling.
+cdef void max_pool2d_backward_plane_f32(const float* grad_y, const int64_t* idx,
+                                        float* grad_x, Py_ssize_t in_plane,
+                                        Py_ssize_t out_plane) noexcept nogil
+cdef void max_pool2d_backward_plane_f64(const double* grad_y, const int64_t* idx,
+                                        double* grad_x, Py_ssize_t in_plane,
+                                        Py_ssize_t out_plane) noexcept nogil
+
+# Average pooling (zero padding; divisor per count_include_pad) and its
+# gradient (grad_x overwritten).
+cdef void avg_pool2d_plane_f32(const float* x, float* y, const PoolParams* p,
+                               bint count_include_pad) noexcept nogil
+cdef void avg_pool2d_plane_f64(const double* x, double* y, const PoolParams* p,
+                               bint count_include_pad) noexcept nogil
+cdef void avg_pool2d_backward_plane_f32(const float* grad_y, float* grad_x,
+                                        const PoolParams* p,
+                                        bint count_include_pad) noexcept nogil
+cdef void avg_pool2d_backward_plane_f64(const double* grad_y, double* grad_x,
+                                        const PoolParams* p,
+                                        bint count_include_pad) noexcept nogil
+
+# Adaptive average pooling and its gradient (grad_x overwritten).
+cdef void adaptive_avg_pool2d_plane_f32(const float* x, float* y,
+                                        const PoolParams* p) noexcept nogil
+cdef void adaptive_avg_pool2d_plane_f64(const double* x, double* y,
+                                        const PoolParams* p) noexcept nogil
+cdef void adaptive_avg_pool2d_backward_plane_f32(const float* grad_y, float* grad_x,
+                                                 const PoolParams* p) noexcept nogil
+cdef void adaptive_avg_pool2d_backward_plane_f64(const double* grad_y, double* grad_x,
+                                                 const PoolParams* p) noexcept nogil
+
+
+# -- Batch norm: per-channel reductions, in double -------------------------------
+# x / grad_y viewed as (N, C, S) (S = 1, L or H*W), C-contiguous; one call
+# per channel c, so parallelise over C; results in double whatever the dtype.
+# The elementwise passes are one line each (see docs/native.md):
+#   y = (x - mean) * invstd * weight + bias,      invstd = 1/sqrt(var + eps)
+#   training grad_x = weight * invstd / M * (M * grad_y - sum_g
+#                     - (x - mean) * invstd**2 * sum_gd),   M = N * S
+#   grad_weight = sum_gd * invstd,  grad_bias = sum_g
+
+# mean and biased variance of channel c (two passes: mean, then squared
+# deviations from it). N * S >= 1.
+cdef void batch_norm_channel_stats_f32(const float* x, Py_ssize_t N, Py_ssize_t C,
+                                       Py_ssize_t S, Py_ssize_t c, double* mean,
+                                       double* var) noexcept nogil
+cdef void batch_norm_channel_stats_f64(const double* x, Py_ssize_t N, Py_ssize_t C,
+                                       Py_ssize_t S, Py_ssize_t c, double* mean,
+                                       double* var) noexcept nogil
+
+# sum_g = sum(grad_y), sum_gd = sum(grad_y * (x - mean)) over channel c.
+cdef void batch_norm_channel_grad_sums_f32(const float* grad_y, const float* x,
+                                           Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                                           Py_ssize_t c, double mean, double* sum_g,
+                                           double* sum_gd) noexcept nogil
+cdef void batch_norm_channel_grad_sums_f64(const double* grad_y, const double* x,
+                                           Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                                           Py_ssize_t c, double mean, double* sum_g,
+                                           double* sum_gd) noexcept nogil

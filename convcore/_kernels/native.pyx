@@ -1,16 +1,22 @@
 """The native kernel API (declared and documented in native.pxd and the
 public convcore/native.pxd): concrete float32/float64 entry points over the
-fused workers of conv_direct and conv_gemm, one image (or one filter) per
-call, so downstream code can put them in its own prange.
+fused workers of conv_direct, conv_gemm, pool and batchnorm, one image,
+filter, plane or channel per call, so downstream code can put them in its
+own prange.
 
-Each public function is a one-line dispatch to a private fused helper; the
-helpers only loop the existing workers over channels or groups.
+Each public function is a one-line call of a fused worker (the conv ones
+through a private helper that loops the worker over channels or groups);
+no arithmetic lives here.
 """
 from cython cimport floating
 from convcore._kernels.conv_direct cimport (
     direct_forward_nk, direct_backward_data_nc, direct_backward_weight_kc)
 from convcore._kernels.conv_gemm cimport (
     _column_size, _forward_item, _backward_item)
+from convcore._kernels.pool cimport (
+    max_pool_plane, adaptive_max_plane, max_unpool_plane, avg_pool_plane,
+    avg_pool_backward_plane, adaptive_avg_plane, adaptive_avg_backward_plane)
+from convcore._kernels.batchnorm cimport channel_stats, channel_grad_sums
 
 # Python-level copy of the ABI version (convcore.__abi_version__).
 ABI_VERSION = CONVCORE_ABI_VERSION
@@ -178,3 +184,107 @@ cdef void conv2d_gemm_backward_weight_f64(const double* grad_y, const double* x,
                                           double* grad_w, const ConvParams* p,
                                           Py_ssize_t n, double* col) noexcept nogil:
     _gemm_backward_weight(grad_y, x, grad_w, p, n, col)
+
+
+# -- pooling: the pool.pyx plane workers, per dtype ----------------------------
+
+cdef void max_pool2d_plane_f32(const float* x, float* y, int64_t* idx,
+                               const PoolParams* p) noexcept nogil:
+    max_pool_plane(x, y, idx, p)
+
+
+cdef void max_pool2d_plane_f64(const double* x, double* y, int64_t* idx,
+                               const PoolParams* p) noexcept nogil:
+    max_pool_plane(x, y, idx, p)
+
+
+cdef void adaptive_max_pool2d_plane_f32(const float* x, float* y, int64_t* idx,
+                                        const PoolParams* p) noexcept nogil:
+    adaptive_max_plane(x, y, idx, p)
+
+
+cdef void adaptive_max_pool2d_plane_f64(const double* x, double* y, int64_t* idx,
+                                        const PoolParams* p) noexcept nogil:
+    adaptive_max_plane(x, y, idx, p)
+
+
+cdef void max_pool2d_backward_plane_f32(const float* grad_y, const int64_t* idx,
+                                        float* grad_x, Py_ssize_t in_plane,
+                                        Py_ssize_t out_plane) noexcept nogil:
+    max_unpool_plane(grad_y, idx, grad_x, in_plane, out_plane)
+
+
+cdef void max_pool2d_backward_plane_f64(const double* grad_y, const int64_t* idx,
+                                        double* grad_x, Py_ssize_t in_plane,
+                                        Py_ssize_t out_plane) noexcept nogil:
+    max_unpool_plane(grad_y, idx, grad_x, in_plane, out_plane)
+
+
+cdef void avg_pool2d_plane_f32(const float* x, float* y, const PoolParams* p,
+                               bint count_include_pad) noexcept nogil:
+    avg_pool_plane(x, y, p, count_include_pad)
+
+
+cdef void avg_pool2d_plane_f64(const double* x, double* y, const PoolParams* p,
+                               bint count_include_pad) noexcept nogil:
+    avg_pool_plane(x, y, p, count_include_pad)
+
+
+cdef void avg_pool2d_backward_plane_f32(const float* grad_y, float* grad_x,
+                                        const PoolParams* p,
+                                        bint count_include_pad) noexcept nogil:
+    avg_pool_backward_plane(grad_y, grad_x, p, count_include_pad)
+
+
+cdef void avg_pool2d_backward_plane_f64(const double* grad_y, double* grad_x,
+                                        const PoolParams* p,
+                                        bint count_include_pad) noexcept nogil:
+    avg_pool_backward_plane(grad_y, grad_x, p, count_include_pad)
+
+
+cdef void adaptive_avg_pool2d_plane_f32(const float* x, float* y,
+                                        const PoolParams* p) noexcept nogil:
+    adaptive_avg_plane(x, y, p)
+
+
+cdef void adaptive_avg_pool2d_plane_f64(const double* x, double* y,
+                                        const PoolParams* p) noexcept nogil:
+    adaptive_avg_plane(x, y, p)
+
+
+cdef void adaptive_avg_pool2d_backward_plane_f32(const float* grad_y, float* grad_x,
+                                                 const PoolParams* p) noexcept nogil:
+    adaptive_avg_backward_plane(grad_y, grad_x, p)
+
+
+cdef void adaptive_avg_pool2d_backward_plane_f64(const double* grad_y, double* grad_x,
+                                                 const PoolParams* p) noexcept nogil:
+    adaptive_avg_backward_plane(grad_y, grad_x, p)
+
+
+# -- batch norm: the batchnorm.pyx channel reductions, per dtype ----------------
+
+cdef void batch_norm_channel_stats_f32(const float* x, Py_ssize_t N, Py_ssize_t C,
+                                       Py_ssize_t S, Py_ssize_t c, double* mean,
+                                       double* var) noexcept nogil:
+    channel_stats(x, N, C, S, c, mean, var)
+
+
+cdef void batch_norm_channel_stats_f64(const double* x, Py_ssize_t N, Py_ssize_t C,
+                                       Py_ssize_t S, Py_ssize_t c, double* mean,
+                                       double* var) noexcept nogil:
+    channel_stats(x, N, C, S, c, mean, var)
+
+
+cdef void batch_norm_channel_grad_sums_f32(const float* grad_y, const float* x,
+                                           Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                                           Py_ssize_t c, double mean, double* sum_g,
+                                           double* sum_gd) noexcept nogil:
+    channel_grad_sums(grad_y, x, N, C, S, c, mean, sum_g, sum_gd)
+
+
+cdef void batch_norm_channel_grad_sums_f64(const double* grad_y, const double* x,
+                                           Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                                           Py_ssize_t c, double mean, double* sum_g,
+                                           double* sum_gd) noexcept nogil:
+    channel_grad_sums(grad_y, x, N, C, S, c, mean, sum_g, sum_gd)
