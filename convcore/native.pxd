@@ -16,12 +16,14 @@
 #            are Py_ssize_t; geometry comes in a ConvParams struct
 #            (convcore/_kernels/conv_params.pxd), built by conv2d_params(),
 #            or a PoolParams (convcore/_kernels/pool.pxd), built by
-#            pool2d_params() / adaptive_pool2d_params(); max-pool indices
-#            are int64_t.
+#            pool2d_params() / adaptive_pool2d_params(), or a LrnParams
+#            (convcore/_kernels/lrn.pxd), built by lrn_params(); max-pool
+#            indices are int64_t.
 # Layout     every array is C-contiguous NCHW with exactly the shape that
 #            the ConvParams describe: x (N, C, H, W), weight
 #            (K, C/groups, R, S), bias (K,), y (N, K, OH, OW). Pooling
-#            works on one (H, W) plane, batch norm on x viewed as (N, C, S).
+#            works on one (H, W) plane, batch norm on x viewed as (N, C, S),
+#            local response norm on one image viewed as (C, S).
 # Trust      nothing is checked (this is floor 1): C, K > 0, groups
 #            dividing both, strides and dilations >= 1, padding >= 0,
 #            OH, OW >= 1 and equal to conv2d_output_size(...), pointers
@@ -35,10 +37,10 @@
 # Threads    every entry point is nogil, noexcept, re-entrant and keeps no
 #            global state; calls may run concurrently when they write
 #            disjoint outputs (different images n, filters k, pooling
-#            planes or batch-norm channels) and use their own scratch. The
-#            entry points start no threads of their own; the GEMM ones call
-#            scipy's BLAS, which should be held to one thread while your
-#            prange runs (threadpoolctl).
+#            planes, batch-norm channels or LRN blocks) and use their own
+#            scratch. The entry points start no threads of their own; the
+#            GEMM ones call scipy's BLAS, which should be held to one thread
+#            while your prange runs (threadpoolctl).
 # Results    equal convcore.functional's (same workers), which equal PyTorch's.
 # ABI        CONVCORE_ABI_VERSION is compiled into your module; call
 #            import_convcore_native() (or check_abi(CONVCORE_ABI_VERSION))
@@ -48,6 +50,7 @@
 from libc.stdint cimport int64_t
 from convcore._kernels.conv_params cimport ConvParams
 from convcore._kernels.pool cimport PoolParams
+from convcore._kernels.lrn cimport LrnParams
 from convcore._kernels.native cimport (
     CONVCORE_ABI_VERSION, abi_version, check_abi, import_convcore_native,
     conv2d_output_size, conv2d_params,
@@ -69,4 +72,7 @@ from convcore._kernels.native cimport (
     adaptive_avg_pool2d_backward_plane_f32, adaptive_avg_pool2d_backward_plane_f64,
     batch_norm_channel_stats_f32, batch_norm_channel_stats_f64,
     batch_norm_channel_grad_sums_f32, batch_norm_channel_grad_sums_f64,
+    lrn_params, lrn_scratch_size,
+    lrn_forward_block_f32, lrn_forward_block_f64,
+    lrn_backward_block_f32, lrn_backward_block_f64,
 )

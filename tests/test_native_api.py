@@ -284,3 +284,17 @@ def test_downstream_batch_norm_equals_functional(dk, rng, dtype, shape):
     np.testing.assert_allclose(gx.reshape(shape), ex, **loose)
     np.testing.assert_allclose(gw, ew, **loose)
     np.testing.assert_allclose(gb, eb, **loose)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,size", [((2, 7, 9, 11), 5), ((3, 4, 1, 1), 2), ((1, 3, 130), 4)])
+def test_downstream_lrn_equals_functional(dk, rng, dtype, shape, size):
+    # 9*11 = 99 and 130 positions: several 64-position blocks, a partial last one
+    x = rng.standard_normal(shape).astype(dtype)
+    ncs = (shape[0], shape[1], -1)
+    args = (size, 1e-2, 0.75, 2.0)
+    y = dk.local_response_norm(x.reshape(ncs), *args)
+    _exact_or_close(y.reshape(shape), F.local_response_norm(x, *args), dtype)
+    grad_y = rng.standard_normal(shape).astype(dtype)
+    gx = dk.local_response_norm(x.reshape(ncs), *args, grad_y=grad_y.reshape(ncs))
+    _exact_or_close(gx.reshape(shape), F.local_response_norm_backward(grad_y, x, *args), dtype)

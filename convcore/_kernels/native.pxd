@@ -13,6 +13,7 @@
 from libc.stdint cimport int64_t
 from convcore._kernels.conv_params cimport ConvParams, make_params
 from convcore._kernels.pool cimport PoolParams
+from convcore._kernels.lrn cimport LrnParams
 
 # -- ABI ---------------------------------------------------------------------
 # Bumped whenever a struct layout or the meaning of an entry point changes.
@@ -237,3 +238,46 @@ cdef void batch_norm_channel_grad_sums_f64(const double* grad_y, const double* x
                                            Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
                                            Py_ssize_t c, double mean, double* sum_g,
                                            double* sum_gd) noexcept nogil
+
+
+# -- Local response norm (across channels), one block of positions per call ---
+# x, y, grad_y, grad_x point at one image, viewed as (C, S) (S = H*W); a
+# call handles spatial positions [s0, s0 + L) of every channel, so
+# parallelise over (image, block) pairs. scratch: lrn_scratch_size(p, L,
+# backward) doubles, private to the calling thread. Blocks of a few hundred
+# positions keep the scratch in cache (convcore uses 256).
+
+cdef inline LrnParams lrn_params(Py_ssize_t C, Py_ssize_t S, Py_ssize_t size,
+                                 double alpha, double beta, double k) noexcept nogil:
+    """PyTorch's window: size//2 channels before c, (size-1)//2 after."""
+    cdef LrnParams p
+    p.C = C
+    p.S = S
+    p.before = size // 2
+    p.after = (size - 1) // 2
+    p.k = k
+    p.alpha_over_size = alpha / size
+    p.beta = beta
+    return p
+
+
+cdef inline Py_ssize_t lrn_scratch_size(const LrnParams* p, Py_ssize_t L,
+                                        bint backward) noexcept nogil:
+    return ((2 * p.C + 1) if backward else (p.C + 1)) * L
+
+
+# y (forward) or grad_x (backward) at positions [s0, s0 + L), overwritten.
+cdef void lrn_forward_block_f32(const float* x, float* y, const LrnParams* p,
+                                Py_ssize_t s0, Py_ssize_t L,
+                                double* scratch) noexcept nogil
+cdef void lrn_forward_block_f64(const double* x, double* y, const LrnParams* p,
+                                Py_ssize_t s0, Py_ssize_t L,
+                                double* scratch) noexcept nogil
+cdef void lrn_backward_block_f32(const float* grad_y, const float* x,
+                                 float* grad_x, const LrnParams* p,
+                                 Py_ssize_t s0, Py_ssize_t L,
+                                 double* scratch) noexcept nogil
+cdef void lrn_backward_block_f64(const double* grad_y, const double* x,
+                                 double* grad_x, const LrnParams* p,
+                                 Py_ssize_t s0, Py_ssize_t L,
+                                 double* scratch) noexcept nogil

@@ -1,7 +1,7 @@
 """The native kernel API (declared and documented in native.pxd and the
 public convcore/native.pxd): concrete float32/float64 entry points over the
-fused workers of conv_direct, conv_gemm, pool and batchnorm, one image,
-filter, plane or channel per call, so downstream code can put them in its
+fused workers of conv_direct, conv_gemm, pool, batchnorm and lrn, one
+image, filter, plane, channel or block per call, so downstream code can put them in its
 own prange.
 
 Each public function is a one-line call of a fused worker (the conv ones
@@ -17,6 +17,7 @@ from convcore._kernels.pool cimport (
     max_pool_plane, adaptive_max_plane, max_unpool_plane, avg_pool_plane,
     avg_pool_backward_plane, adaptive_avg_plane, adaptive_avg_backward_plane)
 from convcore._kernels.batchnorm cimport channel_stats, channel_grad_sums
+from convcore._kernels.lrn cimport lrn_forward_block, lrn_backward_block
 
 # Python-level copy of the ABI version (convcore.__abi_version__).
 ABI_VERSION = CONVCORE_ABI_VERSION
@@ -288,3 +289,31 @@ cdef void batch_norm_channel_grad_sums_f64(const double* grad_y, const double* x
                                            Py_ssize_t c, double mean, double* sum_g,
                                            double* sum_gd) noexcept nogil:
     channel_grad_sums(grad_y, x, N, C, S, c, mean, sum_g, sum_gd)
+
+
+# -- local response norm: the lrn.pyx block workers, per dtype -----------------
+
+cdef void lrn_forward_block_f32(const float* x, float* y, const LrnParams* p,
+                                Py_ssize_t s0, Py_ssize_t L,
+                                double* scratch) noexcept nogil:
+    lrn_forward_block(x, y, p, s0, L, scratch)
+
+
+cdef void lrn_forward_block_f64(const double* x, double* y, const LrnParams* p,
+                                Py_ssize_t s0, Py_ssize_t L,
+                                double* scratch) noexcept nogil:
+    lrn_forward_block(x, y, p, s0, L, scratch)
+
+
+cdef void lrn_backward_block_f32(const float* grad_y, const float* x,
+                                 float* grad_x, const LrnParams* p,
+                                 Py_ssize_t s0, Py_ssize_t L,
+                                 double* scratch) noexcept nogil:
+    lrn_backward_block(grad_y, x, grad_x, p, s0, L, scratch)
+
+
+cdef void lrn_backward_block_f64(const double* grad_y, const double* x,
+                                 double* grad_x, const LrnParams* p,
+                                 Py_ssize_t s0, Py_ssize_t L,
+                                 double* scratch) noexcept nogil:
+    lrn_backward_block(grad_y, x, grad_x, p, s0, L, scratch)

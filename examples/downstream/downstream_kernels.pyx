@@ -1,8 +1,9 @@
 """A downstream Cython module that calls convcore's kernels without the GIL
 from its own prange loops, through the public C API `convcore.native`:
 convolution (direct and im2col+GEMM, forward and backward, prange over
-images or filters), pooling (prange over planes) and batch-norm statistics
-(prange over channels), float32 and float64 through fused memoryviews.
+images or filters), pooling (prange over planes), batch-norm statistics
+(prange over channels) and local response norm (prange over blocks),
+float32 and float64 through fused memoryviews.
 
 Arrays are checked here only as far as the example needs; real code should
 validate as convcore.functional does (the kernels trust their inputs).
@@ -34,6 +35,9 @@ from convcore.native cimport (
     adaptive_avg_pool2d_backward_plane_f32, adaptive_avg_pool2d_backward_plane_f64,
     batch_norm_channel_stats_f32, batch_norm_channel_stats_f64,
     batch_norm_channel_grad_sums_f32, batch_norm_channel_grad_sums_f64,
+    LrnParams, lrn_params, lrn_scratch_size,
+    lrn_forward_block_f32, lrn_forward_block_f64,
+    lrn_backward_block_f32, lrn_backward_block_f64,
 )
 
 # Refuse to run against a convcore with another kernel ABI (ImportError).
@@ -310,3 +314,41 @@ def batch_norm_train_backward(floating[:, :, ::1] grad_y, floating[:, :, ::1] x,
           * (M * g - sg[:, None] - (np.asarray(x) - np.asarray(mu)[:, None])
              * (istd ** 2 * sgd)[:, None]))
     return gx.astype(g.dtype), sgd * istd, sg
+
+
+# -- local response norm: prange over (image, block of positions) ---------------
+
+def local_response_norm(floating[:, :, ::1] x, Py_ssize_t size, double alpha=1e-4,
+                        double beta=0.75, double k=1.0, grad_y=None,
+                        Py_ssize_t block=64, int num_threads=2):
+    """x viewed as (N, C, S). Returns y, or grad_x when grad_y is given."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
+    cdef LrnParams p = lrn_params(C, S, size, alpha, beta, k)
+    cdef bint backward = grad_y is not None
+    cdef Py_ssize_t blocks = (S + block - 1) // block, item, n, s0, L
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[:, :, ::1] gy = (np.ascontiguousarray(grad_y, dtype) if backward
+                                   else np.empty((1, 1, 1), dtype))
+    cdef floating[:, :, ::1] out = np.empty((N, C, S), dtype)
+    cdef Py_ssize_t per_thread = lrn_scratch_size(&p, block, backward)
+    cdef double[:, ::1] scratch = np.empty((num_threads, per_thread))
+    with nogil:
+        for item in prange(N * blocks, schedule="static", num_threads=num_threads):
+            n = item // blocks
+            s0 = (item % blocks) * block
+            L = min(block, S - s0)
+            if floating is float:
+                if backward:
+                    lrn_backward_block_f32(&gy[n, 0, 0], &x[n, 0, 0], &out[n, 0, 0], &p,
+                                           s0, L, &scratch[threadid(), 0])
+                else:
+                    lrn_forward_block_f32(&x[n, 0, 0], &out[n, 0, 0], &p, s0, L,
+                                          &scratch[threadid(), 0])
+            else:
+                if backward:
+                    lrn_backward_block_f64(&gy[n, 0, 0], &x[n, 0, 0], &out[n, 0, 0], &p,
+                                           s0, L, &scratch[threadid(), 0])
+                else:
+                    lrn_forward_block_f64(&x[n, 0, 0], &out[n, 0, 0], &p, s0, L,
+                                          &scratch[threadid(), 0])
+    return np.asarray(out)
