@@ -43,8 +43,13 @@ cdef inline Py_ssize_t conv2d_output_size(Py_ssize_t in_size, Py_ssize_t kernel,
                                           Py_ssize_t stride, Py_ssize_t pad,
                                           Py_ssize_t dilation) noexcept nogil:
     """Output length of a convolution or pooling window along one axis with
-    `pad` on both sides (PyTorch's formula). May be <= 0: check it."""
-    return (in_size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+    `pad` on both sides (PyTorch's formula); 0 when the window does not fit
+    the padded input (check for it). The early return keeps the result
+    independent of the including module's cdivision setting."""
+    cdef Py_ssize_t span = in_size + 2 * pad - dilation * (kernel - 1) - 1
+    if span < 0:
+        return 0
+    return span // stride + 1
 
 
 cdef inline ConvParams conv2d_params(
