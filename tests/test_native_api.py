@@ -192,6 +192,14 @@ def test_downstream_conv_equals_functional(dk, rng, dtype, algorithm,
     np.testing.assert_array_equal(w, w0)
 
 
+def test_downstream_refuses_a_kernel_larger_than_the_input(dk):
+    # conv2d_output_size gives 0 (not a wrapped-around size) when the
+    # window does not fit: 4 - 4 - 1 = -1 must not round up to an output of 1
+    x = np.zeros((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        dk.conv2d(x, np.zeros((1, 1, 5, 5)), stride=2)
+
+
 @pytest.mark.parametrize("algorithm", ["gemm", "direct"])
 def test_downstream_thread_counts_agree(dk, rng, algorithm):
     x = rng.standard_normal((5, 4, 8, 8))
