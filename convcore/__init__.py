@@ -32,3 +32,9 @@ __all__ = [
     "F", "functional", "conv_algorithms", "get_num_threads", "set_num_threads",
     "no_grad", "is_grad_enabled", "get_include", "__version__",
 ]
+
+# Floor 3: layers, initialisers, optimisers, state files.
+from convcore import init, nn, optim
+from convcore.serialization import load, save
+
+__all__ += ["nn", "optim", "init", "save", "load"]

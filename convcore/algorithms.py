@@ -13,7 +13,9 @@ tests and the benchmark can see what it picks.
                                                     or n-thread BLAS alone)
 """
 from convcore import _threads
-from convcore._kernels import conv_direct, conv_gemm, openmp_info
+import numpy as np
+
+from convcore._kernels import conv_direct, conv_gemm, conv_winograd, openmp_info
 
 
 class ConvAlgorithm:
@@ -78,12 +80,60 @@ class Im2colConv(ConvAlgorithm):
                                spec.geom, kernel_threads(), batch_parallel)
 
 
+class WinogradConv(ConvAlgorithm):
+    """Winograd F(2x2, 3x3) for 3x3 kernels at stride 1 and dilation 1:
+    16 multiplies per 2x2 output tile instead of 36, as 16 GEMMs over the
+    channels. Forward and backward-data (the same transform on grad_y with
+    the flipped kernel); the weight gradient goes through im2col + GEMM."""
+
+    name = "winograd"
+    # Interpolation matrix of the weight transform U = G g G^T.
+    _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+    def supports(self, spec):
+        if (spec.R, spec.S) != (3, 3):
+            return False, f"needs a 3x3 kernel, got {spec.R}x{spec.S}"
+        if spec.stride != (1, 1) or spec.dilation != (1, 1):
+            return False, (f"needs stride 1 and dilation 1, got stride={spec.stride}, "
+                           f"dilation={spec.dilation}")
+        if max(spec.padding) > 2 or spec.padding_total != (2 * spec.padding[0], 2 * spec.padding[1]):
+            return False, f"needs symmetric padding <= 2, got {spec.padding_total} in total"
+        return True, ""
+
+    def _transform(self, w):
+        """(K, Cg, 3, 3) -> U of shape (16, K, Cg), U[4i+j] = (G w G^T)[i, j]."""
+        G = self._G.astype(w.dtype)
+        u = np.einsum("ir,kcrs,js->ijkc", G, w, G, optimize=True)
+        return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]))
+
+    def _run(self, x, w, bias, y, pad, groups):
+        threads = kernel_threads()
+        with _threads.blas_threads(1):
+            conv_winograd.forward(x, self._transform(w), bias, y, pad[0], pad[1],
+                                  groups, threads)
+
+    def forward(self, x, w, bias, y, spec):
+        self._run(x, w, bias, y, spec.padding, spec.groups)
+
+    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
+        if need_x:
+            # grad_x = full correlation of grad_y with the kernel rotated by
+            # 180 degrees and its in/out channels swapped within each group.
+            G, Kg, Cg = spec.groups, spec.Kg, spec.Cg
+            w_t = (w.reshape(G, Kg, Cg, 3, 3).transpose(0, 2, 1, 3, 4)
+                   .reshape(spec.C, Kg, 3, 3)[:, :, ::-1, ::-1])
+            self._run(grad_y, np.ascontiguousarray(w_t), np.empty(0, x.dtype), grad_x,
+                      (2 - spec.padding[0], 2 - spec.padding[1]), G)
+        if need_w:
+            _REGISTRY["im2col"].backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
+
+
 def kernel_threads():
     """Threads for our prange loops: 1 when built without OpenMP."""
     return _threads.get_num_threads() if openmp_info.openmp_enabled() else 1
 
 
-_REGISTRY = {cls.name: cls() for cls in (DirectConv, Im2colConv)}
+_REGISTRY = {cls.name: cls() for cls in (DirectConv, Im2colConv, WinogradConv)}
 
 
 def conv_algorithms():
@@ -91,17 +141,33 @@ def conv_algorithms():
     return tuple(_REGISTRY) + ("auto",)
 
 
+def supported_algorithms(spec):
+    """Names usable for this checked ConvSpec ("auto" always is)."""
+    return tuple(name for name, algo in _REGISTRY.items() if algo.supports(spec)[0]) + ("auto",)
+
+
 def select_algorithm(spec):
-    """The "auto" rule, from the measurements in benchmarks/results:
+    """The "auto" rule, from single-thread measurements on an AVX2 machine
+    (im2col/winograd time ratios over C in 3..128 and images 7..56, in the
+    closing note of the Winograd change; benchmarks/ measures it again):
 
     - depthwise-like (one input channel per group): a GEMM per group would
       be (Kg x R*S) @ (R*S x P), too thin for the BLAS to pay for the
       im2col copy and per-call overhead; the direct kernel streams it.
+    - 3x3 stride 1 with enough channels and pixels: Winograd F(2x2, 3x3)
+      does 16 multiplies where im2col does 36; it wins by 1.2-2.2x once
+      min(C/groups, K/groups) >= 16 and that times OH*OW is >= 6000. Below
+      that its 16 GEMMs (inner dimension C/groups) are too small and its
+      transforms dominate.
     - everything else: im2col + GEMM, which runs near the BLAS's speed
       once Cg*R*S and K/groups are a few dozen.
     """
     if spec.Cg == 1:
         return _REGISTRY["direct"]
+    channels = min(spec.Cg, spec.Kg)
+    if (channels >= 16 and channels * spec.OH * spec.OW >= 6000
+            and _REGISTRY["winograd"].supports(spec)[0]):
+        return _REGISTRY["winograd"]
     return _REGISTRY["im2col"]
 
 

@@ -18,11 +18,27 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("algo", convcore.conv_algorithms())
-@pytest.mark.parametrize("geom", CASES, ids=str)
-def test_gradients_match_finite_differences(algo, geom, rng):
+GENERAL = [a for a in convcore.conv_algorithms() if a != "winograd"]
+# Winograd's domain: 3x3, stride 1, dilation 1, symmetric padding <= 2.
+WINOGRAD_CASES = [
+    dict(stride=1, padding=0, dilation=1, groups=1),
+    dict(stride=1, padding=(2, 1), dilation=1, groups=2),
+    dict(stride=1, padding="same", dilation=1, groups=4),
+]
+
+
+def _cases():
+    for algo in GENERAL:
+        for geom in CASES:
+            yield algo, geom, (3, 2)
+    for geom in WINOGRAD_CASES:
+        yield "winograd", geom, (3, 3)
+
+
+@pytest.mark.parametrize("algo,geom,kernel", list(_cases()), ids=str)
+def test_gradients_match_finite_differences(algo, geom, kernel, rng):
     x = rng.standard_normal((2, 4, 7, 6))
-    w = rng.standard_normal((4, 4 // geom["groups"], 3, 2))
+    w = rng.standard_normal((4, 4 // geom["groups"]) + kernel)
     b = rng.standard_normal(4)
 
     def forward(x, w, b):

@@ -9,6 +9,8 @@ from convcore import F
 from ref_conv import conv2d_backward_ref, conv2d_ref, resolve_padding
 
 ALGORITHMS = convcore.conv_algorithms()  # includes "auto"
+# Algorithms that support only some configurations and must say so.
+SPECIALISED = {"winograd"}
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=2e-4, atol=2e-4)}
 
 
@@ -61,6 +63,13 @@ EDGE_CASES = [
     dict(N=2, C=3, K=4, H=8, W=7, R=4, S=3, stride=1, padding="same", dilation=3, groups=1),
     dict(N=1, C=3, K=2, H=20, W=3, R=7, S=1, stride=3, padding=(3, 0), dilation=(1, 2), groups=1),
     dict(N=4, C=2, K=2, H=4, W=19, R=2, S=6, stride=(1, 3), padding=(0, 2), dilation=(2, 1), groups=1),
+    # 3x3 stride 1: Winograd's domain, odd sizes (partial tiles), 1x1 images
+    dict(N=3, C=5, K=7, H=9, W=13, R=3, S=3, stride=1, padding=1, dilation=1, groups=1),
+    dict(N=2, C=4, K=4, H=1, W=1, R=3, S=3, stride=1, padding=1, dilation=1, groups=1),
+    dict(N=2, C=6, K=6, H=5, W=4, R=3, S=3, stride=1, padding=(2, 0), dilation=1, groups=3),
+    dict(N=1, C=3, K=2, H=3, W=3, R=3, S=3, stride=1, padding="valid", dilation=1, groups=1),
+    dict(N=2, C=8, K=8, H=4, W=200, R=3, S=3, stride=1, padding="same", dilation=1, groups=8),
+    dict(N=40, C=2, K=3, H=6, W=6, R=3, S=3, stride=1, padding=1, dilation=1, groups=1),
 ]
 
 CONFIGS = _random_configs(320, seed=7) + EDGE_CASES
@@ -90,8 +99,16 @@ def _check(cfg, dtype, seed):
     gy = np.random.default_rng(seed + 1).standard_normal(y_ref.shape).astype(dtype)
     gx_ref, gw_ref, gb_ref = conv2d_backward_ref(gy, x, w, **geom)
     scale = lambda ref: dict(TOL[dtype], atol=TOL[dtype]["atol"] * max(1.0, np.abs(ref).max()))
+    ran = []
     for algo in ALGORITHMS:
-        y = F.conv2d(x, w, b, algorithm=algo, **geom)
+        try:
+            y = F.conv2d(x, w, b, algorithm=algo, **geom)
+        except ValueError as e:
+            assert algo in SPECIALISED and "does not support this configuration" in str(e), e
+            with pytest.raises(ValueError, match="does not support"):
+                F.conv2d_backward(gy, x, w, algorithm=algo, **geom)
+            continue
+        ran.append(algo)
         assert y.dtype == dtype and y.shape == y_ref.shape
         np.testing.assert_allclose(y, y_ref, **scale(y_ref), err_msg=f"{algo} forward")
         gx, gw, gb = F.conv2d_backward(gy, x, w, algorithm=algo, **geom)
@@ -99,6 +116,7 @@ def _check(cfg, dtype, seed):
         np.testing.assert_allclose(gx, gx_ref, **scale(gx_ref), err_msg=f"{algo} grad_x")
         np.testing.assert_allclose(gw, gw_ref, **scale(gw_ref), err_msg=f"{algo} grad_w")
         np.testing.assert_allclose(gb, gb_ref, **scale(gb_ref), err_msg=f"{algo} grad_b")
+    return ran
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_id)
@@ -109,6 +127,16 @@ def test_float64_matches_reference(cfg):
 @pytest.mark.parametrize("cfg", CONFIGS[::4] + EDGE_CASES, ids=_id)
 def test_float32_matches_reference(cfg):
     _check(cfg, np.float32, seed=len(_id(cfg)))
+
+
+def test_specialised_algorithms_run_where_they_apply():
+    """Winograd must accept every 3x3, stride-1, undilated configuration
+    with symmetric padding <= 2 (so the grid above really tests it)."""
+    applicable = [c for c in CONFIGS if (c["R"], c["S"]) == (3, 3) and c["stride"] == 1
+                  and c["dilation"] == 1 and c["padding"] in (0, 1, 2, "same", "valid")]
+    assert len(applicable) >= 3
+    for cfg in applicable:
+        assert "winograd" in _check(cfg, np.float64, seed=1)
 
 
 def test_grid_covers_the_issue_ranges():

@@ -1,24 +1,56 @@
 """Floor 2: the functional API (also `convcore.F`).
 
 Every check lives here; kernels below trust their inputs. Arrays are NCHW
-numpy float32/float64; the caller's arrays are never modified.
-"""
-from convcore.functional.conv import conv2d, conv2d_backward
+numpy float32/float64; the caller's arrays are never modified (batch_norm's
+running statistics in training mode are the one documented exception).
+Each op `f` with parameters or inputs to differentiate has `f_backward`,
+which takes what the forward returned or saved and returns new arrays.
 
-__all__ = ["conv2d", "conv2d_backward"]
+    conv.py         conv2d (algorithms: direct, im2col, winograd, auto)
+    pooling.py      max/avg/adaptive pooling
+    batch_norm.py   batch norm, folding into a conv
+    lrn.py          local response normalisation
+    norms.py        group/layer/instance norm
+    activations.py  relu, leaky_relu, sigmoid, tanh, softplus, softmax, log_softmax
+    linear.py       linear, dropout
+    losses.py       cross_entropy, mse_loss, binary_cross_entropy_with_logits
+"""
+from convcore.functional.activations import (
+    leaky_relu, leaky_relu_backward, log_softmax, log_softmax_backward, relu,
+    relu_backward, sigmoid, sigmoid_backward, softmax, softmax_backward,
+    softplus, softplus_backward, tanh, tanh_backward)
+from convcore.functional.batch_norm import (
+    batch_norm, batch_norm_backward, fold_batch_norm)
+from convcore.functional.conv import conv2d, conv2d_backward
+from convcore.functional.linear import (
+    dropout, dropout_backward, linear, linear_backward)
+from convcore.functional.losses import (
+    binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_backward,
+    cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward)
+from convcore.functional.lrn import (
+    local_response_norm, local_response_norm_backward)
+from convcore.functional.norms import (
+    group_norm, group_norm_backward, instance_norm, instance_norm_backward,
+    layer_norm, layer_norm_backward)
 from convcore.functional.pooling import (
     adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
     adaptive_max_pool2d_backward, avg_pool2d, avg_pool2d_backward, max_pool2d,
     max_pool2d_backward)
 
-__all__ += ["max_pool2d", "max_pool2d_backward", "avg_pool2d",
-            "avg_pool2d_backward", "adaptive_avg_pool2d",
-            "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
-            "adaptive_max_pool2d_backward"]
-from convcore.functional.batch_norm import (
-    batch_norm, batch_norm_backward, fold_batch_norm)
-
-__all__ += ["batch_norm", "batch_norm_backward", "fold_batch_norm"]
-from convcore.functional.lrn import local_response_norm, local_response_norm_backward
-
-__all__ += ["local_response_norm", "local_response_norm_backward"]
+__all__ = [
+    "conv2d", "conv2d_backward",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
+    "batch_norm", "batch_norm_backward", "fold_batch_norm",
+    "local_response_norm", "local_response_norm_backward",
+    "group_norm", "group_norm_backward", "layer_norm", "layer_norm_backward",
+    "instance_norm", "instance_norm_backward",
+    "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
+    "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+    "softplus", "softplus_backward", "softmax", "softmax_backward",
+    "log_softmax", "log_softmax_backward",
+    "linear", "linear_backward", "dropout", "dropout_backward",
+    "cross_entropy", "cross_entropy_backward", "mse_loss", "mse_loss_backward",
+    "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward",
+]

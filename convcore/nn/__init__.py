@@ -1,0 +1,29 @@
+"""Floor 3: layers with explicit backward, containers, losses.
+
+    Module ── forward(x) -> y      caches what backward needs (not under no_grad)
+           └─ backward(gy) -> gx   adds into Parameter.grad, calls convcore.functional
+    Sequential / Residual / Concat  route gradients: the network builder
+    CrossEntropyLoss / MSELoss / BCEWithLogitsLoss   loss(out, t) -> float; backward() -> gout
+
+A training step:  loss(model(x), t); model.backward(loss.backward());
+optimizer.step(); optimizer.zero_grad().
+"""
+from convcore.nn.activation import LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
+from convcore.nn.containers import Concat, Residual, Sequential
+from convcore.nn.conv import Conv2d
+from convcore.nn.dropout import Dropout
+from convcore.nn.linear import Flatten, Identity, Linear
+from convcore.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from convcore.nn.module import Module
+from convcore.nn.normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm,
+                                       LocalResponseNorm)
+from convcore.nn.parameter import Parameter
+from convcore.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+
+__all__ = [
+    "Module", "Parameter", "Sequential", "Residual", "Concat",
+    "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+    "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm", "GroupNorm", "LayerNorm",
+    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Dropout", "Flatten", "Identity",
+    "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss",
+]

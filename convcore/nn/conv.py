@@ -1,0 +1,90 @@
+"""Conv2d: parameters and cache around F.conv2d / F.conv2d_backward."""
+import numpy as np
+
+from convcore import init
+from convcore.functional import conv2d, conv2d_backward
+from convcore.functional._conv_spec import conv_spec
+from convcore.functional._validation import check_int, int_pair
+from convcore.nn._common import layer_dtype
+from convcore.nn.module import Module
+from convcore.nn.parameter import Parameter
+
+
+class Conv2d(Module):
+    """2-D convolution layer, as torch.nn.Conv2d (weight (out, in/groups,
+    kH, kW), bias (out,)), initialised as torch does.
+
+    `rng` (Generator, seed or None) draws the initial weights. Set
+    `first_layer = True` on the instance to skip the input gradient that a
+    network's first layer does not need (backward then returns None).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, algorithm="auto",
+                 dtype=np.float32, *, rng=None):
+        super().__init__()
+        fn = "Conv2d"
+        self.in_channels = check_int(in_channels, "in_channels", 1, fn)
+        self.out_channels = check_int(out_channels, "out_channels", 1, fn)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", 1, fn)
+        self.stride = int_pair(stride, "stride", 1, fn)
+        self.padding = padding if isinstance(padding, str) else int_pair(padding, "padding", 0, fn)
+        self.dilation = int_pair(dilation, "dilation", 1, fn)
+        self.groups = check_int(groups, "groups", 1, fn)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"{fn}: groups={self.groups} must divide in_channels="
+                             f"{self.in_channels} and out_channels={self.out_channels}")
+        self.algorithm = algorithm
+        dt = layer_dtype(dtype, fn)
+        self.weight = Parameter(np.zeros((self.out_channels, self.in_channels // self.groups)
+                                         + self.kernel_size, dtype=dt))
+        if bias:
+            self.bias = Parameter(np.zeros(self.out_channels, dtype=dt))
+        else:
+            self.register_parameter("bias", None)
+        init.default_layer_init_(self.weight, self.bias, rng)
+
+    def _geometry(self):
+        return self.stride, self.padding, self.dilation, self.groups
+
+    def forward(self, x):
+        b = None if self.bias is None else self.bias.data
+        y = conv2d(x, self.weight.data, b, *self._geometry(), algorithm=self.algorithm)
+        self._save_for_backward(x)
+        return y
+
+    def backward(self, grad_y):
+        (x,) = self._saved()
+        w, b = self.weight, self.bias
+        gx, gw, gb = conv2d_backward(
+            grad_y, x, w.data, *self._geometry(), algorithm=self.algorithm,
+            bias=b is not None and b.requires_grad,
+            input_grad=not self.first_layer, weight_grad=w.requires_grad)
+        w.accumulate_grad(gw)
+        if b is not None:
+            b.accumulate_grad(gb)
+        return gx
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"Conv2d: input must be 4-D (N, C, H, W), got shape "
+                             f"{tuple(input_shape)}")
+        return conv_spec(input_shape, self.weight.shape, self.weight.dtype,
+                         *self._geometry(), fn="Conv2d").out_shape
+
+    def macs(self, input_shape, output_shape):
+        kh, kw = self.kernel_size
+        return int(np.prod(output_shape)) * (self.in_channels // self.groups) * kh * kw
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding not in ((0, 0), "valid"):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s

@@ -1,0 +1,41 @@
+"""Dropout: zeroes elements with probability p in training mode and scales
+the rest by 1/(1-p); the identity in eval mode."""
+import numpy as np
+
+from convcore import init
+from convcore.nn._common import functional, layer_dtype
+from convcore.nn.module import Module
+
+
+class Dropout(Module):
+    """`rng` (Generator, seed or None for convcore's default generator)
+    draws the masks; backward reuses the mask of the last forward."""
+
+    def __init__(self, p=0.5, dtype=np.float32, *, rng=None):
+        super().__init__()
+        p = float(p)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p = p
+        self.rng = init.get_rng(rng)
+        layer_dtype(dtype, "Dropout")
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            self._save_for_backward(None)  # backward passes the gradient through
+            return x
+        y, mask = functional("dropout")(x, self.p, True, self.rng, return_mask=True)
+        self._save_for_backward(mask)
+        return y
+
+    def backward(self, grad_y):
+        (mask,) = self._saved()
+        if mask is None:
+            return grad_y
+        return functional("dropout_backward")(grad_y, mask, self.p)
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def extra_repr(self):
+        return f"p={self.p}"

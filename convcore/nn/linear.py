@@ -1,0 +1,103 @@
+"""Linear, Flatten and Identity."""
+import numpy as np
+
+from convcore import init
+from convcore.functional._validation import check_int
+from convcore.nn._common import functional, layer_dtype
+from convcore.nn.module import Module
+from convcore.nn.parameter import Parameter
+
+
+class Linear(Module):
+    """y = x W^T + b over the last axis, as torch.nn.Linear (weight
+    (out_features, in_features)), initialised as torch does."""
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, *, rng=None):
+        super().__init__()
+        self.in_features = check_int(in_features, "in_features", 1, "Linear")
+        self.out_features = check_int(out_features, "out_features", 1, "Linear")
+        dt = layer_dtype(dtype, "Linear")
+        self.weight = Parameter(np.zeros((self.out_features, self.in_features), dtype=dt))
+        if bias:
+            self.bias = Parameter(np.zeros(self.out_features, dtype=dt))
+        else:
+            self.register_parameter("bias", None)
+        init.default_layer_init_(self.weight, self.bias, rng)
+
+    def forward(self, x):
+        y = functional("linear")(x, self.weight.data,
+                                 None if self.bias is None else self.bias.data)
+        self._save_for_backward(x)
+        return y
+
+    def backward(self, grad_y):
+        (x,) = self._saved()
+        w, b = self.weight, self.bias
+        gx, gw, gb = functional("linear_backward")(
+            grad_y, x, w.data, bias=b is not None and b.requires_grad)
+        w.accumulate_grad(gw)
+        if b is not None:
+            b.accumulate_grad(gb)
+        return None if self.first_layer else gx
+
+    def output_shape(self, input_shape):
+        if not input_shape or input_shape[-1] != self.in_features:
+            raise ValueError(f"Linear: input's last dimension must be in_features="
+                             f"{self.in_features}, got shape {tuple(input_shape)}")
+        return tuple(input_shape[:-1]) + (self.out_features,)
+
+    def macs(self, input_shape, output_shape):
+        return int(np.prod(output_shape)) * self.in_features
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Flatten(Module):
+    """Flatten dimensions start_dim..end_dim into one (torch.nn.Flatten)."""
+
+    def __init__(self, start_dim=1, end_dim=-1, dtype=np.float32):
+        super().__init__()
+        self.start_dim = int(start_dim)
+        self.end_dim = int(end_dim)
+        layer_dtype(dtype, "Flatten")  # no parameters; checked for uniformity
+
+    def output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        nd = len(shape)
+        s = self.start_dim % nd if nd else 0
+        e = self.end_dim % nd if nd else 0
+        if s > e:
+            raise ValueError(f"Flatten: start_dim={self.start_dim} comes after "
+                             f"end_dim={self.end_dim} for input shape {shape}")
+        return shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:]
+
+    def forward(self, x):
+        y = x.reshape(self.output_shape(x.shape))
+        self._save_for_backward(x.shape)
+        return y
+
+    def backward(self, grad_y):
+        (shape,) = self._saved()
+        return grad_y.reshape(shape)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Identity(Module):
+    """Returns its input; backward returns the output gradient."""
+
+    def __init__(self, *args, dtype=np.float32, **kwargs):
+        super().__init__()
+        layer_dtype(dtype, "Identity")
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_y):
+        return grad_y
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)

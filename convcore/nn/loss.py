@@ -1,0 +1,73 @@
+"""Losses as modules: `loss(out, target)` returns the loss (a float for
+reduction "mean"/"sum") and keeps the inputs; `loss.backward()` returns the
+gradient with respect to `out`, to feed into model.backward()."""
+import numpy as np
+
+from convcore.nn._common import functional
+from convcore.nn.module import Module
+
+
+class _Loss(Module):
+    _fn = None
+
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"{type(self).__name__}: reduction must be 'mean', 'sum' "
+                             f"or 'none', got {reduction!r}")
+        self.reduction = reduction
+
+    def _kwargs(self):
+        return {"reduction": self.reduction}
+
+    def forward(self, out, target):
+        value = functional(self._fn)(out, target, **self._kwargs())
+        self._save_for_backward(out, target)
+        return value
+
+    def backward(self, grad=1.0):
+        """Gradient of the loss with respect to `out`, scaled by `grad` (an
+        array of the per-element shape for reduction="none")."""
+        out, target = self._saved()
+        return functional(self._fn + "_backward")(out, target, **self._kwargs(), grad=grad)
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}"
+
+
+class CrossEntropyLoss(_Loss):
+    """Softmax cross entropy of logits (N, C[, ...]) and class indices
+    (N[, ...]) or class probabilities; optional class `weight` (C,) and
+    label smoothing, as torch.nn.CrossEntropyLoss."""
+    _fn = "cross_entropy"
+
+    def __init__(self, weight=None, label_smoothing=0.0, reduction="mean"):
+        super().__init__(reduction)
+        self.weight = None if weight is None else np.asarray(weight)
+        self.label_smoothing = float(label_smoothing)
+        if not 0.0 <= self.label_smoothing <= 1.0:
+            raise ValueError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], "
+                             f"got {label_smoothing}")
+
+    def _kwargs(self):
+        return {"weight": self.weight, "label_smoothing": self.label_smoothing,
+                "reduction": self.reduction}
+
+
+class MSELoss(_Loss):
+    _fn = "mse_loss"
+
+
+class BCEWithLogitsLoss(_Loss):
+    """Sigmoid + binary cross entropy on logits, optional `weight` and
+    `pos_weight`, as torch.nn.BCEWithLogitsLoss."""
+    _fn = "binary_cross_entropy_with_logits"
+
+    def __init__(self, weight=None, pos_weight=None, reduction="mean"):
+        super().__init__(reduction)
+        self.weight = None if weight is None else np.asarray(weight)
+        self.pos_weight = None if pos_weight is None else np.asarray(pos_weight)
+
+    def _kwargs(self):
+        return {"weight": self.weight, "pos_weight": self.pos_weight,
+                "reduction": self.reduction}

@@ -1,0 +1,326 @@
+"""Module: the base of every layer and container (floor 3).
+
+There is no autograd tape. A layer's forward computes its output through
+convcore.functional and, unless `convcore.no_grad()` is active, caches what
+its own backward needs; `backward(grad_y)` turns the output gradient into
+the input gradient, adding parameter gradients into `Parameter.grad`.
+Containers route gradients between their children in reverse order.
+
+Parameters, buffers and children are registered by attribute assignment,
+as in PyTorch, so `state_dict()` keys follow PyTorch's names
+("features.0.weight", "bn.running_mean", ...).
+"""
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from convcore._grad_mode import is_grad_enabled
+from convcore.nn import _summary
+from convcore.nn.parameter import Parameter
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Module:
+    """Base class: subclasses implement forward() and backward()."""
+
+    #: a network's first layer needs no input gradient; Conv2d and Linear
+    #: skip computing it when this is True (set it on the instance).
+    first_layer = False
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_cache", None)
+
+    # -- registration -------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}: call Module.__init__() "
+                                 "before assigning attributes")
+        params, buffers, modules = self._parameters, self._buffers, self._modules
+        if isinstance(value, Parameter):
+            buffers.pop(name, None)
+            modules.pop(name, None)
+            self.__dict__.pop(name, None)
+            params[name] = value
+        elif isinstance(value, Module):
+            params.pop(name, None)
+            buffers.pop(name, None)
+            self.__dict__.pop(name, None)
+            modules[name] = value
+        elif name in params:
+            if value is not None:
+                raise TypeError(f"{type(self).__name__}: cannot assign "
+                                f"{type(value).__name__} to parameter '{name}' "
+                                "(use a Parameter or None)")
+            params[name] = None
+        elif name in buffers:
+            buffers[name] = value
+        elif name in modules:
+            if value is not None:
+                raise TypeError(f"{type(self).__name__}: cannot assign "
+                                f"{type(value).__name__} to child module '{name}'")
+            modules[name] = None
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        # Only called when normal lookup fails.
+        d = self.__dict__
+        for store in ("_parameters", "_buffers", "_modules"):
+            if store in d and name in d[store]:
+                return d[store][name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        for store in (self._parameters, self._buffers, self._modules):
+            if name in store:
+                del store[name]
+                return
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name, param):
+        """Register a Parameter (or None: a declared but absent parameter,
+        such as the bias of a bias=False layer, with no state_dict key)."""
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"register_parameter: '{name}' must be a Parameter or "
+                            f"None, got {type(param).__name__}")
+        self._parameters[name] = param
+
+    def register_buffer(self, name, array):
+        """Register a non-trainable array saved in the state dict (e.g.
+        BatchNorm's running_mean); None declares it absent."""
+        if array is not None and not isinstance(array, np.ndarray):
+            raise TypeError(f"register_buffer: '{name}' must be an ndarray or None, "
+                            f"got {type(array).__name__}")
+        self.__dict__.pop(name, None)
+        self._buffers[name] = array
+
+    def add_module(self, name, module):
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"add_module: '{name}' must be a Module, got "
+                            f"{type(module).__name__}")
+        self._modules[str(name)] = module
+
+    # -- running ------------------------------------------------------------
+    def forward(self, *args):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def backward(self, grad_y):
+        raise NotImplementedError(f"{type(self).__name__} does not define backward()")
+
+    def __call__(self, *args, **kwargs):
+        recorder = _summary.active_recorder()
+        if recorder is not None and not self._modules:
+            return recorder.record(self, *args, **kwargs)
+        return self.forward(*args, **kwargs)
+
+    def _save_for_backward(self, *values):
+        """Keep `values` for backward, unless gradients are disabled
+        (inference keeps nothing)."""
+        self._cache = values if is_grad_enabled() else None
+
+    def _saved(self):
+        """The values forward kept; clears them so memory goes with the step."""
+        cache = self._cache
+        if cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward: nothing saved for backward; call "
+                "forward first (outside convcore.no_grad()), once per backward")
+        self._cache = None
+        return cache
+
+    # -- traversal ----------------------------------------------------------
+    def named_children(self):
+        for name, m in self._modules.items():
+            if m is not None:
+                yield name, m
+
+    def children(self):
+        for _, m in self.named_children():
+            yield m
+
+    def named_modules(self, prefix="", _seen=None):
+        """(qualified name, module) for self and every descendant, once each."""
+        seen = set() if _seen is None else _seen
+        if id(self) in seen:
+            return
+        seen.add(id(self))
+        yield prefix, self
+        for name, m in self.named_children():
+            yield from m.named_modules(f"{prefix}.{name}" if prefix else name, seen)
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def named_parameters(self, prefix="", recurse=True):
+        """(qualified name, Parameter), each parameter once even if shared."""
+        seen = set()
+        mods = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mname, m in mods:
+            for pname, p in m._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mname}.{pname}" if mname else pname), p
+
+    def parameters(self, recurse=True):
+        """List of this module's Parameters (each once)."""
+        return [p for _, p in self.named_parameters(recurse=recurse)]
+
+    def named_buffers(self, prefix=""):
+        for mname, m in self.named_modules(prefix):
+            for bname, b in m._buffers.items():
+                if b is not None:
+                    yield (f"{mname}.{bname}" if mname else bname), b
+
+    def buffers(self):
+        return [b for _, b in self.named_buffers()]
+
+    def apply(self, fn):
+        """Call fn(module) on every descendant, then self; returns self."""
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
+
+    # -- modes and gradients ------------------------------------------------
+    def train(self, mode=True):
+        """Training mode: dropout drops, batch norm uses and updates batch
+        statistics. Returns self."""
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.parameters():
+            p.zero_grad(set_to_none)
+
+    def requires_grad_(self, requires_grad=True):
+        """Freeze (False) or unfreeze every parameter; returns self."""
+        for p in self.parameters():
+            p.requires_grad = bool(requires_grad)
+        return self
+
+    def to(self, dtype):
+        """Convert every parameter (and its gradient) and every float buffer
+        to float32 or float64 in place; returns self. Layers created with
+        dtype= need no conversion; this is for a model loaded in the other
+        precision."""
+        from convcore.nn._common import layer_dtype
+        dt = layer_dtype(dtype, f"{type(self).__name__}.to")
+        for m in self.modules():
+            for name, p in m._parameters.items():
+                if p is not None and p.dtype != dt:
+                    p.data = p.data.astype(dt)
+                    if p.grad is not None:
+                        p.grad = p.grad.astype(dt)
+            for name, b in m._buffers.items():
+                if b is not None and b.dtype.kind == "f" and b.dtype != dt:
+                    m._buffers[name] = b.astype(dt)
+            m._cache = None  # cached arrays are in the old precision
+        return self
+
+    # -- state --------------------------------------------------------------
+    def _state_items(self):
+        """(key, owner module, local name, kind) in PyTorch's state-dict order:
+        each module's parameters, then its buffers, then its children."""
+        for mname, m in self.named_modules():
+            pre = f"{mname}." if mname else ""
+            for name, p in m._parameters.items():
+                if p is not None:
+                    yield pre + name, m, name, "parameter"
+            for name, b in m._buffers.items():
+                if b is not None:
+                    yield pre + name, m, name, "buffer"
+
+    def state_dict(self):
+        """OrderedDict key -> ndarray (copies), with PyTorch's key names."""
+        out = OrderedDict()
+        for key, m, name, kind in self._state_items():
+            arr = m._parameters[name].data if kind == "parameter" else m._buffers[name]
+            out[key] = np.array(arr, copy=True)
+        return out
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays from `state_dict` (key -> array; torch tensors are
+        converted with numpy.asarray) into this module.
+
+        Every key is checked before anything is written, so a failed load
+        leaves the module unchanged. With strict=True a missing or unexpected
+        key raises ValueError naming it; with strict=False matching keys load
+        and the rest are returned as (missing_keys, unexpected_keys). A shape
+        mismatch raises ValueError, a dtype mismatch TypeError, naming the key.
+        """
+        fn = f"{type(self).__name__}.load_state_dict"
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"{fn}: expected a mapping key -> array, got "
+                            f"{type(state_dict).__name__}")
+        targets = {key: (m, name, kind) for key, m, name, kind in self._state_items()}
+        missing = [k for k in targets if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in targets]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing keys {missing}")
+            if unexpected:
+                parts.append(f"unexpected keys {unexpected}")
+            raise ValueError(f"{fn}: " + "; ".join(parts))
+        plan = []
+        for key, (m, name, kind) in targets.items():
+            if key not in state_dict:
+                continue
+            src = np.asarray(state_dict[key])
+            dst = m._parameters[name].data if kind == "parameter" else m._buffers[name]
+            if src.shape != dst.shape:
+                raise ValueError(f"{fn}: '{key}' has shape {src.shape} but the "
+                                 f"model expects {dst.shape}")
+            if dst.dtype.kind == "f":
+                ok = src.dtype == dst.dtype
+            else:  # integer counters such as num_batches_tracked
+                ok = src.dtype.kind in "iu"
+            if not ok:
+                raise TypeError(f"{fn}: '{key}' has dtype {src.dtype} but the "
+                                f"model expects {dst.dtype} (shape {dst.shape})")
+            plan.append((dst, src))
+        for dst, src in plan:
+            np.copyto(dst, src, casting="unsafe")
+        return IncompatibleKeys(missing, unexpected)
+
+    # -- shapes and cost, for summary() -------------------------------------
+    def output_shape(self, input_shape):
+        """Output shape for an input of `input_shape` (batch included), or
+        None when unknown (summary() then runs forward on zeros)."""
+        return None
+
+    def macs(self, input_shape, output_shape):
+        """Multiply-adds of one forward pass; only weight layers count."""
+        return 0
+
+    def summary(self, input_shape, dtype=np.float32):
+        """Per-layer output shape, parameter count and multiply-adds for one
+        sample of `input_shape` (without the batch dimension, e.g. (3, 224,
+        224)). Nothing is computed for layers that know their output shape,
+        so it is cheap even for VGG-16. Returns a Summary whose str() is
+        the table and which has .rows, .total_params, .trainable_params,
+        .total_macs and .total_flops (= 2 x multiply-adds)."""
+        return _summary.summarize(self, tuple(input_shape), dtype)
+
+    # -- printing -----------------------------------------------------------
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"  ({name}): " + repr(m).replace("\n", "\n  ")
+                 for name, m in self.named_children()]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not lines:
+            return head + ")"
+        return head + "\n" + "\n".join(lines) + "\n)"

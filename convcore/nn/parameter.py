@@ -1,0 +1,65 @@
+"""Parameter: a trainable array and the gradient accumulated for it."""
+import numpy as np
+
+from convcore.functional._validation import FLOAT_DTYPES
+
+
+class Parameter:
+    """A layer's trainable array.
+
+    Attributes
+    ----------
+    data : ndarray, float32 or float64, updated in place by optimisers
+    grad : ndarray of data's shape and dtype, or None before the first
+        backward; backward passes add into it until `zero_grad()`
+    requires_grad : bool; a frozen parameter (False) receives no gradient
+        and optimisers skip it (transfer learning)
+    """
+
+    __slots__ = ("data", "grad", "requires_grad")
+
+    def __init__(self, data, requires_grad=True):
+        data = np.asarray(data)
+        if data.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"Parameter: data must be float32 or float64, got "
+                            f"dtype {data.dtype} (shape {data.shape})")
+        self.data = np.ascontiguousarray(data)
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def accumulate_grad(self, g):
+        """Add `g` into .grad (the first add stores a copy); ignored when frozen
+        or when `g` is None (the gradient was not computed)."""
+        if not self.requires_grad or g is None:
+            return
+        if g.shape != self.data.shape:
+            raise ValueError(f"Parameter.accumulate_grad: gradient shape {g.shape} "
+                             f"does not match parameter shape {self.data.shape}")
+        if self.grad is None:
+            self.grad = np.array(g, dtype=self.data.dtype, copy=True)
+        else:
+            self.grad += g
+
+    def zero_grad(self, set_to_none=True):
+        """Forget the accumulated gradient (None, as torch's default), or
+        fill it with zeros when set_to_none=False."""
+        if set_to_none or self.grad is None:
+            self.grad = None
+        else:
+            self.grad[...] = 0
+
+    def __repr__(self):
+        frozen = "" if self.requires_grad else ", requires_grad=False"
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype}{frozen})"

@@ -1,0 +1,122 @@
+"""MaxPool2d, AvgPool2d, AdaptiveAvgPool2d. Max pooling caches only the
+argmax indices and the input shape, average pooling only the input shape."""
+import numpy as np
+
+from convcore.functional._validation import int_pair, output_size
+from convcore.nn._common import functional, layer_dtype
+from convcore.nn.module import Module
+
+
+def _pool_out_shape(layer, input_shape, kernel, stride, padding, dilation, ceil_mode):
+    if len(input_shape) != 4:
+        raise ValueError(f"{layer}: input must be 4-D (N, C, H, W), got shape "
+                         f"{tuple(input_shape)}")
+    n, c, h, w = input_shape
+    oh = output_size(h, kernel[0], stride[0], 2 * padding[0], dilation[0], ceil_mode, padding[0])
+    ow = output_size(w, kernel[1], stride[1], 2 * padding[1], dilation[1], ceil_mode, padding[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{layer}: kernel {kernel} does not fit the padded input "
+                         f"(input shape {tuple(input_shape)}, padding {padding})")
+    return (n, c, oh, ow)
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
+                 ceil_mode=False, dtype=np.float32):
+        super().__init__()
+        fn = "MaxPool2d"
+        self.kernel_size = int_pair(kernel_size, "kernel_size", 1, fn)
+        self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", 1, fn)
+        self.padding = int_pair(padding, "padding", 0, fn)
+        self.dilation = int_pair(dilation, "dilation", 1, fn)
+        self.ceil_mode = bool(ceil_mode)
+        layer_dtype(dtype, fn)
+
+    def forward(self, x):
+        y, indices = functional("max_pool2d")(
+            x, self.kernel_size, self.stride, self.padding, self.dilation,
+            self.ceil_mode, return_indices=True)
+        self._save_for_backward(indices, x.shape)
+        return y
+
+    def backward(self, grad_y):
+        indices, shape = self._saved()
+        return functional("max_pool2d_backward")(grad_y, indices, shape)
+
+    def output_shape(self, input_shape):
+        return _pool_out_shape("MaxPool2d", input_shape, self.kernel_size, self.stride,
+                               self.padding, self.dilation, self.ceil_mode)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, dtype=np.float32):
+        super().__init__()
+        fn = "AvgPool2d"
+        self.kernel_size = int_pair(kernel_size, "kernel_size", 1, fn)
+        self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", 1, fn)
+        self.padding = int_pair(padding, "padding", 0, fn)
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        layer_dtype(dtype, fn)
+
+    def _args(self):
+        return (self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                self.count_include_pad)
+
+    def forward(self, x):
+        y = functional("avg_pool2d")(x, *self._args())
+        self._save_for_backward(x.shape)
+        return y
+
+    def backward(self, grad_y):
+        (shape,) = self._saved()
+        return functional("avg_pool2d_backward")(grad_y, shape, *self._args())
+
+    def output_shape(self, input_shape):
+        return _pool_out_shape("AvgPool2d", input_shape, self.kernel_size, self.stride,
+                               self.padding, (1, 1), self.ceil_mode)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}")
+
+
+class AdaptiveAvgPool2d(Module):
+    """output_size: int, (h, w), with None keeping that input dimension."""
+
+    def __init__(self, output_size, dtype=np.float32):
+        super().__init__()
+        if isinstance(output_size, (tuple, list)):
+            if len(output_size) != 2:
+                raise ValueError(f"AdaptiveAvgPool2d: output_size must be an int or "
+                                 f"a pair, got {output_size!r}")
+            self.output_size = tuple(None if s is None else int(s) for s in output_size)
+        else:
+            self.output_size = (int(output_size), int(output_size))
+        layer_dtype(dtype, "AdaptiveAvgPool2d")
+
+    def _resolved(self, input_shape):
+        return tuple(i if o is None else o for o, i in zip(self.output_size, input_shape[2:]))
+
+    def forward(self, x):
+        y = functional("adaptive_avg_pool2d")(x, self._resolved(x.shape))
+        self._save_for_backward(x.shape)
+        return y
+
+    def backward(self, grad_y):
+        (shape,) = self._saved()
+        return functional("adaptive_avg_pool2d_backward")(grad_y, shape)
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"AdaptiveAvgPool2d: input must be 4-D, got shape "
+                             f"{tuple(input_shape)}")
+        return tuple(input_shape[:2]) + self._resolved(input_shape)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"

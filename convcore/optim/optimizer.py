@@ -1,0 +1,109 @@
+"""Optimizer base: parameter groups, per-parameter state, state_dict.
+
+As in torch, `params` is an iterable of Parameters or of dicts
+{"params": [...], "lr": ...} (parameter groups with their own settings).
+A parameter that is frozen (requires_grad False) or has no gradient yet
+is skipped by step()."""
+import copy
+
+import numpy as np
+
+from convcore.nn.parameter import Parameter
+
+
+class Optimizer:
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self.state = {}           # id(Parameter) -> dict of arrays / numbers
+        self.param_groups = []
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        for g in groups:
+            self.add_param_group(g)
+
+    def add_param_group(self, group):
+        group = dict(group)
+        ps = group["params"]
+        ps = [ps] if isinstance(ps, Parameter) else list(ps)
+        for p in ps:
+            if not isinstance(p, Parameter):
+                raise TypeError(f"{type(self).__name__}: expected Parameters, got "
+                                f"{type(p).__name__}")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in ps):
+            raise ValueError(f"{type(self).__name__}: a parameter appears in more "
+                             "than one group")
+        group["params"] = ps
+        for k, v in self.defaults.items():
+            group.setdefault(k, v)
+        self._check_group(group)
+        self.param_groups.append(group)
+
+    def _check_group(self, group):
+        if group["lr"] < 0:
+            raise ValueError(f"{type(self).__name__}: invalid lr {group['lr']}")
+        if group.get("weight_decay", 0.0) < 0:
+            raise ValueError(f"{type(self).__name__}: invalid weight_decay "
+                             f"{group['weight_decay']}")
+
+    def _params_with_grad(self, group):
+        """Trainable parameters that received a gradient."""
+        for p in group["params"]:
+            if p.requires_grad and p.grad is not None:
+                yield p, self.state.setdefault(id(p), {})
+
+    def zero_grad(self, set_to_none=True):
+        for g in self.param_groups:
+            for p in g["params"]:
+                p.zero_grad(set_to_none)
+
+    def step(self):
+        raise NotImplementedError
+
+    # -- state ------------------------------------------------------------
+    def state_dict(self):
+        """{"state": {index: {name: value}}, "param_groups": [{..., "params":
+        [index, ...]}]}, parameters numbered across groups in order, as torch."""
+        index, groups, n = {}, [], 0
+        for g in self.param_groups:
+            ids = []
+            for p in g["params"]:
+                index[id(p)] = n
+                ids.append(n)
+                n += 1
+            groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": ids})
+        state = {index[pid]: copy.deepcopy(s) for pid, s in self.state.items() if pid in index}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups) or any(
+                len(a["params"]) != len(b["params"]) for a, b in zip(groups, self.param_groups)):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the saved parameter "
+                             "groups do not match this optimizer's")
+        params = {}
+        for saved, own in zip(groups, self.param_groups):
+            for i, p in zip(saved["params"], own["params"]):
+                params[i] = p
+            own.update({k: v for k, v in saved.items() if k != "params"})
+        self.state = {}
+        for i, s in state_dict["state"].items():
+            p = params[int(i)]
+            s = copy.deepcopy(s)
+            for k, v in s.items():
+                if isinstance(v, np.ndarray) and v.shape != p.shape and v.ndim:
+                    raise ValueError(f"{type(self).__name__}.load_state_dict: state "
+                                     f"'{k}' of parameter {i} has shape {v.shape}, "
+                                     f"parameter has {p.shape}")
+                if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+                    s[k] = v.astype(p.dtype)
+            self.state[id(p)] = s
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {v}" for k, v in g.items() if k != "params"]
+        return "\n".join(lines) + "\n)"

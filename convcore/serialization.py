@@ -1,0 +1,63 @@
+"""convcore.save / convcore.load: state dicts as .npz, never pickles.
+
+A state dict is a flat mapping name -> array, which .npz stores natively;
+loading with allow_pickle=False means a file can never run code. Files
+written here carry a format marker so a foreign .npz is told apart."""
+import zipfile
+from collections import OrderedDict
+
+import numpy as np
+
+_MARKER = "__convcore_state_dict__"
+_VERSION = 1
+
+
+def save(obj, path):
+    """Write a Module's state_dict() (or a mapping name -> array) to `path`
+    as an uncompressed .npz (the name is used exactly as given)."""
+    state = obj.state_dict() if hasattr(obj, "state_dict") and callable(obj.state_dict) else obj
+    if not hasattr(state, "items"):
+        raise TypeError(f"convcore.save: expected a Module or a mapping name -> array, "
+                        f"got {type(obj).__name__}")
+    arrays = OrderedDict()
+    for key, value in state.items():
+        if not isinstance(key, str) or key == _MARKER:
+            raise ValueError(f"convcore.save: invalid key {key!r} (keys must be strings)")
+        arr = np.asarray(value)
+        if arr.dtype.hasobject:
+            raise TypeError(f"convcore.save: '{key}' is not a numeric array (dtype "
+                            f"{arr.dtype}); only arrays can be stored without pickle")
+        arrays[key] = arr
+    arrays[_MARKER] = np.array(_VERSION, dtype=np.int64)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load(path):
+    """Read a file written by convcore.save -> OrderedDict name -> ndarray,
+    ready for Module.load_state_dict. A truncated, corrupt or foreign file
+    raises ValueError saying which."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not hasattr(npz, "files"):
+                raise ValueError(f"convcore.load: {path} holds a single .npy array, "
+                                 "not a convcore state dict (.npz)")
+            names = list(npz.files)
+            if _MARKER not in names:
+                raise ValueError(f"convcore.load: {path} is an .npz file not written "
+                                 f"by convcore.save (no '{_MARKER}' entry)")
+            version = int(npz[_MARKER])
+            if version > _VERSION:
+                raise ValueError(f"convcore.load: {path} has format version {version}; "
+                                 f"this convcore reads up to {_VERSION}")
+            return OrderedDict((k, npz[k]) for k in names if k != _MARKER)
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"convcore.load: {path} is truncated or not a convcore "
+                         f".npz file ({type(e).__name__}: {e})") from e
+    except ValueError as e:
+        if str(e).startswith("convcore.load"):
+            raise
+        raise ValueError(f"convcore.load: {path} is truncated or not a convcore "
+                         f".npz file ({e})") from e
