@@ -15,6 +15,7 @@ from convcore import functional as F
 from convcore._grad_mode import is_grad_enabled, no_grad
 from convcore._threads import get_num_threads, set_num_threads
 from convcore.algorithms import conv_algorithms
+from convcore.autotune import tune
 # Kernel ABI of the native (cimport) API, convcore/native.pxd; downstream
 # extensions compare it with the CONVCORE_ABI_VERSION they were built with.
 from convcore._kernels.native import ABI_VERSION as __abi_version__
@@ -30,7 +31,7 @@ def get_include():
 
 __all__ = [
     "F", "functional", "conv_algorithms", "get_num_threads", "set_num_threads",
-    "no_grad", "is_grad_enabled", "get_include", "__version__",
+    "no_grad", "is_grad_enabled", "get_include", "tune", "__version__",
 ]
 
 # Floor 3: layers, initialisers, optimisers, state files.
@@ -38,3 +39,8 @@ from convcore import init, nn, optim
 from convcore.serialization import load, save
 
 __all__ += ["nn", "optim", "init", "save", "load"]
+
+# Floor 4: the model zoo and the training loop.
+from convcore import models, training
+
+__all__ += ["models", "training"]

@@ -49,6 +49,26 @@ def set_num_threads(n):
     return previous
 
 
+# Below this much work (multiply-adds or elements touched) per thread, a
+# parallel region costs more than it saves: the fork/join is microseconds
+# on an idle machine, and on a loaded one a spinning barrier can stall for a
+# whole time slice (seen here: tiny convs 15x slower on 2 threads than 1).
+GRAIN = 1 << 16
+
+
+def kernel_threads(work=None):
+    """Threads for one kernel call's prange loops: convcore's thread count,
+    fewer when `work` (approximate operations) is too small to share out,
+    and 1 when the kernels were built without OpenMP."""
+    from convcore._kernels import openmp_info
+    if not openmp_info.openmp_enabled():
+        return 1
+    n = get_num_threads()
+    if work is not None:
+        n = max(1, min(n, int(work) // GRAIN))
+    return n
+
+
 def _get_controller():
     # Building the controller scans the loaded libraries (~1 ms); a cached
     # one limits in ~15 us, cheap enough to wrap every kernel call.

@@ -12,7 +12,8 @@ tests and the benchmark can see what it picks.
               Im2colConv  --> _kernels.conv_gemm   (prange + 1-thread BLAS,
                                                     or n-thread BLAS alone)
 """
-from convcore import _threads
+from convcore import _threads, autotune
+from convcore._threads import kernel_threads
 import numpy as np
 
 from convcore._kernels import conv_direct, conv_gemm, conv_winograd, openmp_info
@@ -33,6 +34,10 @@ class ConvAlgorithm:
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
         raise NotImplementedError
 
+    def scratch_bytes(self, spec, backward):
+        """Bytes of scratch one forward (or full backward) call allocates."""
+        return 0
+
 
 class DirectConv(ConvAlgorithm):
     """Direct loops over the taps; no scratch, no BLAS. Strong where the
@@ -41,14 +46,20 @@ class DirectConv(ConvAlgorithm):
     name = "direct"
 
     def forward(self, x, w, bias, y, spec):
-        conv_direct.forward(x, w, bias, y, spec.geom, kernel_threads())
+        conv_direct.forward(x, w, bias, y, spec.geom, kernel_threads(spec.flops()))
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
-        nt = kernel_threads()
+        nt = kernel_threads(spec.flops())
         if need_x:
             conv_direct.backward_data(grad_y, w, grad_x, spec.geom, nt)
         if need_w:
             conv_direct.backward_weight(grad_y, x, grad_w, spec.geom, nt)
+
+    def scratch_bytes(self, spec, backward):
+        # The weight gradient keeps R*S*OW partial sums per thread.
+        if not backward:
+            return 0
+        return kernel_threads(spec.flops()) * spec.R * spec.S * spec.OW * spec.dtype.itemsize
 
 
 class Im2colConv(ConvAlgorithm):
@@ -57,27 +68,40 @@ class Im2colConv(ConvAlgorithm):
     name = "im2col"
 
     @staticmethod
-    def _plan(work_items):
-        """(batch_parallel, blas_threads). Enough independent items: our own
-        prange owns the threads and each GEMM runs on one. Too few (batch 1)
-        or no OpenMP: one item at a time, and the BLAS owns the threads."""
-        nt = _threads.get_num_threads()
+    def _plan(work_items, spec):
+        """(threads, batch_parallel, blas_threads). Enough independent items:
+        our own prange owns the threads and each GEMM runs on one. Too few
+        (batch 1) or no OpenMP: one item at a time, and the BLAS owns the
+        threads. Tiny layers run on one thread either way."""
+        nt = kernel_threads(spec.flops())
         if openmp_info.openmp_enabled() and work_items >= nt:
-            return True, 1
-        return False, nt
+            return nt, True, 1
+        return nt, False, nt
+
+    def _items(self, spec, backward):
+        """Independent work items of the call: (image, group) pairs forward,
+        fixed image chunks backward (conv_gemm's weight-gradient partials)."""
+        if backward:
+            return min(spec.N, conv_gemm.NUM_WEIGHT_GRAD_CHUNKS)
+        return spec.N * spec.groups
+
+    def scratch_bytes(self, spec, backward):
+        nt, batch_parallel, _ = self._plan(self._items(spec, backward), spec)
+        elements = conv_gemm.scratch_bytes(
+            (spec.N, spec.C, spec.H, spec.W), (spec.K, spec.Cg, spec.R, spec.S),
+            spec.out_shape, spec.geom, nt, batch_parallel, backward)
+        return elements * spec.dtype.itemsize
 
     def forward(self, x, w, bias, y, spec):
-        batch_parallel, blas_nt = self._plan(spec.N * spec.groups)
+        nt, batch_parallel, blas_nt = self._plan(self._items(spec, False), spec)
         with _threads.blas_threads(blas_nt):
-            conv_gemm.forward(x, w, bias, y, spec.geom, kernel_threads(),
-                              batch_parallel)
+            conv_gemm.forward(x, w, bias, y, spec.geom, nt, batch_parallel)
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
-        chunks = min(spec.N, conv_gemm.NUM_WEIGHT_GRAD_CHUNKS)
-        batch_parallel, blas_nt = self._plan(chunks)
+        nt, batch_parallel, blas_nt = self._plan(self._items(spec, True), spec)
         with _threads.blas_threads(blas_nt):
             conv_gemm.backward(grad_y, x, w, grad_x, grad_w, need_x, need_w,
-                               spec.geom, kernel_threads(), batch_parallel)
+                               spec.geom, nt, batch_parallel)
 
 
 class WinogradConv(ConvAlgorithm):
@@ -106,14 +130,24 @@ class WinogradConv(ConvAlgorithm):
         u = np.einsum("ir,kcrs,js->ijkc", G, w, G, optimize=True)
         return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]))
 
-    def _run(self, x, w, bias, y, pad, groups):
-        threads = kernel_threads()
+    def _run(self, x, w, bias, y, pad, groups, work):
+        threads = kernel_threads(work)
         with _threads.blas_threads(1):
             conv_winograd.forward(x, self._transform(w), bias, y, pad[0], pad[1],
                                   groups, threads)
 
+    def scratch_bytes(self, spec, backward):
+        nt = kernel_threads(spec.flops())
+        size = spec.dtype.itemsize
+        if not backward:
+            return conv_winograd.scratch_elements(spec.C, spec.K, spec.OW, nt) * size
+        # backward-data runs the forward on grad_y (channels swapped, width W),
+        # then the weight gradient runs through im2col: the larger of the two.
+        data = conv_winograd.scratch_elements(spec.K, spec.C, spec.W, nt) * size
+        return max(data, _REGISTRY["im2col"].scratch_bytes(spec, True))
+
     def forward(self, x, w, bias, y, spec):
-        self._run(x, w, bias, y, spec.padding, spec.groups)
+        self._run(x, w, bias, y, spec.padding, spec.groups, spec.flops())
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
         if need_x:
@@ -123,14 +157,9 @@ class WinogradConv(ConvAlgorithm):
             w_t = (w.reshape(G, Kg, Cg, 3, 3).transpose(0, 2, 1, 3, 4)
                    .reshape(spec.C, Kg, 3, 3)[:, :, ::-1, ::-1])
             self._run(grad_y, np.ascontiguousarray(w_t), np.empty(0, x.dtype), grad_x,
-                      (2 - spec.padding[0], 2 - spec.padding[1]), G)
+                      (2 - spec.padding[0], 2 - spec.padding[1]), G, spec.flops())
         if need_w:
             _REGISTRY["im2col"].backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
-
-
-def kernel_threads():
-    """Threads for our prange loops: 1 when built without OpenMP."""
-    return _threads.get_num_threads() if openmp_info.openmp_enabled() else 1
 
 
 _REGISTRY = {cls.name: cls() for cls in (DirectConv, Im2colConv, WinogradConv)}
@@ -161,7 +190,13 @@ def select_algorithm(spec):
       transforms dominate.
     - everything else: im2col + GEMM, which runs near the BLAS's speed
       once Cg*R*S and K/groups are a few dozen.
+
+    With CONVCORE_AUTOTUNE=1 a measured winner (convcore.autotune, cached
+    on disk per shape) overrides these rules.
     """
+    measured = autotune.measured_choice(spec)
+    if measured is not None:
+        return _REGISTRY[measured]
     if spec.Cg == 1:
         return _REGISTRY["direct"]
     channels = min(spec.Cg, spec.Kg)

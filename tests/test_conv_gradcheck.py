@@ -1,7 +1,6 @@
 """Finite-difference checks of conv2d_backward (float64, tiny shapes): the
 gradients must be the derivative of the forward, independently of the
 NumPy reference the grid tests use."""
-import numpy as np
 import pytest
 
 import convcore

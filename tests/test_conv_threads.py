@@ -10,7 +10,10 @@ from convcore._kernels import openmp_info
 
 
 @pytest.fixture
-def restore_threads():
+def restore_threads(monkeypatch):
+    """Restores the thread count, and lets even these small layers use
+    every thread (the grain size would otherwise keep them on one)."""
+    monkeypatch.setattr(_threads, "GRAIN", 1)
     previous = convcore.get_num_threads()
     yield
     convcore.set_num_threads(previous)
@@ -58,6 +61,13 @@ def test_set_num_threads_validates_and_returns_previous(restore_threads):
         convcore.set_num_threads(0)
     with pytest.raises(TypeError, match="n must be an int"):
         convcore.set_num_threads(2.0)
+
+
+def test_small_work_runs_on_one_thread():
+    with_threads = convcore.get_num_threads()
+    assert _threads.kernel_threads(10) == 1
+    assert _threads.kernel_threads(_threads.GRAIN * 1000) == with_threads
+    assert _threads.kernel_threads() == with_threads
 
 
 def test_blas_threads_limits_every_loaded_blas():

@@ -10,4 +10,10 @@ Modules:
     im2col        im2col / col2im for one image and one group
     conv_direct   direct convolution forward / backward (data, weight, bias)
     conv_gemm     im2col + GEMM convolution forward / backward
+    conv_winograd Winograd F(2x2, 3x3) forward (backward-data reuses it)
+    pool          max / avg / adaptive pooling forward / backward
+    batchnorm     batch-norm statistics, normalisation, backward
+    lrn           local response normalisation forward / backward
+    norm          group / layer / instance norm forward / backward
+    activation    relu forward / backward
 """

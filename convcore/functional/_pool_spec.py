@@ -3,17 +3,8 @@ arguments lives in pool_spec(), which the forward and the backward share
 (PyTorch's pool2d_shape_check), plus the shape checks of the backwards."""
 from dataclasses import dataclass
 
-import numpy as np
 
-from convcore.functional._validation import check_int, int_pair, output_size
-
-
-def check_flag(v, name, fn):
-    """A bool argument (numpy bools too); a string or an array would
-    otherwise be read as True without a word."""
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{fn}: {name} must be a bool, got {v!r}")
-    return bool(v)
+from convcore.functional._validation import check_flag, check_int, int_pair, output_size
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ def as_float_array(a, name, ndim=None, dtype=None, fn="convcore"):
     if ndim is not None and a.ndim not in ((ndim,) if isinstance(ndim, int) else ndim):
         raise ValueError(
             f"{fn}: {name} must be {ndim}-D, got {a.ndim}-D array of shape {a.shape}")
-    return np.ascontiguousarray(a)
+    # np.ascontiguousarray would turn a 0-D array into 1-D.
+    return a if a.flags.c_contiguous else a.copy(order="C")
 
 
 def check_int(v, name, minimum=None, fn="convcore"):
@@ -37,6 +38,14 @@ def check_int(v, name, minimum=None, fn="convcore"):
     if minimum is not None and v < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {v}")
     return v
+
+
+def check_flag(v, name, fn="convcore"):
+    """A bool argument (numpy bools too); a string or an array would
+    otherwise be read as True without a word."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{fn}: {name} must be a bool, got {v!r}")
+    return bool(v)
 
 
 def int_pair(v, name, minimum=None, fn="convcore"):

@@ -15,21 +15,19 @@ import numbers
 import numpy as np
 
 from convcore._kernels import activation as _act
-from convcore.algorithms import kernel_threads
+from convcore._threads import kernel_threads
 from convcore.functional._validation import as_float_array, check_int
 
 
 def _input(x, fn, name="input"):
-    # reshape: np.ascontiguousarray (inside as_float_array) turns a 0-D
-    # array into 1-D; an elementwise op must keep the caller's shape.
-    return as_float_array(x, name, fn=fn).reshape(np.shape(x))
+    return as_float_array(x, name, fn=fn)
 
 
 def _grad_pair(grad_y, other, other_name, fn):
     """Check grad_y against the saved array (y or x): same shape and dtype."""
-    other = as_float_array(other, other_name, fn=fn).reshape(np.shape(other))
+    other = as_float_array(other, other_name, fn=fn)
     grad_y = as_float_array(grad_y, "grad_y", dtype=other.dtype,
-                            fn=fn).reshape(np.shape(grad_y))
+                            fn=fn)
     if grad_y.shape != other.shape:
         raise ValueError(f"{fn}: grad_y has shape {grad_y.shape} but {other_name} "
                          f"has shape {other.shape}")
@@ -50,7 +48,7 @@ def relu(x):
     """max(x, 0); NaN propagates."""
     x = _input(x, "relu")
     y = np.empty_like(x)
-    _act.relu(x.reshape(-1), y.reshape(-1), kernel_threads())
+    _act.relu(x.reshape(-1), y.reshape(-1), kernel_threads(x.size))
     return y
 
 
@@ -59,7 +57,7 @@ def relu_backward(grad_y, y):
     grad_y, y = _grad_pair(grad_y, y, "y", "relu_backward")
     gx = np.empty_like(y)
     _act.relu_backward(grad_y.reshape(-1), y.reshape(-1), gx.reshape(-1),
-                       kernel_threads())
+                       kernel_threads(y.size))
     return gx
 
 

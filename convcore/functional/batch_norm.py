@@ -21,8 +21,8 @@ import numbers
 import numpy as np
 
 from convcore._kernels import batchnorm as _bn
-from convcore.algorithms import kernel_threads
-from convcore.functional._pool_spec import check_flag
+from convcore._threads import kernel_threads
+from convcore.functional._validation import check_flag
 from convcore.functional._validation import as_float_array
 
 
@@ -122,7 +122,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None,
     if training and count < 2:
         raise ValueError(f"{fn}: expected more than 1 value per channel when "
                          f"training, got input of shape {x.shape}")
-    nt = kernel_threads()
+    nt = kernel_threads(x.size)
     xs = _as_ncs(x)
     if training:
         mean = np.empty(C)
@@ -188,7 +188,7 @@ def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True):
     w = _channel_vector(weight, "weight", x, fn)
     C = x.shape[1]
     count = x.size // C
-    nt = kernel_threads()
+    nt = kernel_threads(x.size)
     sum_g = np.zeros(C)
     sum_gd = np.zeros(C)
     gx = np.empty(x.shape, dtype=x.dtype)

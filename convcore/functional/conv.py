@@ -2,7 +2,8 @@
 import numpy as np
 
 from convcore._kernels.conv_direct import bias_grad
-from convcore.algorithms import get_algorithm, kernel_threads
+from convcore._threads import kernel_threads
+from convcore.algorithms import get_algorithm
 from convcore.functional._conv_spec import conv_spec
 from convcore.functional._validation import as_float_array
 
@@ -90,5 +91,5 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1,
                       input_grad, weight_grad, spec)
     if bias:
         # One bias-gradient kernel serves every algorithm.
-        bias_grad(grad_y, gb, kernel_threads())
+        bias_grad(grad_y, gb, kernel_threads(grad_y.size))
     return gx, gw, gb

@@ -11,7 +11,7 @@ from convcore.functional._validation import as_float_array
 # --- linear --------------------------------------------------------------------
 
 def _linear_inputs(x, weight, fn):
-    x = as_float_array(x, "input", fn=fn).reshape(np.shape(x))
+    x = as_float_array(x, "input", fn=fn)
     if x.ndim < 1:
         raise ValueError(f"{fn}: input must be (in_features,) or (..., in_features), "
                          "got a 0-D array")
@@ -59,7 +59,7 @@ def linear_backward(grad_y, x, weight, bias=True):
     the shape of weight, grad_bias (out_features,) when bias is True."""
     fn = "linear_backward"
     x, weight = _linear_inputs(x, weight, fn)
-    grad_y = as_float_array(grad_y, "grad_y", dtype=x.dtype, fn=fn).reshape(np.shape(grad_y))
+    grad_y = as_float_array(grad_y, "grad_y", dtype=x.dtype, fn=fn)
     expected = x.shape[:-1] + (weight.shape[0],)
     if grad_y.shape != expected:
         raise ValueError(f"{fn}: grad_y has shape {grad_y.shape} but input {x.shape} "
@@ -118,7 +118,7 @@ def dropout(x, p=0.5, training=True, rng=None, *, return_mask=False):
     y, or (y, mask)
     """
     fn = "dropout"
-    x = as_float_array(x, "input", fn=fn).reshape(np.shape(x))
+    x = as_float_array(x, "input", fn=fn)
     p = _check_p(p, fn)
     if not isinstance(training, (bool, np.bool_)):
         raise TypeError(f"{fn}: training must be a bool, got {training!r}")
@@ -137,7 +137,7 @@ def dropout_backward(grad_y, mask, p):
     """grad_y * mask / (1-p), with the mask dropout returned; mask None
     (dropout in eval mode) gives a copy of grad_y."""
     fn = "dropout_backward"
-    grad_y = as_float_array(grad_y, "grad_y", fn=fn).reshape(np.shape(grad_y))
+    grad_y = as_float_array(grad_y, "grad_y", fn=fn)
     p = _check_p(p, fn)
     if mask is None:
         return grad_y.copy()

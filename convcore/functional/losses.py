@@ -41,7 +41,7 @@ def _reduce(loss, reduction, denominator=None):
 def _upstream(grad, reduction, shape, dtype, fn):
     """The upstream gradient, broadcastable against the per-element loss."""
     if reduction == "none":
-        g = as_float_array(grad, "grad", dtype=dtype, fn=fn).reshape(np.shape(grad))
+        g = as_float_array(grad, "grad", dtype=dtype, fn=fn)
         if g.shape != tuple(shape):
             raise ValueError(f"{fn}: with reduction='none', grad must have the loss "
                              f"shape {tuple(shape)}, got {g.shape}")
@@ -53,7 +53,7 @@ def _upstream(grad, reduction, shape, dtype, fn):
 
 
 def _same_shape(a, name, x, fn):
-    a = as_float_array(a, name, dtype=x.dtype, fn=fn).reshape(np.shape(a))
+    a = as_float_array(a, name, dtype=x.dtype, fn=fn)
     if a.shape != x.shape:
         raise ValueError(f"{fn}: {name} has shape {a.shape} but input has shape {x.shape}")
     return a
@@ -211,7 +211,7 @@ def cross_entropy_backward(logits, target, weight=None, label_smoothing=0.0,
 # --- mean squared error ------------------------------------------------------------
 
 def _mse_inputs(x, target, reduction, fn):
-    x = as_float_array(x, "input", fn=fn).reshape(np.shape(x))
+    x = as_float_array(x, "input", fn=fn)
     target = _same_shape(target, "target", x, fn)
     return x, target, _check_reduction(reduction, fn)
 
@@ -238,12 +238,12 @@ def mse_loss_backward(input, target, reduction="mean", grad=1.0):  # noqa: A002
 # --- binary cross entropy with logits -----------------------------------------------
 
 def _bce_inputs(logits, target, weight, pos_weight, reduction, fn):
-    x = as_float_array(logits, "logits", fn=fn).reshape(np.shape(logits))
+    x = as_float_array(logits, "logits", fn=fn)
     target = _same_shape(target, "target", x, fn)
     out = []
     for name, a in (("weight", weight), ("pos_weight", pos_weight)):
         if a is not None:
-            a = as_float_array(a, name, dtype=x.dtype, fn=fn).reshape(np.shape(a))
+            a = as_float_array(a, name, dtype=x.dtype, fn=fn)
             try:
                 ok = np.broadcast_shapes(a.shape, x.shape) == x.shape
             except ValueError:

@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from convcore._kernels import lrn as _lrn
-from convcore.algorithms import kernel_threads
+from convcore._threads import kernel_threads
 from convcore.functional._validation import as_float_array, check_int
 
 
@@ -54,7 +54,7 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     x, size, (alpha, beta, k) = _checked(x, size, alpha, beta, k, fn)
     y = np.empty(x.shape, dtype=x.dtype)
     if x.shape[0]:
-        _lrn.forward(_as_ncs(x), _as_ncs(y), size, alpha, beta, k, kernel_threads())
+        _lrn.forward(_as_ncs(x), _as_ncs(y), size, alpha, beta, k, kernel_threads(x.size * size))
     return y
 
 
@@ -70,5 +70,5 @@ def local_response_norm_backward(grad_y, x, size, alpha=1e-4, beta=0.75, k=1.0):
     gx = np.empty(x.shape, dtype=x.dtype)
     if x.shape[0]:
         _lrn.backward(_as_ncs(grad_y), _as_ncs(x), _as_ncs(gx), size, alpha,
-                      beta, k, kernel_threads())
+                      beta, k, kernel_threads(x.size * size))
     return gx

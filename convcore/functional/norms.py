@@ -14,7 +14,7 @@ import numbers
 import numpy as np
 
 from convcore._kernels import norm as _norm
-from convcore.algorithms import kernel_threads
+from convcore._threads import kernel_threads
 from convcore.functional._validation import as_float_array, check_int
 
 
@@ -51,7 +51,7 @@ def _forward(x, rows, S, M, G, weight, bias, eps, stats_shape, return_stats):
     mean = np.empty(rows, dtype=x.dtype)
     invstd = np.empty(rows, dtype=x.dtype)
     _norm.forward(x.reshape(-1), y.reshape(-1), S, M, G, eps, weight, bias,
-                  mean, invstd, kernel_threads())
+                  mean, invstd, kernel_threads(x.size))
     if return_stats:
         return y, mean.reshape(stats_shape), invstd.reshape(stats_shape)
     return y
@@ -67,7 +67,7 @@ def _backward(grad_y, x, S, M, G, mean, invstd, weight, has_weight,
     gw64 = np.empty(G * S, dtype=np.float64)
     gb64 = np.empty(G * S, dtype=np.float64)
     _norm.backward(grad_y.reshape(-1), x.reshape(-1), gx.reshape(-1), S, M, G,
-                   weight, mean, invstd, gw64, gb64, kernel_threads())
+                   weight, mean, invstd, gw64, gb64, kernel_threads(x.size))
     gw = gw64.astype(x.dtype).reshape(affine_shape) if has_weight else None
     gb = gb64.astype(x.dtype).reshape(affine_shape)
     return gx, gw, gb

@@ -7,10 +7,10 @@ determine it (PyTorch's note on output size not being invertible)."""
 import numpy as np
 
 from convcore._kernels import pool as _pool
-from convcore.algorithms import kernel_threads
+from convcore._threads import kernel_threads
 from convcore.functional._pool_spec import (
-    adaptive_output_size, check_flag, input_shape_arg, pool_spec)
-from convcore.functional._validation import as_float_array
+    adaptive_output_size, input_shape_arg, pool_spec)
+from convcore.functional._validation import as_float_array, check_flag
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
@@ -43,7 +43,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
     y = np.empty(spec.out_shape, dtype=x.dtype)
     idx = np.empty(spec.out_shape, dtype=np.int64) if return_indices else None
     if spec.N:  # an empty batch has nothing to compute
-        _pool.max_pool2d(x, y, idx, spec.geom, kernel_threads())
+        _pool.max_pool2d(x, y, idx, spec.geom, kernel_threads(x.size))
     return (y, idx) if return_indices else y
 
 
@@ -59,7 +59,7 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     y = np.empty(shape, dtype=x.dtype)
     idx = np.empty(shape, dtype=np.int64) if return_indices else None
     if x.shape[0]:
-        _pool.adaptive_max_pool2d(x, y, idx, kernel_threads())
+        _pool.adaptive_max_pool2d(x, y, idx, kernel_threads(x.size))
     return (y, idx) if return_indices else y
 
 
@@ -82,7 +82,7 @@ def _scatter_through_indices(grad_y, indices, input_shape, fn):
             f"(or be -1), got values in [{indices.min()}, {indices.max()}]")
     gx = np.empty(shape, dtype=grad_y.dtype)
     if shape[0]:
-        _pool.max_pool2d_backward(grad_y, indices, gx, kernel_threads())
+        _pool.max_pool2d_backward(grad_y, indices, gx, kernel_threads(gx.size))
     return gx
 
 
@@ -135,7 +135,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     count_include_pad = check_flag(count_include_pad, "count_include_pad", fn)
     y = np.empty(spec.out_shape, dtype=x.dtype)
     if spec.N:
-        _pool.avg_pool2d(x, y, spec.geom, count_include_pad, kernel_threads())
+        _pool.avg_pool2d(x, y, spec.geom, count_include_pad, kernel_threads(x.size))
     return y
 
 
@@ -159,7 +159,7 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None,
     gx = np.empty(shape, dtype=grad_y.dtype)
     if spec.N:
         _pool.avg_pool2d_backward(grad_y, gx, spec.geom, count_include_pad,
-                                  kernel_threads())
+                                  kernel_threads(gx.size))
     return gx
 
 
@@ -182,7 +182,7 @@ def adaptive_avg_pool2d(x, output_size):
     OH, OW = adaptive_output_size(x.shape, output_size, fn)
     y = np.empty(x.shape[:2] + (OH, OW), dtype=x.dtype)
     if x.shape[0]:
-        _pool.adaptive_avg_pool2d(x, y, kernel_threads())
+        _pool.adaptive_avg_pool2d(x, y, kernel_threads(x.size))
     return y
 
 
@@ -201,5 +201,5 @@ def adaptive_avg_pool2d_backward(grad_y, input_shape):
                          "spatial dimension")
     gx = np.empty(shape, dtype=grad_y.dtype)
     if shape[0]:
-        _pool.adaptive_avg_pool2d_backward(grad_y, gx, kernel_threads())
+        _pool.adaptive_avg_pool2d_backward(grad_y, gx, kernel_threads(gx.size))
     return gx

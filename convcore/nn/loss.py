@@ -17,11 +17,18 @@ class _Loss(Module):
                              f"or 'none', got {reduction!r}")
         self.reduction = reduction
 
-    def _kwargs(self):
+    def _kwargs(self, dtype):
         return {"reduction": self.reduction}
 
+    @staticmethod
+    def _as(a, dtype):
+        """A class-weight array in the dtype of the logits it weighs (a
+        list given at construction would otherwise be float64 against
+        float32 logits)."""
+        return None if a is None else np.asarray(a, dtype=dtype)
+
     def forward(self, out, target):
-        value = functional(self._fn)(out, target, **self._kwargs())
+        value = functional(self._fn)(out, target, **self._kwargs(getattr(out, "dtype", None)))
         self._save_for_backward(out, target)
         return value
 
@@ -29,7 +36,7 @@ class _Loss(Module):
         """Gradient of the loss with respect to `out`, scaled by `grad` (an
         array of the per-element shape for reduction="none")."""
         out, target = self._saved()
-        return functional(self._fn + "_backward")(out, target, **self._kwargs(), grad=grad)
+        return functional(self._fn + "_backward")(out, target, **self._kwargs(out.dtype), grad=grad)
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}"
@@ -49,8 +56,8 @@ class CrossEntropyLoss(_Loss):
             raise ValueError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], "
                              f"got {label_smoothing}")
 
-    def _kwargs(self):
-        return {"weight": self.weight, "label_smoothing": self.label_smoothing,
+    def _kwargs(self, dtype):
+        return {"weight": self._as(self.weight, dtype), "label_smoothing": self.label_smoothing,
                 "reduction": self.reduction}
 
 
@@ -68,6 +75,6 @@ class BCEWithLogitsLoss(_Loss):
         self.weight = None if weight is None else np.asarray(weight)
         self.pos_weight = None if pos_weight is None else np.asarray(pos_weight)
 
-    def _kwargs(self):
-        return {"weight": self.weight, "pos_weight": self.pos_weight,
+    def _kwargs(self, dtype):
+        return {"weight": self._as(self.weight, dtype), "pos_weight": self._as(self.pos_weight, dtype),
                 "reduction": self.reduction}

@@ -1,0 +1,21 @@
+"""`convcore bench` (floor 5): which convolution algorithm wins where.
+
+    command.py   argument parsing, output files      convcore bench --help
+        |
+    configs.py   BenchConfig, parameter grids (--quick, --full), real
+        |        network layers (LeNet-5 ... ResNet-50) and issue-7 targets
+    engine.py    warm-up, interleaved repeats, GEMM peak, PyTorch peer,
+        |        agreement check, auto-vs-best, summaries
+    report.py    text table, JSON, CSV, Markdown, PNG
+
+Used from Python:
+
+    from convcore.bench import run_benchmark, suite_configs
+    result = run_benchmark(suite_configs("issue7"), threads_list=[2])
+"""
+from convcore.bench.command import add_arguments, run
+from convcore.bench.configs import BenchConfig, grid_configs, sample_configs, suite_configs
+from convcore.bench.engine import measure_config, measure_peak, run_benchmark, summarize
+
+__all__ = ["add_arguments", "run", "BenchConfig", "grid_configs", "sample_configs",
+           "suite_configs", "measure_config", "measure_peak", "run_benchmark", "summarize"]

@@ -1,0 +1,41 @@
+"""convcore.models: the seeds' networks built from nn containers (floor 4).
+
+    lenet5, lenet_digits     Sequential                      lenet.py
+    alexnet                  Sequential(features, classifier) alexnet.py
+    vgg11 .. vgg19 (+ _bn),  configurations A, A-LRN, B, C, D, E   vgg.py
+    googlenet, inception     Concat of four branches         googlenet.py
+    resnet18/34/50, resnet20 Residual blocks (+ ReLU)        resnet.py
+
+Every builder takes num_classes, in_channels and input_size (int or (h, w)),
+`rng` (Generator or int seed: one seed fixes every initial weight) and
+`dtype`. get_model(name, **kwargs) looks a builder up by name (the CLI's
+--model). Build inside `convcore.init.skip_init()` to skip drawing weights
+that load_state_dict() will overwrite.
+"""
+from convcore.models.alexnet import alexnet
+from convcore.models.googlenet import INCEPTION_TABLE, googlenet, inception
+from convcore.models.lenet import lenet5, lenet_digits
+from convcore.models.resnet import (PadShortcut, basic_block, bottleneck_block, resnet,
+                                    resnet18, resnet20, resnet34, resnet50, resnet_cifar,
+                                    torchvision_keys)
+from convcore.models.vgg import (CONFIGS as VGG_CONFIGS, vgg, vgg11, vgg11_bn, vgg11_lrn, vgg13,
+                                 vgg13_bn, vgg16, vgg16_bn, vgg16_c, vgg16_c_bn, vgg19, vgg19_bn)
+
+MODELS = {f.__name__: f for f in (
+    lenet5, lenet_digits, alexnet, vgg11, vgg11_bn, vgg11_lrn, vgg13, vgg13_bn, vgg16_c, vgg16_c_bn,
+    vgg16, vgg16_bn, vgg19, vgg19_bn, googlenet, resnet18, resnet34, resnet50, resnet20)}
+
+
+def get_model(name, **kwargs):
+    """Build the model called `name` (a key of MODELS) with builder kwargs."""
+    if name not in MODELS:
+        raise ValueError(f"get_model: unknown model {name!r}; choose from "
+                         f"{', '.join(MODELS)}")
+    return MODELS[name](**kwargs)
+
+
+__all__ = ["MODELS", "get_model", "lenet5", "lenet_digits", "alexnet", "vgg", "VGG_CONFIGS",
+           "vgg11", "vgg11_bn", "vgg11_lrn", "vgg13", "vgg13_bn", "vgg16_c", "vgg16_c_bn", "vgg16",
+           "vgg16_bn", "vgg19", "vgg19_bn", "googlenet", "inception", "INCEPTION_TABLE",
+           "resnet", "resnet18", "resnet34", "resnet50", "resnet_cifar", "resnet20",
+           "basic_block", "bottleneck_block", "PadShortcut", "torchvision_keys"]

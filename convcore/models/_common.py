@@ -1,0 +1,47 @@
+"""Shared pieces of the model builders: argument checks and the post-add
+activation block that ResNet needs."""
+import numpy as np
+
+from convcore import init
+from convcore.functional._validation import check_int, int_pair, output_size
+from convcore.nn import ReLU, Residual
+
+
+def check_common(fn, num_classes, in_channels, input_size, min_size=1):
+    """Validated (num_classes, in_channels, (h, w)); `min_size` is the
+    smallest spatial size the architecture can reduce to 1x1 or more."""
+    num_classes = check_int(num_classes, "num_classes", 1, fn)
+    in_channels = check_int(in_channels, "in_channels", 1, fn)
+    hw = int_pair(input_size, "input_size", 1, fn)
+    if min(hw) < min_size:
+        raise ValueError(f"{fn}: input_size {hw} is too small; this architecture needs "
+                         f"at least {min_size}x{min_size} inputs")
+    return num_classes, in_channels, hw
+
+
+def layer_kwargs(rng, dtype):
+    """Keyword arguments shared by weight layers: one Generator for the
+    whole model (so one seed fixes every initial weight) and the dtype."""
+    return {"rng": init.get_rng(rng), "dtype": np.dtype(dtype).type}
+
+
+def conv_out(size, kernel, stride=1, padding=0, ceil_mode=False):
+    """One spatial dimension after a convolution or pooling window (< 1:
+    the window does not fit)."""
+    return output_size(size, kernel, stride, 2 * padding, 1, ceil_mode)
+
+
+class ResidualReLU(Residual):
+    """relu(body(x) + shortcut(x)): a ResNet block. The activation after the
+    sum is a child named "relu" (no parameters, so the state-dict keys stay
+    "body.…" and "shortcut.…")."""
+
+    def __init__(self, body, shortcut=None):
+        super().__init__(body, shortcut)
+        self.relu = ReLU()
+
+    def forward(self, x):
+        return self.relu(super().forward(x))
+
+    def backward(self, grad_y):
+        return super().backward(self.relu.backward(grad_y))

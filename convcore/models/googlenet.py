@@ -1,0 +1,99 @@
+"""GoogLeNet (Szegedy et al. 2014), Table 1 of the paper:
+
+    conv 7x7/2 64 -> max pool 3/2 -> LRN -> conv 1x1 64 -> conv 3x3 192 -> LRN
+    -> max pool 3/2 -> inception 3a, 3b -> max pool 3/2 -> 4a .. 4e
+    -> max pool 3/2 -> 5a, 5b -> avg pool 7x7 -> dropout 40% -> FC 1000
+
+Each Inception module is a Concat of four branches: 1x1; 1x1 reduce -> 3x3;
+1x1 reduce -> 5x5; 3x3/1 max pool -> 1x1 projection, every conv followed
+by ReLU. Pools use ceil_mode (Caffe's rounding, 224 -> 112 -> 56 -> 28 ->
+14 -> 7). Without the two auxiliary classifiers: 6,998,552 parameters at
+1000 classes (the paper's table sums its layers to about 6.8M; it lists
+weights in thousands, rounded, and omits biases).
+
+The final 7x7 average pool is adaptive (global), so smaller inputs (down
+to 47x47, which leaves a 3x3 map for the last max pool) work: the same
+weights, a smaller map.
+"""
+from collections import OrderedDict
+
+from convcore.nn import (AdaptiveAvgPool2d, Concat, Conv2d, Dropout, Flatten, Linear,
+                         LocalResponseNorm, MaxPool2d, ReLU, Sequential)
+from convcore.models._common import check_common, conv_out, layer_kwargs
+
+# The paper gives no LRN constants; the BVLC Caffe reference model uses
+# size 5, alpha 1e-4, beta 0.75, k 1, and Caffe (like torch) divides alpha
+# by the size, so these are torch's LocalResponseNorm arguments as they are.
+LRN_BVLC = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)
+
+# name: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), Table 1
+INCEPTION_TABLE = OrderedDict([
+    ("3a", (64, 96, 128, 16, 32, 32)),
+    ("3b", (128, 128, 192, 32, 96, 64)),
+    ("4a", (192, 96, 208, 16, 48, 64)),
+    ("4b", (160, 112, 224, 24, 64, 64)),
+    ("4c", (128, 128, 256, 24, 64, 64)),
+    ("4d", (112, 144, 288, 32, 64, 64)),
+    ("4e", (256, 160, 320, 32, 128, 128)),
+    ("5a", (256, 160, 320, 32, 128, 128)),
+    ("5b", (384, 192, 384, 48, 128, 128)),
+])
+
+
+def _conv_relu(cin, cout, k, kw, padding=0, stride=1):
+    return [Conv2d(cin, cout, k, stride=stride, padding=padding, **kw), ReLU()]
+
+
+def inception(in_channels, c1, c3_reduce, c3, c5_reduce, c5, pool_proj, *, rng=None,
+              dtype="float32"):
+    """One Inception module: Concat of the four branches; its output has
+    c1 + c3 + c5 + pool_proj channels at the input's spatial size."""
+    kw = layer_kwargs(rng, dtype)
+    return Concat(
+        Sequential(*_conv_relu(in_channels, c1, 1, kw)),
+        Sequential(*_conv_relu(in_channels, c3_reduce, 1, kw),
+                   *_conv_relu(c3_reduce, c3, 3, kw, padding=1)),
+        Sequential(*_conv_relu(in_channels, c5_reduce, 1, kw),
+                   *_conv_relu(c5_reduce, c5, 5, kw, padding=2)),
+        Sequential(MaxPool2d(3, 1, padding=1, ceil_mode=True),
+                   *_conv_relu(in_channels, pool_proj, 1, kw)),
+    )
+
+
+def googlenet(num_classes=1000, in_channels=3, input_size=224, dropout=0.4, *, rng=None,
+              dtype="float32"):
+    """GoogLeNet without auxiliary classifiers; names follow torchvision
+    (conv1, maxpool1, ..., inception3a, ..., fc)."""
+    fn = "googlenet"
+    num_classes, in_channels, (h, w) = check_common(fn, num_classes, in_channels, input_size)
+    before_last_pool = [conv_out(conv_out(conv_out(conv_out(s, 7, 2, 3), 3, 2, 0, True),
+                                          3, 2, 0, True), 3, 2, 0, True) for s in (h, w)]
+    if min(before_last_pool) < 3:
+        raise ValueError(f"{fn}: input_size {(h, w)} is too small: the fourth max pool "
+                         f"would see a {before_last_pool[0]}x{before_last_pool[1]} map "
+                         f"(needs 3x3; inputs of at least 47x47)")
+    kw = layer_kwargs(rng, dtype)
+    conv1 = Conv2d(in_channels, 64, 7, stride=2, padding=3, **kw)
+    conv1.first_layer = True
+    layers = [
+        ("conv1", Sequential(conv1, ReLU())),
+        ("maxpool1", MaxPool2d(3, 2, ceil_mode=True)),
+        ("lrn1", LocalResponseNorm(**LRN_BVLC)),
+        ("conv2", Sequential(*_conv_relu(64, 64, 1, kw))),
+        ("conv3", Sequential(*_conv_relu(64, 192, 3, kw, padding=1))),
+        ("lrn2", LocalResponseNorm(**LRN_BVLC)),
+        ("maxpool2", MaxPool2d(3, 2, ceil_mode=True)),
+    ]
+    c = 192
+    for name, widths in INCEPTION_TABLE.items():
+        if name in ("4a", "5a"):
+            layers.append((f"maxpool{name[0]}", MaxPool2d(3, 2, ceil_mode=True)))
+        layers.append((f"inception{name}", inception(c, *widths, **kw)))
+        c1, _, c3, _, c5, pp = widths
+        c = c1 + c3 + c5 + pp
+    layers += [
+        ("avgpool", AdaptiveAvgPool2d(1)), ("flatten", Flatten()),
+        ("dropout", Dropout(dropout, rng=kw["rng"])),
+        ("fc", Linear(c, num_classes, **kw)),
+    ]
+    return Sequential(OrderedDict(layers))
