@@ -14,6 +14,8 @@ import threading
 
 from threadpoolctl import ThreadpoolController
 
+from convcore import _fork
+
 _lock = threading.Lock()
 _num_threads = None
 _controller = None
@@ -66,6 +68,9 @@ def kernel_threads(work=None):
     n = get_num_threads()
     if work is not None:
         n = max(1, min(n, int(work) // GRAIN))
+    if n > 1 and _fork.in_forked_child():  # libgomp would hang: see _fork
+        _fork.warn_single_threaded()
+        return 1
     return n
 
 
@@ -80,11 +85,52 @@ def _get_controller():
     return _controller
 
 
+# The BLAS thread count is one per process, but kernels run concurrently
+# from several Python threads (the GIL is released). A threadpoolctl limiter
+# per call goes wrong when calls overlap: each restores "the original" it
+# saw, so the last one out may leave the BLAS at 1 thread for good, and
+# threadpoolctl (>= 3.6) silently ignores a limit set from any Python thread
+# but the one currently "controlling" OpenBLAS. So the calls in flight share
+# one state under _lock: the first saves each BLAS's count, later ones may
+# only lower it (to the smallest asked; never raised under a GEMM in flight;
+# results never depend on it), and the last one out restores the saved
+# counts. The library setters are called directly, our lock being the one
+# controller.
+_blas_active = []
+_blas_saved = None
+
+
+def _blas_libs():
+    return [lib for lib in _get_controller().lib_controllers if lib.user_api == "blas"]
+
+
+def _set_blas(lib, n):
+    getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
+
+
 @contextlib.contextmanager
 def blas_threads(n):
-    """Hold every loaded BLAS (numpy's and scipy's OpenBLAS) to n threads."""
-    with _get_controller().limit(limits=n, user_api="blas"):
+    """Hold every loaded BLAS (numpy's and scipy's OpenBLAS) to n threads
+    (to fewer while another Python thread's call asks for fewer)."""
+    global _blas_saved
+    libs = _blas_libs()
+    with _lock:
+        if not _blas_active:
+            _blas_saved = [lib.get_num_threads() for lib in libs]
+        if not _blas_active or n < min(_blas_active):
+            for lib in libs:
+                _set_blas(lib, n)
+        _blas_active.append(n)
+    try:
         yield
+    finally:
+        with _lock:
+            _blas_active.remove(n)
+            if not _blas_active:
+                for lib, count in zip(libs, _blas_saved):
+                    if count is not None:
+                        _set_blas(lib, count)
+                _blas_saved = None
 
 
 def blas_info():

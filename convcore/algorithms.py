@@ -104,11 +104,27 @@ class Im2colConv(ConvAlgorithm):
                                spec.geom, nt, batch_parallel)
 
 
+def _all_finite(*arrays):
+    """False when an array holds an Inf or NaN (or sums past the float
+    range: a false alarm that only costs speed). Winograd's transforms mix
+    a tile's inputs before the products, so one Inf becomes Inf - Inf = NaN
+    in outputs whose windows never saw it; PyTorch's result is what the
+    im2col path gives. A sum costs one read, no temporary."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return all(np.isfinite(np.add.reduce(a, axis=None)) for a in arrays)
+
+
 class WinogradConv(ConvAlgorithm):
-    """Winograd F(2x2, 3x3) for 3x3 kernels at stride 1 and dilation 1:
-    16 multiplies per 2x2 output tile instead of 36, as 16 GEMMs over the
-    channels. Forward and backward-data (the same transform on grad_y with
-    the flipped kernel); the weight gradient goes through im2col + GEMM."""
+    """Winograd F(2x2, 3x3) for 3x3 kernels at stride 1: 16 multiplies per
+    2x2 output tile instead of 36, as 16 GEMMs over the channels. Forward;
+    backward-data (the same transform on grad_y with the flipped kernel);
+    weight gradient (the adjoint of the forward's GEMMs).
+
+    Dilation d > 1 (and padding the kernel cannot do itself: asymmetric, or
+    more than 2) goes through an explicitly padded copy split into its d x d
+    polyphase components: y[..., a::d, b::d] is the undilated 3x3 valid
+    convolution of xpad[..., a::d, b::d]. The components are stacked along
+    the batch, so one kernel call convolves them all."""
 
     name = "winograd"
     # Interpolation matrix of the weight transform U = G g G^T.
@@ -117,12 +133,55 @@ class WinogradConv(ConvAlgorithm):
     def supports(self, spec):
         if (spec.R, spec.S) != (3, 3):
             return False, f"needs a 3x3 kernel, got {spec.R}x{spec.S}"
-        if spec.stride != (1, 1) or spec.dilation != (1, 1):
-            return False, (f"needs stride 1 and dilation 1, got stride={spec.stride}, "
-                           f"dilation={spec.dilation}")
-        if max(spec.padding) > 2 or spec.padding_total != (2 * spec.padding[0], 2 * spec.padding[1]):
-            return False, f"needs symmetric padding <= 2, got {spec.padding_total} in total"
+        if spec.stride != (1, 1):
+            return False, f"needs stride 1, got stride={spec.stride}"
         return True, ""
+
+    @staticmethod
+    def _kernel_pads(spec):
+        """True when the kernels pad by themselves: dilation 1 and symmetric
+        padding <= 2 (backward-data runs with padding 2 - pad)."""
+        (ph, pw), (th, tw) = spec.padding, spec.padding_total
+        return spec.dilation == (1, 1) and max(ph, pw) <= 2 and (th, tw) == (2 * ph, 2 * pw)
+
+    @staticmethod
+    def _to_phases(a, d):
+        """(N, C, Hq*dh, Wq*dw) -> (N*dh*dw, C, Hq, Wq): the dh x dw
+        polyphase components stacked along the batch, one copy."""
+        N, C, H, W = a.shape
+        (dh, dw) = d
+        return np.ascontiguousarray(a.reshape(N, C, H // dh, dh, W // dw, dw)
+                                    .transpose(0, 3, 5, 1, 2, 4).reshape(N * dh * dw, C, H // dh, W // dw))
+
+    @staticmethod
+    def _from_phases(a, d):
+        """The inverse of _to_phases (a view)."""
+        M, C, h, w = a.shape
+        (dh, dw) = d
+        return (a.reshape(M // (dh * dw), dh, dw, C, h, w).transpose(0, 3, 4, 1, 5, 2)
+                .reshape(M // (dh * dw), C, h * dh, w * dw))
+
+    @staticmethod
+    def _phase_grid(spec):
+        """(Hq, Wq): rows and columns of each polyphase component of the
+        padded input, which is extended with zeros to a multiple of the
+        dilation so that every component has the same size."""
+        (dh, dw), (th, tw) = spec.dilation, spec.padding_total
+        return -(-(spec.H + th) // dh), -(-(spec.W + tw) // dw)
+
+    def _phased_input(self, x, spec):
+        Hq, Wq = self._phase_grid(spec)
+        (dh, dw), (top, left) = spec.dilation, spec.padding
+        xq = np.zeros((spec.N, spec.C, Hq * dh, Wq * dw), dtype=x.dtype)
+        xq[:, :, top:top + spec.H, left:left + spec.W] = x
+        return self._to_phases(xq, spec.dilation)
+
+    def _phased_grad_y(self, grad_y, spec):
+        Hq, Wq = self._phase_grid(spec)
+        (dh, dw) = spec.dilation
+        gq = np.zeros((spec.N, spec.K, (Hq - 2) * dh, (Wq - 2) * dw), dtype=grad_y.dtype)
+        gq[:, :, :spec.OH, :spec.OW] = grad_y
+        return self._to_phases(gq, spec.dilation)
 
     def _transform(self, w):
         """(K, Cg, 3, 3) -> U of shape (16, K, Cg), U[4i+j] = (G w G^T)[i, j]."""
@@ -130,36 +189,96 @@ class WinogradConv(ConvAlgorithm):
         u = np.einsum("ir,kcrs,js->ijkc", G, w, G, optimize=True)
         return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]))
 
-    def _run(self, x, w, bias, y, pad, groups, work):
-        threads = kernel_threads(work)
+    @staticmethod
+    def _flipped(w, spec):
+        """The kernel of backward-data: rotated by 180 degrees, in/out
+        channels swapped within each group; (C, K/groups, 3, 3)."""
+        G, Kg, Cg = spec.groups, spec.Kg, spec.Cg
+        return np.ascontiguousarray(w.reshape(G, Kg, Cg, 3, 3).transpose(0, 2, 1, 3, 4)
+                                    .reshape(spec.C, Kg, 3, 3)[:, :, ::-1, ::-1])
+
+    @staticmethod
+    def _conv(x, u, bias, y, pad, spec):
         with _threads.blas_threads(1):
-            conv_winograd.forward(x, self._transform(w), bias, y, pad[0], pad[1],
-                                  groups, threads)
+            conv_winograd.forward(x, u, bias, y, pad[0], pad[1], spec.groups,
+                                  kernel_threads(spec.flops()))
+
+    @staticmethod
+    def _du(x, grad_y, du, pad, spec):
+        with _threads.blas_threads(1):
+            conv_winograd.backward_weight(x, grad_y, du, pad[0], pad[1], spec.groups,
+                                          kernel_threads(spec.flops()))
 
     def scratch_bytes(self, spec, backward):
         nt = kernel_threads(spec.flops())
         size = spec.dtype.itemsize
+        # The polyphase path adds padded, rearranged copies of the input
+        # (and for backward, of grad_y and grad_x).
+        Hq, Wq = self._phase_grid(spec)
+        dd = spec.dilation[0] * spec.dilation[1]
+        copy = 0 if self._kernel_pads(spec) else 2 * spec.N * dd * Hq * Wq * (
+            spec.C + spec.K * backward) * size
         if not backward:
-            return conv_winograd.scratch_elements(spec.C, spec.K, spec.OW, nt) * size
-        # backward-data runs the forward on grad_y (channels swapped, width W),
-        # then the weight gradient runs through im2col: the larger of the two.
+            return copy + conv_winograd.scratch_elements(spec.C, spec.K, spec.OW, nt) * size
+        # backward-data runs the forward on grad_y (channels swapped, width
+        # W); the weight gradient needs the forward's buffers plus its
+        # fixed partial sums: the larger of the two.
         data = conv_winograd.scratch_elements(spec.K, spec.C, spec.W, nt) * size
-        return max(data, _REGISTRY["im2col"].scratch_bytes(spec, True))
+        weight = (conv_winograd.scratch_elements(spec.C, spec.K, spec.OW, nt)
+                  + conv_winograd.NUM_WEIGHT_GRAD_CHUNKS * 16 * spec.K * spec.Cg) * size
+        return copy + max(data, weight)
 
     def forward(self, x, w, bias, y, spec):
-        self._run(x, w, bias, y, spec.padding, spec.groups, spec.flops())
+        if not _all_finite(x, w):
+            _REGISTRY["im2col"].forward(x, w, bias, y, spec)
+            return
+        u = self._transform(w)
+        if self._kernel_pads(spec):
+            self._conv(x, u, bias, y, spec.padding, spec)
+            return
+        Hq, Wq = self._phase_grid(spec)
+        xs = self._phased_input(x, spec)
+        ys = np.empty((xs.shape[0], spec.K, Hq - 2, Wq - 2), dtype=x.dtype)
+        self._conv(xs, u, bias, ys, (0, 0), spec)
+        y[...] = self._from_phases(ys, spec.dilation)[:, :, :spec.OH, :spec.OW]
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
+        # Non-finite values go through im2col, whose result is PyTorch's.
+        im2col = _REGISTRY["im2col"]
+        if need_x and not _all_finite(grad_y, w):
+            im2col.backward(grad_y, x, w, grad_x, grad_w, True, False, spec)
+            need_x = False
+        if need_w and not _all_finite(grad_y, x):
+            im2col.backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
+            need_w = False
+        direct = self._kernel_pads(spec)
+        if not direct and (need_x or need_w):
+            gys = self._phased_grad_y(grad_y, spec)
         if need_x:
-            # grad_x = full correlation of grad_y with the kernel rotated by
-            # 180 degrees and its in/out channels swapped within each group.
-            G, Kg, Cg = spec.groups, spec.Kg, spec.Cg
-            w_t = (w.reshape(G, Kg, Cg, 3, 3).transpose(0, 2, 1, 3, 4)
-                   .reshape(spec.C, Kg, 3, 3)[:, :, ::-1, ::-1])
-            self._run(grad_y, np.ascontiguousarray(w_t), np.empty(0, x.dtype), grad_x,
-                      (2 - spec.padding[0], 2 - spec.padding[1]), G, spec.flops())
+            # grad_x = full correlation of grad_y with the flipped kernel.
+            u_t = self._transform(self._flipped(w, spec))
+            no_bias = np.empty(0, x.dtype)
+            if direct:
+                self._conv(grad_y, u_t, no_bias, grad_x,
+                           (2 - spec.padding[0], 2 - spec.padding[1]), spec)
+            else:
+                Hq, Wq = self._phase_grid(spec)
+                gxs = np.empty((gys.shape[0], spec.C, Hq, Wq), dtype=x.dtype)
+                self._conv(gys, u_t, no_bias, gxs, (2, 2), spec)
+                top, left = spec.padding
+                grad_x[...] = self._from_phases(gxs, spec.dilation)[
+                    :, :, top:top + spec.H, left:left + spec.W]
         if need_w:
-            _REGISTRY["im2col"].backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
+            # The adjoint of the forward: dU = sum over tiles of dM V^T (16
+            # GEMMs), then grad_w = G^T dU G.
+            du = np.empty((16, spec.K, spec.Cg), dtype=x.dtype)
+            if direct:
+                self._du(x, grad_y, du, spec.padding, spec)
+            else:
+                self._du(self._phased_input(x, spec), gys, du, (0, 0), spec)
+            G = self._G.astype(x.dtype)
+            grad_w[...] = np.einsum("ir,ijkc,js->kcrs", G, du.reshape(4, 4, spec.K, spec.Cg),
+                                    G, optimize=True)
 
 
 _REGISTRY = {cls.name: cls() for cls in (DirectConv, Im2colConv, WinogradConv)}
@@ -187,7 +306,9 @@ def select_algorithm(spec):
       does 16 multiplies where im2col does 36; it wins by 1.2-2.2x once
       min(C/groups, K/groups) >= 16 and that times OH*OW is >= 6000. Below
       that its 16 GEMMs (inner dimension C/groups) are too small and its
-      transforms dominate.
+      transforms dominate. Dilated layers run Winograd on polyphase copies,
+      which only ties with im2col on one thread and loses on two (the
+      copies are serial), so auto leaves them to im2col.
     - everything else: im2col + GEMM, which runs near the BLAS's speed
       once Cg*R*S and K/groups are a few dozen.
 
@@ -201,7 +322,8 @@ def select_algorithm(spec):
         return _REGISTRY["direct"]
     channels = min(spec.Cg, spec.Kg)
     if (channels >= 16 and channels * spec.OH * spec.OW >= 6000
-            and _REGISTRY["winograd"].supports(spec)[0]):
+            and _REGISTRY["winograd"].supports(spec)[0]
+            and WinogradConv._kernel_pads(spec)):
         return _REGISTRY["winograd"]
     return _REGISTRY["im2col"]
 

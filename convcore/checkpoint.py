@@ -86,7 +86,14 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None):
     if _META not in arrays:
         raise ValueError(f"{fn}: {path} is a convcore state file but not a training "
                          f"checkpoint (no '{_META}' entry)")
-    meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
+    try:  # a hostile or corrupt file: bad UTF-8, bad JSON, the wrong structure
+        meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{fn}: {path} has unreadable checkpoint metadata ({e})") from e
+    if (not isinstance(meta, dict) or type(meta.get("format", 0)) is not int
+            or not all(isinstance(meta.get(k, {}), dict)
+                       for k in ("rng", "history", "extra", "optimizer", "scheduler"))):
+        raise ValueError(f"{fn}: {path} has malformed checkpoint metadata")
     if meta.get("format", 0) > _FORMAT:
         raise ValueError(f"{fn}: {path} has checkpoint format {meta['format']}; this "
                          f"convcore reads up to {_FORMAT}")

@@ -3,6 +3,7 @@
 A state dict is a flat mapping name -> array, which .npz stores natively;
 loading with allow_pickle=False means a file can never run code. Files
 written here carry a format marker so a foreign .npz is told apart."""
+import math
 import zipfile
 from collections import OrderedDict
 
@@ -33,19 +34,54 @@ def save(obj, path):
         np.savez(f, **arrays)
 
 
+# What a state dict may hold: bools, ints, floats (no objects, strings,
+# records: nothing a model's arrays are made of, and objects need pickle).
+_NUMERIC_KINDS = "biuf"
+
+
+def _check_entries(archive, path):
+    """Read every entry's .npy header (never its data) and refuse what
+    cannot be a state dict before numpy allocates: non-numeric dtypes, and
+    shapes whose byte count is not what the entry holds (a truncated entry,
+    or a header declaring terabytes to make the reader allocate them)."""
+    for info in archive.infolist():
+        name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"convcore.load: {path}: entry '{name}' has .npy "
+                                 f"format version {version}, not 1.0 or 2.0")
+            header = f.tell()
+        if dtype.hasobject or dtype.kind not in _NUMERIC_KINDS or dtype.fields:
+            raise ValueError(f"convcore.load: {path}: entry '{name}' has dtype "
+                             f"{dtype}; a state dict holds numeric arrays only "
+                             "(object arrays would need pickle, which is never used)")
+        declared = math.prod(shape) * dtype.itemsize
+        if declared != info.file_size - header:
+            raise ValueError(f"convcore.load: {path}: entry '{name}' declares shape "
+                             f"{shape} of {dtype} ({declared} bytes) but holds "
+                             f"{info.file_size - header} bytes: truncated or corrupt")
+
+
 def load(path):
     """Read a file written by convcore.save -> OrderedDict name -> ndarray,
     ready for Module.load_state_dict. A truncated, corrupt or foreign file
     raises ValueError saying which."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                raise ValueError(f"convcore.load: {path} holds a single .npy array, "
-                                 "not a convcore state dict (.npz)")
+        loaded = np.load(path, allow_pickle=False)
+        if not hasattr(loaded, "files"):  # an ndarray has no context manager
+            raise ValueError(f"convcore.load: {path} holds a single .npy array, "
+                             "not a convcore state dict (.npz)")
+        with loaded as npz:
             names = list(npz.files)
             if _MARKER not in names:
                 raise ValueError(f"convcore.load: {path} is an .npz file not written "
                                  f"by convcore.save (no '{_MARKER}' entry)")
+            _check_entries(npz.zip, path)
             version = int(npz[_MARKER])
             if version > _VERSION:
                 raise ValueError(f"convcore.load: {path} has format version {version}; "

@@ -18,11 +18,15 @@ CASES = [
 
 
 GENERAL = [a for a in convcore.conv_algorithms() if a != "winograd"]
-# Winograd's domain: 3x3, stride 1, dilation 1, symmetric padding <= 2.
+# Winograd's domain: 3x3, stride 1; padding the kernel does itself, and
+# the polyphase path (dilation, padding > 2, asymmetric 'same').
 WINOGRAD_CASES = [
     dict(stride=1, padding=0, dilation=1, groups=1),
     dict(stride=1, padding=(2, 1), dilation=1, groups=2),
     dict(stride=1, padding="same", dilation=1, groups=4),
+    dict(stride=1, padding=2, dilation=2, groups=1),
+    dict(stride=1, padding=(3, 0), dilation=(1, 2), groups=2),
+    dict(stride=1, padding="same", dilation=3, groups=1),
 ]
 
 

@@ -85,3 +85,19 @@ def test_built_with_openmp():
         pytest.skip("built with CONVCORE_NO_OPENMP")
     assert openmp_info.openmp_enabled()
     assert openmp_info.build_info()["openmp"]
+
+
+@pytest.mark.parametrize("env,expect", [({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "active"}, "active"),
+                                        ({"GOMP_SPINCOUNT": "1000"}, None)])
+def test_openmp_waits_passively_unless_the_user_chose(env, expect):
+    import os
+    import subprocess
+    import sys
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    clean.update(env)
+    home = os.path.dirname(os.path.dirname(os.path.abspath(convcore.__file__)))
+    clean["PYTHONPATH"] = home
+    out = subprocess.run([sys.executable, "-c", "import os, convcore; print(os.environ.get('OMP_WAIT_POLICY'))"],
+                         capture_output=True, text=True, env=clean, cwd="/", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(expect)

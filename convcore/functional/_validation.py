@@ -1,7 +1,10 @@
 """Argument checks shared by every functional op: one place for dtype,
 ndim, int-pair and output-size rules, so conv, pooling and both backwards
 speak the same language. Errors name the argument and show the shapes."""
+import math
 import numbers
+import os
+import sys
 
 import numpy as np
 
@@ -48,14 +51,23 @@ def check_flag(v, name, fn="convcore"):
     return bool(v)
 
 
+# Window geometry (kernel, stride, padding, dilation) reaches the kernels as
+# Py_ssize_t and is multiplied there (dilation * (kernel - 1), o * stride +
+# offset): capped at 2**31-1, no such product or sum can overflow 64 bits.
+GEOMETRY_MAX = 2**31 - 1
+
+
 def int_pair(v, name, minimum=None, fn="convcore"):
-    """int or (h, w) pair of ints -> (h, w), each >= minimum."""
+    """int or (h, w) pair of ints -> (h, w), each >= minimum and <= 2**31-1."""
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{fn}: {name} must be an int or a pair (h, w), got {v!r}")
-        return tuple(check_int(e, name, minimum, fn) for e in v)
-    x = check_int(v, name, minimum, fn)
-    return (x, x)
+        pair = tuple(check_int(e, name, minimum, fn) for e in v)
+    else:
+        pair = (check_int(v, name, minimum, fn),) * 2
+    if max(pair) > GEOMETRY_MAX:
+        raise ValueError(f"{fn}: {name} must be at most 2**31-1, got {v!r}")
+    return pair
 
 
 def output_size(in_size, kernel, stride, pad_total, dilation, ceil_mode=False,
@@ -77,3 +89,67 @@ def output_size(in_size, kernel, stride, pad_total, dilation, ceil_mode=False,
             out -= 1
         return out
     return room // stride + 1
+
+
+# Kernel index arithmetic is Py_ssize_t; no array (or scratch buffer) may
+# hold more bytes than it can count, or an offset would wrap around.
+SSIZE_MAX = sys.maxsize
+# Smaller requests skip the memory query (a read of /proc/meminfo): they
+# cannot be what exhausts the machine, and tiny calls stay fast.
+_QUERY_MEMORY_ABOVE = 1 << 27
+
+
+def available_memory():
+    """Bytes one call may still allocate: MemAvailable + SwapFree, capped by
+    a cgroup v2 memory.max; physical memory where /proc is missing; None
+    when unknown. np.empty alone is no guard: with overcommit a huge
+    allocation succeeds and the kernel's first writes summon the OOM killer."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f
+                    if line.split(":")[0] in ("MemAvailable", "SwapFree")}
+        if "MemAvailable" in info:
+            avail = info["MemAvailable"] + info.get("SwapFree", 0)
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            avail = min(avail, int(limit))
+    except OSError:
+        pass
+    return avail
+
+
+def check_allocation(fn, *arrays, what="output and scratch"):
+    """Refuse a call whose outputs and scratch could not be indexed or held,
+    before anything is allocated or any kernel runs.
+
+    arrays: (shape_or_count, dtype) pairs; products are exact Python ints,
+    so nothing here can overflow. Raises ValueError when one buffer's bytes
+    exceed Py_ssize_t (index arithmetic would wrap) and MemoryError, with
+    the size in bytes, when the total exceeds available_memory()."""
+    total = 0
+    for shape, dtype in arrays:
+        count = shape if isinstance(shape, numbers.Integral) else math.prod(shape)
+        nbytes = int(count) * np.dtype(dtype).itemsize
+        if nbytes > SSIZE_MAX:
+            raise ValueError(
+                f"{fn}: {what} of shape {shape} would take {nbytes} bytes, more "
+                f"than a 64-bit index can address (2**63-1)")
+        total += nbytes
+    if total > _QUERY_MEMORY_ABOVE:
+        avail = available_memory()
+        if total > SSIZE_MAX or (avail is not None and total > avail):
+            raise MemoryError(
+                f"{fn}: {what} would need {total} bytes ({total / 2**30:.1f} GiB) "
+                f"but only {avail} bytes ({(avail or 0) / 2**30:.1f} GiB) of memory "
+                f"are available; use a smaller batch or input")
+    return total

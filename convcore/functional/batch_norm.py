@@ -22,7 +22,7 @@ import numpy as np
 
 from convcore._kernels import batchnorm as _bn
 from convcore._threads import kernel_threads
-from convcore.functional._validation import check_flag
+from convcore.functional._validation import check_allocation, check_flag
 from convcore.functional._validation import as_float_array
 
 
@@ -134,6 +134,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None,
     invstd = 1.0 / np.sqrt(var + eps)
     scale = invstd if w is None else invstd * w
     shift = np.zeros(C) if b is None else b
+    check_allocation(fn, (x.shape, x.dtype))
     y = np.empty(x.shape, dtype=x.dtype)
     if count:  # an empty batch (eval only) has nothing to normalise
         _bn.normalize(xs, mean, scale, shift, _as_ncs(y), nt)
@@ -191,6 +192,7 @@ def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True):
     nt = kernel_threads(x.size)
     sum_g = np.zeros(C)
     sum_gd = np.zeros(C)
+    check_allocation(fn, (x.shape, x.dtype))
     gx = np.empty(x.shape, dtype=x.dtype)
     if count == 0:
         gx[...] = 0

@@ -2,10 +2,14 @@
 import numpy as np
 
 from convcore._kernels.conv_direct import bias_grad
-from convcore._threads import kernel_threads
+from convcore._threads import get_num_threads, kernel_threads
 from convcore.algorithms import get_algorithm
 from convcore.functional._conv_spec import conv_spec
-from convcore.functional._validation import as_float_array
+from convcore.functional._validation import (
+    as_float_array, check_allocation, check_flag)
+
+# Weight-gradient partial sums of the im2col backward (conv_gemm.NUM_PARTIALS).
+_PARTIALS = 8
 
 
 def _checked_inputs(x, weight, stride, padding, dilation, groups, fn):
@@ -14,6 +18,29 @@ def _checked_inputs(x, weight, stride, padding, dilation, groups, fn):
     spec = conv_spec(x.shape, weight.shape, x.dtype, stride, padding,
                      dilation, groups, fn)
     return x, weight, spec
+
+
+def _check_memory(algo, spec, fn, outputs, backward=False):
+    """Refuse before allocating when the outputs plus an upper bound of the
+    algorithm's scratch cannot be held. Counted here in Python ints, not by
+    ConvAlgorithm.scratch_bytes: that asks the kernels, whose Py_ssize_t
+    size products could wrap for exactly the calls refused here."""
+    threads = get_num_threads()
+    crs, pixels = spec.Cg * spec.R * spec.S, spec.OH * spec.OW
+    scratch = 0
+    if algo.name == "im2col" or (algo.name == "winograd" and backward):
+        if not spec.is_pointwise:  # one column buffer per thread
+            scratch += crs * pixels * threads
+        if backward:
+            scratch += _PARTIALS * spec.K * crs
+    if algo.name == "direct" and backward:  # R*S*OW weight-grad partials per thread
+        scratch += threads * spec.R * spec.S * spec.OW
+    if algo.name == "winograd":  # V and M per thread, tiles of <= 192 or a row
+        block = max(192, (max(spec.OW, spec.W) + 1) // 2 + 1)  # W: backward-data
+        scratch += threads * (16 * (spec.C + spec.K) * block + 16 * block + 16)
+        scratch += 16 * spec.K * spec.Cg + spec.K * spec.Cg * 9
+    return check_allocation(fn, *[(shape, spec.dtype) for shape in outputs],
+                            (scratch, spec.dtype))
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -44,6 +71,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
             raise ValueError(f"{fn}: bias must have shape ({spec.K},) to match "
                              f"weight shape {weight.shape}, got {b.shape}")
     algo = get_algorithm(algorithm, spec, fn)
+    _check_memory(algo, spec, fn, [spec.out_shape])
     y = np.empty(spec.out_shape, dtype=x.dtype)
     if spec.N:  # an empty batch has nothing to compute
         algo.forward(x, weight, b, y, spec)
@@ -69,6 +97,9 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1,
     (grad_x, grad_w, grad_b) with the shapes of x, weight and (K,)
     """
     fn = "conv2d_backward"
+    bias = check_flag(bias, "bias", fn)
+    input_grad = check_flag(input_grad, "input_grad", fn)
+    weight_grad = check_flag(weight_grad, "weight_grad", fn)
     x, weight, spec = _checked_inputs(x, weight, stride, padding, dilation, groups, fn)
     grad_y = as_float_array(grad_y, "grad_y", ndim=4, dtype=x.dtype, fn=fn)
     if grad_y.shape != spec.out_shape:
@@ -76,6 +107,7 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1,
             f"{fn}: grad_y has shape {grad_y.shape} but the convolution of input "
             f"{x.shape} with weight {weight.shape} gives {spec.out_shape}")
     algo = get_algorithm(algorithm, spec, fn)
+    _check_memory(algo, spec, fn, [x.shape, weight.shape], backward=True)
     gx = np.empty(x.shape, dtype=x.dtype) if input_grad else None
     gw = np.empty(weight.shape, dtype=x.dtype) if weight_grad else None
     gb = np.empty(spec.K, dtype=x.dtype) if bias else None

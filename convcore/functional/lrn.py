@@ -12,12 +12,14 @@ import numpy as np
 
 from convcore._kernels import lrn as _lrn
 from convcore._threads import kernel_threads
-from convcore.functional._validation import as_float_array, check_int
+from convcore.functional._validation import SSIZE_MAX, as_float_array, check_int
 
 
 def _checked(x, size, alpha, beta, k, fn, name="input"):
     x = as_float_array(x, name, ndim=(3, 4, 5), fn=fn)
     size = check_int(size, "size", 1, fn)
+    if size > SSIZE_MAX:  # the kernels take it as a Py_ssize_t
+        raise ValueError(f"{fn}: size must be at most 2**63-1, got {size}")
     reals = []
     for arg, v in (("alpha", alpha), ("beta", beta), ("k", k)):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):

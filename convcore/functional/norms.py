@@ -15,7 +15,7 @@ import numpy as np
 
 from convcore._kernels import norm as _norm
 from convcore._threads import kernel_threads
-from convcore.functional._validation import as_float_array, check_int
+from convcore.functional._validation import as_float_array, check_allocation, check_int
 
 
 def _check_eps(eps, fn):
@@ -47,6 +47,7 @@ def _stats(a, name, shape, x, fn):
 
 
 def _forward(x, rows, S, M, G, weight, bias, eps, stats_shape, return_stats):
+    check_allocation("norm", (x.shape, x.dtype), (2 * rows, x.dtype))
     y = np.empty_like(x)
     mean = np.empty(rows, dtype=x.dtype)
     invstd = np.empty(rows, dtype=x.dtype)
@@ -63,6 +64,7 @@ def _backward(grad_y, x, S, M, G, mean, invstd, weight, has_weight,
     if grad_y.shape != x.shape:
         raise ValueError(f"{fn}: grad_y has shape {grad_y.shape} but input has "
                          f"shape {x.shape}")
+    check_allocation(fn, (x.shape, x.dtype), (2 * G * S, np.float64))
     gx = np.empty_like(x)
     gw64 = np.empty(G * S, dtype=np.float64)
     gb64 = np.empty(G * S, dtype=np.float64)

@@ -10,7 +10,8 @@ from convcore._kernels import pool as _pool
 from convcore._threads import kernel_threads
 from convcore.functional._pool_spec import (
     adaptive_output_size, input_shape_arg, pool_spec)
-from convcore.functional._validation import as_float_array, check_flag
+from convcore.functional._validation import (
+    as_float_array, check_allocation, check_flag)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
@@ -40,6 +41,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
     x = as_float_array(x, "input", ndim=4, fn=fn)
     spec = pool_spec(x.shape, kernel_size, stride, padding, dilation, ceil_mode, fn)
     return_indices = check_flag(return_indices, "return_indices", fn)
+    check_allocation(fn, (spec.out_shape, x.dtype),
+                     (spec.out_shape if return_indices else 0, np.int64))
     y = np.empty(spec.out_shape, dtype=x.dtype)
     idx = np.empty(spec.out_shape, dtype=np.int64) if return_indices else None
     if spec.N:  # an empty batch has nothing to compute
@@ -56,6 +59,7 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     OH, OW = adaptive_output_size(x.shape, output_size, fn)
     return_indices = check_flag(return_indices, "return_indices", fn)
     shape = x.shape[:2] + (OH, OW)
+    check_allocation(fn, (shape, x.dtype), (shape if return_indices else 0, np.int64))
     y = np.empty(shape, dtype=x.dtype)
     idx = np.empty(shape, dtype=np.int64) if return_indices else None
     if x.shape[0]:
@@ -80,6 +84,7 @@ def _scatter_through_indices(grad_y, indices, input_shape, fn):
         raise ValueError(
             f"{fn}: indices must lie in [0, {plane}) for input_shape {shape} "
             f"(or be -1), got values in [{indices.min()}, {indices.max()}]")
+    check_allocation(fn, (shape, grad_y.dtype))
     gx = np.empty(shape, dtype=grad_y.dtype)
     if shape[0]:
         _pool.max_pool2d_backward(grad_y, indices, gx, kernel_threads(gx.size))
@@ -133,6 +138,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     x = as_float_array(x, "input", ndim=4, fn=fn)
     spec = pool_spec(x.shape, kernel_size, stride, padding, 1, ceil_mode, fn)
     count_include_pad = check_flag(count_include_pad, "count_include_pad", fn)
+    check_allocation(fn, (spec.out_shape, x.dtype))
     y = np.empty(spec.out_shape, dtype=x.dtype)
     if spec.N:
         _pool.avg_pool2d(x, y, spec.geom, count_include_pad, kernel_threads(x.size))
@@ -156,6 +162,7 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None,
     if grad_y.shape != spec.out_shape:
         raise ValueError(f"{fn}: grad_y has shape {grad_y.shape} but pooling "
                          f"input_shape {shape} gives {spec.out_shape}")
+    check_allocation(fn, (shape, grad_y.dtype))
     gx = np.empty(shape, dtype=grad_y.dtype)
     if spec.N:
         _pool.avg_pool2d_backward(grad_y, gx, spec.geom, count_include_pad,
@@ -180,6 +187,7 @@ def adaptive_avg_pool2d(x, output_size):
     fn = "adaptive_avg_pool2d"
     x = as_float_array(x, "input", ndim=4, fn=fn)
     OH, OW = adaptive_output_size(x.shape, output_size, fn)
+    check_allocation(fn, (x.shape[:2] + (OH, OW), x.dtype))
     y = np.empty(x.shape[:2] + (OH, OW), dtype=x.dtype)
     if x.shape[0]:
         _pool.adaptive_avg_pool2d(x, y, kernel_threads(x.size))
@@ -199,6 +207,7 @@ def adaptive_avg_pool2d_backward(grad_y, input_shape):
     if grad_y.shape[2] < 1 or grad_y.shape[3] < 1:
         raise ValueError(f"{fn}: grad_y of shape {grad_y.shape} has an empty "
                          "spatial dimension")
+    check_allocation(fn, (shape, grad_y.dtype))
     gx = np.empty(shape, dtype=grad_y.dtype)
     if shape[0]:
         _pool.adaptive_avg_pool2d_backward(grad_y, gx, kernel_threads(gx.size))
