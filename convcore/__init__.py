@@ -26,11 +26,16 @@ from convcore._grad_mode import is_grad_enabled, no_grad
 from convcore._threads import get_num_threads, set_num_threads
 from convcore.algorithms import conv_algorithms
 from convcore.autotune import tune
+# Kernel ABI of the native (cimport) API, convcore/native.pxd; downstream
+# extensions compare it with the CONVCORE_ABI_VERSION they were built with.
+from convcore._kernels.native import ABI_VERSION as __abi_version__
 
 
 def get_include():
-    """Directory holding convcore's public .pxd files, for downstream Cython
-    extensions: add it to `include_dirs` and `cimport convcore._kernels...`."""
+    """Directory that holds the `convcore` package with its public .pxd
+    files (convcore/native.pxd, convcore/_kernels/*.pxd), for downstream
+    Cython extensions: pass it as cythonize's include_path (and the
+    extension's include_dirs), then `from convcore.native cimport ...`."""
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -3,6 +3,8 @@
 Kernels trust their inputs: every check lives in convcore.functional.
 Modules:
 
+    native        float32/float64 entry points of the public C API (cimport
+                  convcore.native; see convcore/native.pxd)
     openmp_info   whether OpenMP was compiled in, build flags, omp threads
     blas          fused-type _gemm over scipy.linalg.cython_blas (row-major)
     im2col        im2col / col2im for one image and one group

@@ -32,11 +32,7 @@ cdef enum:
 NUM_WEIGHT_GRAD_CHUNKS = NUM_PARTIALS
 
 
-cdef inline bint _is_pointwise(const ConvParams* p) noexcept nogil:
-    # im2col is the identity only for a 1x1 kernel, stride 1 and no padding
-    # (dilation is then irrelevant), as Caffe's is_1x1_ notes.
-    return (p.R == 1 and p.S == 1 and p.stride_h == 1 and p.stride_w == 1
-            and p.pad_h == 0 and p.pad_w == 0)
+# _is_pointwise and _column_size live in conv_gemm.pxd (shared with native).
 
 
 cdef void _im2col_channels(const floating* x, floating* col,
@@ -136,13 +132,6 @@ cdef void* _scratch(Py_ssize_t threads, Py_ssize_t size, size_t item) except? NU
 # ---------------------------------------------------------------------------
 # Drivers, called by convcore.functional after every check; geom is
 # (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups).
-
-cdef inline Py_ssize_t _column_size(const ConvParams* p) noexcept nogil:
-    """Elements of one thread's column buffer (0 for pointwise layers)."""
-    if _is_pointwise(p):
-        return 0
-    return (p.C // p.groups) * p.R * p.S * p.OH * p.OW
-
 
 def scratch_bytes(x_shape, w_shape, y_shape, tuple geom, int num_threads,
                   bint batch_parallel, bint backward):
