@@ -219,7 +219,7 @@ cdef void adaptive_avg_pool2d_backward_plane_f64(const double* grad_y, double* g
 # -- Batch norm: per-channel reductions, in double -------------------------------
 # x / grad_y viewed as (N, C, S) (S = 1, L or H*W), C-contiguous; one call
 # per channel c, so parallelise over C; results in double whatever the dtype.
-# The elementwise passes are one line each (see docs/native.md):
+# The elementwise passes are one line each (see the README section "Using convcore from Cython"):
 #   y = (x - mean) * invstd * weight + bias,      invstd = 1/sqrt(var + eps)
 #   training grad_x = weight * invstd / M * (M * grad_y - sum_g
 #                     - (x - mean) * invstd**2 * sum_gd),   M = N * S
