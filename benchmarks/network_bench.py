@@ -35,10 +35,11 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run from a checkout without installing
+try:  # an installed convcore (or one on PYTHONPATH) comes first ...
+    import convcore
+except ImportError:  # ... else the checkout's in-place build
     sys.path.insert(0, ROOT)
-
-import convcore  # noqa: E402
+    import convcore
 from convcore import nn, optim  # noqa: E402
 from convcore.models import lenet5, resnet20  # noqa: E402
 

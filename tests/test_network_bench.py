@@ -1,8 +1,8 @@
 """benchmarks/network_bench.py runs end to end on a tiny configuration
 (convcore only, as on CI without torch) and reports both workloads."""
 import os
-import subprocess
-import sys
+
+from subprocess_helpers import run_python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "network_bench.py")
@@ -10,12 +10,11 @@ SCRIPT = os.path.join(ROOT, "benchmarks", "network_bench.py")
 
 def test_network_bench_quick_tiny_without_torch(tmp_path):
     md = tmp_path / "network.md"
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, "--quick", "--no-torch", "--threads", "1",
-         "--lenet-batches", "2", "--chunk", "1", "--warmup-batches", "1",
-         "--resnet-steps", "1", "--resnet-warmup", "1", "--memory-steps", "1",
-         "--markdown", str(md)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = run_python(
+        SCRIPT, "--quick", "--no-torch", "--threads", "1",
+        "--lenet-batches", "2", "--chunk", "1", "--warmup-batches", "1",
+        "--resnet-steps", "1", "--resnet-warmup", "1", "--memory-steps", "1",
+        "--markdown", str(md), timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "LeNet-5 epoch (extrapolated) | convcore | 61,706 |" in out
