@@ -9,6 +9,7 @@ Each command lives in its own module exposing `add_arguments(parser)` and
 """
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -40,7 +41,14 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)  # bad arguments: usage + exit 2
-    return args._run(args) or 0
+    try:
+        return args._run(args) or 0
+    except BrokenPipeError:
+        # `convcore ... | head`: the reader left. Point stdout at /dev/null
+        # so the interpreter's final flush does not raise again, and exit
+        # as a process killed by SIGPIPE would (128 + 13).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -49,3 +49,21 @@ def test_demo_runs_and_algorithms_agree():
         assert algo in out.stdout
     diffs = [float(line.rsplit(" ", 1)[1]) for line in out.stdout.splitlines() if "max rel. diff" in line]
     assert diffs and max(diffs) < 1e-4
+
+
+def test_closed_pipe_ends_quietly():
+    """`convcore train | head -1`: no traceback when the reader leaves."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from subprocess_helpers import convcore_env
+    with tempfile.TemporaryDirectory() as cwd:
+        proc = subprocess.Popen([sys.executable, "-m", "convcore", "train", "--epochs", "1",
+                                 "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=convcore_env(), cwd=cwd)
+        proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=300) == 141, err
+    assert "Traceback" not in err
