@@ -238,6 +238,8 @@ def _train(args):
                       scheduler=scheduler, callbacks=callbacks, checkpoint=args.checkpoint,
                       resume=args.resume, progress=not args.no_progress,
                       verbose=args.no_progress)
+    except BrokenPipeError:
+        raise  # the output's reader left: convcore.cli ends quietly
     except (OSError, ValueError, FloatingPointError) as e:  # e.g. a foreign checkpoint
         return _fail(str(e))
     except KeyboardInterrupt:
