@@ -186,9 +186,14 @@ class WinogradConv(ConvAlgorithm):
         return self._to_phases(gq, spec.dilation)
 
     def _transform(self, w):
-        """(K, Cg, 3, 3) -> U of shape (16, K, Cg), U[4i+j] = (G w G^T)[i, j]."""
+        """(K, Cg, 3, 3) -> U of shape (16, K, Cg), U[4i+j] = (G w G^T)[i, j].
+        On one BLAS thread: a multithreaded numpy GEMM leaves its pool
+        spinning for milliseconds after it returns, on the cores the kernel
+        that follows needs (measured: 3x3 128->128 16x16 forward 22 ms
+        after it, 11 ms without)."""
         G = self._G.astype(w.dtype)
-        u = np.einsum("ir,kcrs,js->ijkc", G, w, G, optimize=True)
+        with _threads.blas_threads(1):
+            u = np.einsum("ir,kcrs,js->ijkc", G, w, G, optimize=True)
         return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]))
 
     @staticmethod
@@ -279,8 +284,9 @@ class WinogradConv(ConvAlgorithm):
             else:
                 self._du(self._phased_input(x, spec), gys, du, (0, 0), spec)
             G = self._G.astype(x.dtype)
-            grad_w[...] = np.einsum("ir,ijkc,js->kcrs", G, du.reshape(4, 4, spec.K, spec.Cg),
-                                    G, optimize=True)
+            with _threads.blas_threads(1):  # see _transform
+                grad_w[...] = np.einsum("ir,ijkc,js->kcrs", G, du.reshape(4, 4, spec.K, spec.Cg),
+                                        G, optimize=True)
 
 
 _REGISTRY = {cls.name: cls() for cls in (DirectConv, Im2colConv, WinogradConv)}

@@ -6,7 +6,7 @@ so the 36 multiplies per output tile and channel pair of a direct 3x3
 become 16, done as 16 GEMMs over channels (Lavin & Gray 2015):
     M[xi] (K x T) = U[xi] (K x C) @ V[xi] (C x T),   xi = 0..15.
 
-Work is split into blocks of whole tile rows, about TILE_BLOCK output
+Work is split into blocks of whole tile rows, about 1 MiB of scratch of output
 tiles taken across the batch (so small images still give the BLAS long
 rows); the transforms run along tile rows, so they vectorise. Each thread
 owns one block at a time with its own V and M scratch (16*C*TB and
@@ -25,8 +25,9 @@ from convcore._kernels.blas cimport gemm
 
 # Output tiles per work block; 16*C*TB floats of V per thread.
 cdef enum:
-    TILE_BLOCK = 192
-TILES_PER_BLOCK = TILE_BLOCK
+    TILE_BYTES = 1 << 20
+    MIN_TILES = 64
+    MAX_TILES = 512
 
 
 cdef void _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
@@ -265,15 +266,24 @@ cdef void _forward_block(const floating* x, const floating* u,
                         y + (n * K + k) * OH * OW, OH, OW, 2 * th, TW, rows)
 
 
-cdef inline Py_ssize_t _rows_per_block(Py_ssize_t TW) noexcept nogil:
-    return TILE_BLOCK // TW if TW < TILE_BLOCK else 1
+cdef inline Py_ssize_t _rows_per_block(Py_ssize_t TW, Py_ssize_t C,
+                                       Py_ssize_t K) noexcept nogil:
+    """Tile rows per block: about TILE_BYTES of V and M scratch (so a
+    block's GEMM operands stay near the core's L2), but at least
+    MIN_TILES and at most MAX_TILES tiles (GEMMs too thin or too long)."""
+    cdef Py_ssize_t tiles = TILE_BYTES // (16 * (C + K) * 4)
+    if tiles < MIN_TILES:
+        tiles = MIN_TILES
+    if tiles > MAX_TILES:
+        tiles = MAX_TILES
+    return tiles // TW if TW < tiles else 1
 
 
 def scratch_elements(Py_ssize_t C, Py_ssize_t K, Py_ssize_t OW, int num_threads):
     """Elements of scratch one forward call allocates (V, M and row
     buffers for each thread)."""
     cdef Py_ssize_t TW = (OW + 1) // 2
-    cdef Py_ssize_t TB = _rows_per_block(TW) * TW
+    cdef Py_ssize_t TB = _rows_per_block(TW, C, K) * TW
     return num_threads * (16 * (C + K) * TB + 8 * (2 * TW + 2))
 
 
@@ -287,7 +297,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = y.shape[1], OH = y.shape[2], OW = y.shape[3]
     cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
-    cdef Py_ssize_t rpb = _rows_per_block(TW), total = N * TH
+    cdef Py_ssize_t rpb = _rows_per_block(TW, C, K), total = N * TH
     cdef Py_ssize_t nblocks = (total + rpb - 1) // rpb
     cdef Py_ssize_t TB = rpb * TW
     cdef Py_ssize_t vsize = 16 * C * TB, per = 16 * (C + K) * TB + 8 * (2 * TW + 2)
@@ -331,7 +341,7 @@ def backward_weight(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = grad_y.shape[1], OH = grad_y.shape[2], OW = grad_y.shape[3]
     cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
-    cdef Py_ssize_t rpb = _rows_per_block(TW), total = N * TH
+    cdef Py_ssize_t rpb = _rows_per_block(TW, C, K), total = N * TH
     cdef Py_ssize_t nblocks = (total + rpb - 1) // rpb
     cdef Py_ssize_t nchunks = min(nblocks, <Py_ssize_t> NUM_PARTIALS)
     cdef Py_ssize_t TB = rpb * TW, usize = 16 * K * (C // groups)
