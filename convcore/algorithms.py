@@ -88,10 +88,14 @@ class Im2colConv(ConvAlgorithm):
         return spec.N * spec.groups
 
     def scratch_bytes(self, spec, backward):
+        # conv_gemm's buffers: one (Cg*R*S, OH*OW) column per thread (none
+        # for a pointwise layer), and backward's weight-gradient partials.
         nt, batch_parallel, _ = self._plan(self._items(spec, backward), spec)
-        elements = conv_gemm.scratch_bytes(
-            (spec.N, spec.C, spec.H, spec.W), (spec.K, spec.Cg, spec.R, spec.S),
-            spec.out_shape, spec.geom, nt, batch_parallel, backward)
+        column = 0 if spec.is_pointwise else spec.Cg * spec.R * spec.S * spec.OH * spec.OW
+        elements = column * (nt if batch_parallel else 1)
+        chunks = min(spec.N, conv_gemm.NUM_WEIGHT_GRAD_CHUNKS)
+        if backward and chunks > 1:
+            elements += chunks * spec.K * spec.Cg * spec.R * spec.S
         return elements * spec.dtype.itemsize
 
     def forward(self, x, w, bias, y, spec):
@@ -204,36 +208,67 @@ class WinogradConv(ConvAlgorithm):
         return np.ascontiguousarray(w.reshape(G, Kg, Cg, 3, 3).transpose(0, 2, 1, 3, 4)
                                     .reshape(spec.C, Kg, 3, 3)[:, :, ::-1, ::-1])
 
-    @staticmethod
-    def _conv(x, u, bias, y, pad, spec):
+    @classmethod
+    def _conv(cls, x, u, bias, y, pad, spec):
+        rows = cls._rows_per_block(x.shape[1], y.shape[1], y.shape[3])
         with _threads.blas_threads(1):
-            conv_winograd.forward(x, u, bias, y, pad[0], pad[1], spec.groups,
+            conv_winograd.forward(x, u, bias, y, pad[0], pad[1], spec.groups, rows,
                                   kernel_threads(spec.flops()))
 
-    @staticmethod
-    def _du(x, grad_y, du, pad, spec):
+    @classmethod
+    def _du(cls, x, grad_y, du, pad, spec):
+        rows = cls._rows_per_block(x.shape[1], grad_y.shape[1], grad_y.shape[3])
         with _threads.blas_threads(1):
-            conv_winograd.backward_weight(x, grad_y, du, pad[0], pad[1], spec.groups,
+            conv_winograd.backward_weight(x, grad_y, du, pad[0], pad[1], spec.groups, rows,
                                           kernel_threads(spec.flops()))
+
+    # Tile rows per work block: about TILE_BYTES of V and M scratch, so a
+    # block's GEMM operands stay near one core's L2, but MIN_TILES to
+    # MAX_TILES tiles (thinner GEMMs lose to their call overhead, longer
+    # ones gain nothing).
+    TILE_BYTES, MIN_TILES, MAX_TILES = 1 << 20, 64, 512
+
+    @classmethod
+    def _rows_per_block(cls, C, K, OW):
+        tiles = min(max(cls.TILE_BYTES // (16 * (C + K) * 4), cls.MIN_TILES), cls.MAX_TILES)
+        TW = (OW + 1) // 2
+        return max(1, tiles // TW)
+
+    @classmethod
+    def _kernel_scratch(cls, C, K, OW, threads):
+        """Elements conv_winograd.forward allocates: V, M and row buffers
+        per thread (exact Python ints: no product can wrap)."""
+        TW = (OW + 1) // 2
+        TB = cls._rows_per_block(C, K, OW) * TW
+        return threads * (16 * (C + K) * TB + 8 * (2 * TW + 2))
+
+    def _shape_args(self, spec):
+        """(C, K, width) the kernel sees: the polyphase path convolves
+        ceil((W + padding) / dilation)-wide components."""
+        if self._kernel_pads(spec):
+            return spec.OW, spec.W
+        Hq, Wq = self._phase_grid(spec)
+        return Wq - 2, Wq
 
     def scratch_bytes(self, spec, backward):
         nt = kernel_threads(spec.flops())
         size = spec.dtype.itemsize
+        out_w, in_w = self._shape_args(spec)
         # The polyphase path adds padded, rearranged copies of the input
         # (and for backward, of grad_y and grad_x).
         Hq, Wq = self._phase_grid(spec)
         dd = spec.dilation[0] * spec.dilation[1]
         copy = 0 if self._kernel_pads(spec) else 2 * spec.N * dd * Hq * Wq * (
-            spec.C + spec.K * backward) * size
+            spec.C + spec.K * backward)
         if not backward:
-            return copy + conv_winograd.scratch_elements(spec.C, spec.K, spec.OW, nt) * size
-        # backward-data runs the forward on grad_y (channels swapped, width
-        # W); the weight gradient needs the forward's buffers plus its
+            return (copy + self._kernel_scratch(spec.C, spec.K, out_w, nt)) * size
+        # backward-data runs the forward on grad_y (channels swapped, input
+        # width); the weight gradient needs the forward's buffers plus its
         # fixed partial sums: the larger of the two.
-        data = conv_winograd.scratch_elements(spec.K, spec.C, spec.W, nt) * size
-        weight = (conv_winograd.scratch_elements(spec.C, spec.K, spec.OW, nt)
-                  + conv_winograd.NUM_WEIGHT_GRAD_CHUNKS * 16 * spec.K * spec.Cg) * size
-        return copy + max(data, weight)
+        data = self._kernel_scratch(spec.K, spec.C, in_w, nt)
+        weight = (self._kernel_scratch(spec.C, spec.K, out_w, nt)
+                  + conv_winograd.NUM_WEIGHT_GRAD_CHUNKS * 16 * spec.K * spec.Cg)
+        return (copy + max(data, weight)) * size
 
     def forward(self, x, w, bias, y, spec):
         if not _all_finite(x, w):

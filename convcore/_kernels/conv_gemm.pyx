@@ -133,18 +133,6 @@ cdef void* _scratch(Py_ssize_t threads, Py_ssize_t size, size_t item) except? NU
 # Drivers, called by convcore.functional after every check; geom is
 # (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups).
 
-def scratch_bytes(x_shape, w_shape, y_shape, tuple geom, int num_threads,
-                  bint batch_parallel, bint backward):
-    """Elements of scratch one call allocates (column buffers, and for
-    backward the weight-gradient partials); times itemsize for bytes."""
-    cdef ConvParams p = geometry(x_shape, w_shape, y_shape, geom)
-    cdef Py_ssize_t total = _column_size(&p) * (num_threads if batch_parallel else 1)
-    cdef Py_ssize_t nchunks = min(p.N, NUM_PARTIALS)
-    if backward and nchunks > 1:
-        total += nchunks * p.K * (p.C // p.groups) * p.R * p.S
-    return total
-
-
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
             const floating[::1] bias, floating[:, :, :, ::1] y,
             tuple geom, int num_threads, bint batch_parallel):

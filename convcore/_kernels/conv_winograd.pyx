@@ -6,10 +6,10 @@ so the 36 multiplies per output tile and channel pair of a direct 3x3
 become 16, done as 16 GEMMs over channels (Lavin & Gray 2015):
     M[xi] (K x T) = U[xi] (K x C) @ V[xi] (C x T),   xi = 0..15.
 
-Work is split into blocks of whole tile rows, about 1 MiB of scratch of output
-tiles taken across the batch (so small images still give the BLAS long
-rows); the transforms run along tile rows, so they vectorise. Each thread
-owns one block at a time with its own V and M scratch (16*C*TB and
+Work is split into blocks of whole tile rows taken across the batch (so
+small images still give the BLAS long rows; how many rows is the caller's
+choice, convcore.algorithms.WinogradConv); the transforms run along tile
+rows, so they vectorise. Each thread owns one block at a time with its own V and M scratch (16*C*TB and
 16*K*TB elements: bounded, never a whole-batch matrix) and calls the BLAS
 single-threaded (the caller holds it to one thread: one owner at a time).
 The weight transform U = G g G^T is computed once per call by the caller.
@@ -24,10 +24,6 @@ from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm
 
 # Output tiles per work block; 16*C*TB floats of V per thread.
-cdef enum:
-    TILE_BYTES = 1 << 20
-    MIN_TILES = 64
-    MAX_TILES = 512
 
 
 cdef void _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
@@ -266,38 +262,20 @@ cdef void _forward_block(const floating* x, const floating* u,
                         y + (n * K + k) * OH * OW, OH, OW, 2 * th, TW, rows)
 
 
-cdef inline Py_ssize_t _rows_per_block(Py_ssize_t TW, Py_ssize_t C,
-                                       Py_ssize_t K) noexcept nogil:
-    """Tile rows per block: about TILE_BYTES of V and M scratch (so a
-    block's GEMM operands stay near the core's L2), but at least
-    MIN_TILES and at most MAX_TILES tiles (GEMMs too thin or too long)."""
-    cdef Py_ssize_t tiles = TILE_BYTES // (16 * (C + K) * 4)
-    if tiles < MIN_TILES:
-        tiles = MIN_TILES
-    if tiles > MAX_TILES:
-        tiles = MAX_TILES
-    return tiles // TW if TW < tiles else 1
-
-
-def scratch_elements(Py_ssize_t C, Py_ssize_t K, Py_ssize_t OW, int num_threads):
-    """Elements of scratch one forward call allocates (V, M and row
-    buffers for each thread)."""
-    cdef Py_ssize_t TW = (OW + 1) // 2
-    cdef Py_ssize_t TB = _rows_per_block(TW, C, K) * TW
-    return num_threads * (16 * (C + K) * TB + 8 * (2 * TW + 2))
-
-
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
             const floating[::1] bias, floating[:, :, :, ::1] y,
             Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t groups,
-            int num_threads):
+            Py_ssize_t rows_per_block, int num_threads):
     """y = conv3x3(x) + bias, stride 1, dilation 1, padding (pad_h, pad_w)
     top/left. u: transformed weights (16, K, C/groups) = G g G^T; bias of
-    size K or 0. x (N, C, H, W), y (N, K, OH, OW).              OUT: y"""
+    size K or 0. x (N, C, H, W), y (N, K, OH, OW). rows_per_block >= 1:
+    tile rows each work block takes (the caller's choice; scratch per
+    thread is 16*(C+K)*rows_per_block*TW + 8*(2*TW+2) elements,
+    TW = ceil(OW/2)).                                           OUT: y"""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = y.shape[1], OH = y.shape[2], OW = y.shape[3]
     cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
-    cdef Py_ssize_t rpb = _rows_per_block(TW, C, K), total = N * TH
+    cdef Py_ssize_t rpb = rows_per_block, total = N * TH
     cdef Py_ssize_t nblocks = (total + rpb - 1) // rpb
     cdef Py_ssize_t TB = rpb * TW
     cdef Py_ssize_t vsize = 16 * C * TB, per = 16 * (C + K) * TB + 8 * (2 * TW + 2)
@@ -334,14 +312,15 @@ cdef enum:
 def backward_weight(const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] grad_y,
                     floating[:, :, ::1] du, Py_ssize_t pad_h, Py_ssize_t pad_w,
-                    Py_ssize_t groups, int num_threads):
+                    Py_ssize_t groups, Py_ssize_t rows_per_block, int num_threads):
     """du (16, K, C/groups), overwritten: the gradient with respect to the
     transformed weights U; the caller maps it back through G^T du G.
-                                                                 OUT: du"""
+    Scratch as forward's, plus NUM_WEIGHT_GRAD_CHUNKS * 16*K*C/groups
+    partial sums.                                                OUT: du"""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = grad_y.shape[1], OH = grad_y.shape[2], OW = grad_y.shape[3]
     cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
-    cdef Py_ssize_t rpb = _rows_per_block(TW, C, K), total = N * TH
+    cdef Py_ssize_t rpb = rows_per_block, total = N * TH
     cdef Py_ssize_t nblocks = (total + rpb - 1) // rpb
     cdef Py_ssize_t nchunks = min(nblocks, <Py_ssize_t> NUM_PARTIALS)
     cdef Py_ssize_t TB = rpb * TW, usize = 16 * K * (C // groups)

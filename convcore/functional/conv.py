@@ -2,14 +2,11 @@
 import numpy as np
 
 from convcore._kernels.conv_direct import bias_grad
-from convcore._threads import get_num_threads, kernel_threads
+from convcore._threads import kernel_threads
 from convcore.algorithms import get_algorithm
 from convcore.functional._conv_spec import conv_spec
 from convcore.functional._validation import (
     as_float_array, check_allocation, check_flag)
-
-# Weight-gradient partial sums of the im2col backward (conv_gemm.NUM_PARTIALS).
-_PARTIALS = 8
 
 
 def _checked_inputs(x, weight, stride, padding, dilation, groups, fn):
@@ -21,24 +18,10 @@ def _checked_inputs(x, weight, stride, padding, dilation, groups, fn):
 
 
 def _check_memory(algo, spec, fn, outputs, backward=False):
-    """Refuse before allocating when the outputs plus an upper bound of the
-    algorithm's scratch cannot be held. Counted here in Python ints, not by
-    ConvAlgorithm.scratch_bytes: that asks the kernels, whose Py_ssize_t
-    size products could wrap for exactly the calls refused here."""
-    threads = get_num_threads()
-    crs, pixels = spec.Cg * spec.R * spec.S, spec.OH * spec.OW
-    scratch = 0
-    if algo.name == "im2col" or (algo.name == "winograd" and backward):
-        if not spec.is_pointwise:  # one column buffer per thread
-            scratch += crs * pixels * threads
-        if backward:
-            scratch += _PARTIALS * spec.K * crs
-    if algo.name == "direct" and backward:  # R*S*OW weight-grad partials per thread
-        scratch += threads * spec.R * spec.S * spec.OW
-    if algo.name == "winograd":  # V and M per thread, tiles of <= 192 or a row
-        block = max(192, (max(spec.OW, spec.W) + 1) // 2 + 1)  # W: backward-data
-        scratch += threads * (16 * (spec.C + spec.K) * block + 16 * block + 16)
-        scratch += 16 * spec.K * spec.Cg + spec.K * spec.Cg * 9
+    """Refuse before allocating when the outputs plus the algorithm's
+    scratch cannot be indexed or held (each algorithm counts its scratch in
+    exact Python ints: ConvAlgorithm.scratch_bytes)."""
+    scratch = algo.scratch_bytes(spec, backward) // spec.dtype.itemsize
     return check_allocation(fn, *[(shape, spec.dtype) for shape in outputs],
                             (scratch, spec.dtype))
 
