@@ -91,7 +91,9 @@ class Im2colConv(ConvAlgorithm):
         # conv_gemm's buffers: one (Cg*R*S, OH*OW) column per thread (none
         # for a pointwise layer), and backward's weight-gradient partials.
         nt, batch_parallel, _ = self._plan(self._items(spec, backward), spec)
-        column = 0 if spec.is_pointwise else spec.Cg * spec.R * spec.S * spec.OH * spec.OW
+        per_row = spec.Cg * spec.R * spec.S * spec.OW
+        rows = min(max(conv_gemm.COLUMN_BUDGET_ELEMENTS // per_row, 1), spec.OH)
+        column = 0 if spec.is_pointwise else per_row * rows  # a stripe of output rows
         elements = column * (nt if batch_parallel else 1)
         chunks = min(spec.N, conv_gemm.NUM_WEIGHT_GRAD_CHUNKS)
         if backward and chunks > 1:

@@ -50,3 +50,22 @@ def test_col2im_is_the_adjoint_of_im2col(geom, rng):
     back = np.zeros_like(x)
     col2im_py(z, back, R, S, OH, OW, (sh, sw), (ph, pw), (dh, dw))
     np.testing.assert_allclose(np.sum(col * z), np.sum(x * back), rtol=1e-12)
+
+
+@pytest.mark.parametrize("xs,ws,geom", [
+    ((2, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3)),   # striped
+    ((2, 16, 9, 9), (8, 16, 3, 3), dict(padding=1)),                # one stripe
+    ((1, 512, 20, 20), (4, 512, 7, 7), dict(padding=3)),            # one row > budget
+    ((2, 8, 5, 5), (8, 8, 1, 1), {}),                               # pointwise: none
+])
+def test_python_scratch_count_matches_the_kernels_column(xs, ws, geom):
+    """Im2colConv.scratch_bytes (exact Python ints, used by the memory
+    check) counts the column buffer exactly as conv_gemm sizes it."""
+    from convcore._kernels import conv_gemm
+    from convcore.algorithms import Im2colConv
+    from convcore.functional._conv_spec import conv_spec
+    spec = conv_spec(xs, ws, np.dtype(np.float32), geom.get("stride", 1),
+                     geom.get("padding", 0), 1, 1)
+    kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom)
+    nt, parallel, _ = Im2colConv()._plan(Im2colConv()._items(spec, False), spec)
+    assert Im2colConv().scratch_bytes(spec, False) == kernel * (nt if parallel else 1) * 4

@@ -62,22 +62,28 @@ def test_conv_output_pixels_beyond_int32_is_a_value_error(no_allocation):
         F.conv2d(x, w, padding=2**20)
 
 
-def test_im2col_scratch_counts_too(no_allocation):
-    # Output 12001^2 floats (0.6 GB), column scratch 64x that per thread.
+def test_im2col_scratch_counts_too(monkeypatch):
+    # Output 12001^2 floats (0.58 GB) fits in the memory left; with the
+    # column stripe (~1 MiB per thread) on top it does not: refused.
     x = np.ones((1, 64, 1, 1), np.float32)
     w = np.ones((1, 64, 1, 1), np.float32)
+    output = 12001 * 12001 * 4
+    monkeypatch.setattr(_validation, "available_memory", lambda: output + 1024)
     with pytest.raises(MemoryError, match="conv2d"):
         F.conv2d(x, w, padding=6000, algorithm="im2col")
 
 
 def test_conv_backward_counts_its_scratch(monkeypatch):
-    monkeypatch.setattr(_validation, "available_memory", lambda: 2**30)
-    x = np.ones((1, 64, 1, 1), np.float32)
-    w = np.ones((1, 64, 1, 1), np.float32)
-    gy = np.ones((1, 1, 4097, 4097), np.float32)  # padding 2048: 67 MB
-    # The column buffer alone is 64 x 67 MB: refused, not attempted.
+    # 8 images: the weight gradient is summed in 8 partial copies of grad_w
+    # (8 x 205 MB). grad_x and grad_w fit in the memory left; with the
+    # partials on top they do not: refused, not attempted.
+    x = np.zeros((8, 1024, 7, 7), np.float32)
+    w = np.zeros((1024, 1024, 7, 7), np.float32)
+    gy = np.zeros((8, 1024, 1, 1), np.float32)
+    outputs = (x.size + w.size + 1024) * 4
+    monkeypatch.setattr(_validation, "available_memory", lambda: outputs + 2**20)
     with pytest.raises(MemoryError, match="conv2d_backward: .* bytes"):
-        F.conv2d_backward(gy, x, w, padding=2048, algorithm="im2col")
+        F.conv2d_backward(gy, x, w, algorithm="im2col")
 
 
 @pytest.mark.parametrize("value", [2**31, 2**63, 10**30])

@@ -15,11 +15,41 @@ cdef inline bint _is_pointwise(const ConvParams* p) noexcept nogil:
             and p.pad_h == 0 and p.pad_w == 0)
 
 
+# A column buffer holds a stripe of output rows, at most COLUMN_BUDGET
+# elements (1 MiB of float32) unless one row needs more: the GEMM then reads
+# it from the core's L2 instead of memory (a 7x7 stem layer's whole column
+# is 7 MiB per image), and scratch stays small.
+cdef enum:
+    COLUMN_BUDGET = 1 << 18
+
+
+cdef inline Py_ssize_t _stripe_rows(const ConvParams* p) noexcept nogil:
+    """Output rows per im2col stripe: 1 <= rows <= OH."""
+    cdef Py_ssize_t per_row = (p.C // p.groups) * p.R * p.S * p.OW
+    cdef Py_ssize_t rows = COLUMN_BUDGET // per_row if per_row > 0 else p.OH
+    if rows < 1:
+        rows = 1
+    if rows > p.OH:
+        rows = p.OH
+    return rows
+
+
+cdef inline ConvParams _stripe(const ConvParams* p, Py_ssize_t oh0,
+                               Py_ssize_t oh1) noexcept nogil:
+    """The geometry of output rows [oh0, oh1) alone: the same input, with
+    the top padding shifted (it may become negative: the stripe then
+    starts inside the image)."""
+    cdef ConvParams q = p[0]
+    q.OH = oh1 - oh0
+    q.pad_h = p.pad_h - oh0 * p.stride_h
+    return q
+
+
 cdef inline Py_ssize_t _column_size(const ConvParams* p) noexcept nogil:
     """Elements of one thread's column buffer (0 for pointwise layers)."""
     if _is_pointwise(p):
         return 0
-    return (p.C // p.groups) * p.R * p.S * p.OH * p.OW
+    return (p.C // p.groups) * p.R * p.S * _stripe_rows(p) * p.OW
 
 
 # y[n, g*Kg:(g+1)*Kg] (overwritten) for item = n*groups + g; bias may be

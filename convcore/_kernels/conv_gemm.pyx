@@ -10,8 +10,8 @@ batch_parallel=False  items one after another; im2col/col2im split over
                       channels with prange, and each GEMM multithreaded by
                       BLAS itself (for batches smaller than the thread count).
 
-Scratch is bounded: one (Cg*R*S, OH*OW) column per thread, never a
-whole-batch matrix; 1x1 stride-1 unpadded convolutions use the input itself
+Scratch is bounded: one (Cg*R*S, rows*OW) column per thread for a stripe
+of output rows (about 1 MiB, conv_gemm.pxd), never a whole-batch matrix; 1x1 stride-1 unpadded convolutions use the input itself
 as the column matrix. The weight gradient is summed in NUM_PARTIALS fixed
 image chunks and the partial sums added in chunk order, so the result is
 the same at every thread count up to NUM_PARTIALS.
@@ -30,6 +30,14 @@ from convcore._kernels.im2col cimport im2col, col2im
 cdef enum:
     NUM_PARTIALS = 8
 NUM_WEIGHT_GRAD_CHUNKS = NUM_PARTIALS
+COLUMN_BUDGET_ELEMENTS = COLUMN_BUDGET
+
+
+def column_elements(x_shape, w_shape, y_shape, tuple geom):
+    """Elements of one column buffer, as the kernels size it (for tests of
+    the Python-side scratch count)."""
+    cdef ConvParams p = geometry(x_shape, w_shape, y_shape, geom)
+    return _column_size(&p)
 
 
 # _is_pointwise and _column_size live in conv_gemm.pxd (shared with native).
@@ -64,22 +72,33 @@ cdef void _forward_item(const floating* x, const floating* w,
     cdef Py_ssize_t G = p.groups, n = item // G, g = item % G
     cdef Py_ssize_t Cg = p.C // G, Kg = p.K // G
     cdef Py_ssize_t HW = p.H * p.W, P = p.OH * p.OW, CRS = Cg * p.R * p.S
-    cdef Py_ssize_t k, i
+    cdef Py_ssize_t k, i, oh0, oh1, rows, Ps
     cdef const floating* xg = x + (n * p.C + g * Cg) * HW
+    cdef const floating* wg = w + g * Kg * CRS
     cdef floating* yg = y + (n * p.K + g * Kg) * P
-    cdef const floating* src = xg
     cdef floating beta = 0
-    if not _is_pointwise(p):
-        _im2col_channels(xg, col, p, Cg, split, num_threads)
-        src = col
+    cdef ConvParams q
     if bias != NULL:
         # Bias rides in the GEMM: fill the rows, then accumulate (beta = 1).
         for k in range(Kg):
             for i in range(P):
                 yg[k * P + i] = bias[g * Kg + k]
         beta = 1
-    gemm(False, False, <int> Kg, <int> P, <int> CRS, <floating> 1,
-         w + g * Kg * CRS, <int> CRS, src, <int> P, beta, yg, <int> P)
+    if _is_pointwise(p):
+        gemm(False, False, <int> Kg, <int> P, <int> CRS, <floating> 1,
+             wg, <int> CRS, xg, <int> P, beta, yg, <int> P)
+        return
+    # y[:, stripe] (Kg, Ps) = w[g] (Kg, CRS) @ col (CRS, Ps), stripe by stripe.
+    rows = _stripe_rows(p)
+    oh0 = 0
+    while oh0 < p.OH:
+        oh1 = min(oh0 + rows, p.OH)
+        q = _stripe(p, oh0, oh1)
+        Ps = (oh1 - oh0) * p.OW
+        _im2col_channels(xg, col, &q, Cg, split, num_threads)
+        gemm(False, False, <int> Kg, <int> Ps, <int> CRS, <floating> 1,
+             wg, <int> CRS, col, <int> Ps, beta, yg + oh0 * p.OW, <int> P)
+        oh0 = oh1
 
 
 cdef void _backward_item(const floating* grad_y, const floating* x,
@@ -89,31 +108,42 @@ cdef void _backward_item(const floating* grad_y, const floating* x,
                          bint split, int num_threads) noexcept nogil:
     cdef Py_ssize_t G = p.groups, Cg = p.C // G, Kg = p.K // G
     cdef Py_ssize_t HW = p.H * p.W, P = p.OH * p.OW, CRS = Cg * p.R * p.S
+    cdef Py_ssize_t oh0, oh1, rows, Ps
     cdef bint pointwise = _is_pointwise(p)
     cdef const floating* gyg = grad_y + (n * p.K + g * Kg) * P
     cdef const floating* wg = w + g * Kg * CRS
-    cdef const floating* src
-    cdef floating* gxg
-    if grad_w_part != NULL:
-        # grad_w[g] += grad_y[n, g] (Kg, P) @ col^T (P, CRS)
-        src = x + (n * p.C + g * Cg) * HW
-        if not pointwise:
-            _im2col_channels(src, col, p, Cg, split, num_threads)
-            src = col
-        gemm(False, True, <int> Kg, <int> CRS, <int> P, <floating> 1,
-             gyg, <int> P, src, <int> P, <floating> 1,
-             grad_w_part + g * Kg * CRS, <int> CRS)
-    if grad_x != NULL:
-        # dcol (CRS, P) = w[g]^T (CRS, Kg) @ grad_y[n, g] (Kg, P); col2im.
-        gxg = grad_x + (n * p.C + g * Cg) * HW
-        if pointwise:
+    cdef const floating* xg = x + (n * p.C + g * Cg) * HW
+    cdef floating* gxg = grad_x + (n * p.C + g * Cg) * HW if grad_x != NULL else NULL
+    cdef floating* gwg = grad_w_part + g * Kg * CRS if grad_w_part != NULL else NULL
+    cdef ConvParams q
+    if pointwise:
+        if gwg != NULL:  # grad_w[g] += grad_y[n, g] (Kg, P) @ x^T (P, CRS)
+            gemm(False, True, <int> Kg, <int> CRS, <int> P, <floating> 1,
+                 gyg, <int> P, xg, <int> P, <floating> 1, gwg, <int> CRS)
+        if gxg != NULL:  # grad_x (CRS, P) = w[g]^T (CRS, Kg) @ grad_y (Kg, P)
             gemm(True, False, <int> CRS, <int> P, <int> Kg, <floating> 1,
                  wg, <int> CRS, gyg, <int> P, <floating> 0, gxg, <int> P)
-        else:
-            gemm(True, False, <int> CRS, <int> P, <int> Kg, <floating> 1,
-                 wg, <int> CRS, gyg, <int> P, <floating> 0, col, <int> P)
-            memset(gxg, 0, Cg * HW * sizeof(floating))
-            _col2im_channels(col, gxg, p, Cg, split, num_threads)
+        return
+    if gxg != NULL:
+        memset(gxg, 0, Cg * HW * sizeof(floating))
+    rows = _stripe_rows(p)
+    oh0 = 0
+    while oh0 < p.OH:
+        oh1 = min(oh0 + rows, p.OH)
+        q = _stripe(p, oh0, oh1)
+        Ps = (oh1 - oh0) * p.OW
+        if gwg != NULL:
+            # grad_w[g] += grad_y[n, g, stripe] (Kg, Ps) @ col^T (Ps, CRS)
+            _im2col_channels(xg, col, &q, Cg, split, num_threads)
+            gemm(False, True, <int> Kg, <int> CRS, <int> Ps, <floating> 1,
+                 gyg + oh0 * p.OW, <int> P, col, <int> Ps, <floating> 1, gwg, <int> CRS)
+        if gxg != NULL:
+            # dcol (CRS, Ps) = w[g]^T (CRS, Kg) @ grad_y[n, g, stripe]; col2im
+            # adds it in (stripes share input rows).
+            gemm(True, False, <int> CRS, <int> Ps, <int> Kg, <floating> 1,
+                 wg, <int> CRS, gyg + oh0 * p.OW, <int> P, <floating> 0, col, <int> Ps)
+            _col2im_channels(col, gxg, &q, Cg, split, num_threads)
+        oh0 = oh1
 
 
 cdef void* _scratch(Py_ssize_t threads, Py_ssize_t size, size_t item) except? NULL:
