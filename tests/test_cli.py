@@ -22,7 +22,11 @@ def test_info_reports_build_threads_and_blas():
     text = out.stdout
     assert convcore.__version__ in text
     assert "OpenMP" in text and "BLAS" in text and "SIMD" in text
-    assert f"convcore threads {convcore.get_num_threads()}" in text
+    from convcore._kernels import openmp_info
+    if openmp_info.openmp_enabled():
+        assert f"OpenMP        on, convcore threads {convcore.get_num_threads()}" in text
+    else:  # a CONVCORE_NO_OPENMP build, or a compiler without OpenMP
+        assert "OpenMP        OFF: kernels run single-threaded" in text
     assert "openblas" in text.lower()
 
 
