@@ -46,7 +46,7 @@ for a in "$@"; do
 done
 so="$(python -c "import convcore._kernels.conv_direct as m; print(m.__file__)")"
 case "$so" in "$work"/*) ;; *) echo "sanitize: imported $so, not the sanitized build" >&2; exit 1 ;; esac
-ldd "$so" | grep -q libasan || { echo "sanitize: $so is not linked with ASan" >&2; exit 1; }
+ldd "$so" | grep libasan > /dev/null || { echo "sanitize: $so is not linked with ASan" >&2; exit 1; }
 # Self-check: a kernel fed an index one past its output (what floor 2
 # exists to prevent) must be caught, or a clean run below would mean nothing.
 if python - <<'PY' 2> "$work/selfcheck.log"
