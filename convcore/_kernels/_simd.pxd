@@ -1,25 +1,31 @@
-# Strided dot product and sum whose reduction the compiler may vectorise: a plain
-# Cython loop over `acc += a[i] * b[i*stride]` is not, since reordering a
-# float sum needs permission (-ffast-math, which we refuse: it breaks NaN
+# Row loops of the direct kernels, and a sum whose reduction the compiler
+# may vectorise: a plain Cython loop over `acc += a[i]` is not, since
+# reordering a float sum needs permission (-ffast-math, which we refuse: it breaks NaN
 # handling). `omp simd reduction` grants it for this loop only (-fopenmp or
 # -fopenmp-simd; ignored otherwise). The order is fixed by the binary, so
 # results do not depend on the thread count.
 cdef extern from *:
     """
     #include <stddef.h>
-    static inline float convcore_sdot(const float* a, const float* b,
-                                      Py_ssize_t n, Py_ssize_t bstride) {
-        float acc = 0.0f;
-        #pragma omp simd reduction(+:acc)
-        for (Py_ssize_t i = 0; i < n; ++i) acc += a[i] * b[i * bstride];
-        return acc;
+    /* y[i] += a * x[i]: a row of one kernel tap. omp simd promises no
+       overlap between y and x, which GCC would otherwise test at run time
+       on every (short) row, falling back to scalar code. */
+    static inline void convcore_saxpy(float* y, const float* x, float a, Py_ssize_t n) {
+        #pragma omp simd
+        for (Py_ssize_t i = 0; i < n; ++i) y[i] += a * x[i];
     }
-    static inline double convcore_ddot(const double* a, const double* b,
-                                       Py_ssize_t n, Py_ssize_t bstride) {
-        double acc = 0.0;
-        #pragma omp simd reduction(+:acc)
-        for (Py_ssize_t i = 0; i < n; ++i) acc += a[i] * b[i * bstride];
-        return acc;
+    static inline void convcore_daxpy(double* y, const double* x, double a, Py_ssize_t n) {
+        #pragma omp simd
+        for (Py_ssize_t i = 0; i < n; ++i) y[i] += a * x[i];
+    }
+    /* acc[i] += a[i] * b[i] */
+    static inline void convcore_smuladd(float* acc, const float* a, const float* b, Py_ssize_t n) {
+        #pragma omp simd
+        for (Py_ssize_t i = 0; i < n; ++i) acc[i] += a[i] * b[i];
+    }
+    static inline void convcore_dmuladd(double* acc, const double* a, const double* b, Py_ssize_t n) {
+        #pragma omp simd
+        for (Py_ssize_t i = 0; i < n; ++i) acc[i] += a[i] * b[i];
     }
     static inline float convcore_ssum(const float* a, Py_ssize_t n) {
         float acc = 0.0f;
@@ -36,7 +42,7 @@ cdef extern from *:
     """
     float convcore_ssum(const float* a, Py_ssize_t n) noexcept nogil
     double convcore_dsum(const double* a, Py_ssize_t n) noexcept nogil
-    float convcore_sdot(const float* a, const float* b, Py_ssize_t n,
-                        Py_ssize_t bstride) noexcept nogil
-    double convcore_ddot(const double* a, const double* b, Py_ssize_t n,
-                         Py_ssize_t bstride) noexcept nogil
+    void convcore_saxpy(float* y, const float* x, float a, Py_ssize_t n) noexcept nogil
+    void convcore_daxpy(double* y, const double* x, double a, Py_ssize_t n) noexcept nogil
+    void convcore_smuladd(float* acc, const float* a, const float* b, Py_ssize_t n) noexcept nogil
+    void convcore_dmuladd(double* acc, const double* a, const double* b, Py_ssize_t n) noexcept nogil

@@ -12,7 +12,8 @@ from libc.string cimport memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.conv_params cimport ConvParams, geometry, valid_range
 from convcore._kernels._simd cimport (
-    convcore_ssum, convcore_dsum)
+    convcore_daxpy, convcore_dmuladd, convcore_dsum, convcore_saxpy,
+    convcore_smuladd, convcore_ssum)
 
 
 cdef void direct_forward_nk(const floating* x, const floating* w,
@@ -46,8 +47,10 @@ cdef void direct_forward_nk(const floating* x, const floating* w,
                     xrow = xc + ih * W + s * p.dil_w - p.pad_w
                     yrow = yk + oh * OW
                     if sw == 1:
-                        for ow in range(ow_lo, ow_hi):
-                            yrow[ow] += wv * xrow[ow]
+                        if floating is float:
+                            convcore_saxpy(yrow + ow_lo, xrow + ow_lo, wv, ow_hi - ow_lo)
+                        else:
+                            convcore_daxpy(yrow + ow_lo, xrow + ow_lo, wv, ow_hi - ow_lo)
                     else:
                         for ow in range(ow_lo, ow_hi):
                             yrow[ow] += wv * xrow[ow * sw]
@@ -82,8 +85,10 @@ cdef void direct_backward_data_nc(const floating* grad_y, const floating* w,
                     gxrow = gxc + ih * W + s * p.dil_w - p.pad_w
                     gyrow = gyk + oh * OW
                     if sw == 1:
-                        for ow in range(ow_lo, ow_hi):
-                            gxrow[ow] += wv * gyrow[ow]
+                        if floating is float:
+                            convcore_saxpy(gxrow + ow_lo, gyrow + ow_lo, wv, ow_hi - ow_lo)
+                        else:
+                            convcore_daxpy(gxrow + ow_lo, gyrow + ow_lo, wv, ow_hi - ow_lo)
                     else:
                         for ow in range(ow_lo, ow_hi):
                             gxrow[ow * sw] += wv * gyrow[ow]
@@ -122,8 +127,10 @@ cdef void direct_backward_weight_kc(const floating* grad_y, const floating* x,
                     xrow = xc + ih * W + s * p.dil_w - p.pad_w
                     gyrow = gyk + oh * OW
                     if sw == 1:
-                        for ow in range(ow_lo, ow_hi):
-                            arow[ow] += gyrow[ow] * xrow[ow]
+                        if floating is float:
+                            convcore_smuladd(arow + ow_lo, gyrow + ow_lo, xrow + ow_lo, ow_hi - ow_lo)
+                        else:
+                            convcore_dmuladd(arow + ow_lo, gyrow + ow_lo, xrow + ow_lo, ow_hi - ow_lo)
                     else:
                         for ow in range(ow_lo, ow_hi):
                             arow[ow] += gyrow[ow] * xrow[ow * sw]
