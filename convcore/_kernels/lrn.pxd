@@ -10,6 +10,21 @@ cdef struct LrnParams:
     Py_ssize_t before, after
     double k, alpha_over_size, beta
 
+
+cdef inline LrnParams lrn_params(Py_ssize_t C, Py_ssize_t S, Py_ssize_t size,
+                                 double alpha, double beta, double k) noexcept nogil:
+    """PyTorch's window: size//2 channels before c, (size-1)//2 after."""
+    cdef LrnParams p
+    p.C = C
+    p.S = S
+    p.before = size // 2
+    p.after = (size - 1) // 2
+    p.k = k
+    p.alpha_over_size = alpha / size
+    p.beta = beta
+    return p
+
+
 # y (or grad_x) at spatial positions [s0, s0 + L) of every channel; x, y,
 # gy, gx point at the image. scratch: (C + 1) * L doubles for the forward,
 # (2C + 1) * L for the backward.

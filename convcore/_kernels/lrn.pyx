@@ -122,19 +122,6 @@ cdef double* _scratch(int threads, Py_ssize_t per_thread) except NULL:
     return buf
 
 
-cdef LrnParams _params(Py_ssize_t C, Py_ssize_t S, Py_ssize_t size,
-                       double alpha, double beta, double k):
-    cdef LrnParams p
-    p.C = C
-    p.S = S
-    p.before = size // 2
-    p.after = (size - 1) // 2
-    p.k = k
-    p.alpha_over_size = alpha / size
-    p.beta = beta
-    return p
-
-
 # ---------------------------------------------------------------------------
 # Drivers, called by convcore.functional after every check; arrays are
 # C-contiguous (N, C, S), N, C, S >= 1, size >= 1.
@@ -143,7 +130,7 @@ def forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
             Py_ssize_t size, double alpha, double beta, double k,
             int num_threads):
     """y = local response normalisation of x across channels.        OUT: y"""
-    cdef LrnParams p = _params(x.shape[1], x.shape[2], size, alpha, beta, k)
+    cdef LrnParams p = lrn_params(x.shape[1], x.shape[2], size, alpha, beta, k)
     cdef Py_ssize_t blocks = (p.S + BLOCK - 1) // BLOCK
     cdef Py_ssize_t L0 = BLOCK if p.S > BLOCK else p.S
     cdef Py_ssize_t per_thread = (p.C + 1) * L0, item, n, s0, L
@@ -165,7 +152,7 @@ def backward(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
              floating[:, :, ::1] grad_x, Py_ssize_t size, double alpha,
              double beta, double k, int num_threads):
     """grad_x (overwritten) of the forward above.               OUT: grad_x"""
-    cdef LrnParams p = _params(x.shape[1], x.shape[2], size, alpha, beta, k)
+    cdef LrnParams p = lrn_params(x.shape[1], x.shape[2], size, alpha, beta, k)
     cdef Py_ssize_t blocks = (p.S + BLOCK - 1) // BLOCK
     cdef Py_ssize_t L0 = BLOCK if p.S > BLOCK else p.S
     cdef Py_ssize_t per_thread = (2 * p.C + 1) * L0, item, n, s0, L

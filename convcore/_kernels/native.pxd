@@ -13,7 +13,7 @@
 from libc.stdint cimport int64_t
 from convcore._kernels.conv_params cimport ConvParams, make_params
 from convcore._kernels.pool cimport PoolParams
-from convcore._kernels.lrn cimport LrnParams
+from convcore._kernels.lrn cimport LrnParams, lrn_params
 
 # -- ABI ---------------------------------------------------------------------
 # Bumped whenever a struct layout or the meaning of an entry point changes.
@@ -251,20 +251,6 @@ cdef void batch_norm_channel_grad_sums_f64(const double* grad_y, const double* x
 # parallelise over (image, block) pairs. scratch: lrn_scratch_size(p, L,
 # backward) doubles, private to the calling thread. Blocks of a few hundred
 # positions keep the scratch in cache (convcore uses 256).
-
-cdef inline LrnParams lrn_params(Py_ssize_t C, Py_ssize_t S, Py_ssize_t size,
-                                 double alpha, double beta, double k) noexcept nogil:
-    """PyTorch's window: size//2 channels before c, (size-1)//2 after."""
-    cdef LrnParams p
-    p.C = C
-    p.S = S
-    p.before = size // 2
-    p.after = (size - 1) // 2
-    p.k = k
-    p.alpha_over_size = alpha / size
-    p.beta = beta
-    return p
-
 
 cdef inline Py_ssize_t lrn_scratch_size(const LrnParams* p, Py_ssize_t L,
                                         bint backward) noexcept nogil:
