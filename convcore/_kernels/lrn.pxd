@@ -25,6 +25,12 @@ cdef inline LrnParams lrn_params(Py_ssize_t C, Py_ssize_t S, Py_ssize_t size,
     return p
 
 
+cdef inline Py_ssize_t lrn_scratch_size(const LrnParams* p, Py_ssize_t L,
+                                        bint backward) noexcept nogil:
+    """Doubles of scratch one block of L positions needs."""
+    return ((2 * p.C + 1) if backward else (p.C + 1)) * L
+
+
 # y (or grad_x) at spatial positions [s0, s0 + L) of every channel; x, y,
 # gy, gx point at the image. scratch: (C + 1) * L doubles for the forward,
 # (2C + 1) * L for the backward.

@@ -133,7 +133,7 @@ def forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
     cdef LrnParams p = lrn_params(x.shape[1], x.shape[2], size, alpha, beta, k)
     cdef Py_ssize_t blocks = (p.S + BLOCK - 1) // BLOCK
     cdef Py_ssize_t L0 = BLOCK if p.S > BLOCK else p.S
-    cdef Py_ssize_t per_thread = (p.C + 1) * L0, item, n, s0, L
+    cdef Py_ssize_t per_thread = lrn_scratch_size(&p, L0, False), item, n, s0, L
     cdef double* scratch = _scratch(num_threads, per_thread)
     try:
         with nogil:
@@ -155,7 +155,7 @@ def backward(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
     cdef LrnParams p = lrn_params(x.shape[1], x.shape[2], size, alpha, beta, k)
     cdef Py_ssize_t blocks = (p.S + BLOCK - 1) // BLOCK
     cdef Py_ssize_t L0 = BLOCK if p.S > BLOCK else p.S
-    cdef Py_ssize_t per_thread = (2 * p.C + 1) * L0, item, n, s0, L
+    cdef Py_ssize_t per_thread = lrn_scratch_size(&p, L0, True), item, n, s0, L
     cdef double* scratch = _scratch(num_threads, per_thread)
     try:
         with nogil:

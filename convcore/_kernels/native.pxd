@@ -13,7 +13,7 @@
 from libc.stdint cimport int64_t
 from convcore._kernels.conv_params cimport ConvParams, make_params
 from convcore._kernels.pool cimport PoolParams
-from convcore._kernels.lrn cimport LrnParams, lrn_params
+from convcore._kernels.lrn cimport LrnParams, lrn_params, lrn_scratch_size
 
 # -- ABI ---------------------------------------------------------------------
 # Bumped whenever a struct layout or the meaning of an entry point changes.
@@ -251,11 +251,6 @@ cdef void batch_norm_channel_grad_sums_f64(const double* grad_y, const double* x
 # parallelise over (image, block) pairs. scratch: lrn_scratch_size(p, L,
 # backward) doubles, private to the calling thread. Blocks of a few hundred
 # positions keep the scratch in cache (convcore uses 256).
-
-cdef inline Py_ssize_t lrn_scratch_size(const LrnParams* p, Py_ssize_t L,
-                                        bint backward) noexcept nogil:
-    return ((2 * p.C + 1) if backward else (p.C + 1)) * L
-
 
 # y (forward) or grad_x (backward) at positions [s0, s0 + L), overwritten.
 cdef void lrn_forward_block_f32(const float* x, float* y, const LrnParams* p,
