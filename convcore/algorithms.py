@@ -17,7 +17,8 @@ import math
 import numpy as np
 
 from convcore import _threads, autotune
-from convcore._kernels import conv_direct, conv_gemm, conv_winograd, openmp_info
+from convcore._kernels import (conv_direct, conv_gemm, conv_winograd, conv_winograd4,
+                               openmp_info)
 from convcore._threads import kernel_threads
 
 
@@ -122,11 +123,51 @@ def _all_finite(*arrays):
         return all(np.isfinite(np.add.reduce(a, axis=None)) for a in arrays)
 
 
+class _Tiling:
+    """One Winograd variant F(m x m, 3x3): its kernel module, its weight
+    interpolation matrix G ((m+2) x 3) and output tile size m."""
+
+    # Tiles per work block: about TILE_BYTES of V and M, so a block's GEMM
+    # operands stay near one core's L2, but min_tiles to max_tiles (thinner
+    # GEMMs lose to their call overhead, longer ones gain nothing).
+    TILE_BYTES = 1 << 20
+
+    def __init__(self, kernel, G, min_tiles, max_tiles):
+        self.kernel, self.G = kernel, np.asarray(G, dtype=np.float64)
+        self.points = self.G.shape[0] ** 2          # GEMMs: 16 or 36
+        self.m = self.G.shape[0] - 2                # output tile side
+        self.min_tiles, self.max_tiles = min_tiles, max_tiles
+
+    def rows_per_block(self, C, K, OW):
+        tiles = min(max(self.TILE_BYTES // (self.points * (C + K) * 4), self.min_tiles),
+                    self.max_tiles)
+        return max(1, tiles // -(-OW // self.m))
+
+    def scratch(self, C, K, OW, threads):
+        """Elements the kernel allocates: V, M and row buffers per thread
+        (exact Python ints: no product can wrap)."""
+        TW = -(-OW // self.m)
+        TB = self.rows_per_block(C, K, OW) * TW
+        rows = 8 * (2 * TW + 2) if self.m == 2 else 12 * (4 * TW + 2)
+        return threads * (self.points * (C + K) * TB + rows)
+
+
+# F(2x2, 3x3): 16 multiplies per 2x2 output tile (36 direct); F(4x4, 3x3):
+# 36 per 4x4 tile (144 direct), points 0, +-1, +-2. F(4x4) measured 0.34-0.98x
+# F(2x2)'s time forward and 0.55-0.97x for the weight gradient over C = 16..128
+# and 8..56-pixel images at 2 threads; its float32 error stays ~1e-6 of the
+# output's scale. F(2x2) serves the dilated (polyphase) path.
+F2x2 = _Tiling(conv_winograd, [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], 64, 512)
+F4x4 = _Tiling(conv_winograd4, [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                                [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], 32, 256)
+
+
 class WinogradConv(ConvAlgorithm):
-    """Winograd F(2x2, 3x3) for 3x3 kernels at stride 1: 16 multiplies per
-    2x2 output tile instead of 36, as 16 GEMMs over the channels. Forward;
-    backward-data (the same transform on grad_y with the flipped kernel);
-    weight gradient (the adjoint of the forward's GEMMs).
+    """Winograd F(4x4, 3x3) (F(2x2, 3x3) on the dilated path) for 3x3
+    kernels at stride 1: 36 multiplies per 4x4 output tile instead of 144,
+    as 36 GEMMs over the channels. Forward; backward-data (the same
+    transform on grad_y with the flipped kernel); weight gradient (the
+    adjoint of the forward's GEMMs).
 
     Dilation d > 1 (and padding the kernel cannot do itself: asymmetric, or
     more than 2) goes through an explicitly padded copy split into its d x d
@@ -135,8 +176,6 @@ class WinogradConv(ConvAlgorithm):
     the batch, so one kernel call convolves them all."""
 
     name = "winograd"
-    # Interpolation matrix of the weight transform U = G g G^T.
-    _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
     def supports(self, spec):
         if (spec.R, spec.S) != (3, 3):
@@ -191,16 +230,21 @@ class WinogradConv(ConvAlgorithm):
         gq[:, :, :spec.OH, :spec.OW] = grad_y
         return self._to_phases(gq, spec.dilation)
 
-    def _transform(self, w):
-        """(K, Cg, 3, 3) -> U of shape (16, K, Cg), U[4i+j] = (G w G^T)[i, j].
+    @classmethod
+    def _tiling(cls, spec):
+        return F4x4 if cls._kernel_pads(spec) else F2x2
+
+    @staticmethod
+    def _transform(w, tiling):
+        """(K, Cg, 3, 3) -> U of shape (p*p, K, Cg), U[p*i+j] = (G w G^T)[i, j].
         On one BLAS thread: a multithreaded numpy GEMM leaves its pool
         spinning for milliseconds after it returns, on the cores the kernel
         that follows needs (measured: 3x3 128->128 16x16 forward 22 ms
         after it, 11 ms without)."""
-        G = self._G.astype(w.dtype)
+        G = tiling.G.astype(w.dtype)
         with _threads.blas_threads(1):
             u = np.einsum("ir,kcrs,js->ijkc", G, w, G, optimize=True)
-        return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]))
+        return np.ascontiguousarray(u.reshape(tiling.points, w.shape[0], w.shape[1]))
 
     @staticmethod
     def _flipped(w, spec):
@@ -210,39 +254,19 @@ class WinogradConv(ConvAlgorithm):
         return np.ascontiguousarray(w.reshape(G, Kg, Cg, 3, 3).transpose(0, 2, 1, 3, 4)
                                     .reshape(spec.C, Kg, 3, 3)[:, :, ::-1, ::-1])
 
-    @classmethod
-    def _conv(cls, x, u, bias, y, pad, spec):
-        rows = cls._rows_per_block(x.shape[1], y.shape[1], y.shape[3])
+    @staticmethod
+    def _conv(x, u, bias, y, pad, spec, tiling):
+        rows = tiling.rows_per_block(x.shape[1], y.shape[1], y.shape[3])
         with _threads.blas_threads(1):
-            conv_winograd.forward(x, u, bias, y, pad[0], pad[1], spec.groups, rows,
+            tiling.kernel.forward(x, u, bias, y, pad[0], pad[1], spec.groups, rows,
                                   kernel_threads(spec.flops()))
 
-    @classmethod
-    def _du(cls, x, grad_y, du, pad, spec):
-        rows = cls._rows_per_block(x.shape[1], grad_y.shape[1], grad_y.shape[3])
+    @staticmethod
+    def _du(x, grad_y, du, pad, spec, tiling):
+        rows = tiling.rows_per_block(x.shape[1], grad_y.shape[1], grad_y.shape[3])
         with _threads.blas_threads(1):
-            conv_winograd.backward_weight(x, grad_y, du, pad[0], pad[1], spec.groups, rows,
+            tiling.kernel.backward_weight(x, grad_y, du, pad[0], pad[1], spec.groups, rows,
                                           kernel_threads(spec.flops()))
-
-    # Tile rows per work block: about TILE_BYTES of V and M scratch, so a
-    # block's GEMM operands stay near one core's L2, but MIN_TILES to
-    # MAX_TILES tiles (thinner GEMMs lose to their call overhead, longer
-    # ones gain nothing).
-    TILE_BYTES, MIN_TILES, MAX_TILES = 1 << 20, 64, 512
-
-    @classmethod
-    def _rows_per_block(cls, C, K, OW):
-        tiles = min(max(cls.TILE_BYTES // (16 * (C + K) * 4), cls.MIN_TILES), cls.MAX_TILES)
-        TW = (OW + 1) // 2
-        return max(1, tiles // TW)
-
-    @classmethod
-    def _kernel_scratch(cls, C, K, OW, threads):
-        """Elements conv_winograd.forward allocates: V, M and row buffers
-        per thread (exact Python ints: no product can wrap)."""
-        TW = (OW + 1) // 2
-        TB = cls._rows_per_block(C, K, OW) * TW
-        return threads * (16 * (C + K) * TB + 8 * (2 * TW + 2))
 
     def _shape_args(self, spec):
         """(C, K, width) the kernel sees: the polyphase path convolves
@@ -255,6 +279,7 @@ class WinogradConv(ConvAlgorithm):
     def scratch_bytes(self, spec, backward):
         nt = kernel_threads(spec.flops())
         size = spec.dtype.itemsize
+        tiling = self._tiling(spec)
         out_w, in_w = self._shape_args(spec)
         # The polyphase path adds padded, rearranged copies of the input
         # (and for backward, of grad_y and grad_x).
@@ -263,27 +288,28 @@ class WinogradConv(ConvAlgorithm):
         copy = 0 if self._kernel_pads(spec) else 2 * spec.N * dd * Hq * Wq * (
             spec.C + spec.K * backward)
         if not backward:
-            return (copy + self._kernel_scratch(spec.C, spec.K, out_w, nt)) * size
+            return (copy + tiling.scratch(spec.C, spec.K, out_w, nt)) * size
         # backward-data runs the forward on grad_y (channels swapped, input
         # width); the weight gradient needs the forward's buffers plus its
         # fixed partial sums: the larger of the two.
-        data = self._kernel_scratch(spec.K, spec.C, in_w, nt)
-        weight = (self._kernel_scratch(spec.C, spec.K, out_w, nt)
-                  + conv_winograd.NUM_WEIGHT_GRAD_CHUNKS * 16 * spec.K * spec.Cg)
+        data = tiling.scratch(spec.K, spec.C, in_w, nt)
+        weight = (tiling.scratch(spec.C, spec.K, out_w, nt)
+                  + tiling.kernel.NUM_WEIGHT_GRAD_CHUNKS * tiling.points * spec.K * spec.Cg)
         return (copy + max(data, weight)) * size
 
     def forward(self, x, w, bias, y, spec):
         if not _all_finite(x, w):
             _REGISTRY["im2col"].forward(x, w, bias, y, spec)
             return
-        u = self._transform(w)
+        tiling = self._tiling(spec)
+        u = self._transform(w, tiling)
         if self._kernel_pads(spec):
-            self._conv(x, u, bias, y, spec.padding, spec)
+            self._conv(x, u, bias, y, spec.padding, spec, tiling)
             return
         Hq, Wq = self._phase_grid(spec)
         xs = self._phased_input(x, spec)
         ys = np.empty((xs.shape[0], spec.K, Hq - 2, Wq - 2), dtype=x.dtype)
-        self._conv(xs, u, bias, ys, (0, 0), spec)
+        self._conv(xs, u, bias, ys, (0, 0), spec, tiling)
         y[...] = self._from_phases(ys, spec.dilation)[:, :, :spec.OH, :spec.OW]
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
@@ -296,33 +322,35 @@ class WinogradConv(ConvAlgorithm):
             im2col.backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
             need_w = False
         direct = self._kernel_pads(spec)
+        tiling = self._tiling(spec)
         if not direct and (need_x or need_w):
             gys = self._phased_grad_y(grad_y, spec)
         if need_x:
             # grad_x = full correlation of grad_y with the flipped kernel.
-            u_t = self._transform(self._flipped(w, spec))
+            u_t = self._transform(self._flipped(w, spec), tiling)
             no_bias = np.empty(0, x.dtype)
             if direct:
                 self._conv(grad_y, u_t, no_bias, grad_x,
-                           (2 - spec.padding[0], 2 - spec.padding[1]), spec)
+                           (2 - spec.padding[0], 2 - spec.padding[1]), spec, tiling)
             else:
                 Hq, Wq = self._phase_grid(spec)
                 gxs = np.empty((gys.shape[0], spec.C, Hq, Wq), dtype=x.dtype)
-                self._conv(gys, u_t, no_bias, gxs, (2, 2), spec)
+                self._conv(gys, u_t, no_bias, gxs, (2, 2), spec, tiling)
                 top, left = spec.padding
                 grad_x[...] = self._from_phases(gxs, spec.dilation)[
                     :, :, top:top + spec.H, left:left + spec.W]
         if need_w:
-            # The adjoint of the forward: dU = sum over tiles of dM V^T (16
-            # GEMMs), then grad_w = G^T dU G.
-            du = np.empty((16, spec.K, spec.Cg), dtype=x.dtype)
+            # The adjoint of the forward: dU = sum over tiles of dM V^T (one
+            # GEMM per point), then grad_w = G^T dU G.
+            p = tiling.G.shape[0]
+            du = np.empty((p * p, spec.K, spec.Cg), dtype=x.dtype)
             if direct:
-                self._du(x, grad_y, du, spec.padding, spec)
+                self._du(x, grad_y, du, spec.padding, spec, tiling)
             else:
-                self._du(self._phased_input(x, spec), gys, du, (0, 0), spec)
-            G = self._G.astype(x.dtype)
+                self._du(self._phased_input(x, spec), gys, du, (0, 0), spec, tiling)
+            G = tiling.G.astype(x.dtype)
             with _threads.blas_threads(1):  # see _transform
-                grad_w[...] = np.einsum("ir,ijkc,js->kcrs", G, du.reshape(4, 4, spec.K, spec.Cg),
+                grad_w[...] = np.einsum("ir,ijkc,js->kcrs", G, du.reshape(p, p, spec.K, spec.Cg),
                                         G, optimize=True)
 
 

@@ -1,0 +1,386 @@
+"""Winograd F(4x4, 3x3) convolution: stride 1, dilation 1, 3x3 kernels.
+
+The larger sibling of conv_winograd (F(2x2, 3x3)): each 6x6 input tile d
+(overlapping by 2) gives a 4x4 output tile
+    Y = A^T [ (G g G^T) . (B^T d B) ] A
+with 36 multiplies per output tile and channel pair where a direct 3x3
+does 144 (F(2x2, 3x3): 64 for the same 16 outputs), as 36 GEMMs over the
+channels:
+    M[xi] (K x T) = U[xi] (K x C) @ V[xi] (C x T),   xi = 0..35.
+The transformed tiles take 36/16 = 2.25 elements per output pixel and
+channel instead of F(2x2)'s 4, so the transforms also move less memory.
+The price is accuracy: the transforms scale by up to 8x (points 0, +-1,
++-2), so float32 results carry a few times F(2x2)'s rounding error (still
+~1e-6 relative to the output's scale; measured in the tests).
+
+Work split, scratch and threads as in conv_winograd: blocks of whole tile
+rows across the batch, one block per thread at a time with its own V and
+M, BLAS single-threaded (the caller holds it to one thread). The caller
+computes U = G g G^T (36, K, C/groups); backward-data is the forward run
+on grad_y with the flipped kernel and padding 2 - pad.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdlib cimport calloc, malloc, free
+from libc.string cimport memcpy, memset
+from convcore._kernels._openmp cimport omp_get_thread_num
+from convcore._kernels.blas cimport gemm
+
+# The transforms in C with omp simd (no dependence between iterations: the
+# vectoriser leaves the many load/store streams scalar without it).
+#   B^T = ( 4  0 -5  0  1  0 )    A^T = ( 1  1  1  1  1  0 )
+#         ( 0 -4 -4  1  1  0 )          ( 0  1 -1  2 -2  0 )
+#         ( 0  4 -4 -1  1  0 )          ( 0  1  1  4  4  0 )
+#         ( 0 -2 -1  2  1  0 )          ( 0  1 -1  8 -8  1 )
+#         ( 0  2 -1 -2  1  0 )
+#         ( 0  4  0 -5  0  1 )
+cdef extern from *:
+    """
+    /* t = B^T d along the rows: d and t are 6 rows of Wp. */
+    #define CONVCORE_WINO4_IN_ROWS(NAME, T)                                    \
+    static void NAME(const T* d, T* t, Py_ssize_t Wp) {                        \
+        const T *d0 = d, *d1 = d + Wp, *d2 = d + 2 * Wp;                       \
+        const T *d3 = d + 3 * Wp, *d4 = d + 4 * Wp, *d5 = d + 5 * Wp;          \
+        T *t0 = t, *t1 = t + Wp, *t2 = t + 2 * Wp;                             \
+        T *t3 = t + 3 * Wp, *t4 = t + 4 * Wp, *t5 = t + 5 * Wp;                \
+        _Pragma("omp simd")                                                    \
+        for (Py_ssize_t j = 0; j < Wp; ++j) {                                  \
+            T a = d4[j] - 4 * d2[j], b = d3[j] - 4 * d1[j];                    \
+            T c = d4[j] - d2[j], e = 2 * (d3[j] - d1[j]);                      \
+            t0[j] = 4 * d0[j] - 5 * d2[j] + d4[j];                             \
+            t1[j] = a + b;                                                     \
+            t2[j] = a - b;                                                     \
+            t3[j] = c + e;                                                     \
+            t4[j] = c - e;                                                     \
+            t5[j] = 4 * d1[j] - 5 * d3[j] + d5[j];                             \
+        }                                                                      \
+    }
+    /* v[k*s + tw] = (t B)[k] for the tiles of one row t (tile tw starts at
+       column 4*tw). */
+    #define CONVCORE_WINO4_IN_COLS(NAME, T)                                    \
+    static void NAME(const T* t, T* v, Py_ssize_t s, Py_ssize_t TW) {          \
+        _Pragma("omp simd")                                                    \
+        for (Py_ssize_t j = 0; j < TW; ++j) {                                  \
+            const T* x = t + 4 * j;                                            \
+            T a = x[4] - 4 * x[2], b = x[3] - 4 * x[1];                        \
+            T c = x[4] - x[2], e = 2 * (x[3] - x[1]);                          \
+            v[j] = 4 * x[0] - 5 * x[2] + x[4];                                 \
+            v[s + j] = a + b;                                                  \
+            v[2 * s + j] = a - b;                                              \
+            v[3 * s + j] = c + e;                                              \
+            v[4 * s + j] = c - e;                                              \
+            v[5 * s + j] = 4 * x[1] - 5 * x[3] + x[5];                         \
+        }                                                                      \
+    }
+    /* Four output rows (out + q*4*TW) of one row of tiles: Y = A^T m A + b. */
+    #define CONVCORE_WINO4_OUT(NAME, T)                                        \
+    static void NAME(const T* m, Py_ssize_t s, T bias, T* out, Py_ssize_t TW) {\
+        _Pragma("omp simd")                                                    \
+        for (Py_ssize_t j = 0; j < TW; ++j) {                                  \
+            T r[4][6];                                                         \
+            for (int c = 0; c < 6; ++c) {                                      \
+                T m0 = m[c * s + j], m1 = m[(6 + c) * s + j];                  \
+                T m2 = m[(12 + c) * s + j], m3 = m[(18 + c) * s + j];          \
+                T m4 = m[(24 + c) * s + j], m5 = m[(30 + c) * s + j];          \
+                T p = m1 + m2, q = m1 - m2, u = m3 + m4, w = m3 - m4;          \
+                r[0][c] = m0 + p + u;                                          \
+                r[1][c] = q + 2 * w;                                           \
+                r[2][c] = p + 4 * u;                                           \
+                r[3][c] = q + 8 * w + m5;                                      \
+            }                                                                  \
+            for (int i = 0; i < 4; ++i) {                                      \
+                T p = r[i][1] + r[i][2], q = r[i][1] - r[i][2];                \
+                T u = r[i][3] + r[i][4], w = r[i][3] - r[i][4];                \
+                T* o = out + i * 4 * TW + 4 * j;                               \
+                o[0] = r[i][0] + p + u + bias;                                 \
+                o[1] = q + 2 * w + bias;                                       \
+                o[2] = p + 4 * u + bias;                                       \
+                o[3] = q + 8 * w + r[i][5] + bias;                             \
+            }                                                                  \
+        }                                                                      \
+    }
+    /* The adjoint of the output transform: dm[xi*s + tw] = (A gY A^T)[xi]
+       for the 4x4 gradient tiles of one row (g: 4 rows of 4*TW). */
+    #define CONVCORE_WINO4_GRAD(NAME, T)                                       \
+    static void NAME(const T* g, T* dm, Py_ssize_t s, Py_ssize_t TW) {         \
+        _Pragma("omp simd")                                                    \
+        for (Py_ssize_t j = 0; j < TW; ++j) {                                  \
+            T r[4][6];                                                         \
+            for (int i = 0; i < 4; ++i) {                                      \
+                const T* x = g + i * 4 * TW + 4 * j;                           \
+                T x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];                  \
+                r[i][0] = x0;                                                  \
+                r[i][1] = x0 + x1 + x2 + x3;                                   \
+                r[i][2] = x0 - x1 + x2 - x3;                                   \
+                r[i][3] = x0 + 2 * x1 + 4 * x2 + 8 * x3;                       \
+                r[i][4] = x0 - 2 * x1 + 4 * x2 - 8 * x3;                       \
+                r[i][5] = x3;                                                  \
+            }                                                                  \
+            for (int c = 0; c < 6; ++c) {                                      \
+                T x0 = r[0][c], x1 = r[1][c], x2 = r[2][c], x3 = r[3][c];      \
+                dm[c * s + j] = x0;                                            \
+                dm[(6 + c) * s + j] = x0 + x1 + x2 + x3;                       \
+                dm[(12 + c) * s + j] = x0 - x1 + x2 - x3;                      \
+                dm[(18 + c) * s + j] = x0 + 2 * x1 + 4 * x2 + 8 * x3;          \
+                dm[(24 + c) * s + j] = x0 - 2 * x1 + 4 * x2 - 8 * x3;          \
+                dm[(30 + c) * s + j] = x3;                                     \
+            }                                                                  \
+        }                                                                      \
+    }
+    CONVCORE_WINO4_IN_ROWS(convcore_wino4_in_rows_f, float)
+    CONVCORE_WINO4_IN_ROWS(convcore_wino4_in_rows_d, double)
+    CONVCORE_WINO4_IN_COLS(convcore_wino4_in_cols_f, float)
+    CONVCORE_WINO4_IN_COLS(convcore_wino4_in_cols_d, double)
+    CONVCORE_WINO4_OUT(convcore_wino4_out_f, float)
+    CONVCORE_WINO4_OUT(convcore_wino4_out_d, double)
+    CONVCORE_WINO4_GRAD(convcore_wino4_grad_f, float)
+    CONVCORE_WINO4_GRAD(convcore_wino4_grad_d, double)
+    """
+    void convcore_wino4_in_rows_f(const float* d, float* t, Py_ssize_t Wp) noexcept nogil
+    void convcore_wino4_in_rows_d(const double* d, double* t, Py_ssize_t Wp) noexcept nogil
+    void convcore_wino4_in_cols_f(const float* t, float* v, Py_ssize_t s, Py_ssize_t TW) noexcept nogil
+    void convcore_wino4_in_cols_d(const double* t, double* v, Py_ssize_t s, Py_ssize_t TW) noexcept nogil
+    void convcore_wino4_out_f(const float* m, Py_ssize_t s, float b, float* out,
+                              Py_ssize_t TW) noexcept nogil
+    void convcore_wino4_out_d(const double* m, Py_ssize_t s, double b, double* out,
+                              Py_ssize_t TW) noexcept nogil
+    void convcore_wino4_grad_f(const float* g, float* dm, Py_ssize_t s, Py_ssize_t TW) noexcept nogil
+    void convcore_wino4_grad_d(const double* g, double* dm, Py_ssize_t s, Py_ssize_t TW) noexcept nogil
+
+
+cdef inline Py_ssize_t row_scratch(Py_ssize_t TW) noexcept nogil:
+    """Elements of a thread's row buffers: 12 rows of 4*TW + 2 (the six
+    input rows and their row transform; the output side needs 4*4*TW)."""
+    return 12 * (4 * TW + 2)
+
+
+cdef void _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
+                     Py_ssize_t ih0, Py_ssize_t pad_w, Py_ssize_t TW,
+                     floating* rows, floating* v, Py_ssize_t stride) noexcept nogil:
+    """V for one row of TW tiles of one channel: v[xi*stride + tw] =
+    (B^T d B)[xi] of the tile whose top-left input pixel is (ih0, 4*tw -
+    pad_w). The six input rows are copied into zero-padded buffers first,
+    so the transforms are plain loops along the row."""
+    cdef Py_ssize_t Wp = 4 * TW + 2, i, ih, lo, hi
+    cdef floating* d
+    cdef floating* t = rows + 6 * Wp
+    lo = pad_w if pad_w < Wp else Wp            # padded column of input column 0
+    hi = W + pad_w if W + pad_w < Wp else Wp    # one past the last input column
+    for i in range(6):
+        d = rows + i * Wp
+        ih = ih0 + i
+        if ih < 0 or ih >= H or hi <= lo:
+            memset(d, 0, Wp * sizeof(floating))
+            continue
+        memset(d, 0, lo * sizeof(floating))
+        memcpy(d + lo, xc + ih * W + lo - pad_w, (hi - lo) * sizeof(floating))
+        if hi < Wp:
+            memset(d + hi, 0, (Wp - hi) * sizeof(floating))
+    if floating is float:
+        convcore_wino4_in_rows_f(rows, t, Wp)
+        for i in range(6):
+            convcore_wino4_in_cols_f(t + i * Wp, v + 6 * i * stride, stride, TW)
+    else:
+        convcore_wino4_in_rows_d(rows, t, Wp)
+        for i in range(6):
+            convcore_wino4_in_cols_d(t + i * Wp, v + 6 * i * stride, stride, TW)
+
+
+cdef void _transform_input_block(const floating* x, Py_ssize_t C, Py_ssize_t H,
+                                 Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+                                 Py_ssize_t pad_h, Py_ssize_t pad_w,
+                                 Py_ssize_t row0, Py_ssize_t row1,
+                                 floating* v, floating* rows) noexcept nogil:
+    """V[xi][c][t] for tile rows [row0, row1) of the batch, t = (row -
+    row0) * TW + tw."""
+    cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
+    cdef Py_ssize_t TB = (row1 - row0) * TW, c, row, n, th
+    for c in range(C):
+        for row in range(row0, row1):
+            n = row // TH
+            th = row % TH
+            _input_row(x + (n * C + c) * H * W, H, W, 4 * th - pad_h, pad_w, TW,
+                       rows, v + c * TB + (row - row0) * TW, C * TB)
+
+
+cdef void _forward_block(const floating* x, const floating* u,
+                         const floating* bias, floating* y,
+                         Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                         Py_ssize_t K, Py_ssize_t OH, Py_ssize_t OW,
+                         Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t G,
+                         Py_ssize_t row0, Py_ssize_t row1,
+                         floating* v, floating* m, floating* rows) noexcept nogil:
+    """Tile rows [row0, row1) of the batch (row = n * TH + th)."""
+    cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
+    cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // G, Kg = K // G
+    cdef Py_ssize_t k, row, n, th, xi, g, q, oh
+    cdef floating b
+    cdef floating* yk
+    _transform_input_block(x, C, H, W, OH, OW, pad_h, pad_w, row0, row1, v, rows)
+    for xi in range(36):
+        for g in range(G):
+            gemm(False, False, <int> Kg, <int> TB, <int> Cg, <floating> 1,
+                 u + (xi * K + g * Kg) * Cg, <int> Cg,
+                 v + (xi * C + g * Cg) * TB, <int> TB, <floating> 0,
+                 m + (xi * K + g * Kg) * TB, <int> TB)
+    for k in range(K):
+        b = bias[k] if bias != NULL else 0
+        for row in range(row0, row1):
+            n = row // TH
+            th = row % TH
+            if floating is float:
+                convcore_wino4_out_f(m + k * TB + (row - row0) * TW, K * TB, b, rows, TW)
+            else:
+                convcore_wino4_out_d(m + k * TB + (row - row0) * TW, K * TB, b, rows, TW)
+            yk = y + (n * K + k) * OH * OW
+            for q in range(4):
+                oh = 4 * th + q
+                if oh < OH:
+                    memcpy(yk + oh * OW, rows + q * 4 * TW, OW * sizeof(floating))
+
+
+cdef void _weight_grad_block(const floating* x, const floating* grad_y,
+                             floating* du, Py_ssize_t C, Py_ssize_t H,
+                             Py_ssize_t W, Py_ssize_t K, Py_ssize_t OH,
+                             Py_ssize_t OW, Py_ssize_t pad_h, Py_ssize_t pad_w,
+                             Py_ssize_t G, Py_ssize_t row0, Py_ssize_t row1,
+                             floating* v, floating* dm, floating* rows) noexcept nogil:
+    """dU[xi][g] (Kg x Cg) += dM[xi][g] (Kg x TB) @ V[xi][g]^T (TB x Cg)
+    for tile rows [row0, row1): the adjoint of the forward's GEMMs."""
+    cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
+    cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // G, Kg = K // G
+    cdef Py_ssize_t k, row, n, th, xi, g, q, oh
+    cdef const floating* gyk
+    _transform_input_block(x, C, H, W, OH, OW, pad_h, pad_w, row0, row1, v, rows)
+    for k in range(K):
+        for row in range(row0, row1):
+            n = row // TH
+            th = row % TH
+            gyk = grad_y + (n * K + k) * OH * OW
+            # The 4 gradient rows of this tile row, zero past the output.
+            memset(rows, 0, 16 * TW * sizeof(floating))
+            for q in range(4):
+                oh = 4 * th + q
+                if oh < OH:
+                    memcpy(rows + q * 4 * TW, gyk + oh * OW, OW * sizeof(floating))
+            if floating is float:
+                convcore_wino4_grad_f(rows, dm + k * TB + (row - row0) * TW, K * TB, TW)
+            else:
+                convcore_wino4_grad_d(rows, dm + k * TB + (row - row0) * TW, K * TB, TW)
+    for xi in range(36):
+        for g in range(G):
+            gemm(False, True, <int> Kg, <int> Cg, <int> TB, <floating> 1,
+                 dm + (xi * K + g * Kg) * TB, <int> TB,
+                 v + (xi * C + g * Cg) * TB, <int> TB, <floating> 1,
+                 du + (xi * K + g * Kg) * Cg, <int> Cg)
+
+
+def scratch_elements(Py_ssize_t C, Py_ssize_t K, Py_ssize_t OW,
+                     Py_ssize_t rows_per_block):
+    """Elements one thread's scratch holds: V (36*C*TB), M (36*K*TB) and
+    the row buffers, TB = rows_per_block * ceil(OW/4)."""
+    cdef Py_ssize_t TW = (OW + 3) // 4
+    return 36 * (C + K) * rows_per_block * TW + row_scratch(TW)
+
+
+def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
+            const floating[::1] bias, floating[:, :, :, ::1] y,
+            Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t groups,
+            Py_ssize_t rows_per_block, int num_threads):
+    """y = conv3x3(x) + bias, stride 1, dilation 1, padding (pad_h, pad_w)
+    top/left. u: transformed weights (36, K, C/groups) = G g G^T; bias of
+    size K or 0. x (N, C, H, W), y (N, K, OH, OW). rows_per_block >= 1
+    tile rows (of 4 output rows) per work block; scratch per thread:
+    scratch_elements(C, K, OW, rows_per_block).                  OUT: y"""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = y.shape[1], OH = y.shape[2], OW = y.shape[3]
+    cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
+    cdef Py_ssize_t rpb = rows_per_block, total = N * TH
+    cdef Py_ssize_t nblocks = (total + rpb - 1) // rpb
+    cdef Py_ssize_t TB = rpb * TW
+    cdef Py_ssize_t vsize = 36 * C * TB, msize = 36 * K * TB
+    cdef Py_ssize_t per = vsize + msize + row_scratch(TW)
+    cdef Py_ssize_t blk
+    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef floating* scratch
+    cdef floating* mine
+    if total == 0:
+        return
+    if num_threads > nblocks:
+        num_threads = <int> nblocks
+    scratch = <floating*> malloc(num_threads * per * sizeof(floating))
+    if scratch == NULL:
+        raise MemoryError(f"convcore: cannot allocate {num_threads} x {per} Winograd scratch")
+    try:
+        with nogil:
+            for blk in prange(nblocks, schedule='static', num_threads=num_threads):
+                mine = scratch + omp_get_thread_num() * per
+                _forward_block(&x[0, 0, 0, 0], &u[0, 0, 0], b, &y[0, 0, 0, 0],
+                               C, H, W, K, OH, OW, pad_h, pad_w, groups,
+                               blk * rpb, min((blk + 1) * rpb, total),
+                               mine, mine + vsize, mine + vsize + msize)
+    finally:
+        free(scratch)
+
+
+# Fixed number of weight-gradient partial sums, as in conv_winograd: each
+# sums a fixed range of tile blocks in order, so the result does not depend
+# on the thread count.
+cdef enum:
+    NUM_PARTIALS = 8
+
+
+def backward_weight(const floating[:, :, :, ::1] x,
+                    const floating[:, :, :, ::1] grad_y,
+                    floating[:, :, ::1] du, Py_ssize_t pad_h, Py_ssize_t pad_w,
+                    Py_ssize_t groups, Py_ssize_t rows_per_block, int num_threads):
+    """du (36, K, C/groups), overwritten: the gradient with respect to the
+    transformed weights U; the caller maps it back through G^T du G.
+    Scratch as forward's, plus NUM_WEIGHT_GRAD_CHUNKS * 36*K*C/groups
+    partial sums.                                                OUT: du"""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = grad_y.shape[1], OH = grad_y.shape[2], OW = grad_y.shape[3]
+    cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
+    cdef Py_ssize_t rpb = rows_per_block, total = N * TH
+    cdef Py_ssize_t nblocks = (total + rpb - 1) // rpb
+    cdef Py_ssize_t nchunks = min(nblocks, <Py_ssize_t> NUM_PARTIALS)
+    cdef Py_ssize_t TB = rpb * TW, usize = 36 * K * (C // groups)
+    cdef Py_ssize_t vsize = 36 * C * TB, msize = 36 * K * TB
+    cdef Py_ssize_t per = vsize + msize + row_scratch(TW)
+    cdef Py_ssize_t chunk, blk, i, c
+    cdef floating acc
+    cdef floating* scratch
+    cdef floating* partials
+    cdef floating* mine
+    cdef floating* out = &du[0, 0, 0]
+    memset(out, 0, usize * sizeof(floating))
+    if total == 0:
+        return
+    if num_threads > nchunks:
+        num_threads = <int> nchunks
+    partials = <floating*> calloc(nchunks * usize, sizeof(floating))
+    scratch = <floating*> malloc(num_threads * per * sizeof(floating))
+    if partials == NULL or scratch == NULL:
+        free(partials)
+        free(scratch)
+        raise MemoryError(f"convcore: cannot allocate Winograd weight-gradient scratch "
+                          f"({nchunks} x {usize} + {num_threads} x {per} elements)")
+    try:
+        with nogil:
+            for chunk in prange(nchunks, schedule='static', num_threads=num_threads):
+                mine = scratch + omp_get_thread_num() * per
+                for blk in range(chunk * nblocks // nchunks, (chunk + 1) * nblocks // nchunks):
+                    _weight_grad_block(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0],
+                                       partials + chunk * usize, C, H, W, K, OH, OW,
+                                       pad_h, pad_w, groups, blk * rpb,
+                                       min((blk + 1) * rpb, total), mine, mine + vsize,
+                                       mine + vsize + msize)
+            for i in prange(usize, schedule='static', num_threads=num_threads):
+                acc = 0
+                for c in range(nchunks):
+                    acc = acc + partials[c * usize + i]
+                out[i] = <floating> acc
+    finally:
+        free(scratch)
+        free(partials)
+NUM_WEIGHT_GRAD_CHUNKS = NUM_PARTIALS

@@ -1,0 +1,109 @@
+"""Winograd F(4x4, 3x3) (convcore._kernels.conv_winograd4), the tiling
+"winograd" uses for undilated 3x3 stride-1 layers: the kernels called
+directly and through conv2d, against the float64 reference, at the edges
+of its 4x4 tiling (output sizes 1..9, so every remainder of 4), padding
+0..2, groups, batch 1, and 1 vs 2 threads."""
+import numpy as np
+import pytest
+
+from convcore import algorithms
+from convcore._kernels import conv_winograd4
+from convcore.functional import conv2d, conv2d_backward
+from convcore.functional._conv_spec import conv_spec
+from ref_conv import conv2d_backward_ref, conv2d_ref
+
+# (N, C, K, H, W, padding, groups)
+SHAPES = [
+    (1, 1, 1, 1, 1, 1, 1),      # 1x1 image: one tile, mostly padding
+    (1, 1, 1, 3, 3, 0, 1),      # kernel == input: a 1x1 output
+    (2, 3, 4, 9, 11, 1, 1),     # 9x11 output: partial tiles both ways
+    (1, 4, 6, 5, 5, 0, 2),      # groups, 3x3 output
+    (3, 8, 8, 16, 16, 1, 1),    # whole tiles
+    (2, 6, 4, 13, 7, 2, 2),     # padding 2 (backward-data's padding for pad 0)
+    (1, 2, 3, 2, 6, 2, 1),      # rows < 4
+    (2, 5, 3, 10, 2, 1, 1),     # a 2-wide image
+]
+
+
+def _rel(a, ref, scale=None):
+    """Largest error over the scale of the terms summed (a result that
+    cancels to ~0 is still only as exact as its terms)."""
+    scale = np.abs(ref).max() if scale is None else scale
+    return np.abs(np.asarray(a, np.float64) - ref).max() / max(scale, 1e-300)
+
+
+def _u(w):
+    return algorithms.WinogradConv._transform(w, algorithms.F4x4)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_kernel_forward_and_weight_adjoint(shape, dtype, tol, rng):
+    N, C, K, H, W, p, g = shape
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // g, 3, 3)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    y = np.full((N, K, H + 2 * p - 2, W + 2 * p - 2), np.nan, dtype)
+    conv_winograd4.forward(x, _u(w), b, y, p, p, g, 1, 2)
+    terms = conv2d_ref(np.abs(x), np.abs(w), np.abs(b), padding=p, groups=g).max()
+    assert _rel(y, conv2d_ref(x, w, b, padding=p, groups=g), terms) < tol
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    du = np.full((36, K, C // g), np.nan, dtype)
+    conv_winograd4.backward_weight(x, gy, du, p, p, g, 2, 2)
+    G = algorithms.F4x4.G
+    gw = np.einsum("ir,ijkc,js->kcrs", G, du.astype(np.float64).reshape(6, 6, K, C // g), G)
+    terms = np.abs(conv2d_backward_ref(np.abs(gy), np.abs(x), w, padding=p, groups=g)[1]).max()
+    assert _rel(gw, conv2d_backward_ref(gy, x, w, padding=p, groups=g)[1], terms) < tol
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_through_conv2d_all_passes(shape, rng):
+    """conv2d / conv2d_backward with algorithm="winograd" run F(4x4) for
+    these shapes and match the reference in float64."""
+    N, C, K, H, W, p, g = shape
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((K, C // g, 3, 3))
+    b = rng.standard_normal(K)
+    spec = conv_spec(x.shape, w.shape, x.dtype, 1, p, 1, g, "test")
+    assert algorithms.WinogradConv._tiling(spec) is algorithms.F4x4
+    y = conv2d(x, w, b, padding=p, groups=g, algorithm="winograd")
+    np.testing.assert_allclose(y, conv2d_ref(x, w, b, padding=p, groups=g), rtol=1e-10, atol=1e-10)
+    gy = rng.standard_normal(y.shape)
+    gx, gw, gb = conv2d_backward(gy, x, w, padding=p, groups=g, algorithm="winograd")
+    rx, rw, rb = conv2d_backward_ref(gy, x, w, padding=p, groups=g)
+    for got, ref in ((gx, rx), (gw, rw), (gb, rb)):
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_float32_error_is_small_at_network_scale(rng):
+    """The F(4x4) transforms scale by up to 8: its float32 error grows
+    with the channel count, but stays far below the signal (measured
+    ~1e-6 of the output's scale)."""
+    x = rng.standard_normal((4, 64, 16, 16)).astype(np.float32)
+    w = (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32)
+    y = conv2d(x, w, None, padding=1, algorithm="winograd")
+    assert _rel(y, conv2d_ref(x, w, None, padding=1)) < 2e-5
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_same_result_at_any_thread_count_and_block(rows, rng):
+    x = rng.standard_normal((3, 5, 13, 10)).astype(np.float32)
+    w = rng.standard_normal((4, 5, 3, 3)).astype(np.float32)
+    u, b = _u(w), np.empty(0, np.float32)
+    out = []
+    for nt in (1, 2):
+        y = np.empty((3, 4, 13, 10), np.float32)
+        conv_winograd4.forward(x, u, b, y, 1, 1, 1, rows, nt)
+        du = np.empty((36, 4, 5), np.float32)
+        conv_winograd4.backward_weight(x, y, du, 1, 1, 1, rows, nt)
+        out.append((y, du))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+
+
+def test_scratch_matches_the_kernels_formula():
+    """WinogradConv.scratch_bytes counts what conv_winograd4 allocates."""
+    for C, K, OW in ((3, 4, 1), (16, 16, 32), (64, 128, 7)):
+        rows = algorithms.F4x4.rows_per_block(C, K, OW)
+        assert algorithms.F4x4.scratch(C, K, OW, 2) == 2 * conv_winograd4.scratch_elements(C, K, OW, rows)
+
