@@ -146,10 +146,11 @@ class _Tiling:
     def scratch(self, C, K, OW, threads):
         """Elements the kernel allocates: V, M and row buffers per thread
         (exact Python ints: no product can wrap)."""
+        rows = self.rows_per_block(C, K, OW)
+        if self.m == 4:
+            return threads * conv_winograd4.scratch_elements(C, K, OW, rows)
         TW = -(-OW // self.m)
-        TB = self.rows_per_block(C, K, OW) * TW
-        rows = 8 * (2 * TW + 2) if self.m == 2 else 12 * (4 * TW + 2)
-        return threads * (self.points * (C + K) * TB + rows)
+        return threads * (self.points * (C + K) * rows * TW + 8 * (2 * TW + 2))
 
 
 # F(2x2, 3x3): 16 multiplies per 2x2 output tile (36 direct); F(4x4, 3x3):
