@@ -24,6 +24,7 @@ from convcore import functional
 from convcore import functional as F
 from convcore._grad_mode import is_grad_enabled, no_grad
 from convcore._threads import get_num_threads, set_num_threads
+from convcore._denormals import get_flush_denormal, set_flush_denormal
 from convcore.algorithms import conv_algorithms
 from convcore.autotune import tune
 # Kernel ABI of the native (cimport) API, convcore/native.pxd; downstream
@@ -41,6 +42,7 @@ def get_include():
 
 __all__ = [
     "F", "functional", "conv_algorithms", "get_num_threads", "set_num_threads",
+    "set_flush_denormal", "get_flush_denormal",
     "no_grad", "is_grad_enabled", "get_include", "tune", "__version__",
 ]
 

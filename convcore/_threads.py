@@ -48,6 +48,9 @@ def set_num_threads(n):
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
     previous = get_num_threads()
     _num_threads = n
+    if n > previous:
+        from convcore import _denormals
+        _denormals.reapply()
     return previous
 
 

@@ -68,6 +68,9 @@ def add_arguments(parser):
     sel.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
     sel.add_argument("--weight-scale", type=float, default=1.0, metavar="X",
                      help="scale the random weights (e.g. 1e-39 for a denormal benchmark)")
+    sel.add_argument("--flush-denormal", action="store_true",
+                     help="treat denormal floats as zero (convcore.set_flush_denormal, and "
+                          "torch.set_flush_denormal for PyTorch)")
 
     tm = parser.add_argument_group("threads and timing")
     tm.add_argument("--threads", type=positive_int,
@@ -120,6 +123,16 @@ def select_configs(args):
     return preset, configs
 
 
+def _flush_denormals():
+    """FTZ/DAZ for both libraries, so the comparison stays like for like."""
+    convcore.set_flush_denormal(True)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_flush_denormal(True)
+
+
 def run(args):
     grid_flags = [f"--{k}" for k in ("stride", "padding", "dilation", "kernel", "groups",
                                      "channels", "size") if getattr(args, k)]
@@ -142,6 +155,8 @@ def run(args):
     top = args.threads or convcore.get_num_threads()
     threads_list = list(range(1, top + 1)) if args.threads_sweep else [top]
 
+    if args.flush_denormal:
+        _flush_denormals()
     from tqdm import tqdm
     bar = tqdm(total=len(configs) * len(threads_list), file=sys.stderr, unit="cfg",
                desc=f"bench {preset}", disable=args.no_progress, dynamic_ncols=True)
@@ -165,7 +180,7 @@ def run(args):
     meta = report.machine_info(threads_list, result["torch"])
     meta.update({"preset": preset, "dtype": args.dtype, "repeats": repeats,
                  "warmup": args.warmup, "min_time_s": min_time, "budget_s": budget,
-                 "weight_scale": args.weight_scale})
+                 "weight_scale": args.weight_scale, "flush_denormal": args.flush_denormal})
     written = []
     if args.json:
         report.to_json(args.json, meta, result, summary)
