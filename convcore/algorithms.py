@@ -376,12 +376,14 @@ def select_algorithm(spec):
     - depthwise-like (one input channel per group): a GEMM per group would
       be (Kg x R*S) @ (R*S x P), too thin for the BLAS to pay for the
       im2col copy and per-call overhead; the direct kernel streams it.
-    - 3x3 stride 1 with enough channels and pixels: Winograd F(2x2, 3x3)
-      does 16 multiplies where im2col does 36; it wins by 1.1-2.2x once
-      min(C/groups, K/groups) * sqrt(OH*OW) >= 400 (e.g. 64 channels at
-      7x7, 32 at 14x14, 16 at 28x28; every measured point on either side
-      of that line agreed). Below it its 16 GEMMs (inner dimension
-      C/groups) are too small and its transforms dominate. Dilated layers run Winograd on polyphase copies,
+    - 3x3 stride 1 with enough channels and pixels: Winograd F(4x4, 3x3)
+      does 36 multiplies where im2col does 144. Measured against im2col on
+      one thread (CPU time, forward and backward): 0.34-0.92x from
+      min(C/groups, K/groups) * sqrt(OH*OW) >= 128 (8 channels at 16x16,
+      32 at 4x4, 128 at 2x2, 512 at 1x1) and at least 8 channels; ties at
+      64 (8 channels at 8x8, 16 at 4x4); loses with fewer than 8 channels
+      (1.1-1.8x: its transforms then outweigh the GEMMs) and at 64
+      channels of 1x1 images. The line is drawn at 100. Dilated layers run Winograd on polyphase copies,
       which only ties with im2col on one thread and loses on two (the
       copies are serial), so auto leaves them to im2col.
     - everything else: im2col + GEMM, which runs near the BLAS's speed
@@ -396,7 +398,7 @@ def select_algorithm(spec):
     if spec.Cg == 1:
         return _REGISTRY["direct"]
     channels = min(spec.Cg, spec.Kg)
-    if (channels >= 8 and channels * math.sqrt(spec.OH * spec.OW) >= 400
+    if (channels >= 8 and channels * math.sqrt(spec.OH * spec.OW) >= 100
             and _REGISTRY["winograd"].supports(spec)[0]
             and WinogradConv._kernel_pads(spec)):
         return _REGISTRY["winograd"]
