@@ -72,9 +72,11 @@ cdef extern from *:
             v[5 * s + j] = 4 * x[1] - 5 * x[3] + x[5];                         \
         }                                                                      \
     }
-    /* Four output rows (out + q*4*TW) of one row of tiles: Y = A^T m A + b. */
+    /* Four output rows (out + q*ld, 4*TW wide) of one row of tiles:
+       Y = A^T m A + b. */
     #define CONVCORE_WINO4_OUT(NAME, T)                                        \
-    static void NAME(const T* m, Py_ssize_t s, T bias, T* out, Py_ssize_t TW) {\
+    static void NAME(const T* m, Py_ssize_t s, T bias, T* out, Py_ssize_t ld,  \
+                     Py_ssize_t TW) {                                          \
         _Pragma("omp simd")                                                    \
         for (Py_ssize_t j = 0; j < TW; ++j) {                                  \
             T r[4][6];                                                         \
@@ -91,7 +93,7 @@ cdef extern from *:
             for (int i = 0; i < 4; ++i) {                                      \
                 T p = r[i][1] + r[i][2], q = r[i][1] - r[i][2];                \
                 T u = r[i][3] + r[i][4], w = r[i][3] - r[i][4];                \
-                T* o = out + i * 4 * TW + 4 * j;                               \
+                T* o = out + i * ld + 4 * j;                                   \
                 o[0] = r[i][0] + p + u + bias;                                 \
                 o[1] = q + 2 * w + bias;                                       \
                 o[2] = p + 4 * u + bias;                                       \
@@ -100,14 +102,15 @@ cdef extern from *:
         }                                                                      \
     }
     /* The adjoint of the output transform: dm[xi*s + tw] = (A gY A^T)[xi]
-       for the 4x4 gradient tiles of one row (g: 4 rows of 4*TW). */
+       for the 4x4 gradient tiles of one row (g: 4 rows g + q*ld, 4*TW wide). */
     #define CONVCORE_WINO4_GRAD(NAME, T)                                       \
-    static void NAME(const T* g, T* dm, Py_ssize_t s, Py_ssize_t TW) {         \
+    static void NAME(const T* g, Py_ssize_t ld, T* dm, Py_ssize_t s,           \
+                     Py_ssize_t TW) {                                          \
         _Pragma("omp simd")                                                    \
         for (Py_ssize_t j = 0; j < TW; ++j) {                                  \
             T r[4][6];                                                         \
             for (int i = 0; i < 4; ++i) {                                      \
-                const T* x = g + i * 4 * TW + 4 * j;                           \
+                const T* x = g + i * ld + 4 * j;                               \
                 T x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];                  \
                 r[i][0] = x0;                                                  \
                 r[i][1] = x0 + x1 + x2 + x3;                                   \
@@ -140,12 +143,14 @@ cdef extern from *:
     void convcore_wino4_in_rows_d(const double* d, double* t, Py_ssize_t Wp) noexcept nogil
     void convcore_wino4_in_cols_f(const float* t, float* v, Py_ssize_t s, Py_ssize_t TW) noexcept nogil
     void convcore_wino4_in_cols_d(const double* t, double* v, Py_ssize_t s, Py_ssize_t TW) noexcept nogil
-    void convcore_wino4_out_f(const float* m, Py_ssize_t s, float b, float* out,
+    void convcore_wino4_out_f(const float* m, Py_ssize_t s, float b, float* out, Py_ssize_t ld,
                               Py_ssize_t TW) noexcept nogil
-    void convcore_wino4_out_d(const double* m, Py_ssize_t s, double b, double* out,
+    void convcore_wino4_out_d(const double* m, Py_ssize_t s, double b, double* out, Py_ssize_t ld,
                               Py_ssize_t TW) noexcept nogil
-    void convcore_wino4_grad_f(const float* g, float* dm, Py_ssize_t s, Py_ssize_t TW) noexcept nogil
-    void convcore_wino4_grad_d(const double* g, double* dm, Py_ssize_t s, Py_ssize_t TW) noexcept nogil
+    void convcore_wino4_grad_f(const float* g, Py_ssize_t ld, float* dm, Py_ssize_t s,
+                               Py_ssize_t TW) noexcept nogil
+    void convcore_wino4_grad_d(const double* g, Py_ssize_t ld, double* dm, Py_ssize_t s,
+                               Py_ssize_t TW) noexcept nogil
 
 
 # Each of the 36 points' V (and M) is a plane of C (K) x TB elements. The
@@ -229,6 +234,7 @@ cdef void _forward_block(const floating* x, const floating* u,
     cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
     cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // G, Kg = K // G
     cdef Py_ssize_t k, row, n, th, xi, g, q, oh
+    cdef bint whole
     cdef floating b
     cdef floating* yk
     _transform_input_block(x, C, H, W, OH, OW, pad_h, pad_w, row0, row1, v, rows)
@@ -243,15 +249,19 @@ cdef void _forward_block(const floating* x, const floating* u,
         for row in range(row0, row1):
             n = row // TH
             th = row % TH
+            yk = y + (n * K + k) * OH * OW + 4 * th * OW
+            # Whole tiles go straight to y; a row of tiles cut by the
+            # output's edge goes through the row buffer.
+            whole = 4 * th + 4 <= OH and OW == 4 * TW
             if floating is float:
-                convcore_wino4_out_f(m + k * TB + (row - row0) * TW, plane(K, TB), b, rows, TW)
+                convcore_wino4_out_f(m + k * TB + (row - row0) * TW, plane(K, TB), b,
+                                     yk if whole else rows, OW if whole else 4 * TW, TW)
             else:
-                convcore_wino4_out_d(m + k * TB + (row - row0) * TW, plane(K, TB), b, rows, TW)
-            yk = y + (n * K + k) * OH * OW
-            for q in range(4):
-                oh = 4 * th + q
-                if oh < OH:
-                    memcpy(yk + oh * OW, rows + q * 4 * TW, OW * sizeof(floating))
+                convcore_wino4_out_d(m + k * TB + (row - row0) * TW, plane(K, TB), b,
+                                     yk if whole else rows, OW if whole else 4 * TW, TW)
+            if not whole:
+                for q in range(min(4, OH - 4 * th)):
+                    memcpy(yk + q * OW, rows + q * 4 * TW, OW * sizeof(floating))
 
 
 cdef void _weight_grad_block(const floating* x, const floating* grad_y,
@@ -264,24 +274,27 @@ cdef void _weight_grad_block(const floating* x, const floating* grad_y,
     for tile rows [row0, row1): the adjoint of the forward's GEMMs."""
     cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
     cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // G, Kg = K // G
-    cdef Py_ssize_t k, row, n, th, xi, g, q, oh
+    cdef Py_ssize_t k, row, n, th, xi, g, q
     cdef const floating* gyk
+    cdef const floating* src
+    cdef Py_ssize_t ld
     _transform_input_block(x, C, H, W, OH, OW, pad_h, pad_w, row0, row1, v, rows)
     for k in range(K):
         for row in range(row0, row1):
             n = row // TH
             th = row % TH
-            gyk = grad_y + (n * K + k) * OH * OW
-            # The 4 gradient rows of this tile row, zero past the output.
-            memset(rows, 0, 16 * TW * sizeof(floating))
-            for q in range(4):
-                oh = 4 * th + q
-                if oh < OH:
-                    memcpy(rows + q * 4 * TW, gyk + oh * OW, OW * sizeof(floating))
+            gyk = grad_y + (n * K + k) * OH * OW + 4 * th * OW
+            src, ld = gyk, OW
+            if 4 * th + 4 > OH or OW != 4 * TW:
+                # A row of tiles cut by the output's edge: zero-padded copy.
+                memset(rows, 0, 16 * TW * sizeof(floating))
+                for q in range(min(4, OH - 4 * th)):
+                    memcpy(rows + q * 4 * TW, gyk + q * OW, OW * sizeof(floating))
+                src, ld = rows, 4 * TW
             if floating is float:
-                convcore_wino4_grad_f(rows, dm + k * TB + (row - row0) * TW, plane(K, TB), TW)
+                convcore_wino4_grad_f(src, ld, dm + k * TB + (row - row0) * TW, plane(K, TB), TW)
             else:
-                convcore_wino4_grad_d(rows, dm + k * TB + (row - row0) * TW, plane(K, TB), TW)
+                convcore_wino4_grad_d(src, ld, dm + k * TB + (row - row0) * TW, plane(K, TB), TW)
     for xi in range(36):
         for g in range(G):
             gemm(False, True, <int> Kg, <int> Cg, <int> TB, <floating> 1,
