@@ -156,7 +156,7 @@ class _Tiling:
 # F(2x2, 3x3): 16 multiplies per 2x2 output tile (36 direct); F(4x4, 3x3):
 # 36 per 4x4 tile (144 direct), points 0, +-1, +-2. F(4x4) measured 0.34-0.98x
 # F(2x2)'s time forward and 0.55-0.97x for the weight gradient over C = 16..128
-# and 8..56-pixel images at 2 threads; its float32 error stays ~1e-6 of the
+# and 8..56-pixel images at 2 threads; its float32 error is ~1e-5 of the
 # output's scale. F(2x2) serves the dilated (polyphase) path.
 F2x2 = _Tiling(conv_winograd, [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], 64, 512)
 F4x4 = _Tiling(conv_winograd4, [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
