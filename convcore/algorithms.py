@@ -126,13 +126,9 @@ class WinogradConv(ConvAlgorithm):
     """Winograd F(2x2, 3x3) for 3x3 kernels at stride 1: 16 multiplies per
     2x2 output tile instead of 36, as 16 GEMMs over the channels. Forward;
     backward-data (the same transform on grad_y with the flipped kernel);
-    weight gradient (the adjoint of the forward's GEMMs).
-
-    Dilation d > 1 (and padding the kernel cannot do itself: asymmetric, or
-    more than 2) goes through an explicitly padded copy split into its d x d
-    polyphase components: y[..., a::d, b::d] is the undilated 3x3 valid
-    convolution of xpad[..., a::d, b::d]. The components are stacked along
-    the batch, so one kernel call convolves them all."""
+    weight gradient (the adjoint of the forward's GEMMs). Any padding and
+    dilation: the kernels tile each dilation phase of the output in place
+    (conv_winograd's docstring), so no path copies the input."""
 
     name = "winograd"
     # Interpolation matrix of the weight transform U = G g G^T.
@@ -144,52 +140,6 @@ class WinogradConv(ConvAlgorithm):
         if spec.stride != (1, 1):
             return False, f"needs stride 1, got stride={spec.stride}"
         return True, ""
-
-    @staticmethod
-    def _kernel_pads(spec):
-        """True when the kernels pad by themselves: dilation 1 and symmetric
-        padding <= 2 (backward-data runs with padding 2 - pad)."""
-        (ph, pw), (th, tw) = spec.padding, spec.padding_total
-        return spec.dilation == (1, 1) and max(ph, pw) <= 2 and (th, tw) == (2 * ph, 2 * pw)
-
-    @staticmethod
-    def _to_phases(a, d):
-        """(N, C, Hq*dh, Wq*dw) -> (N*dh*dw, C, Hq, Wq): the dh x dw
-        polyphase components stacked along the batch, one copy."""
-        N, C, H, W = a.shape
-        (dh, dw) = d
-        return np.ascontiguousarray(a.reshape(N, C, H // dh, dh, W // dw, dw)
-                                    .transpose(0, 3, 5, 1, 2, 4).reshape(N * dh * dw, C, H // dh, W // dw))
-
-    @staticmethod
-    def _from_phases(a, d):
-        """The inverse of _to_phases (a view)."""
-        M, C, h, w = a.shape
-        (dh, dw) = d
-        return (a.reshape(M // (dh * dw), dh, dw, C, h, w).transpose(0, 3, 4, 1, 5, 2)
-                .reshape(M // (dh * dw), C, h * dh, w * dw))
-
-    @staticmethod
-    def _phase_grid(spec):
-        """(Hq, Wq): rows and columns of each polyphase component of the
-        padded input, which is extended with zeros to a multiple of the
-        dilation so that every component has the same size."""
-        (dh, dw), (th, tw) = spec.dilation, spec.padding_total
-        return -(-(spec.H + th) // dh), -(-(spec.W + tw) // dw)
-
-    def _phased_input(self, x, spec):
-        Hq, Wq = self._phase_grid(spec)
-        (dh, dw), (top, left) = spec.dilation, spec.padding
-        xq = np.zeros((spec.N, spec.C, Hq * dh, Wq * dw), dtype=x.dtype)
-        xq[:, :, top:top + spec.H, left:left + spec.W] = x
-        return self._to_phases(xq, spec.dilation)
-
-    def _phased_grad_y(self, grad_y, spec):
-        Hq, Wq = self._phase_grid(spec)
-        (dh, dw) = spec.dilation
-        gq = np.zeros((spec.N, spec.K, (Hq - 2) * dh, (Wq - 2) * dw), dtype=grad_y.dtype)
-        gq[:, :, :spec.OH, :spec.OW] = grad_y
-        return self._to_phases(gq, spec.dilation)
 
     def _transform(self, w):
         """(K, Cg, 3, 3) -> U of shape (16, K, Cg), U[4i+j] = (G w G^T)[i, j].
@@ -210,19 +160,28 @@ class WinogradConv(ConvAlgorithm):
         return np.ascontiguousarray(w.reshape(G, Kg, Cg, 3, 3).transpose(0, 2, 1, 3, 4)
                                     .reshape(spec.C, Kg, 3, 3)[:, :, ::-1, ::-1])
 
-    @classmethod
-    def _conv(cls, x, u, bias, y, pad, spec):
-        rows = cls._rows_per_block(x.shape[1], y.shape[1], y.shape[3])
-        with _threads.blas_threads(1):
-            conv_winograd.forward(x, u, bias, y, pad[0], pad[1], spec.groups, rows,
-                                  kernel_threads(spec.flops()))
+    @staticmethod
+    def _data_padding(spec):
+        """Backward-data's (top, left) padding: grad_x is the full
+        correlation of grad_y with the flipped kernel, which reaches
+        2*dilation - pad pixels before grad_y's first (negative when the
+        forward padded by more than the dilated kernel's reach)."""
+        return tuple(2 * d - p for d, p in zip(spec.dilation, spec.padding))
 
     @classmethod
-    def _du(cls, x, grad_y, du, pad, spec):
-        rows = cls._rows_per_block(x.shape[1], grad_y.shape[1], grad_y.shape[3])
+    def _conv(cls, x, u, bias, y, pad, spec):
+        rows = cls._rows_per_block(x.shape[1], y.shape[1], y.shape[2], y.shape[3], spec.dilation)
         with _threads.blas_threads(1):
-            conv_winograd.backward_weight(x, grad_y, du, pad[0], pad[1], spec.groups, rows,
-                                          kernel_threads(spec.flops()))
+            conv_winograd.forward(x, u, bias, y, pad[0], pad[1], *spec.dilation, spec.groups,
+                                  rows, kernel_threads(spec.flops()))
+
+    @classmethod
+    def _du(cls, x, grad_y, du, spec):
+        rows = cls._rows_per_block(x.shape[1], grad_y.shape[1], grad_y.shape[2],
+                                   grad_y.shape[3], spec.dilation)
+        with _threads.blas_threads(1):
+            conv_winograd.backward_weight(x, grad_y, du, *spec.padding, *spec.dilation,
+                                          spec.groups, rows, kernel_threads(spec.flops()))
 
     # Tile rows per work block: about TILE_BYTES of V and M scratch, so a
     # block's GEMM operands stay near one core's L2, but MIN_TILES to
@@ -231,60 +190,35 @@ class WinogradConv(ConvAlgorithm):
     TILE_BYTES, MIN_TILES, MAX_TILES = 1 << 20, 64, 512
 
     @classmethod
-    def _rows_per_block(cls, C, K, OW):
+    def _rows_per_block(cls, C, K, OH, OW, dilation):
         tiles = min(max(cls.TILE_BYTES // (16 * (C + K) * 4), cls.MIN_TILES), cls.MAX_TILES)
-        TW = (OW + 1) // 2
+        _, TW = conv_winograd.tile_grid(OH, OW, *dilation)
         return max(1, tiles // TW)
 
     @classmethod
-    def _kernel_scratch(cls, C, K, OW, threads):
-        """Elements conv_winograd.forward allocates: V, M and row buffers
-        per thread (exact Python ints: no product can wrap)."""
-        TW = (OW + 1) // 2
-        TB = cls._rows_per_block(C, K, OW) * TW
-        return threads * (16 * (C + K) * TB + 8 * (2 * TW + 2))
-
-    def _shape_args(self, spec):
-        """(C, K, width) the kernel sees: the polyphase path convolves
-        ceil((W + padding) / dilation)-wide components."""
-        if self._kernel_pads(spec):
-            return spec.OW, spec.W
-        Hq, Wq = self._phase_grid(spec)
-        return Wq - 2, Wq
+    def _kernel_scratch(cls, C, K, OH, OW, dilation, threads):
+        """Elements conv_winograd.forward allocates for a convolution of C
+        to K channels with an OH x OW output (exact Python ints)."""
+        rows = cls._rows_per_block(C, K, OH, OW, dilation)
+        return threads * conv_winograd.scratch_elements(C, K, OW, dilation[1], rows)
 
     def scratch_bytes(self, spec, backward):
         nt = kernel_threads(spec.flops())
-        size = spec.dtype.itemsize
-        out_w, in_w = self._shape_args(spec)
-        # The polyphase path adds padded, rearranged copies of the input
-        # (and for backward, of grad_y and grad_x).
-        Hq, Wq = self._phase_grid(spec)
-        dd = spec.dilation[0] * spec.dilation[1]
-        copy = 0 if self._kernel_pads(spec) else 2 * spec.N * dd * Hq * Wq * (
-            spec.C + spec.K * backward)
+        forward = self._kernel_scratch(spec.C, spec.K, spec.OH, spec.OW, spec.dilation, nt)
         if not backward:
-            return (copy + self._kernel_scratch(spec.C, spec.K, out_w, nt)) * size
-        # backward-data runs the forward on grad_y (channels swapped, input
-        # width); the weight gradient needs the forward's buffers plus its
-        # fixed partial sums: the larger of the two.
-        data = self._kernel_scratch(spec.K, spec.C, in_w, nt)
-        weight = (self._kernel_scratch(spec.C, spec.K, out_w, nt)
-                  + conv_winograd.NUM_WEIGHT_GRAD_CHUNKS * 16 * spec.K * spec.Cg)
-        return (copy + max(data, weight)) * size
+            return forward * spec.dtype.itemsize
+        # backward-data runs the forward on grad_y (channels swapped, the
+        # input's size out); the weight gradient needs the forward's buffers
+        # plus its fixed partial sums: the larger of the two.
+        data = self._kernel_scratch(spec.K, spec.C, spec.H, spec.W, spec.dilation, nt)
+        weight = forward + conv_winograd.NUM_WEIGHT_GRAD_CHUNKS * 16 * spec.K * spec.Cg
+        return max(data, weight) * spec.dtype.itemsize
 
     def forward(self, x, w, bias, y, spec):
         if not _all_finite(x, w):
             _REGISTRY["im2col"].forward(x, w, bias, y, spec)
             return
-        u = self._transform(w)
-        if self._kernel_pads(spec):
-            self._conv(x, u, bias, y, spec.padding, spec)
-            return
-        Hq, Wq = self._phase_grid(spec)
-        xs = self._phased_input(x, spec)
-        ys = np.empty((xs.shape[0], spec.K, Hq - 2, Wq - 2), dtype=x.dtype)
-        self._conv(xs, u, bias, ys, (0, 0), spec)
-        y[...] = self._from_phases(ys, spec.dilation)[:, :, :spec.OH, :spec.OW]
+        self._conv(x, self._transform(w), bias, y, spec.padding, spec)
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
         # Non-finite values go through im2col, whose result is PyTorch's.
@@ -295,31 +229,15 @@ class WinogradConv(ConvAlgorithm):
         if need_w and not _all_finite(grad_y, x):
             im2col.backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
             need_w = False
-        direct = self._kernel_pads(spec)
-        if not direct and (need_x or need_w):
-            gys = self._phased_grad_y(grad_y, spec)
         if need_x:
             # grad_x = full correlation of grad_y with the flipped kernel.
             u_t = self._transform(self._flipped(w, spec))
-            no_bias = np.empty(0, x.dtype)
-            if direct:
-                self._conv(grad_y, u_t, no_bias, grad_x,
-                           (2 - spec.padding[0], 2 - spec.padding[1]), spec)
-            else:
-                Hq, Wq = self._phase_grid(spec)
-                gxs = np.empty((gys.shape[0], spec.C, Hq, Wq), dtype=x.dtype)
-                self._conv(gys, u_t, no_bias, gxs, (2, 2), spec)
-                top, left = spec.padding
-                grad_x[...] = self._from_phases(gxs, spec.dilation)[
-                    :, :, top:top + spec.H, left:left + spec.W]
+            self._conv(grad_y, u_t, np.empty(0, x.dtype), grad_x, self._data_padding(spec), spec)
         if need_w:
             # The adjoint of the forward: dU = sum over tiles of dM V^T (16
             # GEMMs), then grad_w = G^T dU G.
             du = np.empty((16, spec.K, spec.Cg), dtype=x.dtype)
-            if direct:
-                self._du(x, grad_y, du, spec.padding, spec)
-            else:
-                self._du(self._phased_input(x, spec), gys, du, (0, 0), spec)
+            self._du(x, grad_y, du, spec)
             G = self._G.astype(x.dtype)
             with _threads.blas_threads(1):  # see _transform
                 grad_w[...] = np.einsum("ir,ijkc,js->kcrs", G, du.reshape(4, 4, spec.K, spec.Cg),
@@ -368,8 +286,7 @@ def select_algorithm(spec):
         return _REGISTRY["direct"]
     channels = min(spec.Cg, spec.Kg)
     if (channels >= 8 and channels * math.sqrt(spec.OH * spec.OW) >= 400
-            and _REGISTRY["winograd"].supports(spec)[0]
-            and WinogradConv._kernel_pads(spec)):
+            and _REGISTRY["winograd"].supports(spec)[0]):
         return _REGISTRY["winograd"]
     return _REGISTRY["im2col"]
 

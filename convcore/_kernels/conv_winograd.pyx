@@ -1,10 +1,22 @@
-"""Winograd F(2x2, 3x3) convolution: stride 1, dilation 1, 3x3 kernels.
+"""Winograd F(2x2, 3x3) convolution: stride 1, any dilation, 3x3 kernels.
 
 Each 4x4 input tile d (overlapping by 2) gives a 2x2 output tile
     Y = A^T [ (G g G^T) . (B^T d B) ] A
 so the 36 multiplies per output tile and channel pair of a direct 3x3
 become 16, done as 16 GEMMs over channels (Lavin & Gray 2015):
     M[xi] (K x T) = U[xi] (K x C) @ V[xi] (C x T),   xi = 0..15.
+
+Dilation (dh, dw) is done in place, without copies: the output pixels of
+one phase (oh mod dh, ow mod dw) = (a, b) form an undilated 3x3
+convolution of the input pixels (a - pad_h + dh*i, b - pad_w + dw*j), so a
+2x2 output tile is the pixels (oh0 + dh*{0,1}, ow0 + dw*{0,1}) and its 4x4
+input tile is rows oh0 - pad_h + dh*{0..3}, columns likewise. A tile row
+is one row phase a and tile index ti, holding the tiles of every column
+phase b side by side (segment b); the input gather reads with stride dw
+and the output scatter writes with stride dw, the transforms between
+them are those of dilation 1. Padding may be anything, negative included
+(backward-data runs with 2*d - pad): whatever falls outside the input
+reads as zero, and the output size gives the bottom/right padding.
 
 Work is split into blocks of whole tile rows taken across the batch (so
 small images still give the BLAS long rows; how many rows is the caller's
@@ -14,7 +26,8 @@ rows, so they vectorise. Each thread owns one block at a time with its own V and
 single-threaded (the caller holds it to one thread: one owner at a time).
 The weight transform U = G g G^T is computed once per call by the caller.
 Backward-data is the same forward, run on grad_y with the kernel flipped
-and transposed and padding 2 - pad (convcore.algorithms does that).
+and transposed, the same dilation and padding 2*d - pad (convcore.algorithms
+does that).
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -23,55 +36,136 @@ from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm
 
-# Output tiles per work block; 16*C*TB floats of V per thread.
+# Tile geometry of one output axis of n pixels at dilation d: pixels a,
+# a + d, a + 2d, ... form phase a, and each phase is cut into 2-pixel tiles
+# (its last may be half out). Phase a has q + (a < r) pixels, (q, r) =
+# divmod(n, d), so only two tile counts occur and no loop below divides.
+cdef struct Axis:
+    Py_ssize_t d            # dilation
+    Py_ssize_t q, r         # phase a has q + (a < r) pixels
+    Py_ssize_t phases       # non-empty phases: min(d, n)
+    Py_ssize_t long_tiles   # tiles of a phase a < r
+    Py_ssize_t short_tiles  # tiles of a phase a >= r
+    Py_ssize_t tiles        # over all phases
+
+
+cdef inline Axis _axis(Py_ssize_t n, Py_ssize_t d) noexcept nogil:
+    cdef Axis ax
+    ax.d = d
+    ax.q = n // d
+    ax.r = n % d
+    ax.phases = min(d, n)
+    ax.long_tiles = (ax.q + 2) // 2
+    ax.short_tiles = (ax.q + 1) // 2
+    ax.tiles = ax.r * ax.long_tiles + (ax.phases - ax.r) * ax.short_tiles
+    return ax
+
+
+cdef inline Py_ssize_t _row_width(const Axis* cols) noexcept nogil:
+    """Width of the zero-padded input row buffers: segment b (column phase
+    b) holds the 2*tiles + 2 input columns its tiles read."""
+    return 2 * cols.tiles + 2 * cols.phases
+
+
+cdef inline Py_ssize_t _tile_origin(const Axis* ax, Py_ssize_t t) noexcept nogil:
+    """First output pixel of tile t of the axis (phase 0's tiles first):
+    a + 2*d*(tile within phase a)."""
+    cdef Py_ssize_t a, head = ax.r * ax.long_tiles
+    if t < head:
+        a = t // ax.long_tiles
+        return a + 2 * ax.d * (t - a * ax.long_tiles)
+    t -= head
+    a = t // ax.short_tiles
+    return ax.r + a + 2 * ax.d * (t - a * ax.short_tiles)
+
+
+cdef Py_ssize_t _scratch_per_thread(Py_ssize_t C, Py_ssize_t K, const Axis* cols,
+                                    Py_ssize_t rows_per_block) noexcept nogil:
+    """Elements of one thread's scratch: V (16*C*TB), M (16*K*TB) and the
+    eight input row buffers (the output rows reuse them)."""
+    return 16 * (C + K) * rows_per_block * cols.tiles + 8 * _row_width(cols)
+
+
+def tile_grid(Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t dh, Py_ssize_t dw):
+    """(tile rows per image, tiles per tile row) for an OH x OW output at
+    dilation (dh, dw): the caller's block size is counted in these."""
+    return _axis(OH, dh).tiles, _axis(OW, dw).tiles
+
+
+def scratch_elements(Py_ssize_t C, Py_ssize_t K, Py_ssize_t OW, Py_ssize_t dw,
+                     Py_ssize_t rows_per_block):
+    """Scratch elements one thread of forward/backward_weight allocates
+    (C input and K output channels, output width OW at dilation dw)."""
+    cdef Axis cols = _axis(OW, dw)
+    return _scratch_per_thread(C, K, &cols, rows_per_block)
 
 
 cdef void _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
-                     Py_ssize_t ih0, Py_ssize_t pad_w, Py_ssize_t TW,
-                     floating* rows, floating* v, Py_ssize_t stride) noexcept nogil:
-    """V for one row of TW tiles of one channel: v[xi*stride + tw] =
-    (B^T d B)[xi] of the tile whose top-left input pixel is (ih0, 2*tw -
-    pad_w). The four input rows are first copied into zero-padded buffers,
-    so every step below is a plain loop along the row that vectorises.
-    rows: scratch of 8 * (2*TW + 2) elements."""
-    cdef Py_ssize_t Wp = 2 * TW + 2, i, j, ih, lo, hi
+                     Py_ssize_t ih0, Py_ssize_t dh, Py_ssize_t pad_w,
+                     const Axis* cols, floating* rows, floating* v,
+                     Py_ssize_t stride) noexcept nogil:
+    """V for one row of cols.tiles tiles of one channel: v[xi*stride + t]
+    = (B^T d B)[xi] of tile t, whose input rows are ih0 + dh*{0..3}. Tile t
+    is tile j of column phase b (segment b; b's tiles follow those of
+    phases 0..b-1) and reads input columns b - pad_w + dw*(2j + {0..3}).
+    The four input rows are first copied into zero-padded buffers, segment
+    after segment, so every step below is a plain loop along the row that
+    vectorises. rows: scratch of 8 * _row_width(cols) elements."""
+    cdef Py_ssize_t Wp = _row_width(cols), dw = cols.d
+    cdef Py_ssize_t i, lo, hi, b, iw0, seg, tw, off
     cdef floating* d
     cdef floating* t0 = rows + 4 * Wp
-    cdef floating* t1 = t0 + Wp
-    cdef floating* t2 = t1 + Wp
-    cdef floating* t3 = t2 + Wp
-    cdef const floating* src
-    lo = pad_w if pad_w < Wp else Wp            # padded column of input column 0
-    hi = W + pad_w if W + pad_w < Wp else Wp    # one past the last input column
+    cdef bint inside[4]
     for i in range(4):
-        d = rows + i * Wp
-        ih = ih0 + i
-        if ih < 0 or ih >= H:
-            memset(d, 0, Wp * sizeof(floating))
-            continue
-        memset(d, 0, lo * sizeof(floating))
-        src = xc + ih * W - pad_w
-        for j in range(lo, hi):
-            d[j] = src[j]
-        if hi < Wp:
-            memset(d + hi, 0, (Wp - hi) * sizeof(floating))
-    # B^T d along the rows: B^T = (1,0,-1,0), (0,1,1,0), (0,-1,1,0), (0,1,0,-1).
-    for j in range(Wp):
-        t0[j] = rows[j] - rows[2 * Wp + j]
-        t1[j] = rows[Wp + j] + rows[2 * Wp + j]
-        t2[j] = rows[2 * Wp + j] - rows[Wp + j]
-        t3[j] = rows[Wp + j] - rows[3 * Wp + j]
-    # ... then B along the columns of each tile.
+        inside[i] = 0 <= ih0 + dh * i < H
+        if not inside[i]:
+            memset(rows + i * Wp, 0, Wp * sizeof(floating))
+    off = 0
+    for b in range(cols.phases):
+        seg = 2 * (cols.long_tiles if b < cols.r else cols.short_tiles) + 2
+        # Buffer entries [lo, hi) of the segment are inside the image: a
+        # walk in from each end, no division (the padding is a few steps).
+        iw0 = b - pad_w                     # input column of the segment's first entry
+        lo = 0
+        while lo < seg and iw0 + dw * lo < 0:
+            lo += 1
+        hi = seg
+        while hi > lo and iw0 + dw * (hi - 1) >= W:
+            hi -= 1
+        for i in range(4):
+            if not inside[i]:
+                continue
+            d = rows + i * Wp + off
+            memset(d, 0, lo * sizeof(floating))
+            if floating is float:
+                convcore_strided_copy_f(xc + (ih0 + dh * i) * W + iw0 + dw * lo, dw, d + lo, hi - lo)
+            else:
+                convcore_strided_copy_d(xc + (ih0 + dh * i) * W + iw0 + dw * lo, dw, d + lo, hi - lo)
+            memset(d + hi, 0, (seg - hi) * sizeof(floating))
+        off += seg
+    # B^T d along the rows, then B along the columns of each tile, segment
+    # by segment.
+    if floating is float:
+        convcore_wino_in_rows_f(rows, t0, Wp)
+    else:
+        convcore_wino_in_rows_d(rows, t0, Wp)
     for i in range(4):
-        if floating is float:
-            convcore_wino_in_cols_f(t0 + i * Wp, v + 4 * i * stride, stride, TW)
-        else:
-            convcore_wino_in_cols_d(t0 + i * Wp, v + 4 * i * stride, stride, TW)
+        seg = 0
+        off = 0
+        for b in range(cols.phases):
+            tw = cols.long_tiles if b < cols.r else cols.short_tiles
+            if floating is float:
+                convcore_wino_in_cols_f(t0 + i * Wp + seg, v + 4 * i * stride + off, stride, tw)
+            else:
+                convcore_wino_in_cols_d(t0 + i * Wp + seg, v + 4 * i * stride + off, stride, tw)
+            seg += 2 * tw + 2
+            off += tw
 
 
-# The output transform and the input transform's column step in C, for the
-# same reason as the adjoint below: many load/store streams per iteration,
-# which the vectoriser only takes with omp simd's no-dependence promise.
+# The output transform and the input transform's row and column steps in
+# C, for the same reason as the adjoint below: many load/store streams per
+# iteration, which the vectoriser only takes with omp simd's no-dependence
+# promise (the row step's rows and results share one buffer).
 cdef extern from *:
     """
     #define CONVCORE_WINO_OUT_ROW(NAME, T)                                    \
@@ -105,10 +199,37 @@ cdef extern from *:
             v[3 * s + j] = x1 - x3;                                           \
         }                                                                     \
     }
+    #define CONVCORE_WINO_IN_ROWS(NAME, T)                                    \
+    static void NAME(const T* r, T* t, Py_ssize_t n) {                        \
+        _Pragma("omp simd")                                                   \
+        for (Py_ssize_t j = 0; j < n; ++j) {                                  \
+            t[j] = r[j] - r[2 * n + j];                                       \
+            t[n + j] = r[n + j] + r[2 * n + j];                               \
+            t[2 * n + j] = r[2 * n + j] - r[n + j];                           \
+            t[3 * n + j] = r[n + j] - r[3 * n + j];                           \
+        }                                                                     \
+    }
+    /* dst[j] = src[s*j]: the dilated row gather. Stride 2 gets its own
+       loop, which vectorises as two loads and a shuffle. */
+    #define CONVCORE_STRIDED_COPY(NAME, T)                                    \
+    static void NAME(const T* src, Py_ssize_t s, T* dst, Py_ssize_t n) {      \
+        if (s == 1) {                                                         \
+            memcpy(dst, src, n * sizeof(T));                                  \
+        } else if (s == 2) {                                                  \
+            _Pragma("omp simd")                                               \
+            for (Py_ssize_t j = 0; j < n; ++j) dst[j] = src[2 * j];           \
+        } else {                                                              \
+            for (Py_ssize_t j = 0; j < n; ++j) dst[j] = src[s * j];           \
+        }                                                                     \
+    }
     CONVCORE_WINO_OUT_ROW(convcore_wino_out_row_f, float)
     CONVCORE_WINO_OUT_ROW(convcore_wino_out_row_d, double)
     CONVCORE_WINO_IN_COLS(convcore_wino_in_cols_f, float)
     CONVCORE_WINO_IN_COLS(convcore_wino_in_cols_d, double)
+    CONVCORE_WINO_IN_ROWS(convcore_wino_in_rows_f, float)
+    CONVCORE_WINO_IN_ROWS(convcore_wino_in_rows_d, double)
+    CONVCORE_STRIDED_COPY(convcore_strided_copy_f, float)
+    CONVCORE_STRIDED_COPY(convcore_strided_copy_d, double)
     """
     void convcore_wino_out_row_f(const float* m, Py_ssize_t s, float b, float* top,
                                  float* bottom, Py_ssize_t TW) noexcept nogil
@@ -118,40 +239,95 @@ cdef extern from *:
                                  Py_ssize_t TW) noexcept nogil
     void convcore_wino_in_cols_d(const double* t, double* v, Py_ssize_t s,
                                  Py_ssize_t TW) noexcept nogil
+    void convcore_wino_in_rows_f(const float* r, float* t, Py_ssize_t n) noexcept nogil
+    void convcore_wino_in_rows_d(const double* r, double* t, Py_ssize_t n) noexcept nogil
+    void convcore_strided_copy_f(const float* src, Py_ssize_t s, float* dst,
+                                 Py_ssize_t n) noexcept nogil
+    void convcore_strided_copy_d(const double* src, Py_ssize_t s, double* dst,
+                                 Py_ssize_t n) noexcept nogil
+
+
+cdef void _scatter_row(const floating* src, floating* dst, Py_ssize_t OW,
+                       const Axis* cols) noexcept nogil:
+    """One output row from a tile row's values, segment after segment:
+    dst[b + dw*j] = segment b's value j (segment b is 2 per tile long)."""
+    cdef Py_ssize_t b, j, n, dw = cols.d
+    if dw == 1:
+        memcpy(dst, src, OW * sizeof(floating))
+        return
+    for b in range(cols.phases):
+        n = cols.q + (b < cols.r)
+        for j in range(n):
+            dst[b + dw * j] = src[j]
+        src += n + (n & 1)
+
+
+cdef void _gather_row(const floating* src, floating* dst, Py_ssize_t OW,
+                      const Axis* cols) noexcept nogil:
+    """The inverse of _scatter_row; the tails of dst's segments (past the
+    output's edge) are left as they are."""
+    cdef Py_ssize_t b, j, n, dw = cols.d
+    if dw == 1:
+        memcpy(dst, src, OW * sizeof(floating))
+        return
+    for b in range(cols.phases):
+        n = cols.q + (b < cols.r)
+        for j in range(n):
+            dst[j] = src[b + dw * j]
+        dst += n + (n & 1)
+
+
+# The geometry of one call, shared by its blocks.
+cdef struct Geom:
+    Py_ssize_t C, H, W          # input
+    Py_ssize_t K, OH, OW        # output
+    Py_ssize_t pad_h, pad_w     # top/left, any sign
+    Py_ssize_t groups
+    Axis rows, cols             # the output's tiling (Axis)
+
+
+cdef inline Geom _geom(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
+                       Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t pad_h, Py_ssize_t pad_w,
+                       Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups) noexcept nogil:
+    cdef Geom g
+    g.C, g.H, g.W, g.K, g.OH, g.OW = C, H, W, K, OH, OW
+    g.pad_h, g.pad_w, g.groups = pad_h, pad_w, groups
+    g.rows = _axis(OH, dh)
+    g.cols = _axis(OW, dw)
+    return g
 
 
 cdef void _output_row(const floating* m, Py_ssize_t stride, floating b,
-                      floating* yk, Py_ssize_t OH, Py_ssize_t OW,
-                      Py_ssize_t oh0, Py_ssize_t TW, floating* out) noexcept nogil:
-    """Output rows oh0, oh0+1 of one channel from one row of TW tiles:
+                      floating* yk, const Geom* g, Py_ssize_t oh0,
+                      floating* out) noexcept nogil:
+    """Output rows oh0, oh0 + dh of one channel from one tile row:
     Y = A^T m A + b with A^T = (1,1,1,0), (0,1,-1,-1), clipped to the
-    output. out: scratch of 4*TW elements."""
+    output. out: scratch of 4 * g.cols.tiles elements."""
+    cdef Py_ssize_t TW = g.cols.tiles
     cdef floating* top = out
     cdef floating* bottom = out + 2 * TW
     if floating is float:
         convcore_wino_out_row_f(m, stride, b, top, bottom, TW)
     else:
         convcore_wino_out_row_d(m, stride, b, top, bottom, TW)
-    memcpy(yk + oh0 * OW, top, OW * sizeof(floating))
-    if oh0 + 1 < OH:
-        memcpy(yk + (oh0 + 1) * OW, bottom, OW * sizeof(floating))
+    _scatter_row(top, yk + oh0 * g.OW, g.OW, &g.cols)
+    if oh0 + g.rows.d < g.OH:
+        _scatter_row(bottom, yk + (oh0 + g.rows.d) * g.OW, g.OW, &g.cols)
 
 
-cdef void _transform_input_block(const floating* x, Py_ssize_t C, Py_ssize_t H,
-                                 Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
-                                 Py_ssize_t pad_h, Py_ssize_t pad_w,
+cdef void _transform_input_block(const floating* x, const Geom* g,
                                  Py_ssize_t row0, Py_ssize_t row1,
                                  floating* v, floating* rows) noexcept nogil:
-    """V[xi][c][t] for tile rows [row0, row1) of the batch, t = (row -
-    row0) * TW + tw."""
-    cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
-    cdef Py_ssize_t TB = (row1 - row0) * TW, c, row, n, th
-    for c in range(C):
-        for row in range(row0, row1):
-            n = row // TH
-            th = row % TH
-            _input_row(x + (n * C + c) * H * W, H, W, 2 * th - pad_h, pad_w, TW,
-                       rows, v + c * TB + (row - row0) * TW, C * TB)
+    """V[xi][c][t] for tile rows [row0, row1) of the batch (row = n * TH +
+    tile row), t = (row - row0) * TW + tile."""
+    cdef Py_ssize_t TH = g.rows.tiles, TW = g.cols.tiles, C = g.C
+    cdef Py_ssize_t TB = (row1 - row0) * TW, c, row, n, ih0
+    for row in range(row0, row1):
+        n = row // TH
+        ih0 = _tile_origin(&g.rows, row - n * TH) - g.pad_h
+        for c in range(C):
+            _input_row(x + (n * C + c) * g.H * g.W, g.H, g.W, ih0, g.rows.d, g.pad_w,
+                       &g.cols, rows, v + c * TB + (row - row0) * TW, C * TB)
 
 
 # The adjoint output transform in C: its 16 output planes are separate
@@ -187,19 +363,19 @@ cdef extern from *:
                                   Py_ssize_t stride, Py_ssize_t TW) noexcept nogil
 
 
-cdef void _grad_output_row(const floating* gyk, Py_ssize_t OH, Py_ssize_t OW,
-                           Py_ssize_t oh0, Py_ssize_t TW, floating* dm,
-                           Py_ssize_t stride, floating* rows) noexcept nogil:
-    """The adjoint of _output_row: dM[xi*stride + tw] = (A gY A^T)[xi] for
+cdef void _grad_output_row(const floating* gyk, const Geom* g, Py_ssize_t oh0,
+                           floating* dm, Py_ssize_t stride, floating* rows) noexcept nogil:
+    """The adjoint of _output_row: dM[xi*stride + t] = (A gY A^T)[xi] for
     the 2x2 output-gradient tiles of one row (zero past the output's edge),
     A = A^T transposed, rows (1,0), (1,1), (1,-1), (0,-1).
-    rows: scratch of 4*TW elements."""
+    rows: scratch of 4 * g.cols.tiles elements."""
+    cdef Py_ssize_t TW = g.cols.tiles
     cdef floating* top = rows
     cdef floating* bottom = rows + 2 * TW
     memset(rows, 0, 4 * TW * sizeof(floating))
-    memcpy(top, gyk + oh0 * OW, OW * sizeof(floating))
-    if oh0 + 1 < OH:
-        memcpy(bottom, gyk + (oh0 + 1) * OW, OW * sizeof(floating))
+    _gather_row(gyk + oh0 * g.OW, top, g.OW, &g.cols)
+    if oh0 + g.rows.d < g.OH:
+        _gather_row(gyk + (oh0 + g.rows.d) * g.OW, bottom, g.OW, &g.cols)
     if floating is float:
         convcore_wino_grad_row_f(top, bottom, dm, stride, TW)
     else:
@@ -207,78 +383,72 @@ cdef void _grad_output_row(const floating* gyk, Py_ssize_t OH, Py_ssize_t OW,
 
 
 cdef void _weight_grad_block(const floating* x, const floating* grad_y,
-                             floating* du, Py_ssize_t C, Py_ssize_t H,
-                             Py_ssize_t W, Py_ssize_t K, Py_ssize_t OH,
-                             Py_ssize_t OW, Py_ssize_t pad_h, Py_ssize_t pad_w,
-                             Py_ssize_t G, Py_ssize_t row0, Py_ssize_t row1,
+                             floating* du, const Geom* g,
+                             Py_ssize_t row0, Py_ssize_t row1,
                              floating* v, floating* dm, floating* rows) noexcept nogil:
     """dU[xi][g] (Kg x Cg) += dM[xi][g] (Kg x TB) @ V[xi][g]^T (TB x Cg)
     for tile rows [row0, row1): the adjoint of the forward's GEMMs."""
-    cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
-    cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // G, Kg = K // G
-    cdef Py_ssize_t k, row, n, th, xi, g
-    _transform_input_block(x, C, H, W, OH, OW, pad_h, pad_w, row0, row1, v, rows)
-    for k in range(K):
-        for row in range(row0, row1):
-            n = row // TH
-            th = row % TH
-            _grad_output_row(grad_y + (n * K + k) * OH * OW, OH, OW, 2 * th, TW,
+    cdef Py_ssize_t TH = g.rows.tiles, TW = g.cols.tiles, C = g.C, K = g.K
+    cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // g.groups, Kg = K // g.groups
+    cdef Py_ssize_t k, row, n, oh0, xi, grp
+    _transform_input_block(x, g, row0, row1, v, rows)
+    for row in range(row0, row1):
+        n = row // TH
+        oh0 = _tile_origin(&g.rows, row - n * TH)
+        for k in range(K):
+            _grad_output_row(grad_y + (n * K + k) * g.OH * g.OW, g, oh0,
                              dm + k * TB + (row - row0) * TW, K * TB, rows)
     for xi in range(16):
-        for g in range(G):
+        for grp in range(g.groups):
             gemm(False, True, <int> Kg, <int> Cg, <int> TB, <floating> 1,
-                 dm + (xi * K + g * Kg) * TB, <int> TB,
-                 v + (xi * C + g * Cg) * TB, <int> TB, <floating> 1,
-                 du + (xi * K + g * Kg) * Cg, <int> Cg)
+                 dm + (xi * K + grp * Kg) * TB, <int> TB,
+                 v + (xi * C + grp * Cg) * TB, <int> TB, <floating> 1,
+                 du + (xi * K + grp * Kg) * Cg, <int> Cg)
 
 
 cdef void _forward_block(const floating* x, const floating* u,
-                         const floating* bias, floating* y,
-                         Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                         Py_ssize_t K, Py_ssize_t OH, Py_ssize_t OW,
-                         Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t G,
+                         const floating* bias, floating* y, const Geom* g,
                          Py_ssize_t row0, Py_ssize_t row1,
                          floating* v, floating* m, floating* rows) noexcept nogil:
-    """Tile rows [row0, row1) of the batch (row = n * TH + th)."""
-    cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
-    cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // G, Kg = K // G
-    cdef Py_ssize_t k, row, n, th, xi, g
-    cdef floating b
-    _transform_input_block(x, C, H, W, OH, OW, pad_h, pad_w, row0, row1, v, rows)
-    # 16 GEMMs per group: M[xi][g*Kg:][:] = U[xi][g] @ V[xi][g*Cg:][:].
+    """Tile rows [row0, row1) of the batch (row = n * TH + tile row)."""
+    cdef Py_ssize_t TH = g.rows.tiles, TW = g.cols.tiles, C = g.C, K = g.K
+    cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // g.groups, Kg = K // g.groups
+    cdef Py_ssize_t k, row, n, oh0, xi, grp
+    _transform_input_block(x, g, row0, row1, v, rows)
+    # 16 GEMMs per group: M[xi][grp*Kg:][:] = U[xi][grp] @ V[xi][grp*Cg:][:].
     for xi in range(16):
-        for g in range(G):
+        for grp in range(g.groups):
             gemm(False, False, <int> Kg, <int> TB, <int> Cg, <floating> 1,
-                 u + (xi * K + g * Kg) * Cg, <int> Cg,
-                 v + (xi * C + g * Cg) * TB, <int> TB, <floating> 0,
-                 m + (xi * K + g * Kg) * TB, <int> TB)
+                 u + (xi * K + grp * Kg) * Cg, <int> Cg,
+                 v + (xi * C + grp * Cg) * TB, <int> TB, <floating> 0,
+                 m + (xi * K + grp * Kg) * TB, <int> TB)
     # Output transform.
-    for k in range(K):
-        b = bias[k] if bias != NULL else 0
-        for row in range(row0, row1):
-            n = row // TH
-            th = row % TH
-            _output_row(m + k * TB + (row - row0) * TW, K * TB, b,
-                        y + (n * K + k) * OH * OW, OH, OW, 2 * th, TW, rows)
+    for row in range(row0, row1):
+        n = row // TH
+        oh0 = _tile_origin(&g.rows, row - n * TH)
+        for k in range(K):
+            _output_row(m + k * TB + (row - row0) * TW, K * TB,
+                        bias[k] if bias != NULL else 0,
+                        y + (n * K + k) * g.OH * g.OW, g, oh0, rows)
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
             const floating[::1] bias, floating[:, :, :, ::1] y,
-            Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t groups,
-            Py_ssize_t rows_per_block, int num_threads):
-    """y = conv3x3(x) + bias, stride 1, dilation 1, padding (pad_h, pad_w)
-    top/left. u: transformed weights (16, K, C/groups) = G g G^T; bias of
-    size K or 0. x (N, C, H, W), y (N, K, OH, OW). rows_per_block >= 1:
-    tile rows each work block takes (the caller's choice; scratch per
-    thread is 16*(C+K)*rows_per_block*TW + 8*(2*TW+2) elements,
-    TW = ceil(OW/2)).                                           OUT: y"""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t K = y.shape[1], OH = y.shape[2], OW = y.shape[3]
-    cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
-    cdef Py_ssize_t rpb = rows_per_block, total = N * TH
+            Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t dil_h, Py_ssize_t dil_w,
+            Py_ssize_t groups, Py_ssize_t rows_per_block, int num_threads):
+    """y = conv3x3(x) + bias, stride 1, dilation (dil_h, dil_w) >= 1,
+    padding (pad_h, pad_w) top/left (any sign; y's size gives the rest).
+    u: transformed weights (16, K, C/groups) = G g G^T; bias of size K or
+    0. x (N, C, H, W), y (N, K, OH, OW). rows_per_block >= 1: tile rows
+    (tile_grid) each work block takes (the caller's choice; scratch per
+    thread: scratch_elements).                                   OUT: y"""
+    cdef Geom g = _geom(x.shape[1], x.shape[2], x.shape[3], y.shape[1], y.shape[2],
+                        y.shape[3], pad_h, pad_w, dil_h, dil_w, groups)
+    cdef Py_ssize_t rpb = rows_per_block, total = x.shape[0] * g.rows.tiles
     cdef Py_ssize_t nblocks = (total + rpb - 1) // rpb
-    cdef Py_ssize_t TB = rpb * TW
-    cdef Py_ssize_t vsize = 16 * C * TB, per = 16 * (C + K) * TB + 8 * (2 * TW + 2)
+    cdef Py_ssize_t vsize = 16 * g.C * rpb * g.cols.tiles
+    cdef Py_ssize_t per = _scratch_per_thread(g.C, g.K, &g.cols, rpb)
+    cdef Py_ssize_t rows_at = per - 8 * _row_width(&g.cols)
     cdef Py_ssize_t blk
     cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
     cdef floating* scratch
@@ -294,10 +464,9 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
         with nogil:
             for blk in prange(nblocks, schedule='static', num_threads=num_threads):
                 mine = scratch + omp_get_thread_num() * per
-                _forward_block(&x[0, 0, 0, 0], &u[0, 0, 0], b, &y[0, 0, 0, 0],
-                               C, H, W, K, OH, OW, pad_h, pad_w, groups,
+                _forward_block(&x[0, 0, 0, 0], &u[0, 0, 0], b, &y[0, 0, 0, 0], &g,
                                blk * rpb, min((blk + 1) * rpb, total),
-                               mine, mine + vsize, mine + per - 8 * (2 * TW + 2))
+                               mine, mine + vsize, mine + rows_at)
     finally:
         free(scratch)
 
@@ -312,19 +481,22 @@ cdef enum:
 def backward_weight(const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] grad_y,
                     floating[:, :, ::1] du, Py_ssize_t pad_h, Py_ssize_t pad_w,
-                    Py_ssize_t groups, Py_ssize_t rows_per_block, int num_threads):
+                    Py_ssize_t dil_h, Py_ssize_t dil_w, Py_ssize_t groups,
+                    Py_ssize_t rows_per_block, int num_threads):
     """du (16, K, C/groups), overwritten: the gradient with respect to the
     transformed weights U; the caller maps it back through G^T du G.
-    Scratch as forward's, plus NUM_WEIGHT_GRAD_CHUNKS * 16*K*C/groups
-    partial sums.                                                OUT: du"""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t K = grad_y.shape[1], OH = grad_y.shape[2], OW = grad_y.shape[3]
-    cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
-    cdef Py_ssize_t rpb = rows_per_block, total = N * TH
+    Geometry as forward's. Scratch as forward's, plus
+    NUM_WEIGHT_GRAD_CHUNKS * 16*K*C/groups partial sums.         OUT: du"""
+    cdef Geom g = _geom(x.shape[1], x.shape[2], x.shape[3], grad_y.shape[1],
+                        grad_y.shape[2], grad_y.shape[3], pad_h, pad_w, dil_h, dil_w,
+                        groups)
+    cdef Py_ssize_t rpb = rows_per_block, total = x.shape[0] * g.rows.tiles
     cdef Py_ssize_t nblocks = (total + rpb - 1) // rpb
     cdef Py_ssize_t nchunks = min(nblocks, <Py_ssize_t> NUM_PARTIALS)
-    cdef Py_ssize_t TB = rpb * TW, usize = 16 * K * (C // groups)
-    cdef Py_ssize_t vsize = 16 * C * TB, per = 16 * (C + K) * TB + 8 * (2 * TW + 2)
+    cdef Py_ssize_t usize = 16 * g.K * (g.C // groups)
+    cdef Py_ssize_t vsize = 16 * g.C * rpb * g.cols.tiles
+    cdef Py_ssize_t per = _scratch_per_thread(g.C, g.K, &g.cols, rpb)
+    cdef Py_ssize_t rows_at = per - 8 * _row_width(&g.cols)
     cdef Py_ssize_t chunk, blk, i, c
     cdef floating acc
     cdef floating* scratch
@@ -349,10 +521,9 @@ def backward_weight(const floating[:, :, :, ::1] x,
                 mine = scratch + omp_get_thread_num() * per
                 for blk in range(chunk * nblocks // nchunks, (chunk + 1) * nblocks // nchunks):
                     _weight_grad_block(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0],
-                                       partials + chunk * usize, C, H, W, K, OH, OW,
-                                       pad_h, pad_w, groups, blk * rpb,
+                                       partials + chunk * usize, &g, blk * rpb,
                                        min((blk + 1) * rpb, total), mine, mine + vsize,
-                                       mine + per - 8 * (2 * TW + 2))
+                                       mine + rows_at)
             for i in prange(usize, schedule='static', num_threads=num_threads):
                 acc = 0
                 for c in range(nchunks):
