@@ -67,16 +67,42 @@ cdef inline Py_ssize_t _row_width(const Axis* cols) noexcept nogil:
     return 2 * cols.tiles + 2 * cols.phases
 
 
-cdef inline Py_ssize_t _tile_origin(const Axis* ax, Py_ssize_t t) noexcept nogil:
-    """First output pixel of tile t of the axis (phase 0's tiles first):
-    a + 2*d*(tile within phase a)."""
-    cdef Py_ssize_t a, head = ax.r * ax.long_tiles
+# Where a tile row of the batch is: tile rows go image after image, and
+# within an image phase after phase (phase 0's first). Blocks walk their
+# rows with _next_row, no division per row.
+cdef struct RowCursor:
+    Py_ssize_t n      # image
+    Py_ssize_t a      # row phase
+    Py_ssize_t ti     # tile within the phase
+    Py_ssize_t oh0    # its first output row, a + 2*d*ti
+
+
+cdef inline RowCursor _row_cursor(const Axis* ax, Py_ssize_t row) noexcept nogil:
+    cdef RowCursor cur
+    cdef Py_ssize_t t, head = ax.r * ax.long_tiles
+    cur.n = row // ax.tiles
+    t = row - cur.n * ax.tiles
     if t < head:
-        a = t // ax.long_tiles
-        return a + 2 * ax.d * (t - a * ax.long_tiles)
-    t -= head
-    a = t // ax.short_tiles
-    return ax.r + a + 2 * ax.d * (t - a * ax.short_tiles)
+        cur.a = t // ax.long_tiles
+        cur.ti = t - cur.a * ax.long_tiles
+    else:
+        t -= head
+        cur.a = ax.r + t // ax.short_tiles
+        cur.ti = t - (cur.a - ax.r) * ax.short_tiles
+    cur.oh0 = cur.a + 2 * ax.d * cur.ti
+    return cur
+
+
+cdef inline void _next_row(const Axis* ax, RowCursor* cur) noexcept nogil:
+    cur.ti += 1
+    cur.oh0 += 2 * ax.d
+    if cur.ti == (ax.long_tiles if cur.a < ax.r else ax.short_tiles):
+        cur.ti = 0
+        cur.a += 1
+        if cur.a == ax.phases:      # every phase has a tile: q + (a < r) >= 1
+            cur.a = 0
+            cur.n += 1
+        cur.oh0 = cur.a
 
 
 cdef Py_ssize_t _scratch_per_thread(Py_ssize_t C, Py_ssize_t K, const Axis* cols,
@@ -138,9 +164,9 @@ cdef void _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
             d = rows + i * Wp + off
             memset(d, 0, lo * sizeof(floating))
             if floating is float:
-                convcore_strided_copy_f(xc + (ih0 + dh * i) * W + iw0 + dw * lo, dw, d + lo, hi - lo)
+                convcore_gather_f(xc + (ih0 + dh * i) * W + iw0 + dw * lo, dw, d + lo, hi - lo)
             else:
-                convcore_strided_copy_d(xc + (ih0 + dh * i) * W + iw0 + dw * lo, dw, d + lo, hi - lo)
+                convcore_gather_d(xc + (ih0 + dh * i) * W + iw0 + dw * lo, dw, d + lo, hi - lo)
             memset(d + hi, 0, (seg - hi) * sizeof(floating))
         off += seg
     # B^T d along the rows, then B along the columns of each tile, segment
@@ -209,27 +235,33 @@ cdef extern from *:
             t[3 * n + j] = r[n + j] - r[3 * n + j];                           \
         }                                                                     \
     }
-    /* dst[j] = src[s*j]: the dilated row gather. Stride 2 gets its own
-       loop, which vectorises as two loads and a shuffle. */
-    #define CONVCORE_STRIDED_COPY(NAME, T)                                    \
+    /* The dilated rows' gather (dst[j] = src[s*j]) and scatter (dst[s*j]
+       = src[j]); DST and SRC give the index of step j at stride s. Stride
+       2 gets its own loop, which vectorises as loads and shuffles; other
+       strides stay scalar. */
+    #define CONVCORE_STRIDED(NAME, T, DST, SRC)                               \
     static void NAME(const T* src, Py_ssize_t s, T* dst, Py_ssize_t n) {      \
         if (s == 1) {                                                         \
             memcpy(dst, src, n * sizeof(T));                                  \
         } else if (s == 2) {                                                  \
             _Pragma("omp simd")                                               \
-            for (Py_ssize_t j = 0; j < n; ++j) dst[j] = src[2 * j];           \
+            for (Py_ssize_t j = 0; j < n; ++j) dst[DST(2, j)] = src[SRC(2, j)]; \
         } else {                                                              \
-            for (Py_ssize_t j = 0; j < n; ++j) dst[j] = src[s * j];           \
+            for (Py_ssize_t j = 0; j < n; ++j) dst[DST(s, j)] = src[SRC(s, j)]; \
         }                                                                     \
     }
+    #define CONVCORE_AT_STRIDE(s, j) ((s) * (j))
+    #define CONVCORE_AT_UNIT(s, j) (j)
     CONVCORE_WINO_OUT_ROW(convcore_wino_out_row_f, float)
     CONVCORE_WINO_OUT_ROW(convcore_wino_out_row_d, double)
     CONVCORE_WINO_IN_COLS(convcore_wino_in_cols_f, float)
     CONVCORE_WINO_IN_COLS(convcore_wino_in_cols_d, double)
     CONVCORE_WINO_IN_ROWS(convcore_wino_in_rows_f, float)
     CONVCORE_WINO_IN_ROWS(convcore_wino_in_rows_d, double)
-    CONVCORE_STRIDED_COPY(convcore_strided_copy_f, float)
-    CONVCORE_STRIDED_COPY(convcore_strided_copy_d, double)
+    CONVCORE_STRIDED(convcore_gather_f, float, CONVCORE_AT_UNIT, CONVCORE_AT_STRIDE)
+    CONVCORE_STRIDED(convcore_gather_d, double, CONVCORE_AT_UNIT, CONVCORE_AT_STRIDE)
+    CONVCORE_STRIDED(convcore_scatter_f, float, CONVCORE_AT_STRIDE, CONVCORE_AT_UNIT)
+    CONVCORE_STRIDED(convcore_scatter_d, double, CONVCORE_AT_STRIDE, CONVCORE_AT_UNIT)
     """
     void convcore_wino_out_row_f(const float* m, Py_ssize_t s, float b, float* top,
                                  float* bottom, Py_ssize_t TW) noexcept nogil
@@ -241,39 +273,41 @@ cdef extern from *:
                                  Py_ssize_t TW) noexcept nogil
     void convcore_wino_in_rows_f(const float* r, float* t, Py_ssize_t n) noexcept nogil
     void convcore_wino_in_rows_d(const double* r, double* t, Py_ssize_t n) noexcept nogil
-    void convcore_strided_copy_f(const float* src, Py_ssize_t s, float* dst,
-                                 Py_ssize_t n) noexcept nogil
-    void convcore_strided_copy_d(const double* src, Py_ssize_t s, double* dst,
-                                 Py_ssize_t n) noexcept nogil
+    void convcore_gather_f(const float* src, Py_ssize_t s, float* dst,
+                           Py_ssize_t n) noexcept nogil
+    void convcore_gather_d(const double* src, Py_ssize_t s, double* dst,
+                           Py_ssize_t n) noexcept nogil
+    void convcore_scatter_f(const float* src, Py_ssize_t s, float* dst,
+                            Py_ssize_t n) noexcept nogil
+    void convcore_scatter_d(const double* src, Py_ssize_t s, double* dst,
+                            Py_ssize_t n) noexcept nogil
 
 
-cdef void _scatter_row(const floating* src, floating* dst, Py_ssize_t OW,
+cdef void _scatter_row(const floating* src, floating* dst,
                        const Axis* cols) noexcept nogil:
     """One output row from a tile row's values, segment after segment:
     dst[b + dw*j] = segment b's value j (segment b is 2 per tile long)."""
-    cdef Py_ssize_t b, j, n, dw = cols.d
-    if dw == 1:
-        memcpy(dst, src, OW * sizeof(floating))
-        return
+    cdef Py_ssize_t b, n
     for b in range(cols.phases):
         n = cols.q + (b < cols.r)
-        for j in range(n):
-            dst[b + dw * j] = src[j]
+        if floating is float:
+            convcore_scatter_f(src, cols.d, dst + b, n)
+        else:
+            convcore_scatter_d(src, cols.d, dst + b, n)
         src += n + (n & 1)
 
 
-cdef void _gather_row(const floating* src, floating* dst, Py_ssize_t OW,
+cdef void _gather_row(const floating* src, floating* dst,
                       const Axis* cols) noexcept nogil:
     """The inverse of _scatter_row; the tails of dst's segments (past the
     output's edge) are left as they are."""
-    cdef Py_ssize_t b, j, n, dw = cols.d
-    if dw == 1:
-        memcpy(dst, src, OW * sizeof(floating))
-        return
+    cdef Py_ssize_t b, n
     for b in range(cols.phases):
         n = cols.q + (b < cols.r)
-        for j in range(n):
-            dst[j] = src[b + dw * j]
+        if floating is float:
+            convcore_gather_f(src + b, cols.d, dst, n)
+        else:
+            convcore_gather_d(src + b, cols.d, dst, n)
         dst += n + (n & 1)
 
 
@@ -310,24 +344,26 @@ cdef void _output_row(const floating* m, Py_ssize_t stride, floating b,
         convcore_wino_out_row_f(m, stride, b, top, bottom, TW)
     else:
         convcore_wino_out_row_d(m, stride, b, top, bottom, TW)
-    _scatter_row(top, yk + oh0 * g.OW, g.OW, &g.cols)
+    _scatter_row(top, yk + oh0 * g.OW, &g.cols)
     if oh0 + g.rows.d < g.OH:
-        _scatter_row(bottom, yk + (oh0 + g.rows.d) * g.OW, g.OW, &g.cols)
+        _scatter_row(bottom, yk + (oh0 + g.rows.d) * g.OW, &g.cols)
 
 
 cdef void _transform_input_block(const floating* x, const Geom* g,
                                  Py_ssize_t row0, Py_ssize_t row1,
                                  floating* v, floating* rows) noexcept nogil:
-    """V[xi][c][t] for tile rows [row0, row1) of the batch (row = n * TH +
-    tile row), t = (row - row0) * TW + tile."""
-    cdef Py_ssize_t TH = g.rows.tiles, TW = g.cols.tiles, C = g.C
-    cdef Py_ssize_t TB = (row1 - row0) * TW, c, row, n, ih0
-    for row in range(row0, row1):
-        n = row // TH
-        ih0 = _tile_origin(&g.rows, row - n * TH) - g.pad_h
-        for c in range(C):
-            _input_row(x + (n * C + c) * g.H * g.W, g.H, g.W, ih0, g.rows.d, g.pad_w,
-                       &g.cols, rows, v + c * TB + (row - row0) * TW, C * TB)
+    """V[xi][c][t] for tile rows [row0, row1) of the batch (RowCursor's
+    order), t = (row - row0) * TW + tile."""
+    cdef Py_ssize_t TW = g.cols.tiles, C = g.C
+    cdef Py_ssize_t TB = (row1 - row0) * TW, c, row
+    cdef RowCursor cur
+    for c in range(C):
+        cur = _row_cursor(&g.rows, row0)
+        for row in range(row0, row1):
+            _input_row(x + (cur.n * C + c) * g.H * g.W, g.H, g.W, cur.oh0 - g.pad_h,
+                       g.rows.d, g.pad_w, &g.cols, rows, v + c * TB + (row - row0) * TW,
+                       C * TB)
+            _next_row(&g.rows, &cur)
 
 
 # The adjoint output transform in C: its 16 output planes are separate
@@ -373,9 +409,9 @@ cdef void _grad_output_row(const floating* gyk, const Geom* g, Py_ssize_t oh0,
     cdef floating* top = rows
     cdef floating* bottom = rows + 2 * TW
     memset(rows, 0, 4 * TW * sizeof(floating))
-    _gather_row(gyk + oh0 * g.OW, top, g.OW, &g.cols)
+    _gather_row(gyk + oh0 * g.OW, top, &g.cols)
     if oh0 + g.rows.d < g.OH:
-        _gather_row(gyk + (oh0 + g.rows.d) * g.OW, bottom, g.OW, &g.cols)
+        _gather_row(gyk + (oh0 + g.rows.d) * g.OW, bottom, &g.cols)
     if floating is float:
         convcore_wino_grad_row_f(top, bottom, dm, stride, TW)
     else:
@@ -388,16 +424,17 @@ cdef void _weight_grad_block(const floating* x, const floating* grad_y,
                              floating* v, floating* dm, floating* rows) noexcept nogil:
     """dU[xi][g] (Kg x Cg) += dM[xi][g] (Kg x TB) @ V[xi][g]^T (TB x Cg)
     for tile rows [row0, row1): the adjoint of the forward's GEMMs."""
-    cdef Py_ssize_t TH = g.rows.tiles, TW = g.cols.tiles, C = g.C, K = g.K
+    cdef Py_ssize_t TW = g.cols.tiles, C = g.C, K = g.K
     cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // g.groups, Kg = K // g.groups
-    cdef Py_ssize_t k, row, n, oh0, xi, grp
+    cdef Py_ssize_t k, row, xi, grp
+    cdef RowCursor cur
     _transform_input_block(x, g, row0, row1, v, rows)
-    for row in range(row0, row1):
-        n = row // TH
-        oh0 = _tile_origin(&g.rows, row - n * TH)
-        for k in range(K):
-            _grad_output_row(grad_y + (n * K + k) * g.OH * g.OW, g, oh0,
+    for k in range(K):
+        cur = _row_cursor(&g.rows, row0)
+        for row in range(row0, row1):
+            _grad_output_row(grad_y + (cur.n * K + k) * g.OH * g.OW, g, cur.oh0,
                              dm + k * TB + (row - row0) * TW, K * TB, rows)
+            _next_row(&g.rows, &cur)
     for xi in range(16):
         for grp in range(g.groups):
             gemm(False, True, <int> Kg, <int> Cg, <int> TB, <floating> 1,
@@ -410,10 +447,11 @@ cdef void _forward_block(const floating* x, const floating* u,
                          const floating* bias, floating* y, const Geom* g,
                          Py_ssize_t row0, Py_ssize_t row1,
                          floating* v, floating* m, floating* rows) noexcept nogil:
-    """Tile rows [row0, row1) of the batch (row = n * TH + tile row)."""
-    cdef Py_ssize_t TH = g.rows.tiles, TW = g.cols.tiles, C = g.C, K = g.K
+    """Tile rows [row0, row1) of the batch (RowCursor's order)."""
+    cdef Py_ssize_t TW = g.cols.tiles, C = g.C, K = g.K
     cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // g.groups, Kg = K // g.groups
-    cdef Py_ssize_t k, row, n, oh0, xi, grp
+    cdef Py_ssize_t k, row, xi, grp
+    cdef RowCursor cur
     _transform_input_block(x, g, row0, row1, v, rows)
     # 16 GEMMs per group: M[xi][grp*Kg:][:] = U[xi][grp] @ V[xi][grp*Cg:][:].
     for xi in range(16):
@@ -423,13 +461,13 @@ cdef void _forward_block(const floating* x, const floating* u,
                  v + (xi * C + grp * Cg) * TB, <int> TB, <floating> 0,
                  m + (xi * K + grp * Kg) * TB, <int> TB)
     # Output transform.
-    for row in range(row0, row1):
-        n = row // TH
-        oh0 = _tile_origin(&g.rows, row - n * TH)
-        for k in range(K):
+    for k in range(K):
+        cur = _row_cursor(&g.rows, row0)
+        for row in range(row0, row1):
             _output_row(m + k * TB + (row - row0) * TW, K * TB,
                         bias[k] if bias != NULL else 0,
-                        y + (n * K + k) * g.OH * g.OW, g, oh0, rows)
+                        y + (cur.n * K + k) * g.OH * g.OW, g, cur.oh0, rows)
+            _next_row(&g.rows, &cur)
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,

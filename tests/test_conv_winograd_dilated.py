@@ -1,0 +1,158 @@
+"""Winograd's in-kernel dilation (conv_winograd tiles each dilation phase
+of the output; backward-data runs with padding 2*d - pad, negative when the
+forward padded past the dilated kernel's reach) against the float64
+reference, at its edges: outputs that are not a multiple of 2*d (partial
+tiles, phases of unequal length), images smaller than the dilation,
+padding 0..2d and beyond, groups, batch 1, and work blocks that cut
+through phases and images."""
+import numpy as np
+import pytest
+
+import convcore
+from convcore import F
+from convcore.algorithms import WinogradConv, select_algorithm
+from convcore.functional._conv_spec import conv_spec
+from convcore._kernels import conv_winograd
+from gradcheck import directional_check
+from ref_conv import conv2d_backward_ref, conv2d_ref
+
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=2e-4, atol=2e-4)}
+
+# (N, C, K, H, W, padding, dilation, groups)
+CASES = [
+    (2, 3, 4, 12, 12, 2, 2, 1),        # OH = 12: a multiple of 2*d
+    (2, 3, 4, 11, 13, 2, 2, 1),        # OH, OW odd: phases of unequal length
+    (1, 4, 6, 10, 9, 3, 3, 2),         # OH = 10 with d = 3: phases 4, 3, 3; groups
+    (3, 2, 3, 9, 14, 4, 4, 1),         # d = 4
+    (2, 4, 4, 7, 7, 0, 2, 1),          # no padding: OH = 3 < 2*d
+    (1, 3, 2, 5, 8, 1, 2, 1),          # padding below d
+    (2, 3, 5, 6, 6, 6, 3, 1),          # padding 2*d: backward-data pads 0
+    (2, 2, 3, 5, 7, 5, 2, 1),          # padding past 2*d: backward-data pads -1
+    (2, 3, 3, 1, 1, 2, 2, 1),          # 1x1 image
+    (1, 2, 4, 1, 1, 4, 4, 2),          # 1x1 image, d = 4, groups
+    (2, 3, 2, 2, 2, 2, 2, 1),          # 2x2 image
+    (2, 2, 2, 2, 2, 3, 3, 1),          # 2x2 image, d = 3: every tile is half out
+    (1, 6, 6, 9, 8, 2, 2, 3),          # groups 3, batch 1
+    (2, 8, 8, 6, 10, 2, 2, 8),         # depthwise-like groups
+    (2, 3, 4, 10, 11, (2, 3), (2, 3), 1),    # per-axis dilation and padding
+    (2, 3, 4, 9, 12, (1, 4), (1, 4), 1),     # dilation along one axis only
+    (2, 3, 4, 8, 9, "same", 3, 1),
+    (1, 2, 3, 13, 5, "valid", 2, 1),
+]
+
+
+def _id(case):
+    return "N{}C{}K{}_{}x{}_p{}_d{}_g{}".format(*case).replace(" ", "")
+
+
+def _arrays(case, dtype, seed):
+    N, C, K, H, W, padding, dilation, groups = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // groups, 3, 3)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    return x, w, b, dict(padding=padding, dilation=dilation, groups=groups)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_matches_reference(case, dtype):
+    x, w, b, geom = _arrays(case, dtype, seed=len(_id(case)))
+    y_ref = conv2d_ref(x, w, b, **geom)
+    gy = np.random.default_rng(1).standard_normal(y_ref.shape).astype(dtype)
+    gx_ref, gw_ref, gb_ref = conv2d_backward_ref(gy, x, w, **geom)
+    scale = lambda ref: dict(TOL[dtype], atol=TOL[dtype]["atol"] * max(1.0, np.abs(ref).max()))
+    y = F.conv2d(x, w, b, algorithm="winograd", **geom)
+    assert y.dtype == dtype and y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, **scale(y_ref), err_msg="forward")
+    gx, gw, gb = F.conv2d_backward(gy, x, w, algorithm="winograd", **geom)
+    np.testing.assert_allclose(gx, gx_ref, **scale(gx_ref), err_msg="grad_x")
+    np.testing.assert_allclose(gw, gw_ref, **scale(gw_ref), err_msg="grad_w")
+    np.testing.assert_allclose(gb, gb_ref, **scale(gb_ref), err_msg="grad_b")
+    # Each gradient alone takes the same path.
+    gx_only, _, _ = F.conv2d_backward(gy, x, w, algorithm="winograd", weight_grad=False, **geom)
+    _, gw_only, _ = F.conv2d_backward(gy, x, w, algorithm="winograd", input_grad=False, **geom)
+    np.testing.assert_array_equal(gx_only, gx)
+    np.testing.assert_array_equal(gw_only, gw)
+
+
+@pytest.mark.parametrize("case", [CASES[i] for i in (1, 2, 7, 11, 14)], ids=_id)
+def test_gradients_match_finite_differences(case, rng):
+    x, w, b, geom = _arrays(case, np.float64, seed=3)
+
+    def forward(x, w, b):
+        return F.conv2d(x, w, b, algorithm="winograd", **geom)
+
+    upstream = rng.standard_normal(forward(x, w, b).shape)
+    grads = F.conv2d_backward(upstream, x, w, algorithm="winograd", **geom)
+    directional_check(forward, (x, w, b), grads, upstream, rng)
+
+
+def _kernel_call(x, u, y, gy, pad, dil, groups, rows, threads):
+    """The kernels themselves, with a chosen block size and thread count
+    (the algorithm picks both from the layer's size)."""
+    b = np.empty(0, x.dtype)
+    conv_winograd.forward(x, u, b, y, *pad, *dil, groups, rows, threads)
+    du = np.empty(u.shape, x.dtype)
+    conv_winograd.backward_weight(x, gy, du, *pad, *dil, groups, rows, threads)
+    return y.copy(), du
+
+
+@pytest.mark.parametrize("dil,pad,size", [((2, 2), (2, 2), (11, 9)), ((3, 2), (3, 1), (10, 13)),
+                                          ((4, 1), (0, 1), (13, 6))])
+def test_blocks_cut_through_phases_and_images(dil, pad, size, rng):
+    """Every block size from one tile row to more than an image's, on 1 to
+    3 threads: the forward must match the reference, and the weight
+    gradient must not depend on either (fixed partial sums)."""
+    N, C, K = 3, 4, 5
+    H, W = size
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((K, C, 3, 3))
+    geom = dict(padding=pad, dilation=dil)
+    y_ref = conv2d_ref(x, w, **geom)
+    gy = rng.standard_normal(y_ref.shape)
+    _, gw_ref, _ = conv2d_backward_ref(gy, x, w, **geom)
+    u = WinogradConv()._transform(w)
+    tile_rows, _ = conv_winograd.tile_grid(*y_ref.shape[2:], *dil)
+    first_du = None
+    for rows in range(1, tile_rows + 3):
+        for threads in (1, 2, 3):
+            y, du = _kernel_call(x, u, np.empty_like(y_ref), gy, pad, dil, 1, rows, threads)
+            np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-10)
+            if first_du is None:
+                first_du = du
+                G = WinogradConv._G
+                gw = np.einsum("ir,ijkc,js->kcrs", G, du.reshape(4, 4, K, C), G)
+                np.testing.assert_allclose(gw, gw_ref, rtol=1e-10, atol=1e-10)
+            elif rows == 1:
+                np.testing.assert_array_equal(du, first_du)
+
+
+@pytest.mark.parametrize("OH,d", [(1, 1), (1, 4), (5, 1), (5, 2), (6, 2), (7, 3), (10, 3), (3, 5)])
+def test_tile_grid_counts_each_phase(OH, d):
+    """Tiles along an axis: ceil(phase length / 2) summed over the phases."""
+    phases = [len(range(a, OH, d)) for a in range(d)]
+    expected = sum((n + 1) // 2 for n in phases)
+    assert conv_winograd.tile_grid(OH, 7, d, 1)[0] == expected
+    assert conv_winograd.tile_grid(7, OH, 1, d)[1] == expected
+
+
+def test_dilated_scratch_is_the_kernels_only():
+    """No padded or rearranged copy: at dilation 2 a 32x32 output has as
+    many tiles as at dilation 1, so the scratch is the same but for the
+    row buffers (two column segments: 4 more elements each)."""
+    def scratch(d, backward):
+        spec = conv_spec((32, 64, 32, 32), (64, 64, 3, 3), np.float32, 1, d, d, 1)
+        return WinogradConv().scratch_bytes(spec, backward)
+    for backward in (False, True):
+        extra = scratch(2, backward) - scratch(1, backward)
+        assert 0 < extra <= convcore.get_num_threads() * 8 * 2 * 4
+
+
+def test_auto_picks_winograd_for_dilated_3x3():
+    for dilation in (2, 3):
+        spec = conv_spec((32, 64, 32, 32), (64, 64, 3, 3), np.float32, 1, dilation, dilation, 1)
+        assert select_algorithm(spec).name == "winograd"
+    # Too few channels for its GEMMs, dilated or not.
+    spec = conv_spec((32, 4, 16, 16), (4, 4, 3, 3), np.float32, 1, 2, 2, 1)
+    assert select_algorithm(spec).name == "im2col"
