@@ -131,8 +131,6 @@ class WinogradConv(ConvAlgorithm):
     (conv_winograd's docstring), so no path copies the input."""
 
     name = "winograd"
-    # Interpolation matrix of the weight transform U = G g G^T.
-    _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
     def supports(self, spec):
         if (spec.R, spec.S) != (3, 3):
@@ -141,16 +139,12 @@ class WinogradConv(ConvAlgorithm):
             return False, f"needs stride 1, got stride={spec.stride}"
         return True, ""
 
-    def _transform(self, w):
-        """(K, Cg, 3, 3) -> U of shape (16, K, Cg), U[4i+j] = (G w G^T)[i, j].
-        On one BLAS thread: a multithreaded numpy GEMM leaves its pool
-        spinning for milliseconds after it returns, on the cores the kernel
-        that follows needs (measured: 3x3 128->128 16x16 forward 22 ms
-        after it, 11 ms without)."""
-        G = self._G.astype(w.dtype)
-        with _threads.blas_threads(1):
-            u = np.einsum("ir,kcrs,js->ijkc", G, w, G, optimize=True)
-        return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]))
+    @staticmethod
+    def _transform(w):
+        """(K, Cg, 3, 3) -> U of shape (16, K, Cg), U[4i+j] = (G w G^T)[i, j]."""
+        u = np.empty((16, w.shape[0], w.shape[1]), dtype=w.dtype)
+        conv_winograd.transform_weights(np.ascontiguousarray(w), u)
+        return u
 
     @staticmethod
     def _flipped(w, spec):
@@ -238,10 +232,7 @@ class WinogradConv(ConvAlgorithm):
             # GEMMs), then grad_w = G^T dU G.
             du = np.empty((16, spec.K, spec.Cg), dtype=x.dtype)
             self._du(x, grad_y, du, spec)
-            G = self._G.astype(x.dtype)
-            with _threads.blas_threads(1):  # see _transform
-                grad_w[...] = np.einsum("ir,ijkc,js->kcrs", G, du.reshape(4, 4, spec.K, spec.Cg),
-                                        G, optimize=True)
+            conv_winograd.untransform_weight_grad(du, grad_w)
 
 
 _REGISTRY = {cls.name: cls() for cls in (DirectConv, Im2colConv, WinogradConv)}

@@ -121,8 +121,8 @@ def test_blocks_cut_through_phases_and_images(dil, pad, size, rng):
             np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-10)
             if first_du is None:
                 first_du = du
-                G = WinogradConv._G
-                gw = np.einsum("ir,ijkc,js->kcrs", G, du.reshape(4, 4, K, C), G)
+                gw = np.empty_like(w)
+                conv_winograd.untransform_weight_grad(du, gw)
                 np.testing.assert_allclose(gw, gw_ref, rtol=1e-10, atol=1e-10)
             elif rows == 1:
                 np.testing.assert_array_equal(du, first_du)
@@ -156,3 +156,21 @@ def test_auto_picks_winograd_for_dilated_3x3():
     # Too few channels for its GEMMs, dilated or not.
     spec = conv_spec((32, 4, 16, 16), (4, 4, 3, 3), np.float32, 1, 2, 2, 1)
     assert select_algorithm(spec).name == "im2col"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_weight_transform_and_its_adjoint(dtype, rng):
+    """U = G w G^T as written in Lavin & Gray, and the weight-gradient
+    map is its adjoint: <U(w), D> == <w, U^T(D)>."""
+    G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+    w = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
+    u = np.empty((16, 5, 3), dtype)
+    conv_winograd.transform_weights(w, u)
+    expected = np.einsum("ir,kcrs,js->ijkc", G, w.astype(np.float64), G).reshape(16, 5, 3)
+    np.testing.assert_allclose(u, expected, **TOL[dtype])
+    d = rng.standard_normal((16, 5, 3)).astype(dtype)
+    back = np.empty_like(w)
+    conv_winograd.untransform_weight_grad(d, back)
+    expected = np.einsum("ir,ijkc,js->kcrs", G, d.astype(np.float64).reshape(4, 4, 5, 3), G)
+    np.testing.assert_allclose(back, expected, **TOL[dtype])
+    np.testing.assert_allclose(np.vdot(u, d), np.vdot(w, back), **TOL[dtype])

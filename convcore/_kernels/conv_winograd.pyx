@@ -162,12 +162,14 @@ cdef void _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
             if not inside[i]:
                 continue
             d = rows + i * Wp + off
-            memset(d, 0, lo * sizeof(floating))
+            if lo > 0:      # (a call per row even when empty: measurable)
+                memset(d, 0, lo * sizeof(floating))
             if floating is float:
                 convcore_gather_f(xc + (ih0 + dh * i) * W + iw0 + dw * lo, dw, d + lo, hi - lo)
             else:
                 convcore_gather_d(xc + (ih0 + dh * i) * W + iw0 + dw * lo, dw, d + lo, hi - lo)
-            memset(d + hi, 0, (seg - hi) * sizeof(floating))
+            if hi < seg:
+                memset(d + hi, 0, (seg - hi) * sizeof(floating))
         off += seg
     # B^T d along the rows, then B along the columns of each tile, segment
     # by segment.
@@ -299,8 +301,8 @@ cdef void _scatter_row(const floating* src, floating* dst,
 
 cdef void _gather_row(const floating* src, floating* dst,
                       const Axis* cols) noexcept nogil:
-    """The inverse of _scatter_row; the tails of dst's segments (past the
-    output's edge) are left as they are."""
+    """The inverse of _scatter_row; a segment of odd length gets a zero
+    past the output's edge, so its last tile is whole."""
     cdef Py_ssize_t b, n
     for b in range(cols.phases):
         n = cols.q + (b < cols.r)
@@ -308,6 +310,8 @@ cdef void _gather_row(const floating* src, floating* dst,
             convcore_gather_f(src + b, cols.d, dst, n)
         else:
             convcore_gather_d(src + b, cols.d, dst, n)
+        if n & 1:
+            dst[n] = 0
         dst += n + (n & 1)
 
 
@@ -408,10 +412,11 @@ cdef void _grad_output_row(const floating* gyk, const Geom* g, Py_ssize_t oh0,
     cdef Py_ssize_t TW = g.cols.tiles
     cdef floating* top = rows
     cdef floating* bottom = rows + 2 * TW
-    memset(rows, 0, 4 * TW * sizeof(floating))
     _gather_row(gyk + oh0 * g.OW, top, &g.cols)
     if oh0 + g.rows.d < g.OH:
         _gather_row(gyk + (oh0 + g.rows.d) * g.OW, bottom, &g.cols)
+    else:
+        memset(bottom, 0, 2 * TW * sizeof(floating))
     if floating is float:
         convcore_wino_grad_row_f(top, bottom, dm, stride, TW)
     else:
@@ -571,3 +576,60 @@ def backward_weight(const floating[:, :, :, ::1] x,
         free(scratch)
         free(partials)
 NUM_WEIGHT_GRAD_CHUNKS = NUM_PARTIALS
+
+
+# The weight transform and its adjoint. Small (16 * K * C/groups outputs),
+# but in NumPy (einsum) they cost about as much per call as the serial
+# part of a whole 64-channel layer; here they are one pass.
+cdef inline void _g_rows(floating a0, floating a1, floating a2, floating* out,
+                         Py_ssize_t step) noexcept nogil:
+    """out[i*step] = (G a)[i], G = (1,0,0), (1/2,1/2,1/2), (1/2,-1/2,1/2), (0,0,1)."""
+    out[0] = a0
+    out[step] = (a0 + a1 + a2) * <floating> 0.5
+    out[2 * step] = (a0 - a1 + a2) * <floating> 0.5
+    out[3 * step] = a2
+
+
+cdef inline void _gt_rows(floating b0, floating b1, floating b2, floating b3,
+                          floating* out, Py_ssize_t step) noexcept nogil:
+    """out[r*step] = (G^T b)[r], the adjoint of _g_rows."""
+    out[0] = b0 + (b1 + b2) * <floating> 0.5
+    out[step] = (b1 - b2) * <floating> 0.5
+    out[2 * step] = b3 + (b1 + b2) * <floating> 0.5
+
+
+def transform_weights(const floating[:, :, :, ::1] w, floating[:, :, ::1] u):
+    """u[4i+j, k, c] = (G w[k, c] G^T)[i, j]: w (K, Cg, 3, 3), u (16, K, Cg).
+                                                                 OUT: u"""
+    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], plane = K * Cg, k, c, i
+    cdef floating t[12]
+    cdef const floating* g
+    cdef floating* out
+    with nogil:
+        for k in range(K):
+            for c in range(Cg):
+                g = &w[k, c, 0, 0]
+                for i in range(3):      # t (4 x 3) = G g, column by column
+                    _g_rows(g[i], g[3 + i], g[6 + i], t + i, 3)
+                out = &u[0, k, c]
+                for i in range(4):      # u = t G^T, row by row
+                    _g_rows(t[3 * i], t[3 * i + 1], t[3 * i + 2], out + 4 * i * plane, plane)
+
+
+def untransform_weight_grad(const floating[:, :, ::1] du, floating[:, :, :, ::1] grad_w):
+    """grad_w[k, c] = G^T D G with D[i, j] = du[4i+j, k, c], the adjoint of
+    transform_weights: du (16, K, Cg), grad_w (K, Cg, 3, 3).     OUT: grad_w"""
+    cdef Py_ssize_t K = grad_w.shape[0], Cg = grad_w.shape[1], plane = K * Cg, k, c, i
+    cdef floating t[12]
+    cdef const floating* d
+    cdef floating* out
+    with nogil:
+        for k in range(K):
+            for c in range(Cg):
+                d = &du[0, k, c]
+                for i in range(4):      # t (4 x 3) = D G, row by row
+                    _gt_rows(d[4 * i * plane], d[(4 * i + 1) * plane], d[(4 * i + 2) * plane],
+                             d[(4 * i + 3) * plane], t + 3 * i, 1)
+                out = &grad_w[k, c, 0, 0]
+                for i in range(3):      # grad_w = G^T t, column by column
+                    _gt_rows(t[i], t[3 + i], t[6 + i], t[9 + i], out + i, 3)
