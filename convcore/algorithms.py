@@ -117,7 +117,8 @@ def _all_finite(*arrays):
     range: a false alarm that only costs speed). Winograd's transforms mix
     a tile's inputs before the products, so one Inf becomes Inf - Inf = NaN
     in outputs whose windows never saw it; PyTorch's result is what the
-    im2col path gives. A sum costs one read, no temporary."""
+    im2col path gives. A sum costs one read, no temporary. (Winograd checks
+    its weights here; its kernels check the images they transform.)"""
     with np.errstate(over="ignore", invalid="ignore"):
         return all(np.isfinite(np.add.reduce(a, axis=None)) for a in arrays)
 
@@ -164,18 +165,20 @@ class WinogradConv(ConvAlgorithm):
 
     @classmethod
     def _conv(cls, x, u, bias, y, pad, spec):
+        """False when x held an Inf or NaN (y is then to be recomputed)."""
         rows = cls._rows_per_block(x.shape[1], y.shape[1], y.shape[2], y.shape[3], spec.dilation)
         with _threads.blas_threads(1):
-            conv_winograd.forward(x, u, bias, y, pad[0], pad[1], *spec.dilation, spec.groups,
-                                  rows, kernel_threads(spec.flops()))
+            return conv_winograd.forward(x, u, bias, y, pad[0], pad[1], *spec.dilation,
+                                         spec.groups, rows, kernel_threads(spec.flops()))
 
     @classmethod
     def _du(cls, x, grad_y, du, spec):
+        """False when x or grad_y held an Inf or NaN."""
         rows = cls._rows_per_block(x.shape[1], grad_y.shape[1], grad_y.shape[2],
                                    grad_y.shape[3], spec.dilation)
         with _threads.blas_threads(1):
-            conv_winograd.backward_weight(x, grad_y, du, *spec.padding, *spec.dilation,
-                                          spec.groups, rows, kernel_threads(spec.flops()))
+            return conv_winograd.backward_weight(x, grad_y, du, *spec.padding, *spec.dilation,
+                                                 spec.groups, rows, kernel_threads(spec.flops()))
 
     # Tile rows per work block: about TILE_BYTES of V and M scratch, so a
     # block's GEMM operands stay near one core's L2, but MIN_TILES to
@@ -208,31 +211,32 @@ class WinogradConv(ConvAlgorithm):
         weight = forward + conv_winograd.NUM_WEIGHT_GRAD_CHUNKS * 16 * spec.K * spec.Cg
         return max(data, weight) * spec.dtype.itemsize
 
+    # Non-finite values go through im2col, whose result is PyTorch's: the
+    # weights are checked before, the images by the kernels as they
+    # transform them (no extra pass over them), which then ask for a rerun.
+
     def forward(self, x, w, bias, y, spec):
-        if not _all_finite(x, w):
-            _REGISTRY["im2col"].forward(x, w, bias, y, spec)
-            return
-        self._conv(x, self._transform(w), bias, y, spec.padding, spec)
+        im2col = _REGISTRY["im2col"]
+        if not _all_finite(w) or not self._conv(x, self._transform(w), bias, y,
+                                                spec.padding, spec):
+            im2col.forward(x, w, bias, y, spec)
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
-        # Non-finite values go through im2col, whose result is PyTorch's.
         im2col = _REGISTRY["im2col"]
-        if need_x and not _all_finite(grad_y, w):
-            im2col.backward(grad_y, x, w, grad_x, grad_w, True, False, spec)
-            need_x = False
-        if need_w and not _all_finite(grad_y, x):
-            im2col.backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
-            need_w = False
         if need_x:
             # grad_x = full correlation of grad_y with the flipped kernel.
-            u_t = self._transform(self._flipped(w, spec))
-            self._conv(grad_y, u_t, np.empty(0, x.dtype), grad_x, self._data_padding(spec), spec)
+            if not _all_finite(w) or not self._conv(
+                    grad_y, self._transform(self._flipped(w, spec)), np.empty(0, x.dtype),
+                    grad_x, self._data_padding(spec), spec):
+                im2col.backward(grad_y, x, w, grad_x, grad_w, True, False, spec)
         if need_w:
             # The adjoint of the forward: dU = sum over tiles of dM V^T (16
             # GEMMs), then grad_w = G^T dU G.
             du = np.empty((16, spec.K, spec.Cg), dtype=x.dtype)
-            self._du(x, grad_y, du, spec)
-            conv_winograd.untransform_weight_grad(du, grad_w)
+            if self._du(x, grad_y, du, spec):
+                conv_winograd.untransform_weight_grad(du, grad_w)
+            else:
+                im2col.backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
 
 
 _REGISTRY = {cls.name: cls() for cls in (DirectConv, Im2colConv, WinogradConv)}

@@ -174,3 +174,34 @@ def test_weight_transform_and_its_adjoint(dtype, rng):
     expected = np.einsum("ir,ijkc,js->kcrs", G, d.astype(np.float64).reshape(4, 4, 5, 3), G)
     np.testing.assert_allclose(back, expected, **TOL[dtype])
     np.testing.assert_allclose(np.vdot(u, d), np.vdot(w, back), **TOL[dtype])
+
+
+@pytest.mark.parametrize("where", ["x", "grad_y", "weight", "edge"])
+def test_non_finite_values_give_im2col_result(where, rng):
+    """The kernels spot an Inf or NaN in the images they transform (x, or
+    grad_y for both gradients) and the layer is rerun through im2col, so
+    non-finite values reach exactly the outputs whose windows see them."""
+    x = rng.random((2, 4, 9, 11))
+    w = rng.random((6, 4, 3, 3))
+    geom = dict(padding=2, dilation=2)
+    gy = rng.random((2, 6, 9, 11))
+    if where == "x":
+        x[1, 2, 4, 5] = np.inf
+        x[0, 1, 2, 2] = np.nan
+    elif where == "grad_y":
+        gy[0, 3, 4, 4] = -np.inf
+    elif where == "weight":
+        w[2, 1, 0, 2] = np.inf
+    else:   # the last input column: read only by half-out tiles (OW = 11 is odd)
+        x[0, 0, 3, 10] = np.inf
+    for dtype in (np.float64, np.float32):
+        args = [a.astype(dtype) for a in (x, w)]
+        y = F.conv2d(*args, algorithm="winograd", **geom)
+        # Inf and NaN where im2col has them (a gradient that does not see
+        # the bad array stays Winograd's: equal to rounding).
+        np.testing.assert_allclose(y, F.conv2d(*args, algorithm="im2col", **geom), rtol=1e-5)
+        grads = F.conv2d_backward(gy.astype(dtype), *args, algorithm="winograd", **geom)
+        expected = F.conv2d_backward(gy.astype(dtype), *args, algorithm="im2col", **geom)
+        for g, e in zip(grads, expected):
+            np.testing.assert_allclose(g, e, rtol=1e-5)
+        assert np.isfinite(y).all() == (where == "grad_y")

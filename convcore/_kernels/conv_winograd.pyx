@@ -126,7 +126,7 @@ def scratch_elements(Py_ssize_t C, Py_ssize_t K, Py_ssize_t OW, Py_ssize_t dw,
     return _scratch_per_thread(C, K, &cols, rows_per_block)
 
 
-cdef void _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
+cdef floating _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
                      Py_ssize_t ih0, Py_ssize_t dh, Py_ssize_t pad_w,
                      const Axis* cols, floating* rows, floating* v,
                      Py_ssize_t stride) noexcept nogil:
@@ -136,11 +136,14 @@ cdef void _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
     phases 0..b-1) and reads input columns b - pad_w + dw*(2j + {0..3}).
     The four input rows are first copied into zero-padded buffers, segment
     after segment, so every step below is a plain loop along the row that
-    vectorises. rows: scratch of 8 * _row_width(cols) elements."""
+    vectorises. rows: scratch of 8 * _row_width(cols) elements. Returns
+    0, or NaN when the rows read hold an Inf or NaN (the row step's
+    check)."""
     cdef Py_ssize_t Wp = _row_width(cols), dw = cols.d
     cdef Py_ssize_t i, lo, hi, b, iw0, seg, tw, off
     cdef floating* d
     cdef floating* t0 = rows + 4 * Wp
+    cdef floating bad
     cdef bint inside[4]
     for i in range(4):
         inside[i] = 0 <= ih0 + dh * i < H
@@ -174,9 +177,9 @@ cdef void _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
     # B^T d along the rows, then B along the columns of each tile, segment
     # by segment.
     if floating is float:
-        convcore_wino_in_rows_f(rows, t0, Wp)
+        bad = convcore_wino_in_rows_f(rows, t0, Wp)
     else:
-        convcore_wino_in_rows_d(rows, t0, Wp)
+        bad = convcore_wino_in_rows_d(rows, t0, Wp)
     for i in range(4):
         seg = 0
         off = 0
@@ -188,6 +191,7 @@ cdef void _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
                 convcore_wino_in_cols_d(t0 + i * Wp + seg, v + 4 * i * stride + off, stride, tw)
             seg += 2 * tw + 2
             off += tw
+    return bad
 
 
 # The output transform and the input transform's row and column steps in
@@ -227,15 +231,23 @@ cdef extern from *:
             v[3 * s + j] = x1 - x3;                                           \
         }                                                                     \
     }
+    /* The row step also returns the sum of u - u over results u that see
+       every input: 0, or NaN when an input is Inf or NaN (or a sum of two
+       overflows: a false alarm). */
     #define CONVCORE_WINO_IN_ROWS(NAME, T)                                    \
-    static void NAME(const T* r, T* t, Py_ssize_t n) {                        \
-        _Pragma("omp simd")                                                   \
+    static T NAME(const T* r, T* t, Py_ssize_t n) {                           \
+        T bad = 0;                                                            \
+        _Pragma("omp simd reduction(+:bad)")                                  \
         for (Py_ssize_t j = 0; j < n; ++j) {                                  \
-            t[j] = r[j] - r[2 * n + j];                                       \
-            t[n + j] = r[n + j] + r[2 * n + j];                               \
+            T t0 = r[j] - r[2 * n + j], t1 = r[n + j] + r[2 * n + j];         \
+            T t3 = r[n + j] - r[3 * n + j];                                   \
+            t[j] = t0;                                                        \
+            t[n + j] = t1;                                                    \
             t[2 * n + j] = r[2 * n + j] - r[n + j];                           \
-            t[3 * n + j] = r[n + j] - r[3 * n + j];                           \
+            t[3 * n + j] = t3;                                                \
+            bad += (t0 - t0) + (t1 - t1) + (t3 - t3);                         \
         }                                                                     \
+        return bad;                                                           \
     }
     /* The dilated rows' gather (dst[j] = src[s*j]) and scatter (dst[s*j]
        = src[j]); DST and SRC give the index of step j at stride s. Stride
@@ -273,8 +285,8 @@ cdef extern from *:
                                  Py_ssize_t TW) noexcept nogil
     void convcore_wino_in_cols_d(const double* t, double* v, Py_ssize_t s,
                                  Py_ssize_t TW) noexcept nogil
-    void convcore_wino_in_rows_f(const float* r, float* t, Py_ssize_t n) noexcept nogil
-    void convcore_wino_in_rows_d(const double* r, double* t, Py_ssize_t n) noexcept nogil
+    float convcore_wino_in_rows_f(const float* r, float* t, Py_ssize_t n) noexcept nogil
+    double convcore_wino_in_rows_d(const double* r, double* t, Py_ssize_t n) noexcept nogil
     void convcore_gather_f(const float* src, Py_ssize_t s, float* dst,
                            Py_ssize_t n) noexcept nogil
     void convcore_gather_d(const double* src, Py_ssize_t s, double* dst,
@@ -353,21 +365,24 @@ cdef void _output_row(const floating* m, Py_ssize_t stride, floating b,
         _scatter_row(bottom, yk + (oh0 + g.rows.d) * g.OW, &g.cols)
 
 
-cdef void _transform_input_block(const floating* x, const Geom* g,
-                                 Py_ssize_t row0, Py_ssize_t row1,
-                                 floating* v, floating* rows) noexcept nogil:
+cdef floating _transform_input_block(const floating* x, const Geom* g,
+                                     Py_ssize_t row0, Py_ssize_t row1,
+                                     floating* v, floating* rows) noexcept nogil:
     """V[xi][c][t] for tile rows [row0, row1) of the batch (RowCursor's
-    order), t = (row - row0) * TW + tile."""
+    order), t = (row - row0) * TW + tile. Returns 0, or NaN when the
+    input read holds an Inf or NaN."""
     cdef Py_ssize_t TW = g.cols.tiles, C = g.C
     cdef Py_ssize_t TB = (row1 - row0) * TW, c, row
     cdef RowCursor cur
+    cdef floating bad = 0
     for c in range(C):
         cur = _row_cursor(&g.rows, row0)
         for row in range(row0, row1):
-            _input_row(x + (cur.n * C + c) * g.H * g.W, g.H, g.W, cur.oh0 - g.pad_h,
+            bad += _input_row(x + (cur.n * C + c) * g.H * g.W, g.H, g.W, cur.oh0 - g.pad_h,
                        g.rows.d, g.pad_w, &g.cols, rows, v + c * TB + (row - row0) * TW,
                        C * TB)
             _next_row(&g.rows, &cur)
+    return bad
 
 
 # The adjoint output transform in C: its 16 output planes are separate
@@ -376,9 +391,10 @@ cdef void _transform_input_block(const floating* x, const Geom* g,
 cdef extern from *:
     """
     #define CONVCORE_WINO_GRAD_ROW(NAME, T)                                   \
-    static void NAME(const T* top, const T* bottom, T* dm,                    \
-                     Py_ssize_t stride, Py_ssize_t TW) {                      \
-        _Pragma("omp simd")                                                   \
+    static T NAME(const T* top, const T* bottom, T* dm,                       \
+                  Py_ssize_t stride, Py_ssize_t TW) {                         \
+        T bad = 0;  /* as the input transform's row step */                   \
+        _Pragma("omp simd reduction(+:bad)")                                  \
         for (Py_ssize_t j = 0; j < TW; ++j) {                                 \
             T g00 = top[2 * j], g01 = top[2 * j + 1];                         \
             T g10 = bottom[2 * j], g11 = bottom[2 * j + 1];                   \
@@ -392,23 +408,26 @@ cdef extern from *:
             dm[10 * stride + j] = t20 - t21; dm[11 * stride + j] = -t21;      \
             dm[12 * stride + j] = -g10;  dm[13 * stride + j] = -g10 - g11;    \
             dm[14 * stride + j] = g11 - g10; dm[15 * stride + j] = g11;       \
+            bad += (t10 - t10) + (t11 - t11);                                 \
         }                                                                     \
+        return bad;                                                           \
     }
     CONVCORE_WINO_GRAD_ROW(convcore_wino_grad_row_f, float)
     CONVCORE_WINO_GRAD_ROW(convcore_wino_grad_row_d, double)
     """
-    void convcore_wino_grad_row_f(const float* top, const float* bottom, float* dm,
-                                  Py_ssize_t stride, Py_ssize_t TW) noexcept nogil
-    void convcore_wino_grad_row_d(const double* top, const double* bottom, double* dm,
-                                  Py_ssize_t stride, Py_ssize_t TW) noexcept nogil
+    float convcore_wino_grad_row_f(const float* top, const float* bottom, float* dm,
+                                   Py_ssize_t stride, Py_ssize_t TW) noexcept nogil
+    double convcore_wino_grad_row_d(const double* top, const double* bottom, double* dm,
+                                    Py_ssize_t stride, Py_ssize_t TW) noexcept nogil
 
 
-cdef void _grad_output_row(const floating* gyk, const Geom* g, Py_ssize_t oh0,
-                           floating* dm, Py_ssize_t stride, floating* rows) noexcept nogil:
+cdef floating _grad_output_row(const floating* gyk, const Geom* g, Py_ssize_t oh0,
+                               floating* dm, Py_ssize_t stride, floating* rows) noexcept nogil:
     """The adjoint of _output_row: dM[xi*stride + t] = (A gY A^T)[xi] for
     the 2x2 output-gradient tiles of one row (zero past the output's edge),
     A = A^T transposed, rows (1,0), (1,1), (1,-1), (0,-1).
-    rows: scratch of 4 * g.cols.tiles elements."""
+    rows: scratch of 4 * g.cols.tiles elements. Returns 0, or NaN when
+    the rows read hold an Inf or NaN."""
     cdef Py_ssize_t TW = g.cols.tiles
     cdef floating* top = rows
     cdef floating* bottom = rows + 2 * TW
@@ -418,26 +437,27 @@ cdef void _grad_output_row(const floating* gyk, const Geom* g, Py_ssize_t oh0,
     else:
         memset(bottom, 0, 2 * TW * sizeof(floating))
     if floating is float:
-        convcore_wino_grad_row_f(top, bottom, dm, stride, TW)
+        return convcore_wino_grad_row_f(top, bottom, dm, stride, TW)
     else:
-        convcore_wino_grad_row_d(top, bottom, dm, stride, TW)
+        return convcore_wino_grad_row_d(top, bottom, dm, stride, TW)
 
 
-cdef void _weight_grad_block(const floating* x, const floating* grad_y,
+cdef floating _weight_grad_block(const floating* x, const floating* grad_y,
                              floating* du, const Geom* g,
                              Py_ssize_t row0, Py_ssize_t row1,
                              floating* v, floating* dm, floating* rows) noexcept nogil:
     """dU[xi][g] (Kg x Cg) += dM[xi][g] (Kg x TB) @ V[xi][g]^T (TB x Cg)
-    for tile rows [row0, row1): the adjoint of the forward's GEMMs."""
+    for tile rows [row0, row1): the adjoint of the forward's GEMMs.
+    Returns 0, or NaN when x or grad_y holds an Inf or NaN."""
     cdef Py_ssize_t TW = g.cols.tiles, C = g.C, K = g.K
     cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // g.groups, Kg = K // g.groups
     cdef Py_ssize_t k, row, xi, grp
     cdef RowCursor cur
-    _transform_input_block(x, g, row0, row1, v, rows)
+    cdef floating bad = _transform_input_block(x, g, row0, row1, v, rows)
     for k in range(K):
         cur = _row_cursor(&g.rows, row0)
         for row in range(row0, row1):
-            _grad_output_row(grad_y + (cur.n * K + k) * g.OH * g.OW, g, cur.oh0,
+            bad += _grad_output_row(grad_y + (cur.n * K + k) * g.OH * g.OW, g, cur.oh0,
                              dm + k * TB + (row - row0) * TW, K * TB, rows)
             _next_row(&g.rows, &cur)
     for xi in range(16):
@@ -446,18 +466,20 @@ cdef void _weight_grad_block(const floating* x, const floating* grad_y,
                  dm + (xi * K + grp * Kg) * TB, <int> TB,
                  v + (xi * C + grp * Cg) * TB, <int> TB, <floating> 1,
                  du + (xi * K + grp * Kg) * Cg, <int> Cg)
+    return bad
 
 
-cdef void _forward_block(const floating* x, const floating* u,
+cdef floating _forward_block(const floating* x, const floating* u,
                          const floating* bias, floating* y, const Geom* g,
                          Py_ssize_t row0, Py_ssize_t row1,
                          floating* v, floating* m, floating* rows) noexcept nogil:
-    """Tile rows [row0, row1) of the batch (RowCursor's order)."""
+    """Tile rows [row0, row1) of the batch (RowCursor's order). Returns 0,
+    or NaN when x holds an Inf or NaN."""
     cdef Py_ssize_t TW = g.cols.tiles, C = g.C, K = g.K
     cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // g.groups, Kg = K // g.groups
     cdef Py_ssize_t k, row, xi, grp
     cdef RowCursor cur
-    _transform_input_block(x, g, row0, row1, v, rows)
+    cdef floating bad = _transform_input_block(x, g, row0, row1, v, rows)
     # 16 GEMMs per group: M[xi][grp*Kg:][:] = U[xi][grp] @ V[xi][grp*Cg:][:].
     for xi in range(16):
         for grp in range(g.groups):
@@ -473,6 +495,7 @@ cdef void _forward_block(const floating* x, const floating* u,
                         bias[k] if bias != NULL else 0,
                         y + (cur.n * K + k) * g.OH * g.OW, g, cur.oh0, rows)
             _next_row(&g.rows, &cur)
+    return bad
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
@@ -484,7 +507,8 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     u: transformed weights (16, K, C/groups) = G g G^T; bias of size K or
     0. x (N, C, H, W), y (N, K, OH, OW). rows_per_block >= 1: tile rows
     (tile_grid) each work block takes (the caller's choice; scratch per
-    thread: scratch_elements).                                   OUT: y"""
+    thread: scratch_elements). Returns False when x holds an Inf or NaN
+    (y is then not Winograd's to give: see WinogradConv).        OUT: y"""
     cdef Geom g = _geom(x.shape[1], x.shape[2], x.shape[3], y.shape[1], y.shape[2],
                         y.shape[3], pad_h, pad_w, dil_h, dil_w, groups)
     cdef Py_ssize_t rpb = rows_per_block, total = x.shape[0] * g.rows.tiles
@@ -493,11 +517,12 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     cdef Py_ssize_t per = _scratch_per_thread(g.C, g.K, &g.cols, rpb)
     cdef Py_ssize_t rows_at = per - 8 * _row_width(&g.cols)
     cdef Py_ssize_t blk
+    cdef floating bad = 0
     cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
     cdef floating* scratch
     cdef floating* mine
     if total == 0:
-        return
+        return True
     if num_threads > nblocks:
         num_threads = <int> nblocks
     scratch = <floating*> malloc(num_threads * per * sizeof(floating))
@@ -507,11 +532,12 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
         with nogil:
             for blk in prange(nblocks, schedule='static', num_threads=num_threads):
                 mine = scratch + omp_get_thread_num() * per
-                _forward_block(&x[0, 0, 0, 0], &u[0, 0, 0], b, &y[0, 0, 0, 0], &g,
-                               blk * rpb, min((blk + 1) * rpb, total),
-                               mine, mine + vsize, mine + rows_at)
+                bad += _forward_block(&x[0, 0, 0, 0], &u[0, 0, 0], b, &y[0, 0, 0, 0], &g,
+                                      blk * rpb, min((blk + 1) * rpb, total),
+                                      mine, mine + vsize, mine + rows_at)
     finally:
         free(scratch)
+    return bad == 0
 
 
 # Fixed number of weight-gradient partial sums, as in conv_gemm: each sums
@@ -529,7 +555,8 @@ def backward_weight(const floating[:, :, :, ::1] x,
     """du (16, K, C/groups), overwritten: the gradient with respect to the
     transformed weights U; the caller maps it back through G^T du G.
     Geometry as forward's. Scratch as forward's, plus
-    NUM_WEIGHT_GRAD_CHUNKS * 16*K*C/groups partial sums.         OUT: du"""
+    NUM_WEIGHT_GRAD_CHUNKS * 16*K*C/groups partial sums. Returns False
+    when x or grad_y holds an Inf or NaN.                        OUT: du"""
     cdef Geom g = _geom(x.shape[1], x.shape[2], x.shape[3], grad_y.shape[1],
                         grad_y.shape[2], grad_y.shape[3], pad_h, pad_w, dil_h, dil_w,
                         groups)
@@ -541,14 +568,14 @@ def backward_weight(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t per = _scratch_per_thread(g.C, g.K, &g.cols, rpb)
     cdef Py_ssize_t rows_at = per - 8 * _row_width(&g.cols)
     cdef Py_ssize_t chunk, blk, i, c
-    cdef floating acc
+    cdef floating acc, bad = 0
     cdef floating* scratch
     cdef floating* partials
     cdef floating* mine
     cdef floating* out = &du[0, 0, 0]
     memset(out, 0, usize * sizeof(floating))
     if total == 0:
-        return
+        return True
     if num_threads > nchunks:
         num_threads = <int> nchunks
     partials = <floating*> calloc(nchunks * usize, sizeof(floating))
@@ -563,10 +590,10 @@ def backward_weight(const floating[:, :, :, ::1] x,
             for chunk in prange(nchunks, schedule='static', num_threads=num_threads):
                 mine = scratch + omp_get_thread_num() * per
                 for blk in range(chunk * nblocks // nchunks, (chunk + 1) * nblocks // nchunks):
-                    _weight_grad_block(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0],
-                                       partials + chunk * usize, &g, blk * rpb,
-                                       min((blk + 1) * rpb, total), mine, mine + vsize,
-                                       mine + rows_at)
+                    bad += _weight_grad_block(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0],
+                                              partials + chunk * usize, &g, blk * rpb,
+                                              min((blk + 1) * rpb, total), mine,
+                                              mine + vsize, mine + rows_at)
             for i in prange(usize, schedule='static', num_threads=num_threads):
                 acc = 0
                 for c in range(nchunks):
@@ -575,6 +602,7 @@ def backward_weight(const floating[:, :, :, ::1] x,
     finally:
         free(scratch)
         free(partials)
+    return bad == 0
 NUM_WEIGHT_GRAD_CHUNKS = NUM_PARTIALS
 
 
