@@ -21,17 +21,20 @@ reads as zero, and the output size gives the bottom/right padding.
 Work is split into blocks of whole tile rows taken across the batch (so
 small images still give the BLAS long rows; how many rows is the caller's
 choice, convcore.algorithms.WinogradConv); the transforms run along tile
-rows, so they vectorise. Each thread owns one block at a time with its own V and M scratch (16*C*TB and
-16*K*TB elements: bounded, never a whole-batch matrix) and calls the BLAS
-single-threaded (the caller holds it to one thread: one owner at a time).
-The weight transform U = G g G^T is computed once per call by the caller.
+rows, so they vectorise. Each thread owns one block at a time with its
+own V and M scratch (16*C*TB and 16*K*TB elements: bounded, never a
+whole-batch matrix) and calls the BLAS single-threaded (the caller holds
+it to one thread: one owner at a time). The weight transform U = G g G^T
+(transform_weights) is computed once per call by the caller.
 Backward-data is the same forward, run on grad_y with the kernel flipped
 and transposed, the same dilation and padding 2*d - pad (convcore.algorithms
-does that).
+does that). The drivers report an Inf or NaN in the images they read (the
+transforms would spread it over whole tiles), so that the caller can
+recompute the layer another way.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdlib cimport calloc, malloc, free
+from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm
@@ -578,7 +581,7 @@ def backward_weight(const floating[:, :, :, ::1] x,
         return True
     if num_threads > nchunks:
         num_threads = <int> nchunks
-    partials = <floating*> calloc(nchunks * usize, sizeof(floating))
+    partials = <floating*> malloc(nchunks * usize * sizeof(floating))
     scratch = <floating*> malloc(num_threads * per * sizeof(floating))
     if partials == NULL or scratch == NULL:
         free(partials)
@@ -589,6 +592,8 @@ def backward_weight(const floating[:, :, :, ::1] x,
         with nogil:
             for chunk in prange(nchunks, schedule='static', num_threads=num_threads):
                 mine = scratch + omp_get_thread_num() * per
+                # Zeroed by the thread that sums into it, not serially before.
+                memset(partials + chunk * usize, 0, usize * sizeof(floating))
                 for blk in range(chunk * nblocks // nchunks, (chunk + 1) * nblocks // nchunks):
                     bad += _weight_grad_block(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0],
                                               partials + chunk * usize, &g, blk * rpb,
