@@ -205,3 +205,26 @@ def test_non_finite_values_give_im2col_result(where, rng):
         for g, e in zip(grads, expected):
             np.testing.assert_allclose(g, e, rtol=1e-5)
         assert np.isfinite(y).all() == (where == "grad_y")
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_weight_gradient_in_output_blocks(groups, rng):
+    """Wide blocks (>= 128 tiles) run the weight gradient's GEMMs in 32 x
+    32 output blocks, with partial blocks at the edges (70 and 40 channels);
+    narrow ones run them whole. Both give the reference."""
+    N, C, K, size = 2, 70, 40, 16
+    x = rng.standard_normal((N, C, size, size))
+    w = rng.standard_normal((K, C // groups, 3, 3))
+    geom = dict(padding=2, dilation=2, groups=groups)
+    y = conv2d_ref(x, w, **geom)
+    gy = rng.standard_normal(y.shape)
+    _, gw_ref, _ = conv2d_backward_ref(gy, x, w, **geom)
+    _, gw, _ = F.conv2d_backward(gy, x, w, algorithm="winograd", **geom)
+    np.testing.assert_allclose(gw, gw_ref, rtol=1e-10, atol=1e-10)
+    u = WinogradConv()._transform(w)
+    tile_rows, tiles = conv_winograd.tile_grid(size, size, 2, 2)
+    for rows in (1, N * tile_rows):           # 8 tiles a block, then 128
+        _, du = _kernel_call(x, u, np.empty_like(y), gy, (2, 2), (2, 2), groups, rows, 2)
+        gw = np.empty_like(w)
+        conv_winograd.untransform_weight_grad(du, gw)
+        np.testing.assert_allclose(gw, gw_ref, rtol=1e-10, atol=1e-10)

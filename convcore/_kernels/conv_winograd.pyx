@@ -445,6 +445,17 @@ cdef floating _grad_output_row(const floating* gyk, const Geom* g, Py_ssize_t oh
         return convcore_wino_grad_row_d(top, bottom, dm, stride, TW)
 
 
+# The weight gradient's GEMMs contract over the tiles, the contiguous
+# dimension of both operands; OpenBLAS runs that shape faster in output
+# blocks of at most 32 x 32 than whole once there are 128 tiles or more
+# (measured, 1 thread, 64 x 64 outputs over 128 / 256 tiles: 82 -> 90 /
+# 83 -> 102 GFLOP/s; 128 x 128 over 256: 92 -> 101), slower with 64 or
+# fewer (64 x 64 over 64: 81 -> 75).
+cdef enum:
+    WEIGHT_GRAD_TILE = 32
+    WEIGHT_GRAD_TILE_MIN_TB = 128
+
+
 cdef floating _weight_grad_block(const floating* x, const floating* grad_y,
                              floating* du, const Geom* g,
                              Py_ssize_t row0, Py_ssize_t row1,
@@ -454,7 +465,7 @@ cdef floating _weight_grad_block(const floating* x, const floating* grad_y,
     Returns 0, or NaN when x or grad_y holds an Inf or NaN."""
     cdef Py_ssize_t TW = g.cols.tiles, C = g.C, K = g.K
     cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // g.groups, Kg = K // g.groups
-    cdef Py_ssize_t k, row, xi, grp
+    cdef Py_ssize_t k, row, xi, grp, k0, c0
     cdef RowCursor cur
     cdef floating bad = _transform_input_block(x, g, row0, row1, v, rows)
     for k in range(K):
@@ -463,12 +474,19 @@ cdef floating _weight_grad_block(const floating* x, const floating* grad_y,
             bad += _grad_output_row(grad_y + (cur.n * K + k) * g.OH * g.OW, g, cur.oh0,
                              dm + k * TB + (row - row0) * TW, K * TB, rows)
             _next_row(&g.rows, &cur)
+    cdef Py_ssize_t step = WEIGHT_GRAD_TILE if TB >= WEIGHT_GRAD_TILE_MIN_TB else max(Kg, Cg)
     for xi in range(16):
         for grp in range(g.groups):
-            gemm(False, True, <int> Kg, <int> Cg, <int> TB, <floating> 1,
-                 dm + (xi * K + grp * Kg) * TB, <int> TB,
-                 v + (xi * C + grp * Cg) * TB, <int> TB, <floating> 1,
-                 du + (xi * K + grp * Kg) * Cg, <int> Cg)
+            k0 = 0
+            while k0 < Kg:
+                c0 = 0
+                while c0 < Cg:
+                    gemm(False, True, <int> min(Kg - k0, step), <int> min(Cg - c0, step),
+                         <int> TB, <floating> 1, dm + (xi * K + grp * Kg + k0) * TB, <int> TB,
+                         v + (xi * C + grp * Cg + c0) * TB, <int> TB, <floating> 1,
+                         du + (xi * K + grp * Kg + k0) * Cg + c0, <int> Cg)
+                    c0 += step
+                k0 += step
     return bad
 
 
@@ -480,7 +498,7 @@ cdef floating _forward_block(const floating* x, const floating* u,
     or NaN when x holds an Inf or NaN."""
     cdef Py_ssize_t TW = g.cols.tiles, C = g.C, K = g.K
     cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // g.groups, Kg = K // g.groups
-    cdef Py_ssize_t k, row, xi, grp
+    cdef Py_ssize_t k, row, xi, grp, k0, c0
     cdef RowCursor cur
     cdef floating bad = _transform_input_block(x, g, row0, row1, v, rows)
     # 16 GEMMs per group: M[xi][grp*Kg:][:] = U[xi][grp] @ V[xi][grp*Cg:][:].
