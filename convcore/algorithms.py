@@ -266,10 +266,12 @@ def select_algorithm(spec):
       7x7, 32 at 14x14, 16 at 28x28; every measured point on either side
       of that line agreed). Below it its 16 GEMMs (inner dimension
       C/groups) are too small and its transforms dominate. Dilated layers
-      follow the same line: the kernel tiles each dilation phase in place,
-      and at 2 threads it beat im2col by 1.1-1.8x forward at dilation 2-3,
-      16-128 channels, 16x16-32x32 (dilation 3, 64 channels at 16x16, just
-      above the line: a tie).
+      follow the same line: the kernel tiles each dilation phase in place;
+      at dilation 2-3, 8-128 channels, 16x16-56x56 it ran 1.05-1.8x faster
+      than im2col forward and fwd+bwd on 1 and 2 threads, except dilation
+      3 at 16x16 with 64-128 channels: a tie (phases of 5-6 pixels make
+      short tile rows). Below the line (16 channels at 16x16, dilation 3)
+      im2col stayed 1.5-1.8x faster.
     - everything else: im2col + GEMM, which runs near the BLAS's speed
       once Cg*R*S and K/groups are a few dozen.
 
