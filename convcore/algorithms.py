@@ -266,12 +266,12 @@ def select_algorithm(spec):
       7x7, 32 at 14x14, 16 at 28x28; every measured point on either side
       of that line agreed). Below it its 16 GEMMs (inner dimension
       C/groups) are too small and its transforms dominate. Dilated layers
-      follow the same line: the kernel tiles each dilation phase in place;
-      at dilation 2-3, 8-128 channels, 16x16-56x56 it ran 1.05-1.8x faster
-      than im2col forward and fwd+bwd on 1 and 2 threads, except dilation
-      3 at 16x16 with 64-128 channels: a tie (phases of 5-6 pixels make
-      short tile rows). Below the line (16 channels at 16x16, dilation 3)
-      im2col stayed 1.5-1.8x faster.
+      follow the same line, when each dilation phase of the output (which
+      the kernel tiles in place) is at least 8 pixels across: at dilation
+      2-3, 8-128 channels, 16x16-56x56 Winograd then ran 1.05-1.8x faster
+      than im2col forward and fwd+bwd (1 and 2 threads); with phases of
+      4-7 pixels (dilation 3 on 14x14-20x20 outputs, 32-128 channels) it
+      tied or lost by up to 1.5x: short tile rows.
     - everything else: im2col + GEMM, which runs near the BLAS's speed
       once Cg*R*S and K/groups are a few dozen.
 
@@ -285,7 +285,9 @@ def select_algorithm(spec):
         return _REGISTRY["direct"]
     channels = min(spec.Cg, spec.Kg)
     if (channels >= 8 and channels * math.sqrt(spec.OH * spec.OW) >= 400
-            and _REGISTRY["winograd"].supports(spec)[0]):
+            and _REGISTRY["winograd"].supports(spec)[0]
+            and (spec.dilation == (1, 1) or min(spec.OH // spec.dilation[0],
+                                                 spec.OW // spec.dilation[1]) >= 8)):
         return _REGISTRY["winograd"]
     return _REGISTRY["im2col"]
 

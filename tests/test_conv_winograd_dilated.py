@@ -156,6 +156,11 @@ def test_auto_picks_winograd_for_dilated_3x3():
     # Too few channels for its GEMMs, dilated or not.
     spec = conv_spec((32, 4, 16, 16), (4, 4, 3, 3), np.float32, 1, 2, 2, 1)
     assert select_algorithm(spec).name == "im2col"
+    # Phases under 8 pixels across (dilation 3, 20x20): short tile rows.
+    spec = conv_spec((4, 32, 20, 20), (32, 32, 3, 3), np.float32, 1, 3, 3, 1)
+    assert select_algorithm(spec).name == "im2col"
+    spec = conv_spec((4, 32, 20, 20), (32, 32, 3, 3), np.float32, 1, 2, 2, 1)
+    assert select_algorithm(spec).name == "winograd"
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
