@@ -130,9 +130,9 @@ def scratch_elements(Py_ssize_t C, Py_ssize_t K, Py_ssize_t OW, Py_ssize_t dw,
 
 
 cdef floating _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
-                     Py_ssize_t ih0, Py_ssize_t dh, Py_ssize_t pad_w,
-                     const Axis* cols, floating* rows, floating* v,
-                     Py_ssize_t stride) noexcept nogil:
+                         Py_ssize_t ih0, Py_ssize_t dh, Py_ssize_t pad_w,
+                         const Axis* cols, floating* rows, floating* v,
+                         Py_ssize_t stride) noexcept nogil:
     """V for one row of cols.tiles tiles of one channel: v[xi*stride + t]
     = (B^T d B)[xi] of tile t, whose input rows are ih0 + dh*{0..3}. Tile t
     is tile j of column phase b (segment b; b's tiles follow those of
@@ -168,7 +168,7 @@ cdef floating _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
             if not inside[i]:
                 continue
             d = rows + i * Wp + off
-            if lo > 0:      # (a call per row even when empty: measurable)
+            if lo > 0:
                 memset(d, 0, lo * sizeof(floating))
             if floating is float:
                 convcore_gather_f(xc + (ih0 + dh * i) * W + iw0 + dw * lo, dw, d + lo, hi - lo)
