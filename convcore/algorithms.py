@@ -118,65 +118,37 @@ def _all_finite(*arrays):
     range: a false alarm that only costs speed). Winograd's transforms mix
     a tile's inputs before the products, so one Inf becomes Inf - Inf = NaN
     in outputs whose windows never saw it; PyTorch's result is what the
-    im2col path gives. A sum costs one read, no temporary."""
+    im2col path gives. A sum costs one read, no temporary. (Winograd checks
+    its weights here; its kernels check the images they transform.)"""
     with np.errstate(over="ignore", invalid="ignore"):
         return all(np.isfinite(np.add.reduce(a, axis=None)) for a in arrays)
 
 
-class _Tiling:
-    """One Winograd variant F(m x m, 3x3): its kernel module, its weight
-    interpolation matrix G ((m+2) x 3) and output tile size m."""
-
-    # Tiles per work block: about TILE_BYTES of V and M, so a block's GEMM
-    # operands stay near one core's L2, but min_tiles to max_tiles (thinner
-    # GEMMs lose to their call overhead, longer ones gain nothing).
-    TILE_BYTES = 1 << 20
-
-    def __init__(self, kernel, G, min_tiles, max_tiles):
-        self.kernel, self.G = kernel, np.asarray(G, dtype=np.float64)
-        self.points = self.G.shape[0] ** 2          # GEMMs: 16 or 36
-        self.m = self.G.shape[0] - 2                # output tile side
-        self.min_tiles, self.max_tiles = min_tiles, max_tiles
-
-    def rows_per_block(self, C, K, OW):
-        tiles = min(max(self.TILE_BYTES // (self.points * (C + K) * 4), self.min_tiles),
-                    self.max_tiles)
-        return max(1, tiles // -(-OW // self.m))
-
-    def scratch(self, C, K, OW, threads):
-        """Elements the kernel allocates: V, M and row buffers per thread
-        (exact Python ints: no product can wrap)."""
-        rows = self.rows_per_block(C, K, OW)
-        if self.m == 4:
-            return threads * conv_winograd4.scratch_elements(C, K, OW, rows)
-        TW = -(-OW // self.m)
-        return threads * (self.points * (C + K) * rows * TW + 8 * (2 * TW + 2))
-
-
-# F(2x2, 3x3): 16 multiplies per 2x2 output tile (36 direct); F(4x4, 3x3):
-# 36 per 4x4 tile (144 direct), points 0, +-1, +-2. F(4x4) measured 0.34-0.98x
-# F(2x2)'s time forward and 0.55-0.97x for the weight gradient over C = 16..128
-# and 8..56-pixel images at 2 threads; its float32 error is ~1e-5 of the
-# output's scale. F(2x2) serves the dilated (polyphase) path.
-F2x2 = _Tiling(conv_winograd, [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], 64, 512)
-F4x4 = _Tiling(conv_winograd4, [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                                [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], 32, 256)
-
-
 class WinogradConv(ConvAlgorithm):
-    """Winograd F(4x4, 3x3) (F(2x2, 3x3) on the dilated path) for 3x3
-    kernels at stride 1: 36 multiplies per 4x4 output tile instead of 144,
-    as 36 GEMMs over the channels. Forward; backward-data (the same
-    transform on grad_y with the flipped kernel); weight gradient (the
-    adjoint of the forward's GEMMs).
+    """Winograd convolution for 3x3 kernels at stride 1, as one GEMM over
+    the channels per point of the transformed tile. Forward; backward-data
+    (the same transform on grad_y with the flipped kernel); weight gradient
+    (the adjoint of the forward's GEMMs). Any padding and dilation, in
+    place (no path copies the input). Two kernel modules with one
+    interface:
 
-    Dilation d > 1 (and padding the kernel cannot do itself: asymmetric, or
-    more than 2) goes through an explicitly padded copy split into its d x d
-    polyphase components: y[..., a::d, b::d] is the undilated 3x3 valid
-    convolution of xpad[..., a::d, b::d]. The components are stacked along
-    the batch, so one kernel call convolves them all."""
+    - conv_winograd4, F(4x4, 3x3), undilated layers: 36 multiplies per 4x4
+      output tile instead of 144. Measured against F(2x2) at 2 threads over
+      C = 16..128 and 8..56-pixel images: 0.34-0.98x its time forward,
+      0.55-0.97x for the weight gradient. Its float32 error is ~1e-5 of the
+      output's scale (im2col's ~5e-7): the transforms scale by up to 8.
+    - conv_winograd, F(2x2, 3x3), dilated layers: 16 multiplies per 2x2
+      tile instead of 36; it tiles each dilation phase of the output in
+      place (conv_winograd's docstring).
+    """
 
     name = "winograd"
+    # Tiles per work block: about TILE_BYTES of V and M scratch, so a
+    # block's GEMM operands stay near one core's L2, but MIN_TILES to
+    # MAX_TILES (thinner GEMMs lose to their call overhead, longer ones
+    # gain nothing). F(2x2) measured best at 64..512, F(4x4) at 32..256.
+    TILE_BYTES = 1 << 20
+    TILE_RANGE = {conv_winograd: (64, 512), conv_winograd4: (32, 256)}
 
     def supports(self, spec):
         if (spec.R, spec.S) != (3, 3):
@@ -186,66 +158,16 @@ class WinogradConv(ConvAlgorithm):
         return True, ""
 
     @staticmethod
-    def _kernel_pads(spec):
-        """True when the kernels pad by themselves: dilation 1 and symmetric
-        padding <= 2 (backward-data runs with padding 2 - pad)."""
-        (ph, pw), (th, tw) = spec.padding, spec.padding_total
-        return spec.dilation == (1, 1) and max(ph, pw) <= 2 and (th, tw) == (2 * ph, 2 * pw)
+    def _kernel(spec):
+        """The kernel module for this layer: F(4x4) unless dilated."""
+        return conv_winograd4 if spec.dilation == (1, 1) else conv_winograd
 
     @staticmethod
-    def _to_phases(a, d):
-        """(N, C, Hq*dh, Wq*dw) -> (N*dh*dw, C, Hq, Wq): the dh x dw
-        polyphase components stacked along the batch, one copy."""
-        N, C, H, W = a.shape
-        (dh, dw) = d
-        return np.ascontiguousarray(a.reshape(N, C, H // dh, dh, W // dw, dw)
-                                    .transpose(0, 3, 5, 1, 2, 4).reshape(N * dh * dw, C, H // dh, W // dw))
-
-    @staticmethod
-    def _from_phases(a, d):
-        """The inverse of _to_phases (a view)."""
-        M, C, h, w = a.shape
-        (dh, dw) = d
-        return (a.reshape(M // (dh * dw), dh, dw, C, h, w).transpose(0, 3, 4, 1, 5, 2)
-                .reshape(M // (dh * dw), C, h * dh, w * dw))
-
-    @staticmethod
-    def _phase_grid(spec):
-        """(Hq, Wq): rows and columns of each polyphase component of the
-        padded input, which is extended with zeros to a multiple of the
-        dilation so that every component has the same size."""
-        (dh, dw), (th, tw) = spec.dilation, spec.padding_total
-        return -(-(spec.H + th) // dh), -(-(spec.W + tw) // dw)
-
-    def _phased_input(self, x, spec):
-        Hq, Wq = self._phase_grid(spec)
-        (dh, dw), (top, left) = spec.dilation, spec.padding
-        xq = np.zeros((spec.N, spec.C, Hq * dh, Wq * dw), dtype=x.dtype)
-        xq[:, :, top:top + spec.H, left:left + spec.W] = x
-        return self._to_phases(xq, spec.dilation)
-
-    def _phased_grad_y(self, grad_y, spec):
-        Hq, Wq = self._phase_grid(spec)
-        (dh, dw) = spec.dilation
-        gq = np.zeros((spec.N, spec.K, (Hq - 2) * dh, (Wq - 2) * dw), dtype=grad_y.dtype)
-        gq[:, :, :spec.OH, :spec.OW] = grad_y
-        return self._to_phases(gq, spec.dilation)
-
-    @classmethod
-    def _tiling(cls, spec):
-        return F4x4 if cls._kernel_pads(spec) else F2x2
-
-    @staticmethod
-    def _transform(w, tiling):
-        """(K, Cg, 3, 3) -> U of shape (p*p, K, Cg), U[p*i+j] = (G w G^T)[i, j].
-        On one BLAS thread: a multithreaded numpy GEMM leaves its pool
-        spinning for milliseconds after it returns, on the cores the kernel
-        that follows needs (measured: 3x3 128->128 16x16 forward 22 ms
-        after it, 11 ms without)."""
-        G = tiling.G.astype(w.dtype)
-        with _threads.blas_threads(1):
-            u = np.einsum("ir,kcrs,js->ijkc", G, w, G, optimize=True)
-        return np.ascontiguousarray(u.reshape(tiling.points, w.shape[0], w.shape[1]))
+    def _transform(w, kernel):
+        """(K, Cg, 3, 3) -> U (points, K, Cg), U[p*i+j] = (G w G^T)[i, j]."""
+        u = np.empty((kernel.POINTS, w.shape[0], w.shape[1]), dtype=w.dtype)
+        kernel.transform_weights(np.ascontiguousarray(w), u)
+        return u
 
     @staticmethod
     def _flipped(w, spec):
@@ -256,103 +178,88 @@ class WinogradConv(ConvAlgorithm):
                                     .reshape(spec.C, Kg, 3, 3)[:, :, ::-1, ::-1])
 
     @staticmethod
-    def _conv(x, u, bias, y, pad, spec, tiling):
-        rows = tiling.rows_per_block(x.shape[1], y.shape[1], y.shape[3])
-        with _threads.blas_threads(1):
-            tiling.kernel.forward(x, u, bias, y, pad[0], pad[1], spec.groups, rows,
-                                  kernel_threads(spec.flops()))
+    def _data_padding(spec):
+        """Backward-data's (top, left) padding: grad_x is the full
+        correlation of grad_y with the flipped kernel, which reaches
+        2*dilation - pad pixels before grad_y's first (negative when the
+        forward padded by more than the dilated kernel's reach)."""
+        return tuple(2 * d - p for d, p in zip(spec.dilation, spec.padding))
 
-    @staticmethod
-    def _du(x, grad_y, du, pad, spec, tiling):
-        rows = tiling.rows_per_block(x.shape[1], grad_y.shape[1], grad_y.shape[3])
+    @classmethod
+    def _conv(cls, x, u, bias, y, pad, spec):
+        """False when x held an Inf or NaN (y is then to be recomputed)."""
+        kernel = cls._kernel(spec)
+        rows = cls._rows_per_block(kernel, x.shape[1], y.shape[1], y.shape[2], y.shape[3],
+                                   spec.dilation)
         with _threads.blas_threads(1):
-            tiling.kernel.backward_weight(x, grad_y, du, pad[0], pad[1], spec.groups, rows,
-                                          kernel_threads(spec.flops()))
+            return kernel.forward(x, u, bias, y, pad[0], pad[1], *spec.dilation,
+                                  spec.groups, rows, kernel_threads(spec.flops()))
 
-    def _shape_args(self, spec):
-        """(C, K, width) the kernel sees: the polyphase path convolves
-        ceil((W + padding) / dilation)-wide components."""
-        if self._kernel_pads(spec):
-            return spec.OW, spec.W
-        Hq, Wq = self._phase_grid(spec)
-        return Wq - 2, Wq
+    @classmethod
+    def _du(cls, x, grad_y, du, spec):
+        """False when x or grad_y held an Inf or NaN."""
+        kernel = cls._kernel(spec)
+        rows = cls._rows_per_block(kernel, x.shape[1], grad_y.shape[1], grad_y.shape[2],
+                                   grad_y.shape[3], spec.dilation)
+        with _threads.blas_threads(1):
+            return kernel.backward_weight(x, grad_y, du, *spec.padding, *spec.dilation,
+                                          spec.groups, rows, kernel_threads(spec.flops()))
+
+    @classmethod
+    def _rows_per_block(cls, kernel, C, K, OH, OW, dilation):
+        lo, hi = cls.TILE_RANGE[kernel]
+        tiles = min(max(cls.TILE_BYTES // (kernel.POINTS * (C + K) * 4), lo), hi)
+        _, TW = kernel.tile_grid(OH, OW, *dilation)
+        return max(1, tiles // TW)
+
+    @classmethod
+    def _kernel_scratch(cls, kernel, C, K, OH, OW, dilation, threads):
+        """Elements the kernel allocates for a convolution of C to K
+        channels with an OH x OW output (exact Python ints)."""
+        rows = cls._rows_per_block(kernel, C, K, OH, OW, dilation)
+        return threads * kernel.scratch_elements(C, K, OW, dilation[1], rows)
 
     def scratch_bytes(self, spec, backward):
         nt = kernel_threads(spec.flops())
-        size = spec.dtype.itemsize
-        tiling = self._tiling(spec)
-        out_w, in_w = self._shape_args(spec)
-        # The polyphase path adds padded, rearranged copies of the input
-        # (and for backward, of grad_y and grad_x).
-        Hq, Wq = self._phase_grid(spec)
-        dd = spec.dilation[0] * spec.dilation[1]
-        copy = 0 if self._kernel_pads(spec) else 2 * spec.N * dd * Hq * Wq * (
-            spec.C + spec.K * backward)
+        kernel = self._kernel(spec)
+        forward = self._kernel_scratch(kernel, spec.C, spec.K, spec.OH, spec.OW,
+                                       spec.dilation, nt)
         if not backward:
-            return (copy + tiling.scratch(spec.C, spec.K, out_w, nt)) * size
-        # backward-data runs the forward on grad_y (channels swapped, input
-        # width); the weight gradient needs the forward's buffers plus its
-        # fixed partial sums: the larger of the two.
-        data = tiling.scratch(spec.K, spec.C, in_w, nt)
-        weight = (tiling.scratch(spec.C, spec.K, out_w, nt)
-                  + tiling.kernel.NUM_WEIGHT_GRAD_CHUNKS * tiling.points * spec.K * spec.Cg)
-        return (copy + max(data, weight)) * size
+            return forward * spec.dtype.itemsize
+        # backward-data runs the forward on grad_y (channels swapped, the
+        # input's size out); the weight gradient needs the forward's buffers
+        # plus its fixed partial sums: the larger of the two.
+        data = self._kernel_scratch(kernel, spec.K, spec.C, spec.H, spec.W, spec.dilation, nt)
+        weight = forward + kernel.NUM_WEIGHT_GRAD_CHUNKS * kernel.POINTS * spec.K * spec.Cg
+        return max(data, weight) * spec.dtype.itemsize
+
+    # Non-finite values go through im2col, whose result is PyTorch's: the
+    # weights are checked before, the images by the kernels as they
+    # transform them (no extra pass over them), which then ask for a rerun.
 
     def forward(self, x, w, bias, y, spec):
-        if not _all_finite(x, w):
-            _REGISTRY["im2col"].forward(x, w, bias, y, spec)
-            return
-        tiling = self._tiling(spec)
-        u = self._transform(w, tiling)
-        if self._kernel_pads(spec):
-            self._conv(x, u, bias, y, spec.padding, spec, tiling)
-            return
-        Hq, Wq = self._phase_grid(spec)
-        xs = self._phased_input(x, spec)
-        ys = np.empty((xs.shape[0], spec.K, Hq - 2, Wq - 2), dtype=x.dtype)
-        self._conv(xs, u, bias, ys, (0, 0), spec, tiling)
-        y[...] = self._from_phases(ys, spec.dilation)[:, :, :spec.OH, :spec.OW]
+        im2col = _REGISTRY["im2col"]
+        if not _all_finite(w) or not self._conv(x, self._transform(w, self._kernel(spec)),
+                                                bias, y, spec.padding, spec):
+            im2col.forward(x, w, bias, y, spec)
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
-        # Non-finite values go through im2col, whose result is PyTorch's.
         im2col = _REGISTRY["im2col"]
-        if need_x and not _all_finite(grad_y, w):
-            im2col.backward(grad_y, x, w, grad_x, grad_w, True, False, spec)
-            need_x = False
-        if need_w and not _all_finite(grad_y, x):
-            im2col.backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
-            need_w = False
-        direct = self._kernel_pads(spec)
-        tiling = self._tiling(spec)
-        if not direct and (need_x or need_w):
-            gys = self._phased_grad_y(grad_y, spec)
+        kernel = self._kernel(spec)
         if need_x:
             # grad_x = full correlation of grad_y with the flipped kernel.
-            u_t = self._transform(self._flipped(w, spec), tiling)
-            no_bias = np.empty(0, x.dtype)
-            if direct:
-                self._conv(grad_y, u_t, no_bias, grad_x,
-                           (2 - spec.padding[0], 2 - spec.padding[1]), spec, tiling)
-            else:
-                Hq, Wq = self._phase_grid(spec)
-                gxs = np.empty((gys.shape[0], spec.C, Hq, Wq), dtype=x.dtype)
-                self._conv(gys, u_t, no_bias, gxs, (2, 2), spec, tiling)
-                top, left = spec.padding
-                grad_x[...] = self._from_phases(gxs, spec.dilation)[
-                    :, :, top:top + spec.H, left:left + spec.W]
+            if not _all_finite(w) or not self._conv(
+                    grad_y, self._transform(self._flipped(w, spec), kernel),
+                    np.empty(0, x.dtype), grad_x, self._data_padding(spec), spec):
+                im2col.backward(grad_y, x, w, grad_x, grad_w, True, False, spec)
         if need_w:
-            # The adjoint of the forward: dU = sum over tiles of dM V^T (one
+            # The adjoint of the forward: dU = sum over tiles of dM V^T (a
             # GEMM per point), then grad_w = G^T dU G.
-            p = tiling.G.shape[0]
-            du = np.empty((p * p, spec.K, spec.Cg), dtype=x.dtype)
-            if direct:
-                self._du(x, grad_y, du, spec.padding, spec, tiling)
+            du = np.empty((kernel.POINTS, spec.K, spec.Cg), dtype=x.dtype)
+            if self._du(x, grad_y, du, spec):
+                kernel.untransform_weight_grad(du, grad_w)
             else:
-                self._du(self._phased_input(x, spec), gys, du, (0, 0), spec, tiling)
-            G = tiling.G.astype(x.dtype)
-            with _threads.blas_threads(1):  # see _transform
-                grad_w[...] = np.einsum("ir,ijkc,js->kcrs", G, du.reshape(p, p, spec.K, spec.Cg),
-                                        G, optimize=True)
+                im2col.backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
 
 
 _REGISTRY = {cls.name: cls() for cls in (DirectConv, Im2colConv, WinogradConv)}
@@ -376,16 +283,21 @@ def select_algorithm(spec):
     - depthwise-like (one input channel per group): a GEMM per group would
       be (Kg x R*S) @ (R*S x P), too thin for the BLAS to pay for the
       im2col copy and per-call overhead; the direct kernel streams it.
-    - 3x3 stride 1 with enough channels and pixels: Winograd F(4x4, 3x3)
-      does 36 multiplies where im2col does 144. Measured against im2col on
-      one thread (CPU time, forward and backward): 0.34-0.92x from
-      min(C/groups, K/groups) * sqrt(OH*OW) >= 128 (8 channels at 16x16,
-      32 at 4x4, 128 at 2x2, 512 at 1x1) and at least 8 channels; ties at
-      64 (8 channels at 8x8, 16 at 4x4); loses with fewer than 8 channels
-      (1.1-1.8x: its transforms then outweigh the GEMMs) and at 64
-      channels of 1x1 images. The line is drawn at 100. Dilated layers run Winograd on polyphase copies,
-      which only ties with im2col on one thread and loses on two (the
-      copies are serial), so auto leaves them to im2col.
+    - 3x3 stride 1 with enough channels and pixels: Winograd. Undilated,
+      F(4x4, 3x3) does 36 multiplies where im2col does 144. Measured
+      against im2col on one thread (CPU time, forward and backward):
+      0.34-0.92x from min(C/groups, K/groups) * sqrt(OH*OW) >= 128 (8
+      channels at 16x16, 32 at 4x4, 128 at 2x2, 512 at 1x1) and at least 8
+      channels; ties at 64 (8 channels at 8x8, 16 at 4x4); loses with fewer
+      than 8 channels (1.1-1.8x: its transforms then outweigh the GEMMs)
+      and at 64 channels of 1x1 images. The line is drawn at 100.
+      Dilated, F(2x2, 3x3) (16 multiplies where im2col does 36) wins by
+      1.1-2.2x from 400 on that scale, when each dilation phase of the
+      output (which the kernel tiles in place) is at least 8 pixels across:
+      at dilation 2-3, 8-128 channels, 16x16-56x56 it ran 1.05-1.8x faster
+      than im2col forward and fwd+bwd (1 and 2 threads); with phases of
+      4-7 pixels (dilation 3 on 14x14-20x20 outputs, 32-128 channels) it
+      tied or lost by up to 1.5x: short tile rows.
     - everything else: im2col + GEMM, which runs near the BLAS's speed
       once Cg*R*S and K/groups are a few dozen.
 
@@ -398,10 +310,13 @@ def select_algorithm(spec):
     if spec.Cg == 1:
         return _REGISTRY["direct"]
     channels = min(spec.Cg, spec.Kg)
-    if (channels >= 8 and channels * math.sqrt(spec.OH * spec.OW) >= 100
-            and _REGISTRY["winograd"].supports(spec)[0]
-            and WinogradConv._kernel_pads(spec)):
-        return _REGISTRY["winograd"]
+    if channels >= 8 and _REGISTRY["winograd"].supports(spec)[0]:
+        score = channels * math.sqrt(spec.OH * spec.OW)
+        if spec.dilation == (1, 1):
+            if score >= 100:
+                return _REGISTRY["winograd"]
+        elif score >= 400 and min(spec.OH // spec.dilation[0], spec.OW // spec.dilation[1]) >= 8:
+            return _REGISTRY["winograd"]
     return _REGISTRY["im2col"]
 
 

@@ -33,7 +33,7 @@ def _rel(a, ref, scale=None):
 
 
 def _u(w):
-    return algorithms.WinogradConv._transform(w, algorithms.F4x4)
+    return algorithms.WinogradConv._transform(w, conv_winograd4)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -44,14 +44,14 @@ def test_kernel_forward_and_weight_adjoint(shape, dtype, tol, rng):
     w = rng.standard_normal((K, C // g, 3, 3)).astype(dtype)
     b = rng.standard_normal(K).astype(dtype)
     y = np.full((N, K, H + 2 * p - 2, W + 2 * p - 2), np.nan, dtype)
-    conv_winograd4.forward(x, _u(w), b, y, p, p, g, 1, 2)
+    assert conv_winograd4.forward(x, _u(w), b, y, p, p, 1, 1, g, 1, 2)
     terms = conv2d_ref(np.abs(x), np.abs(w), np.abs(b), padding=p, groups=g).max()
     assert _rel(y, conv2d_ref(x, w, b, padding=p, groups=g), terms) < tol
     gy = rng.standard_normal(y.shape).astype(dtype)
     du = np.full((36, K, C // g), np.nan, dtype)
-    conv_winograd4.backward_weight(x, gy, du, p, p, g, 2, 2)
-    G = algorithms.F4x4.G
-    gw = np.einsum("ir,ijkc,js->kcrs", G, du.astype(np.float64).reshape(6, 6, K, C // g), G)
+    assert conv_winograd4.backward_weight(x, gy, du, p, p, 1, 1, g, 2, 2)
+    gw = np.empty(w.shape, dtype)
+    conv_winograd4.untransform_weight_grad(du, gw)
     terms = np.abs(conv2d_backward_ref(np.abs(gy), np.abs(x), w, padding=p, groups=g)[1]).max()
     assert _rel(gw, conv2d_backward_ref(gy, x, w, padding=p, groups=g)[1], terms) < tol
 
@@ -65,7 +65,7 @@ def test_through_conv2d_all_passes(shape, rng):
     w = rng.standard_normal((K, C // g, 3, 3))
     b = rng.standard_normal(K)
     spec = conv_spec(x.shape, w.shape, x.dtype, 1, p, 1, g, "test")
-    assert algorithms.WinogradConv._tiling(spec) is algorithms.F4x4
+    assert algorithms.WinogradConv._kernel(spec) is conv_winograd4
     y = conv2d(x, w, b, padding=p, groups=g, algorithm="winograd")
     np.testing.assert_allclose(y, conv2d_ref(x, w, b, padding=p, groups=g), rtol=1e-10, atol=1e-10)
     gy = rng.standard_normal(y.shape)
@@ -93,17 +93,58 @@ def test_same_result_at_any_thread_count_and_block(rows, rng):
     out = []
     for nt in (1, 2):
         y = np.empty((3, 4, 13, 10), np.float32)
-        conv_winograd4.forward(x, u, b, y, 1, 1, 1, rows, nt)
+        conv_winograd4.forward(x, u, b, y, 1, 1, 1, 1, 1, rows, nt)
         du = np.empty((36, 4, 5), np.float32)
-        conv_winograd4.backward_weight(x, y, du, 1, 1, 1, rows, nt)
+        conv_winograd4.backward_weight(x, y, du, 1, 1, 1, 1, 1, rows, nt)
         out.append((y, du))
     np.testing.assert_array_equal(out[0][0], out[1][0])
     np.testing.assert_array_equal(out[0][1], out[1][1])
 
 
+def test_weight_transform_and_its_adjoint(rng):
+    """transform_weights is G w G^T with F(4x4)'s G, and
+    untransform_weight_grad its adjoint: <U(w), d> == <w, U^T(d)>."""
+    G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+    w = rng.standard_normal((5, 3, 3, 3))
+    u = _u(w)
+    np.testing.assert_allclose(u, np.einsum("ir,kcrs,js->ijkc", G, w, G).reshape(36, 5, 3),
+                               rtol=1e-13, atol=1e-15)
+    d = rng.standard_normal((36, 5, 3))
+    back = np.empty_like(w)
+    conv_winograd4.untransform_weight_grad(d, back)
+    assert np.sum(u * d) == pytest.approx(np.sum(w * back), rel=1e-12)
+
+
+def test_reports_non_finite_images(rng):
+    """The kernels flag an Inf/NaN in the images they read (conv2d then
+    recomputes through im2col: tests/test_robust_nan.py)."""
+    x = rng.standard_normal((2, 3, 9, 9))
+    w = rng.standard_normal((4, 3, 3, 3))
+    y = np.empty((2, 4, 9, 9))
+    gy = rng.standard_normal(y.shape)
+    du = np.empty((36, 4, 3))
+    assert conv_winograd4.forward(x, _u(w), np.empty(0), y, 1, 1, 1, 1, 1, 1, 1)
+    for a in (x, gy):
+        a[1, 2, 8, 8] = np.inf
+        assert not conv_winograd4.backward_weight(x, gy, du, 1, 1, 1, 1, 1, 1, 1)
+        a[1, 2, 8, 8] = 1.0
+    x[0, 0, 0, 0] = np.nan
+    assert not conv_winograd4.forward(x, _u(w), np.empty(0), y, 1, 1, 1, 1, 1, 1, 1)
+
+
+def test_refuses_dilation():
+    x = np.zeros((1, 1, 5, 5))
+    with pytest.raises(ValueError, match="dilation 1 only"):
+        conv_winograd4.forward(x, np.zeros((36, 1, 1)), np.empty(0), np.zeros((1, 1, 1, 1)),
+                               0, 0, 2, 2, 1, 1, 1)
+
+
 def test_scratch_matches_the_kernels_formula():
     """WinogradConv.scratch_bytes counts what conv_winograd4 allocates."""
+    W = algorithms.WinogradConv
     for C, K, OW in ((3, 4, 1), (16, 16, 32), (64, 128, 7)):
-        rows = algorithms.F4x4.rows_per_block(C, K, OW)
-        assert algorithms.F4x4.scratch(C, K, OW, 2) == 2 * conv_winograd4.scratch_elements(C, K, OW, rows)
+        rows = W._rows_per_block(conv_winograd4, C, K, OW, OW, (1, 1))
+        assert (W._kernel_scratch(conv_winograd4, C, K, OW, OW, (1, 1), 2)
+                == 2 * conv_winograd4.scratch_elements(C, K, OW, 1, rows))
 

@@ -38,14 +38,17 @@ from convcore._kernels.blas cimport gemm
 #         ( 0  4  0 -5  0  1 )
 cdef extern from *:
     """
-    /* t = B^T d along the rows: d and t are 6 rows of Wp. */
+    /* t = B^T d along the rows: d and t are 6 rows of Wp. Also returns the
+       sum of u - u over results u that together see every input: 0, or NaN
+       when an input is Inf or NaN (or a sum overflows: a false alarm). */
     #define CONVCORE_WINO4_IN_ROWS(NAME, T)                                    \
-    static void NAME(const T* d, T* t, Py_ssize_t Wp) {                        \
+    static T NAME(const T* d, T* t, Py_ssize_t Wp) {                           \
+        T bad = 0;                                                             \
         const T *d0 = d, *d1 = d + Wp, *d2 = d + 2 * Wp;                       \
         const T *d3 = d + 3 * Wp, *d4 = d + 4 * Wp, *d5 = d + 5 * Wp;          \
         T *t0 = t, *t1 = t + Wp, *t2 = t + 2 * Wp;                             \
         T *t3 = t + 3 * Wp, *t4 = t + 4 * Wp, *t5 = t + 5 * Wp;                \
-        _Pragma("omp simd")                                                    \
+        _Pragma("omp simd reduction(+:bad)")                                   \
         for (Py_ssize_t j = 0; j < Wp; ++j) {                                  \
             T a = d4[j] - 4 * d2[j], b = d3[j] - 4 * d1[j];                    \
             T c = d4[j] - d2[j], e = 2 * (d3[j] - d1[j]);                      \
@@ -55,7 +58,9 @@ cdef extern from *:
             t3[j] = c + e;                                                     \
             t4[j] = c - e;                                                     \
             t5[j] = 4 * d1[j] - 5 * d3[j] + d5[j];                             \
+            bad += (t0[j] - t0[j]) + (t5[j] - t5[j]);                          \
         }                                                                      \
+        return bad;                                                            \
     }
     /* v[k*s + tw] = (t B)[k] for the tiles of one row t (tile tw starts at
        column 4*tw). */
@@ -106,9 +111,10 @@ cdef extern from *:
     /* The adjoint of the output transform: dm[xi*s + tw] = (A gY A^T)[xi]
        for the 4x4 gradient tiles of one row (g: 4 rows g + q*ld, 4*TW wide). */
     #define CONVCORE_WINO4_GRAD(NAME, T)                                       \
-    static void NAME(const T* g, Py_ssize_t ld, T* dm, Py_ssize_t s,           \
-                     Py_ssize_t TW) {                                          \
-        _Pragma("omp simd")                                                    \
+    static T NAME(const T* g, Py_ssize_t ld, T* dm, Py_ssize_t s,              \
+                  Py_ssize_t TW) {                                             \
+        T bad = 0;  /* as the input transform's row step */                    \
+        _Pragma("omp simd reduction(+:bad)")                                   \
         for (Py_ssize_t j = 0; j < TW; ++j) {                                  \
             T r[4][6];                                                         \
             for (int i = 0; i < 4; ++i) {                                      \
@@ -120,6 +126,7 @@ cdef extern from *:
                 r[i][3] = x0 + 2 * x1 + 4 * x2 + 8 * x3;                       \
                 r[i][4] = x0 - 2 * x1 + 4 * x2 - 8 * x3;                       \
                 r[i][5] = x3;                                                  \
+                bad += r[i][1] - r[i][1];                                      \
             }                                                                  \
             for (int c = 0; c < 6; ++c) {                                      \
                 T x0 = r[0][c], x1 = r[1][c], x2 = r[2][c], x3 = r[3][c];      \
@@ -131,6 +138,7 @@ cdef extern from *:
                 dm[(30 + c) * s + j] = x3;                                     \
             }                                                                  \
         }                                                                      \
+        return bad;                                                            \
     }
     CONVCORE_WINO4_IN_ROWS(convcore_wino4_in_rows_f, float)
     CONVCORE_WINO4_IN_ROWS(convcore_wino4_in_rows_d, double)
@@ -141,17 +149,17 @@ cdef extern from *:
     CONVCORE_WINO4_GRAD(convcore_wino4_grad_f, float)
     CONVCORE_WINO4_GRAD(convcore_wino4_grad_d, double)
     """
-    void convcore_wino4_in_rows_f(const float* d, float* t, Py_ssize_t Wp) noexcept nogil
-    void convcore_wino4_in_rows_d(const double* d, double* t, Py_ssize_t Wp) noexcept nogil
+    float convcore_wino4_in_rows_f(const float* d, float* t, Py_ssize_t Wp) noexcept nogil
+    double convcore_wino4_in_rows_d(const double* d, double* t, Py_ssize_t Wp) noexcept nogil
     void convcore_wino4_in_cols_f(const float* t, float* v, Py_ssize_t s, Py_ssize_t TW) noexcept nogil
     void convcore_wino4_in_cols_d(const double* t, double* v, Py_ssize_t s, Py_ssize_t TW) noexcept nogil
     void convcore_wino4_out_f(const float* m, Py_ssize_t s, float b, float* out, Py_ssize_t ld,
                               Py_ssize_t TW) noexcept nogil
     void convcore_wino4_out_d(const double* m, Py_ssize_t s, double b, double* out, Py_ssize_t ld,
                               Py_ssize_t TW) noexcept nogil
-    void convcore_wino4_grad_f(const float* g, Py_ssize_t ld, float* dm, Py_ssize_t s,
+    float convcore_wino4_grad_f(const float* g, Py_ssize_t ld, float* dm, Py_ssize_t s,
                                Py_ssize_t TW) noexcept nogil
-    void convcore_wino4_grad_d(const double* g, Py_ssize_t ld, double* dm, Py_ssize_t s,
+    double convcore_wino4_grad_d(const double* g, Py_ssize_t ld, double* dm, Py_ssize_t s,
                                Py_ssize_t TW) noexcept nogil
 
 
@@ -176,18 +184,21 @@ cdef inline Py_ssize_t row_scratch(Py_ssize_t TW) noexcept nogil:
     return 12 * (4 * TW + 2)
 
 
-cdef void _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
-                     Py_ssize_t ih0, Py_ssize_t pad_w, Py_ssize_t TW,
-                     floating* rows, floating* v, Py_ssize_t stride) noexcept nogil:
+cdef floating _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
+                         Py_ssize_t ih0, Py_ssize_t pad_w, Py_ssize_t TW,
+                         floating* rows, floating* v, Py_ssize_t stride) noexcept nogil:
     """V for one row of TW tiles of one channel: v[xi*stride + tw] =
     (B^T d B)[xi] of the tile whose top-left input pixel is (ih0, 4*tw -
-    pad_w). The six input rows are copied into zero-padded buffers first,
-    so the transforms are plain loops along the row."""
+    pad_w); padding of either sign (what falls outside the input reads as
+    zero). The six input rows are copied into zero-padded buffers first,
+    so the transforms are plain loops along the row. Returns 0, or NaN when
+    the rows read hold an Inf or NaN."""
     cdef Py_ssize_t Wp = 4 * TW + 2, i, ih, lo, hi
     cdef floating* d
     cdef floating* t = rows + 6 * Wp
-    lo = pad_w if pad_w < Wp else Wp            # padded column of input column 0
-    hi = W + pad_w if W + pad_w < Wp else Wp    # one past the last input column
+    # Buffer entries [lo, hi) hold input columns lo - pad_w .. hi - 1 - pad_w.
+    lo = min(max(pad_w, 0), Wp)
+    hi = min(max(W + pad_w, lo), Wp)
     for i in range(6):
         d = rows + i * Wp
         ih = ih0 + i
@@ -198,48 +209,54 @@ cdef void _input_row(const floating* xc, Py_ssize_t H, Py_ssize_t W,
         memcpy(d + lo, xc + ih * W + lo - pad_w, (hi - lo) * sizeof(floating))
         if hi < Wp:
             memset(d + hi, 0, (Wp - hi) * sizeof(floating))
+    cdef floating bad
     if floating is float:
-        convcore_wino4_in_rows_f(rows, t, Wp)
+        bad = convcore_wino4_in_rows_f(rows, t, Wp)
         for i in range(6):
             convcore_wino4_in_cols_f(t + i * Wp, v + 6 * i * stride, stride, TW)
     else:
-        convcore_wino4_in_rows_d(rows, t, Wp)
+        bad = convcore_wino4_in_rows_d(rows, t, Wp)
         for i in range(6):
             convcore_wino4_in_cols_d(t + i * Wp, v + 6 * i * stride, stride, TW)
+    return bad
 
 
-cdef void _transform_input_block(const floating* x, Py_ssize_t C, Py_ssize_t H,
+cdef floating _transform_input_block(const floating* x, Py_ssize_t C, Py_ssize_t H,
                                  Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
                                  Py_ssize_t pad_h, Py_ssize_t pad_w,
                                  Py_ssize_t row0, Py_ssize_t row1,
                                  floating* v, floating* rows) noexcept nogil:
     """V[xi][c][t] for tile rows [row0, row1) of the batch, t = (row -
-    row0) * TW + tw."""
+    row0) * TW + tw. Returns 0, or NaN if x held an Inf or NaN there."""
     cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
     cdef Py_ssize_t TB = (row1 - row0) * TW, c, row, n, th
+    cdef floating bad = 0
     for c in range(C):
         for row in range(row0, row1):
             n = row // TH
             th = row % TH
-            _input_row(x + (n * C + c) * H * W, H, W, 4 * th - pad_h, pad_w, TW,
-                       rows, v + c * TB + (row - row0) * TW, plane(C, TB))
+            bad += _input_row(x + (n * C + c) * H * W, H, W, 4 * th - pad_h, pad_w, TW,
+                              rows, v + c * TB + (row - row0) * TW, plane(C, TB))
+    return bad
 
 
-cdef void _forward_block(const floating* x, const floating* u,
+cdef floating _forward_block(const floating* x, const floating* u,
                          const floating* bias, floating* y,
                          Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                          Py_ssize_t K, Py_ssize_t OH, Py_ssize_t OW,
                          Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t G,
                          Py_ssize_t row0, Py_ssize_t row1,
                          floating* v, floating* m, floating* rows) noexcept nogil:
-    """Tile rows [row0, row1) of the batch (row = n * TH + th)."""
+    """Tile rows [row0, row1) of the batch (row = n * TH + th). Returns 0,
+    or NaN if x held an Inf or NaN there."""
     cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
     cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // G, Kg = K // G
     cdef Py_ssize_t k, row, n, th, xi, g, q, oh
     cdef bint whole
     cdef floating b
     cdef floating* yk
-    _transform_input_block(x, C, H, W, OH, OW, pad_h, pad_w, row0, row1, v, rows)
+    cdef floating bad = _transform_input_block(x, C, H, W, OH, OW, pad_h, pad_w,
+                                               row0, row1, v, rows)
     for xi in range(36):
         for g in range(G):
             gemm(False, False, <int> Kg, <int> TB, <int> Cg, <floating> 1,
@@ -264,23 +281,26 @@ cdef void _forward_block(const floating* x, const floating* u,
             if not whole:
                 for q in range(min(4, OH - 4 * th)):
                     memcpy(yk + q * OW, rows + q * 4 * TW, OW * sizeof(floating))
+    return bad
 
 
-cdef void _weight_grad_block(const floating* x, const floating* grad_y,
+cdef floating _weight_grad_block(const floating* x, const floating* grad_y,
                              floating* du, Py_ssize_t C, Py_ssize_t H,
                              Py_ssize_t W, Py_ssize_t K, Py_ssize_t OH,
                              Py_ssize_t OW, Py_ssize_t pad_h, Py_ssize_t pad_w,
                              Py_ssize_t G, Py_ssize_t row0, Py_ssize_t row1,
                              floating* v, floating* dm, floating* rows) noexcept nogil:
     """dU[xi][g] (Kg x Cg) += dM[xi][g] (Kg x TB) @ V[xi][g]^T (TB x Cg)
-    for tile rows [row0, row1): the adjoint of the forward's GEMMs."""
+    for tile rows [row0, row1): the adjoint of the forward's GEMMs.
+    Returns 0, or NaN if x or grad_y held an Inf or NaN there."""
     cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
     cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // G, Kg = K // G
     cdef Py_ssize_t k, row, n, th, xi, g, q
     cdef const floating* gyk
     cdef const floating* src
     cdef Py_ssize_t ld
-    _transform_input_block(x, C, H, W, OH, OW, pad_h, pad_w, row0, row1, v, rows)
+    cdef floating bad = _transform_input_block(x, C, H, W, OH, OW, pad_h, pad_w,
+                                               row0, row1, v, rows)
     for k in range(K):
         for row in range(row0, row1):
             n = row // TH
@@ -294,34 +314,57 @@ cdef void _weight_grad_block(const floating* x, const floating* grad_y,
                     memcpy(rows + q * 4 * TW, gyk + q * OW, OW * sizeof(floating))
                 src, ld = rows, 4 * TW
             if floating is float:
-                convcore_wino4_grad_f(src, ld, dm + k * TB + (row - row0) * TW, plane(K, TB), TW)
+                bad += convcore_wino4_grad_f(src, ld, dm + k * TB + (row - row0) * TW,
+                                             plane(K, TB), TW)
             else:
-                convcore_wino4_grad_d(src, ld, dm + k * TB + (row - row0) * TW, plane(K, TB), TW)
+                bad += convcore_wino4_grad_d(src, ld, dm + k * TB + (row - row0) * TW,
+                                             plane(K, TB), TW)
     for xi in range(36):
         for g in range(G):
             gemm(False, True, <int> Kg, <int> Cg, <int> TB, <floating> 1,
                  dm + xi * plane(K, TB) + g * Kg * TB, <int> TB,
                  v + xi * plane(C, TB) + g * Cg * TB, <int> TB, <floating> 1,
                  du + (xi * K + g * Kg) * Cg, <int> Cg)
+    return bad
 
 
-def scratch_elements(Py_ssize_t C, Py_ssize_t K, Py_ssize_t OW,
+# The interface is conv_winograd's (its F(2x2) sibling), so the caller
+# treats the two alike; this one takes dilation 1 only.
+POINTS = 36     # points of the transformed tile: GEMMs per block
+
+
+cdef _undilated(Py_ssize_t dh, Py_ssize_t dw):
+    if dh != 1 or dw != 1:
+        raise ValueError(f"conv_winograd4: dilation 1 only, got ({dh}, {dw})")
+
+
+def tile_grid(Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t dh, Py_ssize_t dw):
+    """(tile rows per image, tiles per tile row) of an OH x OW output."""
+    _undilated(dh, dw)
+    return (OH + 3) // 4, (OW + 3) // 4
+
+
+def scratch_elements(Py_ssize_t C, Py_ssize_t K, Py_ssize_t OW, Py_ssize_t dw,
                      Py_ssize_t rows_per_block):
     """Elements one thread's scratch holds: V (36 planes of C*TB), M (36
     of K*TB) and the row buffers, TB = rows_per_block * ceil(OW/4)."""
+    _undilated(1, dw)
     cdef Py_ssize_t TW = (OW + 3) // 4, TB = rows_per_block * TW
     return 36 * (plane(C, TB) + plane(K, TB)) + row_scratch(TW)
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
             const floating[::1] bias, floating[:, :, :, ::1] y,
-            Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t groups,
-            Py_ssize_t rows_per_block, int num_threads):
-    """y = conv3x3(x) + bias, stride 1, dilation 1, padding (pad_h, pad_w)
-    top/left. u: transformed weights (36, K, C/groups) = G g G^T; bias of
-    size K or 0. x (N, C, H, W), y (N, K, OH, OW). rows_per_block >= 1
-    tile rows (of 4 output rows) per work block; scratch per thread:
-    scratch_elements(C, K, OW, rows_per_block).                  OUT: y"""
+            Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t dh, Py_ssize_t dw,
+            Py_ssize_t groups, Py_ssize_t rows_per_block, int num_threads):
+    """y = conv3x3(x) + bias, stride 1, dilation (dh, dw) = (1, 1),
+    padding (pad_h, pad_w) top/left (either sign; the output size gives
+    the bottom/right). u: transformed weights (36, K, C/groups) from
+    transform_weights; bias of size K or 0. x (N, C, H, W), y (N, K, OH,
+    OW). rows_per_block >= 1 tile rows (of 4 output rows) per work block;
+    scratch per thread: scratch_elements(C, K, OW, 1, rows_per_block).
+    Returns False when x held an Inf or NaN: the transforms spread it over
+    whole tiles, so y is then to be computed another way.        OUT: y"""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = y.shape[1], OH = y.shape[2], OW = y.shape[3]
     cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
@@ -334,8 +377,10 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
     cdef floating* scratch
     cdef floating* mine
+    cdef floating bad = 0
+    _undilated(dh, dw)
     if total == 0:
-        return
+        return True
     if num_threads > nblocks:
         num_threads = <int> nblocks
     scratch = <floating*> malloc(num_threads * per * sizeof(floating))
@@ -345,12 +390,13 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
         with nogil:
             for blk in prange(nblocks, schedule='static', num_threads=num_threads):
                 mine = scratch + omp_get_thread_num() * per
-                _forward_block(&x[0, 0, 0, 0], &u[0, 0, 0], b, &y[0, 0, 0, 0],
-                               C, H, W, K, OH, OW, pad_h, pad_w, groups,
-                               blk * rpb, min((blk + 1) * rpb, total),
-                               mine, mine + vsize, mine + vsize + msize)
+                bad += _forward_block(&x[0, 0, 0, 0], &u[0, 0, 0], b, &y[0, 0, 0, 0],
+                                      C, H, W, K, OH, OW, pad_h, pad_w, groups,
+                                      blk * rpb, min((blk + 1) * rpb, total),
+                                      mine, mine + vsize, mine + vsize + msize)
     finally:
         free(scratch)
+    return bad == 0
 
 
 # Fixed number of weight-gradient partial sums, as in conv_winograd: each
@@ -363,11 +409,12 @@ cdef enum:
 def backward_weight(const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] grad_y,
                     floating[:, :, ::1] du, Py_ssize_t pad_h, Py_ssize_t pad_w,
-                    Py_ssize_t groups, Py_ssize_t rows_per_block, int num_threads):
+                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
+                    Py_ssize_t rows_per_block, int num_threads):
     """du (36, K, C/groups), overwritten: the gradient with respect to the
-    transformed weights U; the caller maps it back through G^T du G.
-    Scratch as forward's, plus NUM_WEIGHT_GRAD_CHUNKS * 36*K*C/groups
-    partial sums.                                                OUT: du"""
+    transformed weights U (untransform_weight_grad maps it back). Scratch
+    as forward's, plus NUM_WEIGHT_GRAD_CHUNKS * 36*K*C/groups partial
+    sums. Returns False when x or grad_y held an Inf or NaN.     OUT: du"""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = grad_y.shape[1], OH = grad_y.shape[2], OW = grad_y.shape[3]
     cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
@@ -378,14 +425,15 @@ def backward_weight(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t vsize = 36 * plane(C, TB), msize = 36 * plane(K, TB)
     cdef Py_ssize_t per = vsize + msize + row_scratch(TW)
     cdef Py_ssize_t chunk, blk, i, c
-    cdef floating acc
+    cdef floating acc, bad = 0
     cdef floating* scratch
     cdef floating* partials
     cdef floating* mine
     cdef floating* out = &du[0, 0, 0]
+    _undilated(dh, dw)
     memset(out, 0, usize * sizeof(floating))
     if total == 0:
-        return
+        return True
     if num_threads > nchunks:
         num_threads = <int> nchunks
     partials = <floating*> calloc(nchunks * usize, sizeof(floating))
@@ -400,11 +448,11 @@ def backward_weight(const floating[:, :, :, ::1] x,
             for chunk in prange(nchunks, schedule='static', num_threads=num_threads):
                 mine = scratch + omp_get_thread_num() * per
                 for blk in range(chunk * nblocks // nchunks, (chunk + 1) * nblocks // nchunks):
-                    _weight_grad_block(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0],
-                                       partials + chunk * usize, C, H, W, K, OH, OW,
-                                       pad_h, pad_w, groups, blk * rpb,
-                                       min((blk + 1) * rpb, total), mine, mine + vsize,
-                                       mine + vsize + msize)
+                    bad += _weight_grad_block(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0],
+                                              partials + chunk * usize, C, H, W, K, OH, OW,
+                                              pad_h, pad_w, groups, blk * rpb,
+                                              min((blk + 1) * rpb, total), mine,
+                                              mine + vsize, mine + vsize + msize)
             for i in prange(usize, schedule='static', num_threads=num_threads):
                 acc = 0
                 for c in range(nchunks):
@@ -413,4 +461,69 @@ def backward_weight(const floating[:, :, :, ::1] x,
     finally:
         free(scratch)
         free(partials)
+    return bad == 0
 NUM_WEIGHT_GRAD_CHUNKS = NUM_PARTIALS
+
+
+# The weight transform and its adjoint, one pass each (as conv_winograd's):
+# G = ( 1/4     0     0 )
+#     (-1/6  -1/6  -1/6 )
+#     (-1/6   1/6  -1/6 )
+#     ( 1/24  1/12  1/6 )
+#     ( 1/24 -1/12  1/6 )
+#     ( 0       0     1 )
+cdef inline void _g_rows(floating a0, floating a1, floating a2, floating* out,
+                         Py_ssize_t step) noexcept nogil:
+    """out[i*step] = (G a)[i]."""
+    cdef floating even = a0 + a2, big = a0 * <floating> 0.25 + a2
+    out[0] = a0 * <floating> 0.25
+    out[step] = -(even + a1) / <floating> 6
+    out[2 * step] = -(even - a1) / <floating> 6
+    out[3 * step] = (big + a1 * <floating> 0.5) / <floating> 6
+    out[4 * step] = (big - a1 * <floating> 0.5) / <floating> 6
+    out[5 * step] = a2
+
+
+cdef inline void _gt_rows(const floating* b, Py_ssize_t bstep, floating* out,
+                          Py_ssize_t step) noexcept nogil:
+    """out[r*step] = (G^T b)[r], b[i*bstep] for i < 6: the adjoint of _g_rows."""
+    cdef floating b0 = b[0], b1 = b[bstep], b2 = b[2 * bstep]
+    cdef floating b3 = b[3 * bstep], b4 = b[4 * bstep], b5 = b[5 * bstep]
+    cdef floating s12 = (b1 + b2) / <floating> 6, s34 = (b3 + b4) / <floating> 6
+    out[0] = b0 * <floating> 0.25 - s12 + s34 * <floating> 0.25
+    out[step] = (b2 - b1) / <floating> 6 + (b3 - b4) / <floating> 12
+    out[2 * step] = -s12 + s34 + b5
+
+
+def transform_weights(const floating[:, :, :, ::1] w, floating[:, :, ::1] u):
+    """u[6i+j, k, c] = (G w[k, c] G^T)[i, j]: w (K, Cg, 3, 3), u (36, K, Cg).
+                                                                 OUT: u"""
+    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], plane_ = K * Cg, k, c, i
+    cdef floating t[18]
+    cdef const floating* g
+    cdef floating* out
+    with nogil:
+        for k in range(K):
+            for c in range(Cg):
+                g = &w[k, c, 0, 0]
+                for i in range(3):      # t (6 x 3) = G g, column by column
+                    _g_rows(g[i], g[3 + i], g[6 + i], t + i, 3)
+                out = &u[0, k, c]
+                for i in range(6):      # u = t G^T, row by row
+                    _g_rows(t[3 * i], t[3 * i + 1], t[3 * i + 2], out + 6 * i * plane_, plane_)
+
+
+def untransform_weight_grad(const floating[:, :, ::1] du, floating[:, :, :, ::1] grad_w):
+    """grad_w[k, c] = G^T D G with D[i, j] = du[6i+j, k, c], the adjoint of
+    transform_weights: du (36, K, Cg), grad_w (K, Cg, 3, 3).     OUT: grad_w"""
+    cdef Py_ssize_t K = grad_w.shape[0], Cg = grad_w.shape[1], plane_ = K * Cg, k, c, i
+    cdef floating t[18]
+    cdef const floating* d
+    with nogil:
+        for k in range(K):
+            for c in range(Cg):
+                d = &du[0, k, c]
+                for i in range(6):      # t (6 x 3) = D G, row by row
+                    _gt_rows(d + 6 * i * plane_, plane_, t + 3 * i, 1)
+                for i in range(3):      # grad_w = G^T t, column by column
+                    _gt_rows(t + i, 3, &grad_w[k, c, 0, i], 3)
