@@ -18,15 +18,24 @@ cdef inline bint _is_pointwise(const ConvParams* p) noexcept nogil:
 # A column buffer holds a stripe of output rows, at most COLUMN_BUDGET
 # elements (1 MiB of float32) unless one row needs more: the GEMM then reads
 # it from the core's L2 instead of memory (a 7x7 stem layer's whole column
-# is 7 MiB per image), and scratch stays small.
+# is 7 MiB per image), and scratch stays small. GEMMs cut into small pieces
+# (gemm_cols > 0, conv_gemm.pyx) read the column unpacked, a few columns at
+# a time, straight after im2col wrote it: a quarter of that keeps it in L2
+# (measured on AlexNet's conv1: 1 MiB stripes lose the gain of the pieces).
 cdef enum:
     COLUMN_BUDGET = 1 << 18
+    SMALL_GEMM_COLUMN_BUDGET = 1 << 16
 
 
-cdef inline Py_ssize_t _stripe_rows(const ConvParams* p) noexcept nogil:
+cdef inline Py_ssize_t _budget(Py_ssize_t gemm_cols) noexcept nogil:
+    return SMALL_GEMM_COLUMN_BUDGET if gemm_cols > 0 else COLUMN_BUDGET
+
+
+cdef inline Py_ssize_t _stripe_rows(const ConvParams* p,
+                                    Py_ssize_t gemm_cols) noexcept nogil:
     """Output rows per im2col stripe: 1 <= rows <= OH."""
     cdef Py_ssize_t per_row = (p.C // p.groups) * p.R * p.S * p.OW
-    cdef Py_ssize_t rows = COLUMN_BUDGET // per_row if per_row > 0 else p.OH
+    cdef Py_ssize_t rows = _budget(gemm_cols) // per_row if per_row > 0 else p.OH
     if rows < 1:
         rows = 1
     if rows > p.OH:
@@ -45,11 +54,18 @@ cdef inline ConvParams _stripe(const ConvParams* p, Py_ssize_t oh0,
     return q
 
 
-cdef inline Py_ssize_t _column_size(const ConvParams* p) noexcept nogil:
+cdef inline Py_ssize_t _column_size_for(const ConvParams* p,
+                                        Py_ssize_t gemm_cols) noexcept nogil:
     """Elements of one thread's column buffer (0 for pointwise layers)."""
     if _is_pointwise(p):
         return 0
-    return (p.C // p.groups) * p.R * p.S * _stripe_rows(p) * p.OW
+    return (p.C // p.groups) * p.R * p.S * _stripe_rows(p, gemm_cols) * p.OW
+
+
+cdef inline Py_ssize_t _column_size(const ConvParams* p) noexcept nogil:
+    """_column_size_for whole GEMMs (what _forward_item and _backward_item
+    use)."""
+    return _column_size_for(p, 0)
 
 
 # y[n, g*Kg:(g+1)*Kg] (overwritten) for item = n*groups + g; bias may be

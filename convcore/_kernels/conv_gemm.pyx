@@ -11,8 +11,15 @@ batch_parallel=False  items one after another; im2col/col2im split over
                       BLAS itself (for batches smaller than the thread count).
 
 Scratch is bounded: one (Cg*R*S, rows*OW) column per thread for a stripe
-of output rows (about 1 MiB, conv_gemm.pxd), never a whole-batch matrix; 1x1 stride-1 unpadded convolutions use the input itself
-as the column matrix. The weight gradient is summed in NUM_PARTIALS fixed
+of output rows (about 1 MiB, conv_gemm.pxd), never a whole-batch matrix;
+1x1 stride-1 unpadded convolutions use the input itself as the column
+matrix.
+
+Forward GEMMs may be cut into pieces of gemm_cols output columns (the
+caller's choice, convcore.algorithms): OpenBLAS multiplies a product of at
+most 100^3 multiply-adds with its unpacked small-matrix kernel, which for
+a thin weight matrix (K/groups up to ~200) beats packing the whole column
+(AlexNet's conv1 and a ResNet 1x1 256->64 layer 1.2-1.5x faster). The weight gradient is summed in NUM_PARTIALS fixed
 image chunks and the partial sums added in chunk order, so the result is
 the same at every thread count up to NUM_PARTIALS.
 """
@@ -31,13 +38,14 @@ cdef enum:
     NUM_PARTIALS = 8
 NUM_WEIGHT_GRAD_CHUNKS = NUM_PARTIALS
 COLUMN_BUDGET_ELEMENTS = COLUMN_BUDGET
+SMALL_GEMM_COLUMN_BUDGET_ELEMENTS = SMALL_GEMM_COLUMN_BUDGET
 
 
-def column_elements(x_shape, w_shape, y_shape, tuple geom):
+def column_elements(x_shape, w_shape, y_shape, tuple geom, Py_ssize_t gemm_cols=0):
     """Elements of one column buffer, as the kernels size it (for tests of
     the Python-side scratch count)."""
     cdef ConvParams p = geometry(x_shape, w_shape, y_shape, geom)
-    return _column_size(&p)
+    return _column_size_for(&p, gemm_cols)
 
 
 # _is_pointwise and _column_size live in conv_gemm.pxd (shared with native).
@@ -65,10 +73,32 @@ cdef void _col2im_channels(const floating* col, floating* x,
         col2im(col, x, p, 0, Cg)
 
 
+cdef void _gemm_pieces(int m, int n, int k, const floating* a, int lda,
+                       const floating* b, int ldb, floating beta, floating* c,
+                       int ldc, Py_ssize_t cols) noexcept nogil:
+    """c (m, n) = a (m, k) @ b (k, n) + beta c, as GEMMs of at most `cols`
+    columns of b and c each (one GEMM when cols is 0)."""
+    cdef Py_ssize_t j0 = 0, step = cols if cols > 0 else n
+    while j0 < n:
+        gemm(False, False, m, <int> min(step, n - j0), k, <floating> 1,
+             a, lda, b + j0, ldb, beta, c + j0, ldc)
+        j0 += step
+
+
 cdef void _forward_item(const floating* x, const floating* w,
                         const floating* bias, floating* y,
                         const ConvParams* p, Py_ssize_t item, floating* col,
                         bint split, int num_threads) noexcept nogil:
+    _forward_item_cols(x, w, bias, y, p, item, col, split, num_threads, 0)
+
+
+cdef void _forward_item_cols(const floating* x, const floating* w,
+                             const floating* bias, floating* y,
+                             const ConvParams* p, Py_ssize_t item, floating* col,
+                             bint split, int num_threads,
+                             Py_ssize_t gemm_cols) noexcept nogil:
+    """_forward_item with each GEMM cut into pieces of at most gemm_cols
+    output columns (0: whole); col: _column_size_for(p, gemm_cols)."""
     cdef Py_ssize_t G = p.groups, n = item // G, g = item % G
     cdef Py_ssize_t Cg = p.C // G, Kg = p.K // G
     cdef Py_ssize_t HW = p.H * p.W, P = p.OH * p.OW, CRS = Cg * p.R * p.S
@@ -85,19 +115,19 @@ cdef void _forward_item(const floating* x, const floating* w,
                 yg[k * P + i] = bias[g * Kg + k]
         beta = 1
     if _is_pointwise(p):
-        gemm(False, False, <int> Kg, <int> P, <int> CRS, <floating> 1,
-             wg, <int> CRS, xg, <int> P, beta, yg, <int> P)
+        _gemm_pieces(<int> Kg, <int> P, <int> CRS, wg, <int> CRS, xg, <int> P,
+                     beta, yg, <int> P, gemm_cols)
         return
     # y[:, stripe] (Kg, Ps) = w[g] (Kg, CRS) @ col (CRS, Ps), stripe by stripe.
-    rows = _stripe_rows(p)
+    rows = _stripe_rows(p, gemm_cols)
     oh0 = 0
     while oh0 < p.OH:
         oh1 = min(oh0 + rows, p.OH)
         q = _stripe(p, oh0, oh1)
         Ps = (oh1 - oh0) * p.OW
         _im2col_channels(xg, col, &q, Cg, split, num_threads)
-        gemm(False, False, <int> Kg, <int> Ps, <int> CRS, <floating> 1,
-             wg, <int> CRS, col, <int> Ps, beta, yg + oh0 * p.OW, <int> P)
+        _gemm_pieces(<int> Kg, <int> Ps, <int> CRS, wg, <int> CRS, col, <int> Ps,
+                     beta, yg + oh0 * p.OW, <int> P, gemm_cols)
         oh0 = oh1
 
 
@@ -126,7 +156,7 @@ cdef void _backward_item(const floating* grad_y, const floating* x,
         return
     if gxg != NULL:
         memset(gxg, 0, Cg * HW * sizeof(floating))
-    rows = _stripe_rows(p)
+    rows = _stripe_rows(p, 0)
     oh0 = 0
     while oh0 < p.OH:
         oh1 = min(oh0 + rows, p.OH)
@@ -165,25 +195,28 @@ cdef void* _scratch(Py_ssize_t threads, Py_ssize_t size, size_t item) except? NU
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
             const floating[::1] bias, floating[:, :, :, ::1] y,
-            tuple geom, int num_threads, bint batch_parallel):
-    """y = conv(x, w) + bias (bias of size K, or size 0 for none). OUT: y"""
+            tuple geom, int num_threads, bint batch_parallel,
+            Py_ssize_t gemm_cols=0):
+    """y = conv(x, w) + bias (bias of size K, or size 0 for none), each GEMM
+    in pieces of at most gemm_cols output columns (0: whole).      OUT: y"""
     cdef ConvParams p = geometry(x.shape, w.shape, y.shape, geom)
     cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
     cdef Py_ssize_t items = p.N * p.groups, item
-    cdef Py_ssize_t colsize = _column_size(&p)
+    cdef Py_ssize_t colsize = _column_size_for(&p, gemm_cols)
     cdef Py_ssize_t nbuf = num_threads if batch_parallel else 1
     cdef floating* scratch = <floating*> _scratch(nbuf, colsize, sizeof(floating))
     try:
         with nogil:
             if batch_parallel:
                 for item in prange(items, schedule='static', num_threads=num_threads):
-                    _forward_item(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
-                                  &p, item, scratch + omp_get_thread_num() * colsize,
-                                  False, 1)
+                    _forward_item_cols(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
+                                       &p, item, scratch + omp_get_thread_num() * colsize,
+                                       False, 1, gemm_cols)
             else:
                 for item in range(items):
-                    _forward_item(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
-                                  &p, item, scratch, num_threads > 1, num_threads)
+                    _forward_item_cols(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
+                                       &p, item, scratch, num_threads > 1, num_threads,
+                                       gemm_cols)
     finally:
         free(scratch)
 
