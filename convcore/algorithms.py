@@ -127,7 +127,7 @@ class Im2colConv(ConvAlgorithm):
         column = 0 if spec.is_pointwise else per_row * rows  # a stripe of output rows
         elements = column * (nt if batch_parallel else 1)
         chunks = min(spec.N, conv_gemm.NUM_WEIGHT_GRAD_CHUNKS)
-        if backward and chunks > 1:
+        if backward:  # transposed partials, even for one chunk
             elements += chunks * spec.K * spec.Cg * spec.R * spec.S
         return elements * spec.dtype.itemsize
 
