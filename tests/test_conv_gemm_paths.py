@@ -1,7 +1,8 @@
 """The im2col + GEMM kernel's own paths, reached for sure: forward GEMMs cut
 into small-matrix pieces (conv_gemm.forward's gemm_cols, whatever BLAS the
-machine has), the smaller column stripes that go with them, and the weight
-gradient accumulated transposed; against the float64 reference."""
+machine has), the smaller column stripes that go with them, several small
+images side by side in one GEMM (pieces of two images or more), and the
+weight gradient accumulated transposed; against the float64 reference."""
 import numpy as np
 import pytest
 
@@ -25,6 +26,8 @@ SHAPES = [
     ((2, 3, 6, 5), (4, 3, 6, 5), 1, 0, 1, 1),            # kernel equal to the input
     ((9, 3, 40, 40), (8, 3, 7, 7), 2, 3, 1, 1),          # 9 images: more than 8 chunks
     ((2, 3, 120, 64), (8, 3, 7, 7), 2, 3, 1, 1),         # several stripes on both budgets
+    ((9, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1),         # LeNet: 4 + 4 + 1 images per GEMM
+    ((5, 4, 8, 8), (6, 2, 3, 3), 1, 1, 1, 2),            # images side by side, per group
 ]
 
 
@@ -33,7 +36,7 @@ def _ref_out_shape(xs, ws, stride, padding, dilation, groups):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("gemm_cols", [0, 16, 20, 48])
+@pytest.mark.parametrize("gemm_cols", [0, 16, 20, 48, 416])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", SHAPES)
 def test_forward_in_pieces_matches_reference(xs, ws, stride, padding, dilation, groups,
@@ -114,27 +117,29 @@ def test_piece_width_rule():
     f32 = np.dtype(np.float32)
     alexnet = conv_spec((8, 3, 227, 227), (96, 3, 11, 11), f32, 4, 0, 1, 1)
     wide = conv_spec((8, 64, 56, 56), (256, 64, 1, 1), f32, 1, 0, 1, 1)
-    tiny = conv_spec((8, 6, 14, 14), (16, 6, 5, 5), f32, 1, 0, 1, 1)  # one piece holds it
+    lenet = conv_spec((8, 6, 14, 14), (16, 6, 5, 5), f32, 1, 0, 1, 1)
     assert Im2colConv._gemm_cols(wide, True) == 0
-    assert Im2colConv._gemm_cols(tiny, True) == 0
     assert Im2colConv._gemm_cols(alexnet, False) == 0
     if _blas_has_small_gemm():
         assert Im2colConv._gemm_cols(alexnet, True) == 16
+        assert Im2colConv._gemm_cols(lenet, True) == 416  # 4 images of 100 columns
+        # their columns (4 x 150 x 100) and product (4 x 16 x 100) per thread
+        assert Im2colConv._column(lenet, 416) == 4 * 100 * (150 + 16)
     else:
         assert Im2colConv._gemm_cols(alexnet, True) == 0
 
 
-@pytest.mark.parametrize("gemm_cols", [0, 16])
-def test_column_size_follows_the_stripe_budget(gemm_cols):
-    """The kernel's column buffer, for both budgets, as scratch_bytes
-    counts it (one stripe of whole output rows, at least one row)."""
-    xs, ws = (2, 3, 224, 224), (64, 3, 7, 7)
-    spec = conv_spec(xs, ws, np.dtype(np.float32), 2, 3, 1, 1)
-    elements = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom, gemm_cols)
-    budget = (conv_gemm.SMALL_GEMM_COLUMN_BUDGET_ELEMENTS if gemm_cols
-              else conv_gemm.COLUMN_BUDGET_ELEMENTS)
-    per_row = 3 * 7 * 7 * spec.OW
-    assert elements == per_row * min(max(budget // per_row, 1), spec.OH)
+@pytest.mark.parametrize("gemm_cols", [0, 16, 416])
+@pytest.mark.parametrize("xs,ws,stride,padding", [
+    ((2, 3, 224, 224), (64, 3, 7, 7), 2, 3),   # stripes of both budgets
+    ((2, 6, 14, 14), (16, 6, 5, 5), 1, 0),     # images side by side at 416
+])
+def test_python_column_count_matches_the_kernel(xs, ws, stride, padding, gemm_cols):
+    """Im2colConv._column (Python ints, for the memory check) counts what
+    the kernel allocates, on every path, and scratch_bytes uses it."""
+    spec = conv_spec(xs, ws, np.dtype(np.float32), stride, padding, 1, 1)
+    kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom, gemm_cols)
+    assert Im2colConv._column(spec, gemm_cols) == kernel
     nt, parallel, _ = Im2colConv._plan(Im2colConv()._items(spec, False), spec)
     used = Im2colConv._gemm_cols(spec, parallel)
     kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom, used)

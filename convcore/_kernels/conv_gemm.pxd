@@ -54,11 +54,31 @@ cdef inline ConvParams _stripe(const ConvParams* p, Py_ssize_t oh0,
     return q
 
 
+cdef inline Py_ssize_t _images_per_gemm(const ConvParams* p,
+                                         Py_ssize_t gemm_cols) noexcept nogil:
+    """Images whose columns share one buffer and one GEMM piece: when a
+    piece holds two or more whole images (LeNet's 16 x 100 x 150 per image
+    runs the small kernel at ~90 GFLOP/s, four side by side at ~110) and
+    they fit the small stripe budget; 1 otherwise (and for pointwise
+    layers, whose column is the input itself)."""
+    cdef Py_ssize_t P = p.OH * p.OW, CRS = (p.C // p.groups) * p.R * p.S
+    cdef Py_ssize_t nb
+    if gemm_cols <= 0 or P == 0 or _is_pointwise(p) or gemm_cols < 2 * P:
+        return 1
+    nb = min(gemm_cols // P, SMALL_GEMM_COLUMN_BUDGET // (CRS * P))
+    return nb if nb > 1 else 1
+
+
 cdef inline Py_ssize_t _column_size_for(const ConvParams* p,
                                         Py_ssize_t gemm_cols) noexcept nogil:
-    """Elements of one thread's column buffer (0 for pointwise layers)."""
+    """Elements of one thread's scratch: a column stripe (0 for pointwise
+    layers), or, for several images per GEMM, their columns side by side
+    and the (K/groups, images*OH*OW) product before it goes to NCHW."""
+    cdef Py_ssize_t nb = _images_per_gemm(p, gemm_cols)
     if _is_pointwise(p):
         return 0
+    if nb > 1:
+        return nb * p.OH * p.OW * ((p.C // p.groups) * p.R * p.S + p.K // p.groups)
     return (p.C // p.groups) * p.R * p.S * _stripe_rows(p, gemm_cols) * p.OW
 
 

@@ -26,7 +26,7 @@ the same at every thread count up to NUM_PARTIALS.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm
 from convcore._kernels.conv_params cimport ConvParams, geometry
@@ -57,9 +57,9 @@ cdef void _im2col_channels(const floating* x, floating* col,
     cdef Py_ssize_t c
     if split:
         for c in prange(Cg, schedule='static', num_threads=num_threads):
-            im2col(x, col, p, c, c + 1)
+            im2col(x, col, p.OH * p.OW, p, c, c + 1)
     else:
-        im2col(x, col, p, 0, Cg)
+        im2col(x, col, p.OH * p.OW, p, 0, Cg)
 
 
 cdef void _col2im_channels(const floating* col, floating* x,
@@ -129,6 +129,34 @@ cdef void _forward_item_cols(const floating* x, const floating* w,
         _gemm_pieces(<int> Kg, <int> Ps, <int> CRS, wg, <int> CRS, col, <int> Ps,
                      beta, yg + oh0 * p.OW, <int> P, gemm_cols)
         oh0 = oh1
+
+
+cdef void _forward_images(const floating* x, const floating* w,
+                          const floating* bias, floating* y,
+                          const ConvParams* p, Py_ssize_t n0, Py_ssize_t n1,
+                          Py_ssize_t g, floating* col,
+                          Py_ssize_t gemm_cols) noexcept nogil:
+    """y[n0:n1, group g] for images small enough to share one GEMM
+    (_images_per_gemm): their columns side by side, (CRS, B*P), one product
+    (Kg, B*P) after them in col, then each image's rows copied to NCHW."""
+    cdef Py_ssize_t G = p.groups, Cg = p.C // G, Kg = p.K // G
+    cdef Py_ssize_t HW = p.H * p.W, P = p.OH * p.OW, CRS = Cg * p.R * p.S
+    cdef Py_ssize_t B = n1 - n0, L = (n1 - n0) * P, b, k, i
+    cdef floating* prod = col + CRS * L
+    cdef floating beta = 0
+    for b in range(B):
+        im2col(x + ((n0 + b) * p.C + g * Cg) * HW, col + b * P, L, p, 0, Cg)
+    if bias != NULL:  # as in _forward_item_cols
+        for k in range(Kg):
+            for i in range(L):
+                prod[k * L + i] = bias[g * Kg + k]
+        beta = 1
+    _gemm_pieces(<int> Kg, <int> L, <int> CRS, w + g * Kg * CRS, <int> CRS,
+                 col, <int> L, beta, prod, <int> L, gemm_cols)
+    for b in range(B):
+        for k in range(Kg):
+            memcpy(y + ((n0 + b) * p.K + g * Kg + k) * P, prod + k * L + b * P,
+                   P * sizeof(floating))
 
 
 cdef void _backward_item(const floating* grad_y, const floating* x,
@@ -228,13 +256,21 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     in pieces of at most gemm_cols output columns (0: whole).      OUT: y"""
     cdef ConvParams p = geometry(x.shape, w.shape, y.shape, geom)
     cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef Py_ssize_t items = p.N * p.groups, item
-    cdef Py_ssize_t colsize = _column_size_for(&p, gemm_cols)
+    cdef Py_ssize_t nb = _images_per_gemm(&p, gemm_cols) if batch_parallel else 1
+    cdef Py_ssize_t blocks = (p.N + nb - 1) // nb
+    cdef Py_ssize_t items = blocks * p.groups, item, n0
+    cdef Py_ssize_t colsize = _column_size_for(&p, gemm_cols if batch_parallel else 0)
     cdef Py_ssize_t nbuf = num_threads if batch_parallel else 1
     cdef floating* scratch = <floating*> _scratch(nbuf, colsize, sizeof(floating))
     try:
         with nogil:
-            if batch_parallel:
+            if batch_parallel and nb > 1:
+                for item in prange(items, schedule='static', num_threads=num_threads):
+                    n0 = (item // p.groups) * nb
+                    _forward_images(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
+                                    &p, n0, min(n0 + nb, p.N), item % p.groups,
+                                    scratch + omp_get_thread_num() * colsize, gemm_cols)
+            elif batch_parallel:
                 for item in prange(items, schedule='static', num_threads=num_threads):
                     _forward_item_cols(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
                                        &p, item, scratch + omp_get_thread_num() * colsize,
@@ -242,8 +278,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
             else:
                 for item in range(items):
                     _forward_item_cols(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
-                                       &p, item, scratch, num_threads > 1, num_threads,
-                                       gemm_cols)
+                                       &p, item, scratch, num_threads > 1, num_threads, 0)
     finally:
         free(scratch)
 

@@ -83,10 +83,10 @@ cdef inline Py_ssize_t _gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a
 
 
-cdef void im2col(const floating* x, floating* col, const ConvParams* p,
-                 Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+cdef void im2col(const floating* x, floating* col, Py_ssize_t ld,
+                 const ConvParams* p, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     cdef Py_ssize_t H = p.H, W = p.W, R = p.R, S = p.S
-    cdef Py_ssize_t OH = p.OH, OW = p.OW, P = p.OH * p.OW
+    cdef Py_ssize_t OH = p.OH, OW = p.OW
     cdef Py_ssize_t sh = p.stride_h, sw = p.stride_w
     cdef Py_ssize_t c, r, s, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, rows
     # A strided gather is scalar, but tap s reads what tap s - k read,
@@ -105,7 +105,7 @@ cdef void im2col(const floating* x, floating* col, const ConvParams* p,
             rows = oh_hi - oh_lo
             for s in range(S):
                 _taps(OW, W, sw, s * p.dil_w - p.pad_w, &ow_lo, &ow_hi)
-                row = col + ((c * R + r) * S + s) * P
+                row = col + ((c * R + r) * S + s) * ld
                 # Rows that fall in the top/bottom padding are all zero.
                 if oh_lo > 0:
                     memset(row, 0, oh_lo * OW * sizeof(floating))
@@ -119,7 +119,7 @@ cdef void im2col(const floating* x, floating* col, const ConvParams* p,
                           OW, rows, OW, sh * W)
                     continue
                 if s >= k and d < OW:
-                    _rows(row + oh_lo * OW, row - k * P + oh_lo * OW + d, 0, OW - d,
+                    _rows(row + oh_lo * OW, row - k * ld + oh_lo * OW + d, 0, OW - d,
                           OW - d, rows, OW, OW)
                     for oh in range(oh_lo, oh_hi):
                         out = row + oh * OW
@@ -170,7 +170,7 @@ def im2col_py(const floating[:, :, ::1] x, floating[:, ::1] col,
     """im2col of one (C, H, W) image into col (C*R*S, OH*OW); for tests."""
     cdef ConvParams p = _params(x, R, S, OH, OW, stride, padding, dilation)
     with nogil:
-        im2col(&x[0, 0, 0], &col[0, 0], &p, 0, p.C)
+        im2col(&x[0, 0, 0], &col[0, 0], OH * OW, &p, 0, p.C)
 
 
 def col2im_py(const floating[:, ::1] col, floating[:, :, ::1] x,
