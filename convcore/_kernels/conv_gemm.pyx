@@ -51,15 +51,15 @@ def column_elements(x_shape, w_shape, y_shape, tuple geom, Py_ssize_t gemm_cols=
 # _is_pointwise and _column_size live in conv_gemm.pxd (shared with native).
 
 
-cdef void _im2col_channels(const floating* x, floating* col,
+cdef void _im2col_channels(const floating* x, floating* col, Py_ssize_t ld,
                            const ConvParams* p, Py_ssize_t Cg,
                            bint split, int num_threads) noexcept nogil:
     cdef Py_ssize_t c
     if split:
         for c in prange(Cg, schedule='static', num_threads=num_threads):
-            im2col(x, col, p.OH * p.OW, p, c, c + 1)
+            im2col(x, col, ld, p, c, c + 1)
     else:
-        im2col(x, col, p.OH * p.OW, p, 0, Cg)
+        im2col(x, col, ld, p, 0, Cg)
 
 
 cdef void _col2im_channels(const floating* col, floating* x,
@@ -102,7 +102,7 @@ cdef void _forward_item_cols(const floating* x, const floating* w,
     cdef Py_ssize_t G = p.groups, n = item // G, g = item % G
     cdef Py_ssize_t Cg = p.C // G, Kg = p.K // G
     cdef Py_ssize_t HW = p.H * p.W, P = p.OH * p.OW, CRS = Cg * p.R * p.S
-    cdef Py_ssize_t k, i, oh0, oh1, rows, Ps
+    cdef Py_ssize_t k, i, oh0, oh1, rows, Ps, ld
     cdef const floating* xg = x + (n * p.C + g * Cg) * HW
     cdef const floating* wg = w + g * Kg * CRS
     cdef floating* yg = y + (n * p.K + g * Kg) * P
@@ -125,8 +125,9 @@ cdef void _forward_item_cols(const floating* x, const floating* w,
         oh1 = min(oh0 + rows, p.OH)
         q = _stripe(p, oh0, oh1)
         Ps = (oh1 - oh0) * p.OW
-        _im2col_channels(xg, col, &q, Cg, split, num_threads)
-        _gemm_pieces(<int> Kg, <int> Ps, <int> CRS, wg, <int> CRS, col, <int> Ps,
+        ld = _column_ld(Ps, gemm_cols)
+        _im2col_channels(xg, col, ld, &q, Cg, split, num_threads)
+        _gemm_pieces(<int> Kg, <int> Ps, <int> CRS, wg, <int> CRS, col, <int> ld,
                      beta, yg + oh0 * p.OW, <int> P, gemm_cols)
         oh0 = oh1
 
@@ -142,20 +143,21 @@ cdef void _forward_images(const floating* x, const floating* w,
     cdef Py_ssize_t G = p.groups, Cg = p.C // G, Kg = p.K // G
     cdef Py_ssize_t HW = p.H * p.W, P = p.OH * p.OW, CRS = Cg * p.R * p.S
     cdef Py_ssize_t B = n1 - n0, L = (n1 - n0) * P, b, k, i
-    cdef floating* prod = col + CRS * L
+    cdef Py_ssize_t ld = _column_ld(L, gemm_cols)
+    cdef floating* prod = col + CRS * ld
     cdef floating beta = 0
     for b in range(B):
-        im2col(x + ((n0 + b) * p.C + g * Cg) * HW, col + b * P, L, p, 0, Cg)
+        im2col(x + ((n0 + b) * p.C + g * Cg) * HW, col + b * P, ld, p, 0, Cg)
     if bias != NULL:  # as in _forward_item_cols
         for k in range(Kg):
             for i in range(L):
-                prod[k * L + i] = bias[g * Kg + k]
+                prod[k * ld + i] = bias[g * Kg + k]
         beta = 1
     _gemm_pieces(<int> Kg, <int> L, <int> CRS, w + g * Kg * CRS, <int> CRS,
-                 col, <int> L, beta, prod, <int> L, gemm_cols)
+                 col, <int> ld, beta, prod, <int> ld, gemm_cols)
     for b in range(B):
         for k in range(Kg):
-            memcpy(y + ((n0 + b) * p.K + g * Kg + k) * P, prod + k * L + b * P,
+            memcpy(y + ((n0 + b) * p.K + g * Kg + k) * P, prod + k * ld + b * P,
                    P * sizeof(floating))
 
 
@@ -205,7 +207,7 @@ cdef void _backward_item_t(const floating* grad_y, const floating* x,
         q = _stripe(p, oh0, oh1)
         Ps = (oh1 - oh0) * p.OW
         if gwg != NULL:
-            _im2col_channels(xg, col, &q, Cg, split, num_threads)
+            _im2col_channels(xg, col, Ps, &q, Cg, split, num_threads)
             _weight_grad_gemm(gyg + oh0 * p.OW, P, col, Ps, <int> Ps, gwg,
                               <int> Kg, <int> CRS, transposed)
         if gxg != NULL:
@@ -233,15 +235,21 @@ cdef inline void _weight_grad_gemm(const floating* gy, Py_ssize_t ldgy,
 
 cdef void* _scratch(Py_ssize_t threads, Py_ssize_t size, size_t item) except? NULL:
     """One column buffer per thread, allocated with the GIL so that failure
-    is a MemoryError, never a crash inside the parallel region."""
+    is a MemoryError, never a crash inside the parallel region. 64 bytes
+    more than asked, for _aligned."""
     cdef void* buf
     if size == 0:
         return NULL
-    buf = malloc(threads * size * item)
+    buf = malloc(threads * size * item + 64)
     if buf == NULL:
         raise MemoryError(
             f"convcore: cannot allocate {threads} x {size} column scratch")
     return buf
+
+
+cdef inline void* _aligned(void* buf) noexcept nogil:
+    """The first 64-byte boundary in a _scratch buffer (free the buffer)."""
+    return <void*> ((<size_t> buf + 63) // 64 * 64)
 
 
 # ---------------------------------------------------------------------------
@@ -261,7 +269,8 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef Py_ssize_t items = blocks * p.groups, item, n0
     cdef Py_ssize_t colsize = _column_size_for(&p, gemm_cols if batch_parallel else 0)
     cdef Py_ssize_t nbuf = num_threads if batch_parallel else 1
-    cdef floating* scratch = <floating*> _scratch(nbuf, colsize, sizeof(floating))
+    cdef void* buf = _scratch(nbuf, colsize, sizeof(floating))
+    cdef floating* scratch = <floating*> _aligned(buf)  # colsize: whole 64-byte lines
     try:
         with nogil:
             if batch_parallel and nb > 1:
@@ -280,7 +289,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                     _forward_item_cols(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
                                        &p, item, scratch, num_threads > 1, num_threads, 0)
     finally:
-        free(scratch)
+        free(buf)
 
 
 def backward(const floating[:, :, :, ::1] grad_y,
