@@ -16,12 +16,19 @@ of output rows (about 1 MiB, conv_gemm.pxd), never a whole-batch matrix;
 matrix.
 
 Forward GEMMs may be cut into pieces of gemm_cols output columns (the
-caller's choice, convcore.algorithms): OpenBLAS multiplies a product of at
-most 100^3 multiply-adds with its unpacked small-matrix kernel, which for
-a thin weight matrix (K/groups up to ~200) beats packing the whole column
-(AlexNet's conv1 and a ResNet 1x1 256->64 layer 1.2-1.5x faster). The weight gradient is summed in NUM_PARTIALS fixed
-image chunks and the partial sums added in chunk order, so the result is
-the same at every thread count up to NUM_PARTIALS.
+caller's choice, convcore.algorithms; batch_parallel only): OpenBLAS
+multiplies a product of at most 100^3 multiply-adds with its unpacked
+small-matrix kernel, which for a thin weight matrix (K/groups up to ~200)
+beats packing the column (AlexNet's conv1, a 7x7 stem and a 1x1 256->64
+layer 1.2-1.5x faster). Pieces read the column from L2 right after im2col
+wrote it, so their stripes are 4x smaller, with rows padded to 64-byte
+lines; a piece wide enough for two or more whole images (LeNet) takes
+several images side by side in one column and one GEMM.
+
+The weight gradient is summed in NUM_PARTIALS fixed image chunks and the
+partial sums added in chunk order, so the result is the same at every
+thread count up to NUM_PARTIALS. In float32 the partials are kept
+transposed (_backward_item_t).
 """
 from cython cimport floating
 from cython.parallel cimport prange
