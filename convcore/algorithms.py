@@ -37,25 +37,6 @@ class ConvAlgorithm:
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
         raise NotImplementedError
 
-    @staticmethod
-    def _column(spec, gemm_cols):
-        """conv_gemm's per-thread scratch (_column_size_for), in Python ints."""
-        P, crs = spec.OH * spec.OW, spec.Cg * spec.R * spec.S
-        if spec.is_pointwise:
-            return 0  # the input is the column
-        small = conv_gemm.SMALL_GEMM_COLUMN_BUDGET_ELEMENTS
-
-        def ld(columns):  # rows padded to 16-element lines for GEMM pieces
-            return -(-columns // 16) * 16 if gemm_cols else columns
-
-        if gemm_cols >= 2 * P > 0:  # whole images side by side, and their product
-            images = min(gemm_cols // P, small // (crs * P))
-            if images > 1:
-                return ld(images * P) * (crs + spec.Kg)
-        per_row = crs * spec.OW  # else a stripe of output rows
-        budget = small if gemm_cols else conv_gemm.COLUMN_BUDGET_ELEMENTS
-        return crs * ld(spec.OW * min(max(budget // per_row, 1), spec.OH))
-
     def scratch_bytes(self, spec, backward):
         """Bytes of scratch one forward (or full backward) call allocates."""
         return 0
@@ -127,6 +108,25 @@ class Im2colConv(ConvAlgorithm):
         crs = spec.Cg * spec.R * spec.S
         return cls.SMALL_GEMM_MACS // (spec.Kg * crs) // cls.GEMM_COL_STEP * cls.GEMM_COL_STEP
 
+    @staticmethod
+    def _column(spec, gemm_cols):
+        """conv_gemm's per-thread scratch (_column_size_for), in Python ints."""
+        P, crs = spec.OH * spec.OW, spec.Cg * spec.R * spec.S
+        if spec.is_pointwise:
+            return 0  # the input is the column
+        small = conv_gemm.SMALL_GEMM_COLUMN_BUDGET_ELEMENTS
+
+        def ld(columns):  # rows padded to 16-element lines for GEMM pieces
+            return -(-columns // 16) * 16 if gemm_cols else columns
+
+        if gemm_cols >= 2 * P > 0:  # whole images side by side, and their product
+            images = min(gemm_cols // P, small // (crs * P))
+            if images > 1:
+                return ld(images * P) * (crs + spec.Kg)
+        per_row = crs * spec.OW  # else a stripe of output rows
+        budget = small if gemm_cols else conv_gemm.COLUMN_BUDGET_ELEMENTS
+        return crs * ld(spec.OW * min(max(budget // per_row, 1), spec.OH))
+
     def _items(self, spec, backward):
         """Independent work items of the call: (image, group) pairs forward,
         fixed image chunks backward (conv_gemm's weight-gradient partials)."""
@@ -142,7 +142,7 @@ class Im2colConv(ConvAlgorithm):
         gemm_cols = 0 if backward else self._gemm_cols(spec, batch_parallel)
         elements = self._column(spec, gemm_cols) * (nt if batch_parallel else 1)
         chunks = min(spec.N, conv_gemm.NUM_WEIGHT_GRAD_CHUNKS)
-        if backward:  # transposed partials, even for one chunk
+        if backward:  # separate partials, even for one chunk
             elements += chunks * spec.K * spec.Cg * spec.R * spec.S
         return elements * spec.dtype.itemsize
 
