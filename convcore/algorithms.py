@@ -100,8 +100,11 @@ class Im2colConv(ConvAlgorithm):
         A piece wider than two images makes conv_gemm put several images
         side by side in one GEMM.
         Measured on the issue-7 layers and ResNet/AlexNet 1x1-11x11 shapes
-        at Kg 16..256: 1.15-1.6x faster forward where it applies."""
-        if not batch_parallel or spec.Kg > cls.MAX_SMALL_GEMM_CHANNELS:
+        at Kg 16..256: 1.15-1.6x faster forward where it applies, in
+        float32; float64's 8-wide small kernel wins or loses by up to 12%
+        (1x1 64->128), so it keeps whole GEMMs."""
+        if (not batch_parallel or spec.dtype != np.float32
+                or spec.Kg > cls.MAX_SMALL_GEMM_CHANNELS):
             return 0
         if not _blas_has_small_gemm():
             return 0

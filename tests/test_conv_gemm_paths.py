@@ -113,13 +113,16 @@ def test_public_path_one_and_two_threads_agree(dtype, restore_threads, rng):
 
 def test_piece_width_rule():
     """Whole 16-column vectors within 100^3 multiply-adds, only for thin
-    weights and single-threaded BLAS, and only on a BLAS with the kernel."""
+    weights, float32 and single-threaded BLAS, and only on a BLAS with the
+    kernel."""
     f32 = np.dtype(np.float32)
     alexnet = conv_spec((8, 3, 227, 227), (96, 3, 11, 11), f32, 4, 0, 1, 1)
     wide = conv_spec((8, 64, 56, 56), (256, 64, 1, 1), f32, 1, 0, 1, 1)
     lenet = conv_spec((8, 6, 14, 14), (16, 6, 5, 5), f32, 1, 0, 1, 1)
     assert Im2colConv._gemm_cols(wide, True) == 0
     assert Im2colConv._gemm_cols(alexnet, False) == 0
+    f64 = conv_spec((8, 3, 227, 227), (96, 3, 11, 11), np.dtype(np.float64), 4, 0, 1, 1)
+    assert Im2colConv._gemm_cols(f64, True) == 0  # float32 only
     if _blas_has_small_gemm():
         assert Im2colConv._gemm_cols(alexnet, True) == 16
         assert Im2colConv._gemm_cols(lenet, True) == 416  # 4 images of 100 columns
