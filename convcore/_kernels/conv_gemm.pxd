@@ -18,15 +18,34 @@ cdef inline bint _is_pointwise(const ConvParams* p) noexcept nogil:
 # A column buffer holds a stripe of output rows, at most COLUMN_BUDGET
 # elements (1 MiB of float32) unless one row needs more: the GEMM then reads
 # it from the core's L2 instead of memory (a 7x7 stem layer's whole column
-# is 7 MiB per image), and scratch stays small.
+# is 7 MiB per image), and scratch stays small. GEMMs cut into small pieces
+# (gemm_cols > 0, conv_gemm.pyx) read the column unpacked, a few columns at
+# a time, straight after im2col wrote it: a quarter of that keeps it in L2
+# (measured on AlexNet's conv1: 1 MiB stripes lose the gain of the pieces).
 cdef enum:
     COLUMN_BUDGET = 1 << 18
+    SMALL_GEMM_COLUMN_BUDGET = 1 << 16
 
 
-cdef inline Py_ssize_t _stripe_rows(const ConvParams* p) noexcept nogil:
+cdef inline Py_ssize_t _column_ld(Py_ssize_t columns, Py_ssize_t gemm_cols) noexcept nogil:
+    """Row stride of a column of `columns` columns. GEMM pieces read 16
+    columns of every row: padded to whole 16-element blocks (and the buffer
+    64-byte aligned, conv_gemm._scratch) no float32 row read straddles two
+    cache lines (AlexNet's conv1 ~5% faster)."""
+    if gemm_cols > 0:
+        return (columns + 15) // 16 * 16
+    return columns
+
+
+cdef inline Py_ssize_t _budget(Py_ssize_t gemm_cols) noexcept nogil:
+    return SMALL_GEMM_COLUMN_BUDGET if gemm_cols > 0 else COLUMN_BUDGET
+
+
+cdef inline Py_ssize_t _stripe_rows(const ConvParams* p,
+                                    Py_ssize_t gemm_cols) noexcept nogil:
     """Output rows per im2col stripe: 1 <= rows <= OH."""
     cdef Py_ssize_t per_row = (p.C // p.groups) * p.R * p.S * p.OW
-    cdef Py_ssize_t rows = COLUMN_BUDGET // per_row if per_row > 0 else p.OH
+    cdef Py_ssize_t rows = _budget(gemm_cols) // per_row if per_row > 0 else p.OH
     if rows < 1:
         rows = 1
     if rows > p.OH:
@@ -45,11 +64,40 @@ cdef inline ConvParams _stripe(const ConvParams* p, Py_ssize_t oh0,
     return q
 
 
-cdef inline Py_ssize_t _column_size(const ConvParams* p) noexcept nogil:
-    """Elements of one thread's column buffer (0 for pointwise layers)."""
+cdef inline Py_ssize_t _images_per_gemm(const ConvParams* p,
+                                         Py_ssize_t gemm_cols) noexcept nogil:
+    """Images whose columns share one buffer and one GEMM piece: when a
+    piece holds two or more whole images (LeNet's 16 x 100 x 150 per image
+    runs the small kernel at ~90 GFLOP/s, four side by side at ~110) and
+    they fit the small stripe budget; 1 otherwise (and for pointwise
+    layers, whose column is the input itself)."""
+    cdef Py_ssize_t P = p.OH * p.OW, CRS = (p.C // p.groups) * p.R * p.S
+    cdef Py_ssize_t nb
+    if gemm_cols <= 0 or P == 0 or _is_pointwise(p) or gemm_cols < 2 * P:
+        return 1
+    nb = min(gemm_cols // P, SMALL_GEMM_COLUMN_BUDGET // (CRS * P))
+    return nb if nb > 1 else 1
+
+
+cdef inline Py_ssize_t _column_size_for(const ConvParams* p,
+                                        Py_ssize_t gemm_cols) noexcept nogil:
+    """Elements of one thread's scratch: a column stripe (0 for pointwise
+    layers), or, for several images per GEMM, their columns side by side
+    and the (K/groups, images*OH*OW) product before it goes to NCHW."""
+    cdef Py_ssize_t nb = _images_per_gemm(p, gemm_cols)
     if _is_pointwise(p):
         return 0
-    return (p.C // p.groups) * p.R * p.S * _stripe_rows(p) * p.OW
+    if nb > 1:
+        return _column_ld(nb * p.OH * p.OW, gemm_cols) * ((p.C // p.groups) * p.R * p.S
+                                                          + p.K // p.groups)
+    return (p.C // p.groups) * p.R * p.S * _column_ld(_stripe_rows(p, gemm_cols) * p.OW,
+                                                      gemm_cols)
+
+
+cdef inline Py_ssize_t _column_size(const ConvParams* p) noexcept nogil:
+    """_column_size_for whole GEMMs (what _forward_item and _backward_item
+    use)."""
+    return _column_size_for(p, 0)
 
 
 # y[n, g*Kg:(g+1)*Kg] (overwritten) for item = n*groups + g; bias may be

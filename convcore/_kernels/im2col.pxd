@@ -3,11 +3,13 @@ from convcore._kernels.conv_params cimport ConvParams
 
 # im2col for one image and one group, channels [c0, c1) of the group:
 # x    (Cg, H, W) channels of this image and group        IN
-# col  (Cg*R*S, OH*OW) row-major; rows of channel c are    OUT
-#      [(c*R + r)*S + s]; only the rows of [c0, c1) are written
+# col  (Cg*R*S, OH*OW) row-major, ld >= OH*OW elements     OUT
+#      from row to row (more: several images side by side);
+#      rows of channel c are [(c*R + r)*S + s]; only the
+#      rows of [c0, c1) are written
 # Channel ranges are independent, so callers may split them over threads.
-cdef void im2col(const floating* x, floating* col, const ConvParams* p,
-                 Py_ssize_t c0, Py_ssize_t c1) noexcept nogil
+cdef void im2col(const floating* x, floating* col, Py_ssize_t ld,
+                 const ConvParams* p, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil
 
 # col2im: the adjoint of im2col, *adding* col into x (x must be zeroed by
 # the caller for a plain scatter). Channels [c0, c1) only.

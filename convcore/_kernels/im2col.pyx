@@ -4,37 +4,135 @@ from libc.string cimport memset
 from convcore._kernels.conv_params cimport ConvParams, valid_range
 
 
-cdef void im2col(const floating* x, floating* col, const ConvParams* p,
-                 Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+# The rows of one tap, in C: each row is zeros on [0, lo), a copy of the
+# source on [lo, hi), zeros on [hi, n), the row loop in C with no Cython
+# bookkeeping between rows. A short copy (< 64 bytes) moves 16 bytes at a
+# time, the last move overlapping the one before instead of a scalar tail
+# (a 10-float LeNet row is 3 moves): a plain loop would become a memmove
+# call per row (GCC's loop-to-library-call pattern), costing more than the
+# row. Longer rows go to memcpy, whose run-time dispatched AVX moves beat
+# what this baseline x86-64 build can emit (fixed-size memcpy is one SSE
+# unaligned load and store).
+cdef extern from *:
+    """
+    #include <string.h>
+    static inline void convcore_im2col_copy(char* restrict y, const char* restrict x,
+                                            Py_ssize_t n) {
+        if (n >= 64) {
+            memcpy(y, x, (size_t) n);
+        } else if (n >= 16) {
+            Py_ssize_t i;
+            for (i = 0; i + 16 <= n; i += 16) memcpy(y + i, x + i, 16);
+            if (i < n) memcpy(y + n - 16, x + n - 16, 16);
+        } else if (n >= 8) {
+            memcpy(y, x, 8);
+            memcpy(y + n - 8, x + n - 8, 8);
+        } else if (n >= 4) {
+            memcpy(y, x, 4);
+            memcpy(y + n - 4, x + n - 4, 4);
+        }
+    }
+    #define CONVCORE_IM2COL_ROWS(NAME, T)                                     \
+    static inline void NAME(T* restrict y, const T* restrict x,               \
+                            Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,       \
+                            Py_ssize_t rows, Py_ssize_t ldy, Py_ssize_t ldx) {\
+        for (Py_ssize_t r = 0; r < rows; ++r, y += ldy, x += ldx) {           \
+            for (Py_ssize_t i = 0; i < lo; ++i) y[i] = 0;                     \
+            convcore_im2col_copy((char*) (y + lo), (const char*) (x + lo),    \
+                                 (hi - lo) * (Py_ssize_t) sizeof(T));         \
+            for (Py_ssize_t i = hi; i < n; ++i) y[i] = 0;                     \
+        }                                                                     \
+    }
+    CONVCORE_IM2COL_ROWS(convcore_im2col_rows_f, float)
+    CONVCORE_IM2COL_ROWS(convcore_im2col_rows_d, double)
+    """
+    void convcore_im2col_rows_f(float* y, const float* x, Py_ssize_t lo, Py_ssize_t hi,
+                                Py_ssize_t n, Py_ssize_t rows, Py_ssize_t ldy,
+                                Py_ssize_t ldx) noexcept nogil
+    void convcore_im2col_rows_d(double* y, const double* x, Py_ssize_t lo, Py_ssize_t hi,
+                                Py_ssize_t n, Py_ssize_t rows, Py_ssize_t ldy,
+                                Py_ssize_t ldx) noexcept nogil
+
+
+cdef inline void _rows(floating* y, const floating* x, Py_ssize_t lo,
+                       Py_ssize_t hi, Py_ssize_t n, Py_ssize_t rows,
+                       Py_ssize_t ldy, Py_ssize_t ldx) noexcept nogil:
+    if floating is float:
+        convcore_im2col_rows_f(y, x, lo, hi, n, rows, ldy, ldx)
+    else:
+        convcore_im2col_rows_d(y, x, lo, hi, n, rows, ldy, ldx)
+
+
+cdef inline void _taps(Py_ssize_t out_size, Py_ssize_t in_size, Py_ssize_t stride,
+                       Py_ssize_t offset, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """valid_range, without its two divisions at stride 1 (they cost as
+    much as a short row's copy)."""
+    if stride != 1:
+        valid_range(out_size, in_size, stride, offset, lo, hi)
+        return
+    lo[0] = min(max(-offset, 0), out_size)
+    hi[0] = max(min(in_size - offset, out_size), lo[0])
+
+
+cdef inline Py_ssize_t _gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    cdef Py_ssize_t t
+    while b:
+        t = a % b
+        a = b
+        b = t
+    return a
+
+
+cdef void im2col(const floating* x, floating* col, Py_ssize_t ld,
+                 const ConvParams* p, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     cdef Py_ssize_t H = p.H, W = p.W, R = p.R, S = p.S
-    cdef Py_ssize_t OH = p.OH, OW = p.OW, P = p.OH * p.OW
+    cdef Py_ssize_t OH = p.OH, OW = p.OW
     cdef Py_ssize_t sh = p.stride_h, sw = p.stride_w
-    cdef Py_ssize_t c, r, s, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, ih
+    cdef Py_ssize_t c, r, s, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, rows
+    # A strided gather is scalar, but tap s reads what tap s - k read,
+    # d outputs further on: (ow + d)*sw + (s - k)*dil == ow*sw + s*dil when
+    # k*dil == d*sw. So only the first k taps gather; the others copy the
+    # row of tap s - k shifted by d (contiguous, vectorised; padding comes
+    # along) and gather just the last d outputs (an 11x11 stride-4 kernel
+    # gathers 4 taps of 11).
+    cdef Py_ssize_t k = sw // _gcd(sw, p.dil_w), d = k * p.dil_w // sw
     cdef const floating* xrow
     cdef floating* row
     cdef floating* out
     for c in range(c0, c1):
         for r in range(R):
-            valid_range(OH, H, sh, r * p.dil_h - p.pad_h, &oh_lo, &oh_hi)
+            _taps(OH, H, sh, r * p.dil_h - p.pad_h, &oh_lo, &oh_hi)
+            rows = oh_hi - oh_lo
             for s in range(S):
-                valid_range(OW, W, sw, s * p.dil_w - p.pad_w, &ow_lo, &ow_hi)
-                row = col + ((c * R + r) * S + s) * P
+                _taps(OW, W, sw, s * p.dil_w - p.pad_w, &ow_lo, &ow_hi)
+                row = col + ((c * R + r) * S + s) * ld
                 # Rows that fall in the top/bottom padding are all zero.
-                memset(row, 0, oh_lo * OW * sizeof(floating))
-                memset(row + oh_hi * OW, 0, (OH - oh_hi) * OW * sizeof(floating))
+                if oh_lo > 0:
+                    memset(row, 0, oh_lo * OW * sizeof(floating))
+                if oh_hi < OH:
+                    memset(row + oh_hi * OW, 0, (OH - oh_hi) * OW * sizeof(floating))
+                # xrow[oh * sh * W + ow * sw]: input (oh*sh - pad_h + r*dil_h,
+                # ow*sw - pad_w + s*dil_w).
+                xrow = x + (c * H + r * p.dil_h - p.pad_h) * W + s * p.dil_w - p.pad_w
+                if sw == 1:
+                    _rows(row + oh_lo * OW, xrow + oh_lo * sh * W, ow_lo, ow_hi,
+                          OW, rows, OW, sh * W)
+                    continue
+                if s >= k and d < OW:
+                    _rows(row + oh_lo * OW, row - k * ld + oh_lo * OW + d, 0, OW - d,
+                          OW - d, rows, OW, OW)
+                    for oh in range(oh_lo, oh_hi):
+                        out = row + oh * OW
+                        for ow in range(OW - d, OW):
+                            out[ow] = (xrow[oh * sh * W + ow * sw]
+                                       if ow_lo <= ow < ow_hi else 0)
+                    continue
                 for oh in range(oh_lo, oh_hi):
-                    ih = oh * sh - p.pad_h + r * p.dil_h
                     out = row + oh * OW
-                    # xrow[ow * sw] is input column ow*sw - pad_w + s*dil_w.
-                    xrow = x + (c * H + ih) * W + s * p.dil_w - p.pad_w
                     for ow in range(ow_lo):
                         out[ow] = 0
-                    if sw == 1:
-                        for ow in range(ow_lo, ow_hi):
-                            out[ow] = xrow[ow]
-                    else:
-                        for ow in range(ow_lo, ow_hi):
-                            out[ow] = xrow[ow * sw]
+                    for ow in range(ow_lo, ow_hi):
+                        out[ow] = xrow[oh * sh * W + ow * sw]
                     for ow in range(ow_hi, OW):
                         out[ow] = 0
 
@@ -72,7 +170,7 @@ def im2col_py(const floating[:, :, ::1] x, floating[:, ::1] col,
     """im2col of one (C, H, W) image into col (C*R*S, OH*OW); for tests."""
     cdef ConvParams p = _params(x, R, S, OH, OW, stride, padding, dilation)
     with nogil:
-        im2col(&x[0, 0, 0], &col[0, 0], &p, 0, p.C)
+        im2col(&x[0, 0, 0], &col[0, 0], OH * OW, &p, 0, p.C)
 
 
 def col2im_py(const floating[:, ::1] col, floating[:, :, ::1] x,

@@ -1,0 +1,149 @@
+"""The im2col + GEMM kernel's own paths, reached for sure: forward GEMMs cut
+into small-matrix pieces (conv_gemm.forward's gemm_cols, whatever BLAS the
+machine has), the smaller column stripes that go with them, several small
+images side by side in one GEMM (pieces of two images or more), and the
+weight gradient accumulated transposed; against the float64 reference."""
+import numpy as np
+import pytest
+
+import convcore
+from convcore import F, _threads
+from convcore._kernels import conv_gemm
+from convcore.algorithms import Im2colConv, _blas_has_small_gemm
+from convcore.functional._conv_spec import conv_spec
+
+from ref_conv import conv2d_backward_ref, conv2d_ref
+
+TOL = {np.float32: 2e-4, np.float64: 1e-11}
+
+# (x shape, w shape, stride, padding, dilation, groups)
+SHAPES = [
+    ((2, 3, 23, 19), (10, 3, 5, 5), 1, 2, 1, 1),         # odd sizes, pieces split rows
+    ((1, 3, 35, 35), (16, 3, 11, 11), 4, 0, 1, 1),       # batch 1, AlexNet-like stride
+    ((3, 4, 17, 13), (6, 2, 3, 3), (2, 1), (1, 0), (1, 2), 2),  # groups, stride, dilation
+    ((2, 8, 9, 7), (5, 8, 1, 1), 1, 0, 1, 1),            # pointwise: the input is the column
+    ((2, 2, 1, 1), (3, 2, 1, 1), 1, 0, 1, 1),            # 1x1 image
+    ((2, 3, 6, 5), (4, 3, 6, 5), 1, 0, 1, 1),            # kernel equal to the input
+    ((9, 3, 40, 40), (8, 3, 7, 7), 2, 3, 1, 1),          # 9 images: more than 8 chunks
+    ((2, 3, 120, 64), (8, 3, 7, 7), 2, 3, 1, 1),         # several stripes on both budgets
+    ((9, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1),         # LeNet: 4 + 4 + 1 images per GEMM
+    ((5, 4, 8, 8), (6, 2, 3, 3), 1, 1, 1, 2),            # images side by side, per group
+]
+
+
+def _ref_out_shape(xs, ws, stride, padding, dilation, groups):
+    return conv2d_ref(np.zeros(xs), np.zeros(ws), None, stride, padding, dilation, groups).shape
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("gemm_cols", [0, 16, 20, 48, 416])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", SHAPES)
+def test_forward_in_pieces_matches_reference(xs, ws, stride, padding, dilation, groups,
+                                             threads, gemm_cols, dtype, rng):
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    b = rng.standard_normal(ws[0])
+    expect = conv2d_ref(x, w, b, stride, padding, dilation, groups)
+    spec = conv_spec(xs, ws, np.dtype(dtype), stride, padding, dilation, groups)
+    y = np.full(spec.out_shape, np.nan, dtype)
+    with _threads.blas_threads(1):  # pieces are a one-thread-BLAS plan
+        conv_gemm.forward(x.astype(dtype), w.astype(dtype), b.astype(dtype), y, spec.geom,
+                          threads, True, gemm_cols)
+    np.testing.assert_allclose(y, expect, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_parallel", [True, False])
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", SHAPES)
+def test_backward_with_transposed_partials_matches_reference(
+        xs, ws, stride, padding, dilation, groups, batch_parallel, dtype, rng):
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    gy = rng.standard_normal(_ref_out_shape(xs, ws, stride, padding, dilation, groups))
+    gx_ref, gw_ref = conv2d_backward_ref(gy, x, w, stride, padding, dilation, groups)[:2]
+    spec = conv_spec(xs, ws, np.dtype(dtype), stride, padding, dilation, groups)
+    for need_x, need_w in ((True, True), (True, False), (False, True)):
+        gx = np.full(xs, np.nan, dtype)
+        gw = np.full(ws, np.nan, dtype)
+        with _threads.blas_threads(1 if batch_parallel else 2):
+            conv_gemm.backward(gy.astype(dtype), x.astype(dtype), w.astype(dtype), gx, gw,
+                               need_x, need_w, spec.geom, 2, batch_parallel)
+        if need_x:
+            np.testing.assert_allclose(gx, gx_ref, rtol=TOL[dtype], atol=TOL[dtype] * 10)
+        else:
+            assert np.isnan(gx).all()  # not asked for: not touched
+        if need_w:
+            np.testing.assert_allclose(gw, gw_ref, rtol=TOL[dtype], atol=TOL[dtype] * 10)
+        else:
+            assert np.isnan(gw).all()
+
+
+@pytest.fixture
+def restore_threads(monkeypatch):
+    monkeypatch.setattr(_threads, "GRAIN", 1)  # small layers may use 2 threads
+    previous = convcore.get_num_threads()
+    yield
+    convcore.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_public_path_one_and_two_threads_agree(dtype, restore_threads, rng):
+    """Through F.conv2d: pieces (when this BLAS has the small-matrix
+    kernel) and transposed partials give the reference, and the same bits
+    at 1 and 2 threads (each image on one thread, fixed chunks)."""
+    xs, ws = (10, 3, 30, 30), (12, 3, 7, 7)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    results = []
+    for n in (1, 2):
+        convcore.set_num_threads(n)
+        y = F.conv2d(x, w, stride=2, padding=3, algorithm="im2col")
+        grads = F.conv2d_backward(np.cos(y), x, w, stride=2, padding=3, algorithm="im2col")
+        results.append((y,) + grads)
+    expect = conv2d_ref(x.astype(np.float64), w.astype(np.float64), None, 2, 3)
+    np.testing.assert_allclose(results[0][0], expect, rtol=TOL[dtype], atol=TOL[dtype])
+    gx_ref, gw_ref = conv2d_backward_ref(np.cos(results[0][0]).astype(np.float64),
+                                         x.astype(np.float64), w.astype(np.float64), 2, 3)[:2]
+    np.testing.assert_allclose(results[0][1], gx_ref, rtol=TOL[dtype], atol=TOL[dtype] * 10)
+    np.testing.assert_allclose(results[0][2], gw_ref, rtol=TOL[dtype], atol=TOL[dtype] * 10)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_piece_width_rule():
+    """Whole 16-column vectors within 100^3 multiply-adds, only for thin
+    weights, float32 and single-threaded BLAS, and only on a BLAS with the
+    kernel."""
+    f32 = np.dtype(np.float32)
+    alexnet = conv_spec((8, 3, 227, 227), (96, 3, 11, 11), f32, 4, 0, 1, 1)
+    wide = conv_spec((8, 64, 56, 56), (256, 64, 1, 1), f32, 1, 0, 1, 1)
+    lenet = conv_spec((8, 6, 14, 14), (16, 6, 5, 5), f32, 1, 0, 1, 1)
+    assert Im2colConv._gemm_cols(wide, True) == 0
+    assert Im2colConv._gemm_cols(alexnet, False) == 0
+    f64 = conv_spec((8, 3, 227, 227), (96, 3, 11, 11), np.dtype(np.float64), 4, 0, 1, 1)
+    assert Im2colConv._gemm_cols(f64, True) == 0  # float32 only
+    if _blas_has_small_gemm():
+        assert Im2colConv._gemm_cols(alexnet, True) == 16
+        assert Im2colConv._gemm_cols(lenet, True) == 416  # 4 images of 100 columns
+        # their columns (4 x 150 x 100) and product (4 x 16 x 100) per thread
+        assert Im2colConv._column(lenet, 416) == 400 * (150 + 16)
+    else:
+        assert Im2colConv._gemm_cols(alexnet, True) == 0
+
+
+@pytest.mark.parametrize("gemm_cols", [0, 16, 416])
+@pytest.mark.parametrize("xs,ws,stride,padding", [
+    ((2, 3, 224, 224), (64, 3, 7, 7), 2, 3),   # stripes of both budgets
+    ((2, 6, 14, 14), (16, 6, 5, 5), 1, 0),     # images side by side at 416
+])
+def test_python_column_count_matches_the_kernel(xs, ws, stride, padding, gemm_cols):
+    """Im2colConv._column (Python ints, for the memory check) counts what
+    the kernel allocates, on every path, and scratch_bytes uses it."""
+    spec = conv_spec(xs, ws, np.dtype(np.float32), stride, padding, 1, 1)
+    kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom, gemm_cols)
+    assert Im2colConv._column(spec, gemm_cols) == kernel
+    nt, parallel, _ = Im2colConv._plan(Im2colConv()._items(spec, False), spec)
+    used = Im2colConv._gemm_cols(spec, parallel)
+    kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom, used)
+    assert Im2colConv().scratch_bytes(spec, False) == kernel * (nt if parallel else 1) * 4
