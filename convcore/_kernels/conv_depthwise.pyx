@@ -1,0 +1,507 @@
+"""Depthwise 3x3 convolution (one input channel per group), any stride,
+dilation and channel multiplier.
+
+The generic direct kernel (conv_direct) makes R*S passes over every output
+plane, one short axpy per tap and row. Here each output row is computed in
+one pass with the nine weights in registers and stored once, reading a
+zero-padded copy of the input plane that the thread keeps in L1: the inner
+loop has no bounds test and vectorises (omp simd). Backward-data is the same
+kernel run on the output gradient laid out for a "full" correlation with the
+flipped weights (for strides > 1 the gradient is spread onto a zero grid, so
+one kernel serves every stride). The weight gradient reduces each (image,
+channel) plane to nine sums with nine vector accumulators, then adds the
+images in order.
+
+Each worker owns one output plane (or the nine partial sums of one), so the
+results do not depend on the thread count. The padded buffer is zeroed once
+per thread; each plane overwrites only the positions that hold data, which
+are the same for every plane of a call, so the padding stays zero.
+
+A plane whose weights are not all finite runs the generic worker instead:
+it multiplies real data only, while here an Inf weight times a padding zero
+would make a NaN that the generic kernel (and PyTorch) do not.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport isfinite
+from libc.stdlib cimport calloc, malloc, free
+from convcore._kernels._openmp cimport omp_get_thread_num
+from convcore._kernels.conv_params cimport ConvParams, geometry, valid_range
+from convcore._kernels.conv_direct cimport (
+    direct_backward_data_nc, direct_forward_nk)
+
+
+# y[i, j] = base[i, j] + sum_{r,s} w[r, s] x[i*sh + r*dh, j*sw + s*dw] over
+# a block of rows: all nine taps per output with the weights in registers,
+# each output stored once. base is y itself (accumulate: pitch ypitch) or
+# one row holding the bias (pitch 0). When sh == dh, two output rows are
+# done together: they share two of their input rows, loaded once (each
+# output's sum is the same expression either way). The geometry macro
+# arguments are literals (1) in the common instance, so the compiler folds
+# them, or the run-time values. omp simd promises that y does not overlap
+# x (GCC would otherwise test it on every row and fall back to scalar code).
+#
+# The weight gradient sums g[i, j] x[i*sh + r*dh, j*sw + s*dw] over a block
+# of rows for the nine taps, in nine vector accumulators that are reduced
+# once per row (or row pair).
+cdef extern from *:
+    """
+    #define CONVCORE_DW_TAPS3(x0, x1, x2, c, dw)                                \\
+        ((w0 * x0[c] + w1 * x0[c + dw] + w2 * x0[c + 2 * dw])                  \\
+         + (w3 * x1[c] + w4 * x1[c + dw] + w5 * x1[c + 2 * dw])                \\
+         + (w6 * x2[c] + w7 * x2[c + dw] + w8 * x2[c + 2 * dw]))
+    #define CONVCORE_DW_ROWS3(NAME, T, SH, SW, DH, DW)                          \\
+    static void NAME(T* y, Py_ssize_t ypitch, const T* base, Py_ssize_t bpitch,\\
+                     const T* x, Py_ssize_t xpitch, Py_ssize_t rows,           \\
+                     Py_ssize_t cols, Py_ssize_t sh, Py_ssize_t sw,            \\
+                     Py_ssize_t dh, Py_ssize_t dw, const T* w) {               \\
+        const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4];         \\
+        const T w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];                    \\
+        const Py_ssize_t rs = (SH) * xpitch, rd = (DH) * xpitch;               \\
+        Py_ssize_t i = 0;                                                      \\
+        (void)sh; (void)sw; (void)dh; (void)dw;                                \\
+        if ((SH) == (DH)) {                                                    \\
+            for (; i + 2 <= rows; i += 2) {                                    \\
+                const T* x0 = x + i * rs;                                      \\
+                const T* x1 = x0 + rd;                                         \\
+                const T* x2 = x1 + rd;                                         \\
+                const T* x3 = x2 + rd;                                         \\
+                const T* b0 = base + i * bpitch;                               \\
+                const T* b1 = b0 + bpitch;                                     \\
+                T* y0 = y + i * ypitch;                                        \\
+                T* y1 = y0 + ypitch;                                           \\
+                _Pragma("omp simd")                                            \\
+                for (Py_ssize_t j = 0; j < cols; ++j) {                        \\
+                    const T u = CONVCORE_DW_TAPS3(x0, x1, x2, j * (SW), (DW)); \\
+                    const T v = CONVCORE_DW_TAPS3(x1, x2, x3, j * (SW), (DW)); \\
+                    const T bu = b0[j], bv = b1[j];                            \\
+                    y0[j] = bu + u;                                            \\
+                    y1[j] = bv + v;                                            \\
+                }                                                              \\
+            }                                                                  \\
+        }                                                                      \\
+        for (; i < rows; ++i) {                                                \\
+            const T* x0 = x + i * rs;                                          \\
+            const T* x1 = x0 + rd;                                             \\
+            const T* x2 = x1 + rd;                                             \\
+            const T* b0 = base + i * bpitch;                                   \\
+            T* y0 = y + i * ypitch;                                            \\
+            _Pragma("omp simd")                                                \\
+            for (Py_ssize_t j = 0; j < cols; ++j)                              \\
+                y0[j] = b0[j] + CONVCORE_DW_TAPS3(x0, x1, x2, j * (SW), (DW)); \\
+        }                                                                      \\
+    }
+    #define CONVCORE_DW_DOT3(g, x0, x1, x2, c, dw)                              \\
+        a0 += g * x0[c]; a1 += g * x0[c + dw]; a2 += g * x0[c + 2 * dw];      \\
+        a3 += g * x1[c]; a4 += g * x1[c + dw]; a5 += g * x1[c + 2 * dw];      \\
+        a6 += g * x2[c]; a7 += g * x2[c + dw]; a8 += g * x2[c + 2 * dw];
+    #define CONVCORE_DW_WGRAD3(NAME, T, SH, SW, DH, DW)                         \\
+    static void NAME(const T* g, Py_ssize_t gpitch, const T* x,                \\
+                     Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,      \\
+                     Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,              \\
+                     Py_ssize_t dw, T* out) {                                  \\
+        T s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;      \\
+        T s8 = 0;                                                              \\
+        const Py_ssize_t rs = (SH) * xpitch, rd = (DH) * xpitch;               \\
+        Py_ssize_t i = 0, step;                                                \\
+        (void)sh; (void)sw; (void)dh; (void)dw;                                \\
+        for (; i < rows; i += step) {                                          \\
+            const T* g0 = g + i * gpitch;                                      \\
+            const T* g1 = g0 + gpitch;                                         \\
+            const T* x0 = x + i * rs;                                          \\
+            const T* x1 = x0 + rd;                                             \\
+            const T* x2 = x1 + rd;                                             \\
+            const T* x3 = x2 + rd;                                             \\
+            T a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;  \\
+            T a8 = 0;                                                          \\
+            step = (SH) == (DH) && i + 2 <= rows ? 2 : 1;                      \\
+            if (step == 2) {                                                   \\
+                _Pragma("omp simd reduction(+:a0,a1,a2,a3,a4,a5,a6,a7,a8)")    \\
+                for (Py_ssize_t j = 0; j < cols; ++j) {                        \\
+                    const T gu = g0[j], gv = g1[j];                            \\
+                    CONVCORE_DW_DOT3(gu, x0, x1, x2, j * (SW), (DW))           \\
+                    CONVCORE_DW_DOT3(gv, x1, x2, x3, j * (SW), (DW))           \\
+                }                                                              \\
+            } else {                                                           \\
+                _Pragma("omp simd reduction(+:a0,a1,a2,a3,a4,a5,a6,a7,a8)")    \\
+                for (Py_ssize_t j = 0; j < cols; ++j) {                        \\
+                    const T gu = g0[j];                                        \\
+                    CONVCORE_DW_DOT3(gu, x0, x1, x2, j * (SW), (DW))           \\
+                }                                                              \\
+            }                                                                  \\
+            s0 += a0; s1 += a1; s2 += a2; s3 += a3; s4 += a4;                  \\
+            s5 += a5; s6 += a6; s7 += a7; s8 += a8;                            \\
+        }                                                                      \\
+        out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3; out[4] = s4;       \\
+        out[5] = s5; out[6] = s6; out[7] = s7; out[8] = s8;                    \\
+    }
+    /* unit: stride 1, dilation 1; rows: unit column steps; any: all
+       run-time (column strides > 1). */
+    CONVCORE_DW_ROWS3(convcore_dw_rows3_unit_f, float, 1, 1, 1, 1)
+    CONVCORE_DW_ROWS3(convcore_dw_rows3_rows_f, float, sh, 1, dh, dw)
+    CONVCORE_DW_ROWS3(convcore_dw_rows3_any_f, float, sh, sw, dh, dw)
+    CONVCORE_DW_ROWS3(convcore_dw_rows3_unit_d, double, 1, 1, 1, 1)
+    CONVCORE_DW_ROWS3(convcore_dw_rows3_rows_d, double, sh, 1, dh, dw)
+    CONVCORE_DW_ROWS3(convcore_dw_rows3_any_d, double, sh, sw, dh, dw)
+    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_unit_f, float, 1, 1, 1, 1)
+    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_rows_f, float, sh, 1, dh, dw)
+    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_any_f, float, sh, sw, dh, dw)
+    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_unit_d, double, 1, 1, 1, 1)
+    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_rows_d, double, sh, 1, dh, dw)
+    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_any_d, double, sh, sw, dh, dw)
+    """
+    void convcore_dw_rows3_unit_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
+                              const float* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                              const float* w) noexcept nogil
+    void convcore_dw_wgrad3_unit_f(const float* g, Py_ssize_t gpitch, const float* x,
+                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                               float* out) noexcept nogil
+    void convcore_dw_rows3_unit_d(double* y, Py_ssize_t ypitch, const double* base, Py_ssize_t bpitch,
+                              const double* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                              const double* w) noexcept nogil
+    void convcore_dw_wgrad3_unit_d(const double* g, Py_ssize_t gpitch, const double* x,
+                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                               double* out) noexcept nogil
+    void convcore_dw_rows3_rows_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
+                              const float* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                              const float* w) noexcept nogil
+    void convcore_dw_wgrad3_rows_f(const float* g, Py_ssize_t gpitch, const float* x,
+                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                               float* out) noexcept nogil
+    void convcore_dw_rows3_rows_d(double* y, Py_ssize_t ypitch, const double* base, Py_ssize_t bpitch,
+                              const double* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                              const double* w) noexcept nogil
+    void convcore_dw_wgrad3_rows_d(const double* g, Py_ssize_t gpitch, const double* x,
+                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                               double* out) noexcept nogil
+    void convcore_dw_rows3_any_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
+                              const float* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                              const float* w) noexcept nogil
+    void convcore_dw_wgrad3_any_f(const float* g, Py_ssize_t gpitch, const float* x,
+                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                               float* out) noexcept nogil
+    void convcore_dw_rows3_any_d(double* y, Py_ssize_t ypitch, const double* base, Py_ssize_t bpitch,
+                              const double* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                              const double* w) noexcept nogil
+    void convcore_dw_wgrad3_any_d(const double* g, Py_ssize_t gpitch, const double* x,
+                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                               double* out) noexcept nogil
+
+
+cdef struct Layout:
+    # A plane of shape (SH, SW) placed in a zero buffer of (rows, cols):
+    # source (i, j) goes to (i*rstep + row0, j*cstep + col0); source
+    # positions that land outside the buffer are never read by the kernel.
+    Py_ssize_t SH, SW, rows, cols, row0, col0, rstep, cstep
+
+
+cdef Layout forward_layout(const ConvParams* p) noexcept nogil:
+    """The padded input plane the forward (and weight gradient) reads."""
+    cdef Layout L
+    L.SH = p.H
+    L.SW = p.W
+    L.rows = (p.OH - 1) * p.stride_h + p.dil_h * (p.R - 1) + 1
+    L.cols = (p.OW - 1) * p.stride_w + p.dil_w * (p.S - 1) + 1
+    L.row0 = p.pad_h
+    L.col0 = p.pad_w
+    L.rstep = 1
+    L.cstep = 1
+    return L
+
+
+cdef Layout backward_layout(const ConvParams* p) noexcept nogil:
+    """grad_y placed for a stride-1 "full" correlation with the flipped
+    kernel giving grad_x: gy[oh, ow] at (oh*sh + dh*(R-1) - pad_h,
+    ow*sw + dw*(S-1) - pad_w), zeros between (strides) and around."""
+    cdef Layout L
+    L.SH = p.OH
+    L.SW = p.OW
+    L.rows = p.H + p.dil_h * (p.R - 1)
+    L.cols = p.W + p.dil_w * (p.S - 1)
+    L.row0 = p.dil_h * (p.R - 1) - p.pad_h
+    L.col0 = p.dil_w * (p.S - 1) - p.pad_w
+    L.rstep = p.stride_h
+    L.cstep = p.stride_w
+    return L
+
+
+cdef void load_plane(const floating* src, floating* buf,
+                     const Layout* L) noexcept nogil:
+    """Copy the data positions of one source plane into buf (its padding
+    positions are zero already and stay so)."""
+    cdef Py_ssize_t i, j, ilo, ihi, jlo, jhi
+    cdef const floating* s
+    cdef floating* d
+    valid_range(L.SH, L.rows, L.rstep, L.row0, &ilo, &ihi)
+    valid_range(L.SW, L.cols, L.cstep, L.col0, &jlo, &jhi)
+    for i in range(ilo, ihi):
+        s = src + i * L.SW
+        d = buf + (i * L.rstep + L.row0) * L.cols + L.col0
+        if L.cstep == 1:
+            for j in range(jlo, jhi):
+                d[j] = s[j]
+        else:
+            for j in range(jlo, jhi):
+                d[j * L.cstep] = s[j]
+
+
+cdef const floating* plane_view(const floating* src, Py_ssize_t plane,
+                                floating* buf, Py_ssize_t* loaded,
+                                const Layout* L, Py_ssize_t* pitch) noexcept nogil:
+    """src laid out as L says: src itself when that needs no padding (no
+    offset, unit steps, the plane covers the buffer), else buf, loaded
+    unless it holds this plane already (loaded[0]: the plane number it
+    holds; a channel multiplier > 1 reads each input plane Kg times in a
+    row). pitch receives the row length."""
+    if (L.row0 == 0 and L.col0 == 0 and L.rstep == 1 and L.cstep == 1
+            and L.rows <= L.SH and L.cols <= L.SW):
+        pitch[0] = L.SW
+        return src
+    if loaded[0] != plane:
+        load_plane(src, buf, L)
+        loaded[0] = plane
+    pitch[0] = L.cols
+    return buf
+
+
+cdef inline bint all_finite(const floating* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not isfinite(a[i]):
+            return False
+    return True
+
+
+cdef void rows3(floating* y, Py_ssize_t ypitch, const floating* base,
+                Py_ssize_t bpitch, const floating* x, Py_ssize_t xpitch,
+                Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t sh, Py_ssize_t sw,
+                Py_ssize_t dh, Py_ssize_t dw, const floating* w) noexcept nogil:
+    """The rows helper for this geometry (see the C block above)."""
+    if sh == 1 and sw == 1 and dh == 1 and dw == 1:
+        if floating is float:
+            convcore_dw_rows3_unit_f(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
+        else:
+            convcore_dw_rows3_unit_d(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
+    elif sw == 1:
+        if floating is float:
+            convcore_dw_rows3_rows_f(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
+        else:
+            convcore_dw_rows3_rows_d(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
+    else:
+        if floating is float:
+            convcore_dw_rows3_any_f(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
+        else:
+            convcore_dw_rows3_any_d(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
+
+
+cdef void wgrad3(const floating* g, Py_ssize_t gpitch, const floating* x,
+                 Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                 Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                 floating* out) noexcept nogil:
+    """The weight-gradient helper for this geometry."""
+    if sh == 1 and sw == 1 and dh == 1 and dw == 1:
+        if floating is float:
+            convcore_dw_wgrad3_unit_f(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
+        else:
+            convcore_dw_wgrad3_unit_d(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
+    elif sw == 1:
+        if floating is float:
+            convcore_dw_wgrad3_rows_f(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
+        else:
+            convcore_dw_wgrad3_rows_d(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
+    else:
+        if floating is float:
+            convcore_dw_wgrad3_any_f(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
+        else:
+            convcore_dw_wgrad3_any_d(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
+
+
+cdef void dw_forward_nk(const floating* x, const floating* w, const floating* bias,
+                        floating* y, const ConvParams* p, const Layout* L,
+                        Py_ssize_t n, Py_ssize_t k, floating* buf,
+                        floating* brow, Py_ssize_t* loaded) noexcept nogil:
+    """y[n, k]. buf: the thread's padded plane; brow: a row of OW."""
+    cdef Py_ssize_t plane = n * p.C + k // (p.K // p.groups), pitch, j
+    cdef const floating* wk = w + k * 9
+    cdef const floating* xb
+    cdef floating b = bias[k] if bias != NULL else 0
+    if not all_finite(wk, 9):
+        direct_forward_nk(x, w, bias, y, p, n, k)
+        return
+    xb = plane_view(x + plane * p.H * p.W, plane, buf, loaded, L, &pitch)
+    for j in range(p.OW):
+        brow[j] = b
+    rows3(y + (n * p.K + k) * p.OH * p.OW, p.OW, brow, 0, xb, pitch, p.OH, p.OW,
+          p.stride_h, p.stride_w, p.dil_h, p.dil_w, wk)
+
+
+cdef void dw_backward_data_nc(const floating* grad_y, const floating* w,
+                              floating* grad_x, const ConvParams* p,
+                              const Layout* L, Py_ssize_t n, Py_ssize_t c,
+                              floating* buf, const floating* zeros,
+                              Py_ssize_t* loaded) noexcept nogil:
+    """grad_x[n, c] = sum over the channel's Kg outputs k of the full
+    correlation of grad_y[n, k] with w[k] flipped. zeros: a zero row of W."""
+    cdef Py_ssize_t Kg = p.K // p.groups, kk, k, t, pitch
+    cdef floating* gx = grad_x + (n * p.C + c) * p.H * p.W
+    cdef floating wf[9]
+    cdef const floating* gb
+    for kk in range(Kg):
+        if not all_finite(w + (c * Kg + kk) * 9, 9):
+            direct_backward_data_nc(grad_y, w, grad_x, p, n, c)
+            return
+    for kk in range(Kg):
+        k = c * Kg + kk
+        for t in range(9):
+            wf[t] = w[k * 9 + 8 - t]
+        gb = plane_view(grad_y + (n * p.K + k) * p.OH * p.OW, n * p.K + k,
+                        buf, loaded, L, &pitch)
+        # The first output channel writes, the others add to it.
+        rows3(gx, p.W, zeros if kk == 0 else gx, 0 if kk == 0 else p.W, gb, pitch,
+              p.H, p.W, 1, 1, p.dil_h, p.dil_w, wf)
+
+
+cdef void dw_backward_weight_nk(const floating* grad_y, const floating* x,
+                                const ConvParams* p, const Layout* L,
+                                Py_ssize_t n, Py_ssize_t k, floating* buf,
+                                Py_ssize_t* loaded, floating* out) noexcept nogil:
+    """out[0:9] = the nine tap sums of grad_y[n, k] against its input plane."""
+    cdef Py_ssize_t plane = n * p.C + k // (p.K // p.groups), pitch
+    cdef const floating* xb = plane_view(x + plane * p.H * p.W, plane, buf,
+                                         loaded, L, &pitch)
+    wgrad3(grad_y + (n * p.K + k) * p.OH * p.OW, p.OW, xb, pitch, p.OH, p.OW,
+           p.stride_h, p.stride_w, p.dil_h, p.dil_w, out)
+
+
+# ---------------------------------------------------------------------------
+# Drivers, called by convcore.algorithms.DirectConv for groups with one
+# input channel and 3x3 kernels (supports()); the functional floor has
+# checked the shapes and allocated the outputs. geom as in conv_direct.
+
+def supports(Py_ssize_t Cg, Py_ssize_t R, Py_ssize_t S):
+    """Whether these kernels serve a convolution of this shape."""
+    return Cg == 1 and R == 3 and S == 3
+
+
+cdef Py_ssize_t _thread_elements(const ConvParams* p, bint backward) noexcept nogil:
+    """Scratch per thread: a padded plane and a row (bias or zeros)."""
+    cdef Layout f = forward_layout(p)
+    cdef Layout b = backward_layout(p)
+    cdef Py_ssize_t n = f.rows * f.cols
+    if backward and b.rows * b.cols > n:
+        n = b.rows * b.cols
+    return n + (p.OW if p.OW > p.W else p.W)
+
+
+def thread_elements(tuple x_shape, tuple w_shape, tuple y_shape, tuple geom,
+                    bint backward):
+    """Scratch elements per thread for one forward (or backward) call; the
+    weight gradient adds N*K*9 partial sums once."""
+    cdef ConvParams p = geometry(x_shape, w_shape, y_shape, geom)
+    return _thread_elements(&p, backward)
+
+
+cdef class _Scratch:
+    """Per-thread zeroed buffers and their "which plane is loaded" marks,
+    allocated with the GIL so that a failure is a MemoryError."""
+    cdef void* data
+    cdef Py_ssize_t* loaded
+    cdef Py_ssize_t size
+
+    def __cinit__(self, int threads, Py_ssize_t size, Py_ssize_t itemsize):
+        cdef int t
+        self.size = size
+        self.data = calloc(threads * size, itemsize)
+        self.loaded = <Py_ssize_t*> malloc(threads * sizeof(Py_ssize_t))
+        if self.data == NULL or self.loaded == NULL:
+            raise MemoryError(f"convcore: cannot allocate {threads} x {size} "
+                              "depthwise scratch elements")
+        for t in range(threads):
+            self.loaded[t] = -1
+
+    def __dealloc__(self):
+        free(self.data)
+        free(self.loaded)
+
+
+def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+            const floating[::1] bias, floating[:, :, :, ::1] y,
+            tuple geom, int num_threads):
+    """y = conv(x, w) + bias. bias has size K, or 0 for no bias.   OUT: y"""
+    cdef ConvParams p = geometry(x.shape, w.shape, y.shape, geom)
+    cdef Layout L = forward_layout(&p)
+    cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef _Scratch s = _Scratch(num_threads, _thread_elements(&p, False), sizeof(floating))
+    cdef floating* buf
+    cdef Py_ssize_t nk, plane = L.rows * L.cols
+    cdef int t
+    with nogil:
+        for nk in prange(p.N * p.K, schedule='static', num_threads=num_threads):
+            t = omp_get_thread_num()
+            buf = <floating*> s.data + t * s.size
+            dw_forward_nk(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0], &p, &L,
+                          nk // p.K, nk % p.K, buf, buf + plane, s.loaded + t)
+
+
+def backward_data(const floating[:, :, :, ::1] grad_y,
+                  const floating[:, :, :, ::1] w,
+                  floating[:, :, :, ::1] grad_x, tuple geom, int num_threads):
+    """grad_x (N, C, H, W), overwritten.                         OUT: grad_x"""
+    cdef ConvParams p = geometry(grad_x.shape, w.shape, grad_y.shape, geom)
+    cdef Layout L = backward_layout(&p)
+    cdef _Scratch s = _Scratch(num_threads, _thread_elements(&p, True), sizeof(floating))
+    cdef floating* buf
+    cdef Py_ssize_t nc, plane = L.rows * L.cols
+    cdef int t
+    with nogil:
+        for nc in prange(p.N * p.C, schedule='static', num_threads=num_threads):
+            t = omp_get_thread_num()
+            buf = <floating*> s.data + t * s.size
+            dw_backward_data_nc(&grad_y[0, 0, 0, 0], &w[0, 0, 0, 0], &grad_x[0, 0, 0, 0],
+                                &p, &L, nc // p.C, nc % p.C, buf, buf + plane,
+                                s.loaded + t)
+
+
+def backward_weight(const floating[:, :, :, ::1] grad_y,
+                    const floating[:, :, :, ::1] x,
+                    floating[:, :, :, ::1] grad_w, tuple geom, int num_threads):
+    """grad_w (K, 1, 3, 3), overwritten.                         OUT: grad_w"""
+    cdef ConvParams p = geometry(x.shape, grad_w.shape, grad_y.shape, geom)
+    cdef Layout L = forward_layout(&p)
+    cdef _Scratch s = _Scratch(num_threads, _thread_elements(&p, True), sizeof(floating))
+    # Nine sums per (image, channel) plane, added over the images in order
+    # below: every plane is one work item whatever the thread count.
+    cdef floating* part = <floating*> malloc(p.N * p.K * 9 * sizeof(floating))
+    cdef floating* gw = &grad_w[0, 0, 0, 0]
+    cdef floating acc
+    cdef Py_ssize_t nk, k, n, i
+    cdef int t
+    if part == NULL:
+        raise MemoryError(f"convcore: cannot allocate {p.N * p.K} x 9 partial sums")
+    try:
+        with nogil:
+            for nk in prange(p.N * p.K, schedule='static', num_threads=num_threads):
+                t = omp_get_thread_num()
+                dw_backward_weight_nk(&grad_y[0, 0, 0, 0], &x[0, 0, 0, 0], &p, &L,
+                                      nk // p.K, nk % p.K, <floating*> s.data + t * s.size,
+                                      s.loaded + t, part + nk * 9)
+            for k in range(p.K):
+                for i in range(9):
+                    acc = 0
+                    for n in range(p.N):
+                        acc = acc + part[(n * p.K + k) * 9 + i]
+                    gw[k * 9 + i] = acc
+    finally:
+        free(part)
