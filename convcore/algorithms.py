@@ -9,6 +9,7 @@ tests and the benchmark can see what it picks.
                                   | "auto": select_algorithm(spec)
                                   v
               DirectConv  --> _kernels.conv_direct (prange, no BLAS)
+                          --> _kernels.conv_depthwise (depthwise 3x3)
               Im2colConv  --> _kernels.conv_gemm   (prange + 1-thread BLAS,
                                                     or n-thread BLAS alone)
 """

@@ -135,9 +135,13 @@ cdef extern from *:
         out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3; out[4] = s4;       \\
         out[5] = s5; out[6] = s6; out[7] = s7; out[8] = s8;                    \\
     }
-    /* unit: stride 1, dilation 1; rows: unit column steps; any: all
-       run-time (column strides > 1). */
+    /* unit: stride 1, dilation 1; s2: stride 2, dilation 1; rows: unit
+       column steps; any: all run-time. */
     CONVCORE_DW_ROWS3(convcore_dw_rows3_unit_f, float, 1, 1, 1, 1)
+    CONVCORE_DW_ROWS3(convcore_dw_rows3_s2_f, float, 2, 2, 1, 1)
+    CONVCORE_DW_ROWS3(convcore_dw_rows3_s2_d, double, 2, 2, 1, 1)
+    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_s2_f, float, 2, 2, 1, 1)
+    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_s2_d, double, 2, 2, 1, 1)
     CONVCORE_DW_ROWS3(convcore_dw_rows3_rows_f, float, sh, 1, dh, dw)
     CONVCORE_DW_ROWS3(convcore_dw_rows3_any_f, float, sh, sw, dh, dw)
     CONVCORE_DW_ROWS3(convcore_dw_rows3_unit_d, double, 1, 1, 1, 1)
@@ -149,7 +153,33 @@ cdef extern from *:
     CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_unit_d, double, 1, 1, 1, 1)
     CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_rows_d, double, sh, 1, dh, dw)
     CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_any_d, double, sh, sw, dh, dw)
+    /* One row of a plane into the padded buffer (no overlap). */
+    #define CONVCORE_DW_COPY(NAME, T)                                           \
+    static void NAME(T* d, const T* s, Py_ssize_t n) {                         \
+        _Pragma("omp simd")                                                    \
+        for (Py_ssize_t j = 0; j < n; ++j) d[j] = s[j];                        \
+    }
+    CONVCORE_DW_COPY(convcore_dw_copy_f, float)
+    CONVCORE_DW_COPY(convcore_dw_copy_d, double)
     """
+    void convcore_dw_copy_f(float* d, const float* s, Py_ssize_t n) noexcept nogil
+    void convcore_dw_copy_d(double* d, const double* s, Py_ssize_t n) noexcept nogil
+    void convcore_dw_rows3_s2_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
+                              const float* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                              const float* w) noexcept nogil
+    void convcore_dw_wgrad3_s2_f(const float* g, Py_ssize_t gpitch, const float* x,
+                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                               float* out) noexcept nogil
+    void convcore_dw_rows3_s2_d(double* y, Py_ssize_t ypitch, const double* base, Py_ssize_t bpitch,
+                              const double* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                              const double* w) noexcept nogil
+    void convcore_dw_wgrad3_s2_d(const double* g, Py_ssize_t gpitch, const double* x,
+                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                               double* out) noexcept nogil
     void convcore_dw_rows3_unit_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
                               const float* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
@@ -250,8 +280,10 @@ cdef void load_plane(const floating* src, floating* buf,
         s = src + i * L.SW
         d = buf + (i * L.rstep + L.row0) * L.cols + L.col0
         if L.cstep == 1:
-            for j in range(jlo, jhi):
-                d[j] = s[j]
+            if floating is float:
+                convcore_dw_copy_f(d + jlo, s + jlo, jhi - jlo)
+            else:
+                convcore_dw_copy_d(d + jlo, s + jlo, jhi - jlo)
         else:
             for j in range(jlo, jhi):
                 d[j * L.cstep] = s[j]
@@ -294,6 +326,11 @@ cdef void rows3(floating* y, Py_ssize_t ypitch, const floating* base,
             convcore_dw_rows3_unit_f(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
         else:
             convcore_dw_rows3_unit_d(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
+    elif sh == 2 and sw == 2 and dh == 1 and dw == 1:
+        if floating is float:
+            convcore_dw_rows3_s2_f(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
+        else:
+            convcore_dw_rows3_s2_d(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
     elif sw == 1:
         if floating is float:
             convcore_dw_rows3_rows_f(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
@@ -316,6 +353,11 @@ cdef void wgrad3(const floating* g, Py_ssize_t gpitch, const floating* x,
             convcore_dw_wgrad3_unit_f(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
         else:
             convcore_dw_wgrad3_unit_d(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
+    elif sh == 2 and sw == 2 and dh == 1 and dw == 1:
+        if floating is float:
+            convcore_dw_wgrad3_s2_f(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
+        else:
+            convcore_dw_wgrad3_s2_d(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
     elif sw == 1:
         if floating is float:
             convcore_dw_wgrad3_rows_f(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
