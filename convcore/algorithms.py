@@ -9,7 +9,7 @@ tests and the benchmark can see what it picks.
                                   | "auto": select_algorithm(spec)
                                   v
               DirectConv  --> _kernels.conv_direct (prange, no BLAS)
-                          --> _kernels.conv_depthwise (depthwise 3x3)
+                          --> _kernels.conv_depthwise (one input channel per group)
               Im2colConv  --> _kernels.conv_gemm   (prange + 1-thread BLAS,
                                                     or n-thread BLAS alone)
 """
@@ -45,10 +45,11 @@ class ConvAlgorithm:
 
 class DirectConv(ConvAlgorithm):
     """Direct loops over the taps; no BLAS. Strong where the GEMM would be
-    thin: depthwise, few channels, tiny images. Depthwise 3x3 (one input
-    channel per group) runs its own kernels (_kernels.conv_depthwise: all
-    nine taps per output in registers, from a padded copy of the plane);
-    everything else the generic per-tap loops (_kernels.conv_direct)."""
+    thin: depthwise, few channels, tiny images. Depthwise layers (one input
+    channel per group) run their own kernels (_kernels.conv_depthwise: a
+    padded copy of the plane, all nine taps of a 3x3 per output in
+    registers, other kernels up to three taps per pass); everything else
+    the generic per-tap loops (_kernels.conv_direct)."""
 
     name = "direct"
 
@@ -71,12 +72,12 @@ class DirectConv(ConvAlgorithm):
     def scratch_bytes(self, spec, backward):
         nt = kernel_threads(spec.flops())
         if self._depthwise(spec):
-            # A padded plane per thread; the weight gradient adds nine
+            # A padded plane per thread; the weight gradient adds R*S
             # partial sums per (image, channel) plane.
             planes = nt * conv_depthwise.thread_elements(
                 (spec.N, spec.C, spec.H, spec.W), (spec.K, 1, spec.R, spec.S),
                 spec.out_shape, spec.geom, backward)
-            partials = spec.N * spec.K * 9 if backward else 0
+            partials = spec.N * spec.K * spec.R * spec.S if backward else 0
             return (planes + partials) * spec.dtype.itemsize
         # The generic weight gradient keeps R*S*OW partial sums per thread.
         if not backward:

@@ -1,9 +1,10 @@
-"""The depthwise 3x3 kernels (_kernels/conv_depthwise, reached through
+"""The depthwise kernels (_kernels/conv_depthwise, reached through
 algorithm "direct" and "auto" when each group has one input channel)
 against the float64 reference, finite differences and the thread count.
 Shapes probe their edges: one-pixel and two-pixel images, widths that are
 not a multiple of the vector length, padding 0 (the kernel reads the plane
-in place) to 2, strides and dilations, channel multipliers 1 and 2."""
+in place) to 3, strides and dilations, channel multipliers 1 and 2; 3x3
+(its own path) and other kernels (a kernel row, up to three taps, a pass)."""
 import numpy as np
 import pytest
 
@@ -15,7 +16,7 @@ from convcore.functional._conv_spec import conv_spec
 from gradcheck import directional_check
 from ref_conv import conv2d_backward_ref, conv2d_ref
 
-# (N, C, Kg, H, W, geometry)
+# (N, C, Kg, H, W, geometry), 3x3 kernels
 SHAPES = [
     (1, 3, 1, 1, 1, dict(padding=1)),
     (2, 2, 2, 1, 1, dict(padding=2)),
@@ -35,11 +36,24 @@ SHAPES = [
     (1, 2, 1, 8, 8, dict(padding=3)),       # padding > kernel extent - 1
 ]
 WIDTHS = list(range(1, 18))
+# (N, C, Kg, H, W, (R, S), geometry): the row-pass path
+OTHER_KERNELS = [
+    (2, 3, 1, 9, 11, (5, 5), dict(padding=2)),
+    (1, 2, 2, 8, 8, (1, 1), {}),
+    (2, 2, 1, 12, 13, (7, 7), dict(padding=3)),
+    (1, 3, 1, 6, 7, (2, 2), dict(padding=1)),
+    (1, 2, 2, 9, 10, (1, 5), dict(padding=(0, 2))),
+    (2, 2, 1, 11, 9, (4, 3), dict(padding=1, stride=2)),
+    (1, 2, 1, 13, 13, (5, 5), dict(padding=4, stride=2, dilation=2)),
+    (1, 2, 2, 1, 1, (5, 5), dict(padding=2)),
+    (1, 2, 1, 5, 17, (2, 4), dict(padding="same")),
+    (2, 2, 1, 7, 9, (3, 5), dict(padding=(1, 2), stride=(1, 3))),
+]
 
 
-def _case(rng, N, C, Kg, H, W, dtype):
+def _case(rng, N, C, Kg, H, W, dtype, kernel=(3, 3)):
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    w = rng.standard_normal((C * Kg, 1, 3, 3)).astype(dtype)
+    w = rng.standard_normal((C * Kg, 1) + kernel).astype(dtype)
     b = rng.standard_normal(C * Kg).astype(dtype)
     return x, w, b
 
@@ -69,9 +83,9 @@ def test_depthwise_3x3_takes_the_depthwise_kernels():
     spec = conv_spec((2, 8, 5, 5), (16, 1, 3, 3), np.dtype(np.float32), 1, 1, 1, 8, "t")
     assert select_algorithm(spec).name == "direct"
     assert DirectConv._depthwise(spec)
-    other = conv_spec((2, 8, 5, 5), (8, 1, 5, 5), np.dtype(np.float32), 1, 1, 1, 8, "t")
-    assert not DirectConv._depthwise(other)      # generic direct loops
-    assert not conv_depthwise.supports(2, 3, 3)
+    assert conv_depthwise.supports(1, 5, 5)
+    grouped = conv_spec((2, 8, 5, 5), (8, 2, 3, 3), np.dtype(np.float32), 1, 1, 1, 4, "t")
+    assert not DirectConv._depthwise(grouped)    # generic direct loops
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -80,6 +94,13 @@ def test_depthwise_3x3_takes_the_depthwise_kernels():
 def test_matches_reference(N, C, Kg, H, W, geom, with_bias, dtype, rng):
     x, w, b = _case(rng, N, C, Kg, H, W, dtype)
     _check_against_reference(x, w, b if with_bias else None, geom)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("N,C,Kg,H,W,kernel,geom", OTHER_KERNELS, ids=str)
+def test_other_kernels_match_reference(N, C, Kg, H, W, kernel, geom, dtype, rng):
+    x, w, b = _case(rng, N, C, Kg, H, W, dtype, kernel)
+    _check_against_reference(x, w, b, geom)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -96,9 +117,11 @@ def test_every_width(width, padding, dtype, rng):
     _check_against_reference(x, w, b, dict(padding=padding, stride=2), algorithm="auto")
 
 
-@pytest.mark.parametrize("N,C,Kg,H,W,geom", SHAPES[::3], ids=str)
-def test_gradients_match_finite_differences(N, C, Kg, H, W, geom, rng):
-    x, w, b = _case(rng, N, C, Kg, H, W, np.float64)
+@pytest.mark.parametrize("N,C,Kg,H,W,kernel,geom",
+                         [s[:5] + ((3, 3),) + s[5:] for s in SHAPES[::3]] + OTHER_KERNELS[::3],
+                         ids=str)
+def test_gradients_match_finite_differences(N, C, Kg, H, W, kernel, geom, rng):
+    x, w, b = _case(rng, N, C, Kg, H, W, np.float64, kernel)
 
     def forward(x, w, b):
         return F.conv2d(x, w, b, groups=C, algorithm="direct", **geom)
@@ -118,10 +141,12 @@ def restore_threads(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N,C,Kg,H,W,geom", SHAPES[6:], ids=str)
-def test_one_and_two_threads_give_the_same_bits(N, C, Kg, H, W, geom, dtype,
+@pytest.mark.parametrize("N,C,Kg,H,W,kernel,geom",
+                         [s[:5] + ((3, 3),) + s[5:] for s in SHAPES[6:]] + OTHER_KERNELS[::2],
+                         ids=str)
+def test_one_and_two_threads_give_the_same_bits(N, C, Kg, H, W, kernel, geom, dtype,
                                                 restore_threads, rng):
-    x, w, b = _case(rng, N, C, Kg, H, W, dtype)
+    x, w, b = _case(rng, N, C, Kg, H, W, dtype, kernel)
     results = []
     for n in (1, 2):
         convcore.set_num_threads(n)
@@ -133,15 +158,16 @@ def test_one_and_two_threads_give_the_same_bits(N, C, Kg, H, W, geom, dtype,
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_non_finite_weights_take_the_generic_loops(dtype, rng):
+@pytest.mark.parametrize("kernel,pad", [((3, 3), 1), ((5, 5), 2)])
+def test_non_finite_weights_take_the_generic_loops(kernel, pad, dtype, rng):
     """An Inf weight times a padding zero would be NaN; the planes with a
     non-finite weight run the generic kernel, which skips the padding, so
     they are those of conv_direct, NaN and Inf in the same places (the
     other planes agree to rounding)."""
-    x, w, b = _case(rng, 2, 4, 2, 6, 7, dtype)
+    x, w, b = _case(rng, 2, 4, 2, 6, 7, dtype, kernel)
     w[1, 0, 0, 0] = np.inf      # output channel 1, input channel 0
     w[6, 0, 2, 1] = np.nan      # output channel 6, input channel 3
-    geom = (1, 1, 1, 1, 1, 1, 4)
+    geom = (1, 1, pad, pad, 1, 1, 4)
     y = np.empty((2, 8, 6, 7), dtype)
     ref = np.empty_like(y)
     conv_depthwise.forward(x, w, b, y, geom, 2)

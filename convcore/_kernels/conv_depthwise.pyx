@@ -1,18 +1,19 @@
-"""Depthwise 3x3 convolution (one input channel per group), any stride,
-dilation and channel multiplier.
+"""Depthwise convolution (one input channel per group): any kernel size,
+stride, dilation and channel multiplier.
 
 The generic direct kernel (conv_direct) makes R*S passes over every output
-plane, one short axpy per tap and row. Here each output row is computed in
+plane, one short axpy per tap and row. Here a 3x3 output row is computed in
 one pass with the nine weights in registers and stored once, reading a
 zero-padded copy of the input plane that the thread keeps in L1: the inner
-loop has no bounds test and vectorises (omp simd). Backward-data is the same
-kernel run on the output gradient laid out for a "full" correlation with the
-flipped weights (for strides > 1 the gradient is spread onto a zero grid, so
-one kernel serves every stride). The weight gradient reduces each (image,
-channel) plane to nine sums with nine vector accumulators, then adds the
-images in order.
+loop has no bounds test and vectorises (omp simd). Other kernels go a kernel
+row at a time, up to three taps per pass (R * ceil(S/3) passes). Backward-
+data is the same correlation run on the output gradient laid out for a
+"full" correlation with the flipped kernel (for strides > 1 the gradient is
+spread onto a zero grid, so one kernel serves every stride). The weight
+gradient reduces each (image, channel) plane to R*S sums in vector
+accumulators (nine at once for 3x3), then adds the images in order.
 
-Each worker owns one output plane (or the nine partial sums of one), so the
+Each worker owns one output plane (or the R*S partial sums of one), so the
 results do not depend on the thread count. The padded buffer is zeroed once
 per thread; each plane overwrites only the positions that hold data, which
 are the same for every plane of a call, so the padding stays zero.
@@ -161,7 +162,110 @@ cdef extern from *:
     }
     CONVCORE_DW_COPY(convcore_dw_copy_f, float)
     CONVCORE_DW_COPY(convcore_dw_copy_d, double)
+    /* Kernels other than 3x3 go a kernel row at a time, up to three taps
+       per pass (NT, a literal: the unused taps vanish at compile time):
+       y[i, j] = base[i, j] + sum_t w[t] x[i*xpitch + j*SW + t*dw], x
+       already offset to the pass's first tap, xpitch the input rows
+       between output rows; and the weight gradient's pass, out[t] = the
+       sum of g[i, j] times the same inputs. */
+    #define CONVCORE_DW_PASS(NAME, T, NT, SW)                                   \\
+    static void NAME(T* y, Py_ssize_t ypitch, const T* base, Py_ssize_t bpitch,\\
+                     const T* x, Py_ssize_t xpitch, Py_ssize_t rows,           \\
+                     Py_ssize_t cols, Py_ssize_t sw, Py_ssize_t dw,            \\
+                     const T* w) {                                             \\
+        const T w0 = w[0], w1 = (NT) > 1 ? w[1] : 0, w2 = (NT) > 2 ? w[2] : 0; \\
+        (void)sw;                                                              \\
+        for (Py_ssize_t i = 0; i < rows; ++i) {                                \\
+            const T* xr = x + i * xpitch;                                      \\
+            const T* br = base + i * bpitch;                                   \\
+            T* yr = y + i * ypitch;                                            \\
+            _Pragma("omp simd")                                                \\
+            for (Py_ssize_t j = 0; j < cols; ++j) {                            \\
+                const Py_ssize_t c = j * (SW);                                 \\
+                T a = w0 * xr[c];                                              \\
+                if ((NT) > 1) a += w1 * xr[c + dw];                            \\
+                if ((NT) > 2) a += w2 * xr[c + 2 * dw];                        \\
+                yr[j] = br[j] + a;                                             \\
+            }                                                                  \\
+        }                                                                      \\
+    }
+    #define CONVCORE_DW_WPASS(NAME, T, NT, SW)                                  \\
+    static void NAME(const T* g, Py_ssize_t gpitch, const T* x,                \\
+                     Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,      \\
+                     Py_ssize_t sw, Py_ssize_t dw, T* out) {                   \\
+        T s0 = 0, s1 = 0, s2 = 0;                                              \\
+        (void)sw;                                                              \\
+        for (Py_ssize_t i = 0; i < rows; ++i) {                                \\
+            const T* gr = g + i * gpitch;                                      \\
+            const T* xr = x + i * xpitch;                                      \\
+            T a0 = 0, a1 = 0, a2 = 0;                                          \\
+            _Pragma("omp simd reduction(+:a0,a1,a2)")                          \\
+            for (Py_ssize_t j = 0; j < cols; ++j) {                            \\
+                const T gv = gr[j];                                            \\
+                const Py_ssize_t c = j * (SW);                                 \\
+                a0 += gv * xr[c];                                              \\
+                if ((NT) > 1) a1 += gv * xr[c + dw];                           \\
+                if ((NT) > 2) a2 += gv * xr[c + 2 * dw];                       \\
+            }                                                                  \\
+            s0 += a0; s1 += a1; s2 += a2;                                      \\
+        }                                                                      \\
+        out[0] = s0;                                                           \\
+        if ((NT) > 1) out[1] = s1;                                             \\
+        if ((NT) > 2) out[2] = s2;                                             \\
+    }
+    /* Instances for 1..3 taps, unit or run-time column stride, and the
+       dispatchers the Cython code calls. */
+    #define CONVCORE_DW_PASSES(SUF, T)                                          \\
+    CONVCORE_DW_PASS(convcore_dw_pass1u_##SUF, T, 1, 1)                        \\
+    CONVCORE_DW_PASS(convcore_dw_pass2u_##SUF, T, 2, 1)                        \\
+    CONVCORE_DW_PASS(convcore_dw_pass3u_##SUF, T, 3, 1)                        \\
+    CONVCORE_DW_PASS(convcore_dw_pass1s_##SUF, T, 1, sw)                       \\
+    CONVCORE_DW_PASS(convcore_dw_pass2s_##SUF, T, 2, sw)                       \\
+    CONVCORE_DW_PASS(convcore_dw_pass3s_##SUF, T, 3, sw)                       \\
+    CONVCORE_DW_WPASS(convcore_dw_wpass1u_##SUF, T, 1, 1)                      \\
+    CONVCORE_DW_WPASS(convcore_dw_wpass2u_##SUF, T, 2, 1)                      \\
+    CONVCORE_DW_WPASS(convcore_dw_wpass3u_##SUF, T, 3, 1)                      \\
+    CONVCORE_DW_WPASS(convcore_dw_wpass1s_##SUF, T, 1, sw)                     \\
+    CONVCORE_DW_WPASS(convcore_dw_wpass2s_##SUF, T, 2, sw)                     \\
+    CONVCORE_DW_WPASS(convcore_dw_wpass3s_##SUF, T, 3, sw)                     \\
+    static void convcore_dw_pass_##SUF(T* y, Py_ssize_t ypitch, const T* base, \\
+            Py_ssize_t bpitch, const T* x, Py_ssize_t xpitch, Py_ssize_t rows, \\
+            Py_ssize_t cols, Py_ssize_t sw, Py_ssize_t dw, const T* w,         \\
+            Py_ssize_t nt) {                                                   \\
+        void (*f)(T*, Py_ssize_t, const T*, Py_ssize_t, const T*, Py_ssize_t,  \\
+                  Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, const T*) =  \\
+            sw == 1 ? (nt == 1 ? convcore_dw_pass1u_##SUF : nt == 2            \\
+                       ? convcore_dw_pass2u_##SUF : convcore_dw_pass3u_##SUF)  \\
+                    : (nt == 1 ? convcore_dw_pass1s_##SUF : nt == 2            \\
+                       ? convcore_dw_pass2s_##SUF : convcore_dw_pass3s_##SUF); \\
+        f(y, ypitch, base, bpitch, x, xpitch, rows, cols, sw, dw, w);          \\
+    }                                                                          \\
+    static void convcore_dw_wpass_##SUF(const T* g, Py_ssize_t gpitch,         \\
+            const T* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,   \\
+            Py_ssize_t sw, Py_ssize_t dw, T* out, Py_ssize_t nt) {             \\
+        void (*f)(const T*, Py_ssize_t, const T*, Py_ssize_t, Py_ssize_t,      \\
+                  Py_ssize_t, Py_ssize_t, Py_ssize_t, T*) =                    \\
+            sw == 1 ? (nt == 1 ? convcore_dw_wpass1u_##SUF : nt == 2           \\
+                       ? convcore_dw_wpass2u_##SUF : convcore_dw_wpass3u_##SUF)\\
+                    : (nt == 1 ? convcore_dw_wpass1s_##SUF : nt == 2           \\
+                       ? convcore_dw_wpass2s_##SUF : convcore_dw_wpass3s_##SUF);\\
+        f(g, gpitch, x, xpitch, rows, cols, sw, dw, out);                      \\
+    }
+    CONVCORE_DW_PASSES(f, float)
+    CONVCORE_DW_PASSES(d, double)
     """
+    void convcore_dw_pass_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
+                            const float* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                            Py_ssize_t sw, Py_ssize_t dw, const float* w, Py_ssize_t nt) noexcept nogil
+    void convcore_dw_pass_d(double* y, Py_ssize_t ypitch, const double* base, Py_ssize_t bpitch,
+                            const double* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                            Py_ssize_t sw, Py_ssize_t dw, const double* w, Py_ssize_t nt) noexcept nogil
+    void convcore_dw_wpass_f(const float* g, Py_ssize_t gpitch, const float* x, Py_ssize_t xpitch,
+                             Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t sw, Py_ssize_t dw,
+                             float* out, Py_ssize_t nt) noexcept nogil
+    void convcore_dw_wpass_d(const double* g, Py_ssize_t gpitch, const double* x, Py_ssize_t xpitch,
+                             Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t sw, Py_ssize_t dw,
+                             double* out, Py_ssize_t nt) noexcept nogil
     void convcore_dw_copy_f(float* d, const float* s, Py_ssize_t n) noexcept nogil
     void convcore_dw_copy_d(double* d, const double* s, Py_ssize_t n) noexcept nogil
     void convcore_dw_rows3_s2_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
@@ -370,87 +474,134 @@ cdef void wgrad3(const floating* g, Py_ssize_t gpitch, const floating* x,
             convcore_dw_wgrad3_any_d(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
 
 
+cdef void correlate(floating* y, Py_ssize_t ypitch, const floating* base,
+                    Py_ssize_t bpitch, const floating* x, Py_ssize_t xpitch,
+                    Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t R, Py_ssize_t S,
+                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                    const floating* w) noexcept nogil:
+    """y = base + the correlation of the padded plane x (row length
+    xpitch) with the R x S kernel w, for a block of output rows."""
+    cdef Py_ssize_t r, s0, nt
+    if R == 3 and S == 3:
+        rows3(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
+        return
+    for r in range(R):
+        for s0 in range(0, S, 3):
+            nt = S - s0 if S - s0 < 3 else 3
+            if floating is float:
+                convcore_dw_pass_f(y, ypitch, base, bpitch, x + r * dh * xpitch + s0 * dw,
+                                   sh * xpitch, rows, cols, sw, dw, w + r * S + s0, nt)
+            else:
+                convcore_dw_pass_d(y, ypitch, base, bpitch, x + r * dh * xpitch + s0 * dw,
+                                   sh * xpitch, rows, cols, sw, dw, w + r * S + s0, nt)
+            base = y  # later passes add to what the first one wrote
+            bpitch = ypitch
+
+
+cdef void tap_sums(const floating* g, Py_ssize_t gpitch, const floating* x,
+                   Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                   Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw,
+                   Py_ssize_t dh, Py_ssize_t dw, floating* out) noexcept nogil:
+    """out[r*S + s] = sum over the output block of g times the input tap
+    (r, s) reads: the weight gradient of one plane."""
+    cdef Py_ssize_t r, s0, nt
+    if R == 3 and S == 3:
+        wgrad3(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
+        return
+    for r in range(R):
+        for s0 in range(0, S, 3):
+            nt = S - s0 if S - s0 < 3 else 3
+            if floating is float:
+                convcore_dw_wpass_f(g, gpitch, x + r * dh * xpitch + s0 * dw, sh * xpitch,
+                                    rows, cols, sw, dw, out + r * S + s0, nt)
+            else:
+                convcore_dw_wpass_d(g, gpitch, x + r * dh * xpitch + s0 * dw, sh * xpitch,
+                                    rows, cols, sw, dw, out + r * S + s0, nt)
+
+
 cdef void dw_forward_nk(const floating* x, const floating* w, const floating* bias,
                         floating* y, const ConvParams* p, const Layout* L,
                         Py_ssize_t n, Py_ssize_t k, floating* buf,
                         floating* brow, Py_ssize_t* loaded) noexcept nogil:
     """y[n, k]. buf: the thread's padded plane; brow: a row of OW."""
     cdef Py_ssize_t plane = n * p.C + k // (p.K // p.groups), pitch, j
-    cdef const floating* wk = w + k * 9
+    cdef const floating* wk = w + k * p.R * p.S
     cdef const floating* xb
     cdef floating b = bias[k] if bias != NULL else 0
-    if not all_finite(wk, 9):
+    if not all_finite(wk, p.R * p.S):
         direct_forward_nk(x, w, bias, y, p, n, k)
         return
     xb = plane_view(x + plane * p.H * p.W, plane, buf, loaded, L, &pitch)
     for j in range(p.OW):
         brow[j] = b
-    rows3(y + (n * p.K + k) * p.OH * p.OW, p.OW, brow, 0, xb, pitch, p.OH, p.OW,
-          p.stride_h, p.stride_w, p.dil_h, p.dil_w, wk)
+    correlate(y + (n * p.K + k) * p.OH * p.OW, p.OW, brow, 0, xb, pitch, p.OH, p.OW,
+              p.R, p.S, p.stride_h, p.stride_w, p.dil_h, p.dil_w, wk)
 
 
 cdef void dw_backward_data_nc(const floating* grad_y, const floating* w,
                               floating* grad_x, const ConvParams* p,
                               const Layout* L, Py_ssize_t n, Py_ssize_t c,
                               floating* buf, const floating* zeros,
-                              Py_ssize_t* loaded) noexcept nogil:
+                              floating* wf, Py_ssize_t* loaded) noexcept nogil:
     """grad_x[n, c] = sum over the channel's Kg outputs k of the full
-    correlation of grad_y[n, k] with w[k] flipped. zeros: a zero row of W."""
-    cdef Py_ssize_t Kg = p.K // p.groups, kk, k, t, pitch
+    correlation of grad_y[n, k] with w[k] flipped. zeros: a zero row of W;
+    wf: room for the R*S flipped taps."""
+    cdef Py_ssize_t Kg = p.K // p.groups, RS = p.R * p.S, kk, k, t, pitch
     cdef floating* gx = grad_x + (n * p.C + c) * p.H * p.W
-    cdef floating wf[9]
     cdef const floating* gb
-    for kk in range(Kg):
-        if not all_finite(w + (c * Kg + kk) * 9, 9):
-            direct_backward_data_nc(grad_y, w, grad_x, p, n, c)
-            return
+    if not all_finite(w + c * Kg * RS, Kg * RS):
+        direct_backward_data_nc(grad_y, w, grad_x, p, n, c)
+        return
     for kk in range(Kg):
         k = c * Kg + kk
-        for t in range(9):
-            wf[t] = w[k * 9 + 8 - t]
+        for t in range(RS):
+            wf[t] = w[k * RS + RS - 1 - t]
         gb = plane_view(grad_y + (n * p.K + k) * p.OH * p.OW, n * p.K + k,
                         buf, loaded, L, &pitch)
         # The first output channel writes, the others add to it.
-        rows3(gx, p.W, zeros if kk == 0 else gx, 0 if kk == 0 else p.W, gb, pitch,
-              p.H, p.W, 1, 1, p.dil_h, p.dil_w, wf)
+        correlate(gx, p.W, zeros if kk == 0 else gx, 0 if kk == 0 else p.W, gb, pitch,
+                  p.H, p.W, p.R, p.S, 1, 1, p.dil_h, p.dil_w, wf)
 
 
 cdef void dw_backward_weight_nk(const floating* grad_y, const floating* x,
                                 const ConvParams* p, const Layout* L,
                                 Py_ssize_t n, Py_ssize_t k, floating* buf,
                                 Py_ssize_t* loaded, floating* out) noexcept nogil:
-    """out[0:9] = the nine tap sums of grad_y[n, k] against its input plane."""
+    """out[0:R*S] = the tap sums of grad_y[n, k] against its input plane."""
     cdef Py_ssize_t plane = n * p.C + k // (p.K // p.groups), pitch
     cdef const floating* xb = plane_view(x + plane * p.H * p.W, plane, buf,
                                          loaded, L, &pitch)
-    wgrad3(grad_y + (n * p.K + k) * p.OH * p.OW, p.OW, xb, pitch, p.OH, p.OW,
-           p.stride_h, p.stride_w, p.dil_h, p.dil_w, out)
+    tap_sums(grad_y + (n * p.K + k) * p.OH * p.OW, p.OW, xb, pitch, p.OH, p.OW,
+             p.R, p.S, p.stride_h, p.stride_w, p.dil_h, p.dil_w, out)
 
 
 # ---------------------------------------------------------------------------
 # Drivers, called by convcore.algorithms.DirectConv for groups with one
-# input channel and 3x3 kernels (supports()); the functional floor has
+# input channel (supports()); the functional floor has
 # checked the shapes and allocated the outputs. geom as in conv_direct.
 
 def supports(Py_ssize_t Cg, Py_ssize_t R, Py_ssize_t S):
-    """Whether these kernels serve a convolution of this shape."""
-    return Cg == 1 and R == 3 and S == 3
+    """Whether these kernels serve a convolution of this shape: one input
+    channel per group (3x3 has its own fast path, other kernels go a
+    kernel row at a time)."""
+    return Cg == 1
 
 
 cdef Py_ssize_t _thread_elements(const ConvParams* p, bint backward) noexcept nogil:
-    """Scratch per thread: a padded plane and a row (bias or zeros)."""
+    """Scratch per thread: a padded plane, a row (bias or zeros) and the
+    flipped kernel."""
     cdef Layout f = forward_layout(p)
     cdef Layout b = backward_layout(p)
     cdef Py_ssize_t n = f.rows * f.cols
     if backward and b.rows * b.cols > n:
         n = b.rows * b.cols
-    return n + (p.OW if p.OW > p.W else p.W)
+    return n + (p.OW if p.OW > p.W else p.W) + p.R * p.S
 
 
 def thread_elements(tuple x_shape, tuple w_shape, tuple y_shape, tuple geom,
                     bint backward):
     """Scratch elements per thread for one forward (or backward) call; the
-    weight gradient adds N*K*9 partial sums once."""
+    weight gradient adds N*K*R*S partial sums once."""
     cdef ConvParams p = geometry(x_shape, w_shape, y_shape, geom)
     return _thread_elements(&p, backward)
 
@@ -505,7 +656,7 @@ def backward_data(const floating[:, :, :, ::1] grad_y,
     cdef Layout L = backward_layout(&p)
     cdef _Scratch s = _Scratch(num_threads, _thread_elements(&p, True), sizeof(floating))
     cdef floating* buf
-    cdef Py_ssize_t nc, plane = L.rows * L.cols
+    cdef Py_ssize_t nc, plane = L.rows * L.cols, row = p.OW if p.OW > p.W else p.W
     cdef int t
     with nogil:
         for nc in prange(p.N * p.C, schedule='static', num_threads=num_threads):
@@ -513,37 +664,38 @@ def backward_data(const floating[:, :, :, ::1] grad_y,
             buf = <floating*> s.data + t * s.size
             dw_backward_data_nc(&grad_y[0, 0, 0, 0], &w[0, 0, 0, 0], &grad_x[0, 0, 0, 0],
                                 &p, &L, nc // p.C, nc % p.C, buf, buf + plane,
-                                s.loaded + t)
+                                buf + plane + row, s.loaded + t)
 
 
 def backward_weight(const floating[:, :, :, ::1] grad_y,
                     const floating[:, :, :, ::1] x,
                     floating[:, :, :, ::1] grad_w, tuple geom, int num_threads):
-    """grad_w (K, 1, 3, 3), overwritten.                         OUT: grad_w"""
+    """grad_w (K, 1, R, S), overwritten.                         OUT: grad_w"""
     cdef ConvParams p = geometry(x.shape, grad_w.shape, grad_y.shape, geom)
     cdef Layout L = forward_layout(&p)
     cdef _Scratch s = _Scratch(num_threads, _thread_elements(&p, True), sizeof(floating))
-    # Nine sums per (image, channel) plane, added over the images in order
+    # R*S sums per (image, channel) plane, added over the images in order
     # below: every plane is one work item whatever the thread count.
-    cdef floating* part = <floating*> malloc(p.N * p.K * 9 * sizeof(floating))
+    cdef Py_ssize_t RS = p.R * p.S
+    cdef floating* part = <floating*> malloc(p.N * p.K * RS * sizeof(floating))
     cdef floating* gw = &grad_w[0, 0, 0, 0]
     cdef floating acc
     cdef Py_ssize_t nk, k, n, i
     cdef int t
     if part == NULL:
-        raise MemoryError(f"convcore: cannot allocate {p.N * p.K} x 9 partial sums")
+        raise MemoryError(f"convcore: cannot allocate {p.N * p.K} x {RS} partial sums")
     try:
         with nogil:
             for nk in prange(p.N * p.K, schedule='static', num_threads=num_threads):
                 t = omp_get_thread_num()
                 dw_backward_weight_nk(&grad_y[0, 0, 0, 0], &x[0, 0, 0, 0], &p, &L,
                                       nk // p.K, nk % p.K, <floating*> s.data + t * s.size,
-                                      s.loaded + t, part + nk * 9)
+                                      s.loaded + t, part + nk * RS)
             for k in range(p.K):
-                for i in range(9):
+                for i in range(RS):
                     acc = 0
                     for n in range(p.N):
-                        acc = acc + part[(n * p.K + k) * 9 + i]
-                    gw[k * 9 + i] = acc
+                        acc = acc + part[(n * p.K + k) * RS + i]
+                    gw[k * RS + i] = acc
     finally:
         free(part)
