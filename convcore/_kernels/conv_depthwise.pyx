@@ -136,24 +136,38 @@ cdef extern from *:
         out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3; out[4] = s4;       \\
         out[5] = s5; out[6] = s6; out[7] = s7; out[8] = s8;                    \\
     }
-    /* unit: stride 1, dilation 1; s2: stride 2, dilation 1; rows: unit
-       column steps; any: all run-time. */
-    CONVCORE_DW_ROWS3(convcore_dw_rows3_unit_f, float, 1, 1, 1, 1)
-    CONVCORE_DW_ROWS3(convcore_dw_rows3_s2_f, float, 2, 2, 1, 1)
-    CONVCORE_DW_ROWS3(convcore_dw_rows3_s2_d, double, 2, 2, 1, 1)
-    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_s2_f, float, 2, 2, 1, 1)
-    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_s2_d, double, 2, 2, 1, 1)
-    CONVCORE_DW_ROWS3(convcore_dw_rows3_rows_f, float, sh, 1, dh, dw)
-    CONVCORE_DW_ROWS3(convcore_dw_rows3_any_f, float, sh, sw, dh, dw)
-    CONVCORE_DW_ROWS3(convcore_dw_rows3_unit_d, double, 1, 1, 1, 1)
-    CONVCORE_DW_ROWS3(convcore_dw_rows3_rows_d, double, sh, 1, dh, dw)
-    CONVCORE_DW_ROWS3(convcore_dw_rows3_any_d, double, sh, sw, dh, dw)
-    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_unit_f, float, 1, 1, 1, 1)
-    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_rows_f, float, sh, 1, dh, dw)
-    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_any_f, float, sh, sw, dh, dw)
-    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_unit_d, double, 1, 1, 1, 1)
-    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_rows_d, double, sh, 1, dh, dw)
-    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_any_d, double, sh, sw, dh, dw)
+    /* Instances: unit (stride 1, dilation 1), s2 (stride 2, dilation 1),
+       rows (unit column steps), any (all run-time); the dispatchers pick
+       one from the geometry. */
+    #define CONVCORE_DW_PICK(SUF, KIND)                                         \\
+        (sh == 1 && sw == 1 && dh == 1 && dw == 1 ? KIND##_unit_##SUF          \\
+         : sh == 2 && sw == 2 && dh == 1 && dw == 1 ? KIND##_s2_##SUF          \\
+         : sw == 1 ? KIND##_rows_##SUF : KIND##_any_##SUF)
+    #define CONVCORE_DW_3X3(SUF, T)                                             \\
+    CONVCORE_DW_ROWS3(convcore_dw_rows3_unit_##SUF, T, 1, 1, 1, 1)             \\
+    CONVCORE_DW_ROWS3(convcore_dw_rows3_s2_##SUF, T, 2, 2, 1, 1)               \\
+    CONVCORE_DW_ROWS3(convcore_dw_rows3_rows_##SUF, T, sh, 1, dh, dw)          \\
+    CONVCORE_DW_ROWS3(convcore_dw_rows3_any_##SUF, T, sh, sw, dh, dw)          \\
+    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_unit_##SUF, T, 1, 1, 1, 1)           \\
+    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_s2_##SUF, T, 2, 2, 1, 1)             \\
+    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_rows_##SUF, T, sh, 1, dh, dw)        \\
+    CONVCORE_DW_WGRAD3(convcore_dw_wgrad3_any_##SUF, T, sh, sw, dh, dw)        \\
+    static void convcore_dw_rows3_##SUF(T* y, Py_ssize_t ypitch, const T* base,\\
+            Py_ssize_t bpitch, const T* x, Py_ssize_t xpitch, Py_ssize_t rows, \\
+            Py_ssize_t cols, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,      \\
+            Py_ssize_t dw, const T* w) {                                       \\
+        CONVCORE_DW_PICK(SUF, convcore_dw_rows3)(y, ypitch, base, bpitch, x,   \\
+            xpitch, rows, cols, sh, sw, dh, dw, w);                            \\
+    }                                                                          \\
+    static void convcore_dw_wgrad3_##SUF(const T* g, Py_ssize_t gpitch,        \\
+            const T* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,   \\
+            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,        \\
+            T* out) {                                                          \\
+        CONVCORE_DW_PICK(SUF, convcore_dw_wgrad3)(g, gpitch, x, xpitch, rows,  \\
+            cols, sh, sw, dh, dw, out);                                        \\
+    }
+    CONVCORE_DW_3X3(f, float)
+    CONVCORE_DW_3X3(d, double)
     /* One row of a plane into the padded buffer (no overlap). */
     #define CONVCORE_DW_COPY(NAME, T)                                           \
     static void NAME(T* d, const T* s, Py_ssize_t n) {                         \
@@ -268,70 +282,22 @@ cdef extern from *:
                              double* out, Py_ssize_t nt) noexcept nogil
     void convcore_dw_copy_f(float* d, const float* s, Py_ssize_t n) noexcept nogil
     void convcore_dw_copy_d(double* d, const double* s, Py_ssize_t n) noexcept nogil
-    void convcore_dw_rows3_s2_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
-                              const float* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+    void convcore_dw_rows3_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
+                             const float* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                             Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                             const float* w) noexcept nogil
+    void convcore_dw_rows3_d(double* y, Py_ssize_t ypitch, const double* base, Py_ssize_t bpitch,
+                             const double* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                             Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                             const double* w) noexcept nogil
+    void convcore_dw_wgrad3_f(const float* g, Py_ssize_t gpitch, const float* x,
+                              Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                              const float* w) noexcept nogil
-    void convcore_dw_wgrad3_s2_f(const float* g, Py_ssize_t gpitch, const float* x,
-                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                               float* out) noexcept nogil
-    void convcore_dw_rows3_s2_d(double* y, Py_ssize_t ypitch, const double* base, Py_ssize_t bpitch,
-                              const double* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
+                              float* out) noexcept nogil
+    void convcore_dw_wgrad3_d(const double* g, Py_ssize_t gpitch, const double* x,
+                              Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                              const double* w) noexcept nogil
-    void convcore_dw_wgrad3_s2_d(const double* g, Py_ssize_t gpitch, const double* x,
-                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                               double* out) noexcept nogil
-    void convcore_dw_rows3_unit_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
-                              const float* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                              const float* w) noexcept nogil
-    void convcore_dw_wgrad3_unit_f(const float* g, Py_ssize_t gpitch, const float* x,
-                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                               float* out) noexcept nogil
-    void convcore_dw_rows3_unit_d(double* y, Py_ssize_t ypitch, const double* base, Py_ssize_t bpitch,
-                              const double* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                              const double* w) noexcept nogil
-    void convcore_dw_wgrad3_unit_d(const double* g, Py_ssize_t gpitch, const double* x,
-                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                               double* out) noexcept nogil
-    void convcore_dw_rows3_rows_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
-                              const float* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                              const float* w) noexcept nogil
-    void convcore_dw_wgrad3_rows_f(const float* g, Py_ssize_t gpitch, const float* x,
-                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                               float* out) noexcept nogil
-    void convcore_dw_rows3_rows_d(double* y, Py_ssize_t ypitch, const double* base, Py_ssize_t bpitch,
-                              const double* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                              const double* w) noexcept nogil
-    void convcore_dw_wgrad3_rows_d(const double* g, Py_ssize_t gpitch, const double* x,
-                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                               double* out) noexcept nogil
-    void convcore_dw_rows3_any_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
-                              const float* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                              const float* w) noexcept nogil
-    void convcore_dw_wgrad3_any_f(const float* g, Py_ssize_t gpitch, const float* x,
-                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                               float* out) noexcept nogil
-    void convcore_dw_rows3_any_d(double* y, Py_ssize_t ypitch, const double* base, Py_ssize_t bpitch,
-                              const double* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                              const double* w) noexcept nogil
-    void convcore_dw_wgrad3_any_d(const double* g, Py_ssize_t gpitch, const double* x,
-                               Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                               double* out) noexcept nogil
+                              double* out) noexcept nogil
 
 
 cdef struct Layout:
@@ -420,60 +386,6 @@ cdef inline bint all_finite(const floating* a, Py_ssize_t n) noexcept nogil:
     return True
 
 
-cdef void rows3(floating* y, Py_ssize_t ypitch, const floating* base,
-                Py_ssize_t bpitch, const floating* x, Py_ssize_t xpitch,
-                Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t sh, Py_ssize_t sw,
-                Py_ssize_t dh, Py_ssize_t dw, const floating* w) noexcept nogil:
-    """The rows helper for this geometry (see the C block above)."""
-    if sh == 1 and sw == 1 and dh == 1 and dw == 1:
-        if floating is float:
-            convcore_dw_rows3_unit_f(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
-        else:
-            convcore_dw_rows3_unit_d(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
-    elif sh == 2 and sw == 2 and dh == 1 and dw == 1:
-        if floating is float:
-            convcore_dw_rows3_s2_f(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
-        else:
-            convcore_dw_rows3_s2_d(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
-    elif sw == 1:
-        if floating is float:
-            convcore_dw_rows3_rows_f(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
-        else:
-            convcore_dw_rows3_rows_d(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
-    else:
-        if floating is float:
-            convcore_dw_rows3_any_f(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
-        else:
-            convcore_dw_rows3_any_d(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
-
-
-cdef void wgrad3(const floating* g, Py_ssize_t gpitch, const floating* x,
-                 Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
-                 Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                 floating* out) noexcept nogil:
-    """The weight-gradient helper for this geometry."""
-    if sh == 1 and sw == 1 and dh == 1 and dw == 1:
-        if floating is float:
-            convcore_dw_wgrad3_unit_f(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
-        else:
-            convcore_dw_wgrad3_unit_d(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
-    elif sh == 2 and sw == 2 and dh == 1 and dw == 1:
-        if floating is float:
-            convcore_dw_wgrad3_s2_f(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
-        else:
-            convcore_dw_wgrad3_s2_d(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
-    elif sw == 1:
-        if floating is float:
-            convcore_dw_wgrad3_rows_f(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
-        else:
-            convcore_dw_wgrad3_rows_d(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
-    else:
-        if floating is float:
-            convcore_dw_wgrad3_any_f(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
-        else:
-            convcore_dw_wgrad3_any_d(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
-
-
 cdef void correlate(floating* y, Py_ssize_t ypitch, const floating* base,
                     Py_ssize_t bpitch, const floating* x, Py_ssize_t xpitch,
                     Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t R, Py_ssize_t S,
@@ -483,7 +395,10 @@ cdef void correlate(floating* y, Py_ssize_t ypitch, const floating* base,
     xpitch) with the R x S kernel w, for a block of output rows."""
     cdef Py_ssize_t r, s0, nt
     if R == 3 and S == 3:
-        rows3(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
+        if floating is float:
+            convcore_dw_rows3_f(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
+        else:
+            convcore_dw_rows3_d(y, ypitch, base, bpitch, x, xpitch, rows, cols, sh, sw, dh, dw, w)
         return
     for r in range(R):
         for s0 in range(0, S, 3):
@@ -506,7 +421,10 @@ cdef void tap_sums(const floating* g, Py_ssize_t gpitch, const floating* x,
     (r, s) reads: the weight gradient of one plane."""
     cdef Py_ssize_t r, s0, nt
     if R == 3 and S == 3:
-        wgrad3(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
+        if floating is float:
+            convcore_dw_wgrad3_f(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
+        else:
+            convcore_dw_wgrad3_d(g, gpitch, x, xpitch, rows, cols, sh, sw, dh, dw, out)
         return
     for r in range(R):
         for s0 in range(0, S, 3):
