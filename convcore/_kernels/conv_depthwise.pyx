@@ -168,11 +168,17 @@ cdef extern from *:
     }
     CONVCORE_DW_3X3(f, float)
     CONVCORE_DW_3X3(d, double)
-    /* One row of a plane into the padded buffer (no overlap). */
+    /* Rows of a plane into the padded buffer (no overlap), one call per
+       plane: per-row calls cost as much as the copying. */
     #define CONVCORE_DW_COPY(NAME, T)                                           \
-    static void NAME(T* d, const T* s, Py_ssize_t n) {                         \
-        _Pragma("omp simd")                                                    \
-        for (Py_ssize_t j = 0; j < n; ++j) d[j] = s[j];                        \
+    static void NAME(T* d, Py_ssize_t dpitch, const T* s, Py_ssize_t spitch,   \
+                     Py_ssize_t rows, Py_ssize_t n) {                          \
+        for (Py_ssize_t i = 0; i < rows; ++i) {                                \
+            T* dr = d + i * dpitch;                                            \
+            const T* sr = s + i * spitch;                                      \
+            _Pragma("omp simd")                                                \
+            for (Py_ssize_t j = 0; j < n; ++j) dr[j] = sr[j];                  \
+        }                                                                      \
     }
     CONVCORE_DW_COPY(convcore_dw_copy_f, float)
     CONVCORE_DW_COPY(convcore_dw_copy_d, double)
@@ -280,8 +286,10 @@ cdef extern from *:
     void convcore_dw_wpass_d(const double* g, Py_ssize_t gpitch, const double* x, Py_ssize_t xpitch,
                              Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t sw, Py_ssize_t dw,
                              double* out, Py_ssize_t nt) noexcept nogil
-    void convcore_dw_copy_f(float* d, const float* s, Py_ssize_t n) noexcept nogil
-    void convcore_dw_copy_d(double* d, const double* s, Py_ssize_t n) noexcept nogil
+    void convcore_dw_copy_f(float* d, Py_ssize_t dpitch, const float* s, Py_ssize_t spitch,
+                            Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+    void convcore_dw_copy_d(double* d, Py_ssize_t dpitch, const double* s, Py_ssize_t spitch,
+                            Py_ssize_t rows, Py_ssize_t n) noexcept nogil
     void convcore_dw_rows3_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
                              const float* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
@@ -346,17 +354,19 @@ cdef void load_plane(const floating* src, floating* buf,
     cdef floating* d
     valid_range(L.SH, L.rows, L.rstep, L.row0, &ilo, &ihi)
     valid_range(L.SW, L.cols, L.cstep, L.col0, &jlo, &jhi)
-    for i in range(ilo, ihi):
-        s = src + i * L.SW
-        d = buf + (i * L.rstep + L.row0) * L.cols + L.col0
-        if L.cstep == 1:
-            if floating is float:
-                convcore_dw_copy_f(d + jlo, s + jlo, jhi - jlo)
-            else:
-                convcore_dw_copy_d(d + jlo, s + jlo, jhi - jlo)
+    if ihi <= ilo or jhi <= jlo:
+        return
+    s = src + ilo * L.SW + jlo
+    d = buf + (ilo * L.rstep + L.row0) * L.cols + L.col0 + jlo * L.cstep
+    if L.cstep == 1:
+        if floating is float:
+            convcore_dw_copy_f(d, L.rstep * L.cols, s, L.SW, ihi - ilo, jhi - jlo)
         else:
-            for j in range(jlo, jhi):
-                d[j * L.cstep] = s[j]
+            convcore_dw_copy_d(d, L.rstep * L.cols, s, L.SW, ihi - ilo, jhi - jlo)
+        return
+    for i in range(ihi - ilo):   # strided backward-data: spread the row
+        for j in range(jhi - jlo):
+            d[i * L.rstep * L.cols + j * L.cstep] = s[i * L.SW + j]
 
 
 cdef const floating* plane_view(const floating* src, Py_ssize_t plane,
