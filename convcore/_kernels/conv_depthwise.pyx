@@ -168,20 +168,24 @@ cdef extern from *:
     }
     CONVCORE_DW_3X3(f, float)
     CONVCORE_DW_3X3(d, double)
-    /* Rows of a plane into the padded buffer (no overlap), one call per
-       plane: per-row calls cost as much as the copying. */
-    #define CONVCORE_DW_COPY(NAME, T)                                           \
+    /* d[i, j] = s[i, j] (ADD 0: a plane into the padded buffer) or
+       b + s[i, j] (ADD 1: a result computed at the buffer's row length out
+       to the plane), rows at a time, no overlap. */
+    #define CONVCORE_DW_COPY(NAME, T, ADD)                                      \
     static void NAME(T* d, Py_ssize_t dpitch, const T* s, Py_ssize_t spitch,   \
-                     Py_ssize_t rows, Py_ssize_t n) {                          \
+                     Py_ssize_t rows, Py_ssize_t n, T b) {                     \
+        (void)b;                                                               \
         for (Py_ssize_t i = 0; i < rows; ++i) {                                \
             T* dr = d + i * dpitch;                                            \
             const T* sr = s + i * spitch;                                      \
             _Pragma("omp simd")                                                \
-            for (Py_ssize_t j = 0; j < n; ++j) dr[j] = sr[j];                  \
+            for (Py_ssize_t j = 0; j < n; ++j) dr[j] = (ADD) ? b + sr[j] : sr[j]; \
         }                                                                      \
     }
-    CONVCORE_DW_COPY(convcore_dw_copy_f, float)
-    CONVCORE_DW_COPY(convcore_dw_copy_d, double)
+    CONVCORE_DW_COPY(convcore_dw_copy_f, float, 0)
+    CONVCORE_DW_COPY(convcore_dw_copy_d, double, 0)
+    CONVCORE_DW_COPY(convcore_dw_unpitch_f, float, 1)
+    CONVCORE_DW_COPY(convcore_dw_unpitch_d, double, 1)
     /* Kernels other than 3x3 go a kernel row at a time, up to three taps
        per pass (NT, a literal: the unused taps vanish at compile time):
        y[i, j] = base[i, j] + sum_t w[t] x[i*xpitch + j*SW + t*dw], x
@@ -287,9 +291,13 @@ cdef extern from *:
                              Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t sw, Py_ssize_t dw,
                              double* out, Py_ssize_t nt) noexcept nogil
     void convcore_dw_copy_f(float* d, Py_ssize_t dpitch, const float* s, Py_ssize_t spitch,
-                            Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+                            Py_ssize_t rows, Py_ssize_t n, float b) noexcept nogil
     void convcore_dw_copy_d(double* d, Py_ssize_t dpitch, const double* s, Py_ssize_t spitch,
-                            Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+                            Py_ssize_t rows, Py_ssize_t n, double b) noexcept nogil
+    void convcore_dw_unpitch_f(float* d, Py_ssize_t dpitch, const float* s, Py_ssize_t spitch,
+                               Py_ssize_t rows, Py_ssize_t n, float b) noexcept nogil
+    void convcore_dw_unpitch_d(double* d, Py_ssize_t dpitch, const double* s, Py_ssize_t spitch,
+                               Py_ssize_t rows, Py_ssize_t n, double b) noexcept nogil
     void convcore_dw_rows3_f(float* y, Py_ssize_t ypitch, const float* base, Py_ssize_t bpitch,
                              const float* x, Py_ssize_t xpitch, Py_ssize_t rows, Py_ssize_t cols,
                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
@@ -360,9 +368,9 @@ cdef void load_plane(const floating* src, floating* buf,
     d = buf + (ilo * L.rstep + L.row0) * L.cols + L.col0 + jlo * L.cstep
     if L.cstep == 1:
         if floating is float:
-            convcore_dw_copy_f(d, L.rstep * L.cols, s, L.SW, ihi - ilo, jhi - jlo)
+            convcore_dw_copy_f(d, L.rstep * L.cols, s, L.SW, ihi - ilo, jhi - jlo, 0)
         else:
-            convcore_dw_copy_d(d, L.rstep * L.cols, s, L.SW, ihi - ilo, jhi - jlo)
+            convcore_dw_copy_d(d, L.rstep * L.cols, s, L.SW, ihi - ilo, jhi - jlo, 0)
         return
     for i in range(ihi - ilo):   # strided backward-data: spread the row
         for j in range(jhi - jlo):
@@ -447,36 +455,65 @@ cdef void tap_sums(const floating* g, Py_ssize_t gpitch, const floating* x,
                                     rows, cols, sw, dw, out + r * S + s0, nt)
 
 
+# Outputs narrower than this are computed as one long row at the padded
+# buffer's row length (the columns past the output's edge are computed and
+# dropped), then copied out: row by row, a 7- or 14-wide row would be mostly
+# scalar remainder. Needs stride 1, so that output rows step like input rows.
+cdef enum:
+    FLAT_COLS = 16
+
+
+cdef inline bint flat(Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t cols) noexcept nogil:
+    return sh == 1 and sw == 1 and cols < FLAT_COLS
+
+
+cdef inline void unpitch(floating* y, Py_ssize_t ypitch, const floating* t,
+                         Py_ssize_t tpitch, Py_ssize_t rows, Py_ssize_t cols,
+                         floating b) noexcept nogil:
+    if floating is float:
+        convcore_dw_unpitch_f(y, ypitch, t, tpitch, rows, cols, b)
+    else:
+        convcore_dw_unpitch_d(y, ypitch, t, tpitch, rows, cols, b)
+
+
 cdef void dw_forward_nk(const floating* x, const floating* w, const floating* bias,
                         floating* y, const ConvParams* p, const Layout* L,
-                        Py_ssize_t n, Py_ssize_t k, floating* buf,
-                        floating* brow, Py_ssize_t* loaded) noexcept nogil:
-    """y[n, k]. buf: the thread's padded plane; brow: a row of OW."""
+                        Py_ssize_t n, Py_ssize_t k, floating* buf, floating* tmp,
+                        floating* row, Py_ssize_t* loaded) noexcept nogil:
+    """y[n, k]. buf: the thread's padded plane; tmp: room for a result at
+    its row length; row: zeros (narrow outputs), else room for a bias row."""
     cdef Py_ssize_t plane = n * p.C + k // (p.K // p.groups), pitch, j
     cdef const floating* wk = w + k * p.R * p.S
     cdef const floating* xb
+    cdef floating* yk = y + (n * p.K + k) * p.OH * p.OW
     cdef floating b = bias[k] if bias != NULL else 0
     if not all_finite(wk, p.R * p.S):
         direct_forward_nk(x, w, bias, y, p, n, k)
         return
     xb = plane_view(x + plane * p.H * p.W, plane, buf, loaded, L, &pitch)
+    if flat(p.stride_h, p.stride_w, p.OW):
+        correlate(tmp, 0, row, 0, xb, pitch, 1, (p.OH - 1) * pitch + p.OW,
+                  p.R, p.S, 1, 1, p.dil_h, p.dil_w, wk)
+        unpitch(yk, p.OW, tmp, pitch, p.OH, p.OW, b)
+        return
     for j in range(p.OW):
-        brow[j] = b
-    correlate(y + (n * p.K + k) * p.OH * p.OW, p.OW, brow, 0, xb, pitch, p.OH, p.OW,
+        row[j] = b
+    correlate(yk, p.OW, row, 0, xb, pitch, p.OH, p.OW,
               p.R, p.S, p.stride_h, p.stride_w, p.dil_h, p.dil_w, wk)
 
 
 cdef void dw_backward_data_nc(const floating* grad_y, const floating* w,
                               floating* grad_x, const ConvParams* p,
                               const Layout* L, Py_ssize_t n, Py_ssize_t c,
-                              floating* buf, const floating* zeros,
+                              floating* buf, floating* tmp, const floating* zeros,
                               floating* wf, Py_ssize_t* loaded) noexcept nogil:
     """grad_x[n, c] = sum over the channel's Kg outputs k of the full
-    correlation of grad_y[n, k] with w[k] flipped. zeros: a zero row of W;
-    wf: room for the R*S flipped taps."""
+    correlation of grad_y[n, k] with w[k] flipped. buf, tmp as in the
+    forward; zeros: a zero row; wf: room for the R*S flipped taps."""
     cdef Py_ssize_t Kg = p.K // p.groups, RS = p.R * p.S, kk, k, t, pitch
     cdef floating* gx = grad_x + (n * p.C + c) * p.H * p.W
     cdef const floating* gb
+    cdef bint narrow = flat(1, 1, p.W)
     if not all_finite(w + c * Kg * RS, Kg * RS):
         direct_backward_data_nc(grad_y, w, grad_x, p, n, c)
         return
@@ -487,8 +524,14 @@ cdef void dw_backward_data_nc(const floating* grad_y, const floating* w,
         gb = plane_view(grad_y + (n * p.K + k) * p.OH * p.OW, n * p.K + k,
                         buf, loaded, L, &pitch)
         # The first output channel writes, the others add to it.
-        correlate(gx, p.W, zeros if kk == 0 else gx, 0 if kk == 0 else p.W, gb, pitch,
-                  p.H, p.W, p.R, p.S, 1, 1, p.dil_h, p.dil_w, wf)
+        if narrow:
+            correlate(tmp, 0, zeros if kk == 0 else tmp, 0, gb, pitch, 1,
+                      (p.H - 1) * pitch + p.W, p.R, p.S, 1, 1, p.dil_h, p.dil_w, wf)
+        else:
+            correlate(gx, p.W, zeros if kk == 0 else gx, 0 if kk == 0 else p.W, gb, pitch,
+                      p.H, p.W, p.R, p.S, 1, 1, p.dil_h, p.dil_w, wf)
+    if narrow:
+        unpitch(gx, p.W, tmp, pitch, p.H, p.W, 0)
 
 
 cdef void dw_backward_weight_nk(const floating* grad_y, const floating* x,
@@ -515,15 +558,22 @@ def supports(Py_ssize_t Cg, Py_ssize_t R, Py_ssize_t S):
     return Cg == 1
 
 
-cdef Py_ssize_t _thread_elements(const ConvParams* p, bint backward) noexcept nogil:
-    """Scratch per thread: a padded plane, a row (bias or zeros) and the
-    flipped kernel."""
+cdef Py_ssize_t _plane_elements(const ConvParams* p, bint backward) noexcept nogil:
+    """The largest padded plane of a forward (or backward) call."""
     cdef Layout f = forward_layout(p)
     cdef Layout b = backward_layout(p)
     cdef Py_ssize_t n = f.rows * f.cols
     if backward and b.rows * b.cols > n:
         n = b.rows * b.cols
-    return n + (p.OW if p.OW > p.W else p.W) + p.R * p.S
+    if n < p.OW:
+        n = p.OW
+    return n if n > p.W else p.W
+
+
+cdef Py_ssize_t _thread_elements(const ConvParams* p, bint backward) noexcept nogil:
+    """Scratch per thread: the padded plane, a result at its row length, a
+    row (zeros or the bias), all _plane_elements long; the flipped kernel."""
+    return 3 * _plane_elements(p, backward) + p.R * p.S
 
 
 def thread_elements(tuple x_shape, tuple w_shape, tuple y_shape, tuple geom,
@@ -565,15 +615,15 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef Layout L = forward_layout(&p)
     cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
     cdef _Scratch s = _Scratch(num_threads, _thread_elements(&p, False), sizeof(floating))
+    cdef Py_ssize_t nk, m = _plane_elements(&p, False)
     cdef floating* buf
-    cdef Py_ssize_t nk, plane = L.rows * L.cols
     cdef int t
     with nogil:
         for nk in prange(p.N * p.K, schedule='static', num_threads=num_threads):
             t = omp_get_thread_num()
             buf = <floating*> s.data + t * s.size
             dw_forward_nk(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0], &p, &L,
-                          nk // p.K, nk % p.K, buf, buf + plane, s.loaded + t)
+                          nk // p.K, nk % p.K, buf, buf + m, buf + 2 * m, s.loaded + t)
 
 
 def backward_data(const floating[:, :, :, ::1] grad_y,
@@ -583,16 +633,16 @@ def backward_data(const floating[:, :, :, ::1] grad_y,
     cdef ConvParams p = geometry(grad_x.shape, w.shape, grad_y.shape, geom)
     cdef Layout L = backward_layout(&p)
     cdef _Scratch s = _Scratch(num_threads, _thread_elements(&p, True), sizeof(floating))
+    cdef Py_ssize_t nc, m = _plane_elements(&p, True)
     cdef floating* buf
-    cdef Py_ssize_t nc, plane = L.rows * L.cols, row = p.OW if p.OW > p.W else p.W
     cdef int t
     with nogil:
         for nc in prange(p.N * p.C, schedule='static', num_threads=num_threads):
             t = omp_get_thread_num()
             buf = <floating*> s.data + t * s.size
             dw_backward_data_nc(&grad_y[0, 0, 0, 0], &w[0, 0, 0, 0], &grad_x[0, 0, 0, 0],
-                                &p, &L, nc // p.C, nc % p.C, buf, buf + plane,
-                                buf + plane + row, s.loaded + t)
+                                &p, &L, nc // p.C, nc % p.C, buf, buf + m, buf + 2 * m,
+                                buf + 3 * m, s.loaded + t)
 
 
 def backward_weight(const floating[:, :, :, ::1] grad_y,
