@@ -6,12 +6,16 @@ plane, one short axpy per tap and row. Here a 3x3 output row is computed in
 one pass with the nine weights in registers and stored once, reading a
 zero-padded copy of the input plane that the thread keeps in L1: the inner
 loop has no bounds test and vectorises (omp simd). Other kernels go a kernel
-row at a time, up to three taps per pass (R * ceil(S/3) passes). Backward-
-data is the same correlation run on the output gradient laid out for a
-"full" correlation with the flipped kernel (for strides > 1 the gradient is
-spread onto a zero grid, so one kernel serves every stride). The weight
-gradient reduces each (image, channel) plane to R*S sums in vector
-accumulators (nine at once for 3x3), then adds the images in order.
+row at a time, up to three taps per pass (R * ceil(S/3) passes). Narrow
+outputs (< 16 columns, stride 1) are computed as one long row at the padded
+buffer's row length and copied out, so short rows do not end in scalar
+remainders.
+
+Backward-data is the same correlation run on the output gradient laid out
+for a "full" correlation with the flipped kernel (for strides > 1 the
+gradient is spread onto a zero grid, so one kernel serves every stride).
+The weight gradient reduces each (image, channel) plane to R*S sums in
+vector accumulators (nine at once for 3x3), then adds the images in order.
 
 Each worker owns one output plane (or the R*S partial sums of one), so the
 results do not depend on the thread count. The padded buffer is zeroed once
@@ -35,7 +39,7 @@ from convcore._kernels.conv_direct cimport (
 # y[i, j] = base[i, j] + sum_{r,s} w[r, s] x[i*sh + r*dh, j*sw + s*dw] over
 # a block of rows: all nine taps per output with the weights in registers,
 # each output stored once. base is y itself (accumulate: pitch ypitch) or
-# one row holding the bias (pitch 0). When sh == dh, two output rows are
+# one row of the bias or of zeros (pitch 0). When sh == dh, two output rows are
 # done together: they share two of their input rows, loaded once (each
 # output's sum is the same expression either way). The geometry macro
 # arguments are literals (1) in the common instance, so the compiler folds
