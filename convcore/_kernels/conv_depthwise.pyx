@@ -562,22 +562,26 @@ def supports(Py_ssize_t Cg, Py_ssize_t R, Py_ssize_t S):
     return Cg == 1
 
 
-cdef Py_ssize_t _plane_elements(const ConvParams* p, bint backward) noexcept nogil:
-    """The largest padded plane of a forward (or backward) call."""
+cdef Py_ssize_t _parts(const ConvParams* p, bint backward, Py_ssize_t* tmp,
+                       Py_ssize_t* row) noexcept nogil:
+    """Scratch per thread, in order: the padded plane (the largest of the
+    call's passes; the size returned), a result at its row length (tmp[0]
+    elements: narrow outputs only), a row of zeros or the bias (row[0]),
+    the flipped kernel (R*S)."""
     cdef Layout f = forward_layout(p)
     cdef Layout b = backward_layout(p)
-    cdef Py_ssize_t n = f.rows * f.cols
-    if backward and b.rows * b.cols > n:
-        n = b.rows * b.cols
-    if n < p.OW:
-        n = p.OW
-    return n if n > p.W else p.W
+    cdef Py_ssize_t m = f.rows * f.cols
+    cdef bint narrow = flat(1, 1, p.W) if backward else flat(p.stride_h, p.stride_w, p.OW)
+    if backward and b.rows * b.cols > m:
+        m = b.rows * b.cols
+    tmp[0] = m if narrow else 0
+    row[0] = m if narrow else (p.OW if p.OW > p.W else p.W)
+    return m
 
 
 cdef Py_ssize_t _thread_elements(const ConvParams* p, bint backward) noexcept nogil:
-    """Scratch per thread: the padded plane, a result at its row length, a
-    row (zeros or the bias), all _plane_elements long; the flipped kernel."""
-    return 3 * _plane_elements(p, backward) + p.R * p.S
+    cdef Py_ssize_t tmp, row
+    return _parts(p, backward, &tmp, &row) + tmp + row + p.R * p.S
 
 
 def thread_elements(tuple x_shape, tuple w_shape, tuple y_shape, tuple geom,
@@ -619,7 +623,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef Layout L = forward_layout(&p)
     cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
     cdef _Scratch s = _Scratch(num_threads, _thread_elements(&p, False), sizeof(floating))
-    cdef Py_ssize_t nk, m = _plane_elements(&p, False)
+    cdef Py_ssize_t nk, tmp, row, m = _parts(&p, False, &tmp, &row)
     cdef floating* buf
     cdef int t
     with nogil:
@@ -627,7 +631,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
             t = omp_get_thread_num()
             buf = <floating*> s.data + t * s.size
             dw_forward_nk(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0], &p, &L,
-                          nk // p.K, nk % p.K, buf, buf + m, buf + 2 * m, s.loaded + t)
+                          nk // p.K, nk % p.K, buf, buf + m, buf + m + tmp, s.loaded + t)
 
 
 def backward_data(const floating[:, :, :, ::1] grad_y,
@@ -637,7 +641,7 @@ def backward_data(const floating[:, :, :, ::1] grad_y,
     cdef ConvParams p = geometry(grad_x.shape, w.shape, grad_y.shape, geom)
     cdef Layout L = backward_layout(&p)
     cdef _Scratch s = _Scratch(num_threads, _thread_elements(&p, True), sizeof(floating))
-    cdef Py_ssize_t nc, m = _plane_elements(&p, True)
+    cdef Py_ssize_t nc, tmp, row, m = _parts(&p, True, &tmp, &row)
     cdef floating* buf
     cdef int t
     with nogil:
@@ -645,8 +649,8 @@ def backward_data(const floating[:, :, :, ::1] grad_y,
             t = omp_get_thread_num()
             buf = <floating*> s.data + t * s.size
             dw_backward_data_nc(&grad_y[0, 0, 0, 0], &w[0, 0, 0, 0], &grad_x[0, 0, 0, 0],
-                                &p, &L, nc // p.C, nc % p.C, buf, buf + m, buf + 2 * m,
-                                buf + 3 * m, s.loaded + t)
+                                &p, &L, nc // p.C, nc % p.C, buf, buf + m, buf + m + tmp,
+                                buf + m + tmp + row, s.loaded + t)
 
 
 def backward_weight(const floating[:, :, :, ::1] grad_y,
