@@ -157,27 +157,31 @@ def test_one_and_two_threads_give_the_same_bits(N, C, Kg, H, W, kernel, geom, dt
         np.testing.assert_array_equal(a, b)
 
 
+def _same_non_finite(a, ref, dtype):
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(ref))
+    np.testing.assert_array_equal(np.isposinf(a), np.isposinf(ref))
+    np.testing.assert_array_equal(np.isneginf(a), np.isneginf(ref))
+    np.testing.assert_allclose(a, ref, **_tol(dtype))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kernel,pad", [((3, 3), 1), ((5, 5), 2)])
-def test_non_finite_weights_take_the_generic_loops(kernel, pad, dtype, rng):
-    """An Inf weight times a padding zero would be NaN; the planes with a
-    non-finite weight run the generic kernel, which skips the padding, so
-    they are those of conv_direct, NaN and Inf in the same places (the
-    other planes agree to rounding)."""
+def test_non_finite_weights(kernel, pad, dtype, rng):
+    """The forward multiplies the padding like data (an Inf weight meeting
+    it gives NaN), as the reference and PyTorch do; backward-data's
+    padded positions are not data, so planes with a non-finite weight run
+    the generic kernel, which skips them (the reference and PyTorch too)."""
     x, w, b = _case(rng, 2, 4, 2, 6, 7, dtype, kernel)
     w[1, 0, 0, 0] = np.inf      # output channel 1, input channel 0
     w[6, 0, 2, 1] = np.nan      # output channel 6, input channel 3
-    geom = (1, 1, pad, pad, 1, 1, 4)
-    y = np.empty((2, 8, 6, 7), dtype)
-    ref = np.empty_like(y)
-    conv_depthwise.forward(x, w, b, y, geom, 2)
-    conv_direct.forward(x, w, b, ref, geom, 2)
-    np.testing.assert_array_equal(y[:, [1, 6]], ref[:, [1, 6]])
-    assert np.isinf(y[:, 1]).any() and np.isfinite(y[:, 1, 0]).any()
-    np.testing.assert_allclose(y, ref, **_tol(dtype))
+    geom = dict(padding=pad, groups=4)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    y = F.conv2d(x, w, b, algorithm="direct", **geom)
+    _same_non_finite(y, conv2d_ref(x64, w64, b.astype(np.float64), **geom), dtype)
+    assert np.isnan(y[:, 1, 0]).all() and np.isinf(y[:, 1, -1, -1]).all()
     gy = rng.standard_normal(y.shape).astype(dtype)
-    gx, ref_gx = np.empty_like(x), np.empty_like(x)
-    conv_depthwise.backward_data(gy, w, gx, geom, 2)
-    conv_direct.backward_data(gy, w, ref_gx, geom, 2)
-    np.testing.assert_array_equal(gx[:, [0, 3]], ref_gx[:, [0, 3]])
-    np.testing.assert_allclose(gx, ref_gx, **_tol(dtype))
+    gx = F.conv2d_backward(gy, x, w, algorithm="direct", weight_grad=False, **geom)[0]
+    _same_non_finite(gx, conv2d_backward_ref(gy.astype(np.float64), x64, w64, **geom)[0], dtype)
+    generic = np.empty_like(x)
+    conv_direct.backward_data(gy, w, generic, (1, 1, pad, pad, 1, 1, 4), 2)
+    np.testing.assert_array_equal(gx[:, [0, 3]], generic[:, [0, 3]])

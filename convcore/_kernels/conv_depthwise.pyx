@@ -22,9 +22,11 @@ results do not depend on the thread count. The padded buffer is zeroed once
 per thread; each plane overwrites only the positions that hold data, which
 are the same for every plane of a call, so the padding stays zero.
 
-A plane whose weights are not all finite runs the generic worker instead:
-it multiplies real data only, while here an Inf weight times a padding zero
-would make a NaN that the generic kernel (and PyTorch) do not.
+Padding is multiplied like data, as PyTorch and the reference do (an Inf
+weight gives NaN where it meets the forward's padding), except in
+backward-data, whose padded gradient positions are not data: there a plane
+whose weights are not all finite runs the generic worker, which multiplies
+real data only, as PyTorch does.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -32,8 +34,7 @@ from libc.math cimport isfinite
 from libc.stdlib cimport calloc, malloc, free
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.conv_params cimport ConvParams, geometry, valid_range
-from convcore._kernels.conv_direct cimport (
-    direct_backward_data_nc, direct_forward_nk)
+from convcore._kernels.conv_direct cimport direct_backward_data_nc
 
 
 # y[i, j] = base[i, j] + sum_{r,s} w[r, s] x[i*sh + r*dh, j*sw + s*dw] over
@@ -491,9 +492,6 @@ cdef void dw_forward_nk(const floating* x, const floating* w, const floating* bi
     cdef const floating* xb
     cdef floating* yk = y + (n * p.K + k) * p.OH * p.OW
     cdef floating b = bias[k] if bias != NULL else 0
-    if not all_finite(wk, p.R * p.S):
-        direct_forward_nk(x, w, bias, y, p, n, k)
-        return
     xb = plane_view(x + plane * p.H * p.W, plane, buf, loaded, L, &pitch)
     if flat(p.stride_h, p.stride_w, p.OW):
         correlate(tmp, 0, row, 0, xb, pitch, 1, (p.OH - 1) * pitch + p.OW,
