@@ -55,6 +55,7 @@ class DirectConv(ConvAlgorithm):
 
     @staticmethod
     def _depthwise(spec):
+        """Whether spec runs the depthwise kernels."""
         return conv_depthwise.supports(spec.Cg, spec.R, spec.S)
 
     def forward(self, x, w, bias, y, spec):
