@@ -9,6 +9,7 @@ Modules:
     blas          fused-type _gemm over scipy.linalg.cython_blas (row-major)
     im2col        im2col / col2im for one image and one group
     conv_direct   direct convolution forward / backward (data, weight, bias)
+    conv_depthwise depthwise (one input channel per group) forward / backward
     conv_gemm     im2col + GEMM convolution forward / backward
     conv_winograd Winograd F(2x2, 3x3) forward (backward-data reuses it)
     pool          max / avg / adaptive pooling forward / backward
