@@ -18,10 +18,11 @@ CASES = [
 
 
 GENERAL = [a for a in convcore.conv_algorithms() if a != "winograd"]
-# Winograd's domain: 3x3, stride 1; padding the kernel does itself, and
-# the polyphase path (dilation, padding > 2, asymmetric 'same').
+# Winograd's domain: 3x3, stride 1, any padding (past 2 backward-data runs
+# with negative padding) and dilation: F(4x4) undilated, F(2x2) dilated.
 WINOGRAD_CASES = [
     dict(stride=1, padding=0, dilation=1, groups=1),
+    dict(stride=1, padding=3, dilation=1, groups=1),
     dict(stride=1, padding=(2, 1), dilation=1, groups=2),
     dict(stride=1, padding="same", dilation=1, groups=4),
     dict(stride=1, padding=2, dilation=2, groups=1),

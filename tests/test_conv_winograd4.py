@@ -22,6 +22,7 @@ SHAPES = [
     (2, 6, 4, 13, 7, 2, 2),     # padding 2 (backward-data's padding for pad 0)
     (1, 2, 3, 2, 6, 2, 1),      # rows < 4
     (2, 5, 3, 10, 2, 1, 1),     # a 2-wide image
+    (2, 3, 4, 6, 7, 4, 1),      # padding past the kernel's reach: negative for backward-data
 ]
 
 
