@@ -149,3 +149,22 @@ def test_scratch_matches_the_kernels_formula():
         assert (W._kernel_scratch(conv_winograd4, C, K, OW, OW, (1, 1), 2)
                 == 2 * conv_winograd4.scratch_elements(C, K, OW, 1, rows))
 
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_denormal_range_weights_take_im2col(dilation, rng):
+    """Weights all at the bottom of the float range would turn denormal in
+    the transform (G divides by up to 24) and lose their bits: "winograd"
+    hands them to im2col, whose result it then returns exactly; weights
+    of ordinary size stay on Winograd (their result differs in rounding)."""
+    x = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    geom = dict(padding=dilation, dilation=dilation)
+    tiny = (w * np.float32(1e-39)).astype(np.float32)
+    np.testing.assert_array_equal(conv2d(x, tiny, **geom, algorithm="winograd"),
+                                  conv2d(x, tiny, **geom, algorithm="im2col"))
+    gy = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    np.testing.assert_array_equal(conv2d_backward(gy, x, tiny, **geom, algorithm="winograd")[0],
+                                  conv2d_backward(gy, x, tiny, **geom, algorithm="im2col")[0])
+    assert not np.array_equal(conv2d(x, w, **geom, algorithm="winograd"),
+                              conv2d(x, w, **geom, algorithm="im2col"))
