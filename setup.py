@@ -10,6 +10,8 @@ CONVCORE_NATIVE=1          add -march=native (the wheel then only runs on
                            CPUs like the build machine's, so it is opt-in)
 CONVCORE_DEBUG=1           -O0 -g and Cython bounds/wraparound checks on
 CONVCORE_SANITIZE=1        AddressSanitizer + UndefinedBehaviorSanitizer
+CONVCORE_NO_CLONES=1       no AVX2+FMA copies of the hot row loops (GCC on
+                           x86-64 Linux makes them, picked at load time)
 """
 import glob
 import os
@@ -120,7 +122,12 @@ class BuildExt(build_ext):
 
         cc = " ".join(compiler.compiler_so[:1]) if hasattr(compiler, "compiler_so") else compiler.compiler_type
         build_flags = " ".join(cflags)
+        # The load-time AVX2 copies (_simd.pxd) are redundant with
+        # -march=native and get in the way of debugging and sanitizers.
+        no_clones = native or debug or sanitize or _env_flag("CONVCORE_NO_CLONES")
         for ext in self.extensions:
+            if no_clones:
+                ext.define_macros = list(ext.define_macros) + [("CONVCORE_NO_CLONES", "1")]
             ext.extra_compile_args = list(cflags) + list(ext.extra_compile_args)
             ext.extra_link_args = list(ldflags) + list(ext.extra_link_args)
             if ext.name.endswith("openmp_info"):

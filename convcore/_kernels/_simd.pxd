@@ -7,6 +7,26 @@
 cdef extern from *:
     """
     #include <stddef.h>
+    /* CONVCORE_CLONES before a hot row loop's definition compiles it twice
+       where GCC (12 and later) can pick at load time (an ifunc: x86-64
+       Linux): once for x86-64-v3 (AVX2+FMA: Intel Haswell, AMD Zen and
+       later; chosen by CPU features, where "arch=haswell" would test the
+       CPU model and skip AMD's) and once for the baseline.
+       The build itself stays -O3 without -march, so it runs on any x86-64.
+       The AVX2 copy rounds differently (fused multiply-adds): results then
+       depend on the CPU, still not on the thread count. Off for clang, in
+       sanitizer builds and with CONVCORE_NO_CLONES (setup.py defines it
+       for CONVCORE_NATIVE=1, CONVCORE_DEBUG=1, CONVCORE_SANITIZE=1 and
+       CONVCORE_NO_CLONES=1 builds). */
+    #if defined(__GNUC__) && __GNUC__ >= 12 && !defined(__clang__) \
+        && defined(__x86_64__) && defined(__linux__) \
+        && !defined(__SANITIZE_ADDRESS__) && !defined(CONVCORE_NO_CLONES)
+    #define CONVCORE_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+    #define CONVCORE_HAVE_CLONES 1
+    #else
+    #define CONVCORE_CLONES
+    #define CONVCORE_HAVE_CLONES 0
+    #endif
     /* y[i] += a * x[i]: a row of one kernel tap. omp simd promises no
        overlap between y and x, which GCC would otherwise test at run time
        on every (short) row, falling back to scalar code. */
@@ -40,6 +60,7 @@ cdef extern from *:
         return acc;
     }
     """
+    int CONVCORE_HAVE_CLONES
     float convcore_ssum(const float* a, Py_ssize_t n) noexcept nogil
     double convcore_dsum(const double* a, Py_ssize_t n) noexcept nogil
     void convcore_saxpy(float* y, const float* x, float a, Py_ssize_t n) noexcept nogil

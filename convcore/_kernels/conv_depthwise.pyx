@@ -35,6 +35,8 @@ from libc.stdlib cimport calloc, malloc, free
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.conv_params cimport ConvParams, geometry, valid_range
 from convcore._kernels.conv_direct cimport direct_backward_data_nc
+# CONVCORE_CLONES (AVX2+FMA copies of the row loops, picked at load time).
+from convcore._kernels._simd cimport CONVCORE_HAVE_CLONES
 
 
 # y[i, j] = base[i, j] + sum_{r,s} w[r, s] x[i*sh + r*dh, j*sw + s*dw] over
@@ -57,6 +59,7 @@ cdef extern from *:
          + (w3 * x1[c] + w4 * x1[c + dw] + w5 * x1[c + 2 * dw])                \\
          + (w6 * x2[c] + w7 * x2[c + dw] + w8 * x2[c + 2 * dw]))
     #define CONVCORE_DW_ROWS3(NAME, T, SH, SW, DH, DW)                          \\
+    CONVCORE_CLONES                                                            \\
     static void NAME(T* y, Py_ssize_t ypitch, const T* base, Py_ssize_t bpitch,\\
                      const T* x, Py_ssize_t xpitch, Py_ssize_t rows,           \\
                      Py_ssize_t cols, Py_ssize_t sh, Py_ssize_t sw,            \\
@@ -198,6 +201,7 @@ cdef extern from *:
        between output rows; and the weight gradient's pass, out[t] = the
        sum of g[i, j] times the same inputs. */
     #define CONVCORE_DW_PASS(NAME, T, NT, SW)                                   \\
+    CONVCORE_CLONES                                                            \\
     static void NAME(T* y, Py_ssize_t ypitch, const T* base, Py_ssize_t bpitch,\\
                      const T* x, Py_ssize_t xpitch, Py_ssize_t rows,           \\
                      Py_ssize_t cols, Py_ssize_t sw, Py_ssize_t dw,            \\

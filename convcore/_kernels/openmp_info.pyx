@@ -1,6 +1,7 @@
 """What the kernels were compiled with: OpenMP on/off, compiler, flags."""
 from convcore._kernels._openmp cimport (
     CONVCORE_USE_OPENMP, omp_get_max_threads, omp_get_num_procs)
+from convcore._kernels._simd cimport CONVCORE_HAVE_CLONES
 
 cdef extern from *:
     """
@@ -35,10 +36,12 @@ def omp_num_procs():
 
 
 def build_info():
-    """dict with the compiler, the flags and whether -march=native was used."""
+    """dict with the compiler, the flags, whether -march=native was used and
+    whether the hot row loops have AVX2+FMA copies picked at load time."""
     return {
         "compiler": CONVCORE_BUILD_CC.decode(),
         "flags": CONVCORE_BUILD_FLAGS.decode(),
         "march_native": bool(CONVCORE_BUILD_NATIVE),
         "openmp": bool(CONVCORE_USE_OPENMP),
+        "simd_clones": bool(CONVCORE_HAVE_CLONES),
     }
