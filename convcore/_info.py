@@ -48,6 +48,7 @@ def info_dict():
         "compiler": build["compiler"],
         "flags": build["flags"],
         "march_native": build["march_native"],
+        "simd_clones": build["simd_clones"],
         "openmp": build["openmp"],
         "threads": convcore.get_num_threads(),
         "omp_max_threads": openmp_info.omp_max_threads(),
@@ -75,6 +76,9 @@ def run(args):
     print(f"convcore {info['version']} (Python {info['python']}, numpy {info['numpy']})")
     print(f"compiler      {info['compiler']}  flags: {info['flags']}")
     print(f"-march=native {'yes' if info['march_native'] else 'no (set CONVCORE_NATIVE=1 at build to opt in)'}")
+    print(f"AVX2 clones   {'yes: depthwise row loops also built for x86-64-v3, picked at load' if info['simd_clones'] else 'no'}")
+    from convcore import get_flush_denormal
+    print(f"denormals     {'flushed to zero' if get_flush_denormal() else 'kept (convcore.set_flush_denormal(True) flushes them)'}")
     if info["openmp"]:
         print(f"OpenMP        on, convcore threads {info['threads']} "
               f"(OpenMP max {info['omp_max_threads']})")

@@ -28,6 +28,9 @@ def test_info_reports_build_threads_and_blas():
     else:  # a CONVCORE_NO_OPENMP build, or a compiler without OpenMP
         assert "OpenMP        OFF: kernels run single-threaded" in text
     assert "openblas" in text.lower()
+    clones = openmp_info.build_info()["simd_clones"]
+    assert ("AVX2 clones   yes" in text) == clones and ("AVX2 clones   no" in text) != clones
+    assert "denormals     kept" in text
 
 
 def test_every_command_has_help():
