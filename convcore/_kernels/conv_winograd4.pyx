@@ -23,7 +23,7 @@ on grad_y with the flipped kernel and padding 2 - pad.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdlib cimport calloc, malloc, free
+from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm
@@ -436,7 +436,7 @@ def backward_weight(const floating[:, :, :, ::1] x,
         return True
     if num_threads > nchunks:
         num_threads = <int> nchunks
-    partials = <floating*> calloc(nchunks * usize, sizeof(floating))
+    partials = <floating*> malloc(nchunks * usize * sizeof(floating))
     scratch = <floating*> malloc(num_threads * per * sizeof(floating))
     if partials == NULL or scratch == NULL:
         free(partials)
@@ -447,6 +447,8 @@ def backward_weight(const floating[:, :, :, ::1] x,
         with nogil:
             for chunk in prange(nchunks, schedule='static', num_threads=num_threads):
                 mine = scratch + omp_get_thread_num() * per
+                # Zeroed by the thread that sums into it, not serially before.
+                memset(partials + chunk * usize, 0, usize * sizeof(floating))
                 for blk in range(chunk * nblocks // nchunks, (chunk + 1) * nblocks // nchunks):
                     bad += _weight_grad_block(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0],
                                               partials + chunk * usize, C, H, W, K, OH, OW,
