@@ -76,7 +76,7 @@ def run(args):
     print(f"convcore {info['version']} (Python {info['python']}, numpy {info['numpy']})")
     print(f"compiler      {info['compiler']}  flags: {info['flags']}")
     print(f"-march=native {'yes' if info['march_native'] else 'no (set CONVCORE_NATIVE=1 at build to opt in)'}")
-    print(f"AVX2 clones   {'yes: depthwise row loops also built for x86-64-v3, picked at load' if info['simd_clones'] else 'no'}")
+    print(f"AVX2 clones   {'yes: depthwise and batch-norm row loops also built for x86-64-v3, picked at load' if info['simd_clones'] else 'no'}")
     from convcore import get_flush_denormal
     print(f"denormals     {'flushed to zero' if get_flush_denormal() else 'kept (convcore.set_flush_denormal(True) flushes them)'}")
     if info["openmp"]:

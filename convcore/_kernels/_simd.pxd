@@ -17,7 +17,8 @@ cdef extern from *:
        depend on the CPU, still not on the thread count. Off for clang, in
        sanitizer builds and with CONVCORE_NO_CLONES (setup.py defines it
        for CONVCORE_NATIVE=1, CONVCORE_DEBUG=1, CONVCORE_SANITIZE=1 and
-       CONVCORE_NO_CLONES=1 builds). */
+       CONVCORE_NO_CLONES=1 builds). Users: the depthwise row loops and batch
+       norm's. */
     #if defined(__GNUC__) && __GNUC__ >= 12 && !defined(__clang__) \
         && defined(__x86_64__) && defined(__linux__) \
         && !defined(__SANITIZE_ADDRESS__) && !defined(CONVCORE_NO_CLONES)

@@ -13,6 +13,8 @@ which keeps this file free of the formulas' case analysis.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+# CONVCORE_CLONES: AVX2 copies of the row loops, picked at load time.
+from convcore._kernels._simd cimport CONVCORE_HAVE_CLONES
 
 # Sums in double with `omp simd reduction`, which lets the compiler reorder
 # (vectorise) these loops only; the order is fixed by the binary, so results
@@ -21,14 +23,15 @@ cdef extern from *:
     """
     #include <stddef.h>
     #define CONVCORE_BN_REDUCTIONS(T, SUFFIX)                                  \\
-    static inline double bn_sum_##SUFFIX(const T* a, Py_ssize_t n) {          \\
+    CONVCORE_CLONES                                                           \\
+    static double bn_sum_##SUFFIX(const T* a, Py_ssize_t n) {                 \\
         double acc = 0.0;                                                     \\
         _Pragma("omp simd reduction(+:acc)")                                  \\
         for (Py_ssize_t i = 0; i < n; ++i) acc += (double)a[i];               \\
         return acc;                                                           \\
     }                                                                         \\
-    static inline double bn_sqdev_##SUFFIX(const T* a, Py_ssize_t n,          \\
-                                           double m) {                        \\
+    CONVCORE_CLONES                                                           \\
+    static double bn_sqdev_##SUFFIX(const T* a, Py_ssize_t n, double m) {     \\
         double acc = 0.0;                                                     \\
         _Pragma("omp simd reduction(+:acc)")                                  \\
         for (Py_ssize_t i = 0; i < n; ++i) {                                  \\
@@ -36,15 +39,33 @@ cdef extern from *:
         }                                                                     \\
         return acc;                                                           \\
     }                                                                         \\
-    static inline void bn_grad_sums_##SUFFIX(const T* g, const T* x,          \\
-                                             Py_ssize_t n, double m,          \\
-                                             double* sum_g, double* sum_gd) { \\
+    CONVCORE_CLONES                                                           \\
+    static void bn_grad_sums_##SUFFIX(const T* g, const T* x, Py_ssize_t n,   \\
+                                      double m, double* sum_g,                \\
+                                      double* sum_gd) {                       \\
         double sg = 0.0, sgd = 0.0;                                           \\
         _Pragma("omp simd reduction(+:sg,sgd)")                               \\
         for (Py_ssize_t i = 0; i < n; ++i) {                                  \\
             sg += (double)g[i]; sgd += (double)g[i] * ((double)x[i] - m);     \\
         }                                                                     \\
         *sum_g += sg; *sum_gd += sgd;                                         \\
+    }                                                                         \\
+    /* y = (x - m) * k + b, in double (x close to m keeps its bits). */      \\
+    CONVCORE_CLONES                                                           \\
+    static void bn_affine_##SUFFIX(const T* x, T* y, Py_ssize_t n, double m,  \\
+                                   double k, double b) {                      \\
+        _Pragma("omp simd")                                                   \\
+        for (Py_ssize_t i = 0; i < n; ++i)                                    \\
+            y[i] = (T)(((double)x[i] - m) * k + b);                           \\
+    }                                                                         \\
+    /* out = g * ka + (x - m) * kb + kd */                                    \\
+    CONVCORE_CLONES                                                           \\
+    static void bn_input_grad_##SUFFIX(const T* g, const T* x, T* out,        \\
+                                       Py_ssize_t n, double m, double ka,     \\
+                                       double kb, double kd) {                \\
+        _Pragma("omp simd")                                                   \\
+        for (Py_ssize_t i = 0; i < n; ++i)                                    \\
+            out[i] = (T)((double)g[i] * ka + ((double)x[i] - m) * kb + kd);   \\
     }
     CONVCORE_BN_REDUCTIONS(float, f)
     CONVCORE_BN_REDUCTIONS(double, d)
@@ -57,6 +78,14 @@ cdef extern from *:
                         double* sum_g, double* sum_gd) noexcept nogil
     void bn_grad_sums_d(const double* g, const double* x, Py_ssize_t n, double m,
                         double* sum_g, double* sum_gd) noexcept nogil
+    void bn_affine_f(const float* x, float* y, Py_ssize_t n, double m, double k,
+                     double b) noexcept nogil
+    void bn_affine_d(const double* x, double* y, Py_ssize_t n, double m, double k,
+                     double b) noexcept nogil
+    void bn_input_grad_f(const float* g, const float* x, float* out, Py_ssize_t n,
+                         double m, double ka, double kb, double kd) noexcept nogil
+    void bn_input_grad_d(const double* g, const double* x, double* out, Py_ssize_t n,
+                         double m, double ka, double kb, double kd) noexcept nogil
 
 
 cdef void channel_stats(const floating* x, Py_ssize_t N, Py_ssize_t C,
@@ -140,8 +169,10 @@ def normalize(const floating[:, :, ::1] x, const double[::1] mean,
             b = shift[c]
             xr = &x[0, 0, 0] + nc * S
             yr = &y[0, 0, 0] + nc * S
-            for i in range(S):
-                yr[i] = <floating> ((xr[i] - m) * k + b)
+            if floating is float:
+                bn_affine_f(xr, yr, S, m, k, b)
+            else:
+                bn_affine_d(xr, yr, S, m, k, b)
 
 
 def input_grad(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
@@ -164,5 +195,7 @@ def input_grad(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
             gr = &grad_y[0, 0, 0] + nc * S
             xr = &x[0, 0, 0] + nc * S
             out = &grad_x[0, 0, 0] + nc * S
-            for i in range(S):
-                out[i] = <floating> (gr[i] * ka + (xr[i] - m) * kb + kd)
+            if floating is float:
+                bn_input_grad_f(gr, xr, out, S, m, ka, kb, kd)
+            else:
+                bn_input_grad_d(gr, xr, out, S, m, ka, kb, kd)
