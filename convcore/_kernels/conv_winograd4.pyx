@@ -18,8 +18,11 @@ a closer answer.
 Work split, scratch and threads as in conv_winograd: blocks of whole tile
 rows across the batch, one block per thread at a time with its own V and
 M, BLAS single-threaded (the caller holds it to one thread). The caller
-computes U = G g G^T (36, K, C/groups); backward-data is the forward run
-on grad_y with the flipped kernel and padding 2 - pad.
+computes U = G g G^T (36, K, C/groups) once per call with
+transform_weights; backward-data is the forward run on grad_y with the
+flipped kernel and padding 2 - pad (negative when the forward padded by
+more than 2). The interface is conv_winograd's, so convcore.algorithms
+treats the two modules alike.
 """
 from cython cimport floating
 from cython.parallel cimport prange
