@@ -147,3 +147,44 @@ def test_python_column_count_matches_the_kernel(xs, ws, stride, padding, gemm_co
     used = Im2colConv._gemm_cols(spec, parallel)
     kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom, used)
     assert Im2colConv().scratch_bytes(spec, False) == kernel * (nt if parallel else 1) * 4
+
+
+# Weight gradients that go through conv_gemm.weight_grad_gathered: more
+# output channels (times min(N, 8) partials) than output pixels.
+GATHERED = [
+    ((2, 32, 4, 4), (32, 32, 3, 3), 1, 1, 1, 1),
+    ((1, 16, 5, 6), (32, 8, 3, 3), (2, 1), 1, (1, 2), 2),   # batch 1, groups, stride, dilation
+    ((3, 20, 3, 3), (40, 20, 1, 1), 1, 0, 1, 1),            # pointwise
+    ((4, 12, 2, 2), (16, 12, 3, 3), 1, 2, 2, 1),            # padding past the input
+]
+
+
+@pytest.mark.parametrize("shape", GATHERED, ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("budget", [1, 1 << 22])             # one image a GEMM, or all
+def test_gathered_weight_gradient(shape, dtype, budget, rng, monkeypatch):
+    xs, ws, stride, padding, dilation, groups = shape
+    spec = conv_spec(xs, ws, np.dtype(dtype), stride, padding, dilation, groups)
+    assert Im2colConv._gathers_weight_grad(spec)
+    monkeypatch.setattr(conv_gemm, "GATHER_BUDGET_ELEMENTS", budget)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    gy = rng.standard_normal(_ref_out_shape(*shape)).astype(dtype)
+    _, rw, rb = conv2d_backward_ref(gy, x, w, stride, padding, dilation, groups)
+    results = []
+    for threads in (1, 2):
+        convcore.set_num_threads(threads)
+        try:
+            gx, gw, gb = F.conv2d_backward(gy, x, w, stride, padding, dilation, groups,
+                                           algorithm="im2col")
+        finally:
+            convcore.set_num_threads(2)
+        np.testing.assert_allclose(gw, rw, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(rw).max())
+        np.testing.assert_allclose(gb, rb, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(rb).max())
+        results.append(gw)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_gathered_rule_leaves_large_images_to_the_partials():
+    spec = conv_spec((32, 64, 32, 32), (64, 64, 3, 3), np.dtype(np.float32), 1, 1, 1, 1)
+    assert not Im2colConv._gathers_weight_grad(spec)

@@ -412,3 +412,64 @@ def backward(const floating[:, :, :, ::1] grad_y,
     finally:
         free(scratch)
         free(partials)
+
+
+# Images whose columns and grad_y rows one gathered weight-gradient GEMM
+# takes at most: about GATHER_BUDGET elements of scratch.
+GATHER_BUDGET_ELEMENTS = 1 << 22
+
+
+def gathered_images(Py_ssize_t N, Py_ssize_t P, Py_ssize_t CRS, Py_ssize_t Kg):
+    """Images per GEMM of weight_grad_gathered (its scratch is that many
+    times P * (CRS + Kg) elements)."""
+    return max(1, min(N, GATHER_BUDGET_ELEMENTS // max(1, P * (CRS + Kg))))
+
+
+def weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
+                         const floating[:, :, :, ::1] x,
+                         floating[:, :, :, ::1] grad_w, tuple geom, int num_threads):
+    """grad_w (K, C/groups, R, S), overwritten, without per-image partials:
+    for each group, gw (Kg, CRS) = sum over image batches of
+    GY (Kg, m) @ COL^T (m, CRS), COL the batch's columns side by side and
+    GY its grad_y rows (m = images * OH*OW, gathered_images of them). For
+    layers whose weights outnumber their output pixels (many channels,
+    small images) the partials were most of the time. One GEMM at a time:
+    the caller gives the BLAS the threads; the copies run in a prange
+    over the images. Every element sums the same products in the same
+    order at any thread count (the BLAS splits the output, not the
+    sums).                                                     OUT: grad_w"""
+    cdef ConvParams p = geometry(x.shape, grad_w.shape, grad_y.shape, geom)
+    cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
+    cdef Py_ssize_t P = p.OH * p.OW, HW = p.H * p.W, CRS = Cg * p.R * p.S
+    cdef Py_ssize_t images = gathered_images(N, P, CRS, Kg)
+    cdef Py_ssize_t g, b, n0, n1, n, k, m
+    cdef floating* col
+    cdef floating* gyt
+    cdef floating* gw = &grad_w[0, 0, 0, 0]
+    if P == 0 or N == 0:
+        memset(gw, 0, p.K * CRS * sizeof(floating))
+        return
+    col = <floating*> malloc(images * P * (CRS + Kg) * sizeof(floating))
+    if col == NULL:
+        raise MemoryError(f"convcore: cannot allocate {images} x {P * (CRS + Kg)} "
+                          f"weight-gradient columns")
+    gyt = col + images * P * CRS
+    try:
+        with nogil:
+            for g in range(G):
+                for b in range((N + images - 1) // images):
+                    n0 = b * images
+                    n1 = min(n0 + images, N)
+                    m = (n1 - n0) * P
+                    for n in prange(n0, n1, schedule='static', num_threads=num_threads):
+                        im2col(&x[0, 0, 0, 0] + (n * p.C + g * Cg) * HW, col + (n - n0) * P,
+                               m, &p, 0, Cg)
+                        for k in range(Kg):
+                            memcpy(gyt + k * m + (n - n0) * P,
+                                   &grad_y[0, 0, 0, 0] + (n * p.K + g * Kg + k) * P,
+                                   P * sizeof(floating))
+                    gemm(False, True, <int> Kg, <int> CRS, <int> m, <floating> 1,
+                         gyt, <int> m, col, <int> m, <floating> (0 if b == 0 else 1),
+                         gw + g * Kg * CRS, <int> CRS)
+    finally:
+        free(col)
