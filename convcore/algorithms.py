@@ -403,7 +403,13 @@ def select_algorithm(spec):
       channels at 16x16, 32 at 4x4, 128 at 2x2, 512 at 1x1) and at least 8
       channels; ties at 64 (8 channels at 8x8, 16 at 4x4); loses with fewer
       than 8 channels (1.1-1.8x: its transforms then outweigh the GEMMs)
-      and at 64 channels of 1x1 images. The line is drawn at 100.
+      and at 64 channels of 1x1 images. The line is drawn at 100. It also
+      needs enough output pixels in the batch, N*OH*OW: its weight
+      transforms cost per call and its tile blocks are then few (one
+      thread). Measured forward+backward at 2 threads, 128-512 channels
+      on 7x7 and 14x14: im2col wins up to 392 pixels (1.4-1.7x), Winograd
+      from 784 at 256-512 channels (1.1-1.6x) and from 1568 at 128 (1.4x;
+      784 tied or lost).
       Dilated, F(2x2, 3x3) (16 multiplies where im2col does 36) wins by
       1.1-2.2x from 400 on that scale, when each dilation phase of the
       output (which the kernel tiles in place) is at least 8 pixels across:
@@ -425,8 +431,9 @@ def select_algorithm(spec):
     channels = min(spec.Cg, spec.Kg)
     if channels >= 8 and _REGISTRY["winograd"].supports(spec)[0]:
         score = channels * math.sqrt(spec.OH * spec.OW)
+        pixels = spec.N * spec.OH * spec.OW
         if spec.dilation == (1, 1):
-            if score >= 100:
+            if score >= 100 and pixels >= (512 if channels >= 256 else 1024):
                 return _REGISTRY["winograd"]
         elif score >= 400 and min(spec.OH // spec.dilation[0], spec.OW // spec.dilation[1]) >= 8:
             return _REGISTRY["winograd"]

@@ -168,3 +168,19 @@ def test_denormal_range_weights_take_im2col(dilation, rng):
                                   conv2d_backward(gy, x, tiny, **geom, algorithm="im2col")[0])
     assert not np.array_equal(conv2d(x, w, **geom, algorithm="winograd"),
                               conv2d(x, w, **geom, algorithm="im2col"))
+
+
+def test_auto_needs_pixels_in_the_batch():
+    """auto leaves a many-channel layer with few output pixels in the batch
+    to im2col (Winograd's per-call weight transform and few tile blocks),
+    and takes Winograd once there are enough."""
+    from convcore.algorithms import select_algorithm
+
+    def pick(N, C, S):
+        return select_algorithm(conv_spec((N, C, S, S), (C, C, 3, 3), np.dtype(np.float32),
+                                          1, 1, 1, 1)).name
+    assert pick(8, 512, 7) == "im2col"          # 392 pixels
+    assert pick(16, 512, 7) == "winograd"       # 784
+    assert pick(16, 128, 7) == "im2col"         # 784 at 128 channels
+    assert pick(8, 128, 14) == "winograd"       # 1568
+    assert pick(128, 16, 32) == "winograd"      # ResNet-20's first stage
