@@ -301,21 +301,46 @@ class WinogradConv(ConvAlgorithm):
     def _conv(cls, x, u, bias, y, pad, spec):
         """False when x held an Inf or NaN (y is then to be recomputed)."""
         kernel = cls._kernel(spec)
-        rows = cls._rows_per_block(kernel, x.shape[1], y.shape[1], y.shape[2], y.shape[3],
-                                   spec.dilation)
-        with _threads.blas_threads(1):
+        rows, threads, blas = cls._plan(kernel, x.shape[1], y.shape[1], u.shape[2], y.shape,
+                                        spec, weight_grad=False)
+        with _threads.blas_threads(blas):
             return kernel.forward(x, u, bias, y, pad[0], pad[1], *spec.dilation,
-                                  spec.groups, rows, kernel_threads(spec.flops()))
+                                  spec.groups, rows, threads)
 
     @classmethod
     def _du(cls, x, grad_y, du, spec):
         """False when x or grad_y held an Inf or NaN."""
         kernel = cls._kernel(spec)
-        rows = cls._rows_per_block(kernel, x.shape[1], grad_y.shape[1], grad_y.shape[2],
-                                   grad_y.shape[3], spec.dilation)
-        with _threads.blas_threads(1):
+        rows, threads, blas = cls._plan(kernel, spec.C, spec.K, spec.Cg, grad_y.shape,
+                                        spec, weight_grad=True)
+        with _threads.blas_threads(blas):
             return kernel.backward_weight(x, grad_y, du, *spec.padding, *spec.dilation,
-                                          spec.groups, rows, kernel_threads(spec.flops()))
+                                          spec.groups, rows, threads)
+
+    # The weight gradient's GEMMs read and write the whole dU partial
+    # (points x K x C/groups) once per block; when that passes 4 x
+    # TILE_BYTES (256 channels and up) its blocks take at least
+    # WEIGHT_GRAD_TILES tiles, so that the GEMMs' inner dimension pays for
+    # the traffic. Measured, F(4x4) weight gradient at 2 threads: 512
+    # channels at 28x28 batch 2 85 -> 61 ms, at 14x14 batch 8 99 -> 68 ms,
+    # 256 at 56x56 batch 2 51 -> 34 ms; at 128 channels it lost ~10%.
+    WEIGHT_GRAD_TILES = 256
+
+    @classmethod
+    def _plan(cls, kernel, C, K, Cg, out_shape, spec, weight_grad):
+        """(tile rows per block, kernel threads, BLAS threads) of one kernel
+        call from C to K channels (C/groups = Cg per group of the weights)
+        with output shape out_shape. Fewer blocks than threads: one block
+        at a time, the BLAS threaded (its GEMMs are then the big ones)."""
+        N, _, OH, OW = out_shape
+        rows = cls._rows_per_block(kernel, C, K, OH, OW, spec.dilation)
+        TH, TW = kernel.tile_grid(OH, OW, *spec.dilation)
+        if weight_grad and kernel.POINTS * K * Cg * 4 > 4 * cls.TILE_BYTES:
+            rows = max(rows, -(-cls.WEIGHT_GRAD_TILES // TW))
+        nt = kernel_threads(spec.flops())
+        if -(-(N * TH) // rows) < nt:
+            return rows, 1, nt
+        return rows, nt, 1
 
     @classmethod
     def _rows_per_block(cls, kernel, C, K, OH, OW, dilation):
@@ -325,24 +350,25 @@ class WinogradConv(ConvAlgorithm):
         return max(1, tiles // TW)
 
     @classmethod
-    def _kernel_scratch(cls, kernel, C, K, OH, OW, dilation, threads):
-        """Elements the kernel allocates for a convolution of C to K
-        channels with an OH x OW output (exact Python ints)."""
-        rows = cls._rows_per_block(kernel, C, K, OH, OW, dilation)
-        return threads * kernel.scratch_elements(C, K, OW, dilation[1], rows)
+    def _kernel_scratch(cls, kernel, C, K, Cg, out_shape, spec, weight_grad):
+        """Elements the kernel allocates at most for a call from C to K
+        channels with output shape out_shape (exact Python ints)."""
+        rows, threads, _ = cls._plan(kernel, C, K, Cg, out_shape, spec, weight_grad)
+        return threads * kernel.scratch_elements(C, K, out_shape[3], spec.dilation[1], rows)
 
     def scratch_bytes(self, spec, backward):
-        nt = kernel_threads(spec.flops())
         kernel = self._kernel(spec)
-        forward = self._kernel_scratch(kernel, spec.C, spec.K, spec.OH, spec.OW,
-                                       spec.dilation, nt)
+        out = (spec.N, spec.K, spec.OH, spec.OW)
+        forward = self._kernel_scratch(kernel, spec.C, spec.K, spec.Cg, out, spec, False)
         if not backward:
             return forward * spec.dtype.itemsize
         # backward-data runs the forward on grad_y (channels swapped, the
-        # input's size out); the weight gradient needs the forward's buffers
-        # plus its fixed partial sums: the larger of the two.
-        data = self._kernel_scratch(kernel, spec.K, spec.C, spec.H, spec.W, spec.dilation, nt)
-        weight = forward + kernel.NUM_WEIGHT_GRAD_CHUNKS * kernel.POINTS * spec.K * spec.Cg
+        # input's size out); the weight gradient needs its buffers plus its
+        # fixed partial sums: the larger of the two.
+        data = self._kernel_scratch(kernel, spec.K, spec.C, spec.Kg,
+                                    (spec.N, spec.C, spec.H, spec.W), spec, False)
+        weight = (self._kernel_scratch(kernel, spec.C, spec.K, spec.Cg, out, spec, True)
+                  + kernel.NUM_WEIGHT_GRAD_CHUNKS * kernel.POINTS * spec.K * spec.Cg)
         return max(data, weight) * spec.dtype.itemsize
 
     # Non-finite values go through im2col, whose result is PyTorch's: the

@@ -142,12 +142,28 @@ def test_refuses_dilation():
 
 
 def test_scratch_matches_the_kernels_formula():
-    """WinogradConv.scratch_bytes counts what conv_winograd4 allocates."""
+    """WinogradConv.scratch_bytes counts what conv_winograd4 allocates:
+    per thread (one when the blocks are fewer than the threads) its
+    scratch_elements at the planned block size."""
     W = algorithms.WinogradConv
-    for C, K, OW in ((3, 4, 1), (16, 16, 32), (64, 128, 7)):
-        rows = W._rows_per_block(conv_winograd4, C, K, OW, OW, (1, 1))
-        assert (W._kernel_scratch(conv_winograd4, C, K, OW, OW, (1, 1), 2)
-                == 2 * conv_winograd4.scratch_elements(C, K, OW, 1, rows))
+    for N, C, K, S in ((2, 3, 4, 1), (8, 16, 16, 32), (4, 64, 128, 7), (8, 512, 512, 14)):
+        spec = conv_spec((N, C, S, S), (K, C, 3, 3), np.dtype(np.float32), 1, 1, 1, 1)
+        rows, threads, blas = W._plan(conv_winograd4, C, K, C, (N, K, S, S), spec, False)
+        assert threads * blas == max(threads, blas) >= 1
+        assert W().scratch_bytes(spec, False) == 4 * threads * conv_winograd4.scratch_elements(
+            C, K, S, 1, rows)
+
+
+def test_weight_gradient_of_big_weights_takes_long_blocks():
+    """Blocks of the weight gradient grow to WEIGHT_GRAD_TILES tiles when
+    dU passes 4 x TILE_BYTES (512x512 weights), not for small weights."""
+    W = algorithms.WinogradConv
+    big = conv_spec((8, 512, 14, 14), (512, 512, 3, 3), np.dtype(np.float32), 1, 1, 1, 1)
+    rows, _, _ = W._plan(conv_winograd4, 512, 512, 512, (8, 512, 14, 14), big, True)
+    assert rows * 4 >= W.WEIGHT_GRAD_TILES
+    small = conv_spec((128, 16, 32, 32), (16, 16, 3, 3), np.dtype(np.float32), 1, 1, 1, 1)
+    assert (W._plan(conv_winograd4, 16, 16, 16, (128, 16, 32, 32), small, True)
+            == W._plan(conv_winograd4, 16, 16, 16, (128, 16, 32, 32), small, False))
 
 
 
