@@ -149,6 +149,20 @@ def test_python_column_count_matches_the_kernel(xs, ws, stride, padding, gemm_co
     assert Im2colConv().scratch_bytes(spec, False) == kernel * (nt if parallel else 1) * 4
 
 
+def _at_one_and_two_threads(call):
+    """call() at 1 and then 2 convcore threads; its two results, which must
+    be equal to the bit."""
+    results = []
+    for threads in (1, 2):
+        convcore.set_num_threads(threads)
+        try:
+            results.append(call())
+        finally:
+            convcore.set_num_threads(2)
+    np.testing.assert_array_equal(results[0], results[1])
+    return results[0]
+
+
 # Weight gradients that go through conv_gemm.weight_grad_gathered: more
 # output channels (times min(N, 8) partials) than output pixels.
 GATHERED = [
@@ -170,21 +184,53 @@ def test_gathered_weight_gradient(shape, dtype, budget, rng, monkeypatch):
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
     gy = rng.standard_normal(_ref_out_shape(*shape)).astype(dtype)
-    _, rw, rb = conv2d_backward_ref(gy, x, w, stride, padding, dilation, groups)
-    results = []
-    for threads in (1, 2):
-        convcore.set_num_threads(threads)
-        try:
-            gx, gw, gb = F.conv2d_backward(gy, x, w, stride, padding, dilation, groups,
-                                           algorithm="im2col")
-        finally:
-            convcore.set_num_threads(2)
-        np.testing.assert_allclose(gw, rw, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(rw).max())
-        np.testing.assert_allclose(gb, rb, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(rb).max())
-        results.append(gw)
-    np.testing.assert_array_equal(results[0], results[1])
+    _, rw, _ = conv2d_backward_ref(gy, x, w, stride, padding, dilation, groups)
+    gw = _at_one_and_two_threads(lambda: F.conv2d_backward(
+        gy, x, w, stride, padding, dilation, groups, algorithm="im2col", input_grad=False)[1])
+    np.testing.assert_allclose(gw, rw, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(rw).max())
 
 
 def test_gathered_rule_leaves_large_images_to_the_partials():
     spec = conv_spec((32, 64, 32, 32), (64, 64, 3, 3), np.dtype(np.float32), 1, 1, 1, 1)
     assert not Im2colConv._gathers_weight_grad(spec)
+
+
+# Forwards that go through conv_gemm.forward_gathered: small images under
+# at least 128 output channels per group.
+GATHERED_FORWARD = [
+    ((2, 8, 5, 6), (128, 8, 3, 3), 1, 1, 1, 1),
+    ((3, 16, 6, 5), (256, 8, 3, 3), (2, 1), 1, (1, 2), 2),  # groups, stride, dilation
+    ((2, 4, 7, 7), (128, 4, 1, 1), 1, 0, 1, 1),             # pointwise
+    ((4, 6, 2, 2), (130, 6, 3, 3), 1, 2, 2, 1),             # padding past the input
+]
+
+
+@pytest.mark.parametrize("shape", GATHERED_FORWARD, ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("budget", [1, 1 << 22])             # one image a GEMM, or all
+def test_gathered_forward(shape, dtype, budget, rng, monkeypatch):
+    xs, ws, stride, padding, dilation, groups = shape
+    spec = conv_spec(xs, ws, np.dtype(dtype), stride, padding, dilation, groups)
+    assert Im2colConv._gathers_forward(spec)
+    monkeypatch.setattr(conv_gemm, "GATHER_BUDGET_ELEMENTS", budget)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    ref = conv2d_ref(x, w, b, stride, padding, dilation, groups)
+    y = _at_one_and_two_threads(lambda: F.conv2d(x, w, b, stride, padding, dilation, groups,
+                                                 algorithm="im2col"))
+    np.testing.assert_allclose(y, ref, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(ref).max())
+    assert Im2colConv().scratch_bytes(spec, False) == (
+        conv_gemm.gathered_images(xs[0], ref.shape[2] * ref.shape[3], ws[1] * ws[2] * ws[3],
+                                  ws[0] // groups)
+        * ref.shape[2] * ref.shape[3] * (ws[1] * ws[2] * ws[3] + ws[0] // groups) * x.itemsize)
+
+
+def test_gathered_forward_rule():
+    def gathers(N, C, K, S):
+        return Im2colConv._gathers_forward(conv_spec((N, C, S, S), (K, C, 3, 3),
+                                                     np.dtype(np.float32), 1, 1, 1, 1))
+    assert gathers(8, 512, 512, 7) and gathers(8, 64, 128, 14)
+    assert not gathers(1, 512, 512, 7)       # one image: nothing to gather
+    assert not gathers(8, 64, 64, 7)         # thin weights
+    assert not gathers(8, 256, 256, 28)      # big images

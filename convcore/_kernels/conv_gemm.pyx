@@ -425,6 +425,27 @@ def gathered_images(Py_ssize_t N, Py_ssize_t P, Py_ssize_t CRS, Py_ssize_t Kg):
     return max(1, min(N, GATHER_BUDGET_ELEMENTS // max(1, P * (CRS + Kg))))
 
 
+cdef void* _gathered_scratch(Py_ssize_t images, Py_ssize_t P, Py_ssize_t CRS,
+                            Py_ssize_t Kg, size_t itemsize) except NULL:
+    """The gathered GEMMs' scratch: images * P * (CRS + Kg) elements, the
+    columns (CRS, images*P) and the (Kg, images*P) rows of grad_y or y."""
+    cdef void* buf = malloc(images * P * (CRS + Kg) * itemsize)
+    if buf == NULL:
+        raise MemoryError(f"convcore: cannot allocate {images} x {P * (CRS + Kg)} "
+                          f"elements of gathered columns")
+    return buf
+
+
+cdef void _gathered_columns(const floating* x, floating* col, const ConvParams* p,
+                            Py_ssize_t g, Py_ssize_t n0, Py_ssize_t n1,
+                            int num_threads) noexcept nogil:
+    """Columns of images [n0, n1), group g, side by side in col (row
+    stride (n1 - n0) * OH*OW), one image per prange step."""
+    cdef Py_ssize_t Cg = p.C // p.groups, P = p.OH * p.OW, m = (n1 - n0) * P, n
+    for n in prange(n0, n1, schedule='static', num_threads=num_threads):
+        im2col(x + (n * p.C + g * Cg) * p.H * p.W, col + (n - n0) * P, m, p, 0, Cg)
+
+
 def weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
                          const floating[:, :, :, ::1] x,
                          floating[:, :, :, ::1] grad_w, tuple geom, int num_threads):
@@ -440,7 +461,7 @@ def weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
     sums).                                                     OUT: grad_w"""
     cdef ConvParams p = geometry(x.shape, grad_w.shape, grad_y.shape, geom)
     cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
-    cdef Py_ssize_t P = p.OH * p.OW, HW = p.H * p.W, CRS = Cg * p.R * p.S
+    cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S
     cdef Py_ssize_t images = gathered_images(N, P, CRS, Kg)
     cdef Py_ssize_t g, b, n0, n1, n, k, m
     cdef floating* col
@@ -449,10 +470,7 @@ def weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
     if P == 0 or N == 0:
         memset(gw, 0, p.K * CRS * sizeof(floating))
         return
-    col = <floating*> malloc(images * P * (CRS + Kg) * sizeof(floating))
-    if col == NULL:
-        raise MemoryError(f"convcore: cannot allocate {images} x {P * (CRS + Kg)} "
-                          f"weight-gradient columns")
+    col = <floating*> _gathered_scratch(images, P, CRS, Kg, sizeof(floating))
     gyt = col + images * P * CRS
     try:
         with nogil:
@@ -461,9 +479,8 @@ def weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
                     n0 = b * images
                     n1 = min(n0 + images, N)
                     m = (n1 - n0) * P
+                    _gathered_columns(&x[0, 0, 0, 0], col, &p, g, n0, n1, num_threads)
                     for n in prange(n0, n1, schedule='static', num_threads=num_threads):
-                        im2col(&x[0, 0, 0, 0] + (n * p.C + g * Cg) * HW, col + (n - n0) * P,
-                               m, &p, 0, Cg)
                         for k in range(Kg):
                             memcpy(gyt + k * m + (n - n0) * P,
                                    &grad_y[0, 0, 0, 0] + (n * p.K + g * Kg + k) * P,
@@ -471,5 +488,51 @@ def weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
                     gemm(False, True, <int> Kg, <int> CRS, <int> m, <floating> 1,
                          gyt, <int> m, col, <int> m, <floating> (0 if b == 0 else 1),
                          gw + g * Kg * CRS, <int> CRS)
+    finally:
+        free(col)
+
+
+def forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                     const floating[::1] bias, floating[:, :, :, ::1] y, tuple geom,
+                     int num_threads):
+    """y = conv(x, w) + bias as one GEMM per group over a batch of images
+    (gathered_images of them): Y (Kg, m) = W[g] (Kg, CRS) @ COL (CRS, m),
+    COL the batch's columns side by side (m = images * OH*OW), then Y's
+    rows go to NCHW. For small images under big weights, where a GEMM per
+    image is only OH*OW columns wide. The BLAS gets the threads (the
+    caller's); the copies run in a prange over the images.     OUT: y"""
+    cdef ConvParams p = geometry(x.shape, w.shape, y.shape, geom)
+    cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
+    cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S
+    cdef Py_ssize_t images = gathered_images(N, P, CRS, Kg)
+    cdef Py_ssize_t g, b, n0, n1, n, k, j, m
+    cdef const floating* bs = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef floating bk
+    cdef floating* col
+    cdef floating* prod
+    cdef floating* yk
+    cdef const floating* row
+    if P == 0 or N == 0:
+        return
+    col = <floating*> _gathered_scratch(images, P, CRS, Kg, sizeof(floating))
+    prod = col + images * P * CRS
+    try:
+        with nogil:
+            for g in range(G):
+                for b in range((N + images - 1) // images):
+                    n0 = b * images
+                    n1 = min(n0 + images, N)
+                    m = (n1 - n0) * P
+                    _gathered_columns(&x[0, 0, 0, 0], col, &p, g, n0, n1, num_threads)
+                    gemm(False, False, <int> Kg, <int> m, <int> CRS, <floating> 1,
+                         &w[0, 0, 0, 0] + g * Kg * CRS, <int> CRS, col, <int> m,
+                         <floating> 0, prod, <int> m)
+                    for n in prange(n0, n1, schedule='static', num_threads=num_threads):
+                        for k in range(Kg):
+                            yk = &y[0, 0, 0, 0] + (n * p.K + g * Kg + k) * P
+                            row = prod + k * m + (n - n0) * P
+                            bk = bs[g * Kg + k] if bs != NULL else 0
+                            for j in range(P):
+                                yk[j] = row[j] + bk
     finally:
         free(col)
