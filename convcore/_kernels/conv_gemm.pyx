@@ -38,11 +38,9 @@ from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm
 from convcore._kernels.conv_params cimport ConvParams, geometry
 from convcore._kernels.im2col cimport im2col, col2im
+# Weight-gradient chunks (also the most threads the backward pass can use).
+from convcore._kernels.partials cimport NUM_PARTIALS, sum_partials
 
-# Weight-gradient chunks: fixed (not the thread count) so sums are
-# reproducible; also the most threads the backward pass can use.
-cdef enum:
-    NUM_PARTIALS = 8
 NUM_WEIGHT_GRAD_CHUNKS = NUM_PARTIALS
 COLUMN_BUDGET_ELEMENTS = COLUMN_BUDGET
 SMALL_GEMM_COLUMN_BUDGET_ELEMENTS = SMALL_GEMM_COLUMN_BUDGET
@@ -337,8 +335,7 @@ def backward(const floating[:, :, :, ::1] grad_y,
     cdef Py_ssize_t colsize = _column_size(&p)
     cdef Py_ssize_t nbuf = num_threads if batch_parallel else 1
     cdef Py_ssize_t Kg = p.K // G, CRS = wsize // p.K if p.K > 0 else 0
-    cdef Py_ssize_t chunk, n, g, i, c, gk, ib
-    cdef floating acc
+    cdef Py_ssize_t chunk, n, g, ib
     # Transposed partials (_backward_item_t) in float32, where they win
     # 1.05-1.5x; float64's GEMMs gain nothing from it above LeNet's size
     # (2-4% slower at 64-128 channels, 10% on a 1x1 256->64 layer).
@@ -403,12 +400,7 @@ def backward(const floating[:, :, :, ::1] grad_y,
                                              (ib % ((CRS + SUM_BLOCK - 1) // SUM_BLOCK)) * SUM_BLOCK,
                                              gw)
             elif need_w:
-                for gk in prange(p.K, schedule='static', num_threads=num_threads):
-                    for i in range(CRS):
-                        acc = 0
-                        for c in range(nchunks):
-                            acc = acc + partials[c * wsize + gk * CRS + i]
-                        gw[gk * CRS + i] = acc
+                sum_partials(partials, nchunks, wsize, gw, num_threads)
     finally:
         free(scratch)
         free(partials)

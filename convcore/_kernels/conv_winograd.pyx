@@ -38,6 +38,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm
+from convcore._kernels.partials cimport NUM_PARTIALS, sum_partials
 
 # Tile geometry of one output axis of n pixels at dilation d: pixels a,
 # a + d, a + 2d, ... form phase a, and each phase is cut into 2-pixel tiles
@@ -561,13 +562,6 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     return bad == 0
 
 
-# Fixed number of weight-gradient partial sums, as in conv_gemm: each sums
-# a fixed range of tile blocks in order, so the result does not depend on
-# the thread count.
-cdef enum:
-    NUM_PARTIALS = 8
-
-
 def backward_weight(const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] grad_y,
                     floating[:, :, ::1] du, Py_ssize_t pad_h, Py_ssize_t pad_w,
@@ -588,8 +582,8 @@ def backward_weight(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t vsize = 16 * g.C * rpb * g.cols.tiles
     cdef Py_ssize_t per = _scratch_per_thread(g.C, g.K, &g.cols, rpb)
     cdef Py_ssize_t rows_at = per - 8 * _row_width(&g.cols)
-    cdef Py_ssize_t chunk, blk, i, c
-    cdef floating acc, bad = 0
+    cdef Py_ssize_t chunk, blk
+    cdef floating bad = 0
     cdef floating* scratch
     cdef floating* partials
     cdef floating* mine
@@ -617,11 +611,7 @@ def backward_weight(const floating[:, :, :, ::1] x,
                                               partials + chunk * usize, &g, blk * rpb,
                                               min((blk + 1) * rpb, total), mine,
                                               mine + vsize, mine + rows_at)
-            for i in prange(usize, schedule='static', num_threads=num_threads):
-                acc = 0
-                for c in range(nchunks):
-                    acc = acc + partials[c * usize + i]
-                out[i] = <floating> acc
+            sum_partials(partials, nchunks, usize, out, num_threads)
     finally:
         free(scratch)
         free(partials)

@@ -30,6 +30,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm
+from convcore._kernels.partials cimport NUM_PARTIALS, sum_partials
 
 # The transforms in C with omp simd (no dependence between iterations: the
 # vectoriser leaves the many load/store streams scalar without it).
@@ -402,13 +403,6 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     return bad == 0
 
 
-# Fixed number of weight-gradient partial sums, as in conv_winograd: each
-# sums a fixed range of tile blocks in order, so the result does not depend
-# on the thread count.
-cdef enum:
-    NUM_PARTIALS = 8
-
-
 def backward_weight(const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] grad_y,
                     floating[:, :, ::1] du, Py_ssize_t pad_h, Py_ssize_t pad_w,
@@ -427,8 +421,8 @@ def backward_weight(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t TB = rpb * TW, usize = 36 * K * (C // groups)
     cdef Py_ssize_t vsize = 36 * plane(C, TB), msize = 36 * plane(K, TB)
     cdef Py_ssize_t per = vsize + msize + row_scratch(TW)
-    cdef Py_ssize_t chunk, blk, i, c
-    cdef floating acc, bad = 0
+    cdef Py_ssize_t chunk, blk
+    cdef floating bad = 0
     cdef floating* scratch
     cdef floating* partials
     cdef floating* mine
@@ -458,11 +452,7 @@ def backward_weight(const floating[:, :, :, ::1] x,
                                               pad_h, pad_w, groups, blk * rpb,
                                               min((blk + 1) * rpb, total), mine,
                                               mine + vsize, mine + vsize + msize)
-            for i in prange(usize, schedule='static', num_threads=num_threads):
-                acc = 0
-                for c in range(nchunks):
-                    acc = acc + partials[c * usize + i]
-                out[i] = <floating> acc
+            sum_partials(partials, nchunks, usize, out, num_threads)
     finally:
         free(scratch)
         free(partials)
