@@ -157,7 +157,7 @@ def normalize(const floating[:, :, ::1] x, const double[::1] mean,
               const double[::1] scale, const double[::1] shift,
               floating[:, :, ::1] y, int num_threads):
     """y = (x - mean[c]) * scale[c] + shift[c].                      OUT: y"""
-    cdef Py_ssize_t C = x.shape[1], S = x.shape[2], nc, i, c
+    cdef Py_ssize_t C = x.shape[1], S = x.shape[2], nc, c
     cdef double m, k, b
     cdef const floating* xr
     cdef floating* yr
@@ -180,7 +180,7 @@ def input_grad(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
                const double[::1] b, const double[::1] d,
                floating[:, :, ::1] grad_x, int num_threads):
     """grad_x = grad_y * a[c] + (x - mean[c]) * b[c] + d[c].    OUT: grad_x"""
-    cdef Py_ssize_t C = x.shape[1], S = x.shape[2], nc, i, c
+    cdef Py_ssize_t C = x.shape[1], S = x.shape[2], nc, c
     cdef double m, ka, kb, kd
     cdef const floating* gr
     cdef const floating* xr
