@@ -44,7 +44,7 @@ def _after_fork_in_child():
     threads = sys.modules.get("convcore._threads")
     if threads is not None:
         threads._lock = threading.Lock()
-        threads._blas_active.clear()
+        threads._blas_held = 0
         threads._blas_saved = None
 
 

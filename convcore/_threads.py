@@ -1,12 +1,13 @@
-"""Who owns the threads: convcore's OpenMP loops, or the BLAS.
+"""Who owns the threads: convcore's OpenMP loops, always.
 
 convcore keeps one thread count (set_num_threads). Every prange is given it
-explicitly (omp_set_num_threads would be thread-local in libgomp). A kernel
-that runs GEMMs inside its own prange holds the BLAS to one thread for that
-call (`blas_threads(1)`); a kernel that hands one big GEMM to the BLAS gives
-the BLAS all threads and runs no prange around it. Never both at once: two
-spinning pools on the same cores is the classic oversubscription
-(OpenBLAS#3187, sklearn#28883).
+explicitly (omp_set_num_threads would be thread-local in libgomp). The BLAS
+runs single-threaded under every kernel call (`blas_single`), inside
+convcore's parallel regions or as slabs of one GEMM split over convcore's
+threads (blas.gemm_split). Handing the cores to the BLAS's own pool for
+small batches was measured fragile: two pools spinning on the same cores
+(OpenBLAS#3187, sklearn#28883), 10x slower whenever the OpenMP runtime did
+not sleep its threads (another library loaded it first).
 """
 import contextlib
 import os
@@ -77,22 +78,8 @@ def kernel_threads(work=None):
     return n
 
 
-# The BLAS's own pthread pool pays a wake-up per call, and on a shared
-# machine a descheduled worker stalls the call for a whole time slice
-# (measured: LeNet's tiny fully connected layers were 45% of a training
-# step at 2 BLAS threads). Below this many multiply-adds per thread, one.
-BLAS_GRAIN = 1 << 21
-
-
-def blas_threads_for(work):
-    """BLAS threads for one GEMM of `work` multiply-adds: convcore's thread
-    count, fewer when the product is too small to share out."""
-    return max(1, min(get_num_threads(), int(work) // BLAS_GRAIN))
-
-
 def _get_controller():
-    # Building the controller scans the loaded libraries (~1 ms); a cached
-    # one limits in ~15 us, cheap enough to wrap every kernel call.
+    # Building the controller scans the loaded libraries (~1 ms): once.
     global _controller
     if _controller is None:
         with _lock:
@@ -101,52 +88,107 @@ def _get_controller():
     return _controller
 
 
-# The BLAS thread count is one per process, but kernels run concurrently
-# from several Python threads (the GIL is released). A threadpoolctl limiter
-# per call goes wrong when calls overlap: each restores "the original" it
-# saw, so the last one out may leave the BLAS at 1 thread for good, and
-# threadpoolctl (>= 3.6) silently ignores a limit set from any Python thread
-# but the one currently "controlling" OpenBLAS. So the calls in flight share
-# one state under _lock: the first saves each BLAS's count, later ones may
-# only lower it (to the smallest asked; never raised under a GEMM in flight;
-# results never depend on it), and the last one out restores the saved
-# counts. The library setters are called directly, our lock being the one
-# controller.
-_blas_active = []
-_blas_saved = None
-
-
 def _blas_libs():
     return [lib for lib in _get_controller().lib_controllers if lib.user_api == "blas"]
 
 
-def _set_blas(lib, n):
-    getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
-
-
-@contextlib.contextmanager
-def blas_threads(n):
-    """Hold every loaded BLAS (numpy's and scipy's OpenBLAS) to n threads
-    (to fewer while another Python thread's call asks for fewer)."""
-    global _blas_saved
+def _kernel_blas_libs():
+    """The BLAS that the kernels call, scipy.linalg.cython_blas's: in a
+    wheel, the copy shipped under scipy's own directory (numpy ships
+    another, which convcore never calls and never limits). Failing that,
+    every BLAS that is not numpy's; failing that, all of them."""
+    import numpy
+    import scipy
     libs = _blas_libs()
-    with _lock:
-        if not _blas_active:
-            _blas_saved = [lib.get_num_threads() for lib in libs]
-        if not _blas_active or n < min(_blas_active):
-            for lib in libs:
-                _set_blas(lib, n)
-        _blas_active.append(n)
-    try:
-        yield
-    finally:
+
+    def under(lib, package):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(package.__file__)))
+        path = os.path.abspath(lib.filepath)
+        name = os.path.basename(os.path.dirname(package.__file__))
+        return path.startswith(os.path.join(root, name) + ".") or \
+            path.startswith(os.path.join(root, name, ""))
+
+    return ([lib for lib in libs if under(lib, scipy)]
+            or [lib for lib in libs if not under(lib, numpy)] or libs)
+
+
+class _BlasKnob:
+    """get/set of one BLAS's thread count. For a pthreads OpenBLAS (the
+    wheels') the C functions themselves, resolved once: a set costs well
+    under a microsecond. Anything else through threadpoolctl."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        self.get, self.set = lib.get_num_threads, getattr(
+            lib, "_real_set_num_threads", lib.set_num_threads)
+        if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") != "openmp":
+            try:
+                prefix, suffix = lib._find_affixes()
+                self.get = getattr(lib.dynlib, f"{prefix}openblas_get_num_threads{suffix}")
+                self.set = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}")
+            except (AttributeError, TypeError):  # another threadpoolctl: keep its calls
+                pass
+
+
+_knobs = None
+
+
+def _kernel_knobs():
+    global _knobs
+    if _knobs is None:
+        knobs = [_BlasKnob(lib) for lib in _kernel_blas_libs()]
         with _lock:
-            _blas_active.remove(n)
-            if not _blas_active:
-                for lib, count in zip(libs, _blas_saved):
-                    if count is not None:
-                        _set_blas(lib, count)
+            if _knobs is None:
+                _knobs = knobs
+    return _knobs
+
+
+# One owner of the cores: convcore's OpenMP threads do all of convcore's
+# work, and the BLAS the kernels call runs on the calling thread only (a
+# GEMM too big for one thread is cut up by blas.gemm_split). The pthreads
+# OpenBLAS of the wheels has one process-wide thread count (its
+# openblas_set_num_threads_local is process-wide too, measured), so it is
+# set to 1 for the duration of each kernel call and given back after: the
+# user's own scipy calls get their own count, and numpy's BLAS is not
+# touched at all. Calls from several Python threads overlap: the first in
+# saves the counts, the last out restores them.
+_blas_held = 0
+_blas_saved = None
+
+
+class _BlasSingle:
+    __slots__ = ()
+
+    def __enter__(self):
+        global _blas_held, _blas_saved
+        knobs = _knobs if _knobs is not None else _kernel_knobs()
+        with _lock:
+            if _blas_held == 0:
+                _blas_saved = [knob.get() for knob in knobs]
+                for knob, count in zip(knobs, _blas_saved):
+                    if count != 1:
+                        knob.set(1)
+            _blas_held += 1
+        return self
+
+    def __exit__(self, *exc):
+        global _blas_held, _blas_saved
+        with _lock:
+            _blas_held -= 1
+            if _blas_held == 0:
+                for knob, count in zip(_knobs, _blas_saved):
+                    if count is not None and count != 1:
+                        knob.set(count)
                 _blas_saved = None
+        return False
+
+
+_BLAS_SINGLE = _BlasSingle()
+
+
+def blas_single():
+    """Context: the kernels' BLAS on one thread (see above)."""
+    return _BLAS_SINGLE
 
 
 def blas_info():

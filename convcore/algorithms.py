@@ -11,7 +11,8 @@ tests and the benchmark can see what it picks.
               DirectConv  --> _kernels.conv_direct (prange, no BLAS)
                           --> _kernels.conv_depthwise (one input channel per group)
               Im2colConv  --> _kernels.conv_gemm   (prange + 1-thread BLAS,
-                                                    or n-thread BLAS alone)
+                                                    or GEMMs split over the
+                                                    threads, blas.gemm_split)
               WinogradConv --> _kernels.conv_winograd4 (F(4x4), undilated)
                            --> _kernels.conv_winograd  (F(2x2), dilated)
 """
@@ -106,14 +107,12 @@ class Im2colConv(ConvAlgorithm):
 
     @staticmethod
     def _plan(work_items, spec):
-        """(threads, batch_parallel, blas_threads). Enough independent items:
-        our own prange owns the threads and each GEMM runs on one. Too few
-        (batch 1) or no OpenMP: one item at a time, and the BLAS owns the
-        threads. Tiny layers run on one thread either way."""
+        """(threads, batch_parallel). Enough independent items: a prange
+        over them, each GEMM on one thread. Too few (batch 1): one item at
+        a time, its im2col and GEMMs split over the threads. Tiny layers
+        run on one thread either way; the BLAS always does."""
         nt = kernel_threads(spec.flops())
-        if openmp_info.openmp_enabled() and work_items >= nt:
-            return nt, True, 1
-        return nt, False, nt
+        return nt, work_items >= nt
 
     @classmethod
     def _gemm_cols(cls, spec, batch_parallel):
@@ -165,7 +164,7 @@ class Im2colConv(ConvAlgorithm):
         # conv_gemm's buffers: one column stripe per thread (none for a
         # pointwise layer; a smaller stripe when the GEMMs go in pieces),
         # and backward's weight-gradient partials.
-        nt, batch_parallel, _ = self._plan(self._items(spec, backward), spec)
+        nt, batch_parallel = self._plan(self._items(spec, backward), spec)
         crs = spec.Cg * spec.R * spec.S
         if not backward and self._gathers_forward(spec):
             P = spec.OH * spec.OW
@@ -206,24 +205,22 @@ class Im2colConv(ConvAlgorithm):
         return spec.N >= 2 and spec.Kg >= 128 and spec.OH * spec.OW <= 196
 
     def forward(self, x, w, bias, y, spec):
-        nt, batch_parallel, blas_nt = self._plan(self._items(spec, False), spec)
-        if self._gathers_forward(spec):  # one GEMM at a time: the BLAS gets the threads
-            with _threads.blas_threads(nt):
+        nt, batch_parallel = self._plan(self._items(spec, False), spec)
+        with _threads.blas_single():
+            if self._gathers_forward(spec):  # one GEMM at a time, split over the threads
                 conv_gemm.forward_gathered(x, w, bias, y, spec.geom, nt)
-            return
-        gemm_cols = self._gemm_cols(spec, batch_parallel)
-        with _threads.blas_threads(blas_nt):
+                return
+            gemm_cols = self._gemm_cols(spec, batch_parallel)
             conv_gemm.forward(x, w, bias, y, spec.geom, nt, batch_parallel, gemm_cols)
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
-        nt, batch_parallel, blas_nt = self._plan(self._items(spec, True), spec)
+        nt, batch_parallel = self._plan(self._items(spec, True), spec)
         gather = need_w and self._gathers_weight_grad(spec)
-        if need_x or not gather:
-            with _threads.blas_threads(blas_nt):
+        with _threads.blas_single():
+            if need_x or not gather:
                 conv_gemm.backward(grad_y, x, w, grad_x, grad_w, need_x, need_w and not gather,
                                    spec.geom, nt, batch_parallel)
-        if gather:  # one GEMM at a time: the BLAS gets the threads
-            with _threads.blas_threads(nt):
+            if gather:  # one GEMM at a time, split over the threads
                 conv_gemm.weight_grad_gathered(grad_y, x, grad_w, spec.geom, nt)
 
 
@@ -320,9 +317,9 @@ class WinogradConv(ConvAlgorithm):
     def _conv(cls, x, u, bias, y, pad, spec):
         """False when x held an Inf or NaN (y is then to be recomputed)."""
         kernel = cls._kernel(spec)
-        rows, threads, blas = cls._plan(kernel, x.shape[1], y.shape[1], u.shape[2], y.shape,
-                                        spec, weight_grad=False)
-        with _threads.blas_threads(blas):
+        rows, threads = cls._plan(kernel, x.shape[1], y.shape[1], u.shape[2], y.shape,
+                                  spec, weight_grad=False)
+        with _threads.blas_single():
             return kernel.forward(x, u, bias, y, pad[0], pad[1], *spec.dilation,
                                   spec.groups, rows, threads)
 
@@ -330,9 +327,9 @@ class WinogradConv(ConvAlgorithm):
     def _du(cls, x, grad_y, du, spec):
         """False when x or grad_y held an Inf or NaN."""
         kernel = cls._kernel(spec)
-        rows, threads, blas = cls._plan(kernel, spec.C, spec.K, spec.Cg, grad_y.shape,
-                                        spec, weight_grad=True)
-        with _threads.blas_threads(blas):
+        rows, threads = cls._plan(kernel, spec.C, spec.K, spec.Cg, grad_y.shape,
+                                  spec, weight_grad=True)
+        with _threads.blas_single():
             return kernel.backward_weight(x, grad_y, du, *spec.padding, *spec.dilation,
                                           spec.groups, rows, threads)
 
@@ -347,19 +344,22 @@ class WinogradConv(ConvAlgorithm):
 
     @classmethod
     def _plan(cls, kernel, C, K, Cg, out_shape, spec, weight_grad):
-        """(tile rows per block, kernel threads, BLAS threads) of one kernel
-        call from C to K channels (C/groups = Cg per group of the weights)
-        with output shape out_shape. Fewer blocks than threads: one block
-        at a time, the BLAS threaded (its GEMMs are then the big ones)."""
+        """(tile rows per block, kernel threads) of one kernel call from C
+        to K channels (C/groups = Cg per group of the weights) with output
+        shape out_shape. Forward blocks are made thinner where there would
+        be fewer than threads, so that every thread has one (the BLAS runs
+        on one thread under convcore's; "auto" keeps Winograd for layers
+        with enough tiles, see select_algorithm)."""
         N, _, OH, OW = out_shape
         rows = cls._rows_per_block(kernel, C, K, OH, OW, spec.dilation)
         TH, TW = kernel.tile_grid(OH, OW, *spec.dilation)
         if weight_grad and kernel.POINTS * K * Cg * 4 > 4 * cls.TILE_BYTES:
             rows = max(rows, -(-cls.WEIGHT_GRAD_TILES // TW))
         nt = kernel_threads(spec.flops())
-        if -(-(N * TH) // rows) < nt:
-            return rows, 1, nt
-        return rows, nt, 1
+        if not weight_grad:  # forward outputs do not depend on the blocks;
+            # the weight gradient's sums do, so its blocks never follow nt
+            rows = max(1, min(rows, (N * TH) // nt))
+        return rows, max(1, min(nt, -(-(N * TH) // rows)))
 
     @classmethod
     def _rows_per_block(cls, kernel, C, K, OH, OW, dilation):
@@ -372,7 +372,7 @@ class WinogradConv(ConvAlgorithm):
     def _kernel_scratch(cls, kernel, C, K, Cg, out_shape, spec, weight_grad):
         """Elements the kernel allocates at most for a call from C to K
         channels with output shape out_shape (exact Python ints)."""
-        rows, threads, _ = cls._plan(kernel, C, K, Cg, out_shape, spec, weight_grad)
+        rows, threads = cls._plan(kernel, C, K, Cg, out_shape, spec, weight_grad)
         return threads * kernel.scratch_elements(C, K, out_shape[3], spec.dilation[1], rows)
 
     def scratch_bytes(self, spec, backward):

@@ -66,7 +66,7 @@ def test_python_scratch_count_matches_the_kernels_column(xs, ws, geom):
     from convcore.functional._conv_spec import conv_spec
     spec = conv_spec(xs, ws, np.dtype(np.float32), geom.get("stride", 1),
                      geom.get("padding", 0), 1, 1)
-    nt, parallel, _ = Im2colConv()._plan(Im2colConv()._items(spec, False), spec)
+    nt, parallel = Im2colConv()._plan(Im2colConv()._items(spec, False), spec)
     kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom,
                                        Im2colConv._gemm_cols(spec, parallel))
     assert Im2colConv().scratch_bytes(spec, False) == kernel * (nt if parallel else 1) * 4

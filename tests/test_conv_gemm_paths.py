@@ -47,7 +47,7 @@ def test_forward_in_pieces_matches_reference(xs, ws, stride, padding, dilation, 
     expect = conv2d_ref(x, w, b, stride, padding, dilation, groups)
     spec = conv_spec(xs, ws, np.dtype(dtype), stride, padding, dilation, groups)
     y = np.full(spec.out_shape, np.nan, dtype)
-    with _threads.blas_threads(1):  # pieces are a one-thread-BLAS plan
+    with _threads.blas_single():
         conv_gemm.forward(x.astype(dtype), w.astype(dtype), b.astype(dtype), y, spec.geom,
                           threads, True, gemm_cols)
     np.testing.assert_allclose(y, expect, rtol=TOL[dtype], atol=TOL[dtype])
@@ -66,7 +66,7 @@ def test_backward_with_transposed_partials_matches_reference(
     for need_x, need_w in ((True, True), (True, False), (False, True)):
         gx = np.full(xs, np.nan, dtype)
         gw = np.full(ws, np.nan, dtype)
-        with _threads.blas_threads(1 if batch_parallel else 2):
+        with _threads.blas_single():
             conv_gemm.backward(gy.astype(dtype), x.astype(dtype), w.astype(dtype), gx, gw,
                                need_x, need_w, spec.geom, 2, batch_parallel)
         if need_x:
@@ -143,7 +143,7 @@ def test_python_column_count_matches_the_kernel(xs, ws, stride, padding, gemm_co
     spec = conv_spec(xs, ws, np.dtype(np.float32), stride, padding, 1, 1)
     kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom, gemm_cols)
     assert Im2colConv._column(spec, gemm_cols) == kernel
-    nt, parallel, _ = Im2colConv._plan(Im2colConv()._items(spec, False), spec)
+    nt, parallel = Im2colConv._plan(Im2colConv()._items(spec, False), spec)
     used = Im2colConv._gemm_cols(spec, parallel)
     kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom, used)
     assert Im2colConv().scratch_bytes(spec, False) == kernel * (nt if parallel else 1) * 4

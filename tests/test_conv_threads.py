@@ -1,5 +1,7 @@
 """Thread count changes speed, never results; the thread setting governs
 the BLAS too."""
+import os
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
@@ -71,11 +73,41 @@ def test_small_work_runs_on_one_thread():
     assert _threads.kernel_threads() == with_threads
 
 
-def test_blas_threads_limits_every_loaded_blas():
-    with _threads.blas_threads(1):
-        blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
-        assert blas, "no BLAS found by threadpoolctl"
-        assert all(i["num_threads"] == 1 for i in blas)
+def _blas_counts():
+    return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_blas_single_holds_the_kernels_blas_only():
+    """The BLAS the kernels call (scipy's) runs on one thread under a
+    kernel call; numpy's, which convcore never calls, keeps its count."""
+    before = _blas_counts()
+    assert before, "no BLAS found by threadpoolctl"
+    kernel = {lib.filepath for lib in _threads._kernel_blas_libs()}
+    assert kernel
+    with _threads.blas_single():
+        during = _blas_counts()
+    assert all(during[path] == 1 for path in kernel), during
+    assert all(during[path] == before[path] for path in during if path not in kernel)
+    assert _blas_counts() == before
+
+
+def test_kernel_blas_is_scipys():
+    import scipy
+    scipy_dir = os.path.dirname(os.path.dirname(scipy.__file__))
+    for lib in _threads._kernel_blas_libs():
+        if "scipy" in os.path.basename(os.path.dirname(lib.filepath)):
+            assert lib.filepath.startswith(scipy_dir)
+
+
+def test_linear_leaves_numpy_blas_alone(rng):
+    # linear runs on convcore's threads through the kernels' BLAS:
+    # numpy's pool is neither used nor limited.
+    before = _blas_counts()
+    x = rng.standard_normal((32, 512)).astype(np.float32)
+    w = rng.standard_normal((100, 512)).astype(np.float32)
+    y = F.linear(x, w)
+    np.testing.assert_allclose(y, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-4, atol=1e-3)
+    assert _blas_counts() == before
 
 
 def test_built_with_openmp():
@@ -101,7 +133,34 @@ def test_openmp_waits_passively_unless_the_user_chose(env, expect):
     assert out.stdout.strip() == str(expect)
 
 
-def test_small_gemms_run_on_one_blas_thread():
-    n = convcore.get_num_threads()
-    assert _threads.blas_threads_for(64 * 84 * 10) == 1
-    assert _threads.blas_threads_for(_threads.BLAS_GRAIN * 1000) == n
+def test_gemm_split_slabs_depend_on_the_shape_only():
+    from convcore._kernels import blas
+    assert blas.slabs(64, 84, 10) == 1           # too little work to share
+    assert blas.slabs(8, 8, 1 << 20) == 1        # too narrow to cut
+    assert 1 < blas.slabs(512, 512, 512) <= 32
+    assert blas.slabs(1000, 32, 512) == blas.slabs(32, 1000, 512)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (3, 1000, 700), (1000, 3, 700),
+                                   (257, 130, 999), (64, 4097, 256)])
+def test_gemm_split_matches_reference_bitwise_at_any_thread_count(m, n, k, trans_a, trans_b,
+                                                                  dtype, rng):
+    from convcore._kernels import blas
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    ref = 0.5 * ((a.T if trans_a else a).astype(np.float64)
+                 @ (b.T if trans_b else b).astype(np.float64)) + 2.0 * c0
+    results = []
+    with _threads.blas_single():
+        for threads in (1, 2, 3):
+            c = c0.copy()
+            blas.gemm_py(trans_a, trans_b, 0.5, a, b, 2.0, c, threads)
+            results.append(c)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(results[0], ref, rtol=tol, atol=tol * np.sqrt(k))
+    for c in results[1:]:
+        np.testing.assert_array_equal(c, results[0])

@@ -98,7 +98,7 @@ def test_fork_while_another_thread_holds_the_threads_lock():
     pid = os.fork()
     if pid == 0:  # child: must not deadlock on the inherited lock
         try:
-            with _threads.blas_threads(1):
+            with _threads.blas_single():
                 pass
             os._exit(0)
         finally:

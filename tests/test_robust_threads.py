@@ -11,6 +11,7 @@ import pytest
 
 import convcore
 import convcore.functional as F
+from threadpoolctl import threadpool_limits
 from convcore import _threads
 
 
@@ -72,51 +73,55 @@ def test_eight_threads_get_the_results_of_lone_calls():
         assert len(runs) == 3
         for r in runs:
             _assert_same(expected[i], r, f"thread {i}")
-    # Overlapping blas_threads() calls leave the BLAS as they found it.
+    # Overlapping kernel calls leave the BLAS as they found it.
     assert [info["num_threads"] for info in _threads.blas_info()] == blas_before
-    assert _threads._blas_active == []
+    assert _threads._blas_held == 0
 
 
-def test_overlapping_blas_limits_restore_the_original():
+def _kernel_blas_threads():
+    return [knob.get() for knob in _threads._kernel_knobs()]
+
+
+def test_overlapping_blas_holds_restore_the_original():
     original = [info["num_threads"] for info in _threads.blas_info()]
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
     seen = {}
 
     def a():
-        with _threads.blas_threads(1):
+        with _threads.blas_single():
             a_in.set()
             b_in.wait(10)
-            seen["a"] = [i["num_threads"] for i in _threads.blas_info()]
+            seen["a"] = _kernel_blas_threads()
         a_out.set()
 
     def b():
         a_in.wait(10)
-        with _threads.blas_threads(2):
+        with _threads.blas_single():
             b_in.set()
             a_out.wait(10)
-            seen["b"] = [i["num_threads"] for i in _threads.blas_info()]
+            seen["b"] = _kernel_blas_threads()
 
     ts = [threading.Thread(target=a), threading.Thread(target=b)]
     for t in ts:
         t.start()
     for t in ts:
         t.join(20)
-    # B may not raise the count under A's GEMMs; nobody leaves it lowered.
-    assert all(n == 1 for n in seen["a"]) and all(n == 1 for n in seen["b"]), seen
+    # A leaving does not raise the count under B's GEMMs; nobody leaves it lowered.
+    assert seen["a"] and all(n == 1 for n in seen["a"]) and all(n == 1 for n in seen["b"]), seen
     assert [info["num_threads"] for info in _threads.blas_info()] == original
 
 
-def test_limits_set_from_any_python_thread_take_effect():
+def test_holds_from_any_python_thread_take_effect():
     # threadpoolctl alone ignores limits from a thread that does not
-    # "control" OpenBLAS; the kernels' limits must hold in worker threads.
-    with _threads.blas_threads(1):
-        pass  # the main thread has used the BLAS limits before
+    # "control" OpenBLAS; the kernels' hold must work in worker threads.
+    with _threads.blas_single():
+        pass  # the main thread has held the BLAS before
     original = [info["num_threads"] for info in _threads.blas_info()]
     seen = []
 
     def worker():
-        with _threads.blas_threads(1):
-            seen.append([info["num_threads"] for info in _threads.blas_info()])
+        with _threads.blas_single():
+            seen.append(_kernel_blas_threads())
 
     t = threading.Thread(target=worker)
     t.start()
@@ -204,7 +209,7 @@ def test_two_threads_overlap():
             ratios.append(_pair_ratio(conv))
             if ratios[-1] < 1.8:
                 return
-            with _threads.blas_threads(1):
+            with threadpool_limits(1, user_api="blas"):
                 controls.append(_pair_ratio(lambda: a @ a))
     finally:
         convcore.set_num_threads(previous)

@@ -3,7 +3,12 @@
 A row-major C = op(A) op(B) is, read as column-major, C^T = op(B)^T op(A)^T:
 so we call the Fortran routine with the operands swapped and the same
 transpose flags, which needs no copy (the trick PyTorch and sklearn use).
+
+gemm_split runs one product on convcore's own OpenMP threads, each slab of
+C a one-thread GEMM: convcore never hands its cores to the BLAS's thread
+pool (see convcore._threads).
 """
+from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 
@@ -23,15 +28,84 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
               <double*> a, &lda, &beta, c, &ldc)
 
 
+# A slab is at least SLAB_MACS multiply-adds (a parallel region's wake-up
+# costs more than a smaller one saves, and the BLAS keeps its packed kernel)
+# and SLAB_STEP rows or columns (whole 64-byte lines of float32 output); at
+# most MAX_SLABS of them, so a big product is not cut finer than the cores
+# of a large machine need.
+cdef enum:
+    SLAB_MACS = 1 << 21
+    SLAB_STEP = 16
+    MAX_SLABS = 32
+
+
+cdef inline int _slabs(int m, int n, int k) noexcept nogil:
+    """Slabs along the longer side of C; a function of the shape only."""
+    cdef Py_ssize_t side = m if m >= n else n
+    cdef Py_ssize_t by_work = (<Py_ssize_t> m * n * k) // SLAB_MACS
+    cdef Py_ssize_t by_side = side // SLAB_STEP
+    return <int> max(1, min(by_work, by_side, <Py_ssize_t> MAX_SLABS))
+
+
+cdef void gemm_split(bint trans_a, bint trans_b, int m, int n, int k,
+                     floating alpha, const floating* a, int lda,
+                     const floating* b, int ldb,
+                     floating beta, floating* c, int ldc,
+                     int num_threads) noexcept nogil:
+    cdef int slabs = _slabs(m, n, k), s
+    cdef Py_ssize_t step, lo, hi
+    cdef bint by_rows = m >= n
+    if m <= 0 or n <= 0:
+        return
+    if slabs == 1:
+        gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        return
+    # Slab edges on SLAB_STEP boundaries; the last slab takes the rest, so
+    # that no slab is small enough for the BLAS to pick another kernel (as
+    # OpenBLAS does below 100^3 multiply-adds): every slab then sums its
+    # elements exactly as the whole product does.
+    step = (m if by_rows else n) // slabs // SLAB_STEP * SLAB_STEP
+    for s in prange(slabs, schedule='static', num_threads=max(1, min(num_threads, slabs))):
+        lo = s * step
+        if by_rows:
+            hi = m if s == slabs - 1 else lo + step
+            if lo < hi:  # rows of op(A): a's rows, or its columns when transposed
+                gemm(trans_a, trans_b, <int> (hi - lo), n, k, alpha,
+                     a + (lo if trans_a else lo * lda), lda, b, ldb,
+                     beta, c + lo * ldc, ldc)
+        else:
+            hi = n if s == slabs - 1 else lo + step
+            if lo < hi:  # columns of op(B): b's columns, or its rows when transposed
+                gemm(trans_a, trans_b, m, <int> (hi - lo), k, alpha, a, lda,
+                     b + (lo * ldb if trans_b else lo), ldb,
+                     beta, c + lo, ldc)
+
+
 def gemm_py(bint trans_a, bint trans_b, double alpha,
             const floating[:, ::1] a, const floating[:, ::1] b,
-            double beta, floating[:, ::1] c):
-    """C = alpha op(A) op(B) + beta C on C-contiguous 2-D arrays (for tests
-    and for measuring the peak of the very BLAS the kernels call). The
-    scalars are Python floats; the arrays pick the precision."""
+            double beta, floating[:, ::1] c, int num_threads=1):
+    """C = alpha op(A) op(B) + beta C on C-contiguous 2-D arrays, on
+    num_threads of convcore's threads (gemm_split; the caller holds the
+    BLAS to one thread). The scalars are Python floats; the arrays pick the
+    precision. Used by linear and by the benchmark's sgemm peak."""
     cdef int m = c.shape[0]
     cdef int n = c.shape[1]
     cdef int k = a.shape[0] if trans_a else a.shape[1]
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        if beta == 0:
+            c[:, :] = 0
+        else:
+            for i in range(m):
+                for j in range(n):
+                    c[i, j] = c[i, j] * <floating> beta
+        return
     with nogil:
-        gemm(trans_a, trans_b, m, n, k, <floating> alpha, &a[0, 0], a.shape[1],
-             &b[0, 0], b.shape[1], <floating> beta, &c[0, 0], c.shape[1])
+        gemm_split(trans_a, trans_b, m, n, k, <floating> alpha, &a[0, 0], a.shape[1],
+                   &b[0, 0], b.shape[1], <floating> beta, &c[0, 0], c.shape[1], num_threads)
+
+
+def slabs(int m, int n, int k):
+    """How many slabs gemm_split cuts an (m, n, k) product into (tests)."""
+    return _slabs(m, n, k)

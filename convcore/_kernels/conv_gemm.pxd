@@ -3,8 +3,8 @@ from convcore._kernels.conv_params cimport ConvParams
 
 # im2col + GEMM workers for one (image, group) item; shared with the public
 # native API (convcore/_kernels/native.pyx). All arrays C-contiguous NCHW.
-# split/num_threads: run im2col/col2im over channels with that many OpenMP
-# threads (the GEMM's threads are the BLAS's own); pass False, 1 from
+# split/num_threads: run im2col/col2im over channels and each GEMM
+# (blas.gemm_split) with that many OpenMP threads; pass False, 1 from
 # inside a prange.
 
 

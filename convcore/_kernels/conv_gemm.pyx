@@ -1,14 +1,17 @@
 """im2col + GEMM convolution, forward and backward, through a real BLAS.
 
 Work is split into (image, group) items. Two plans, chosen by the caller
-(convcore.functional, which also sets the BLAS thread count to match):
+(convcore.algorithms):
 
 batch_parallel=True   prange over items, each thread with its own one-image
                       column buffer and single-threaded GEMMs (BLAS held to
                       1 thread by the caller: one threading owner at a time).
 batch_parallel=False  items one after another; im2col/col2im split over
-                      channels with prange, and each GEMM multithreaded by
-                      BLAS itself (for batches smaller than the thread count).
+                      channels with prange, and each GEMM split over the
+                      threads by rows or columns (blas.gemm_split), for
+                      batches smaller than the thread count. The BLAS runs
+                      on one thread in both plans: its own pool never
+                      competes with convcore's.
 
 Scratch is bounded: one (Cg*R*S, rows*OW) column per thread for a stripe
 of output rows (about 1 MiB, conv_gemm.pxd), never a whole-batch matrix;
@@ -35,7 +38,7 @@ from cython.parallel cimport prange
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
-from convcore._kernels.blas cimport gemm
+from convcore._kernels.blas cimport gemm, gemm_on, gemm_split
 from convcore._kernels.conv_params cimport ConvParams, geometry
 from convcore._kernels.im2col cimport im2col, col2im
 # Weight-gradient chunks (also the most threads the backward pass can use).
@@ -90,6 +93,19 @@ cdef void _gemm_pieces(int m, int n, int k, const floating* a, int lda,
         j0 += step
 
 
+cdef inline void _item_gemm(int m, int n, int k, const floating* a, int lda,
+                            const floating* b, int ldb, floating beta, floating* c,
+                            int ldc, Py_ssize_t cols, bint split,
+                            int num_threads) noexcept nogil:
+    """A forward GEMM of one item: in pieces on this thread, or (split, one
+    item at a time) shared out over num_threads (blas.gemm_on)."""
+    if split:
+        gemm_on(num_threads, False, False, m, n, k, <floating> 1, a, lda, b, ldb, beta,
+                c, ldc)
+    else:
+        _gemm_pieces(m, n, k, a, lda, b, ldb, beta, c, ldc, cols)
+
+
 cdef void _forward_item(const floating* x, const floating* w,
                         const floating* bias, floating* y,
                         const ConvParams* p, Py_ssize_t item, floating* col,
@@ -120,8 +136,8 @@ cdef void _forward_item_cols(const floating* x, const floating* w,
                 yg[k * P + i] = bias[g * Kg + k]
         beta = 1
     if _is_pointwise(p):
-        _gemm_pieces(<int> Kg, <int> P, <int> CRS, wg, <int> CRS, xg, <int> P,
-                     beta, yg, <int> P, gemm_cols)
+        _item_gemm(<int> Kg, <int> P, <int> CRS, wg, <int> CRS, xg, <int> P,
+                   beta, yg, <int> P, gemm_cols, split, num_threads)
         return
     # y[:, stripe] (Kg, Ps) = w[g] (Kg, CRS) @ col (CRS, Ps), stripe by stripe.
     rows = _stripe_rows(p, gemm_cols)
@@ -132,8 +148,8 @@ cdef void _forward_item_cols(const floating* x, const floating* w,
         Ps = (oh1 - oh0) * p.OW
         ld = _column_ld(Ps, gemm_cols)
         _im2col_channels(xg, col, ld, &q, Cg, split, num_threads)
-        _gemm_pieces(<int> Kg, <int> Ps, <int> CRS, wg, <int> CRS, col, <int> ld,
-                     beta, yg + oh0 * p.OW, <int> P, gemm_cols)
+        _item_gemm(<int> Kg, <int> Ps, <int> CRS, wg, <int> CRS, col, <int> ld,
+                   beta, yg + oh0 * p.OW, <int> P, gemm_cols, split, num_threads)
         oh0 = oh1
 
 
@@ -196,12 +212,13 @@ cdef void _backward_item_t(const floating* grad_y, const floating* x,
     cdef floating* gxg = grad_x + (n * p.C + g * Cg) * HW if grad_x != NULL else NULL
     cdef floating* gwg = grad_w_part + g * Kg * CRS if grad_w_part != NULL else NULL
     cdef ConvParams q
+    cdef int nt = num_threads if split else 1
     if pointwise:
         if gwg != NULL:
-            _weight_grad_gemm(gyg, P, xg, P, <int> P, gwg, <int> Kg, <int> CRS, transposed)
+            _weight_grad_gemm(gyg, P, xg, P, <int> P, gwg, <int> Kg, <int> CRS, transposed, nt)
         if gxg != NULL:  # grad_x (CRS, P) = w[g]^T (CRS, Kg) @ grad_y (Kg, P)
-            gemm(True, False, <int> CRS, <int> P, <int> Kg, <floating> 1,
-                 wg, <int> CRS, gyg, <int> P, <floating> 0, gxg, <int> P)
+            gemm_on(nt, True, False, <int> CRS, <int> P, <int> Kg, <floating> 1,
+                    wg, <int> CRS, gyg, <int> P, <floating> 0, gxg, <int> P)
         return
     if gxg != NULL:
         memset(gxg, 0, Cg * HW * sizeof(floating))
@@ -214,12 +231,12 @@ cdef void _backward_item_t(const floating* grad_y, const floating* x,
         if gwg != NULL:
             _im2col_channels(xg, col, Ps, &q, Cg, split, num_threads)
             _weight_grad_gemm(gyg + oh0 * p.OW, P, col, Ps, <int> Ps, gwg,
-                              <int> Kg, <int> CRS, transposed)
+                              <int> Kg, <int> CRS, transposed, nt)
         if gxg != NULL:
             # dcol (CRS, Ps) = w[g]^T (CRS, Kg) @ grad_y[n, g, stripe]; col2im
             # adds it in (stripes share input rows).
-            gemm(True, False, <int> CRS, <int> Ps, <int> Kg, <floating> 1,
-                 wg, <int> CRS, gyg + oh0 * p.OW, <int> P, <floating> 0, col, <int> Ps)
+            gemm_on(nt, True, False, <int> CRS, <int> Ps, <int> Kg, <floating> 1,
+                    wg, <int> CRS, gyg + oh0 * p.OW, <int> P, <floating> 0, col, <int> Ps)
             _col2im_channels(col, gxg, &q, Cg, split, num_threads)
         oh0 = oh1
 
@@ -227,15 +244,16 @@ cdef void _backward_item_t(const floating* grad_y, const floating* x,
 cdef inline void _weight_grad_gemm(const floating* gy, Py_ssize_t ldgy,
                                    const floating* col, Py_ssize_t ldcol,
                                    int Ps, floating* gw, int Kg, int CRS,
-                                   bint transposed) noexcept nogil:
+                                   bint transposed, int num_threads) noexcept nogil:
     """gw += grad_y (Kg, Ps) @ col^T (Ps, CRS), or its transpose
-    gw^T (CRS, Kg) += col (CRS, Ps) @ grad_y^T when `transposed`."""
+    gw^T (CRS, Kg) += col (CRS, Ps) @ grad_y^T when `transposed`; split
+    over num_threads (1 inside a prange)."""
     if transposed:
-        gemm(False, True, CRS, Kg, Ps, <floating> 1, col, <int> ldcol,
-             gy, <int> ldgy, <floating> 1, gw, Kg)
+        gemm_on(num_threads, False, True, CRS, Kg, Ps, <floating> 1, col, <int> ldcol,
+                gy, <int> ldgy, <floating> 1, gw, Kg)
     else:
-        gemm(False, True, Kg, CRS, Ps, <floating> 1, gy, <int> ldgy,
-             col, <int> ldcol, <floating> 1, gw, CRS)
+        gemm_on(num_threads, False, True, Kg, CRS, Ps, <floating> 1, gy, <int> ldgy,
+                col, <int> ldcol, <floating> 1, gw, CRS)
 
 
 cdef void* _scratch(Py_ssize_t threads, Py_ssize_t size, size_t item) except? NULL:
@@ -477,9 +495,9 @@ def weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
                             memcpy(gyt + k * m + (n - n0) * P,
                                    &grad_y[0, 0, 0, 0] + (n * p.K + g * Kg + k) * P,
                                    P * sizeof(floating))
-                    gemm(False, True, <int> Kg, <int> CRS, <int> m, <floating> 1,
-                         gyt, <int> m, col, <int> m, <floating> (0 if b == 0 else 1),
-                         gw + g * Kg * CRS, <int> CRS)
+                    gemm_split(False, True, <int> Kg, <int> CRS, <int> m, <floating> 1,
+                               gyt, <int> m, col, <int> m, <floating> (0 if b == 0 else 1),
+                               gw + g * Kg * CRS, <int> CRS, num_threads)
     finally:
         free(col)
 
@@ -491,8 +509,8 @@ def forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     (gathered_images of them): Y (Kg, m) = W[g] (Kg, CRS) @ COL (CRS, m),
     COL the batch's columns side by side (m = images * OH*OW), then Y's
     rows go to NCHW. For small images under big weights, where a GEMM per
-    image is only OH*OW columns wide. The BLAS gets the threads (the
-    caller's); the copies run in a prange over the images.     OUT: y"""
+    image is only OH*OW columns wide. Each GEMM split over the threads
+    (gemm_split); the copies run in a prange over the images.     OUT: y"""
     cdef ConvParams p = geometry(x.shape, w.shape, y.shape, geom)
     cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
     cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S
@@ -516,9 +534,9 @@ def forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
                     n1 = min(n0 + images, N)
                     m = (n1 - n0) * P
                     _gathered_columns(&x[0, 0, 0, 0], col, &p, g, n0, n1, num_threads)
-                    gemm(False, False, <int> Kg, <int> m, <int> CRS, <floating> 1,
-                         &w[0, 0, 0, 0] + g * Kg * CRS, <int> CRS, col, <int> m,
-                         <floating> 0, prod, <int> m)
+                    gemm_split(False, False, <int> Kg, <int> m, <int> CRS, <floating> 1,
+                               &w[0, 0, 0, 0] + g * Kg * CRS, <int> CRS, col, <int> m,
+                               <floating> 0, prod, <int> m, num_threads)
                     for n in prange(n0, n1, schedule='static', num_threads=num_threads):
                         for k in range(Kg):
                             yk = &y[0, 0, 0, 0] + (n * p.K + g * Kg + k) * P

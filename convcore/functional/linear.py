@@ -5,6 +5,7 @@ import numbers
 import numpy as np
 
 from convcore import _threads
+from convcore._kernels import blas as _blas
 from convcore.functional._validation import as_float_array
 
 
@@ -43,13 +44,23 @@ def linear(x, weight, bias=None):
         if bias.shape != (out,):
             raise ValueError(f"{fn}: bias must have shape ({out},) to match weight "
                              f"shape {weight.shape}, got {bias.shape}")
-    x2 = x.reshape(-1, x.shape[-1])
-    # One GEMM: the BLAS owns the threads (all of them, unless it is small).
-    with _threads.blas_threads(_threads.blas_threads_for(x2.shape[0] * x2.shape[1] * out)):
-        y = x2 @ weight.T
-    if bias is not None:
-        y += bias
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+    if bias is not None:  # the bias rides in the GEMM (beta = 1)
+        y = np.empty((x2.shape[0], out), dtype=x.dtype)
+        y[...] = bias
+    else:
+        y = np.zeros((x2.shape[0], out), dtype=x.dtype)
+    _matmul(False, True, x2, np.ascontiguousarray(weight), y, beta=1.0)
     return y.reshape(x.shape[:-1] + (out,))
+
+
+def _matmul(trans_a, trans_b, a, b, c, beta=0.0):
+    """c = op(a) @ op(b) + beta c on convcore's threads (blas.gemm_split),
+    never the BLAS's own: one owner of the cores (convcore._threads)."""
+    k = a.shape[0] if trans_a else a.shape[1]
+    with _threads.blas_single():
+        _blas.gemm_py(trans_a, trans_b, 1.0, a, b, beta, c,
+                      _threads.kernel_threads(c.size * k))
 
 
 def linear_backward(grad_y, x, weight, bias=True):
@@ -64,11 +75,13 @@ def linear_backward(grad_y, x, weight, bias=True):
     if grad_y.shape != expected:
         raise ValueError(f"{fn}: grad_y has shape {grad_y.shape} but input {x.shape} "
                          f"and weight {weight.shape} give output shape {expected}")
-    g2 = grad_y.reshape(-1, weight.shape[0])
-    x2 = x.reshape(-1, x.shape[-1])
-    with _threads.blas_threads(_threads.blas_threads_for(g2.shape[0] * weight.size)):
-        gx = (g2 @ weight).reshape(x.shape)
-        gw = g2.T @ x2
+    g2 = np.ascontiguousarray(grad_y.reshape(-1, weight.shape[0]))
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+    gx = np.empty(x2.shape, dtype=x.dtype)
+    gw = np.empty(weight.shape, dtype=x.dtype)
+    _matmul(False, False, g2, np.ascontiguousarray(weight), gx)
+    _matmul(True, False, g2, x2, gw)
+    gx = gx.reshape(x.shape)
     gb = g2.sum(axis=0) if bias else None
     return gx, gw, gb
 
