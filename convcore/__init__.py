@@ -17,6 +17,12 @@ __version__ = "0.1.0"
 # 16.7 s active vs 3.3 s passive at load 4); on an idle machine the cost is
 # a futex wake-up per parallel region, which the grain size keeps rare.
 # Must be set before the OpenMP runtime loads, i.e. before the kernels.
+# If another library loaded the runtime first, it is too late for that:
+# _omp_runtime then throttles the spinning another way (see there).
+from convcore import _omp_runtime  # noqa: E402
+
+_omp_runtime.loaded_before_convcore = _omp_runtime.runtime_loaded() is not None
+_omp_runtime.user_wait_policy = os.environ.get("OMP_WAIT_POLICY")
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
@@ -58,3 +64,5 @@ from convcore import models, training
 __all__ += ["models", "training"]
 
 from convcore import _fork  # noqa: E402,F401  (single-threaded kernels after fork)
+
+_omp_runtime.throttle_spinning()

@@ -37,7 +37,7 @@ def cpu_name():
 
 def info_dict():
     import convcore
-    from convcore import _threads
+    from convcore import _omp_runtime, _threads
     from convcore._kernels import openmp_info
 
     build = openmp_info.build_info()
@@ -52,6 +52,7 @@ def info_dict():
         "openmp": build["openmp"],
         "threads": convcore.get_num_threads(),
         "omp_max_threads": openmp_info.omp_max_threads(),
+        "omp_runtime": _omp_runtime.state(),
         "blas": [
             {k: b.get(k) for k in ("internal_api", "prefix", "version",
                                    "num_threads", "threading_layer", "filepath")}
@@ -81,7 +82,11 @@ def run(args):
     print(f"denormals     {'flushed to zero' if get_flush_denormal() else 'kept (convcore.set_flush_denormal(True) flushes them)'}")
     if info["openmp"]:
         print(f"OpenMP        on, convcore threads {info['threads']} "
-              f"(OpenMP max {info['omp_max_threads']})")
+              f"(OpenMP max {info['omp_max_threads']}); the BLAS runs on one thread "
+              f"under them")
+        from convcore import _omp_runtime
+        for line in _omp_runtime.describe():
+            print(f"              {line}")
     else:
         print("OpenMP        OFF: kernels run single-threaded (the compiler had no "
               "working OpenMP at build time)")

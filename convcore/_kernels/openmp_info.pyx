@@ -2,6 +2,7 @@
 from convcore._kernels._openmp cimport (
     CONVCORE_USE_OPENMP, omp_get_max_threads, omp_get_num_procs)
 from convcore._kernels._simd cimport CONVCORE_HAVE_CLONES
+from cython.parallel cimport prange
 
 cdef extern from *:
     """
@@ -45,3 +46,15 @@ def build_info():
         "openmp": bool(CONVCORE_USE_OPENMP),
         "simd_clones": bool(CONVCORE_HAVE_CLONES),
     }
+
+
+def hold_team(int num_threads):
+    """Start a team of num_threads in the calling thread's own OpenMP pool
+    and return: the team's workers then stay docked in that pool (asleep)
+    for as long as the calling thread lives. convcore._omp_runtime calls it
+    from a parked Python thread; see there for why."""
+    cdef int i
+    cdef int[1] sink
+    with nogil:
+        for i in prange(num_threads, schedule='static', num_threads=num_threads):
+            sink[0] = i
