@@ -93,23 +93,10 @@ def _blas_libs():
 
 
 def _kernel_blas_libs():
-    """The BLAS that the kernels call, scipy.linalg.cython_blas's: in a
-    wheel, the copy shipped under scipy's own directory (numpy ships
-    another, which convcore never calls and never limits). Failing that,
-    every BLAS that is not numpy's; failing that, all of them."""
-    import numpy
-    import scipy
-    libs = _blas_libs()
-
-    def under(lib, package):
-        root = os.path.dirname(os.path.dirname(os.path.abspath(package.__file__)))
-        path = os.path.abspath(lib.filepath)
-        name = os.path.basename(os.path.dirname(package.__file__))
-        return path.startswith(os.path.join(root, name) + ".") or \
-            path.startswith(os.path.join(root, name, ""))
-
-    return ([lib for lib in libs if under(lib, scipy)]
-            or [lib for lib in libs if not under(lib, numpy)] or libs)
+    """The BLAS that the kernels call (convcore._blas_backend picks it)."""
+    from convcore import _blas_backend
+    lib = _blas_backend.select()
+    return [lib] if lib is not None else []
 
 
 class _BlasKnob:
@@ -149,8 +136,9 @@ def _kernel_knobs():
 # OpenBLAS of the wheels has one process-wide thread count (its
 # openblas_set_num_threads_local is process-wide too, measured), so it is
 # set to 1 for the duration of each kernel call and given back after: the
-# user's own scipy calls get their own count, and numpy's BLAS is not
-# touched at all. Calls from several Python threads overlap: the first in
+# user's own numpy/scipy calls get their own count (a user's call made
+# from another Python thread while a kernel runs would see one thread),
+# and the other BLAS copy is not touched at all. Calls from several Python threads overlap: the first in
 # saves the counts, the last out restores them.
 _blas_held = 0
 _blas_saved = None

@@ -1,4 +1,5 @@
-"""Row-major GEMM over scipy.linalg.cython_blas (column-major Fortran BLAS).
+"""Row-major GEMM over a Fortran BLAS: scipy.linalg.cython_blas's, or
+another one loaded in the process (use_external; convcore._blas_backend).
 
 A row-major C = op(A) op(B) is, read as column-major, C^T = op(B)^T op(A)^T:
 so we call the Fortran routine with the operands swapped and the same
@@ -11,6 +12,44 @@ pool (see convcore._threads).
 from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
+# The Fortran GEMMs of another BLAS loaded in the process (numpy's bundled
+# OpenBLAS, say), by address, with 32-bit (LP64) or 64-bit (ILP64)
+# integers; convcore._blas_backend picks and checks them. Unset: scipy's.
+ctypedef void (*sgemm32_t)(const char*, const char*, const int*, const int*, const int*,
+                           const float*, const float*, const int*, const float*,
+                           const int*, const float*, float*, const int*) noexcept nogil
+ctypedef void (*dgemm32_t)(const char*, const char*, const int*, const int*, const int*,
+                           const double*, const double*, const int*, const double*,
+                           const int*, const double*, double*, const int*) noexcept nogil
+ctypedef void (*sgemm64_t)(const char*, const char*, const long long*, const long long*,
+                           const long long*, const float*, const float*, const long long*,
+                           const float*, const long long*, const float*, float*,
+                           const long long*) noexcept nogil
+ctypedef void (*dgemm64_t)(const char*, const char*, const long long*, const long long*,
+                           const long long*, const double*, const double*, const long long*,
+                           const double*, const long long*, const double*, double*,
+                           const long long*) noexcept nogil
+
+cdef void* _ext_s = NULL
+cdef void* _ext_d = NULL
+cdef bint _ext_ilp64 = False
+
+
+def use_external(size_t sgemm_addr, size_t dgemm_addr, bint ilp64):
+    """Route the kernels' GEMMs to the Fortran sgemm/dgemm at these
+    addresses (0: scipy's for that precision). Call it before any kernel
+    runs (convcore._blas_backend does, at import): it is not synchronised
+    with GEMMs in flight."""
+    global _ext_s, _ext_d, _ext_ilp64
+    _ext_s = <void*> sgemm_addr
+    _ext_d = <void*> dgemm_addr
+    _ext_ilp64 = ilp64
+
+
+def external_in_use():
+    """(float32, float64): whether each goes to an external GEMM."""
+    return _ext_s != NULL, _ext_d != NULL
+
 
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                floating alpha, const floating* a, int lda,
@@ -18,25 +57,42 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                floating beta, floating* c, int ldc) noexcept nogil:
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
+    cdef long long m8 = m, n8 = n, k8 = k, lda8 = lda, ldb8 = ldb, ldc8 = ldc
     if m <= 0 or n <= 0:
         return
     if floating is float:
-        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> b, &ldb,
-              <float*> a, &lda, &beta, c, &ldc)
+        if _ext_s == NULL:
+            sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> b, &ldb,
+                  <float*> a, &lda, &beta, c, &ldc)
+        elif _ext_ilp64:
+            (<sgemm64_t> _ext_s)(&tb, &ta, &n8, &m8, &k8, &alpha, b, &ldb8, a, &lda8,
+                                 &beta, c, &ldc8)
+        else:
+            (<sgemm32_t> _ext_s)(&tb, &ta, &n, &m, &k, &alpha, b, &ldb, a, &lda,
+                                 &beta, c, &ldc)
     else:
-        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb,
-              <double*> a, &lda, &beta, c, &ldc)
+        if _ext_d == NULL:
+            dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb,
+                  <double*> a, &lda, &beta, c, &ldc)
+        elif _ext_ilp64:
+            (<dgemm64_t> _ext_d)(&tb, &ta, &n8, &m8, &k8, &alpha, b, &ldb8, a, &lda8,
+                                 &beta, c, &ldc8)
+        else:
+            (<dgemm32_t> _ext_d)(&tb, &ta, &n, &m, &k, &alpha, b, &ldb, a, &lda,
+                                 &beta, c, &ldc)
 
 
 # A slab is at least SLAB_MACS multiply-adds (a parallel region's wake-up
 # costs more than a smaller one saves, and the BLAS keeps its packed kernel)
-# and SLAB_STEP rows or columns (whole 64-byte lines of float32 output); at
-# most MAX_SLABS of them, so a big product is not cut finer than the cores
-# of a large machine need.
+# and SLAB_STEP rows or columns (each slab repacks the other operand, so
+# thin slabs cost); at most MAX_SLABS of them. The count depends on the
+# shape only, so the result is the same at any thread count from 2 (and,
+# measured for float32 on OpenBLAS, equal to the whole product's, which
+# one thread computes: the cut is across the output, never the sums).
 cdef enum:
-    SLAB_MACS = 1 << 21
-    SLAB_STEP = 16
-    MAX_SLABS = 32
+    SLAB_MACS = 1 << 22
+    SLAB_STEP = 32
+    MAX_SLABS = 16
 
 
 cdef inline int _slabs(int m, int n, int k) noexcept nogil:
@@ -57,7 +113,7 @@ cdef void gemm_split(bint trans_a, bint trans_b, int m, int n, int k,
     cdef bint by_rows = m >= n
     if m <= 0 or n <= 0:
         return
-    if slabs == 1:
+    if slabs == 1 or num_threads <= 1:
         gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
         return
     # Slab edges on SLAB_STEP boundaries; the last slab takes the rest, so

@@ -38,7 +38,7 @@ from cython.parallel cimport prange
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
-from convcore._kernels.blas cimport gemm, gemm_on, gemm_split
+from convcore._kernels.blas cimport gemm, gemm_split
 from convcore._kernels.conv_params cimport ConvParams, geometry
 from convcore._kernels.im2col cimport im2col, col2im
 # Weight-gradient chunks (also the most threads the backward pass can use).
@@ -98,10 +98,10 @@ cdef inline void _item_gemm(int m, int n, int k, const floating* a, int lda,
                             int ldc, Py_ssize_t cols, bint split,
                             int num_threads) noexcept nogil:
     """A forward GEMM of one item: in pieces on this thread, or (split, one
-    item at a time) shared out over num_threads (blas.gemm_on)."""
+    item at a time) shared out over num_threads (blas.gemm_split)."""
     if split:
-        gemm_on(num_threads, False, False, m, n, k, <floating> 1, a, lda, b, ldb, beta,
-                c, ldc)
+        gemm_split(False, False, m, n, k, <floating> 1, a, lda, b, ldb, beta,
+                   c, ldc, num_threads)
     else:
         _gemm_pieces(m, n, k, a, lda, b, ldb, beta, c, ldc, cols)
 
@@ -217,8 +217,8 @@ cdef void _backward_item_t(const floating* grad_y, const floating* x,
         if gwg != NULL:
             _weight_grad_gemm(gyg, P, xg, P, <int> P, gwg, <int> Kg, <int> CRS, transposed, nt)
         if gxg != NULL:  # grad_x (CRS, P) = w[g]^T (CRS, Kg) @ grad_y (Kg, P)
-            gemm_on(nt, True, False, <int> CRS, <int> P, <int> Kg, <floating> 1,
-                    wg, <int> CRS, gyg, <int> P, <floating> 0, gxg, <int> P)
+            gemm_split(True, False, <int> CRS, <int> P, <int> Kg, <floating> 1,
+                       wg, <int> CRS, gyg, <int> P, <floating> 0, gxg, <int> P, nt)
         return
     if gxg != NULL:
         memset(gxg, 0, Cg * HW * sizeof(floating))
@@ -235,8 +235,9 @@ cdef void _backward_item_t(const floating* grad_y, const floating* x,
         if gxg != NULL:
             # dcol (CRS, Ps) = w[g]^T (CRS, Kg) @ grad_y[n, g, stripe]; col2im
             # adds it in (stripes share input rows).
-            gemm_on(nt, True, False, <int> CRS, <int> Ps, <int> Kg, <floating> 1,
-                    wg, <int> CRS, gyg + oh0 * p.OW, <int> P, <floating> 0, col, <int> Ps)
+            gemm_split(True, False, <int> CRS, <int> Ps, <int> Kg, <floating> 1,
+                       wg, <int> CRS, gyg + oh0 * p.OW, <int> P, <floating> 0, col,
+                       <int> Ps, nt)
             _col2im_channels(col, gxg, &q, Cg, split, num_threads)
         oh0 = oh1
 
@@ -249,11 +250,11 @@ cdef inline void _weight_grad_gemm(const floating* gy, Py_ssize_t ldgy,
     gw^T (CRS, Kg) += col (CRS, Ps) @ grad_y^T when `transposed`; split
     over num_threads (1 inside a prange)."""
     if transposed:
-        gemm_on(num_threads, False, True, CRS, Kg, Ps, <floating> 1, col, <int> ldcol,
-                gy, <int> ldgy, <floating> 1, gw, Kg)
+        gemm_split(False, True, CRS, Kg, Ps, <floating> 1, col, <int> ldcol,
+                   gy, <int> ldgy, <floating> 1, gw, Kg, num_threads)
     else:
-        gemm_on(num_threads, False, True, Kg, CRS, Ps, <floating> 1, gy, <int> ldgy,
-                col, <int> ldcol, <floating> 1, gw, CRS)
+        gemm_split(False, True, Kg, CRS, Ps, <floating> 1, gy, <int> ldgy,
+                   col, <int> ldcol, <floating> 1, gw, CRS, num_threads)
 
 
 cdef void* _scratch(Py_ssize_t threads, Py_ssize_t size, size_t item) except? NULL:
