@@ -18,6 +18,7 @@ tests and the benchmark can see what it picks.
 """
 import functools
 import math
+import weakref
 
 import numpy as np
 
@@ -36,10 +37,14 @@ class ConvAlgorithm:
         """(True, "") or (False, reason) for a checked ConvSpec."""
         return True, ""
 
-    def forward(self, x, w, bias, y, spec):
+    def forward(self, x, w, bias, y, spec, weight_version=None):
+        """y = conv(x, w) + bias. weight_version: a token that changes
+        whenever w's values may have (Parameter.version), or None; with
+        it, arrays derived from w may be reused (see DerivedWeights)."""
         raise NotImplementedError
 
-    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
+    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
+                 weight_version=None):
         raise NotImplementedError
 
     def scratch_bytes(self, spec, backward):
@@ -62,11 +67,12 @@ class DirectConv(ConvAlgorithm):
         """Whether spec runs the depthwise kernels."""
         return conv_depthwise.supports(spec.Cg, spec.R, spec.S)
 
-    def forward(self, x, w, bias, y, spec):
+    def forward(self, x, w, bias, y, spec, weight_version=None):
         kernels = conv_depthwise if self._depthwise(spec) else conv_direct
         kernels.forward(x, w, bias, y, spec.geom, kernel_threads(spec.flops()))
 
-    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
+    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
+                 weight_version=None):
         nt = kernel_threads(spec.flops())
         kernels = conv_depthwise if self._depthwise(spec) else conv_direct
         if need_x:
@@ -204,7 +210,7 @@ class Im2colConv(ConvAlgorithm):
         or 28x28 images lose (1.2-1.9x), so they keep a GEMM per image."""
         return spec.N >= 2 and spec.Kg >= 128 and spec.OH * spec.OW <= 196
 
-    def forward(self, x, w, bias, y, spec):
+    def forward(self, x, w, bias, y, spec, weight_version=None):
         nt, batch_parallel = self._plan(self._items(spec, False), spec)
         with _threads.blas_single():
             if self._gathers_forward(spec):  # one GEMM at a time, split over the threads
@@ -213,7 +219,8 @@ class Im2colConv(ConvAlgorithm):
             gemm_cols = self._gemm_cols(spec, batch_parallel)
             conv_gemm.forward(x, w, bias, y, spec.geom, nt, batch_parallel, gemm_cols)
 
-    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
+    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
+                 weight_version=None):
         nt, batch_parallel = self._plan(self._items(spec, True), spec)
         gather = need_w and self._gathers_weight_grad(spec)
         with _threads.blas_single():
@@ -395,20 +402,34 @@ class WinogradConv(ConvAlgorithm):
     # kernels as they transform them (no extra pass over them), which then
     # ask for a rerun.
 
-    def forward(self, x, w, bias, y, spec):
+    def _derived(self, w, spec, weight_version, what):
+        """(weights_ok, U) for the forward ("forward") or backward-data
+        ("data", the flipped kernel), reused while w is unchanged."""
+        kernel = self._kernel(spec)
+
+        def make():
+            if not _winograd_weights_ok(w):
+                return False, None
+            return True, self._transform(w if what == "forward" else self._flipped(w, spec),
+                                         kernel)
+
+        return DERIVED.get(w, weight_version, (kernel.__name__, what, spec.groups), make)
+
+    def forward(self, x, w, bias, y, spec, weight_version=None):
         im2col = _REGISTRY["im2col"]
-        if not _winograd_weights_ok(w) or not self._conv(x, self._transform(w, self._kernel(spec)),
-                                                bias, y, spec.padding, spec):
+        ok, u = self._derived(w, spec, weight_version, "forward")
+        if not ok or not self._conv(x, u, bias, y, spec.padding, spec):
             im2col.forward(x, w, bias, y, spec)
 
-    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec):
+    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
+                 weight_version=None):
         im2col = _REGISTRY["im2col"]
         kernel = self._kernel(spec)
         if need_x:
             # grad_x = full correlation of grad_y with the flipped kernel.
-            if not _winograd_weights_ok(w) or not self._conv(
-                    grad_y, self._transform(self._flipped(w, spec), kernel),
-                    np.empty(0, x.dtype), grad_x, self._data_padding(spec), spec):
+            ok, u = self._derived(w, spec, weight_version, "data")
+            if not ok or not self._conv(grad_y, u, np.empty(0, x.dtype), grad_x,
+                                        self._data_padding(spec), spec):
                 im2col.backward(grad_y, x, w, grad_x, grad_w, True, False, spec)
         if need_w:
             # The adjoint of the forward: dU = sum over tiles of dM V^T (a
@@ -419,6 +440,69 @@ class WinogradConv(ConvAlgorithm):
             else:
                 im2col.backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
 
+
+class DerivedWeights:
+    """Arrays an algorithm derives from a weight array (Winograd's
+    transformed weights and their check), kept while the weights do not
+    change, so that inference does not redo them per call.
+
+    An entry is keyed on the weight array's identity, held through a weak
+    reference (a freed array whose id is reused never matches), and on the
+    caller's version token (Parameter.version: optimisers, load_state_dict
+    and assignment to .data change it). Without a token nothing is kept:
+    a bare array may be written in place between calls. At most
+    MAX_BYTES are held, the least recently used dropped first.
+    """
+
+    MAX_BYTES = 256 << 20
+
+    def __init__(self):
+        self._entries = {}  # id(w) -> [weakref(w), version, {kind: value}, bytes]
+        self._bytes = 0
+
+    def get(self, w, version, kind, make):
+        if version is None:
+            return make()
+        key = id(w)
+        entry = self._entries.get(key)
+        if entry is not None and (entry[0]() is not w or entry[1] != version):
+            self._drop(key)
+            entry = None
+        if entry is not None and kind in entry[2]:
+            self._entries[key] = self._entries.pop(key)  # most recent last
+            return entry[2][kind]
+        value = make()
+        size = sum(v.nbytes for v in value if isinstance(v, np.ndarray))
+        if size > self.MAX_BYTES:
+            return value
+        if entry is None:
+            try:  # dropped as soon as the array is freed
+                ref = weakref.ref(w, lambda r, key=key: self._drop(key, r))
+            except TypeError:
+                return value
+            entry = self._entries[key] = [ref, version, {}, 0]
+        entry[2][kind] = value
+        entry[3] += size
+        self._bytes += size
+        while self._bytes > self.MAX_BYTES and len(self._entries) > 1:
+            self._drop(next(iter(self._entries)))
+        return value
+
+    def _drop(self, key, ref=None):
+        entry = self._entries.get(key)
+        if entry is not None and (ref is None or entry[0] is ref):
+            del self._entries[key]
+            self._bytes -= entry[3]
+
+    def clear(self):
+        self._entries.clear()
+        self._bytes = 0
+
+    def __len__(self):
+        return len(self._entries)
+
+
+DERIVED = DerivedWeights()
 
 _REGISTRY = {cls.name: cls() for cls in (DirectConv, Im2colConv, WinogradConv)}
 
