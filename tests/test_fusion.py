@@ -114,6 +114,9 @@ def _nets(dt, rng):
         nn.Conv2d(3, 6, 3, **kw), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(6, 5, 3, padding=1, bias=False, **kw), nn.ReLU(),
         nn.Conv2d(5, 4, 1, **kw), nn.ReLU()), (2, 3, 10, 9)))
+    out.append(("linear-relu", nn.Sequential(
+        nn.Conv2d(3, 4, 3, **kw), nn.ReLU(), nn.Flatten(), nn.Linear(36, 10, **kw), nn.ReLU(),
+        nn.Linear(10, 7, **kw), nn.ReLU(), nn.Linear(7, 3, **kw)), (3, 3, 5, 5)))
     out.append(("bn-relu", nn.Sequential(
         nn.BatchNorm2d(3, **kw), nn.ReLU(), nn.Conv2d(3, 4, 3, **kw),
         nn.MaxPool2d(2), nn.BatchNorm2d(4, **kw), nn.ReLU()), (4, 3, 8, 8)))
@@ -150,6 +153,8 @@ def test_plans_find_the_patterns():
     nets = dict((n, m) for n, m, _ in _nets(np.float32, rng))
     assert _steps_of(nets["conv-bn-relu"]) == ["ConvBN", "ConvBN"]
     assert _steps_of(nets["conv-relu"]) == ["ConvReLU", "MaxPool2d", "ConvReLU", "ConvReLU"]
+    assert _steps_of(nets["linear-relu"]) == ["ConvReLU", "Flatten", "LinearReLU",
+                                              "LinearReLU", "Linear"]
     assert _steps_of(nets["bn-relu"]) == ["BNReLU", "Conv2d", "MaxPool2d", "BNReLU"]
     assert _steps_of(nets["residual-relu"]) == ["ResidualThenReLU", "ResidualThenReLU"]
     nn.set_fusion(False)
@@ -454,6 +459,12 @@ def test_bias_relu_and_add_relu(dt):
     gx2, gb2 = F.bias_relu_backward(gy, want, bias=False, overwrite_grad_y=True)
     assert gx2 is gy and gb2 is None
     np.testing.assert_array_equal(gx2, g0)
+    r = y.copy()
+    assert F.relu_(r) is r
+    np.testing.assert_array_equal(r, F.relu(y))
+    g2 = gy.copy()
+    assert F.relu_backward_(g2, r) is g2
+    np.testing.assert_array_equal(g2, F.relu_backward(gy, r))
     a, c = y.copy(), rng.standard_normal(y.shape).astype(dt)
     np.testing.assert_array_equal(F.add_relu(a, c), F.relu(a + c))
     np.testing.assert_array_equal(a, y)
@@ -476,6 +487,12 @@ def test_functional_errors():
                                    np.zeros(3, np.float32), np.ones(3, np.float32))
     with pytest.raises(ValueError, match="differ"):
         F.add_relu(x, np.zeros((2, 3, 4, 5), np.float32))
+    with pytest.raises(ValueError, match="writeable"):
+        F.relu_(x[:, :, ::2])
+    ro = x.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        F.relu_backward_(ro, x)
 
 
 @pytest.mark.parametrize("dt", DTYPES, ids=["f32", "f64"])

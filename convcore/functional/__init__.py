@@ -18,7 +18,7 @@ which takes what the forward returned or saved and returns new arrays.
 """
 from convcore.functional.activations import (
     leaky_relu, leaky_relu_backward, log_softmax, log_softmax_backward, relu,
-    relu_backward, sigmoid, sigmoid_backward, softmax, softmax_backward,
+    relu_, relu_backward, relu_backward_, sigmoid, sigmoid_backward, softmax, softmax_backward,
     softplus, softplus_backward, tanh, tanh_backward)
 from convcore.functional.batch_norm import (
     batch_norm, batch_norm_backward, batch_norm_relu, batch_norm_relu_backward,
@@ -51,7 +51,7 @@ __all__ = [
     "local_response_norm", "local_response_norm_backward",
     "group_norm", "group_norm_backward", "layer_norm", "layer_norm_backward",
     "instance_norm", "instance_norm_backward",
-    "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
+    "relu", "relu_backward", "relu_", "relu_backward_", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
     "softplus", "softplus_backward", "softmax", "softmax_backward",
     "log_softmax", "log_softmax_backward",

@@ -12,6 +12,8 @@ and runs these sequences through fused kernels:
     Conv2d -> ReLU                  conv without bias, then bias + ReLU in
                                     place; backward: mask + bias gradient
                                     in one pass
+    Linear -> ReLU                  the ReLU in place on the fresh output,
+                                    its backward in place when allowed
     BatchNorm2d -> ReLU             batch_norm_relu and its backward
     Residual -> ReLU                (and ResidualReLU, a ResNet block) the
                                     sum and the ReLU in one pass, with the
@@ -53,10 +55,12 @@ import numpy as np
 from convcore._grad_mode import is_grad_enabled
 from convcore.functional import (batch_norm_relu, batch_norm_relu_backward,
                                  bias_relu_, bias_relu_backward, conv2d,
-                                 conv2d_backward, fold_batch_norm)
+                                 conv2d_backward, fold_batch_norm, relu_,
+                                 relu_backward, relu_backward_)
 from convcore.nn import _summary
 from convcore.nn.activation import ReLU
 from convcore.nn.conv import Conv2d
+from convcore.nn.linear import Linear
 from convcore.nn.normalization import BatchNorm2d
 
 _enabled = os.environ.get("CONVCORE_FUSION", "1").strip().lower() not in (
@@ -307,6 +311,34 @@ class ConvReLU(Step):
         return gx
 
 
+class LinearReLU(Step):
+    """Linear -> ReLU: the ReLU in place on the linear layer's new output."""
+
+    def __init__(self, linear, relu):
+        super().__init__(linear, relu)
+        self.linear = linear
+
+    def _fused_forward(self, x):
+        lin = self.linear
+        if not isinstance(x, np.ndarray) or x.dtype != lin.weight.data.dtype:
+            return None
+        y = lin(x)   # F.linear's new array, which nobody else holds
+        if not (y.flags.c_contiguous and y.flags.writeable):
+            y = y.copy()
+        y = relu_(y)
+        self._keep("fused", y)
+        return y
+
+    def _fused_backward(self, cache, grad_y, owned):
+        y = cache[1]
+        if (owned and isinstance(grad_y, np.ndarray) and grad_y.flags.c_contiguous
+                and grad_y.flags.writeable and grad_y.dtype == y.dtype):
+            g = relu_backward_(grad_y, y)
+        else:
+            g = relu_backward(grad_y, y)
+        return self.linear.backward(g)
+
+
 class BNReLU(Step):
     """BatchNorm2d -> ReLU (a batch norm not right after a conv: a
     pre-activation block, or DenseNet's)."""
@@ -359,7 +391,7 @@ class ResidualThenReLU(Step):
 
 # Modules whose backward returns a new array that nobody else holds: a
 # container may let the next step overwrite it (in-place ReLU masking).
-FRESH_GRAD = (Conv2d, BatchNorm2d)
+FRESH_GRAD = (Conv2d, BatchNorm2d, Linear)
 
 
 def build_plan(modules, residual_cls):
@@ -379,6 +411,8 @@ def build_plan(modules, residual_cls):
                 step, used = ConvBN(m, a), 2
         elif type(m) is Conv2d and type(a) is ReLU:
             step, used = ConvReLU(m, a), 2
+        elif type(m) is Linear and type(a) is ReLU:
+            step, used = LinearReLU(m, a), 2
         elif type(m) is BatchNorm2d and type(a) is ReLU:
             step, used = BNReLU(m, a), 2
         elif type(m) is residual_cls and type(a) is ReLU:
