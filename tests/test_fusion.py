@@ -36,10 +36,13 @@ def _randomise_bn(model, rng):
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             c = m.num_features
-            m.weight.data = (rng.standard_normal(c) * 0.5 + 1).astype(m.weight.dtype)
-            m.bias.data = (rng.standard_normal(c) * 0.3).astype(m.bias.dtype)
-            m.running_mean[...] = rng.standard_normal(c) * 0.2
-            m.running_var[...] = rng.random(c) + 0.5
+            if m.weight is not None:
+                m.weight.data = (rng.standard_normal(c) * 0.5 + 1).astype(m.weight.dtype)
+                m.bias.data = (rng.standard_normal(c) * 0.3).astype(m.bias.dtype)
+            if m.running_mean is not None:
+                m.running_mean[...] = rng.standard_normal(c) * 0.2
+                m.running_var[...] = rng.random(c) + 0.5
+                m.bump_buffers()
     return model
 
 
@@ -114,6 +117,13 @@ def _nets(dt, rng):
         nn.Conv2d(3, 6, 3, **kw), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(6, 5, 3, padding=1, bias=False, **kw), nn.ReLU(),
         nn.Conv2d(5, 4, 1, **kw), nn.ReLU()), (2, 3, 10, 9)))
+    out.append(("bn-variants", nn.Sequential(
+        nn.Conv2d(3, 4, 3, **kw), nn.BatchNorm2d(4, affine=False, **kw), nn.ReLU(),
+        nn.Conv2d(4, 5, 3, padding=1, **kw),
+        nn.BatchNorm2d(5, track_running_stats=False, **kw), nn.ReLU(),
+        nn.BatchNorm2d(5, momentum=None, **kw), nn.ReLU(),
+        nn.Conv2d(5, 3, 1, **kw), nn.BatchNorm2d(3, eps=0.1, momentum=0.5, **kw)),
+        (3, 3, 6, 7)))
     out.append(("linear-relu", nn.Sequential(
         nn.Conv2d(3, 4, 3, **kw), nn.ReLU(), nn.Flatten(), nn.Linear(36, 10, **kw), nn.ReLU(),
         nn.Linear(10, 7, **kw), nn.ReLU(), nn.Linear(7, 3, **kw)), (3, 3, 5, 5)))

@@ -190,8 +190,10 @@ class Residual(Module):
                 last = None
         if last is not None:
             z, last_step = body._forward_head(x)
-            if last_step is not last or not _fusion._bn_ok(last, z):
-                # the plan put the BN in a fused step, or the input does not
+            r = x if self.shortcut is None else self.shortcut(x)
+            if (last_step is not last or not _fusion._bn_ok(last, z)
+                    or not isinstance(r, np.ndarray) or r.dtype != z.dtype):
+                # the plan put the BN in a fused step, or the arrays do not
                 # suit it: finish the body as written
                 yb = last_step(z)
                 body_done = ("head+last", last_step)
@@ -200,7 +202,7 @@ class Residual(Module):
         else:
             yb = body(x)
             body_done = ("body",)
-        r = x if self.shortcut is None else self.shortcut(x)
+            r = x if self.shortcut is None else self.shortcut(x)
         if body_done is None:
             if r.shape != z.shape:
                 raise ValueError(f"Residual: body output {z.shape} and shortcut "
