@@ -224,13 +224,15 @@ class ConvBN(Step):
         if bn.training or not bn.track_running_stats:
             if self.relu is None:
                 return None  # nothing to fuse: conv, then the batch norm
-            z = _conv_forward(conv, x, _data(conv.bias))
+            # The convolution as the layer itself runs it (its cache, its
+            # bias); the batch norm and ReLU fused after it.
+            z = conv(x)
             use_batch_stats, momentum = bn._step_mode()
             y, mean, invstd = batch_norm_relu(
                 z, bn.running_mean, bn.running_var, _data(bn.weight), _data(bn.bias),
                 training=use_batch_stats, momentum=momentum, eps=bn.eps,
                 return_stats=True)
-            self._keep("train", x, z, y, mean, invstd, use_batch_stats)
+            self._keep("train", z, y, mean, invstd, use_batch_stats)
             return y
         w, b, s, invstd = self.folded.get(conv, bn)
         if self.relu is None:
@@ -243,19 +245,14 @@ class ConvBN(Step):
     def _fused_backward(self, cache, grad_y, owned):
         conv, bn = self.conv, self.bn
         if cache[0] == "train":
-            _, x, z, y, mean, invstd, use_batch_stats = cache
+            _, z, y, mean, invstd, use_batch_stats = cache
             gz, gw, gb = batch_norm_relu_backward(
                 grad_y, y, z, mean, invstd, _data(bn.weight), training=use_batch_stats,
                 overwrite_grad_y=owned)
             if bn.weight is not None:
                 bn.weight.accumulate_grad(gw)
                 bn.bias.accumulate_grad(gb)
-            cb = conv.bias
-            if cb is not None and cb.requires_grad:
-                _accumulate(cb, gz.sum(axis=(0, 2, 3), dtype=np.float64))
-            gx, gwc = _conv_backward(conv, gz, x)
-            conv.weight.accumulate_grad(gwc)
-            return gx
+            return conv.backward(gz)
         _, x, y, w, b, s, invstd = cache
         if self.relu is None:
             g = grad_y
