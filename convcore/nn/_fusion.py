@@ -239,7 +239,8 @@ class ConvBN(Step):
             y = _conv_forward(conv, x, b, w)
         else:
             y = bias_relu_(_conv_forward(conv, x, None, w), b)
-        self._keep("eval", x, y, w, b, s, invstd)
+        # backward reads y only for the ReLU mask
+        self._keep("eval", x, None if self.relu is None else y, w, b, s, invstd)
         return y
 
     def _fused_backward(self, cache, grad_y, owned):
