@@ -531,3 +531,27 @@ def test_one_vs_two_threads_bitwise(dt):
         convcore.set_num_threads(previous)
     for a, c in zip(one, two):
         np.testing.assert_array_equal(a, c)
+
+
+def test_fused_network_one_vs_two_threads_bitwise():
+    rng = np.random.default_rng(13)
+    model = _randomise_bn(nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        resnet.basic_block(16, 16, 1, rng=rng), nn.Conv2d(16, 16, 1), nn.ReLU()), rng)
+    x = rng.standard_normal((4, 3, 40, 40)).astype(np.float32)   # >= 2 threads' work
+    gy = rng.standard_normal((4, 16, 40, 40)).astype(np.float32)
+    results = []
+    previous = convcore.set_num_threads(1)
+    try:
+        for n in (1, 2):
+            convcore.set_num_threads(n)
+            m = copy.deepcopy(model)
+            out = []
+            for train in (True, False):
+                y, gx, grads, state, _ = _step(m, x, gy, train)
+                out += [y, gx] + list(grads.values()) + list(state.values())
+            results.append(out)
+    finally:
+        convcore.set_num_threads(previous)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
