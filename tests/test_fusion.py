@@ -353,6 +353,19 @@ def test_fallbacks_run_the_modules():
     y = seq(x)
     seq.backward(np.ones_like(y))
     assert calls == [1]
+    # ... on a Residual before a ReLU too
+    res = nn.Residual(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)))
+    calls.clear()
+    orig_res = res.forward
+
+    def spy_res(v):
+        calls.append(2)
+        return orig_res(v)
+    res.forward = spy_res
+    seq = nn.Sequential(res, nn.ReLU())
+    y = seq(x)
+    seq.backward(np.ones_like(y))
+    assert calls == [2]
     # a ReLU subclass is not a ReLU for fusion
     class MyReLU(nn.ReLU):
         def forward(self, v):
