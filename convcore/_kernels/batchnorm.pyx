@@ -66,6 +66,62 @@ cdef extern from *:
         _Pragma("omp simd")                                                   \\
         for (Py_ssize_t i = 0; i < n; ++i)                                    \\
             out[i] = (T)((double)g[i] * ka + ((double)x[i] - m) * kb + kd);   \\
+    }                                                                         \\
+    /* Fused epilogue: y = relu(T((x - m) * k + b) [+ r]); the affine is     \\
+       rounded to T first and r added in T, so the result is bit for bit    \\
+       bn_affine, then the add, then relu. "v < 0" lets NaN through, as      \\
+       torch's relu. r may be NULL; y may be x (in place).  */               \\
+    CONVCORE_CLONES                                                           \\
+    static void bn_affine_relu_##SUFFIX(const T* x, const T* r, T* y,        \\
+                                        Py_ssize_t n, double m, double k,     \\
+                                        double b) {                           \\
+        if (r) {                                                              \\
+            _Pragma("omp simd")                                               \\
+            for (Py_ssize_t i = 0; i < n; ++i) {                              \\
+                T v = (T)(((double)x[i] - m) * k + b); v = v + r[i];          \\
+                y[i] = v < 0 ? (T)0 : v;                                      \\
+            }                                                                 \\
+        } else {                                                              \\
+            _Pragma("omp simd")                                               \\
+            for (Py_ssize_t i = 0; i < n; ++i) {                              \\
+                T v = (T)(((double)x[i] - m) * k + b);                        \\
+                y[i] = v < 0 ? (T)0 : v;                                      \\
+            }                                                                 \\
+        }                                                                     \\
+    }                                                                         \\
+    /* ReLU backward fused with the reductions that follow it:              \\
+       gm = (y > 0 ? g : 0) (torch's threshold_backward: zero where y <= 0)  \\
+       written out (gm may be g, in place), and sum(gm), and when x is not   \\
+       NULL sum(gm * (x - m)). Per block of 1024: the mask loop (a vector    \\
+       select; a branch would mispredict on half the elements, and GCC does  \\
+       not if-convert it inside the reduction loop), then the sums over the  \\
+       block just written, still in L1: one pass over memory.  */          \\
+    CONVCORE_CLONES                                                           \\
+    static void bn_mask_grad_sums_##SUFFIX(const T* g, const T* y,           \\
+                                           const T* x, T* gm, Py_ssize_t n,   \\
+                                           double m, double* sum_g,           \\
+                                           double* sum_gd) {                  \\
+        double sg = 0.0, sgd = 0.0;                                           \\
+        for (Py_ssize_t lo = 0; lo < n; lo += 1024) {                         \\
+            Py_ssize_t len = n - lo < 1024 ? n - lo : 1024;                   \\
+            const T* gb = g + lo; const T* yb = y + lo; T* mb = gm + lo;      \\
+            _Pragma("omp simd")                                               \\
+            for (Py_ssize_t i = 0; i < len; ++i) {                            \\
+                T gv = gb[i]; mb[i] = yb[i] <= 0 ? (T)0 : gv;                 \\
+            }                                                                 \\
+            if (x) {                                                          \\
+                const T* xb = x + lo;                                         \\
+                _Pragma("omp simd reduction(+:sg,sgd)")                       \\
+                for (Py_ssize_t i = 0; i < len; ++i) {                        \\
+                    sg += (double)mb[i];                                      \\
+                    sgd += (double)mb[i] * ((double)xb[i] - m);               \\
+                }                                                             \\
+            } else {                                                          \\
+                _Pragma("omp simd reduction(+:sg)")                           \\
+                for (Py_ssize_t i = 0; i < len; ++i) sg += (double)mb[i];     \\
+            }                                                                 \\
+        }                                                                     \\
+        *sum_g += sg; *sum_gd += sgd;                                         \\
     }
     CONVCORE_BN_REDUCTIONS(float, f)
     CONVCORE_BN_REDUCTIONS(double, d)
@@ -86,6 +142,16 @@ cdef extern from *:
                          double m, double ka, double kb, double kd) noexcept nogil
     void bn_input_grad_d(const double* g, const double* x, double* out, Py_ssize_t n,
                          double m, double ka, double kb, double kd) noexcept nogil
+    void bn_affine_relu_f(const float* x, const float* r, float* y, Py_ssize_t n,
+                          double m, double k, double b) noexcept nogil
+    void bn_affine_relu_d(const double* x, const double* r, double* y, Py_ssize_t n,
+                          double m, double k, double b) noexcept nogil
+    void bn_mask_grad_sums_f(const float* g, const float* y, const float* x, float* gm,
+                             Py_ssize_t n, double m, double* sum_g,
+                             double* sum_gd) noexcept nogil
+    void bn_mask_grad_sums_d(const double* g, const double* y, const double* x,
+                             double* gm, Py_ssize_t n, double m, double* sum_g,
+                             double* sum_gd) noexcept nogil
 
 
 cdef void channel_stats(const floating* x, Py_ssize_t N, Py_ssize_t C,
@@ -199,3 +265,72 @@ def input_grad(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
                 bn_input_grad_f(gr, xr, out, S, m, ka, kb, kd)
             else:
                 bn_input_grad_d(gr, xr, out, S, m, ka, kb, kd)
+
+
+# ---------------------------------------------------------------------------
+# Fused drivers: batch norm (or a convolution's bias) with the ReLU after it,
+# and optionally a residual added before that ReLU (a ResNet block's end).
+# Same preconditions as above; `residual` / `x` may be empty (shape
+# (0, 0, 0)) to mean "none". Outputs may alias inputs where noted: each
+# element is read, then written at the same index, by one thread.
+
+def normalize_relu(const floating[:, :, ::1] x, const double[::1] mean,
+                   const double[::1] scale, const double[::1] shift,
+                   const floating[:, :, ::1] residual, floating[:, :, ::1] y,
+                   int num_threads):
+    """y = relu((x - mean[c]) * scale[c] + shift[c] [+ residual]).  OUT: y
+
+    y may be x itself (in place): with mean 0 and scale 1 this is a
+    convolution's bias + ReLU epilogue on its own output."""
+    cdef Py_ssize_t C = x.shape[1], S = x.shape[2], nc, c
+    cdef bint has_r = residual.shape[0] != 0
+    cdef double m, k, b
+    cdef const floating* xr
+    cdef const floating* rr
+    cdef floating* yr
+    with nogil:
+        for nc in prange(x.shape[0] * C, schedule='static', num_threads=num_threads):
+            c = nc % C
+            m = mean[c]
+            k = scale[c]
+            b = shift[c]
+            xr = &x[0, 0, 0] + nc * S
+            yr = &y[0, 0, 0] + nc * S
+            rr = NULL
+            if has_r:
+                rr = &residual[0, 0, 0] + nc * S
+            if floating is float:
+                bn_affine_relu_f(xr, rr, yr, S, m, k, b)
+            else:
+                bn_affine_relu_d(xr, rr, yr, S, m, k, b)
+
+
+def relu_grad_sums(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] y,
+                   const floating[:, :, ::1] x, const double[::1] mean,
+                   floating[:, :, ::1] grad_m, double[::1] sum_g, double[::1] sum_gd,
+                   int num_threads):
+    """ReLU backward and the per-channel sums after it, in one pass:
+    grad_m = grad_y where y > 0 else 0 (grad_m may be grad_y: in place);
+    sum_g[c] = sum(grad_m), and, when x is not empty, sum_gd[c] =
+    sum(grad_m * (x - mean[c])).  Channels in parallel, each summed in
+    image order: the same at any thread count. OUT: grad_m, sum_g, sum_gd"""
+    cdef Py_ssize_t N = y.shape[0], C = y.shape[1], S = y.shape[2], c, n, off
+    cdef bint has_x = x.shape[0] != 0
+    cdef double m
+    with nogil:
+        for c in prange(C, schedule='static', num_threads=num_threads):
+            sum_g[c] = 0
+            sum_gd[c] = 0
+            m = mean[c] if has_x else 0.0
+            for n in range(N):
+                off = (n * C + c) * S
+                if floating is float:
+                    bn_mask_grad_sums_f(&grad_y[0, 0, 0] + off, &y[0, 0, 0] + off,
+                                        (&x[0, 0, 0] + off) if has_x else NULL,
+                                        &grad_m[0, 0, 0] + off, S, m,
+                                        &sum_g[c], &sum_gd[c])
+                else:
+                    bn_mask_grad_sums_d(&grad_y[0, 0, 0] + off, &y[0, 0, 0] + off,
+                                        (&x[0, 0, 0] + off) if has_x else NULL,
+                                        &grad_m[0, 0, 0] + off, S, m,
+                                        &sum_g[c], &sum_gd[c])

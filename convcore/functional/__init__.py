@@ -8,7 +8,8 @@ which takes what the forward returned or saved and returns new arrays.
 
     conv.py         conv2d (algorithms: direct, im2col, winograd, auto)
     pooling.py      max/avg/adaptive pooling
-    batch_norm.py   batch norm, folding into a conv
+    batch_norm.py   batch norm (+ ReLU, + residual), folding into a conv
+    fused.py        conv epilogues: bias + ReLU in place, add + ReLU
     lrn.py          local response normalisation
     norms.py        group/layer/instance norm
     activations.py  relu, leaky_relu, sigmoid, tanh, softplus, softmax, log_softmax
@@ -17,10 +18,12 @@ which takes what the forward returned or saved and returns new arrays.
 """
 from convcore.functional.activations import (
     leaky_relu, leaky_relu_backward, log_softmax, log_softmax_backward, relu,
-    relu_backward, sigmoid, sigmoid_backward, softmax, softmax_backward,
+    relu_, relu_backward, relu_backward_, sigmoid, sigmoid_backward, softmax, softmax_backward,
     softplus, softplus_backward, tanh, tanh_backward)
 from convcore.functional.batch_norm import (
-    batch_norm, batch_norm_backward, fold_batch_norm)
+    batch_norm, batch_norm_backward, batch_norm_relu, batch_norm_relu_backward,
+    fold_batch_norm)
+from convcore.functional.fused import add_relu, bias_relu_, bias_relu_backward
 from convcore.functional.conv import conv2d, conv2d_backward
 from convcore.functional.linear import (
     dropout, dropout_backward, linear, linear_backward)
@@ -43,10 +46,12 @@ __all__ = [
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
     "batch_norm", "batch_norm_backward", "fold_batch_norm",
+    "batch_norm_relu", "batch_norm_relu_backward",
+    "bias_relu_", "bias_relu_backward", "add_relu",
     "local_response_norm", "local_response_norm_backward",
     "group_norm", "group_norm_backward", "layer_norm", "layer_norm_backward",
     "instance_norm", "instance_norm_backward",
-    "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
+    "relu", "relu_backward", "relu_", "relu_backward_", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
     "softplus", "softplus_backward", "softmax", "softmax_backward",
     "log_softmax", "log_softmax_backward",

@@ -5,7 +5,8 @@ relu runs after every convolution and has an OpenMP kernel
 NumPy expressions written to be stable for large |x| (no exp of a large
 positive number is ever taken). softmax stays NumPy because its SIMD exp
 beat a scalar-expf Cython kernel by 6x when measured. Every function returns a new array of the input's
-dtype and never writes into its arguments. Backward functions take what
+dtype and never writes into its arguments, except relu_ and relu_backward_,
+the in-place forms the fused layers use on arrays they own. Backward functions take what
 the layer keeps: the output y where the derivative is a function of y
 (relu, sigmoid, tanh, softmax), the input x otherwise.
 """
@@ -59,6 +60,33 @@ def relu_backward(grad_y, y):
     _act.relu_backward(grad_y.reshape(-1), y.reshape(-1), gx.reshape(-1),
                        kernel_threads(y.size))
     return gx
+
+
+def relu_(x):
+    """max(x, 0) IN PLACE on x (a C-contiguous, writeable array the caller
+    owns, e.g. a layer's fresh output); returns x."""
+    fn = "relu_"
+    if not isinstance(x, np.ndarray) or not x.flags.c_contiguous or not x.flags.writeable:
+        raise ValueError(f"{fn}: input must be a C-contiguous, writeable ndarray "
+                         "(it is written in place)")
+    x = _input(x, fn)
+    flat = x.reshape(-1)
+    _act.relu(flat, flat, kernel_threads(x.size))
+    return x
+
+
+def relu_backward_(grad_y, y):
+    """relu_backward written into grad_y (C-contiguous, writeable, y's
+    shape and dtype; the caller owns it); returns grad_y."""
+    fn = "relu_backward_"
+    if not isinstance(grad_y, np.ndarray) or not grad_y.flags.c_contiguous \
+            or not grad_y.flags.writeable:
+        raise ValueError(f"{fn}: grad_y must be a C-contiguous, writeable ndarray "
+                         "(it is written in place)")
+    grad_y, y = _grad_pair(grad_y, y, "y", fn)
+    flat = grad_y.reshape(-1)
+    _act.relu_backward(flat, y.reshape(-1), flat, kernel_threads(y.size))
+    return grad_y
 
 
 def leaky_relu(x, negative_slope=0.01):

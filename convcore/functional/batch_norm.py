@@ -104,7 +104,24 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None,
         each (C,) of x's dtype: batch statistics when training (biased
         variance), running ones in eval, invstd = 1 / sqrt(var + eps)
     """
-    fn = "batch_norm"
+    return _batch_norm("batch_norm", x, running_mean, running_var, weight, bias,
+                       training, momentum, eps, return_stats, None, False)
+
+
+def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None,
+                    training=False, momentum=0.1, eps=1e-5, residual=None, *,
+                    return_stats=False):
+    """relu(batch_norm(x, ...) + residual) in one pass over memory (the
+    statistics pass aside): a conv-BN-ReLU layer's end, or a ResNet block's
+    (residual: the shortcut's output). Arguments and results as batch_norm;
+    residual is None or an array of x's shape and dtype. Bit for bit the
+    unfused batch_norm, then `+ residual`, then relu."""
+    return _batch_norm("batch_norm_relu", x, running_mean, running_var, weight,
+                       bias, training, momentum, eps, return_stats, residual, True)
+
+
+def _batch_norm(fn, x, running_mean, running_var, weight, bias, training,
+                momentum, eps, return_stats, residual, relu):
     x = _checked_input(x, fn)
     training = check_flag(training, "training", fn)
     return_stats = check_flag(return_stats, "return_stats", fn)
@@ -117,6 +134,11 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None,
     running_var = _running_stat(running_var, "running_var", x, training, fn)
     w = _channel_vector(weight, "weight", x, fn)
     b = _channel_vector(bias, "bias", x, fn)
+    if residual is not None:
+        residual = as_float_array(residual, "residual", dtype=x.dtype, fn=fn)
+        if residual.shape != x.shape:
+            raise ValueError(f"{fn}: residual of shape {residual.shape} must have "
+                             f"the input's shape {x.shape}")
     C = x.shape[1]
     count = x.size // C   # values per channel
     if training and count < 2:
@@ -137,7 +159,11 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None,
     check_allocation(fn, (x.shape, x.dtype))
     y = np.empty(x.shape, dtype=x.dtype)
     if count:  # an empty batch (eval only) has nothing to normalise
-        _bn.normalize(xs, mean, scale, shift, _as_ncs(y), nt)
+        if relu:
+            rs = _EMPTY[x.dtype] if residual is None else _as_ncs(residual)
+            _bn.normalize_relu(xs, mean, scale, shift, rs, _as_ncs(y), nt)
+        else:
+            _bn.normalize(xs, mean, scale, shift, _as_ncs(y), nt)
     if training:
         # Unbiased variance in the running estimate, biased above: torch's rule.
         # Computed in float64, then stored in the arrays' own dtype.
@@ -150,6 +176,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None,
     if return_stats:
         return y, mean.astype(x.dtype), invstd.astype(x.dtype)
     return y
+
+
+# "No array" for the kernels' optional (N, C, S) arguments.
+_EMPTY = {np.dtype(t): np.empty((0, 0, 0), dtype=t) for t in (np.float32, np.float64)}
 
 
 def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True):
@@ -173,13 +203,55 @@ def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True):
     (grad_x, grad_weight, grad_bias): grad_weight = sum(grad_y * xhat) per
     channel (None when weight is None), grad_bias = sum(grad_y)
     """
-    fn = "batch_norm_backward"
+    return _batch_norm_backward("batch_norm_backward", grad_y, None, x, mean,
+                                invstd, weight, training, False, False, False)
+
+
+def batch_norm_relu_backward(grad_y, y, x, mean, invstd, weight=None,
+                             training=True, *, residual_grad=False,
+                             overwrite_grad_y=False):
+    """Gradients of batch_norm_relu: the ReLU mask (from its output y), the
+    residual's gradient and batch_norm_backward's, in two passes over memory
+    (masked sums, then the input gradient).
+
+    Parameters
+    ----------
+    grad_y, y : the gradient of batch_norm_relu's output, and that output
+    x, mean, invstd, weight, training : as batch_norm_backward
+    residual_grad : bool, keyword-only; also return the residual's
+        gradient (grad_y masked by the ReLU)
+    overwrite_grad_y : bool, keyword-only; grad_y may be used as scratch and
+        returned as a result (the caller owns it and will not read it
+        again). Ignored unless grad_y is already a C-contiguous array of x's
+        dtype.
+
+    Returns
+    -------
+    (grad_x, grad_weight, grad_bias), and grad_residual last when
+    residual_grad
+    """
+    return _batch_norm_backward("batch_norm_relu_backward", grad_y, y, x, mean,
+                                invstd, weight, training, True,
+                                check_flag(residual_grad, "residual_grad",
+                                           "batch_norm_relu_backward"),
+                                overwrite_grad_y)
+
+
+def _batch_norm_backward(fn, grad_y, y, x, mean, invstd, weight, training,
+                         relu, residual_grad, overwrite):
     x = _checked_input(x, fn)
+    given = grad_y
     grad_y = as_float_array(grad_y, "grad_y", dtype=x.dtype, fn=fn)
     if grad_y.shape != x.shape:
         raise ValueError(f"{fn}: grad_y of shape {grad_y.shape} must have the "
                          f"input's shape {x.shape}")
+    if relu:
+        y = as_float_array(y, "y", dtype=x.dtype, fn=fn)
+        if y.shape != x.shape:
+            raise ValueError(f"{fn}: y of shape {y.shape} must have the "
+                             f"input's shape {x.shape}")
     training = check_flag(training, "training", fn)
+    overwrite = check_flag(overwrite, "overwrite_grad_y", fn)
     for name, v in (("mean", mean), ("invstd", invstd)):
         if v is None:
             raise ValueError(f"{fn}: {name} is required (from batch_norm(..., "
@@ -192,13 +264,25 @@ def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True):
     nt = kernel_threads(x.size)
     sum_g = np.zeros(C)
     sum_gd = np.zeros(C)
+    # Scratch for the masked gradient: grad_y itself when the caller gave it
+    # away (and it was not copied above), else a new array.
+    own = overwrite and grad_y is given and grad_y.flags.writeable
     check_allocation(fn, (x.shape, x.dtype))
-    gx = np.empty(x.shape, dtype=x.dtype)
+    if relu:
+        gm = grad_y if own else np.empty(x.shape, dtype=x.dtype)
+        gx = np.empty(x.shape, dtype=x.dtype) if residual_grad else gm
+    else:
+        gm = grad_y
+        gx = np.empty(x.shape, dtype=x.dtype)
     if count == 0:
         gx[...] = 0
+        gm[...] = 0
     else:
-        xs, gys = _as_ncs(x), _as_ncs(grad_y)
-        _bn.grad_sums(gys, xs, mean, sum_g, sum_gd, nt)
+        xs, gys, gms = _as_ncs(x), _as_ncs(grad_y), _as_ncs(gm)
+        if relu:
+            _bn.relu_grad_sums(gys, _as_ncs(y), xs, mean, gms, sum_g, sum_gd, nt)
+        else:
+            _bn.grad_sums(gys, xs, mean, sum_g, sum_gd, nt)
         a = invstd if w is None else invstd * w
         if training:
             # grad_x = a * (gy - sum_g/m - (x - mean) * invstd^2 * sum_gd/m)
@@ -207,9 +291,11 @@ def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True):
         else:
             b = np.zeros(C)
             d = np.zeros(C)
-        _bn.input_grad(gys, xs, mean, a, b, d, _as_ncs(gx), nt)
+        # gx may be gm itself: each element is read, then written, in place.
+        _bn.input_grad(gms, xs, mean, a, b, d, _as_ncs(gx), nt)
     gw = (sum_gd * invstd).astype(x.dtype) if w is not None else None
-    return gx, gw, sum_g.astype(x.dtype)
+    out = (gx, gw, sum_g.astype(x.dtype))
+    return out + (gm,) if residual_grad else out
 
 
 def fold_batch_norm(conv_weight, conv_bias, running_mean, running_var,

@@ -41,7 +41,8 @@ class ResidualReLU(Residual):
         self.relu = ReLU()
 
     def forward(self, x):
-        return self.relu(super().forward(x))
+        # relu(Residual.forward(x)), with the sum and ReLU fused
+        return self.forward_relu(x, self.relu)
 
     def backward(self, grad_y):
-        return super().backward(self.relu.backward(grad_y))
+        return self.backward_relu(grad_y, self.relu)

@@ -8,13 +8,24 @@ containers pass that on.
 
 Each module keeps the cache of its latest forward, so one module instance
 may appear only once in a network (no weight sharing inside one pass).
+
+Sequential and Residual also run the layers between convolutions fused
+(conv + BN + ReLU, conv + ReLU, BN + ReLU, the residual sum + ReLU, and in
+eval mode BN folded into the conv): see convcore.nn._fusion, and
+convcore.nn.set_fusion(False) to turn it off.
 """
 from collections import OrderedDict
 
 import numpy as np
 
+from convcore._grad_mode import is_grad_enabled
+from convcore.functional import add_relu, batch_norm_relu, batch_norm_relu_backward
+from convcore.functional import relu_backward
 from convcore.functional._validation import check_int
+from convcore.nn import _fusion
+from convcore.nn.activation import ReLU
 from convcore.nn.module import Module
+from convcore.nn.normalization import BatchNorm2d
 
 
 def _add(a, b):
@@ -61,17 +72,73 @@ class Sequential(Module):
         self.add_module(str(len(self)), module)
         return self
 
+    def _plan(self):
+        """The steps forward runs: fused Steps and plain children (built at
+        the first forward, rebuilt when the children change), or None
+        when fusion is off or nothing fuses."""
+        if not _fusion.active():
+            return None
+        children = tuple(self._modules.values())
+        cached = self.__dict__.get("_fusion_plan")
+        if cached is None or cached[0] != children:
+            cached = (children, _fusion.build_plan(
+                [m for m in children if m is not None], Residual))
+            object.__setattr__(self, "_fusion_plan", cached)
+        return cached[1]
+
     def forward(self, x):
-        for m in self._modules.values():
+        steps = self._plan()
+        if steps is None:
+            for m in self._modules.values():
+                x = m(x)
+            self._cache = None
+            return x
+        for m in steps:
             x = m(x)
+        self._cache = steps if is_grad_enabled() else None
         return x
 
     def backward(self, grad_y):
-        for m in reversed(self._modules.values()):
-            if grad_y is None:  # an earlier layer asked not to compute it
-                break
+        steps = self._cache   # None: the forward ran the children one by one
+        self._cache = None
+        return _run_backward(self._modules.values() if steps is None else steps,
+                             grad_y)
+
+    def _forward_head(self, x):
+        """Run all children but the last (fused where possible); with
+        _backward_head, lets a Residual fuse this body's last layer with
+        its sum. Returns (output, the last child)."""
+        steps = self._plan()
+        steps = list(self._modules.values()) if steps is None else list(steps)
+        tail = steps[-1]
+        if isinstance(tail, _fusion.ConvBN) and tail.relu is None:
+            steps[-1:] = [tail.conv, tail.bn]   # the caller fuses the BN
+        for m in steps[:-1]:
+            x = m(x)
+        self._cache = steps[:-1] if is_grad_enabled() else None
+        return x, steps[-1]
+
+    def _backward_head(self, grad):
+        steps = self._cache
+        self._cache = None
+        return _run_backward(steps, grad)
+
+
+def _run_backward(steps, grad_y):
+    """Backward through `steps` in reverse. A fused step may overwrite the
+    gradient it receives when the step after it made that array and
+    nobody else holds it."""
+    owned = False
+    for m in reversed(steps):
+        if grad_y is None:  # an earlier layer asked not to compute it
+            break
+        if isinstance(m, _fusion.Step):
+            grad_y = m.backward(grad_y, owned)
+            owned = True
+        else:
             grad_y = m.backward(grad_y)
-        return grad_y
+            owned = type(m) in _fusion.FRESH_GRAD
+    return grad_y
 
 
 class Residual(Module):
@@ -96,6 +163,94 @@ class Residual(Module):
         # The input feeds both paths: its gradient is the sum of theirs.
         g_body = self.body.backward(grad_y)
         g_short = grad_y if self.shortcut is None else self.shortcut.backward(grad_y)
+        return _add(g_body, g_short)
+
+    # -- the sum followed by a ReLU (a ResNet block), fused -----------------
+    def forward_relu(self, x, relu):
+        """relu(self(x)) where `relu` is the ReLU module after this block.
+        Fused: when the body is a Sequential ending in a BatchNorm2d that
+        runs on batch statistics, relu(bn(z) + shortcut(x)) is one pass
+        (batch_norm_relu with the residual); otherwise the sum and the ReLU
+        are one pass (add_relu) after the body, which runs fused itself
+        (in eval mode its last conv + BN folded). Falls back to the modules
+        one by one as _fusion describes."""
+        body = self.body
+        if not (_fusion.active() and _fusion.plain(relu, ReLU)
+                and isinstance(x, np.ndarray)):
+            # Residual's own sum (a subclass's forward may be this method)
+            y = relu(Residual.forward(self, x))
+            self._fused_relu = ("unfused",) if is_grad_enabled() else None
+            return y
+        last = None
+        if (type(body) is Sequential and _fusion.plain(body, Sequential) and len(body)
+                and isinstance(body[-1], BatchNorm2d)):
+            last = body[-1]
+            if not (_fusion.plain(last, BatchNorm2d)
+                    and (last.training or not last.track_running_stats)):
+                last = None
+        if last is not None:
+            z, last_step = body._forward_head(x)
+            r = x if self.shortcut is None else self.shortcut(x)
+            if (last_step is not last or not _fusion._bn_ok(last, z)
+                    or not isinstance(r, np.ndarray) or r.dtype != z.dtype):
+                # the plan put the BN in a fused step, or the arrays do not
+                # suit it: finish the body as written
+                yb = last_step(z)
+                body_done = ("head+last", last_step)
+            else:
+                body_done = None
+        else:
+            yb = body(x)
+            body_done = ("body",)
+            r = x if self.shortcut is None else self.shortcut(x)
+        if body_done is None:
+            if r.shape != z.shape:
+                raise ValueError(f"Residual: body output {z.shape} and shortcut "
+                                 f"output {r.shape} differ; give a projection shortcut")
+            use_batch_stats, momentum = last._step_mode()
+            y, mean, invstd = batch_norm_relu(
+                z, last.running_mean, last.running_var, _fusion._data(last.weight),
+                _fusion._data(last.bias), training=use_batch_stats, momentum=momentum,
+                eps=last.eps, residual=r, return_stats=True)
+            keep = ("bn", last, z, y, mean, invstd, use_batch_stats)
+        else:
+            if yb.shape != r.shape:
+                raise ValueError(f"Residual: body output {yb.shape} and shortcut "
+                                 f"output {r.shape} differ; give a projection shortcut")
+            y = add_relu(yb, r) if yb.dtype == r.dtype else relu(yb + r)
+            keep = ("sum", body_done, y, yb.dtype == r.dtype)
+        self._fused_relu = keep if is_grad_enabled() else None
+        return y
+
+    def backward_relu(self, grad_y, relu):
+        """Backward of forward_relu."""
+        keep = self.__dict__.get("_fused_relu")
+        if keep is None:
+            raise RuntimeError("Residual.backward: nothing saved for backward; call "
+                               "forward first (outside convcore.no_grad())")
+        self._fused_relu = None
+        if keep[0] == "unfused":
+            return Residual.backward(self, relu.backward(grad_y))
+        if keep[0] == "bn":
+            _, last, z, y, mean, invstd, use_batch_stats = keep
+            gz, gw, gb, g = batch_norm_relu_backward(
+                grad_y, y, z, mean, invstd, _fusion._data(last.weight),
+                training=use_batch_stats, residual_grad=True)
+            if last.weight is not None:
+                last.weight.accumulate_grad(gw)
+                last.bias.accumulate_grad(gb)
+            g_body = self.body._backward_head(gz)
+        else:
+            _, body_done, y, fused = keep
+            g = relu_backward(grad_y, y) if fused else relu.backward(grad_y)
+            if body_done[0] == "body":
+                g_body = self.body.backward(g)
+            else:
+                last_step = body_done[1]
+                gl = (last_step.backward(g) if not isinstance(last_step, _fusion.Step)
+                      else last_step.backward(g, False))
+                g_body = self.body._backward_head(gl)
+        g_short = g if self.shortcut is None else self.shortcut.backward(g)
         return _add(g_body, g_short)
 
 

@@ -99,6 +99,15 @@ class Module:
         self.__dict__.pop(name, None)
         self._buffers[name] = array
 
+    #: bumped by bump_buffers(): buffers (e.g. BatchNorm's running
+    #: statistics) were written in place by load_state_dict or
+    #: reset_running_stats; caches derived from them compare it.
+    buffers_version = 0
+
+    def bump_buffers(self):
+        """Mark this module's buffers as changed in place."""
+        object.__setattr__(self, "buffers_version", self.buffers_version + 1)
+
     def add_module(self, name, module):
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"add_module: '{name}' must be a Module, got "
@@ -289,9 +298,14 @@ class Module:
             if not ok:
                 raise TypeError(f"{fn}: '{key}' has dtype {src.dtype} but the "
                                 f"model expects {dst.dtype} (shape {dst.shape})")
-            plan.append((dst, src))
-        for dst, src in plan:
+            plan.append((dst, src, m, name, kind))
+        for dst, src, m, name, kind in plan:
             np.copyto(dst, src, casting="unsafe")
+            # Written in place: tell caches derived from these arrays.
+            if kind == "parameter":
+                m._parameters[name].bump()
+            else:
+                m.bump_buffers()
         return IncompatibleKeys(missing, unexpected)
 
     # -- shapes and cost, for summary() -------------------------------------

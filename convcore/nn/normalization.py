@@ -61,6 +61,23 @@ class _BatchNorm(_SameShape):
             self.running_mean[...] = 0
             self.running_var[...] = 1
             self.num_batches_tracked[...] = 0
+            self.bump_buffers()
+
+    def _step_mode(self):
+        """(use_batch_stats, momentum) for one forward, counting the batch
+        as torch does; shared by forward and the fused paths
+        (convcore.nn._fusion). A training forward writes the running
+        statistics in place, so it marks the buffers changed."""
+        # As torch: batch statistics in training mode, or always when no
+        # running statistics are kept.
+        use_batch_stats = self.training or not self.track_running_stats
+        momentum = self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            self.bump_buffers()
+            if momentum is None:  # cumulative moving average
+                momentum = 1.0 / float(self.num_batches_tracked)
+        return use_batch_stats, 0.0 if momentum is None else momentum
 
     def _check_input(self, x):
         if getattr(x, "ndim", None) not in self._ndims:
@@ -70,17 +87,10 @@ class _BatchNorm(_SameShape):
 
     def forward(self, x):
         self._check_input(x)
-        # As torch: batch statistics in training mode, or always when no
-        # running statistics are kept.
-        use_batch_stats = self.training or not self.track_running_stats
-        momentum = self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked += 1
-            if momentum is None:  # cumulative moving average
-                momentum = 1.0 / float(self.num_batches_tracked)
+        use_batch_stats, momentum = self._step_mode()
         y, mean, invstd = functional("batch_norm")(
             x, self.running_mean, self.running_var, _data(self.weight), _data(self.bias),
-            training=use_batch_stats, momentum=0.0 if momentum is None else momentum,
+            training=use_batch_stats, momentum=momentum,
             eps=self.eps, return_stats=True)
         self._save_for_backward(x, mean, invstd, use_batch_stats)
         return y

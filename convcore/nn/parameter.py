@@ -14,18 +14,46 @@ class Parameter:
         backward; backward passes add into it until `zero_grad()`
     requires_grad : bool; a frozen parameter (False) receives no gradient
         and optimisers skip it (transfer learning)
+    version : int, read-only; changes whenever the values may have changed
+        through convcore: assignment to .data, an optimiser's step() and
+        Module.load_state_dict() / to(). Caches derived from the weights
+        (eval-mode batch norm folded into a convolution, transformed
+        Winograd weights) compare it, together with the identity of the
+        .data array, to know when to recompute. A write into the array
+        itself (`p.data[...] = v`, `p.data *= 2`) cannot be seen cheaply:
+        call `p.bump()` after one.
     """
 
-    __slots__ = ("data", "grad", "requires_grad")
+    __slots__ = ("_data", "grad", "requires_grad", "_version")
 
     def __init__(self, data, requires_grad=True):
         data = np.asarray(data)
         if data.dtype not in FLOAT_DTYPES:
             raise TypeError(f"Parameter: data must be float32 or float64, got "
                             f"dtype {data.dtype} (shape {data.shape})")
+        self._version = 0
         self.data = np.ascontiguousarray(data)
         self.grad = None
         self.requires_grad = bool(requires_grad)
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = value
+        self._version += 1
+
+    @property
+    def version(self):
+        """Counter bumped on every change convcore can see (see the class doc)."""
+        return self._version
+
+    def bump(self):
+        """Mark .data as changed in place (optimisers call this; so should
+        code that writes into .data directly), so derived caches recompute."""
+        self._version += 1
 
     @property
     def shape(self):

@@ -49,9 +49,13 @@ class Optimizer:
                              f"{group['weight_decay']}")
 
     def _params_with_grad(self, group):
-        """Trainable parameters that received a gradient."""
+        """Trainable parameters that received a gradient. Each is marked
+        changed (Parameter.bump) as it is handed out, since step() updates
+        its .data in place; caches keyed on Parameter.version (folded batch
+        norm, transformed weights) then recompute."""
         for p in group["params"]:
             if p.requires_grad and p.grad is not None:
+                p.bump()
                 yield p, self.state.setdefault(id(p), {})
 
     def zero_grad(self, set_to_none=True):
