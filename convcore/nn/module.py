@@ -14,7 +14,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from convcore._grad_mode import is_grad_enabled
+from convcore._grad_mode import _state as _grad_state
 from convcore.nn import _summary
 from convcore.nn.parameter import Parameter
 
@@ -68,11 +68,19 @@ class Module:
             object.__setattr__(self, name, value)
 
     def __getattr__(self, name):
-        # Only called when normal lookup fails.
+        # Only called when normal lookup fails: parameters, buffers and
+        # children live in their own dicts. Layers' forward/backward read
+        # self._parameters directly on their hot paths.
         d = self.__dict__
-        for store in ("_parameters", "_buffers", "_modules"):
-            if store in d and name in d[store]:
-                return d[store][name]
+        try:
+            if name in d["_parameters"]:
+                return d["_parameters"][name]
+            if name in d["_buffers"]:
+                return d["_buffers"][name]
+            if name in d["_modules"]:
+                return d["_modules"][name]
+        except KeyError:  # before Module.__init__
+            pass
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name):
@@ -113,7 +121,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define backward()")
 
     def __call__(self, *args, **kwargs):
-        recorder = _summary.active_recorder()
+        # _summary.active_recorder(), inlined: this runs once per layer call.
+        recorder = getattr(_summary._local, "recorder", None)
         if recorder is not None and not self._modules:
             return recorder.record(self, *args, **kwargs)
         return self.forward(*args, **kwargs)
@@ -121,7 +130,9 @@ class Module:
     def _save_for_backward(self, *values):
         """Keep `values` for backward, unless gradients are disabled
         (inference keeps nothing)."""
-        self._cache = values if is_grad_enabled() else None
+        # Straight into __dict__ (what __setattr__ does for a plain
+        # attribute) and is_grad_enabled() inlined: once per layer call.
+        self.__dict__["_cache"] = values if getattr(_grad_state, "enabled", True) else None
 
     def _saved(self):
         """The values forward kept; clears them so memory goes with the step."""
@@ -130,7 +141,7 @@ class Module:
             raise RuntimeError(
                 f"{type(self).__name__}.backward: nothing saved for backward; call "
                 "forward first (outside convcore.no_grad()), once per backward")
-        self._cache = None
+        self.__dict__["_cache"] = None
         return cache
 
     # -- traversal ----------------------------------------------------------
