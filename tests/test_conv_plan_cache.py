@@ -242,3 +242,27 @@ def test_layer_geometry_reassigned_between_calls(empty_cache):
     conv.stride = 2.0
     with pytest.raises(TypeError, match="conv2d: stride must be an int"):
         conv(X)
+
+
+def test_no_grad_on_another_thread_does_not_stop_this_threads_cache():
+    import threading
+    conv = nn.Conv2d(4, 6, 3, rng=0)
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with convcore.no_grad():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=other)
+    t.start()
+    try:
+        assert inside.wait(10)
+        conv(X)
+        assert conv._cache is not None  # this thread still has gradients on
+        with convcore.no_grad():
+            conv(X)
+            assert conv._cache is None
+    finally:
+        release.set()
+        t.join()

@@ -115,18 +115,22 @@ def _plan_for(x, weight, stride, padding, dilation, groups, algorithm, fn):
 
 
 # `name in os.environ` costs about a microsecond (it encodes the key and
-# decodes the value); the bytes dict behind it answers in nanoseconds.
-_environ_data = getattr(os.environ, "_data", None)
+# decodes the value); the bytes dict behind CPython's os.environ answers in
+# nanoseconds. Anything else (another platform's mapping, os.environ
+# replaced) is asked the usual way.
+_environ = os.environ
+_environ_data = getattr(_environ, "_data", None)
 try:
-    _AUTOTUNE_KEY = os.environ.encodekey(autotune.ENV_ENABLE)
-except AttributeError:  # not CPython's os._Environ: ask it the usual way
+    _AUTOTUNE_KEY = _environ.encodekey(autotune.ENV_ENABLE)
+except AttributeError:
     _environ_data = None
 
 
 def _autotuning():
     """Whether "auto" asks convcore.autotune (its answer may change between
     calls, so it is not cached then)."""
-    if _environ_data is not None and _AUTOTUNE_KEY not in _environ_data:
+    if (_environ_data is not None and os.environ is _environ
+            and _AUTOTUNE_KEY not in _environ_data):
         return False
     return autotune.enabled()
 

@@ -122,7 +122,9 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         # _summary.active_recorder(), inlined: this runs once per layer call.
-        recorder = getattr(_summary._local, "recorder", None)
+        # The thread-local's own dict: getattr with a default raises and
+        # catches an AttributeError when the attribute is absent (0.35 us).
+        recorder = _summary._local.__dict__.get("recorder")
         if recorder is not None and not self._modules:
             return recorder.record(self, *args, **kwargs)
         return self.forward(*args, **kwargs)
@@ -131,8 +133,10 @@ class Module:
         """Keep `values` for backward, unless gradients are disabled
         (inference keeps nothing)."""
         # Straight into __dict__ (what __setattr__ does for a plain
-        # attribute) and is_grad_enabled() inlined: once per layer call.
-        self.__dict__["_cache"] = values if getattr(_grad_state, "enabled", True) else None
+        # attribute) and is_grad_enabled() inlined, reading the thread-local's
+        # dict as __call__ does: once per layer call.
+        enabled = _grad_state.__dict__.get("enabled", True)
+        self.__dict__["_cache"] = values if enabled else None
 
     def _saved(self):
         """The values forward kept; clears them so memory goes with the step."""
