@@ -114,9 +114,9 @@ def _plan_for(x, weight, stride, padding, dilation, groups, algorithm, fn):
     return x, weight, plan
 
 
-# `name in os.environ` costs about a microsecond (it encodes the key and
-# decodes the value); the bytes dict behind CPython's os.environ answers in
-# nanoseconds. Anything else (another platform's mapping, os.environ
+# `name in os.environ` encodes the key and decodes the value, which costs
+# more than the rest of a cached call's checks; the bytes dict behind
+# CPython's os.environ answers as any dict does. Anything else (another platform's mapping, os.environ
 # replaced) is asked the usual way.
 _environ = os.environ
 _environ_data = getattr(_environ, "_data", None)

@@ -123,7 +123,8 @@ class Module:
     def __call__(self, *args, **kwargs):
         # _summary.active_recorder(), inlined: this runs once per layer call.
         # The thread-local's own dict: getattr with a default raises and
-        # catches an AttributeError when the attribute is absent (0.35 us).
+        # catches an AttributeError whenever the attribute is absent, ten
+        # times the cost of a dict lookup.
         recorder = _summary._local.__dict__.get("recorder")
         if recorder is not None and not self._modules:
             return recorder.record(self, *args, **kwargs)
