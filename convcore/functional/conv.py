@@ -25,7 +25,7 @@ from convcore.algorithms import get_algorithm
 from convcore.functional import _validation
 from convcore.functional._conv_spec import conv_spec
 from convcore.functional._validation import (
-    as_float_array, check_allocation, check_flag)
+    as_float_array, check_allocation, check_flag, exact_geometry)
 
 
 def _checked_inputs(x, weight, stride, padding, dilation, groups, fn):
@@ -69,23 +69,12 @@ _PLAN_CACHE_SIZE = 1024
 _plans = {}
 
 
-def _exact(v):
-    """True for an int (not a bool), a str, or a pair of ints: arguments whose
-    equality means the same checked value. 2.0 == 2 and True == 1 in Python,
-    so a float or bool must not find the plan of an int: it takes the full
-    path and gets its TypeError. Other types (numpy ints, lists) simply take
-    the full path too."""
-    t = type(v)
-    if t is tuple:
-        return len(v) == 2 and type(v[0]) is int and type(v[1]) is int
-    return t is int or t is str
-
-
 def _plan_key(x, weight, stride, padding, dilation, groups, algorithm):
     """The cache key of a call, or None when the arguments are not of the
     exact types a key can stand for."""
     if (isinstance(x, np.ndarray) and isinstance(weight, np.ndarray)
-            and _exact(stride) and _exact(padding) and _exact(dilation)
+            and exact_geometry(stride) and exact_geometry(padding)
+            and exact_geometry(dilation)
             and type(groups) is int and type(algorithm) is str):
         return (x.shape, weight.shape, x.dtype, weight.dtype, stride, padding,
                 dilation, groups, algorithm)
