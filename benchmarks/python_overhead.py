@@ -1,6 +1,7 @@
 """Python overhead per layer at batch 1 (issue 13, item 3).
 
     python benchmarks/python_overhead.py [--threads 1] [--rounds 3] [--json out.json]
+    python benchmarks/python_overhead.py --resnet18 [--threads 2]
 
 Two deep thin networks, where the arithmetic per layer is a few
 microseconds and anything Python does per call shows:
@@ -181,6 +182,24 @@ def layer(c, hw, groups, k):
     return r
 
 
+def resnet18(calls=40):
+    """ResNet-18 eval forward at batch 1, 224x224, under no_grad: median ms
+    of `calls` calls after 3 warm-up calls (wall time)."""
+    from convcore.models import get_model
+    net = get_model("resnet18")
+    net.eval()
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    samples = []
+    with convcore.no_grad():
+        for _ in range(3):
+            net(x)
+        for _ in range(calls):
+            t = time.perf_counter()
+            net(x)
+            samples.append(time.perf_counter() - t)
+    return statistics.median(samples) * 1e3
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=1)
@@ -188,7 +207,13 @@ def main(argv=None):
     p.add_argument("--clock", choices=("cpu", "wall"),
                    help="default: cpu at one thread, else wall")
     p.add_argument("--json")
+    p.add_argument("--resnet18", action="store_true",
+                   help="only ResNet-18 eval forward at batch 1 (wall time)")
     args = p.parse_args(argv)
+    if args.resnet18:
+        convcore.set_num_threads(args.threads)
+        print(f"ResNet-18 eval batch 1, {args.threads} threads: {resnet18():.1f} ms")
+        return
     global _clock
     clock = args.clock or ("cpu" if args.threads == 1 else "wall")
     _clock = time.process_time if clock == "cpu" else time.perf_counter
