@@ -160,8 +160,11 @@ def layer(c, hw, groups, k):
     y = np.empty(spec.out_shape, np.float32)
     nt = _threads.kernel_threads(spec.flops())
     if algo.name == "im2col":
-        threads, batch_parallel, _ = algo._plan(spec.N * spec.groups, spec)
-        raw = lambda: conv_gemm.forward(x, w, b, y, spec.geom, threads, batch_parallel, 0)  # noqa: E731
+        # (threads, batch_parallel[, blas threads]) as Im2colConv plans them;
+        # the raw call runs without the algorithm's BLAS thread handling.
+        threads, batch_parallel = algo._plan(spec.N * spec.groups, spec)[:2]
+        cols = algo._gemm_cols(spec, batch_parallel)
+        raw = lambda: conv_gemm.forward(x, w, b, y, spec.geom, threads, batch_parallel, cols)  # noqa: E731
     elif algo.name == "direct" and algo._depthwise(spec):
         raw = lambda: conv_depthwise.forward(x, w, b, y, spec.geom, nt)  # noqa: E731
     else:
