@@ -1,6 +1,7 @@
 """The checked geometry of one convolution: every rule about conv
 arguments lives in conv_spec(), which forward and both backwards share."""
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -12,7 +13,12 @@ _INT32_MAX = 2**31 - 1
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """Shapes and parameters of a checked 2-D convolution (NCHW)."""
+    """Shapes and parameters of a checked 2-D convolution (NCHW).
+
+    The derived values below are computed once per spec (cached_property
+    writes the instance dict, which a frozen dataclass allows): a spec is
+    reused across calls of the same shape (functional.conv's plan cache),
+    and each call reads them several times."""
     N: int
     C: int
     H: int
@@ -29,19 +35,19 @@ class ConvSpec:
     groups: int
     dtype: np.dtype
 
-    @property
+    @cached_property
     def Cg(self):
         return self.C // self.groups
 
-    @property
+    @cached_property
     def Kg(self):
         return self.K // self.groups
 
-    @property
+    @cached_property
     def out_shape(self):
         return (self.N, self.K, self.OH, self.OW)
 
-    @property
+    @cached_property
     def geom(self):
         """The tuple the kernel drivers take."""
         return (self.stride[0], self.stride[1], self.padding[0], self.padding[1],
@@ -57,9 +63,13 @@ class ConvSpec:
         return (self.R == 1 and self.S == 1 and self.stride == (1, 1)
                 and self.padding_total == (0, 0))
 
+    @cached_property
+    def _flops(self):
+        return 2 * self.N * self.K * self.OH * self.OW * self.Cg * self.R * self.S
+
     def flops(self):
         """Multiply-adds x 2 of the forward pass."""
-        return 2 * self.N * self.K * self.OH * self.OW * self.Cg * self.R * self.S
+        return self._flops
 
 
 def _resolve_padding(padding, kernel, stride, dilation, fn):

@@ -51,6 +51,19 @@ def check_flag(v, name, fn="convcore"):
     return bool(v)
 
 
+def exact_geometry(v):
+    """True for an int (not a bool), a str, or a pair of ints: geometry
+    arguments whose equality means the same checked value, so they may key
+    a cache of checked results (functional.conv's plans, pooling's specs).
+    2.0 == 2 and True == 1 in Python, so a float or a bool must not find the
+    entry of an int: it takes the full path and gets its TypeError. Other
+    types (numpy ints, lists) simply take the full path too."""
+    t = type(v)
+    if t is tuple:
+        return len(v) == 2 and type(v[0]) is int and type(v[1]) is int
+    return t is int or t is str
+
+
 # Window geometry (kernel, stride, padding, dilation) reaches the kernels as
 # Py_ssize_t and is multiplied there (dilation * (kernel - 1), o * stride +
 # offset): capped at 2**31-1, no such product or sum can overflow 64 bits.

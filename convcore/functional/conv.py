@@ -1,12 +1,31 @@
-"""conv2d and conv2d_backward: checks, output allocation, dispatch."""
+"""conv2d and conv2d_backward: checks, output allocation, dispatch.
+
+A call's checks split in two. Those that depend only on the shapes,
+dtypes and geometry (conv_spec, the algorithm's support, the memory
+bound) give the same answer for every call with the same arguments, so
+their result is kept in a plan cache keyed by exactly those arguments;
+repeated calls of the same shape (every layer of a network, every step)
+skip them. Those that depend on the arrays themselves (that they are
+ndarrays, C-contiguous; bias and grad_y matching the plan) run on every
+call; anything unexpected takes the full path, which raises the usual
+errors.
+
+    conv2d(x, w, ...) --> _plan_for(key) --hit--> _Plan(spec, algo, memory checked)
+                               | miss: as_float_array, conv_spec, get_algorithm,
+                               v       _check_memory, then stored
+"""
+import os
+
 import numpy as np
 
+from convcore import autotune
 from convcore._kernels.conv_direct import bias_grad
-from convcore._threads import kernel_threads
+from convcore._threads import get_num_threads, kernel_threads
 from convcore.algorithms import get_algorithm
+from convcore.functional import _validation
 from convcore.functional._conv_spec import conv_spec
 from convcore.functional._validation import (
-    as_float_array, check_allocation, check_flag)
+    as_float_array, check_allocation, check_flag, exact_geometry)
 
 
 def _checked_inputs(x, weight, stride, padding, dilation, groups, fn):
@@ -24,6 +43,118 @@ def _check_memory(algo, spec, fn, outputs, backward=False):
     scratch = algo.scratch_bytes(spec, backward) // spec.dtype.itemsize
     return check_allocation(fn, *[(shape, spec.dtype) for shape in outputs],
                             (scratch, spec.dtype))
+
+
+# -- plan cache ---------------------------------------------------------------
+class _Plan:
+    """What the checks found for one (shapes, dtypes, geometry, algorithm).
+
+    algo is None until get_algorithm has accepted the name (a call may fail
+    on its bias before that). memory_ok holds (backward, threads) pairs whose
+    memory bound passed below the size at which check_allocation consults the
+    machine's free memory: below it the verdict depends only on the spec, the
+    algorithm and the thread count, so it cannot change."""
+
+    __slots__ = ("spec", "algo", "memory_ok")
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.algo = None
+        self.memory_ok = set()
+
+
+# Enough for every distinct layer shape of a large network in both dtypes;
+# when full it is emptied (a plan costs one full check to rebuild).
+_PLAN_CACHE_SIZE = 1024
+_plans = {}
+
+
+def _plan_key(x, weight, stride, padding, dilation, groups, algorithm):
+    """The cache key of a call, or None when the arguments are not of the
+    exact types a key can stand for."""
+    if (isinstance(x, np.ndarray) and isinstance(weight, np.ndarray)
+            and exact_geometry(stride) and exact_geometry(padding)
+            and exact_geometry(dilation)
+            and type(groups) is int and type(algorithm) is str):
+        return (x.shape, weight.shape, x.dtype, weight.dtype, stride, padding,
+                dilation, groups, algorithm)
+    return None
+
+
+def _plan_for(x, weight, stride, padding, dilation, groups, algorithm, fn):
+    """(x, weight, plan): x and weight C-contiguous (copies when they were
+    not), plan the cached or new _Plan of these arguments. Raises as
+    _checked_inputs does."""
+    key = _plan_key(x, weight, stride, padding, dilation, groups, algorithm)
+    plan = _plans.get(key) if key is not None else None
+    if plan is None:
+        x, weight, spec = _checked_inputs(x, weight, stride, padding, dilation, groups, fn)
+        plan = _Plan(spec)
+        if key is not None:
+            if len(_plans) >= _PLAN_CACHE_SIZE:
+                _plans.clear()
+            _plans[key] = plan
+        return x, weight, plan
+    # The key fixed type, shape and dtype; contiguity is the array's own.
+    if not x.flags.c_contiguous:
+        x = x.copy(order="C")
+    if not weight.flags.c_contiguous:
+        weight = weight.copy(order="C")
+    return x, weight, plan
+
+
+# `name in os.environ` encodes the key and decodes the value, which costs
+# more than the rest of a cached call's checks; the bytes dict behind
+# CPython's os.environ answers as any dict does. Anything else (another platform's mapping, os.environ
+# replaced) is asked the usual way.
+_environ = os.environ
+_environ_data = getattr(_environ, "_data", None)
+try:
+    _AUTOTUNE_KEY = _environ.encodekey(autotune.ENV_ENABLE)
+except AttributeError:
+    _environ_data = None
+
+
+def _autotuning():
+    """Whether "auto" asks convcore.autotune (its answer may change between
+    calls, so it is not cached then)."""
+    if (_environ_data is not None and os.environ is _environ
+            and _AUTOTUNE_KEY not in _environ_data):
+        return False
+    return autotune.enabled()
+
+
+def _planned_algorithm(plan, algorithm, fn, outputs, backward):
+    """The algorithm of the plan, its memory bound checked (each once per
+    plan and thread count, see _Plan)."""
+    algo = plan.algo
+    tuned = algorithm == "auto" and _autotuning()
+    if algo is None or tuned:
+        algo = get_algorithm(algorithm, plan.spec, fn)
+        if tuned:  # a measured choice, not kept: its memory is checked each time
+            _check_memory(algo, plan.spec, fn, outputs, backward)
+            return algo
+        plan.algo = algo
+    threads = (backward, get_num_threads())
+    if threads not in plan.memory_ok:
+        total = _check_memory(algo, plan.spec, fn, outputs, backward)
+        if total <= _validation._QUERY_MEMORY_ABOVE:
+            plan.memory_ok.add(threads)
+    return algo
+
+
+def _matching(a, dtype, shape):
+    """a, C-contiguous, when it is an ndarray of this dtype and shape; None
+    otherwise (the caller then runs the full checks, for their messages)."""
+    if isinstance(a, np.ndarray) and a.dtype == dtype and a.shape == shape:
+        return a if a.flags.c_contiguous else a.copy(order="C")
+    return None
+
+
+# Zero-size placeholders (no bias, a gradient not computed): nothing can be
+# written into them, so one per dtype serves every call.
+_EMPTY = {np.dtype(t): (np.empty(0, t), np.empty((0, 0, 0, 0), t))
+          for t in (np.float32, np.float64)}
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -45,16 +176,18 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     y : ndarray of shape (N, K, OH, OW), dtype of x
     """
     fn = "conv2d"
-    x, weight, spec = _checked_inputs(x, weight, stride, padding, dilation, groups, fn)
+    x, weight, plan = _plan_for(x, weight, stride, padding, dilation, groups, algorithm, fn)
+    spec = plan.spec
     if bias is None:
-        b = np.empty(0, dtype=x.dtype)
+        b = _EMPTY[x.dtype][0]
     else:
-        b = as_float_array(bias, "bias", ndim=1, dtype=x.dtype, fn=fn)
-        if b.shape != (spec.K,):
-            raise ValueError(f"{fn}: bias must have shape ({spec.K},) to match "
-                             f"weight shape {weight.shape}, got {b.shape}")
-    algo = get_algorithm(algorithm, spec, fn)
-    _check_memory(algo, spec, fn, [spec.out_shape])
+        b = _matching(bias, x.dtype, (spec.K,))
+        if b is None:
+            b = as_float_array(bias, "bias", ndim=1, dtype=x.dtype, fn=fn)
+            if b.shape != (spec.K,):
+                raise ValueError(f"{fn}: bias must have shape ({spec.K},) to match "
+                                 f"weight shape {weight.shape}, got {b.shape}")
+    algo = _planned_algorithm(plan, algorithm, fn, [spec.out_shape], False)
     y = np.empty(spec.out_shape, dtype=x.dtype)
     if spec.N:  # an empty batch has nothing to compute
         algo.forward(x, weight, b, y, spec)
@@ -83,14 +216,17 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1,
     bias = check_flag(bias, "bias", fn)
     input_grad = check_flag(input_grad, "input_grad", fn)
     weight_grad = check_flag(weight_grad, "weight_grad", fn)
-    x, weight, spec = _checked_inputs(x, weight, stride, padding, dilation, groups, fn)
-    grad_y = as_float_array(grad_y, "grad_y", ndim=4, dtype=x.dtype, fn=fn)
-    if grad_y.shape != spec.out_shape:
-        raise ValueError(
-            f"{fn}: grad_y has shape {grad_y.shape} but the convolution of input "
-            f"{x.shape} with weight {weight.shape} gives {spec.out_shape}")
-    algo = get_algorithm(algorithm, spec, fn)
-    _check_memory(algo, spec, fn, [x.shape, weight.shape], backward=True)
+    x, weight, plan = _plan_for(x, weight, stride, padding, dilation, groups, algorithm, fn)
+    spec = plan.spec
+    g = _matching(grad_y, x.dtype, spec.out_shape)
+    if g is None:
+        g = as_float_array(grad_y, "grad_y", ndim=4, dtype=x.dtype, fn=fn)
+        if g.shape != spec.out_shape:
+            raise ValueError(
+                f"{fn}: grad_y has shape {g.shape} but the convolution of input "
+                f"{x.shape} with weight {weight.shape} gives {spec.out_shape}")
+    grad_y = g
+    algo = _planned_algorithm(plan, algorithm, fn, [x.shape, weight.shape], True)
     gx = np.empty(x.shape, dtype=x.dtype) if input_grad else None
     gw = np.empty(weight.shape, dtype=x.dtype) if weight_grad else None
     gb = np.empty(spec.K, dtype=x.dtype) if bias else None
@@ -100,7 +236,7 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1,
                 g[...] = 0
         return gx, gw, gb
     if input_grad or weight_grad:
-        empty = np.empty((0, 0, 0, 0), dtype=x.dtype)
+        empty = _EMPTY[x.dtype][1]
         algo.backward(grad_y, x, weight,
                       gx if input_grad else empty, gw if weight_grad else empty,
                       input_grad, weight_grad, spec)

@@ -11,7 +11,30 @@ from convcore._threads import kernel_threads
 from convcore.functional._pool_spec import (
     adaptive_output_size, input_shape_arg, pool_spec)
 from convcore.functional._validation import (
-    as_float_array, check_allocation, check_flag)
+    as_float_array, check_allocation, check_flag, exact_geometry)
+
+# Checked pooling geometry by (input shape, kernel_size, stride, padding,
+# dilation, ceil_mode), for arguments of exact types only (see
+# exact_geometry): repeated calls of one shape skip pool_spec's checks.
+# Emptied when full.
+_SPEC_CACHE_SIZE = 256
+_specs = {}
+
+
+def _pool_spec(x_shape, kernel_size, stride, padding, dilation, ceil_mode, fn):
+    """pool_spec(...), from the cache when these exact arguments passed before."""
+    if not (exact_geometry(kernel_size) and (stride is None or exact_geometry(stride))
+            and exact_geometry(padding) and exact_geometry(dilation)
+            and type(ceil_mode) is bool):
+        return pool_spec(x_shape, kernel_size, stride, padding, dilation, ceil_mode, fn)
+    key = (x_shape, kernel_size, stride, padding, dilation, ceil_mode)
+    spec = _specs.get(key)
+    if spec is None:
+        spec = pool_spec(x_shape, kernel_size, stride, padding, dilation, ceil_mode, fn)
+        if len(_specs) >= _SPEC_CACHE_SIZE:
+            _specs.clear()
+        _specs[key] = spec
+    return spec
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
@@ -39,7 +62,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
     """
     fn = "max_pool2d"
     x = as_float_array(x, "input", ndim=4, fn=fn)
-    spec = pool_spec(x.shape, kernel_size, stride, padding, dilation, ceil_mode, fn)
+    spec = _pool_spec(x.shape, kernel_size, stride, padding, dilation, ceil_mode, fn)
     return_indices = check_flag(return_indices, "return_indices", fn)
     check_allocation(fn, (spec.out_shape, x.dtype),
                      (spec.out_shape if return_indices else 0, np.int64))
@@ -136,7 +159,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     """
     fn = "avg_pool2d"
     x = as_float_array(x, "input", ndim=4, fn=fn)
-    spec = pool_spec(x.shape, kernel_size, stride, padding, 1, ceil_mode, fn)
+    spec = _pool_spec(x.shape, kernel_size, stride, padding, 1, ceil_mode, fn)
     count_include_pad = check_flag(count_include_pad, "count_include_pad", fn)
     check_allocation(fn, (spec.out_shape, x.dtype))
     y = np.empty(spec.out_shape, dtype=x.dtype)
@@ -157,7 +180,7 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None,
     fn = "avg_pool2d_backward"
     grad_y = as_float_array(grad_y, "grad_y", ndim=4, fn=fn)
     shape = input_shape_arg(input_shape, grad_y, fn)
-    spec = pool_spec(shape, kernel_size, stride, padding, 1, ceil_mode, fn)
+    spec = _pool_spec(shape, kernel_size, stride, padding, 1, ceil_mode, fn)
     count_include_pad = check_flag(count_include_pad, "count_include_pad", fn)
     if grad_y.shape != spec.out_shape:
         raise ValueError(f"{fn}: grad_y has shape {grad_y.shape} but pooling "

@@ -47,15 +47,21 @@ class Conv2d(Module):
     def _geometry(self):
         return self.stride, self.padding, self.dilation, self.groups
 
+    # forward and backward read the parameters from _parameters rather than
+    # through Module.__getattr__ (a failed attribute lookup first): they run
+    # once per layer and call.
     def forward(self, x):
-        b = None if self.bias is None else self.bias.data
-        y = conv2d(x, self.weight.data, b, *self._geometry(), algorithm=self.algorithm)
+        params = self._parameters
+        b = params.get("bias")
+        y = conv2d(x, params["weight"].data, None if b is None else b.data,
+                   self.stride, self.padding, self.dilation, self.groups, self.algorithm)
         self._save_for_backward(x)
         return y
 
     def backward(self, grad_y):
         (x,) = self._saved()
-        w, b = self.weight, self.bias
+        params = self._parameters
+        w, b = params["weight"], params.get("bias")
         gx, gw, gb = conv2d_backward(
             grad_y, x, w.data, *self._geometry(), algorithm=self.algorithm,
             bias=b is not None and b.requires_grad,

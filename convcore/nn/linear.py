@@ -24,15 +24,19 @@ class Linear(Module):
             self.register_parameter("bias", None)
         init.default_layer_init_(self.weight, self.bias, rng)
 
+    # Parameters read from _parameters, not through Module.__getattr__ (a
+    # failed attribute lookup first), as Conv2d does.
     def forward(self, x):
-        y = functional("linear")(x, self.weight.data,
-                                 None if self.bias is None else self.bias.data)
+        params = self._parameters
+        b = params.get("bias")
+        y = functional("linear")(x, params["weight"].data, None if b is None else b.data)
         self._save_for_backward(x)
         return y
 
     def backward(self, grad_y):
         (x,) = self._saved()
-        w, b = self.weight, self.bias
+        params = self._parameters
+        w, b = params["weight"], params.get("bias")
         gx, gw, gb = functional("linear_backward")(
             grad_y, x, w.data, bias=b is not None and b.requires_grad)
         w.accumulate_grad(gw)

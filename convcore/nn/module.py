@@ -14,7 +14,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from convcore._grad_mode import is_grad_enabled
+from convcore._grad_mode import _state as _grad_state
 from convcore.nn import _summary
 from convcore.nn.parameter import Parameter
 
@@ -68,11 +68,19 @@ class Module:
             object.__setattr__(self, name, value)
 
     def __getattr__(self, name):
-        # Only called when normal lookup fails.
+        # Only called when normal lookup fails: parameters, buffers and
+        # children live in their own dicts. Layers' forward/backward read
+        # self._parameters directly on their hot paths.
         d = self.__dict__
-        for store in ("_parameters", "_buffers", "_modules"):
-            if store in d and name in d[store]:
-                return d[store][name]
+        try:
+            if name in d["_parameters"]:
+                return d["_parameters"][name]
+            if name in d["_buffers"]:
+                return d["_buffers"][name]
+            if name in d["_modules"]:
+                return d["_modules"][name]
+        except KeyError:  # before Module.__init__
+            pass
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name):
@@ -122,7 +130,11 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define backward()")
 
     def __call__(self, *args, **kwargs):
-        recorder = _summary.active_recorder()
+        # _summary.active_recorder(), inlined: this runs once per layer call.
+        # The thread-local's own dict: getattr with a default raises and
+        # catches an AttributeError whenever the attribute is absent, ten
+        # times the cost of a dict lookup.
+        recorder = _summary._local.__dict__.get("recorder")
         if recorder is not None and not self._modules:
             return recorder.record(self, *args, **kwargs)
         return self.forward(*args, **kwargs)
@@ -130,7 +142,11 @@ class Module:
     def _save_for_backward(self, *values):
         """Keep `values` for backward, unless gradients are disabled
         (inference keeps nothing)."""
-        self._cache = values if is_grad_enabled() else None
+        # Straight into __dict__ (what __setattr__ does for a plain
+        # attribute) and is_grad_enabled() inlined, reading the thread-local's
+        # dict as __call__ does: once per layer call.
+        enabled = _grad_state.__dict__.get("enabled", True)
+        self.__dict__["_cache"] = values if enabled else None
 
     def _saved(self):
         """The values forward kept; clears them so memory goes with the step."""
@@ -139,7 +155,7 @@ class Module:
             raise RuntimeError(
                 f"{type(self).__name__}.backward: nothing saved for backward; call "
                 "forward first (outside convcore.no_grad()), once per backward")
-        self._cache = None
+        self.__dict__["_cache"] = None
         return cache
 
     # -- traversal ----------------------------------------------------------

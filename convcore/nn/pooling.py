@@ -2,6 +2,7 @@
 argmax indices and the input shape, average pooling only the input shape."""
 import numpy as np
 
+from convcore._grad_mode import is_grad_enabled
 from convcore.functional._validation import int_pair, output_size
 from convcore.nn._common import functional, layer_dtype
 from convcore.nn.module import Module
@@ -33,9 +34,15 @@ class MaxPool2d(Module):
         layer_dtype(dtype, fn)
 
     def forward(self, x):
-        y, indices = functional("max_pool2d")(
-            x, self.kernel_size, self.stride, self.padding, self.dilation,
-            self.ceil_mode, return_indices=True)
+        args = (x, self.kernel_size, self.stride, self.padding, self.dilation,
+                self.ceil_mode)
+        if not is_grad_enabled():
+            # Nothing is kept for backward, so no argmax indices either: the
+            # kernel finds the same maxima several times faster without them
+            # (benchmarks/results/python_overhead.md).
+            self._save_for_backward()
+            return functional("max_pool2d")(*args)
+        y, indices = functional("max_pool2d")(*args, return_indices=True)
         self._save_for_backward(indices, x.shape)
         return y
 
