@@ -16,6 +16,9 @@ import threading
 from threadpoolctl import ThreadpoolController
 
 from convcore import _fork
+from convcore._kernels import openmp_info
+
+_OPENMP = openmp_info.openmp_enabled()
 
 _lock = threading.Lock()
 _num_threads = None
@@ -66,10 +69,9 @@ def kernel_threads(work=None):
     """Threads for one kernel call's prange loops: convcore's thread count,
     fewer when `work` (approximate operations) is too small to share out,
     and 1 when the kernels were built without OpenMP."""
-    from convcore._kernels import openmp_info
-    if not openmp_info.openmp_enabled():
+    if not _OPENMP:
         return 1
-    n = get_num_threads()
+    n = _num_threads or get_num_threads()
     if work is not None:
         n = max(1, min(n, int(work) // GRAIN))
     if n > 1 and _fork.in_forked_child():  # libgomp would hang: see _fork

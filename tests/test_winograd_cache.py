@@ -87,3 +87,41 @@ def test_bytes_are_bounded(rng, monkeypatch):
     for a in arrays:
         d.get(a, 0, "k", lambda: (True, np.zeros(50)))  # 400 bytes each
     assert d._bytes <= 1000 and len(d) == 2
+
+
+def test_layer_cache_follows_optimizer_steps_state_dicts_and_assignment(rng):
+    """A Conv2d on the Winograd path: eval outputs equal a fresh
+    computation after every kind of weight change."""
+    import convcore
+    from convcore import nn, optim
+    conv = nn.Conv2d(16, 16, 3, padding=1, algorithm="winograd", rng=0)
+    x = rng.standard_normal((2, 16, 12, 12)).astype(np.float32)
+
+    def fresh():
+        return convcore.F.conv2d(x, conv.weight.data.copy(), conv.bias.data.copy(), 1, 1,
+                                 algorithm="winograd")
+
+    with convcore.no_grad():
+        np.testing.assert_array_equal(conv(x), fresh())
+        assert len(DERIVED) == 1
+        np.testing.assert_array_equal(conv(x), fresh())
+    # an optimizer step (in place)
+    y = conv(x)
+    conv.backward(np.ones_like(y))
+    optim.SGD(conv.parameters(), lr=0.1).step()
+    with convcore.no_grad():
+        np.testing.assert_array_equal(conv(x), fresh())
+    # load_state_dict
+    sd = {k: v * 0.5 for k, v in conv.state_dict().items()}
+    conv.load_state_dict(sd)
+    with convcore.no_grad():
+        np.testing.assert_array_equal(conv(x), fresh())
+    # assignment to .data
+    conv.weight.data = conv.weight.data[::-1].copy()
+    with convcore.no_grad():
+        np.testing.assert_array_equal(conv(x), fresh())
+    # an in-place write announced with bump()
+    conv.weight.data[0] = 0
+    conv.weight.bump()
+    with convcore.no_grad():
+        np.testing.assert_array_equal(conv(x), fresh())

@@ -158,7 +158,7 @@ _EMPTY = {np.dtype(t): (np.empty(0, t), np.empty((0, 0, 0, 0), t))
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-           algorithm="auto"):
+           algorithm="auto", *, weight_version=None):
     """2-D cross-correlation, NCHW, as torch.nn.functional.conv2d.
 
     Parameters
@@ -170,6 +170,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     padding : int or (h, w) >= 0, or "same" (stride 1 only) or "valid"
     groups : int dividing C and K
     algorithm : one of convcore.conv_algorithms()
+    weight_version : keyword-only, any value that changes whenever the
+        values of `weight` change (the layers pass Parameter.version), or
+        None. With it, what an algorithm derives from the weights
+        (Winograd's transformed weights) is reused by later calls with
+        the same weight array and version.
 
     Returns
     -------
@@ -190,13 +195,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     algo = _planned_algorithm(plan, algorithm, fn, [spec.out_shape], False)
     y = np.empty(spec.out_shape, dtype=x.dtype)
     if spec.N:  # an empty batch has nothing to compute
-        algo.forward(x, weight, b, y, spec)
+        algo.forward(x, weight, b, y, spec, weight_version)
     return y
 
 
 def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1,
                     groups=1, algorithm="auto", bias=True, *,
-                    input_grad=True, weight_grad=True):
+                    input_grad=True, weight_grad=True, weight_version=None):
     """Gradients of conv2d with respect to its input, weight and bias.
 
     Parameters
@@ -207,6 +212,7 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1,
     input_grad, weight_grad : bool, keyword-only; a gradient not asked for
         is not computed and returned as None (e.g. a network's first layer
         needs no grad_x)
+    weight_version : keyword-only, as in conv2d
 
     Returns
     -------
@@ -239,7 +245,7 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1,
         empty = _EMPTY[x.dtype][1]
         algo.backward(grad_y, x, weight,
                       gx if input_grad else empty, gw if weight_grad else empty,
-                      input_grad, weight_grad, spec)
+                      input_grad, weight_grad, spec, weight_version)
     if bias:
         # One bias-gradient kernel serves every algorithm.
         bias_grad(grad_y, gb, kernel_threads(grad_y.size))

@@ -117,8 +117,12 @@ def _accumulate(p, g):
 
 
 def _conv_forward(conv, x, bias, weight=None):
-    return conv2d(x, conv.weight.data if weight is None else weight, bias,
-                  *conv._geometry(), algorithm=conv.algorithm)
+    """conv's convolution of x, with its own weights or `weight` (the
+    folded ones: a new array whenever they change, so one version)."""
+    w = conv.weight
+    return conv2d(x, w.data if weight is None else weight, bias,
+                  *conv._geometry(), algorithm=conv.algorithm,
+                  weight_version=w.version if weight is None else 0)
 
 
 def _conv_backward(conv, g, x, weight=None, weight_grad=None):
@@ -127,7 +131,8 @@ def _conv_backward(conv, g, x, weight=None, weight_grad=None):
     gx, gw, _ = conv2d_backward(
         g, x, w.data if weight is None else weight, *conv._geometry(),
         algorithm=conv.algorithm, bias=False, input_grad=not conv.first_layer,
-        weight_grad=w.requires_grad if weight_grad is None else weight_grad)
+        weight_grad=w.requires_grad if weight_grad is None else weight_grad,
+        weight_version=w.version if weight is None else 0)
     return gx, gw
 
 

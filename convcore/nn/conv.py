@@ -53,8 +53,10 @@ class Conv2d(Module):
     def forward(self, x):
         params = self._parameters
         b = params.get("bias")
-        y = conv2d(x, params["weight"].data, None if b is None else b.data,
-                   self.stride, self.padding, self.dilation, self.groups, self.algorithm)
+        w = params["weight"]
+        y = conv2d(x, w.data, None if b is None else b.data,
+                   self.stride, self.padding, self.dilation, self.groups, self.algorithm,
+                   weight_version=w.version)
         self._save_for_backward(x)
         return y
 
@@ -65,7 +67,8 @@ class Conv2d(Module):
         gx, gw, gb = conv2d_backward(
             grad_y, x, w.data, *self._geometry(), algorithm=self.algorithm,
             bias=b is not None and b.requires_grad,
-            input_grad=not self.first_layer, weight_grad=w.requires_grad)
+            input_grad=not self.first_layer, weight_grad=w.requires_grad,
+            weight_version=w.version)
         w.accumulate_grad(gw)
         if b is not None:
             b.accumulate_grad(gb)
