@@ -46,6 +46,7 @@ def _after_fork_in_child():
         threads._lock = threading.Lock()
         threads._blas_held = 0
         threads._blas_saved = None
+        threads._blas.reset_hold()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork

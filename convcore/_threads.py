@@ -10,12 +10,14 @@ small batches was measured fragile: two pools spinning on the same cores
 not sleep its threads (another library loaded it first).
 """
 import contextlib
+import ctypes
 import os
 import threading
 
 from threadpoolctl import ThreadpoolController
 
 from convcore import _fork
+from convcore._kernels import blas as _blas
 from convcore._kernels import openmp_info
 
 _OPENMP = openmp_info.openmp_enabled()
@@ -106,6 +108,8 @@ class _BlasKnob:
     wheels') the C functions themselves, resolved once: a set costs well
     under a microsecond. Anything else through threadpoolctl."""
 
+    c_functions = None  # (get, set) addresses of the C functions, when known
+
     def __init__(self, lib):
         self.lib = lib
         self.get, self.set = lib.get_num_threads, getattr(
@@ -115,6 +119,8 @@ class _BlasKnob:
                 prefix, suffix = lib._find_affixes()
                 self.get = getattr(lib.dynlib, f"{prefix}openblas_get_num_threads{suffix}")
                 self.set = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}")
+                self.c_functions = tuple(ctypes.cast(f, ctypes.c_void_p).value
+                                         for f in (self.get, self.set))
             except (AttributeError, TypeError):  # another threadpoolctl: keep its calls
                 pass
 
@@ -122,13 +128,19 @@ class _BlasKnob:
 _knobs = None
 
 
+_FAST_HOLD = False
+
+
 def _kernel_knobs():
-    global _knobs
+    global _knobs, _FAST_HOLD
     if _knobs is None:
         knobs = [_BlasKnob(lib) for lib in _kernel_blas_libs()]
         with _lock:
             if _knobs is None:
                 _knobs = knobs
+                if len(knobs) == 1 and knobs[0].c_functions:
+                    _blas.set_thread_knob(*knobs[0].c_functions)
+                    _FAST_HOLD = True
     return _knobs
 
 
@@ -140,18 +152,27 @@ def _kernel_knobs():
 # set to 1 for the duration of each kernel call and given back after: the
 # user's own numpy/scipy calls get their own count (a user's call made
 # from another Python thread while a kernel runs would see one thread),
-# and the other BLAS copy is not touched at all. Calls from several Python threads overlap: the first in
-# saves the counts, the last out restores them.
+# and the other BLAS copy is not touched at all. Calls from several Python
+# threads overlap: the first in saves the counts, the last out restores them.
 _blas_held = 0
 _blas_saved = None
 
 
 class _BlasSingle:
+    """The hold as a context. For an OpenBLAS whose C setter we have, the
+    count lives in blas.hold()/release() (a fraction of a microsecond);
+    anything else goes through the threadpoolctl knob under _lock."""
     __slots__ = ()
 
     def __enter__(self):
         global _blas_held, _blas_saved
+        if _FAST_HOLD:
+            _blas.hold()
+            return self
         knobs = _knobs if _knobs is not None else _kernel_knobs()
+        if _FAST_HOLD:  # _kernel_knobs found a C setter
+            _blas.hold()
+            return self
         with _lock:
             if _blas_held == 0:
                 _blas_saved = [knob.get() for knob in knobs]
@@ -163,6 +184,9 @@ class _BlasSingle:
 
     def __exit__(self, *exc):
         global _blas_held, _blas_saved
+        if _FAST_HOLD:
+            _blas.release()
+            return False
         with _lock:
             _blas_held -= 1
             if _blas_held == 0:

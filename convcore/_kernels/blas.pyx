@@ -165,3 +165,51 @@ def gemm_py(bint trans_a, bint trans_b, double alpha,
 def slabs(int m, int n, int k):
     """How many slabs gemm_split cuts an (m, n, k) product into (tests)."""
     return _slabs(m, n, k)
+
+
+# The one-thread hold of the BLAS the kernels call (convcore._threads):
+# its C thread-count getter and setter by address, and a count of the
+# kernel calls in flight. hold()/release() run with the GIL held, which
+# orders them between Python threads; the first call in saves the count,
+# the last out gives it back.
+ctypedef int (*get_threads_t)() noexcept nogil
+ctypedef void (*set_threads_t)(int) noexcept nogil
+cdef get_threads_t _get_threads = NULL
+cdef set_threads_t _set_threads = NULL
+cdef int _held = 0
+cdef int _saved = 1
+
+
+def set_thread_knob(size_t get_addr, size_t set_addr):
+    """The BLAS's int get(void) and void set(int) thread-count functions."""
+    global _get_threads, _set_threads
+    _get_threads = <get_threads_t> get_addr
+    _set_threads = <set_threads_t> set_addr
+
+
+def hold():
+    """One BLAS thread until the matching release()."""
+    global _held, _saved
+    if _held == 0 and _get_threads != NULL:
+        _saved = _get_threads()
+        if _saved != 1:
+            _set_threads(1)
+    _held += 1
+
+
+def release():
+    global _held
+    _held -= 1
+    if _held == 0 and _get_threads != NULL and _saved != 1:
+        _set_threads(_saved)
+
+
+def held():
+    """Kernel calls holding the BLAS now."""
+    return _held
+
+
+def reset_hold():
+    """Forget holds (a forked child: the threads that held do not exist)."""
+    global _held
+    _held = 0
