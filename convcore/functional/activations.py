@@ -61,6 +61,25 @@ def relu_backward(grad_y, y):
     return gx
 
 
+def relu6(x):
+    """min(max(x, 0), 6) (MobileNet-v2's activation); NaN propagates. The
+    relu kernel, then the cap in place: no second output array."""
+    x = _input(x, "relu6")
+    y = np.empty_like(x)
+    _act.relu(x.reshape(-1), y.reshape(-1), kernel_threads(x.size))
+    np.minimum(y, y.dtype.type(6), out=y)
+    return y
+
+
+def relu6_backward(grad_y, y):
+    """grad_y where the relu6 output y is strictly between 0 and 6, else 0
+    (torch's hardtanh_backward: no gradient at the kinks 0 and 6)."""
+    grad_y, y = _grad_pair(grad_y, y, "y", "relu6_backward")
+    inside = y > 0
+    inside &= y < 6
+    return np.multiply(grad_y, inside, dtype=y.dtype)
+
+
 def leaky_relu(x, negative_slope=0.01):
     """x where x > 0, else negative_slope * x."""
     fn = "leaky_relu"
