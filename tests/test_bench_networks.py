@@ -151,14 +151,16 @@ def test_bad_combinations_print_usage_and_exit_2(argv, capsys):
 
 def test_profile_accounts_for_every_layer_type(capsys):
     prof = networks.profile_step(networks.NETWORKS["lenet5"], steps=2, train_batch=4)
-    names = [k for k, _, _ in prof["rows"]]
+    names = [k for k, _, _, _ in prof["rows"]]
     for layer in ("Conv2d 5x5", "Tanh", "AvgPool2d", "Linear", "Flatten", "CrossEntropyLoss",
                   "SGD.step (momentum)", "Sequential (own)"):
         assert layer in names, layer
-    assert all(f >= 0 and b >= 0 for _, f, b in prof["rows"])
-    conv = next((f, b) for k, f, b in prof["rows"] if k == "Conv2d 5x5")
-    assert conv[0] > 0 and conv[1] > 0
-    assert sum(f + b for _, f, b in prof["rows"]) <= prof["wrapped_ms"] * 1.001
+    assert all(min(r[1:]) >= 0 for r in prof["rows"])
+    conv = next(r for r in prof["rows"] if r[0] == "Conv2d 5x5")
+    assert conv[1] > 0 and conv[2] > 0 and conv[3] == 0
+    step = next(r for r in prof["rows"] if r[0] == "SGD.step (momentum)")
+    assert step[1] == step[2] == 0 and step[3] > 0
+    assert sum(sum(r[1:]) for r in prof["rows"]) <= prof["wrapped_ms"] * 1.001
     assert main(["bench", "--profile", "resnet20", "--profile-steps", "1", "--train-batch",
                  "2", "--threads", "1"]) == 0
     out = capsys.readouterr().out
@@ -169,7 +171,7 @@ def test_profile_accounts_for_every_layer_type(capsys):
 def test_mobilenet_profile_names_depthwise_convolutions():
     prof = networks.profile_step(networks.NETWORKS["mobilenet_v2"], steps=1, train_batch=2,
                                  input_size=32)
-    names = {k for k, _, _ in prof["rows"]}
+    names = {r[0] for r in prof["rows"]}
     assert {"Conv2d depthwise 3x3", "Conv2d depthwise 3x3/2", "Conv2d 1x1", "ReLU6",
             "InvertedResidual (own)"} <= names
 

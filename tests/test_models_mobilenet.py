@@ -46,9 +46,24 @@ def test_relu6_forward_and_backward_against_numpy(rng, dtype):
 def test_relu6_nan_and_errors():
     y = F.relu6(np.array([np.nan, -1.0, 3.0, 9.0]))
     assert np.isnan(y[0]) and list(y[1:]) == [0.0, 3.0, 6.0]
-    assert F.relu6_backward(np.ones(4), y)[0] == 0.0
+    # a NaN passes the gradient, as relu_backward does (torch: 1 in float32,
+    # 0 in float64)
+    np.testing.assert_array_equal(F.relu6_backward(np.ones(4), y), [1.0, 0.0, 1.0, 0.0])
     with pytest.raises(ValueError, match="grad_y has shape"):
         F.relu6_backward(np.ones(3), np.ones(4))
+
+
+def test_relu6_matches_torch_including_kinks_and_nan(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.uniform(-3, 9, 50)
+    x[:4] = [0.0, 6.0, -0.0, 6.000001]   # (at NaN torch's gradient depends on the dtype)
+    gy = rng.standard_normal(50)
+    tx = torch.from_numpy(x).requires_grad_(True)
+    ty = torch.nn.functional.relu6(tx)
+    ty.backward(torch.from_numpy(gy))
+    y = F.relu6(x)
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_array_equal(F.relu6_backward(gy, y), tx.grad.numpy())
 
 
 def test_relu6_layer_gradcheck(rng):

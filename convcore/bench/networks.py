@@ -574,7 +574,8 @@ def profile_step(spec, steps=3, dtype="float32", train_batch=None, input_size=No
     row is its own work (a residual add, a concatenation, fused code).
     Convolutions are split by kind ("Conv2d 1x1", "Conv2d depthwise 3x3/2")
     when by_kind. Returns {"step_ms": unwrapped median step, "wrapped_ms":
-    mean step with the timers, "rows": [(layer type, fwd ms, bwd ms)],
+    mean step with the timers, "rows": [(layer type, fwd ms, bwd ms,
+    other ms)] (other: the optimizer's zero_grad and step),
     "other_ms": step time outside every timer}."""
     from convcore import nn
     model, shape = build_model(spec, dtype, input_size or spec.train_size, seed)
@@ -620,23 +621,23 @@ def profile_step(spec, steps=3, dtype="float32", train_batch=None, input_size=No
     loss.__dict__["forward"] = timed(loss.forward, ("CrossEntropyLoss", "fwd"))
     loss.__dict__["backward"] = timed(loss.backward, ("CrossEntropyLoss", "bwd"))
     opt = trainer.opt
-    opt.zero_grad = timed(opt.zero_grad, ("SGD.zero_grad", "bwd"))
-    opt.step = timed(opt.step, ("SGD.step (momentum)", "bwd"))
+    opt.zero_grad = timed(opt.zero_grad, ("SGD.zero_grad", "other"))
+    opt.step = timed(opt.step, ("SGD.step (momentum)", "other"))
     trainer.convcore_step()                          # warm the wrappers
     totals.clear()
     t0 = clock()
     for _ in range(steps):
         trainer.convcore_step()
     wrapped = (clock() - t0) / steps
-    per = defaultdict(lambda: [0.0, 0.0])
+    per = defaultdict(lambda: [0.0, 0.0, 0.0])
     for (name, phase), v in totals.items():
-        per[name][0 if phase == "fwd" else 1] += v / steps
-    rows = sorted(((k, f, b) for k, (f, b) in per.items()), key=lambda r: -(r[1] + r[2]))
-    accounted = sum(f + b for _, f, b in rows)
+        per[name][("fwd", "bwd", "other").index(phase)] += v / steps
+    rows = sorted(((k, *v) for k, v in per.items()), key=lambda r: -sum(r[1:]))
+    accounted = sum(sum(r[1:]) for r in rows)
     return {"network": spec.name, "batch": batch, "input": "x".join(map(str, shape)),
             "steps": steps, "step_ms": float(np.median(plain)) * 1e3,
             "wrapped_ms": wrapped * 1e3,
-            "rows": [(k, f * 1e3, b * 1e3) for k, f, b in rows],
+            "rows": [(k, f * 1e3, b * 1e3, o * 1e3) for k, f, b, o in rows],
             "other_ms": (wrapped - accounted) * 1e3}
 
 
@@ -646,8 +647,10 @@ def profile_lines(prof, threads, markdown=False):
             f"{prof['input']}, {threads} thread(s): {prof['step_ms']:.1f} ms (median of "
             f"{prof['steps']} steps), {wrapped:.1f} ms with the timers; share of the timed step:")
     cols = ("layer type", "fwd ms", "bwd ms", "total ms", "share")
-    rows = [(k, f"{f:.2f}", f"{b:.2f}", f"{f + b:.2f}", f"{(f + b) / wrapped:.1%}")
-            for k, f, b in prof["rows"]]
+    def ms(v, show):
+        return f"{v:.2f}" if show else ""
+    rows = [(k, ms(f, not o), ms(b, not o), f"{f + b + o:.2f}", f"{(f + b + o) / wrapped:.1%}")
+            for k, f, b, o in prof["rows"]]
     rows.append(("step glue (outside every module)", "", "", f"{prof['other_ms']:.2f}",
                  f"{prof['other_ms'] / wrapped:.1%}"))
     if markdown:
