@@ -134,6 +134,19 @@ def test_suite_without_torch_measures_convcore_alone(capsys):
     assert "in-process" in out and "torch med ms" not in out
 
 
+def test_suite_when_torch_is_not_installed(monkeypatch, capsys):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    code = main(["bench", "--suite", "networks", "--networks", "lenet5", "--workloads",
+                 "eval_b1", "--repeats", "1", "--budget", "0", "--no-progress"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "in-process" in captured.out and "torch med ms" not in captured.out
+    assert "PyTorch is not installed" in captured.err
+
+
 @pytest.mark.parametrize("argv", [
     ["bench", "--quick", "--suite", "lenet5"],
     ["bench", "--quick", "--full"],

@@ -878,7 +878,10 @@ def _positive_int(text):
 def _plan(args):
     quick = bool(getattr(args, "quick", False))
     repeats, budget = QUICK_TIMING if quick else FULL_TIMING
-    use_torch = not args.no_torch
+    # find_spec: whether torch is installed, without importing it here (the
+    # parent process stays free of torch's threads)
+    from importlib.util import find_spec
+    use_torch = not args.no_torch and find_spec("torch") is not None
     return {
         "networks": list(args.networks or (QUICK_NETWORKS if quick else NETWORKS)),
         "workloads": list(args.workloads or WORKLOADS),
@@ -920,7 +923,7 @@ def run(args):
             result = run_order(plan, order)
         rows += result["rows"]
         torch_version = torch_version or result["torch"]
-    if plan["use_torch"] and torch_version is None:
+    if not args.no_torch and torch_version is None:
         print("networks: PyTorch is not installed; convcore measured alone", file=sys.stderr)
     summary = summarize(rows)
     print("\n".join(table_lines(rows)))
