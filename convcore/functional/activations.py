@@ -73,10 +73,10 @@ def relu6(x):
 
 def relu6_backward(grad_y, y):
     """grad_y where the relu6 output y is strictly between 0 and 6, else 0,
-    as torch's hardtanh_backward (no gradient at the kinks; a NaN passes
-    the gradient, as in relu_backward; torch passes it in float32 only). Two passes of the relu_backward
-    kernel: through 6 - y (positive where y < 6), then through y; no
-    array is read and written by the same call."""
+    as torch's hardtanh_backward (no gradient at the kinks). A NaN passes
+    the gradient, as in relu_backward (torch passes it in float32 only).
+    Two passes of the relu_backward kernel: through 6 - y (positive where
+    y < 6), then through y; no array is read and written by one call."""
     grad_y, y = _grad_pair(grad_y, y, "y", "relu6_backward")
     n = kernel_threads(y.size)
     room = np.subtract(y.dtype.type(6), y)          # > 0 where y < 6
