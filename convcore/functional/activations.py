@@ -73,17 +73,15 @@ def relu6(x):
 
 def relu6_backward(grad_y, y):
     """grad_y where the relu6 output y is strictly between 0 and 6, else 0,
-    as torch's hardtanh_backward (no gradient at the kinks). A NaN passes
-    the gradient, as in relu_backward (torch passes it in float32 only).
-    Two passes of the relu_backward kernel: through 6 - y (positive where
-    y < 6), then through y; no array is read and written by one call."""
+    as torch's hardtanh_backward (no gradient at the kinks; none at a NaN,
+    as torch in float64; its float32 path passes it). One boolean mask and
+    one multiply: measured against two passes of the relu_backward kernel
+    and against the kernel plus a masked copy, it was as fast or faster
+    (the larger temporaries cost more than the kernel's threads gain)."""
     grad_y, y = _grad_pair(grad_y, y, "y", "relu6_backward")
-    n = kernel_threads(y.size)
-    room = np.subtract(y.dtype.type(6), y)          # > 0 where y < 6
-    below = np.empty_like(y)
-    _act.relu_backward(grad_y.reshape(-1), room.reshape(-1), below.reshape(-1), n)
-    _act.relu_backward(below.reshape(-1), y.reshape(-1), room.reshape(-1), n)
-    return room
+    inside = y > 0
+    inside &= y < 6
+    return np.multiply(grad_y, inside, dtype=y.dtype)
 
 
 def leaky_relu(x, negative_slope=0.01):
