@@ -146,6 +146,13 @@ def _nets(dt, rng):
             resnet.basic_block(4, 8, 2, short, rng=rng, dtype=dt)), (2, 4, 8, 8)))
     out.append(("bottleneck", nn.Sequential(
         resnet.bottleneck_block(8, 2, 2, rng=rng, dtype=dt)), (2, 8, 6, 6)))
+    # ReLU6 (MobileNet-v2's) wherever ReLU fuses; inputs are scaled up in
+    # the test so that outputs reach the cap.
+    out.append(("relu6", nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False, **kw), nn.BatchNorm2d(8, **kw), nn.ReLU6(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, **kw), nn.ReLU6(),
+        nn.BatchNorm2d(8, **kw), nn.ReLU6(),
+        nn.Conv2d(8, 5, 1, **kw), nn.BatchNorm2d(5, **kw)), (2, 3, 7, 6)))
     return out
 
 
@@ -155,7 +162,7 @@ def test_fused_equals_unfused(dt, train):
     rng = np.random.default_rng(0)
     for name, model, shape in _nets(dt, rng):
         _randomise_bn(model, rng)
-        x = rng.standard_normal(shape).astype(dt)
+        x = (rng.standard_normal(shape) * (8 if name == "relu6" else 1)).astype(dt)
         _compare(model, x, train, rng)
 
 
@@ -168,6 +175,7 @@ def test_plans_find_the_patterns():
                                               "LinearReLU", "Linear"]
     assert _steps_of(nets["bn-relu"]) == ["BNReLU", "Conv2d", "MaxPool2d", "BNReLU"]
     assert _steps_of(nets["residual-relu"]) == ["ResidualThenReLU", "ResidualThenReLU"]
+    assert _steps_of(nets["relu6"]) == ["ConvBN", "ConvReLU", "BNReLU", "ConvBN"]
     nn.set_fusion(False)
     assert nets["conv-bn-relu"]._plan() is None
 
@@ -569,3 +577,35 @@ def test_fused_network_one_vs_two_threads_bitwise():
         convcore.set_num_threads(previous)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=["f32", "f64"])
+def test_capped_kernels_equal_relu6_of_the_unfused(dt):
+    """max_value=6: bit for bit relu6 after batch_norm / the bias add, and
+    the gradient zero at and beyond the cap (as relu6_backward)."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((3, 4, 5, 6)) * 4 + 3).astype(dt)
+    rm, rv = np.zeros(4, dt), np.ones(4, dt)
+    g, b = (rng.random(4) + 0.5).astype(dt), (rng.standard_normal(4) + 3).astype(dt)
+    for train in (True, False):
+        y, mean, invstd = F.batch_norm_relu(x, rm.copy(), rv.copy(), g, b, training=train,
+                                            return_stats=True, max_value=6.0)
+        z = F.batch_norm(x, rm.copy(), rv.copy(), g, b, training=train)
+        np.testing.assert_array_equal(y, F.relu6(z))
+        assert (y == 6).any() and (y == 0).any()
+        gy = rng.standard_normal(x.shape).astype(dt)
+        gx, gw, gb = F.batch_norm_relu_backward(gy, y, x, mean, invstd, g, training=train,
+                                                max_value=6.0)
+        rx, rw, rb = F.batch_norm_backward(F.relu6_backward(gy, y), x, mean, invstd, g,
+                                           training=train)
+        np.testing.assert_allclose(gx, rx, **TOL[dt])
+        np.testing.assert_allclose(gb, rb, **TOL[dt])
+    conv = rng.standard_normal((2, 4, 3, 3)).astype(dt) * 5
+    bias = rng.standard_normal(4).astype(dt)
+    y = F.bias_relu_(conv.copy(), bias, max_value=6.0)
+    np.testing.assert_array_equal(y, F.relu6(conv + bias[None, :, None, None]))
+    gy = rng.standard_normal(y.shape).astype(dt)
+    gx, gbias = F.bias_relu_backward(gy, y, max_value=6.0)
+    np.testing.assert_array_equal(gx, F.relu6_backward(gy, y))
+    with pytest.raises(ValueError, match="max_value"):
+        F.bias_relu_(conv.copy(), bias, max_value=-1)

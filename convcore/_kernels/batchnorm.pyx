@@ -13,6 +13,7 @@ which keeps this file free of the formulas' case analysis.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.math cimport INFINITY
 # CONVCORE_CLONES: AVX2 copies of the row loops, picked at load time.
 from convcore._kernels._simd cimport CONVCORE_HAVE_CLONES
 
@@ -22,6 +23,7 @@ from convcore._kernels._simd cimport CONVCORE_HAVE_CLONES
 cdef extern from *:
     """
     #include <stddef.h>
+    #include <math.h>
     #define CONVCORE_BN_REDUCTIONS(T, SUFFIX)                                  \\
     CONVCORE_CLONES                                                           \\
     static double bn_sum_##SUFFIX(const T* a, Py_ssize_t n) {                 \\
@@ -74,8 +76,17 @@ cdef extern from *:
     CONVCORE_CLONES                                                           \\
     static void bn_affine_relu_##SUFFIX(const T* x, const T* r, T* y,        \\
                                         Py_ssize_t n, double m, double k,     \\
-                                        double b) {                           \\
-        if (r) {                                                              \\
+                                        double b, double cap) {               \\
+        if (cap < HUGE_VAL) { /* ReLU6-like: clip to [0, cap], NaN kept */   \\
+            const T c = (T)cap;                                               \\
+            _Pragma("omp simd")                                               \\
+            for (Py_ssize_t i = 0; i < n; ++i) {                              \\
+                T v = (T)(((double)x[i] - m) * k + b);                        \\
+                if (r) v = v + r[i];                                          \\
+                v = v < 0 ? (T)0 : v;                                         \\
+                y[i] = v > c ? c : v;                                         \\
+            }                                                                 \\
+        } else if (r) {                                                       \\
             _Pragma("omp simd")                                               \\
             for (Py_ssize_t i = 0; i < n; ++i) {                              \\
                 T v = (T)(((double)x[i] - m) * k + b); v = v + r[i];          \\
@@ -100,14 +111,24 @@ cdef extern from *:
     static void bn_mask_grad_sums_##SUFFIX(const T* g, const T* y,           \\
                                            const T* x, T* gm, Py_ssize_t n,   \\
                                            double m, double* sum_g,           \\
-                                           double* sum_gd) {                  \\
+                                           double* sum_gd, double cap) {      \\
         double sg = 0.0, sgd = 0.0;                                           \\
+        const T c = (T)cap;                                                   \\
+        const int capped = cap < HUGE_VAL;                                    \\
         for (Py_ssize_t lo = 0; lo < n; lo += 1024) {                         \\
             Py_ssize_t len = n - lo < 1024 ? n - lo : 1024;                   \\
             const T* gb = g + lo; const T* yb = y + lo; T* mb = gm + lo;      \\
-            _Pragma("omp simd")                                               \\
-            for (Py_ssize_t i = 0; i < len; ++i) {                            \\
-                T gv = gb[i]; mb[i] = yb[i] <= 0 ? (T)0 : gv;                 \\
+            if (capped) { /* hardtanh_backward: none at 0, cap and beyond */  \\
+                _Pragma("omp simd")                                           \\
+                for (Py_ssize_t i = 0; i < len; ++i) {                        \\
+                    T gv = gb[i], yv = yb[i];                                 \\
+                    mb[i] = (yv <= 0) | (yv >= c) ? (T)0 : gv;                \\
+                }                                                             \\
+            } else {                                                          \\
+                _Pragma("omp simd")                                           \\
+                for (Py_ssize_t i = 0; i < len; ++i) {                        \\
+                    T gv = gb[i]; mb[i] = yb[i] <= 0 ? (T)0 : gv;             \\
+                }                                                             \\
             }                                                                 \\
             if (x) {                                                          \\
                 const T* xb = x + lo;                                         \\
@@ -143,15 +164,15 @@ cdef extern from *:
     void bn_input_grad_d(const double* g, const double* x, double* out, Py_ssize_t n,
                          double m, double ka, double kb, double kd) noexcept nogil
     void bn_affine_relu_f(const float* x, const float* r, float* y, Py_ssize_t n,
-                          double m, double k, double b) noexcept nogil
+                          double m, double k, double b, double cap) noexcept nogil
     void bn_affine_relu_d(const double* x, const double* r, double* y, Py_ssize_t n,
-                          double m, double k, double b) noexcept nogil
+                          double m, double k, double b, double cap) noexcept nogil
     void bn_mask_grad_sums_f(const float* g, const float* y, const float* x, float* gm,
                              Py_ssize_t n, double m, double* sum_g,
-                             double* sum_gd) noexcept nogil
+                             double* sum_gd, double cap) noexcept nogil
     void bn_mask_grad_sums_d(const double* g, const double* y, const double* x,
                              double* gm, Py_ssize_t n, double m, double* sum_g,
-                             double* sum_gd) noexcept nogil
+                             double* sum_gd, double cap) noexcept nogil
 
 
 cdef void channel_stats(const floating* x, Py_ssize_t N, Py_ssize_t C,
@@ -277,8 +298,9 @@ def input_grad(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
 def normalize_relu(const floating[:, :, ::1] x, const double[::1] mean,
                    const double[::1] scale, const double[::1] shift,
                    const floating[:, :, ::1] residual, floating[:, :, ::1] y,
-                   int num_threads):
-    """y = relu((x - mean[c]) * scale[c] + shift[c] [+ residual]).  OUT: y
+                   int num_threads, double cap=INFINITY):
+    """y = relu((x - mean[c]) * scale[c] + shift[c] [+ residual]), also
+    capped at `cap` when finite (ReLU6: 6).                         OUT: y
 
     y may be x itself (in place): with mean 0 and scale 1 this is a
     convolution's bias + ReLU epilogue on its own output."""
@@ -300,17 +322,18 @@ def normalize_relu(const floating[:, :, ::1] x, const double[::1] mean,
             if has_r:
                 rr = &residual[0, 0, 0] + nc * S
             if floating is float:
-                bn_affine_relu_f(xr, rr, yr, S, m, k, b)
+                bn_affine_relu_f(xr, rr, yr, S, m, k, b, cap)
             else:
-                bn_affine_relu_d(xr, rr, yr, S, m, k, b)
+                bn_affine_relu_d(xr, rr, yr, S, m, k, b, cap)
 
 
 def relu_grad_sums(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] y,
                    const floating[:, :, ::1] x, const double[::1] mean,
                    floating[:, :, ::1] grad_m, double[::1] sum_g, double[::1] sum_gd,
-                   int num_threads):
+                   int num_threads, double cap=INFINITY):
     """ReLU backward and the per-channel sums after it, in one pass:
-    grad_m = grad_y where y > 0 else 0 (grad_m may be grad_y: in place);
+    grad_m = grad_y where y > 0 (and y < cap when cap is finite: ReLU6)
+    else 0 (grad_m may be grad_y: in place);
     sum_g[c] = sum(grad_m), and, when x is not empty, sum_gd[c] =
     sum(grad_m * (x - mean[c])).  Channels in parallel, each summed in
     image order: the same at any thread count. OUT: grad_m, sum_g, sum_gd"""
@@ -328,9 +351,9 @@ def relu_grad_sums(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] y
                     bn_mask_grad_sums_f(&grad_y[0, 0, 0] + off, &y[0, 0, 0] + off,
                                         (&x[0, 0, 0] + off) if has_x else NULL,
                                         &grad_m[0, 0, 0] + off, S, m,
-                                        &sum_g[c], &sum_gd[c])
+                                        &sum_g[c], &sum_gd[c], cap)
                 else:
                     bn_mask_grad_sums_d(&grad_y[0, 0, 0] + off, &y[0, 0, 0] + off,
                                         (&x[0, 0, 0] + off) if has_x else NULL,
                                         &grad_m[0, 0, 0] + off, S, m,
-                                        &sum_g[c], &sum_gd[c])
+                                        &sum_g[c], &sum_gd[c], cap)

@@ -7,6 +7,9 @@
     engine.py    warm-up, interleaved repeats, GEMM peak, PyTorch peer,
         |        agreement check, auto-vs-best, summaries
     report.py    text table, JSON, CSV, Markdown, PNG
+    networks.py  --suite networks: whole zoo networks against a PyTorch
+                 mirror (to_torch), both import orders in fresh processes;
+                 --profile NET: a training step's share by layer type
 
 Used from Python:
 

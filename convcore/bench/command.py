@@ -7,7 +7,7 @@ import numpy as np
 import convcore
 from convcore._cli_args import positive_int
 from convcore.bench import configs as cfgs
-from convcore.bench import engine, report
+from convcore.bench import engine, networks, report
 
 # Per preset: (minimum rounds, seconds per configuration, seconds for the
 # whole run or None, GEMM peak size). The quick preset trades precision for
@@ -39,19 +39,24 @@ def _groups(text):
 def add_arguments(parser):
     sel = parser.add_argument_group("what to measure (default: --quick)")
     which = sel.add_mutually_exclusive_group()
-    which.add_argument("--quick", action="store_true",
-                       help="24 sampled grid points, small shapes (< 1 minute)")
+    # --quick is outside the group: it also shortens --suite networks
+    sel.add_argument("--quick", action="store_true",
+                     help="24 sampled grid points, small shapes (< 1 minute); with --suite "
+                          "networks: fewer rounds and a subset of the networks")
     which.add_argument("--full", action="store_true",
                        help="the whole stride x padding x dilation x kernel x groups grid")
-    which.add_argument("--suite", choices=cfgs.SUITES,
+    which.add_argument("--suite", choices=cfgs.SUITES + ("networks",),
                        help="a preset or real network layers: issue7 (the performance "
-                            "targets), zoo (all networks), or one network")
+                            "targets), zoo (all networks' layers), one network's layers, or "
+                            "networks (whole networks against PyTorch: see below)")
     sel.add_argument("--stride", type=positive_int, nargs="+", metavar="S",
                      help="grid: these strides only (builds a custom grid)")
     sel.add_argument("--padding", type=_padding, nargs="+", metavar="P",
                      help="grid: these paddings (ints, 'same')")
-    sel.add_argument("--dilation", type=positive_int, nargs="+", metavar="D")
-    sel.add_argument("--kernel", type=positive_int, nargs="+", metavar="K")
+    sel.add_argument("--dilation", type=positive_int, nargs="+", metavar="D",
+                     help="grid: these dilations only")
+    sel.add_argument("--kernel", type=positive_int, nargs="+", metavar="K",
+                     help="grid: these kernel sizes (square) only")
     sel.add_argument("--groups", type=_groups, nargs="+", metavar="G",
                      help="grid: group counts, or 'dw' for depthwise")
     sel.add_argument("--batch", type=positive_int, help="batch size (grids and layer suites)")
@@ -63,7 +68,8 @@ def add_arguments(parser):
                      choices=list(convcore.conv_algorithms()),
                      default=list(convcore.conv_algorithms()),
                      help=f"algorithms to compare (default: all of {', '.join(convcore.conv_algorithms())})")
-    sel.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    sel.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                     help="precision of inputs and weights (default float32)")
     sel.add_argument("--forward-only", action="store_true", help="skip the backward passes")
     sel.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
     sel.add_argument("--weight-scale", type=float, default=1.0, metavar="X",
@@ -94,6 +100,8 @@ def add_arguments(parser):
     out.add_argument("--title", help="title of the Markdown report and chart")
     out.add_argument("--note", help="a line added to the Markdown header")
     out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    networks.add_arguments(parser)
+    parser.set_defaults(_bench_parser=parser)
 
 
 def select_configs(args):
@@ -133,7 +141,38 @@ def _flush_denormals():
     torch.set_flush_denormal(True)
 
 
+# options that only the networks suite reads
+_NETWORK_FLAGS = ("networks", "workloads", "orders", "train_batch", "input_size")
+
+
+def _usage_error(args, message):
+    parser = getattr(args, "_bench_parser", None)
+    if parser is not None:
+        parser.error(message)  # usage + exit status 2
+    print(f"convcore bench: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def run(args):
+    if args.quick and args.full:
+        _usage_error(args, "argument --quick: not allowed with argument --full")
+    if args.quick and args.suite and args.suite != "networks":
+        _usage_error(args, f"argument --quick: not allowed with --suite {args.suite} "
+                           "(only with --suite networks)")
+    if args.suite == "networks" or args.profile:
+        if args.suite and args.suite != "networks":
+            _usage_error(args, f"--profile times a whole network; not allowed with "
+                               f"--suite {args.suite}")
+        grid = [f"--{k}" for k in ("stride", "padding", "dilation", "kernel", "groups",
+                                   "channels", "size", "sample", "batch") if getattr(args, k)]
+        if grid or args.full or args.threads_sweep or args.plot:
+            flags = grid + [f for f, on in (("--full", args.full), ("--threads-sweep",
+                                            args.threads_sweep), ("--plot", args.plot)) if on]
+            _usage_error(args, f"{', '.join(flags)} cannot be combined with --suite networks")
+        return networks.run(args)
+    used = [f"--{k.replace('_', '-')}" for k in _NETWORK_FLAGS if getattr(args, k)]
+    if used:
+        _usage_error(args, f"{', '.join(used)} only apply to --suite networks")
     grid_flags = [f"--{k}" for k in ("stride", "padding", "dilation", "kernel", "groups",
                                      "channels", "size") if getattr(args, k)]
     if grid_flags and args.suite:

@@ -12,13 +12,14 @@ which takes what the forward returned or saved and returns new arrays.
     fused.py        conv epilogues: bias + ReLU in place, add + ReLU
     lrn.py          local response normalisation
     norms.py        group/layer/instance norm
-    activations.py  relu, leaky_relu, sigmoid, tanh, softplus, softmax, log_softmax
+    activations.py  relu, relu6, leaky_relu, sigmoid, tanh, softplus, softmax, log_softmax
     linear.py       linear, dropout
     losses.py       cross_entropy, mse_loss, binary_cross_entropy_with_logits
 """
 from convcore.functional.activations import (
     leaky_relu, leaky_relu_backward, log_softmax, log_softmax_backward, relu,
-    relu_, relu_backward, relu_backward_, sigmoid, sigmoid_backward, softmax, softmax_backward,
+    relu_, relu_backward, relu_backward_, relu6, relu6_backward, sigmoid, sigmoid_backward,
+    softmax, softmax_backward,
     softplus, softplus_backward, tanh, tanh_backward)
 from convcore.functional.batch_norm import (
     batch_norm, batch_norm_backward, batch_norm_relu, batch_norm_relu_backward,
@@ -51,7 +52,8 @@ __all__ = [
     "local_response_norm", "local_response_norm_backward",
     "group_norm", "group_norm_backward", "layer_norm", "layer_norm_backward",
     "instance_norm", "instance_norm_backward",
-    "relu", "relu_backward", "relu_", "relu_backward_", "leaky_relu", "leaky_relu_backward",
+    "relu", "relu_backward", "relu_", "relu_backward_", "relu6", "relu6_backward",
+    "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
     "softplus", "softplus_backward", "softmax", "softmax_backward",
     "log_softmax", "log_softmax_backward",

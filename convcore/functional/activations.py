@@ -87,6 +87,23 @@ def relu_backward_(grad_y, y):
     flat = grad_y.reshape(-1)
     _act.relu_backward(flat, y.reshape(-1), flat, kernel_threads(y.size))
     return grad_y
+def relu6(x):
+    """min(max(x, 0), 6) (MobileNet-v2's activation); NaN propagates."""
+    x = _input(x, "relu6")
+    y = np.empty_like(x)
+    _act.relu(x.reshape(-1), y.reshape(-1), kernel_threads(x.size), 6.0)
+    return y
+
+
+def relu6_backward(grad_y, y):
+    """grad_y where the relu6 output y is strictly between 0 and 6, else 0,
+    as torch's hardtanh_backward (no gradient at the kinks). At a NaN the
+    gradient passes, as relu_backward's and torch's float32 path do."""
+    grad_y, y = _grad_pair(grad_y, y, "y", "relu6_backward")
+    gx = np.empty_like(y)
+    _act.relu_backward(grad_y.reshape(-1), y.reshape(-1), gx.reshape(-1),
+                       kernel_threads(y.size), 6.0)
+    return gx
 
 
 def leaky_relu(x, negative_slope=0.01):

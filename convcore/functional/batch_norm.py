@@ -16,6 +16,7 @@ caller's arrays": training updates them in place, as torch does.
 Per-channel arithmetic is done here in float64 on (C,) arrays; the kernels
 (convcore._kernels.batchnorm) do the reductions and elementwise passes.
 """
+import math
 import numbers
 
 import numpy as np
@@ -110,18 +111,32 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None,
 
 def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None,
                     training=False, momentum=0.1, eps=1e-5, residual=None, *,
-                    return_stats=False):
+                    return_stats=False, max_value=None):
     """relu(batch_norm(x, ...) + residual) in one pass over memory (the
     statistics pass aside): a conv-BN-ReLU layer's end, or a ResNet block's
     (residual: the shortcut's output). Arguments and results as batch_norm;
-    residual is None or an array of x's shape and dtype. Bit for bit the
-    unfused batch_norm, then `+ residual`, then relu."""
+    residual is None or an array of x's shape and dtype; max_value (keyword)
+    also caps the result (6.0: ReLU6, MobileNet-v2's). Bit for bit the
+    unfused batch_norm, then `+ residual`, then relu (or relu6)."""
     return _batch_norm("batch_norm_relu", x, running_mean, running_var, weight,
-                       bias, training, momentum, eps, return_stats, residual, True)
+                       bias, training, momentum, eps, return_stats, residual,
+                       _cap(max_value, "batch_norm_relu"))
+
+
+def _cap(max_value, fn):
+    """The kernels' cap for a ReLU's max_value: +inf for None (plain ReLU)."""
+    if max_value is None:
+        return math.inf
+    if isinstance(max_value, bool) or not isinstance(max_value, numbers.Real) \
+            or not max_value > 0:
+        raise ValueError(f"{fn}: max_value must be a positive number or None, "
+                         f"got {max_value!r}")
+    return float(max_value)
 
 
 def _batch_norm(fn, x, running_mean, running_var, weight, bias, training,
                 momentum, eps, return_stats, residual, relu):
+    """relu: False (plain batch norm), or the ReLU's cap (math.inf: none)."""
     x = _checked_input(x, fn)
     training = check_flag(training, "training", fn)
     return_stats = check_flag(return_stats, "return_stats", fn)
@@ -159,9 +174,9 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training,
     check_allocation(fn, (x.shape, x.dtype))
     y = np.empty(x.shape, dtype=x.dtype)
     if count:  # an empty batch (eval only) has nothing to normalise
-        if relu:
+        if relu is not False:
             rs = _EMPTY[x.dtype] if residual is None else _as_ncs(residual)
-            _bn.normalize_relu(xs, mean, scale, shift, rs, _as_ncs(y), nt)
+            _bn.normalize_relu(xs, mean, scale, shift, rs, _as_ncs(y), nt, relu)
         else:
             _bn.normalize(xs, mean, scale, shift, _as_ncs(y), nt)
     if training:
@@ -209,7 +224,7 @@ def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True):
 
 def batch_norm_relu_backward(grad_y, y, x, mean, invstd, weight=None,
                              training=True, *, residual_grad=False,
-                             overwrite_grad_y=False):
+                             overwrite_grad_y=False, max_value=None):
     """Gradients of batch_norm_relu: the ReLU mask (from its output y), the
     residual's gradient and batch_norm_backward's, in two passes over memory
     (masked sums, then the input gradient).
@@ -220,6 +235,8 @@ def batch_norm_relu_backward(grad_y, y, x, mean, invstd, weight=None,
     x, mean, invstd, weight, training : as batch_norm_backward
     residual_grad : bool, keyword-only; also return the residual's
         gradient (grad_y masked by the ReLU)
+    max_value : keyword-only, the forward's (None: ReLU; 6.0: ReLU6, whose
+        gradient is also zero where y reached the cap)
     overwrite_grad_y : bool, keyword-only; grad_y may be used as scratch and
         returned as a result (the caller owns it and will not read it
         again). Ignored unless grad_y is already a C-contiguous array of x's
@@ -231,7 +248,8 @@ def batch_norm_relu_backward(grad_y, y, x, mean, invstd, weight=None,
     residual_grad
     """
     return _batch_norm_backward("batch_norm_relu_backward", grad_y, y, x, mean,
-                                invstd, weight, training, True,
+                                invstd, weight, training,
+                                _cap(max_value, "batch_norm_relu_backward"),
                                 check_flag(residual_grad, "residual_grad",
                                            "batch_norm_relu_backward"),
                                 overwrite_grad_y)
@@ -239,13 +257,14 @@ def batch_norm_relu_backward(grad_y, y, x, mean, invstd, weight=None,
 
 def _batch_norm_backward(fn, grad_y, y, x, mean, invstd, weight, training,
                          relu, residual_grad, overwrite):
+    """relu: False, or the forward ReLU's cap (math.inf: none)."""
     x = _checked_input(x, fn)
     given = grad_y
     grad_y = as_float_array(grad_y, "grad_y", dtype=x.dtype, fn=fn)
     if grad_y.shape != x.shape:
         raise ValueError(f"{fn}: grad_y of shape {grad_y.shape} must have the "
                          f"input's shape {x.shape}")
-    if relu:
+    if relu is not False:
         y = as_float_array(y, "y", dtype=x.dtype, fn=fn)
         if y.shape != x.shape:
             raise ValueError(f"{fn}: y of shape {y.shape} must have the "
@@ -268,7 +287,7 @@ def _batch_norm_backward(fn, grad_y, y, x, mean, invstd, weight, training,
     # away (and it was not copied above), else a new array.
     own = overwrite and grad_y is given and grad_y.flags.writeable
     check_allocation(fn, (x.shape, x.dtype))
-    if relu:
+    if relu is not False:
         gm = grad_y if own else np.empty(x.shape, dtype=x.dtype)
         gx = np.empty(x.shape, dtype=x.dtype) if residual_grad else gm
     else:
@@ -279,8 +298,8 @@ def _batch_norm_backward(fn, grad_y, y, x, mean, invstd, weight, training,
         gm[...] = 0
     else:
         xs, gys, gms = _as_ncs(x), _as_ncs(grad_y), _as_ncs(gm)
-        if relu:
-            _bn.relu_grad_sums(gys, _as_ncs(y), xs, mean, gms, sum_g, sum_gd, nt)
+        if relu is not False:
+            _bn.relu_grad_sums(gys, _as_ncs(y), xs, mean, gms, sum_g, sum_gd, nt, relu)
         else:
             _bn.grad_sums(gys, xs, mean, sum_g, sum_gd, nt)
         a = invstd if w is None else invstd * w

@@ -17,6 +17,7 @@ import numpy as np
 
 from convcore._kernels import batchnorm as _bn
 from convcore._threads import kernel_threads
+from convcore.functional.batch_norm import _cap
 from convcore.functional._validation import as_float_array, check_flag
 
 _EMPTY = {np.dtype(t): np.empty((0, 0, 0), dtype=t) for t in (np.float32, np.float64)}
@@ -34,8 +35,9 @@ def _nchw(a, name, fn):
     return a
 
 
-def bias_relu_(y, bias=None):
-    """y = max(y + bias[c], 0) in place (NaN kept, as relu); returns y.
+def bias_relu_(y, bias=None, *, max_value=None):
+    """y = max(y + bias[c], 0) in place (NaN kept, as relu), also capped at
+    max_value when given (6.0: ReLU6); returns y.
 
     Parameters
     ----------
@@ -63,11 +65,11 @@ def bias_relu_(y, bias=None):
     if y.size:
         ys = _ncs(y)
         _bn.normalize_relu(ys, np.zeros(C), np.ones(C), shift, _EMPTY[y.dtype], ys,
-                           kernel_threads(y.size))
+                           kernel_threads(y.size), _cap(max_value, fn))
     return y
 
 
-def bias_relu_backward(grad_y, y, bias=True, *, overwrite_grad_y=False):
+def bias_relu_backward(grad_y, y, bias=True, *, overwrite_grad_y=False, max_value=None):
     """Backward of bias_relu_: the ReLU mask applied to grad_y, and the bias
     gradient (its sum over all but the channel axis), in one pass.
 
@@ -79,6 +81,7 @@ def bias_relu_backward(grad_y, y, bias=True, *, overwrite_grad_y=False):
     overwrite_grad_y : bool, keyword-only; the masked gradient may be
         written into grad_y (the caller owns it and will not read it again).
         Ignored unless grad_y is a C-contiguous array of y's dtype.
+    max_value : keyword-only, the forward's (None: ReLU)
 
     Returns
     -------
@@ -100,7 +103,8 @@ def bias_relu_backward(grad_y, y, bias=True, *, overwrite_grad_y=False):
     sum_g = np.zeros(C)
     if y.size:
         _bn.relu_grad_sums(_ncs(grad_y), _ncs(y), _EMPTY[y.dtype], np.zeros(C),
-                           _ncs(gx), sum_g, np.zeros(C), kernel_threads(y.size))
+                           _ncs(gx), sum_g, np.zeros(C), kernel_threads(y.size),
+                           _cap(max_value, fn))
     return gx, (sum_g.astype(y.dtype) if bias else None)
 
 

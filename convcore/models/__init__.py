@@ -5,6 +5,8 @@
     vgg11 .. vgg19 (+ _bn),  configurations A, A-LRN, B, C, D, E   vgg.py
     googlenet, inception     Concat of four branches         googlenet.py
     resnet18/34/50, resnet20 Residual blocks (+ ReLU)        resnet.py
+    mobilenet_v1             depthwise-separable blocks      mobilenet.py
+    mobilenet_v2             inverted residuals (torchvision's names)
 
 Every builder takes num_classes, in_channels and input_size (int or (h, w)),
 `rng` (Generator or int seed: one seed fixes every initial weight) and
@@ -15,6 +17,8 @@ that load_state_dict() will overwrite.
 from convcore.models.alexnet import alexnet
 from convcore.models.googlenet import INCEPTION_TABLE, googlenet, inception
 from convcore.models.lenet import lenet5, lenet_digits
+from convcore.models.mobilenet import (InvertedResidual, depthwise_separable, inverted_residual,
+                                       mobilenet_v1, mobilenet_v2)
 from convcore.models.resnet import (PadShortcut, basic_block, bottleneck_block, resnet,
                                     resnet18, resnet20, resnet34, resnet50, resnet_cifar,
                                     torchvision_keys)
@@ -23,7 +27,8 @@ from convcore.models.vgg import (CONFIGS as VGG_CONFIGS, vgg, vgg11, vgg11_bn, v
 
 MODELS = {f.__name__: f for f in (
     lenet5, lenet_digits, alexnet, vgg11, vgg11_bn, vgg11_lrn, vgg13, vgg13_bn, vgg16_c, vgg16_c_bn,
-    vgg16, vgg16_bn, vgg19, vgg19_bn, googlenet, resnet18, resnet34, resnet50, resnet20)}
+    vgg16, vgg16_bn, vgg19, vgg19_bn, googlenet, resnet18, resnet34, resnet50, resnet20,
+    mobilenet_v1, mobilenet_v2)}
 
 
 def get_model(name, **kwargs):
@@ -38,4 +43,6 @@ __all__ = ["MODELS", "get_model", "lenet5", "lenet_digits", "alexnet", "vgg", "V
            "vgg11", "vgg11_bn", "vgg11_lrn", "vgg13", "vgg13_bn", "vgg16_c", "vgg16_c_bn", "vgg16",
            "vgg16_bn", "vgg19", "vgg19_bn", "googlenet", "inception", "INCEPTION_TABLE",
            "resnet", "resnet18", "resnet34", "resnet50", "resnet_cifar", "resnet20",
-           "basic_block", "bottleneck_block", "PadShortcut", "torchvision_keys"]
+           "basic_block", "bottleneck_block", "PadShortcut", "torchvision_keys",
+           "mobilenet_v1", "mobilenet_v2", "depthwise_separable", "inverted_residual",
+           "InvertedResidual"]

@@ -9,7 +9,7 @@ A training step:  loss(model(x), t); model.backward(loss.backward());
 optimizer.step(); optimizer.zero_grad().
 """
 from convcore.nn._fusion import fusion_enabled, set_fusion
-from convcore.nn.activation import LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
+from convcore.nn.activation import LeakyReLU, ReLU, ReLU6, Sigmoid, Softplus, Tanh
 from convcore.nn.containers import Concat, Residual, Sequential
 from convcore.nn.conv import Conv2d
 from convcore.nn.dropout import Dropout
@@ -25,6 +25,6 @@ __all__ = [
     "Module", "Parameter", "Sequential", "Residual", "Concat",
     "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm", "GroupNorm", "LayerNorm",
-    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Dropout", "Flatten", "Identity",
+    "ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Dropout", "Flatten", "Identity",
     "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss", "set_fusion", "fusion_enabled",
 ]

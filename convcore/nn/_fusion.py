@@ -3,6 +3,7 @@
 The user writes the network as before; Sequential looks at its children
 and runs these sequences through fused kernels:
 
+    (ReLU6 fuses wherever ReLU does below, except after Linear and Residual)
     Conv2d -> BatchNorm2d -> ReLU   train: conv, then one batch_norm_relu
                                     pass; backward: one masked-sums pass
                                     and one input-gradient pass, in place
@@ -58,7 +59,7 @@ from convcore.functional import (batch_norm_relu, batch_norm_relu_backward,
                                  conv2d_backward, fold_batch_norm, relu_,
                                  relu_backward, relu_backward_)
 from convcore.nn import _summary
-from convcore.nn.activation import ReLU
+from convcore.nn.activation import ReLU, ReLU6
 from convcore.nn.conv import Conv2d
 from convcore.nn.linear import Linear
 from convcore.nn.normalization import BatchNorm2d
@@ -92,6 +93,13 @@ def plain(m, cls):
         return False
     d = m.__dict__
     return "forward" not in d and "backward" not in d
+
+
+def relu_cap(m):
+    """max_value of a ReLU-like module the steps fuse: None for ReLU, 6.0
+    for ReLU6; False for any other module."""
+    t = type(m)
+    return None if t is ReLU else 6.0 if t is ReLU6 else False
 
 
 def _bn_ok(bn, x):
@@ -218,6 +226,7 @@ class ConvBN(Step):
     def __init__(self, conv, bn, relu=None):
         super().__init__(*((conv, bn) if relu is None else (conv, bn, relu)))
         self.conv, self.bn, self.relu = conv, bn, relu
+        self.cap = None if relu is None else relu_cap(relu)
         self.folded = _Folded()
 
     def _fused_forward(self, x):
@@ -236,14 +245,14 @@ class ConvBN(Step):
             y, mean, invstd = batch_norm_relu(
                 z, bn.running_mean, bn.running_var, _data(bn.weight), _data(bn.bias),
                 training=use_batch_stats, momentum=momentum, eps=bn.eps,
-                return_stats=True)
+                return_stats=True, max_value=self.cap)
             self._keep("train", z, y, mean, invstd, use_batch_stats)
             return y
         w, b, s, invstd = self.folded.get(conv, bn)
         if self.relu is None:
             y = _conv_forward(conv, x, b, w)
         else:
-            y = bias_relu_(_conv_forward(conv, x, None, w), b)
+            y = bias_relu_(_conv_forward(conv, x, None, w), b, max_value=self.cap)
         # backward reads y only for the ReLU mask
         self._keep("eval", x, None if self.relu is None else y, w, b, s, invstd)
         return y
@@ -254,7 +263,7 @@ class ConvBN(Step):
             _, z, y, mean, invstd, use_batch_stats = cache
             gz, gw, gb = batch_norm_relu_backward(
                 grad_y, y, z, mean, invstd, _data(bn.weight), training=use_batch_stats,
-                overwrite_grad_y=owned)
+                overwrite_grad_y=owned, max_value=self.cap)
             if bn.weight is not None:
                 bn.weight.accumulate_grad(gw)
                 bn.bias.accumulate_grad(gb)
@@ -264,7 +273,8 @@ class ConvBN(Step):
             g = grad_y
             gsum = grad_y.sum(axis=(0, 2, 3), dtype=np.float64)
         else:
-            g, gsum = bias_relu_backward(grad_y, y, overwrite_grad_y=owned)
+            g, gsum = bias_relu_backward(grad_y, y, overwrite_grad_y=owned,
+                                         max_value=self.cap)
             gsum = gsum.astype(np.float64)
         need_gamma = bn.weight is not None and bn.weight.requires_grad
         need_w = conv.weight.requires_grad
@@ -293,12 +303,13 @@ class ConvReLU(Step):
     def __init__(self, conv, relu):
         super().__init__(conv, relu)
         self.conv = conv
+        self.cap = relu_cap(relu)
 
     def _fused_forward(self, x):
         conv = self.conv
         if not _conv_ok(conv, x) or getattr(x, "ndim", 0) != 4:
             return None
-        y = bias_relu_(_conv_forward(conv, x, None), _data(conv.bias))
+        y = bias_relu_(_conv_forward(conv, x, None), _data(conv.bias), max_value=self.cap)
         self._keep("fused", x, y)
         return y
 
@@ -306,7 +317,8 @@ class ConvReLU(Step):
         _, x, y = cache
         conv = self.conv
         want_b = conv.bias is not None and conv.bias.requires_grad
-        g, gb = bias_relu_backward(grad_y, y, bias=want_b, overwrite_grad_y=owned)
+        g, gb = bias_relu_backward(grad_y, y, bias=want_b, overwrite_grad_y=owned,
+                                   max_value=self.cap)
         if want_b:
             conv.bias.accumulate_grad(gb)
         gx, gw = _conv_backward(conv, g, x)
@@ -349,6 +361,7 @@ class BNReLU(Step):
     def __init__(self, bn, relu):
         super().__init__(bn, relu)
         self.bn = bn
+        self.cap = relu_cap(relu)
 
     def _fused_forward(self, x):
         bn = self.bn
@@ -357,7 +370,8 @@ class BNReLU(Step):
         use_batch_stats, momentum = bn._step_mode()
         y, mean, invstd = batch_norm_relu(
             x, bn.running_mean, bn.running_var, _data(bn.weight), _data(bn.bias),
-            training=use_batch_stats, momentum=momentum, eps=bn.eps, return_stats=True)
+            training=use_batch_stats, momentum=momentum, eps=bn.eps, return_stats=True,
+            max_value=self.cap)
         self._keep("fused", x, y, mean, invstd, use_batch_stats)
         return y
 
@@ -366,7 +380,7 @@ class BNReLU(Step):
         bn = self.bn
         gx, gw, gb = batch_norm_relu_backward(
             grad_y, y, x, mean, invstd, _data(bn.weight), training=use_batch_stats,
-            overwrite_grad_y=owned)
+            overwrite_grad_y=owned, max_value=self.cap)
         if bn.weight is not None:
             bn.weight.accumulate_grad(gw)
             bn.bias.accumulate_grad(gb)
@@ -409,15 +423,15 @@ def build_plan(modules, residual_cls):
         b = modules[i + 2] if i + 2 < n else None
         step, used = None, 1
         if type(m) is Conv2d and type(a) is BatchNorm2d:
-            if type(b) is ReLU:
+            if relu_cap(b) is not False:
                 step, used = ConvBN(m, a, b), 3
             else:
                 step, used = ConvBN(m, a), 2
-        elif type(m) is Conv2d and type(a) is ReLU:
+        elif type(m) is Conv2d and relu_cap(a) is not False:
             step, used = ConvReLU(m, a), 2
         elif type(m) is Linear and type(a) is ReLU:
             step, used = LinearReLU(m, a), 2
-        elif type(m) is BatchNorm2d and type(a) is ReLU:
+        elif type(m) is BatchNorm2d and relu_cap(a) is not False:
             step, used = BNReLU(m, a), 2
         elif type(m) is residual_cls and type(a) is ReLU:
             step, used = ResidualThenReLU(m, a), 2

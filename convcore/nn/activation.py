@@ -1,5 +1,5 @@
 """Elementwise activations. Each caches the one array its backward reads
-(the output for ReLU/Sigmoid/Tanh, the input for LeakyReLU/Softplus)."""
+(the output for ReLU/ReLU6/Sigmoid/Tanh, the input for LeakyReLU/Softplus)."""
 import numpy as np
 
 from convcore.nn._common import functional, layer_dtype
@@ -24,6 +24,19 @@ class ReLU(_Elementwise):
     def backward(self, grad_y):
         (y,) = self._saved()
         return functional("relu_backward")(grad_y, y)
+
+
+class ReLU6(_Elementwise):
+    """min(max(x, 0), 6), MobileNet-v2's activation (torch.nn.ReLU6)."""
+
+    def forward(self, x):
+        y = functional("relu6")(x)
+        self._save_for_backward(y)
+        return y
+
+    def backward(self, grad_y):
+        (y,) = self._saved()
+        return functional("relu6_backward")(grad_y, y)
 
 
 class LeakyReLU(_Elementwise):

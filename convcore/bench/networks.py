@@ -1,0 +1,956 @@
+"""`convcore bench --suite networks`: whole networks against PyTorch.
+
+Each zoo network runs three workloads, in convcore and in a PyTorch copy
+holding the same weights, in the same process:
+
+    eval_b1    eval forward, batch 1    (model.eval(), convcore.no_grad() /
+    eval_b16   eval forward, batch 16    torch.no_grad())
+    train      training step: forward, cross entropy, backward, SGD with
+               momentum 0.9 (lr 0.01) step, at the network's training batch
+
+How it is measured
+    - Each import order (torch imported before convcore, convcore before
+      torch) runs in a fresh interpreter (`python -c "import torch; import
+      convcore; ..."`), so neither order inherits the other's threads.
+    - Both libraries at the same thread count (convcore.set_num_threads and
+      torch.set_num_threads).
+    - Per workload: one warm-up call each (its outputs give the agreement
+      numbers), then rounds; in each round both libraries run once, in a
+      fresh random order, so drifts of a shared machine hit both alike. At
+      least `repeats` rounds, then more while the workload's `budget`
+      seconds last (at most MAX_ROUNDS). Calls faster than `min_time` are
+      timed in groups of `inner` calls, so a sample is the mean of the group.
+    - Reported: median and 95th percentile of the samples per library, the
+      ratio convcore / torch of the medians, p95 / median, and agreement:
+      eval, the max |difference| of the outputs (and relative to max |output|);
+      train, the |difference| of the first step's loss and the max relative
+      difference of the parameter gradients. The agreement step runs with
+      dropout off on both sides (the masks are random); the timed steps
+      drop as in training.
+    - BatchNorm layers start from seeded, non-trivial affine parameters and
+      running statistics, so eval mode normalises for real.
+
+The PyTorch copy is built by `to_torch`, which walks the convcore module
+tree (Sequential, Residual, Concat and the layers) and builds the
+equivalent torch modules under the same names, so the state dict loads
+key for key; every zoo network is mirrored without hand-written code.
+
+`--profile NET` times a convcore training step by layer type instead:
+every module's forward and backward is wrapped with a timer (time spent in
+children subtracted), which gives each layer type's share of the step.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import convcore
+
+WORKLOADS = ("eval_b1", "eval_b16", "train")
+ORDERS = ("torch-first", "convcore-first")
+MAX_ROUNDS = 200
+LR, MOMENTUM = 0.01, 0.9
+
+# Agreement: largest relative difference still called agreement. float32
+# sums over deep networks differ in the last bits, and the backward of
+# batch norm in training mode (means subtracted over small maps) amplifies
+# that: parameter gradients of ResNet-50 and the MobileNets differ by a few
+# percent in float32 where float64 agrees to 1e-12 (tests/test_bench_networks.py
+# checks every network in float64). A wrong layer shows as O(1).
+TOL_OUTPUT = {"float32": 1e-3, "float64": 1e-9}
+TOL_GRAD = {"float32": 1e-1, "float64": 1e-7}
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A zoo network as the benchmark runs it."""
+    name: str                 # key of convcore.models.MODELS
+    label: str
+    input_shape: tuple        # (C, H, W)
+    num_classes: int
+    train_batch: int
+    train_size: int = None    # input height = width of the training step (None: input_shape)
+    kwargs: dict = field(default_factory=dict)
+
+
+# Training batches give a step of a few seconds at most on 2 cores; every
+# network at its published input size, except the training steps of
+# ResNet-50 and VGG-11, which take 9-12 s at batch 16 and 224x224 and run
+# at 112x112 instead (the report says so).
+NETWORKS = OrderedDict((s.name, s) for s in (
+    NetworkSpec("lenet5", "LeNet-5", (1, 32, 32), 10, 64),
+    NetworkSpec("resnet20", "ResNet-20 (CIFAR)", (3, 32, 32), 10, 128),
+    NetworkSpec("resnet18", "ResNet-18", (3, 224, 224), 1000, 16),
+    NetworkSpec("resnet50", "ResNet-50", (3, 224, 224), 1000, 16, train_size=112),
+    NetworkSpec("vgg11", "VGG-11", (3, 224, 224), 1000, 16, train_size=112),
+    NetworkSpec("googlenet", "GoogLeNet", (3, 224, 224), 1000, 16),
+    NetworkSpec("mobilenet_v1", "MobileNet-v1", (3, 224, 224), 1000, 16),
+    NetworkSpec("mobilenet_v2", "MobileNet-v2", (3, 224, 224), 1000, 16),
+))
+
+QUICK_NETWORKS = ("lenet5", "resnet20", "resnet18", "mobilenet_v2")
+
+# (minimum rounds, seconds per workload) of a full and a --quick run; the
+# full run takes about 5-6 minutes per import order on 2 cores.
+FULL_TIMING = (5, 6.0)
+QUICK_TIMING = (3, 1.0)
+
+
+def workload_batch(spec, workload, train_batch=None):
+    if workload == "train":
+        return train_batch or spec.train_batch
+    return int(workload.rsplit("_b", 1)[1])
+
+
+# ---------------------------------------------------------------- torch mirror
+
+def _torch_classes(torch):
+    """torch.nn.Module subclasses for the containers (built once per torch)."""
+    T = torch.nn
+
+    class Residual(T.Module):
+        """body(x) + shortcut(x) (identity when None), then the `post`
+        children in order (ResNet's ReLU after the sum)."""
+
+        def __init__(self, children, body, shortcut, post):
+            super().__init__()
+            for name, m in children:
+                self.add_module(name, m)
+            self._body, self._shortcut, self._post = body, shortcut, post
+
+        def forward(self, x):
+            y = getattr(self, self._body)(x)
+            y = y + (x if self._shortcut is None else getattr(self, self._shortcut)(x))
+            for name in self._post:
+                y = getattr(self, name)(y)
+            return y
+
+    class Concat(T.Module):
+        def __init__(self, children, axis):
+            super().__init__()
+            for name, m in children:
+                self.add_module(name, m)
+            self.axis = axis
+
+        def forward(self, x):
+            return torch.cat([m(x) for m in self.children()], dim=self.axis)
+
+    class PadShortcut(T.Module):
+        """convcore.models.PadShortcut: every stride-th pixel, channels
+        zero-padded equally on both sides."""
+
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.lo, self.hi, self.stride = (cout - cin) // 2, (cout - cin) // 2, stride
+
+        def forward(self, x):
+            s = self.stride
+            return T.functional.pad(x[:, :, ::s, ::s], (0, 0, 0, 0, self.lo, self.hi))
+
+    return Residual, Concat, PadShortcut
+
+
+# Layers that always return a new tensor: a ReLU right after one of them in
+# a Sequential may work in place (as torchvision's models do), since
+# nothing else reads that tensor.
+_FRESH_OUTPUT = ("Conv2d", "BatchNorm1d", "BatchNorm2d", "Linear", "MaxPool2d", "AvgPool2d",
+                 "AdaptiveAvgPool2d", "LocalResponseNorm", "GroupNorm", "LayerNorm")
+
+
+def to_torch(module, torch=None, inplace=True):
+    """A torch.nn.Module computing what the convcore `module` computes, with
+    the same child names (so `module.state_dict()` loads into it key for
+    key) and the same dtype. Weights are not copied: see copy_weights.
+
+    inplace: ReLU/ReLU6 right after a layer that returns a fresh tensor
+    work in place, as in torchvision's models. TypeError names a module
+    with no torch equivalent here."""
+    if torch is None:
+        import torch
+    from convcore import models, nn
+    from convcore.models._common import ResidualReLU
+    T = torch.nn
+    Residual, Concat, PadShortcut = _torch_classes(torch)
+
+    def conv(m, children, prev):
+        name = type(m).__name__
+        if isinstance(m, nn.Sequential):
+            out, prev_name = [], None
+            for cname, child in children:
+                out.append((cname, conv(child, list(child.named_children()), prev_name)))
+                prev_name = type(child).__name__
+            return T.Sequential(OrderedDict(out))
+        if isinstance(m, nn.Residual):
+            if type(m) not in (nn.Residual, ResidualReLU, models.InvertedResidual):
+                raise TypeError(f"to_torch: no torch equivalent for {name} (a Residual "
+                                "subclass with its own forward)")
+            names = {id(c): n for n, c in children}
+            body = names[id(m.body)]
+            short = None if m.shortcut is None else names[id(m.shortcut)]
+            post = [n for n, _ in children if n not in (body, short)]
+            tchildren = []
+            for n, c in children:
+                # the post-sum activation sees the fresh sum; the body's own
+                # first layer sees the block's input, which the shortcut reads
+                tchildren.append((n, conv(c, list(c.named_children()),
+                                          "Conv2d" if n in post else None)))
+            return Residual(tchildren, body, short, post)
+        if isinstance(m, nn.Concat):
+            return Concat([(n, conv(c, list(c.named_children()), None)) for n, c in children],
+                          m.axis)
+        if isinstance(m, models.PadShortcut):
+            return PadShortcut(m.in_channels, m.out_channels, m.stride)
+        if isinstance(m, nn.Conv2d):
+            return T.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                            m.dilation, m.groups, bias=m.bias is not None)
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            cls = T.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else T.BatchNorm1d
+            return cls(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
+        in_place = inplace and prev in _FRESH_OUTPUT
+        simple = {
+            nn.ReLU: lambda: T.ReLU(inplace=in_place),
+            nn.ReLU6: lambda: T.ReLU6(inplace=in_place),
+            nn.Tanh: T.Tanh, nn.Sigmoid: T.Sigmoid,
+            nn.LeakyReLU: lambda: T.LeakyReLU(m.negative_slope),
+            nn.Softplus: lambda: T.Softplus(m.beta, m.threshold),
+            nn.MaxPool2d: lambda: T.MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation,
+                                              ceil_mode=m.ceil_mode),
+            nn.AvgPool2d: lambda: T.AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                              m.count_include_pad),
+            nn.AdaptiveAvgPool2d: lambda: T.AdaptiveAvgPool2d(m.output_size),
+            nn.Linear: lambda: T.Linear(m.in_features, m.out_features, bias=m.bias is not None),
+            nn.Flatten: lambda: T.Flatten(m.start_dim, m.end_dim),
+            nn.Dropout: lambda: T.Dropout(m.p),
+            nn.Identity: T.Identity,
+            nn.LocalResponseNorm: lambda: T.LocalResponseNorm(m.size, m.alpha, m.beta, m.k),
+        }
+        make = simple.get(type(m))
+        if make is None:
+            raise TypeError(f"to_torch: no torch equivalent for {name}")
+        if children:
+            raise TypeError(f"to_torch: {name} has children; only containers may")
+        return make()
+
+    out = conv(module, list(module.named_children()), None)
+    dtypes = {p.data.dtype for p in module.parameters()}
+    if dtypes == {np.dtype(np.float64)}:
+        out = out.double()
+    out.train(module.training)
+    return out
+
+
+def copy_weights(module, tmodule, torch=None):
+    """Load the convcore module's parameters and buffers into its torch
+    mirror (strict: every key on both sides)."""
+    if torch is None:
+        import torch
+    state = OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in module.state_dict().items())
+    tmodule.load_state_dict(state, strict=True)
+
+
+def randomize_batch_norm(model, rng):
+    """Seeded non-trivial BatchNorm affine parameters and running statistics
+    (fresh ones would make eval-mode BN an identity)."""
+    from convcore import nn
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            dt = m.weight.data.dtype if m.affine else np.float32
+            n = m.num_features
+            if m.affine:
+                m.weight.data = rng.uniform(0.5, 1.5, n).astype(dt)
+                m.bias.data = (0.1 * rng.standard_normal(n)).astype(dt)
+            if m.track_running_stats:
+                m.running_mean[...] = 0.1 * rng.standard_normal(n)
+                m.running_var[...] = rng.uniform(0.5, 1.5, n)
+
+
+# ---------------------------------------------------------------- measuring
+
+def _percentile(samples, q):
+    return float(np.percentile(np.asarray(samples), q)) if samples else None
+
+
+def interleaved(fns, repeats, budget, inner, seed=0, max_rounds=MAX_ROUNDS):
+    """{name: [seconds per call, ...]}: rounds in which every callable of
+    `fns` runs `inner[name]` calls, the names in a fresh random order each
+    round; at least `repeats` rounds, more while `budget` seconds last."""
+    samples = {k: [] for k in fns}
+    names = list(fns)
+    shuffle = np.random.default_rng(seed)
+    clock = time.perf_counter
+    start, r = clock(), 0
+    while r < repeats or (clock() - start < budget and r < max_rounds):
+        for j in shuffle.permutation(len(names)):
+            k = names[j]
+            fn, n = fns[k], inner[k]
+            t0 = clock()
+            for _ in range(n):
+                fn()
+            samples[k].append((clock() - t0) / n)
+        r += 1
+    return samples
+
+
+def _inner(first_seconds, min_time):
+    """Calls per sample so that a sample lasts at least min_time."""
+    return max(1, min(1000, int(np.ceil(min_time / max(first_seconds, 1e-9)))))
+
+
+class _Trainer:
+    """One SGD training step of a convcore model and of its torch mirror."""
+
+    def __init__(self, model, tmodel, torch, x, y):
+        from convcore import nn, optim
+        self.model, self.tmodel, self.torch = model.train(), tmodel, torch
+        self.x, self.y = x, y
+        self.loss = nn.CrossEntropyLoss()
+        self.opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+        if tmodel is not None:
+            tmodel.train()
+            self.tx, self.ty = torch.from_numpy(x), torch.from_numpy(y)
+            self.tloss = torch.nn.CrossEntropyLoss()
+            self.topt = torch.optim.SGD(tmodel.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def convcore_step(self):
+        value = float(self.loss(self.model(self.x), self.y))
+        self.opt.zero_grad()
+        self.model.backward(self.loss.backward())
+        self.opt.step()
+        return value
+
+    def torch_step(self):
+        self.topt.zero_grad(set_to_none=True)
+        loss = self.tloss(self.tmodel(self.tx), self.ty)
+        loss.backward()
+        self.topt.step()
+        return loss.item()
+
+
+def _set_dropout(model, tmodel, training):
+    from convcore import nn
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.training = training
+    if tmodel is not None:
+        for m in tmodel.modules():
+            if type(m).__name__ == "Dropout":
+                m.train(training)
+
+
+def _grad_rel_diff(model, tmodel):
+    """max over parameter tensors of |g - g_torch| / |g_torch| (Euclidean
+    norms: an element-wise maximum would flag the float32 rounding of sums
+    that cancel). Gradients that are nil analytically (the shift of a batch
+    norm whose output feeds another batch norm through a linear conv: only
+    rounding is left of them) are judged against 1e-3 of the largest
+    gradient norm in the model instead of their own."""
+    tparams = dict(tmodel.named_parameters())
+    pairs = []
+    for key, p in model.named_parameters():
+        tg = tparams[key].grad
+        if p.grad is not None and tg is not None:
+            tg = tg.numpy().astype(np.float64)
+            pairs.append((float(np.linalg.norm(p.grad - tg)), float(np.linalg.norm(tg))))
+    if not pairs:
+        return 0.0
+    floor = 1e-3 * max(n for _, n in pairs) or 1.0
+    return max(d / max(n, floor) for d, n in pairs)
+
+
+def build_model(spec, dtype="float32", input_size=None, seed=0):
+    from convcore import models
+    shape = spec.input_shape if input_size is None else (spec.input_shape[0], input_size,
+                                                          input_size)
+    model = models.get_model(spec.name, num_classes=spec.num_classes,
+                             in_channels=shape[0], input_size=shape[1:], rng=seed, dtype=dtype,
+                             **spec.kwargs)
+    randomize_batch_norm(model, np.random.default_rng(seed + 1))
+    return model, shape
+
+
+def measure_network(spec, workloads, torch=None, dtype="float32", repeats=5, budget=6.0,
+                    min_time=2e-4, train_batch=None, input_size=None, seed=0, progress=None):
+    """Rows (dicts) for one network and the chosen workloads, in this
+    process; `torch` is the torch module or None (convcore alone)."""
+    built = {}
+
+    def models_for(size):
+        # one convcore model and its mirror per input size (VGG's classifier
+        # depends on it); the same seed gives the same initial weights
+        if size not in built:
+            model, shape = build_model(spec, dtype, size, seed)
+            tmodel = None
+            if torch is not None:
+                tmodel = to_torch(model, torch)
+                copy_weights(model, tmodel, torch)
+            built.clear()  # the previous size is not needed any more
+            built[size] = model, tmodel, shape
+        return built[size]
+
+    rng = np.random.default_rng(seed + 2)
+    rows = []
+    # eval workloads first: the training steps change the weights
+    for w in sorted(workloads, key=WORKLOADS.index):
+        if progress is not None:
+            progress.set_postfix_str(f"{spec.name} {w}")
+        batch = workload_batch(spec, w, train_batch)
+        size = input_size or (spec.train_size if w == "train" else None)
+        model, tmodel, shape = models_for(size)
+        x = rng.standard_normal((batch,) + tuple(shape)).astype(dtype)
+        row = {"network": spec.name, "label": spec.label, "workload": w, "batch": batch,
+               "input": "x".join(map(str, shape)), "dtype": dtype}
+        if w == "train":
+            y = rng.integers(0, spec.num_classes, batch).astype(np.int64)
+            trainer = _Trainer(model, tmodel, torch, x, y)
+            fns = {"convcore": trainer.convcore_step}
+            # agreement step (also the warm-up): dropout off on both sides
+            _set_dropout(model, tmodel, False)
+            t0 = time.perf_counter()
+            loss = trainer.convcore_step()
+            first = {"convcore": time.perf_counter() - t0}
+            row["loss"] = loss
+            if torch is not None:
+                fns["torch"] = trainer.torch_step
+                t0 = time.perf_counter()
+                tloss = trainer.torch_step()
+                first["torch"] = time.perf_counter() - t0
+                row["torch_loss"] = tloss
+                row["max_abs_diff"] = abs(loss - tloss)
+                row["rel_diff"] = abs(loss - tloss) / max(1.0, abs(tloss))
+                row["grad_rel_diff"] = _grad_rel_diff(model, tmodel)
+                row["agree"] = bool(row["rel_diff"] <= TOL_OUTPUT[dtype]
+                                    and row["grad_rel_diff"] <= TOL_GRAD[dtype])
+            _set_dropout(model, tmodel, True)
+        else:
+            model.eval()
+            fns = {"convcore": lambda: _eval(model, x)}
+            t0 = time.perf_counter()
+            out = _eval(model, x)
+            first = {"convcore": time.perf_counter() - t0}
+            if torch is not None:
+                tmodel.eval()
+                tx = torch.from_numpy(x)
+
+                def tfn(tx=tx):
+                    with torch.no_grad():
+                        return tmodel(tx)
+                fns["torch"] = tfn
+                t0 = time.perf_counter()
+                tout = tfn().numpy()
+                first["torch"] = time.perf_counter() - t0
+                diff = float(np.max(np.abs(out.astype(np.float64) - tout)))
+                scale = float(np.max(np.abs(tout))) or 1.0
+                row["max_abs_diff"] = diff
+                row["rel_diff"] = diff / scale
+                row["agree"] = bool(diff / scale <= TOL_OUTPUT[dtype])
+        inner = {k: (1 if w == "train" else _inner(first[k], min_time)) for k in fns}
+        samples = interleaved(fns, repeats, budget, inner, seed=seed)
+        for k, s in samples.items():
+            row[f"{k}_median_ms"] = float(np.median(s)) * 1e3
+            row[f"{k}_p95_ms"] = _percentile(s, 95) * 1e3
+            row[f"{k}_min_ms"] = float(np.min(s)) * 1e3
+            row[f"{k}_p95_over_median"] = row[f"{k}_p95_ms"] / row[f"{k}_median_ms"]
+            row[f"{k}_inner"] = inner[k]
+        row["rounds"] = len(samples["convcore"])
+        if "torch" in samples:
+            row["ratio"] = row["convcore_median_ms"] / row["torch_median_ms"]
+        row["samples_s"] = samples
+        rows.append(row)
+        if progress is not None:
+            progress.update(1)
+    return rows
+
+
+def _eval(model, x):
+    with convcore.no_grad():
+        return model(x)
+
+
+# ---------------------------------------------------------------- one process
+
+def run_in_process(plan, progress=True):
+    """Measure `plan` (a dict, see _plan) in this process; returns the
+    result dict {"rows", "torch", "threads", "imported_first"}."""
+    torch = None
+    if plan["use_torch"]:
+        try:
+            import torch
+        except ImportError:
+            torch = None
+    threads = plan["threads"]
+    convcore.set_num_threads(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
+    from tqdm import tqdm
+    total = len(plan["networks"]) * len(plan["workloads"])
+    bar = tqdm(total=total, file=sys.stderr, unit="workload", dynamic_ncols=True,
+               desc=plan.get("desc") or "networks", disable=not progress)
+    rows = []
+    try:
+        for i, name in enumerate(plan["networks"]):
+            rows += measure_network(NETWORKS[name], plan["workloads"], torch, plan["dtype"],
+                                    plan["repeats"], plan["budget"], plan["min_time"],
+                                    plan["train_batch"], plan["input_size"], seed=i,
+                                    progress=bar)
+    finally:
+        bar.close()
+    for r in rows:
+        r["order"] = plan.get("order", "in-process")
+        r["threads"] = threads
+    return {"rows": rows, "torch": None if torch is None else torch.__version__,
+            "threads": threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+
+
+def worker_main(plan_path, out_path):
+    """Entry point of a child interpreter: read the plan, measure, write JSON."""
+    with open(plan_path) as f:
+        plan = json.load(f)
+    result = run_in_process(plan, progress=plan.get("progress", True))
+    with open(out_path, "w") as f:
+        json.dump(result, f, default=_json_default)
+    return 0
+
+
+_IMPORTS = {
+    "torch-first": "import torch\nimport convcore\n",
+    "convcore-first": "import convcore\ntry:\n    import torch\nexcept ImportError:\n    pass\n",
+}
+
+
+def run_order(plan, order, timeout=None):
+    """Run `plan` in a fresh interpreter that imports torch and convcore in
+    `order`; returns its result dict. The child gets this convcore first on
+    PYTHONPATH and runs from a neutral directory."""
+    home = os.path.dirname(os.path.dirname(os.path.abspath(convcore.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [home, env.get("PYTHONPATH", "")]))
+    with tempfile.TemporaryDirectory() as tmp:
+        plan_path, out_path = os.path.join(tmp, "plan.json"), os.path.join(tmp, "out.json")
+        with open(plan_path, "w") as f:
+            json.dump({**plan, "order": order, "desc": order}, f)
+        code = (_IMPORTS[order] + "import sys\nfrom convcore.bench import networks\n"
+                "sys.exit(networks.worker_main(sys.argv[1], sys.argv[2]))\n")
+        proc = subprocess.run([sys.executable, "-c", code, plan_path, out_path], env=env,
+                              cwd=tmp, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"networks benchmark: the {order} process exited with "
+                               f"status {proc.returncode}")
+        with open(out_path) as f:
+            return json.load(f)
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return str(o)
+
+
+# ---------------------------------------------------------------- profile
+
+def _conv_kind(m):
+    kh, kw = m.kernel_size
+    kind = "depthwise " if m.groups > 1 and m.groups == m.in_channels == m.out_channels else \
+        (f"groups={m.groups} " if m.groups > 1 else "")
+    stride = "" if m.stride == (1, 1) else f"/{m.stride[0]}"
+    return f"Conv2d {kind}{kh}x{kw}{stride}"
+
+
+def profile_step(spec, steps=3, dtype="float32", train_batch=None, input_size=None, seed=0,
+                 by_kind=True):
+    """Share of a convcore training step by layer type.
+
+    Every module's forward and backward (containers too) is wrapped with a
+    timer that subtracts the time spent in its children, so a container's
+    row is its own work (a residual add, a concatenation, fused code).
+    Convolutions are split by kind ("Conv2d 1x1", "Conv2d depthwise 3x3/2")
+    when by_kind. Returns {"step_ms": unwrapped median step, "wrapped_ms":
+    mean step with the timers, "rows": [(layer type, fwd ms, bwd ms,
+    other ms)] (other: the optimizer's zero_grad and step),
+    "other_ms": step time outside every timer}."""
+    from convcore import nn
+    model, shape = build_model(spec, dtype, input_size or spec.train_size, seed)
+    batch = train_batch or spec.train_batch
+    rng = np.random.default_rng(seed + 2)
+    x = rng.standard_normal((batch,) + tuple(shape)).astype(dtype)
+    y = rng.integers(0, spec.num_classes, batch).astype(np.int64)
+    trainer = _Trainer(model, None, None, x, y)
+    trainer.convcore_step()                          # warm-up
+    plain = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        trainer.convcore_step()
+        plain.append(time.perf_counter() - t0)
+
+    totals = defaultdict(float)
+    stack = []
+    clock = time.perf_counter
+
+    def timed(fn, key):
+        def wrapper(*args, **kwargs):
+            stack.append(0.0)
+            t0 = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                elapsed = clock() - t0
+                inside = stack.pop()
+                totals[key] += elapsed - inside
+                if stack:
+                    stack[-1] += elapsed
+        return wrapper
+
+    for m in model.modules():
+        name = type(m).__name__
+        if by_kind and isinstance(m, nn.Conv2d):
+            name = _conv_kind(m)
+        if m._modules:
+            name += " (own)"
+        m.__dict__["forward"] = timed(m.forward, (name, "fwd"))
+        m.__dict__["backward"] = timed(m.backward, (name, "bwd"))
+    loss = trainer.loss
+    loss.__dict__["forward"] = timed(loss.forward, ("CrossEntropyLoss", "fwd"))
+    loss.__dict__["backward"] = timed(loss.backward, ("CrossEntropyLoss", "bwd"))
+    opt = trainer.opt
+    opt.zero_grad = timed(opt.zero_grad, ("SGD.zero_grad", "other"))
+    opt.step = timed(opt.step, ("SGD.step (momentum)", "other"))
+    trainer.convcore_step()                          # warm the wrappers
+    totals.clear()
+    t0 = clock()
+    for _ in range(steps):
+        trainer.convcore_step()
+    wrapped = (clock() - t0) / steps
+    per = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for (name, phase), v in totals.items():
+        per[name][("fwd", "bwd", "other").index(phase)] += v / steps
+    rows = sorted(((k, *v) for k, v in per.items()), key=lambda r: -sum(r[1:]))
+    accounted = sum(sum(r[1:]) for r in rows)
+    return {"network": spec.name, "batch": batch, "input": "x".join(map(str, shape)),
+            "steps": steps, "step_ms": float(np.median(plain)) * 1e3,
+            "wrapped_ms": wrapped * 1e3,
+            "rows": [(k, f * 1e3, b * 1e3, o * 1e3) for k, f, b, o in rows],
+            "other_ms": (wrapped - accounted) * 1e3}
+
+
+def profile_lines(prof, threads, markdown=False):
+    wrapped = prof["wrapped_ms"]
+    head = (f"convcore {prof['network']} training step, batch {prof['batch']}, input "
+            f"{prof['input']}, {threads} thread(s): {prof['step_ms']:.1f} ms (median of "
+            f"{prof['steps']} steps), {wrapped:.1f} ms with the timers; share of the timed step:")
+    cols = ("layer type", "fwd ms", "bwd ms", "total ms", "share")
+    def ms(v, show):
+        return f"{v:.2f}" if show else ""
+    rows = [(k, ms(f, not o), ms(b, not o), f"{f + b + o:.2f}", f"{(f + b + o) / wrapped:.1%}")
+            for k, f, b, o in prof["rows"]]
+    rows.append(("step glue (outside every module)", "", "", f"{prof['other_ms']:.2f}",
+                 f"{prof['other_ms'] / wrapped:.1%}"))
+    if markdown:
+        return [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + \
+            ["| " + " | ".join(r) + " |" for r in rows]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    return [head, fmt(cols), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+
+
+# ---------------------------------------------------------------- report
+
+COLUMNS = [  # (header, key, format)
+    ("network", "label", "s"), ("workload", "workload", "s"), ("batch", "batch", "d"),
+    ("input", "input", "s"), ("order", "order", "s"),
+    ("cc med ms", "convcore_median_ms", "ms"), ("cc p95 ms", "convcore_p95_ms", "ms"),
+    ("cc p95/med", "convcore_p95_over_median", ".2f"),
+    ("torch med ms", "torch_median_ms", "ms"), ("torch p95 ms", "torch_p95_ms", "ms"),
+    ("torch p95/med", "torch_p95_over_median", ".2f"),
+    ("cc/torch", "ratio", ".2f"), ("max |diff|", "max_abs_diff", ".1e"),
+    ("rel diff", "rel_diff", ".1e"), ("grad rel", "grad_rel_diff", ".1e"),
+    ("rounds", "rounds", "d"),
+]
+
+
+def _fmt(v, how):
+    if v is None:
+        return "-"
+    if how == "s":
+        return str(v)
+    if how == "d":
+        return str(int(v))
+    if how == "ms":
+        return f"{v:.3f}" if v < 10 else (f"{v:.2f}" if v < 100 else f"{v:.1f}")
+    return format(v, how)
+
+
+def table_lines(rows, markdown=False):
+    cols = [c for c in COLUMNS if any(r.get(c[1]) is not None for r in rows)]
+    body = [[_fmt(r.get(k), how) for _, k, how in cols] for r in rows]
+    heads = [h for h, _, _ in cols]
+    if markdown:
+        return ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)] + \
+            ["| " + " | ".join(b) + " |" for b in body]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+              for i, h in enumerate(heads)]
+    left = 5
+    fmt = lambda cells: "  ".join(c.ljust(w) if i < left else c.rjust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths)))
+    return [fmt(heads), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
+
+
+def summarize(rows):
+    """Headline numbers: the ratio's median and worst, p95/median, the gap
+    between import orders, agreement."""
+    out = {}
+    ratios = [r["ratio"] for r in rows if r.get("ratio") is not None]
+    if ratios:
+        worst = max(rows, key=lambda r: r.get("ratio") or 0)
+        out["median_ratio"] = float(np.median(ratios))
+        out["max_ratio"] = worst["ratio"]
+        out["max_ratio_at"] = f"{worst['label']} {worst['workload']} ({worst['order']})"
+        out["share_at_most_0.9"] = float(np.mean([q <= 0.9 for q in ratios]))
+        out["by_order"] = {o: float(np.median([r["ratio"] for r in rows
+                                               if r["order"] == o and r.get("ratio")]))
+                           for o in dict.fromkeys(r["order"] for r in rows)
+                           if any(r["order"] == o and r.get("ratio") for r in rows)}
+    p = [r["convcore_p95_over_median"] for r in rows]
+    worst_p = max(rows, key=lambda r: r["convcore_p95_over_median"])
+    out["max_p95_over_median"] = worst_p["convcore_p95_over_median"]
+    out["max_p95_over_median_at"] = (f"{worst_p['label']} {worst_p['workload']} "
+                                     f"({worst_p['order']})")
+    out["median_p95_over_median"] = float(np.median(p))
+    # import-order gap: convcore's medians of the same workload
+    by_key = defaultdict(dict)
+    for r in rows:
+        by_key[(r["label"], r["workload"])][r["order"]] = r["convcore_median_ms"]
+    gaps = {k: max(v.values()) / min(v.values()) - 1 for k, v in by_key.items() if len(v) > 1}
+    if gaps:
+        k = max(gaps, key=gaps.get)
+        out["max_order_gap"] = gaps[k]
+        out["max_order_gap_at"] = f"{k[0]} {k[1]}"
+        out["order_gaps"] = {f"{a} {b}": g for (a, b), g in gaps.items()}
+    agree = [r["agree"] for r in rows if "agree" in r]
+    out["all_agree"] = all(agree) if agree else None
+    return out
+
+
+def summary_lines(summary):
+    lines = []
+    if "median_ratio" in summary:
+        lines.append(f"convcore / PyTorch median time, median over all workloads: "
+                     f"{summary['median_ratio']:.2f} (issue 13 target <= 0.7); worst "
+                     f"{summary['max_ratio']:.2f} at {summary['max_ratio_at']} (target <= 0.9 "
+                     f"everywhere; {100 * summary['share_at_most_0.9']:.0f}% of workloads are)")
+        lines.append("median ratio by import order: " + ", ".join(
+            f"{o} {v:.2f}" for o, v in summary["by_order"].items()))
+    lines.append(f"convcore p95 / median: median {summary['median_p95_over_median']:.2f}, worst "
+                 f"{summary['max_p95_over_median']:.2f} at {summary['max_p95_over_median_at']} "
+                 f"(target <= 1.25)")
+    if "max_order_gap" in summary:
+        lines.append(f"import orders, convcore medians differ by at most "
+                     f"{100 * summary['max_order_gap']:.0f}% ({summary['max_order_gap_at']}; "
+                     f"target <= 10%)")
+    if summary["all_agree"] is not None:
+        lines.append("outputs, losses and gradients agree with PyTorch: "
+                     + ("all" if summary["all_agree"] else "NOT ALL (see rel diff / grad rel)"))
+    return lines
+
+
+def ratio_matrix_lines(rows):
+    """Markdown: one line per network and workload, a ratio column per order."""
+    orders = list(dict.fromkeys(r["order"] for r in rows))
+    keys = list(dict.fromkeys((r["label"], r["workload"]) for r in rows))
+    get = {(r["label"], r["workload"], r["order"]): r for r in rows}
+    lines = ["| network | workload | " + " | ".join(f"cc/torch {o}" for o in orders)
+             + " | " + " | ".join(f"cc ms {o}" for o in orders) + " |",
+             "|" + "---|" * (2 + 2 * len(orders))]
+    for label, w in keys:
+        rs = [get.get((label, w, o)) for o in orders]
+        lines.append(f"| {label} | {w} | " + " | ".join(
+            _fmt(r.get("ratio") if r else None, ".2f") for r in rs) + " | " + " | ".join(
+            _fmt(r["convcore_median_ms"] if r else None, "ms") for r in rs) + " |")
+    return lines
+
+
+def to_csv(path, rows):
+    import csv
+    fields = []
+    for r in rows:
+        for k in r:
+            if k != "samples_s" and k not in fields:
+                fields.append(k)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+
+
+def markdown_lines(meta, plan, rows, summary, title, notes=(), profiles=()):
+    lines = [f"# {title}", "",
+             f"- date: {meta['date_utc']}",
+             f"- machine: {meta['cpu']} ({meta['usable_cpus']} usable of {meta['logical_cpus']} "
+             f"logical CPUs; SIMD {', '.join(meta['simd'])}), {meta['platform']}",
+             f"- threads: {plan['threads']} (convcore.set_num_threads and torch.set_num_threads)",
+             f"- versions: convcore {meta['convcore']}, Python {meta['python']}, numpy "
+             f"{meta['numpy']}, scipy {meta['scipy']}, PyTorch {meta['torch'] or 'not installed'}; "
+             f"BLAS {'; '.join(meta['blas'])}; OpenMP {'on' if meta['openmp'] else 'off'}",
+             f"- command: `{meta['command']}`",
+             f"- {plan['dtype']}; import orders: {', '.join(plan['orders'])} (each a fresh "
+             "process); eval = model.eval() under convcore.no_grad() / torch.no_grad(); train = "
+             f"forward, cross entropy, backward, SGD(lr={LR}, momentum={MOMENTUM}) step",
+             f"- per workload: one warm-up call each, then at least {plan['repeats']} rounds and "
+             f"more while {plan['budget']:g} s last (at most {MAX_ROUNDS}), the two libraries in "
+             f"a random order each round; calls under {plan['min_time'] * 1e3:g} ms are timed "
+             "in groups (a sample is the group's mean)",
+             "- PyTorch model: convcore.bench.networks.to_torch (the same module tree and names, "
+             "ReLUs in place after a fresh tensor as in torchvision), loaded with the convcore "
+             "model's state dict; BatchNorm starts from seeded non-trivial statistics",
+             "- agreement: eval, max |output difference| (rel diff: over max |output|); train, "
+             "|loss difference| of the first step (dropout off on both sides for that step) "
+             "and the largest parameter-gradient difference |g - g_torch| / |g_torch| (norms per "
+             "parameter tensor; at least 1e-3 of the largest gradient norm as denominator, "
+             "for gradients that are nil but for rounding)",
+             ]
+    if plan.get("input_size"):
+        lines.append(f"- input size overridden: {plan['input_size']}x{plan['input_size']}")
+    else:
+        small = [f"{NETWORKS[n].label} at {NETWORKS[n].train_size}x{NETWORKS[n].train_size}"
+                 for n in plan["networks"] if NETWORKS[n].train_size]
+        if small and "train" in plan["workloads"]:
+            lines.append("- training steps at a smaller input, so that a step takes a few "
+                         "seconds: " + ", ".join(small) + " (their eval workloads at 224x224)")
+    if plan.get("train_batch"):
+        lines.append(f"- training batch overridden: {plan['train_batch']}")
+    lines += [f"- note: {n}" for n in notes]
+    lines += ["", "## Summary", ""] + [f"- {s}" for s in summary_lines(summary)]
+    if any(r.get("ratio") is not None for r in rows):
+        lines += ["", "## convcore / PyTorch by import order", "",
+                  "Medians; below 1: convcore faster.", ""] + ratio_matrix_lines(rows)
+    lines += ["", "## All measurements", "",
+              "cc = convcore. Times per call (median, 95th percentile of the samples); "
+              "p95/med shows the spikes; rounds = samples per library.", ""]
+    lines += table_lines(rows, markdown=True)
+    for prof in profiles:
+        lines += [""] + profile_lines(prof, plan["threads"], markdown=True)
+    return lines + [""]
+
+
+# ---------------------------------------------------------------- command line
+
+def add_arguments(parser):
+    """Options of the networks suite (`convcore bench --suite networks`)."""
+    g = parser.add_argument_group(
+        "networks suite (--suite networks): whole zoo networks against PyTorch")
+    g.add_argument("--networks", nargs="+", metavar="NET", choices=list(NETWORKS),
+                   help=f"networks to run (default: all; --quick: {', '.join(QUICK_NETWORKS)}); "
+                        f"choose from {', '.join(NETWORKS)}")
+    g.add_argument("--workloads", nargs="+", metavar="W", choices=WORKLOADS,
+                   help=f"workloads to run (default: all of {', '.join(WORKLOADS)})")
+    g.add_argument("--orders", nargs="+", metavar="ORDER", choices=ORDERS + ("in-process",),
+                   help="import orders, each in a fresh process (default: torch-first "
+                        "convcore-first); in-process: measure in this process instead")
+    g.add_argument("--train-batch", type=_positive_int, metavar="N",
+                   help="batch of the training step for every network (default: each "
+                        "network's own, 64 for LeNet-5, 128 for ResNet-20, 16 otherwise)")
+    g.add_argument("--input-size", type=_positive_int, metavar="S",
+                   help="input height = width for every network and workload (default: "
+                        "each network's published size, 32 for LeNet-5 and ResNet-20, 224 "
+                        "otherwise; the ResNet-50 and VGG-11 training steps at 112)")
+    g.add_argument("--profile", metavar="NET", choices=list(NETWORKS),
+                   help="instead of the comparison: convcore's training step of NET by "
+                        "layer type (each type's forward and backward share of the step)")
+    g.add_argument("--profile-steps", type=_positive_int, default=3, metavar="N",
+                   help="steps timed by --profile (default 3, after one warm-up)")
+
+
+def _positive_int(text):
+    from convcore._cli_args import positive_int
+    return positive_int(text)
+
+
+def _plan(args):
+    quick = bool(getattr(args, "quick", False))
+    repeats, budget = QUICK_TIMING if quick else FULL_TIMING
+    # find_spec: whether torch is installed, without importing it here (the
+    # parent process stays free of torch's threads)
+    from importlib.util import find_spec
+    use_torch = not args.no_torch and find_spec("torch") is not None
+    return {
+        "networks": list(args.networks or (QUICK_NETWORKS if quick else NETWORKS)),
+        "workloads": list(args.workloads or WORKLOADS),
+        "orders": list(args.orders or ORDERS) if use_torch else ["in-process"],
+        "threads": args.threads or 2,
+        "repeats": args.repeats or repeats,
+        "budget": args.budget if args.budget is not None else budget,
+        "min_time": args.min_time,
+        "dtype": args.dtype,
+        "train_batch": args.train_batch,
+        "input_size": args.input_size,
+        "use_torch": use_torch,
+        "progress": not args.no_progress,
+        "quick": quick,
+    }
+
+
+def run(args):
+    """`convcore bench --suite networks [...]` and `--profile NET`."""
+    if args.profile:
+        convcore.set_num_threads(args.threads or 2)
+        prof = profile_step(NETWORKS[args.profile], args.profile_steps, args.dtype,
+                            args.train_batch, args.input_size)
+        print("\n".join(profile_lines(prof, args.threads or 2)))
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write("\n".join(profile_lines(prof, args.threads or 2, markdown=True)) + "\n")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(prof, f, indent=1, default=_json_default)
+        return 0
+    plan = _plan(args)
+    rows, torch_version = [], None
+    for order in plan["orders"]:
+        if order == "in-process":
+            result = run_in_process(plan, plan["progress"])
+        else:
+            print(f"networks: {order} (fresh process)", file=sys.stderr, flush=True)
+            result = run_order(plan, order)
+        rows += result["rows"]
+        torch_version = torch_version or result["torch"]
+    if not args.no_torch and torch_version is None:
+        print("networks: PyTorch is not installed; convcore measured alone", file=sys.stderr)
+    summary = summarize(rows)
+    print("\n".join(table_lines(rows)))
+    print()
+    print("\n".join(summary_lines(summary)))
+    from convcore.bench import report
+    meta = report.machine_info([plan["threads"]], torch_version)
+    written = []
+    if args.markdown:
+        title = args.title or "Whole networks: convcore vs PyTorch (CPU)"
+        notes = [args.note] if args.note else []
+        with open(args.markdown, "w") as f:
+            f.write("\n".join(markdown_lines(meta, plan, rows, summary, title, notes)))
+        written.append(args.markdown)
+    if args.csv:
+        to_csv(args.csv, rows)
+        written.append(args.csv)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "plan": plan, "summary": summary, "rows": rows}, f,
+                      indent=1, default=_json_default)
+        written.append(args.json)
+    if written:
+        print("wrote " + ", ".join(written), file=sys.stderr)
+    return 0 if summary["all_agree"] in (None, True) else 1
+
+
+__all__ = ["NETWORKS", "WORKLOADS", "ORDERS", "NetworkSpec", "to_torch", "copy_weights",
+           "measure_network", "run_in_process", "run_order", "profile_step", "summarize",
+           "add_arguments", "run"]
