@@ -533,12 +533,14 @@ def select_algorithm(spec):
       channels; ties at 64 (8 channels at 8x8, 16 at 4x4); loses with fewer
       than 8 channels (1.1-1.8x: its transforms then outweigh the GEMMs)
       and at 64 channels of 1x1 images. The line is drawn at 100. It also
-      needs enough output pixels in the batch, N*OH*OW: its weight
-      transforms cost per call and its tile blocks are then few (one
-      thread). Measured forward+backward at 2 threads, 128-512 channels
-      on 7x7 and 14x14: im2col wins up to 392 pixels (1.4-1.7x), Winograd
-      from 784 at 256-512 channels (1.1-1.6x) and from 1568 at 128 (1.4x;
-      784 tied or lost).
+      needs enough output pixels in the batch, N*OH*OW >= 1024: its
+      weight transforms cost per call and its tile blocks are then few.
+      From 256 channels (weights of 2.4-9.4 MB per transform) it also
+      needs images of at least 28x28 and 3136 pixels in the batch: with
+      im2col's GEMMs split over the threads (blas.gemm_split), im2col
+      took 0.4-0.9x Winograd's forward+backward time at 256-512 channels
+      on 7x7 and 14x14 images up to batch 32, and Winograd won again at
+      512 channels on 28x28 (measured at 2 threads; commit message).
       Dilated, F(2x2, 3x3) (16 multiplies where im2col does 36) wins by
       1.1-2.2x from 400 on that scale, when each dilation phase of the
       output (which the kernel tiles in place) is at least 8 pixels across:
@@ -562,7 +564,11 @@ def select_algorithm(spec):
         score = channels * math.sqrt(spec.OH * spec.OW)
         pixels = spec.N * spec.OH * spec.OW
         if spec.dilation == (1, 1):
-            if score >= 100 and pixels >= (512 if channels >= 256 else 1024):
+            if channels >= 256:
+                big = spec.OH * spec.OW >= 784 and pixels >= 3136
+            else:
+                big = pixels >= 1024
+            if score >= 100 and big:
                 return _REGISTRY["winograd"]
         elif score >= 400 and min(spec.OH // spec.dilation[0], spec.OW // spec.dilation[1]) >= 8:
             return _REGISTRY["winograd"]

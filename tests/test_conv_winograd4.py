@@ -197,7 +197,9 @@ def test_auto_needs_pixels_in_the_batch():
         return select_algorithm(conv_spec((N, C, S, S), (C, C, 3, 3), np.dtype(np.float32),
                                           1, 1, 1, 1)).name
     assert pick(8, 512, 7) == "im2col"          # 392 pixels
-    assert pick(16, 512, 7) == "winograd"       # 784
+    assert pick(32, 512, 7) == "im2col"         # 256+ channels: images too small
+    assert pick(16, 256, 14) == "im2col"
+    assert pick(4, 512, 28) == "winograd"       # 3136 pixels of 28x28 images
     assert pick(16, 128, 7) == "im2col"         # 784 at 128 channels
     assert pick(8, 128, 14) == "winograd"       # 1568
     assert pick(128, 16, 32) == "winograd"      # ResNet-20's first stage

@@ -13,9 +13,9 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                const floating* b, int ldb,
                floating beta, floating* c, int ldc) noexcept nogil
 
-# The same product on convcore's OpenMP threads: C cut into slabs of rows or
-# columns, how many by the shape only, the slabs shared out over
-# num_threads; one whole gemm at one thread.
+# The same product on convcore's OpenMP threads: C cut into a slab of rows
+# or columns per thread (fewer for a small product); one whole gemm at one
+# thread.
 cdef void gemm_split(bint trans_a, bint trans_b, int m, int n, int k,
                      floating alpha, const floating* a, int lda,
                      const floating* b, int ldb,
