@@ -41,19 +41,20 @@ def _version(lib):
 
 
 def _fortran_gemms(lib):
-    """(sgemm address, dgemm address, ilp64) of an OpenBLAS, or None."""
+    """(sgemm, dgemm, ilp64, sgemv, dgemv): the Fortran routines' addresses
+    in an OpenBLAS and its integer width, or None."""
     try:
         prefix, suffix = lib._find_affixes()
         dll = lib.dynlib
         config = getattr(dll, f"{prefix}openblas_get_config{suffix}")
         config.restype = ctypes.c_char_p
         ilp64 = b"USE64BITINT" in (config() or b"")
-        s = getattr(dll, f"{prefix}sgemm_{suffix}")
-        d = getattr(dll, f"{prefix}dgemm_{suffix}")
+        fns = [getattr(dll, f"{prefix}{name}_{suffix}")
+               for name in ("sgemm", "dgemm", "sgemv", "dgemv")]
     except (AttributeError, TypeError, OSError):
         return None
-    addr = lambda f: ctypes.cast(f, ctypes.c_void_p).value  # noqa: E731
-    return addr(s), addr(d), ilp64
+    s, d, sv, dv = (ctypes.cast(f, ctypes.c_void_p).value for f in fns)
+    return s, d, ilp64, sv, dv
 
 
 def _agrees(blas):
@@ -62,8 +63,8 @@ def _agrees(blas):
     rng = np.random.default_rng(12345)
     for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-12)):
         for ta in (False, True):
-            for tb in (False, True):
-                m, n, k = 37, 29, 53
+            for tb, (m, n, k) in ((False, (37, 29, 53)), (True, (37, 29, 53)),
+                                  (False, (1, 29, 53)), (True, (1, 29, 53))):
                 a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
                 b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
                 c = rng.standard_normal((m, n)).astype(dtype)

@@ -149,14 +149,15 @@ class Im2colConv(ConvAlgorithm):
         small = conv_gemm.SMALL_GEMM_COLUMN_BUDGET_ELEMENTS
 
         def ld(columns):  # rows padded to 16-element lines for GEMM pieces
-            return -(-columns // 16) * 16 if gemm_cols else columns
+            return -(-columns // 16) * 16 if gemm_cols > 0 else columns
 
-        if gemm_cols >= 2 * P > 0:  # whole images side by side, and their product
+        if gemm_cols > 0 and gemm_cols >= 2 * P > 0:  # whole images side by side, and their product
             images = min(gemm_cols // P, small // (crs * P))
             if images > 1:
                 return ld(images * P) * (crs + spec.Kg)
         per_row = crs * spec.OW  # else a stripe of output rows
-        budget = small if gemm_cols else conv_gemm.COLUMN_BUDGET_ELEMENTS
+        budget = (conv_gemm.SPLIT_COLUMN_BUDGET_ELEMENTS if gemm_cols == conv_gemm.SPLIT
+                  else small if gemm_cols else conv_gemm.COLUMN_BUDGET_ELEMENTS)
         return crs * ld(spec.OW * min(max(budget // per_row, 1), spec.OH))
 
     def _items(self, spec, backward):
@@ -176,7 +177,10 @@ class Im2colConv(ConvAlgorithm):
             P = spec.OH * spec.OW
             images = conv_gemm.gathered_images(spec.N, P, crs, spec.Kg)
             return images * P * (crs + spec.Kg) * spec.dtype.itemsize
-        gemm_cols = 0 if backward else self._gemm_cols(spec, batch_parallel)
+        if not batch_parallel:  # one item at a time, GEMMs split: big stripes
+            gemm_cols = conv_gemm.SPLIT
+        else:
+            gemm_cols = 0 if backward else self._gemm_cols(spec, batch_parallel)
         elements = self._column(spec, gemm_cols) * (nt if batch_parallel else 1)
         chunks = min(spec.N, conv_gemm.NUM_WEIGHT_GRAD_CHUNKS)
         if backward and self._gathers_weight_grad(spec):

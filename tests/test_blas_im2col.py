@@ -67,6 +67,6 @@ def test_python_scratch_count_matches_the_kernels_column(xs, ws, geom):
     spec = conv_spec(xs, ws, np.dtype(np.float32), geom.get("stride", 1),
                      geom.get("padding", 0), 1, 1)
     nt, parallel = Im2colConv()._plan(Im2colConv()._items(spec, False), spec)
-    kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom,
-                                       Im2colConv._gemm_cols(spec, parallel))
+    gemm_cols = Im2colConv._gemm_cols(spec, parallel) if parallel else conv_gemm.SPLIT
+    kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom, gemm_cols)
     assert Im2colConv().scratch_bytes(spec, False) == kernel * (nt if parallel else 1) * 4

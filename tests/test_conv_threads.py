@@ -145,7 +145,7 @@ def test_gemm_split_slabs():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
-@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (3, 1000, 700), (1000, 3, 700),
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 4097, 700), (1, 5, 3), (3, 1000, 700), (1000, 3, 700),
                                    (257, 130, 999), (64, 4097, 256)])
 def test_gemm_split_matches_reference_at_any_thread_count(m, n, k, trans_a, trans_b,
                                                                   dtype, rng):

@@ -25,6 +25,13 @@ cdef inline bint _is_pointwise(const ConvParams* p) noexcept nogil:
 cdef enum:
     COLUMN_BUDGET = 1 << 18
     SMALL_GEMM_COLUMN_BUDGET = 1 << 16
+    # One item at a time, its GEMMs split over the threads (a batch too
+    # small to split by image): each stripe's GEMM packs the weights again
+    # per thread, so stripes are as large as this allows (a 512-channel
+    # 28x28 layer at batch 1 took 14 stripes of 2 rows under COLUMN_BUDGET).
+    SPLIT_COLUMN_BUDGET = 1 << 22
+    # gemm_cols value of that plan (no pieces; big stripes).
+    SPLIT_GEMM = -1
 
 
 cdef inline Py_ssize_t _column_ld(Py_ssize_t columns, Py_ssize_t gemm_cols) noexcept nogil:
@@ -38,6 +45,8 @@ cdef inline Py_ssize_t _column_ld(Py_ssize_t columns, Py_ssize_t gemm_cols) noex
 
 
 cdef inline Py_ssize_t _budget(Py_ssize_t gemm_cols) noexcept nogil:
+    if gemm_cols == SPLIT_GEMM:
+        return SPLIT_COLUMN_BUDGET
     return SMALL_GEMM_COLUMN_BUDGET if gemm_cols > 0 else COLUMN_BUDGET
 
 

@@ -46,6 +46,8 @@ from convcore._kernels.partials cimport NUM_PARTIALS, sum_partials
 
 NUM_WEIGHT_GRAD_CHUNKS = NUM_PARTIALS
 COLUMN_BUDGET_ELEMENTS = COLUMN_BUDGET
+SPLIT_COLUMN_BUDGET_ELEMENTS = SPLIT_COLUMN_BUDGET
+SPLIT = SPLIT_GEMM
 SMALL_GEMM_COLUMN_BUDGET_ELEMENTS = SMALL_GEMM_COLUMN_BUDGET
 
 
@@ -222,7 +224,7 @@ cdef void _backward_item_t(const floating* grad_y, const floating* x,
         return
     if gxg != NULL:
         memset(gxg, 0, Cg * HW * sizeof(floating))
-    rows = _stripe_rows(p, 0)
+    rows = _stripe_rows(p, SPLIT_GEMM if split else 0)
     oh0 = 0
     while oh0 < p.OH:
         oh1 = min(oh0 + rows, p.OH)
@@ -291,7 +293,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef Py_ssize_t nb = _images_per_gemm(&p, gemm_cols) if batch_parallel else 1
     cdef Py_ssize_t blocks = (p.N + nb - 1) // nb
     cdef Py_ssize_t items = blocks * p.groups, item, n0
-    cdef Py_ssize_t colsize = _column_size_for(&p, gemm_cols if batch_parallel else 0)
+    cdef Py_ssize_t colsize = _column_size_for(&p, gemm_cols if batch_parallel else SPLIT_GEMM)
     cdef Py_ssize_t nbuf = num_threads if batch_parallel else 1
     cdef void* buf = _scratch(nbuf, colsize, sizeof(floating))
     cdef floating* scratch = <floating*> _aligned(buf)  # colsize: whole 64-byte lines
@@ -311,7 +313,8 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
             else:
                 for item in range(items):
                     _forward_item_cols(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
-                                       &p, item, scratch, num_threads > 1, num_threads, 0)
+                                       &p, item, scratch, num_threads > 1, num_threads,
+                                       SPLIT_GEMM)
     finally:
         free(buf)
 
@@ -351,7 +354,7 @@ def backward(const floating[:, :, :, ::1] grad_y,
     cdef Py_ssize_t N = p.N, G = p.groups
     cdef Py_ssize_t nchunks = min(N, NUM_PARTIALS)
     cdef Py_ssize_t wsize = w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
-    cdef Py_ssize_t colsize = _column_size(&p)
+    cdef Py_ssize_t colsize = _column_size_for(&p, 0 if batch_parallel else SPLIT_GEMM)
     cdef Py_ssize_t nbuf = num_threads if batch_parallel else 1
     cdef Py_ssize_t Kg = p.K // G, CRS = wsize // p.K if p.K > 0 else 0
     cdef Py_ssize_t chunk, n, g, ib
@@ -405,7 +408,7 @@ def backward(const floating[:, :, :, ::1] grad_y,
                         for g in range(G):
                             _backward_item_t(&grad_y[0, 0, 0, 0], &x[0, 0, 0, 0],
                                              &w[0, 0, 0, 0], gx, part, &p, n, g,
-                                             scratch, num_threads > 1, num_threads, wt_t)
+                                             scratch, True, num_threads, wt_t)
             if need_w and wt_t:
                 # Sum the chunk partials in chunk order (deterministic),
                 # transposing each group's (CRS, Kg) back to (Kg, CRS) in
