@@ -183,10 +183,12 @@ class Im2colConv(ConvAlgorithm):
             gemm_cols = 0 if backward else self._gemm_cols(spec, batch_parallel)
         elements = self._column(spec, gemm_cols) * (nt if batch_parallel else 1)
         chunks = min(spec.N, conv_gemm.NUM_WEIGHT_GRAD_CHUNKS)
-        if backward and self._gathers_weight_grad(spec):
-            # backward-data's columns, then (freed) the gathered GEMM's
+        if backward and (self._gathers_weight_grad(spec) or self._gathers_forward(spec)):
+            # per-image columns (and partials), then (freed) a gathered GEMM's
             P = spec.OH * spec.OW
             images = conv_gemm.gathered_images(spec.N, P, crs, spec.Kg)
+            if not self._gathers_weight_grad(spec):
+                elements += chunks * spec.K * crs
             elements = max(elements, images * P * (crs + spec.Kg))
         elif backward:  # separate partials, even for one chunk
             elements += chunks * spec.K * crs
@@ -227,11 +229,14 @@ class Im2colConv(ConvAlgorithm):
                  weight_version=None):
         nt, batch_parallel = self._plan(self._items(spec, True), spec)
         gather = need_w and self._gathers_weight_grad(spec)
+        gather_x = need_x and self._gathers_forward(spec)  # its adjoint's layers
         with _threads.blas_single():
-            if need_x or not gather:
-                conv_gemm.backward(grad_y, x, w, grad_x, grad_w, need_x, need_w and not gather,
-                                   spec.geom, nt, batch_parallel)
-            if gather:  # one GEMM at a time, split over the threads
+            if (need_x and not gather_x) or (need_w and not gather):
+                conv_gemm.backward(grad_y, x, w, grad_x, grad_w, need_x and not gather_x,
+                                   need_w and not gather, spec.geom, nt, batch_parallel)
+            if gather_x:  # one GEMM at a time, split over the threads
+                conv_gemm.backward_data_gathered(grad_y, w, grad_x, spec.geom, nt)
+            if gather:
                 conv_gemm.weight_grad_gathered(grad_y, x, grad_w, spec.geom, nt)
 
 

@@ -40,7 +40,7 @@ from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm, gemm_split
 from convcore._kernels.conv_params cimport ConvParams, geometry
-from convcore._kernels.im2col cimport im2col, col2im
+from convcore._kernels.im2col cimport im2col, col2im, col2im_ld
 # Weight-gradient chunks (also the most threads the backward pass can use).
 from convcore._kernels.partials cimport NUM_PARTIALS, sum_partials
 
@@ -548,5 +548,53 @@ def forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
                             bk = bs[g * Kg + k] if bs != NULL else 0
                             for j in range(P):
                                 yk[j] = row[j] + bk
+    finally:
+        free(col)
+
+
+def backward_data_gathered(const floating[:, :, :, ::1] grad_y,
+                           const floating[:, :, :, ::1] w,
+                           floating[:, :, :, ::1] grad_x, tuple geom, int num_threads):
+    """grad_x (N, C, H, W), overwritten, as one GEMM per group over a batch
+    of images (gathered_images of them): DCOL (CRS, m) = W[g]^T (CRS, Kg)
+    @ GY (Kg, m), GY the batch's grad_y rows side by side (m = images *
+    OH*OW), then col2im of each image's columns, in a prange over the
+    images. The adjoint of forward_gathered, for the same layers (small
+    images under big weights, where a GEMM per image is only OH*OW
+    columns wide). Each GEMM split over the threads (gemm_split). OUT: grad_x"""
+    cdef ConvParams p = geometry(grad_x.shape, w.shape, grad_y.shape, geom)
+    cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
+    cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S, HW = p.H * p.W
+    cdef Py_ssize_t images = gathered_images(N, P, CRS, Kg)
+    cdef Py_ssize_t g, b, n0, n1, n, k, m
+    cdef floating* col
+    cdef floating* gyt
+    cdef floating* gx = &grad_x[0, 0, 0, 0]
+    if N == 0:
+        return
+    if P == 0:
+        memset(gx, 0, N * p.C * HW * sizeof(floating))
+        return
+    col = <floating*> _gathered_scratch(images, P, CRS, Kg, sizeof(floating))
+    gyt = col + images * P * CRS
+    try:
+        with nogil:
+            for g in range(G):
+                for b in range((N + images - 1) // images):
+                    n0 = b * images
+                    n1 = min(n0 + images, N)
+                    m = (n1 - n0) * P
+                    for n in prange(n0, n1, schedule='static', num_threads=num_threads):
+                        for k in range(Kg):
+                            memcpy(gyt + k * m + (n - n0) * P,
+                                   &grad_y[0, 0, 0, 0] + (n * p.K + g * Kg + k) * P,
+                                   P * sizeof(floating))
+                    gemm_split(True, False, <int> CRS, <int> m, <int> Kg, <floating> 1,
+                               &w[0, 0, 0, 0] + g * Kg * CRS, <int> CRS, gyt, <int> m,
+                               <floating> 0, col, <int> m, num_threads)
+                    for n in prange(n0, n1, schedule='static', num_threads=num_threads):
+                        memset(gx + (n * p.C + g * Cg) * HW, 0, Cg * HW * sizeof(floating))
+                        col2im_ld(col + (n - n0) * P, m, gx + (n * p.C + g * Cg) * HW,
+                                  &p, 0, Cg)
     finally:
         free(col)

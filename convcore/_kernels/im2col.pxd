@@ -15,3 +15,8 @@ cdef void im2col(const floating* x, floating* col, Py_ssize_t ld,
 # the caller for a plain scatter). Channels [c0, c1) only.
 cdef void col2im(const floating* col, floating* x, const ConvParams* p,
                  Py_ssize_t c0, Py_ssize_t c1) noexcept nogil
+
+# col2im of a column whose rows are ld >= OH*OW elements apart (one image
+# of several side by side).
+cdef void col2im_ld(const floating* col, Py_ssize_t ld, floating* x,
+                    const ConvParams* p, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil

@@ -139,6 +139,11 @@ cdef void im2col(const floating* x, floating* col, Py_ssize_t ld,
 
 cdef void col2im(const floating* col, floating* x, const ConvParams* p,
                  Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    col2im_ld(col, p.OH * p.OW, x, p, c0, c1)
+
+
+cdef void col2im_ld(const floating* col, Py_ssize_t ld, floating* x,
+                    const ConvParams* p, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     cdef Py_ssize_t H = p.H, W = p.W, R = p.R, S = p.S
     cdef Py_ssize_t OH = p.OH, OW = p.OW, P = p.OH * p.OW
     cdef Py_ssize_t sh = p.stride_h, sw = p.stride_w
@@ -151,7 +156,7 @@ cdef void col2im(const floating* col, floating* x, const ConvParams* p,
             valid_range(OH, H, sh, r * p.dil_h - p.pad_h, &oh_lo, &oh_hi)
             for s in range(S):
                 valid_range(OW, W, sw, s * p.dil_w - p.pad_w, &ow_lo, &ow_hi)
-                row = col + ((c * R + r) * S + s) * P
+                row = col + ((c * R + r) * S + s) * ld
                 for oh in range(oh_lo, oh_hi):
                     ih = oh * sh - p.pad_h + r * p.dil_h
                     src = row + oh * OW
