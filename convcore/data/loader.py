@@ -35,12 +35,16 @@ class DataLoader:
         Compose(RandomHorizontalFlip(), RandomShift(2), Normalize.fit(x))
     dtype : convert image batches to this float dtype (default: keep)
     prefetch : number of batches prepared ahead by a background thread (0: none)
+    sampler : which rows an epoch visits, in order, instead of shuffle:
+        an object with __iter__ (row indices), __len__ and optionally
+        set_epoch(e), such as convcore.distributed.DistributedSampler
+        (each rank its own shard)
 
     Yields (images, labels int64) per batch.
     """
 
     def __init__(self, dataset, batch_size=64, shuffle=False, seed=None, drop_last=False,
-                 transform=None, dtype=None, prefetch=0):
+                 transform=None, dtype=None, prefetch=0, sampler=None):
         fn = "DataLoader"
         if isinstance(dataset, ArrayDataset):
             images, labels = dataset.images, dataset.labels
@@ -62,7 +66,15 @@ class DataLoader:
             raise TypeError(f"{fn}: transform must be callable, got {transform!r}")
         if dtype is not None and np.dtype(dtype) not in (np.float32, np.float64):
             raise TypeError(f"{fn}: dtype must be float32 or float64, got {np.dtype(dtype)}")
+        if sampler is not None:
+            if shuffle:
+                raise ValueError(f"{fn}: give either shuffle=True or a sampler (which "
+                                 "shuffles itself), not both")
+            if not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
+                raise TypeError(f"{fn}: sampler must have __iter__ and __len__, got "
+                                f"{type(sampler).__name__}")
         self.images, self.labels = images, labels
+        self.sampler = sampler
         self.batch_size = check_int(batch_size, "batch_size", 1, fn)
         self.prefetch = check_int(prefetch, "prefetch", 0, fn)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
@@ -72,13 +84,16 @@ class DataLoader:
         self.epoch = 0
 
     def __len__(self):
-        n, b = len(self.labels), self.batch_size
+        n, b = self._rows(), self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
     @property
     def num_samples(self):
         """Samples yielded per epoch (after drop_last)."""
-        return len(self) * self.batch_size if self.drop_last else len(self.labels)
+        return len(self) * self.batch_size if self.drop_last else self._rows()
+
+    def _rows(self):
+        return len(self.labels) if self.sampler is None else len(self.sampler)
 
     def set_epoch(self, epoch):
         """The epoch the next iteration runs as (for resuming a run)."""
@@ -88,7 +103,15 @@ class DataLoader:
         return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))
 
     def order(self, epoch):
-        """Row order of an epoch: a seeded permutation, or 0..N-1."""
+        """Row order of an epoch: the sampler's, a seeded permutation, or 0..N-1."""
+        if self.sampler is not None:
+            if hasattr(self.sampler, "set_epoch"):
+                self.sampler.set_epoch(epoch)
+            order = np.fromiter(iter(self.sampler), dtype=np.int64, count=len(self.sampler))
+            if order.size and (order.min() < 0 or order.max() >= len(self.labels)):
+                raise IndexError(f"DataLoader: the sampler gave row {order.max()} or "
+                                 f"{order.min()}, outside 0..{len(self.labels) - 1}")
+            return order
         n = len(self.labels)
         return self._rng(epoch, _SHUFFLE).permutation(n) if self.shuffle else np.arange(n)
 
@@ -117,7 +140,8 @@ class DataLoader:
     def __repr__(self):
         return (f"DataLoader(n={len(self.labels)}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}, "
-                f"transform={self.transform!r}, prefetch={self.prefetch})")
+                + ("" if self.sampler is None else f"sampler={self.sampler!r}, ")
+                + f"transform={self.transform!r}, prefetch={self.prefetch})")
 
 
 _DONE = object()

@@ -20,11 +20,12 @@ from convcore.nn.normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, Laye
                                        LocalResponseNorm)
 from convcore.nn.parameter import Parameter
 from convcore.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from convcore.nn.sync_batchnorm import SyncBatchNorm
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Residual", "Concat",
     "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-    "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm", "GroupNorm", "LayerNorm",
+    "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm", "LocalResponseNorm", "GroupNorm", "LayerNorm",
     "ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Dropout", "Flatten", "Identity",
     "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss", "set_fusion", "fusion_enabled",
 ]

@@ -24,7 +24,7 @@ class Parameter:
         call `p.bump()` after one.
     """
 
-    __slots__ = ("_data", "grad", "requires_grad", "_version")
+    __slots__ = ("_data", "grad", "requires_grad", "_version", "_grad_hooks")
 
     def __init__(self, data, requires_grad=True):
         data = np.asarray(data)
@@ -32,6 +32,7 @@ class Parameter:
             raise TypeError(f"Parameter: data must be float32 or float64, got "
                             f"dtype {data.dtype} (shape {data.shape})")
         self._version = 0
+        self._grad_hooks = None
         self.data = np.ascontiguousarray(data)
         self.grad = None
         self.requires_grad = bool(requires_grad)
@@ -79,6 +80,22 @@ class Parameter:
             self.grad = np.array(g, dtype=self.data.dtype, copy=True)
         else:
             self.grad += g
+        if self._grad_hooks:
+            for hook in tuple(self._grad_hooks):
+                hook(self)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call hook(param) after each gradient is added into .grad (as
+        torch's Tensor.register_post_accumulate_grad_hook); data-parallel
+        training starts averaging a layer's gradients from here while the
+        backward pass goes on. Returns a handle whose remove() unregisters."""
+        if not callable(hook):
+            raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, "
+                            f"got {type(hook).__name__}")
+        if self._grad_hooks is None:
+            self._grad_hooks = []
+        self._grad_hooks.append(hook)
+        return _HookHandle(self._grad_hooks, hook)
 
     def zero_grad(self, set_to_none=True):
         """Forget the accumulated gradient (None, as torch's default), or
@@ -91,3 +108,14 @@ class Parameter:
     def __repr__(self):
         frozen = "" if self.requires_grad else ", requires_grad=False"
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype}{frozen})"
+
+
+class _HookHandle:
+    __slots__ = ("_hooks", "_hook")
+
+    def __init__(self, hooks, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
