@@ -35,6 +35,21 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+def mpi_info():
+    """MPI as convcore.distributed sees it: the library and the world size
+    (joining the job when started by mpiexec, without initialising MPI
+    otherwise), or the install command when mpi4py is missing."""
+    from convcore import _mpi
+    library = _mpi.probe_library()
+    if library is None:
+        return {"available": False, "library": None, "world_size": _mpi.launched_size(),
+                "rank": 0, "hint": _mpi.INSTALL_HINT}
+    if _mpi.launched_size() > 1:
+        _mpi.init()
+    return {"available": True, "library": library, "world_size": _mpi.world_size(),
+            "rank": _mpi.rank(), "hint": None}
+
+
 def info_dict():
     import convcore
     from convcore import _omp_runtime, _threads
@@ -61,6 +76,7 @@ def info_dict():
         "cpu": cpu_name(),
         "simd": cpu_features(),
         "algorithms": list(convcore.conv_algorithms()),
+        "mpi": mpi_info(),
     }
 
 
@@ -70,6 +86,8 @@ def add_arguments(parser):
 
 def run(args):
     info = info_dict()
+    if info["mpi"]["rank"] != 0:  # under mpiexec: one report, from rank 0
+        return 0
     if args.json:
         import json
         print(json.dumps(info, indent=2))
@@ -95,4 +113,10 @@ def run(args):
               f"{b['num_threads']} threads, {b['filepath']}")
     print(f"CPU           {info['cpu']}; SIMD: {' '.join(info['simd']) or 'unknown'}")
     print(f"algorithms    {', '.join(info['algorithms'])}")
+    mpi = info["mpi"]
+    if mpi["available"]:
+        print(f"MPI           {mpi['library']}; world size {mpi['world_size']} "
+              f"(convcore.distributed, `mpiexec -n N convcore train --distributed`)")
+    else:
+        print(f"MPI           not installed (world size 1): {mpi['hint']}")
     return 0

@@ -21,6 +21,7 @@ leaving the others waiting in a collective. A rank that dies outright (a
 signal, the OOM killer) is noticed by the launcher (mpiexec), which ends
 the others and names the rank.
 """
+import atexit
 import os
 import sys
 
@@ -59,9 +60,33 @@ def launched_size():
     return 1
 
 
+def _load_mpi4py():
+    """mpi4py.MPI without initialising MPI (convcore calls MPI_Init itself
+    in init(), so that `convcore info` can name the library in a process
+    that never joins a job)."""
+    import mpi4py
+    if "mpi4py.MPI" not in sys.modules:
+        mpi4py.rc.initialize = False
+        mpi4py.rc.finalize = False
+    from mpi4py import MPI
+    return MPI
+
+
+def probe_library():
+    """The MPI library's version line without initialising MPI, or None
+    when mpi4py or its library is missing."""
+    if _state.MPI is not None:
+        return mpi_library()
+    try:
+        MPI = _load_mpi4py()
+    except (ImportError, RuntimeError):
+        return None
+    return " ".join(MPI.Get_library_version().strip().splitlines()[0].split())
+
+
 def _import_mpi():
     try:
-        from mpi4py import MPI
+        MPI = _load_mpi4py()
     except ImportError as exc:
         raise RuntimeError(
             f"convcore.distributed: MPI is not available ({exc}). Install it with: "
@@ -91,6 +116,9 @@ def init(*, require_mpi=False):
             raise
         _state.initialized = True
         return 1
+    if not MPI.Is_initialized():
+        MPI.Init_thread()
+        atexit.register(_finalize)
     comm = MPI.COMM_WORLD
     _state.MPI, _state.comm = MPI, comm
     _state.rank, _state.size = comm.Get_rank(), comm.Get_size()
@@ -101,6 +129,12 @@ def init(*, require_mpi=False):
     if _state.size > 1:
         _install_abort_on_error()
     return _state.size
+
+
+def _finalize():
+    MPI = _state.MPI
+    if MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized():
+        MPI.Finalize()
 
 
 def is_initialized():
@@ -135,7 +169,7 @@ def mpi_library():
     """The MPI library's version line, or None without MPI (for `convcore info`)."""
     if _state.MPI is None:
         return None
-    return _state.MPI.Get_library_version().strip().splitlines()[0].strip()
+    return " ".join(_state.MPI.Get_library_version().strip().splitlines()[0].split())
 
 
 def barrier():

@@ -103,6 +103,12 @@ def add_arguments(parser):
                              "multiply-adds) before training")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar; print one line per epoch instead")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel training on the ranks of an MPI job: run as "
+                             "`mpiexec -n N convcore train --distributed` (alone: world "
+                             "size 1). --batch-size is per rank; threads per rank default "
+                             "to the cores divided by the ranks on the machine; needs "
+                             "pip install \"convcore[mpi]\" for N > 1")
 
 
 def _fail(message, code=1):
@@ -149,9 +155,33 @@ def run(args):
     import convcore
     previous = convcore.get_num_threads()
     try:
+        if args.distributed:
+            return _train_distributed(args)
         return _train(args)
     finally:  # a caller running several commands in-process keeps its setting
         convcore.set_num_threads(previous)
+
+
+def _train_distributed(args):
+    """_train on every rank of the job: rank 0 reports; a failure on any
+    rank ends the job (MPI_Abort) rather than leaving the others waiting."""
+    from convcore import _mpi
+    try:
+        _mpi.init()
+    except RuntimeError as e:  # started by mpiexec without mpi4py
+        return _fail(str(e))
+    if not args.threads and _mpi.local_size() > 1:
+        cores = os.cpu_count() or 1
+        args.threads = max(1, cores // _mpi.local_size())
+    if _mpi.rank() != 0:
+        sys.stdout = open(os.devnull, "w")  # one report, from rank 0
+    code = _train(args)
+    if code and _mpi.active():
+        sys.stderr.write(f"convcore train: rank {_mpi.rank()} of {_mpi.world_size()} "
+                         f"failed (exit {code}); aborting the job\n")
+        sys.stderr.flush()
+        _mpi.abort(code)
+    return code
 
 
 def _train(args):
@@ -224,20 +254,25 @@ def _train(args):
     loss = nn.CrossEntropyLoss()
     n_params = sum(p.size for p in model.parameters())
     threads = convcore.get_num_threads()
+    from convcore import _mpi
+    ranks = _mpi.world_size() if args.distributed else 1
     variant = "".join(f", {v}" for v in model_kwargs.values())
     print(f"convcore train: {model_name}{variant} ({n_params:,} parameters) on {args.dataset} "
           f"({len(train_set):,} train"
           + ("" if val_set is None else f" / {len(val_set):,} validation")
           + f" / {len(test_set):,} test, {c}x{h}x{w}), "
           f"{epochs} epoch{'s' if epochs != 1 else ''}, batch {batch_size}, "
-          f"{opt_name} lr {lr:g}, {threads} thread{'s' if threads != 1 else ''}", flush=True)
+          f"{opt_name} lr {lr:g}, "
+          + (f"{ranks} ranks x " if ranks > 1 else "")
+          + f"{threads} thread{'s' if threads != 1 else ''}"
+          + (f" each (global batch {ranks * batch_size})" if ranks > 1 else ""), flush=True)
     if args.summary:
         print(model.summary((c, h, w)), flush=True)
     try:
         history = fit(model, loss, optimizer, train_loader, val_loader, epochs=epochs,
                       scheduler=scheduler, callbacks=callbacks, checkpoint=args.checkpoint,
                       resume=args.resume, progress=not args.no_progress,
-                      verbose=args.no_progress)
+                      verbose=args.no_progress, distributed=bool(args.distributed))
     except BrokenPipeError:
         raise  # the output's reader left: convcore.cli ends quietly
     except (OSError, ValueError, FloatingPointError) as e:  # e.g. a foreign checkpoint
@@ -260,10 +295,10 @@ def _train(args):
     if train_secs > 0:
         print(f"throughput    train {seen / train_secs:,.0f} images/s, "
               f"test {result.images_per_s:,.0f} images/s")
-    if args.save:
+    if args.save and _mpi.rank() == 0:
         convcore.save(model, args.save)
         print(f"saved weights to {args.save}")
-    if args.plot:
+    if args.plot and _mpi.rank() == 0:
         for path in _plots(args.plot, history, result, model):
             print(f"wrote {path}")
     print(f"time          {time.perf_counter() - started:.1f} s")

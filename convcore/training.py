@@ -13,6 +13,11 @@
          lr, seconds, images_per_s)
 
 Progress is a tqdm bar per epoch showing loss, accuracy and images/s.
+
+On several ranks (started by mpiexec; see convcore.distributed) fit trains
+data-parallel by itself: the model wrapped in DistributedDataParallel, each
+rank a shard of the training data, metrics summed over the ranks, files
+and output from rank 0 (convcore/distributed/training.py says how).
 Everything is deterministic given the loaders' seeds and the model's
 initial weights, so an interrupted run resumed from its checkpoint ends
 with the same weights as an uninterrupted one.
@@ -24,9 +29,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from convcore import _mpi
 from convcore._grad_mode import no_grad
 from convcore.checkpoint import load_checkpoint, save_checkpoint
 from convcore.data import ArrayDataset, DataLoader, multi_crop, stratified_kfold
+from convcore.distributed import training as dist_training
 from convcore.finetune import find_head, freeze, replace_head, trainable_parameters, unfreeze
 from convcore.functional._validation import check_int
 from convcore.metrics import ClassificationMetrics, confusion_matrix
@@ -197,7 +204,8 @@ class EarlyStopping(Callback):
 class ModelCheckpoint(Callback):
     """Save the model's state_dict (convcore.save) after each epoch to
     `path` (str.format'ed with epoch=, e.g. "ckpt-{epoch:02d}.npz"), or
-    only when `monitor` improves with save_best_only."""
+    only when `monitor` improves with save_best_only. On several ranks
+    only rank 0 writes (the weights are the same on every rank)."""
 
     def __init__(self, path, monitor="val_loss", mode="auto", save_best_only=False):
         self.path, self.monitor = path, monitor
@@ -216,7 +224,8 @@ class ModelCheckpoint(Callback):
                 return
             self.best = value
         path = str(self.path).format(epoch=state.epoch + 1)
-        save(state.model, path)
+        if _mpi.rank() == 0:
+            save(state.model, path)
         self.saved.append(path)
 
 
@@ -331,7 +340,8 @@ def train_epoch(model, loss, optimizer, loader, *, clip_grad_norm=None, bar=None
     """One pass over `loader` in train mode -> (mean loss, accuracy (None
     unless targets are class indices for (N, C) outputs), samples, seconds).
     Raises FloatingPointError naming the batch if the loss stops being
-    finite (a learning rate too high, usually)."""
+    finite (a learning rate too high, usually). On several ranks the loss,
+    accuracy and samples are the whole job's."""
     model.train()
     dt = _model_dtype(model)
     params = model.parameters()
@@ -368,6 +378,8 @@ def train_epoch(model, loss, optimizer, loader, *, clip_grad_norm=None, bar=None
                             img_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
         if on_batch_end is not None:
             on_batch_end(b, {"loss": value, "batch_size": n})
+    if _mpi.active():
+        total_loss, correct, seen = dist_training.reduce_epoch(total_loss, correct, seen)
     if seen == 0:
         raise ValueError("fit: the training data yielded no batches")
     accuracy = correct / seen if classifying else None
@@ -376,7 +388,7 @@ def train_epoch(model, loss, optimizer, loader, *, clip_grad_norm=None, bar=None
 
 def fit(model, loss, optimizer, train, val=None, epochs=10, scheduler=None, callbacks=(), *,
         checkpoint=None, resume=None, clip_grad_norm=None, progress=True, verbose=False,
-        batch_size=64):
+        batch_size=64, distributed=None):
     """Train `model` for `epochs` epochs (the total, counting resumed ones).
 
     loss : a convcore.nn loss module (CrossEntropyLoss, ...)
@@ -392,6 +404,10 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, scheduler=None, call
         done are skipped); a missing file is an error
     clip_grad_norm : max global gradient norm, or None
     progress : show a tqdm bar per epoch; verbose: print one line per epoch
+    distributed : None (default): data-parallel when started on several
+        ranks by mpiexec (or after convcore.distributed.init()); False:
+        this process alone; True: join MPI (world size 1 without it).
+        Checkpoints from any world size resume on any other.
 
     Returns the History (also in state.history for callbacks).
     """
@@ -400,6 +416,29 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, scheduler=None, call
     train = _as_loader(train, batch_size, fn, "train")
     if val is not None:
         val = _as_loader(val, 256, fn, "val")
+    if dist_training.world_for_fit(distributed) == 1:
+        return _fit(model, model, loss, optimizer, train, val, epochs, scheduler, callbacks,
+                    checkpoint, resume, clip_grad_norm, progress, verbose, False)
+    train = dist_training.shard_loader(train, fn)
+    if val is not None and not isinstance(val, DataLoader):
+        raise TypeError(f"{fn}: on several ranks the validation data must be a DataLoader "
+                        f"or arrays, got {type(val).__name__}")
+    stepped, made = dist_training.wrap_model(model)
+    try:
+        return _fit(model, stepped, loss, optimizer, train, val, epochs, scheduler, callbacks,
+                    checkpoint, resume, clip_grad_norm, progress and _mpi.rank() == 0,
+                    verbose and _mpi.rank() == 0, True)
+    except BaseException as exc:
+        dist_training.abort_on_failure(exc)
+    finally:
+        if made:
+            stepped.close()
+
+
+def _fit(model, stepped, loss, optimizer, train, val, epochs, scheduler, callbacks,
+         checkpoint, resume, clip_grad_norm, progress, verbose, distributed):
+    """fit() once the data and the model to step (DDP-wrapped on several
+    ranks) are settled."""
     callbacks = list(callbacks or ())
     state = TrainState(model, optimizer, scheduler, History(), 0, epochs)
     start = 0
@@ -421,11 +460,14 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, scheduler=None, call
         bar = _progress(train, epoch, epochs, progress)
         try:
             tl, ta, seen, secs = train_epoch(
-                model, loss, optimizer, train, clip_grad_norm=clip_grad_norm, bar=bar,
+                stepped, loss, optimizer, train, clip_grad_norm=clip_grad_norm, bar=bar,
                 on_batch_end=(lambda b, logs: [cb.on_batch_end(state, b, logs)
                                                for cb in callbacks]) if callbacks else None)
             row = {"epoch": epoch + 1, "train_loss": tl, "train_acc": ta}
-            if val is not None:
+            if val is not None and distributed:
+                vl, va = dist_training.evaluate_sharded(model, val, loss, evaluate)
+                row.update(val_loss=vl, val_acc=va)
+            elif val is not None:
                 res = evaluate(model, val, loss)
                 row.update(val_loss=res.loss, val_acc=res.accuracy)
             row.update(lr=lr, seconds=secs, images_per_s=seen / max(secs, 1e-9))
@@ -445,11 +487,14 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, scheduler=None, call
         _scheduler_step(scheduler, row)
         for cb in callbacks:
             cb.on_epoch_end(state, row)
-        if checkpoint is not None:
+        if checkpoint is not None and _mpi.rank() == 0:
             save_checkpoint(checkpoint, model, optimizer, scheduler, epoch=epoch + 1,
                             history=state.history,
                             extra={"callbacks": {str(i): cb.state_dict()
                                                  for i, cb in enumerate(callbacks)}})
+        if distributed:
+            _mpi.barrier()  # the checkpoint is complete before any rank goes on
+            state.stop = dist_training.agree(state.stop)
         if state.stop:
             break
     for cb in callbacks:

@@ -86,7 +86,8 @@ class DistributedDataParallel(Module):
 
     parameters(), state_dict(), load_state_dict(), train(), eval() are the
     wrapped model's, with its key names (no "module." prefix); the model
-    is `ddp.module`. Works with world size 1 (then it only wraps).
+    is `ddp.module`. Started by mpiexec it joins the job itself
+    (convcore.distributed.init); with world size 1 it only wraps.
     """
 
     def __init__(self, model, bucket_bytes=DEFAULT_BUCKET_BYTES, broadcast_buffers=True):
@@ -97,8 +98,8 @@ class DistributedDataParallel(Module):
             raise TypeError(f"{fn}: the model is already wrapped")
         if not isinstance(bucket_bytes, (int, np.integer)) or bucket_bytes < 1:
             raise ValueError(f"{fn}: bucket_bytes must be a positive int, got {bucket_bytes!r}")
-        if not _mpi.is_initialized():
-            _mpi.init()
+        if not _mpi.is_initialized() and _mpi.launched_size() > 1:
+            _mpi.init()   # started by mpiexec: join the job
         d = self.__dict__
         d["module"] = model   # first: Module.__init__ sets .training, a property here
         super().__init__()
@@ -162,6 +163,15 @@ class DistributedDataParallel(Module):
         if current:
             buckets.append(_Bucket(current, dtype))
         return buckets
+
+    def close(self):
+        """Stop watching the model's gradients (the model stays as it is);
+        fit() calls it on the wrapper it made."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        self.__dict__["_buckets"] = []
+        self.__dict__["_bucket_of"] = {}
 
     # -- the wrapped model's face -----------------------------------------------
     @property
