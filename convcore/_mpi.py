@@ -23,6 +23,7 @@ the others and names the rank.
 """
 import atexit
 import os
+import platform
 import sys
 
 import numpy as np
@@ -43,6 +44,7 @@ class _State:
     size = 1
     local_rank = 0
     local_size = 1
+    processes = ()       # (host, pid) of every rank, in rank order
     initialized = False
     previous_excepthook = None
 
@@ -125,6 +127,7 @@ def init(*, require_mpi=False):
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=_state.rank)
     _state.local_rank, _state.local_size = node.Get_rank(), node.Get_size()
     node.Free()
+    _state.processes = tuple(comm.allgather((platform.node(), os.getpid())))
     _state.initialized = True
     if _state.size > 1:
         _install_abort_on_error()
@@ -170,6 +173,13 @@ def mpi_library():
     if _state.MPI is None:
         return None
     return " ".join(_state.MPI.Get_library_version().strip().splitlines()[0].split())
+
+
+def describe_processes():
+    """'rank 0: pid 123 on host-a, rank 1: ...': to match a launcher's
+    'BAD TERMINATION ... PID n RUNNING AT host' to the rank that died."""
+    return ", ".join(f"rank {r}: pid {pid} on {host}"
+                     for r, (host, pid) in enumerate(_state.processes))
 
 
 def barrier():

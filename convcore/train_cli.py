@@ -175,6 +175,8 @@ def _train_distributed(args):
         args.threads = max(1, cores // _mpi.local_size())
     if _mpi.rank() != 0:
         sys.stdout = open(os.devnull, "w")  # one report, from rank 0
+    elif _mpi.active():  # if a rank dies, the launcher names its pid and host
+        print(f"convcore train: {_mpi.describe_processes()}", file=sys.stderr, flush=True)
     code = _train(args)
     if code and _mpi.active():
         sys.stderr.write(f"convcore train: rank {_mpi.rank()} of {_mpi.world_size()} "

@@ -33,6 +33,21 @@ class SyncBatchNorm(_BatchNorm):
 
     def forward(self, x):
         self._check_input(x)
+        shape = x.shape
+        if x.ndim == 5:  # (N, C, D, H, W): the kernels take up to 4-D
+            x = x.reshape(shape[0], shape[1], -1)
+        y = self._forward(x)
+        if self._cache is not None:
+            self.__dict__["_cache"] = (shape,) + self._cache
+        return y.reshape(shape)
+
+    def backward(self, grad_y):
+        shape, *saved = self._saved()
+        self.__dict__["_cache"] = tuple(saved)
+        grad_x = self._backward(grad_y.reshape(saved[1].shape))
+        return grad_x.reshape(shape)
+
+    def _forward(self, x):
         if not (self.training and _mpi.active()):
             y = super().forward(x)
             self.__dict__["_cache"] = None if self._cache is None else ("local",) + self._cache
@@ -65,7 +80,7 @@ class SyncBatchNorm(_BatchNorm):
         self._save_for_backward("global", x, mean_d, invstd, count)
         return y
 
-    def backward(self, grad_y):
+    def _backward(self, grad_y):
         saved = self._saved()
         if saved[0] == "local":
             self.__dict__["_cache"] = saved[1:]
