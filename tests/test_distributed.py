@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -17,6 +18,8 @@ from convcore.data import DataLoader
 from convcore.distributed import DistributedDataParallel, DistributedSampler
 from convcore.nn import SyncBatchNorm
 
+from subprocess_helpers import convcore_env
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIOS = os.path.join(HERE, "mpi", "scenarios.py")
 MPIEXEC = shutil.which("mpiexec")
@@ -26,10 +29,13 @@ needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason='needs mpiexec and mpi4py: '
 
 
 def mpirun(n, *args, timeout=240):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.path.dirname(HERE))
+    """`mpiexec -n N python args...` importing the convcore under test, from
+    a neutral directory (subprocess_helpers says why); one thread per rank."""
     t0 = time.perf_counter()
-    proc = subprocess.run([MPIEXEC, "-n", str(n), sys.executable, *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([MPIEXEC, "-n", str(n), sys.executable, *args],
+                              env=convcore_env(OMP_NUM_THREADS="1"), cwd=tmp,
+                              capture_output=True, text=True, timeout=timeout)
     return proc, time.perf_counter() - t0
 
 
