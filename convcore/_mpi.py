@@ -101,7 +101,9 @@ def _import_mpi():
 
 
 def init(*, require_mpi=False):
-    """Join the job: rank, world size and local rank from MPI.
+    """Join the job: rank, world size and local rank from MPI. Unless
+    set_num_threads or OMP_NUM_THREADS chose them, convcore's threads on
+    each rank become the machine's cores divided by its ranks there.
 
     Started by mpiexec/srun, this needs mpi4py (a clear error names the
     install command when it is missing). Started alone, it uses MPI when
@@ -129,6 +131,8 @@ def init(*, require_mpi=False):
     node.Free()
     _state.processes = tuple(comm.allgather((platform.node(), os.getpid())))
     _state.initialized = True
+    from convcore import _threads
+    _threads.share_cores(_state.local_size)
     if _state.size > 1:
         _install_abort_on_error()
     return _state.size

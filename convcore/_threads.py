@@ -60,6 +60,17 @@ def set_num_threads(n):
     return previous
 
 
+def share_cores(processes):
+    """When `processes` ranks of an MPI job share this machine and nothing
+    chose convcore's threads yet (set_num_threads, OMP_NUM_THREADS), give
+    this one its share of the cores, so ranks x threads <= cores."""
+    global _num_threads
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if _num_threads is None and not env and processes > 1:
+        _num_threads = max(1, _default_threads() // processes)
+    return get_num_threads()
+
+
 # Below this much work (multiply-adds or elements touched) per thread, a
 # parallel region costs more than it saves: the fork/join is microseconds
 # on an idle machine, and on a loaded one a spinning barrier can stall for a

@@ -170,9 +170,8 @@ def _train_distributed(args):
         _mpi.init()
     except RuntimeError as e:  # started by mpiexec without mpi4py
         return _fail(str(e))
-    if not args.threads and _mpi.local_size() > 1:
-        cores = os.cpu_count() or 1
-        args.threads = max(1, cores // _mpi.local_size())
+    if not args.threads and _mpi.local_size() > 1:  # ranks x threads <= cores
+        args.threads = max(1, (os.cpu_count() or 1) // _mpi.local_size())
     if _mpi.rank() != 0:
         sys.stdout = open(os.devnull, "w")  # one report, from rank 0
     elif _mpi.active():  # if a rank dies, the launcher names its pid and host
