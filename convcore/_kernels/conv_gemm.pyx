@@ -460,6 +460,18 @@ cdef void _gathered_columns(const floating* x, floating* col, const ConvParams* 
         im2col(x + (n * p.C + g * Cg) * p.H * p.W, col + (n - n0) * P, m, p, 0, Cg)
 
 
+cdef void _gathered_rows(const floating* grad_y, floating* rows, const ConvParams* p,
+                         Py_ssize_t g, Py_ssize_t n0, Py_ssize_t n1,
+                         int num_threads) noexcept nogil:
+    """grad_y's rows of images [n0, n1), group g, side by side in rows
+    (Kg, (n1 - n0) * OH*OW), one image per prange step."""
+    cdef Py_ssize_t Kg = p.K // p.groups, P = p.OH * p.OW, m = (n1 - n0) * P, n, k
+    for n in prange(n0, n1, schedule='static', num_threads=num_threads):
+        for k in range(Kg):
+            memcpy(rows + k * m + (n - n0) * P, grad_y + (n * p.K + g * Kg + k) * P,
+                   P * sizeof(floating))
+
+
 def weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
                          const floating[:, :, :, ::1] x,
                          floating[:, :, :, ::1] grad_w, tuple geom, int num_threads):
@@ -477,7 +489,7 @@ def weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
     cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
     cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S
     cdef Py_ssize_t images = gathered_images(N, P, CRS, Kg)
-    cdef Py_ssize_t g, b, n0, n1, n, k, m
+    cdef Py_ssize_t g, b, n0, n1, m
     cdef floating* col
     cdef floating* gyt
     cdef floating* gw = &grad_w[0, 0, 0, 0]
@@ -494,11 +506,7 @@ def weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
                     n1 = min(n0 + images, N)
                     m = (n1 - n0) * P
                     _gathered_columns(&x[0, 0, 0, 0], col, &p, g, n0, n1, num_threads)
-                    for n in prange(n0, n1, schedule='static', num_threads=num_threads):
-                        for k in range(Kg):
-                            memcpy(gyt + k * m + (n - n0) * P,
-                                   &grad_y[0, 0, 0, 0] + (n * p.K + g * Kg + k) * P,
-                                   P * sizeof(floating))
+                    _gathered_rows(&grad_y[0, 0, 0, 0], gyt, &p, g, n0, n1, num_threads)
                     gemm_split(False, True, <int> Kg, <int> CRS, <int> m, <floating> 1,
                                gyt, <int> m, col, <int> m, <floating> (0 if b == 0 else 1),
                                gw + g * Kg * CRS, <int> CRS, num_threads)
@@ -566,7 +574,7 @@ def backward_data_gathered(const floating[:, :, :, ::1] grad_y,
     cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
     cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S, HW = p.H * p.W
     cdef Py_ssize_t images = gathered_images(N, P, CRS, Kg)
-    cdef Py_ssize_t g, b, n0, n1, n, k, m
+    cdef Py_ssize_t g, b, n0, n1, n, m
     cdef floating* col
     cdef floating* gyt
     cdef floating* gx = &grad_x[0, 0, 0, 0]
@@ -584,11 +592,7 @@ def backward_data_gathered(const floating[:, :, :, ::1] grad_y,
                     n0 = b * images
                     n1 = min(n0 + images, N)
                     m = (n1 - n0) * P
-                    for n in prange(n0, n1, schedule='static', num_threads=num_threads):
-                        for k in range(Kg):
-                            memcpy(gyt + k * m + (n - n0) * P,
-                                   &grad_y[0, 0, 0, 0] + (n * p.K + g * Kg + k) * P,
-                                   P * sizeof(floating))
+                    _gathered_rows(&grad_y[0, 0, 0, 0], gyt, &p, g, n0, n1, num_threads)
                     gemm_split(True, False, <int> CRS, <int> m, <int> Kg, <floating> 1,
                                &w[0, 0, 0, 0] + g * Kg * CRS, <int> CRS, gyt, <int> m,
                                <floating> 0, col, <int> m, num_threads)
