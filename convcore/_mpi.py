@@ -25,6 +25,7 @@ import atexit
 import os
 import platform
 import sys
+import traceback
 
 import numpy as np
 
@@ -46,7 +47,6 @@ class _State:
     local_size = 1
     processes = ()       # (host, pid) of every rank, in rank order
     initialized = False
-    previous_excepthook = None
 
 
 _state = _State()
@@ -78,11 +78,14 @@ def probe_library():
     """The MPI library's version line without initialising MPI, or None
     when mpi4py or its library is missing."""
     if _state.MPI is not None:
-        return mpi_library()
+        return _version_line(_state.MPI)
     try:
-        MPI = _load_mpi4py()
+        return _version_line(_load_mpi4py())
     except (ImportError, RuntimeError):
         return None
+
+
+def _version_line(MPI):
     return " ".join(MPI.Get_library_version().strip().splitlines()[0].split())
 
 
@@ -100,15 +103,15 @@ def _import_mpi():
     return MPI
 
 
-def init(*, require_mpi=False):
+def init():
     """Join the job: rank, world size and local rank from MPI. Unless
     set_num_threads or OMP_NUM_THREADS chose them, convcore's threads on
     each rank become the machine's cores divided by its ranks there.
 
     Started by mpiexec/srun, this needs mpi4py (a clear error names the
     install command when it is missing). Started alone, it uses MPI when
-    mpi4py is installed and otherwise sets rank 0 of 1 without it, unless
-    `require_mpi`. Calling it again is harmless. Returns the world size.
+    mpi4py is installed and otherwise sets rank 0 of 1 without it.
+    Calling it again is harmless. Returns the world size.
     """
     if _state.initialized:
         return _state.size
@@ -116,7 +119,7 @@ def init(*, require_mpi=False):
     try:
         MPI = _import_mpi()
     except RuntimeError:
-        if launched > 1 or require_mpi:
+        if launched > 1:
             raise
         _state.initialized = True
         return 1
@@ -174,9 +177,7 @@ def active():
 
 def mpi_library():
     """The MPI library's version line, or None without MPI (for `convcore info`)."""
-    if _state.MPI is None:
-        return None
-    return " ".join(_state.MPI.Get_library_version().strip().splitlines()[0].split())
+    return None if _state.MPI is None else _version_line(_state.MPI)
 
 
 def describe_processes():
@@ -199,23 +200,19 @@ def abort(code=1):
     os._exit(code)
 
 
+def fail_job(exc, where=""):
+    """Print the traceback of `exc` and which rank failed (`where`: e.g.
+    " in fit()"), then end the whole job (abort())."""
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    sys.stderr.write(f"convcore.distributed: rank {_state.rank} of {_state.size} failed"
+                     f"{where}: {type(exc).__name__}: {exc}; aborting the job\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    abort(130 if isinstance(exc, KeyboardInterrupt) else 1)
+
+
 def _install_abort_on_error():
-    previous = sys.excepthook
-
-    def abort_on_error(kind, value, tb):
-        previous(kind, value, tb)
-        if issubclass(kind, (KeyboardInterrupt, SystemExit)):
-            code = 130 if issubclass(kind, KeyboardInterrupt) else 1
-        else:
-            code = 1
-        sys.stderr.write(f"convcore.distributed: rank {_state.rank} of {_state.size} "
-                         f"failed with {kind.__name__}; aborting the job\n")
-        sys.stderr.flush()
-        sys.stdout.flush()
-        _state.comm.Abort(code)
-
-    _state.previous_excepthook = previous
-    sys.excepthook = abort_on_error
+    sys.excepthook = lambda kind, value, tb: fail_job(value)
 
 
 # -- collectives --------------------------------------------------------------

@@ -429,7 +429,7 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, scheduler=None, call
                     checkpoint, resume, clip_grad_norm, progress and _mpi.rank() == 0,
                     verbose and _mpi.rank() == 0, True)
     except BaseException as exc:
-        dist_training.abort_on_failure(exc)
+        _mpi.fail_job(exc, " in fit()")
     finally:
         if made:
             stepped.close()

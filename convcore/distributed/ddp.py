@@ -115,8 +115,8 @@ class DistributedDataParallel(Module):
         self._broadcast_state()
         d["_buckets"] = self._make_buckets() if _mpi.active() else []
         d["_bucket_of"] = {id(p): b for b in self._buckets for p in b.params}
-        for p in model.parameters():
-            if p.requires_grad and _mpi.active():
+        for b in self._buckets:
+            for p in b.params:
                 self._hooks.append(p.register_post_accumulate_grad_hook(self._on_grad))
 
     # -- setup ------------------------------------------------------------------
@@ -256,21 +256,20 @@ class DistributedDataParallel(Module):
             for b in self._buckets:
                 b.pending = b.expected
                 b.handle = None
-        try:
-            grad_x = self.module.backward(grad_y)
-        except BaseException:
-            for b in self._buckets:  # a later backward starts clean
-                b.handle = None
-            raise
+        grad_x = self.module.backward(grad_y)
         if sync:
             self._finish()
         return grad_x
 
-    def _finish(self):
-        t0 = time.perf_counter()
+    def _reduce_rest(self):
+        """Start every bucket not started yet, in order, and wait for all."""
         self._start_ready(force=True)
         for b in self._buckets:
             b.handle.wait()
+
+    def _finish(self):
+        t0 = time.perf_counter()
+        self._reduce_rest()
         # Did a gradient arrive after its bucket had left, on any rank? Then
         # every rank reduces everything again, and learns the new pattern.
         if self._learned:
@@ -279,9 +278,7 @@ class DistributedDataParallel(Module):
                 self.__dict__["_learned"] = False
                 for b in self._buckets:
                     b.handle = None
-                self._start_ready(force=True)
-                for b in self._buckets:
-                    b.handle.wait()
+                self._reduce_rest()
         if not self._learned:
             for b in self._buckets:
                 b.expected = sum(self._counts.get(id(p), 0) for p in b.params)

@@ -18,9 +18,6 @@
                   (MPI_Abort) with a message naming the rank, instead of
                   leaving the others waiting in a collective
 """
-import sys
-import traceback
-
 import numpy as np
 
 from convcore import _mpi
@@ -105,14 +102,3 @@ def agree(flag):
     """Rank 0's boolean, on every rank."""
     value = np.array([bool(flag)], dtype=np.int8)
     return bool(_mpi.broadcast(value)[0])
-
-
-def abort_on_failure(exc):
-    """Print which rank failed and why, then end the whole job."""
-    sys.stderr.write(f"convcore.distributed: rank {_mpi.rank()} of {_mpi.world_size()} "
-                     f"failed in fit(): {type(exc).__name__}: {exc}\n")
-    traceback.print_exc(file=sys.stderr)
-    sys.stderr.write("convcore.distributed: aborting the job\n")
-    sys.stderr.flush()
-    sys.stdout.flush()
-    _mpi.abort(130 if isinstance(exc, KeyboardInterrupt) else 1)

@@ -36,22 +36,22 @@ class SyncBatchNorm(_BatchNorm):
         shape = x.shape
         if x.ndim == 5:  # (N, C, D, H, W): the kernels take up to 4-D
             x = x.reshape(shape[0], shape[1], -1)
-        y = self._forward(x)
+        synced = self.training and _mpi.active()
+        # Either path saves its own tuple for backward (x first); wrap it
+        # with what backward needs to pick the path and restore the shape.
+        y = self._synced_forward(x) if synced else super().forward(x)
         if self._cache is not None:
-            self.__dict__["_cache"] = (shape,) + self._cache
+            self.__dict__["_cache"] = (shape, synced, self._cache)
         return y.reshape(shape)
 
     def backward(self, grad_y):
-        shape, *saved = self._saved()
-        self.__dict__["_cache"] = tuple(saved)
-        grad_x = self._backward(grad_y.reshape(saved[1].shape))
+        shape, synced, saved = self._saved()
+        self.__dict__["_cache"] = saved
+        grad_y = grad_y.reshape(saved[0].shape)
+        grad_x = self._synced_backward(grad_y) if synced else super().backward(grad_y)
         return grad_x.reshape(shape)
 
-    def _forward(self, x):
-        if not (self.training and _mpi.active()):
-            y = super().forward(x)
-            self.__dict__["_cache"] = None if self._cache is None else ("local",) + self._cache
-            return y
+    def _synced_forward(self, x):
         dt = x.dtype
         C = x.shape[1]
         xs = x.reshape(x.shape[0], C, -1)
@@ -77,15 +77,11 @@ class SyncBatchNorm(_BatchNorm):
             self.running_mean[...] = (1 - momentum) * self.running_mean + momentum * mean
             self.running_var[...] = ((1 - momentum) * self.running_var
                                      + momentum * var * (count / (count - 1)))
-        self._save_for_backward("global", x, mean_d, invstd, count)
+        self._save_for_backward(x, mean_d, invstd, count)
         return y
 
-    def _backward(self, grad_y):
-        saved = self._saved()
-        if saved[0] == "local":
-            self.__dict__["_cache"] = saved[1:]
-            return super().backward(grad_y)
-        _, x, mean, invstd, count = saved
+    def _synced_backward(self, grad_y):
+        x, mean, invstd, count = self._saved()
         C = x.shape[1]
         weight = _data(self.weight)
         w = np.ones(C, dtype=x.dtype) if weight is None else weight
