@@ -13,8 +13,8 @@ tests and the benchmark can see what it picks.
               Im2colConv  --> _kernels.conv_gemm   (prange + 1-thread BLAS,
                                                     or GEMMs split over the
                                                     threads, blas.gemm_split)
-              WinogradConv --> _kernels.conv_winograd4 (F(4x4), undilated)
-                           --> _kernels.conv_winograd  (F(2x2), dilated)
+              WinogradConv --> _kernels.winograd   (F(4x4) undilated,
+                                                    F(2x2) dilated)
 """
 import functools
 import math
@@ -23,8 +23,8 @@ import weakref
 import numpy as np
 
 from convcore import _threads, autotune
-from convcore._kernels import (conv_depthwise, conv_direct, conv_gemm, conv_winograd,
-                               conv_winograd4, openmp_info)
+from convcore._kernels import (conv_depthwise, conv_direct, conv_gemm, openmp_info,
+                               winograd)
 from convcore._threads import kernel_threads
 
 
@@ -273,26 +273,19 @@ class WinogradConv(ConvAlgorithm):
     the channels per point of the transformed tile. Forward; backward-data
     (the same transform on grad_y with the flipped kernel); weight gradient
     (the adjoint of the forward's GEMMs). Any padding and dilation, in
-    place (no path copies the input). Two kernel modules with one
-    interface:
+    place (no path copies the input). One kernel module,
+    _kernels.winograd, with two tile sizes:
 
-    - conv_winograd4, F(4x4, 3x3), undilated layers: 36 multiplies per 4x4
-      output tile instead of 144. Measured against F(2x2) at 2 threads over
-      C = 16..128 and 8..56-pixel images: 0.34-0.98x its time forward,
-      0.55-0.97x for the weight gradient. Its float32 error is ~1e-5 of the
-      output's scale (im2col's ~5e-7): the transforms scale by up to 8.
-    - conv_winograd, F(2x2, 3x3), dilated layers: 16 multiplies per 2x2
-      tile instead of 36; it tiles each dilation phase of the output in
-      place (conv_winograd's docstring).
+    - winograd_f4, F(4x4, 3x3), undilated layers: 36 multiplies per 4x4
+      output tile instead of 144. Faster than F(2x2) forward and for the
+      weight gradient; its float32 error is ~1e-5 of the output's scale
+      (im2col's ~5e-7): the transforms scale by up to 8.
+    - winograd_f2, F(2x2, 3x3), dilated layers: 16 multiplies per 2x2
+      tile instead of 36; each dilation phase of the output is tiled in
+      place (the module's docstring).
     """
 
     name = "winograd"
-    # Tiles per work block: about TILE_BYTES of V and M scratch, so a
-    # block's GEMM operands stay near one core's L2, but MIN_TILES to
-    # MAX_TILES (thinner GEMMs lose to their call overhead, longer ones
-    # gain nothing). F(2x2) measured best at 64..512, F(4x4) at 32..256.
-    TILE_BYTES = 1 << 20
-    TILE_RANGE = {conv_winograd: (64, 512), conv_winograd4: (32, 256)}
 
     def supports(self, spec):
         if (spec.R, spec.S) != (3, 3):
@@ -302,15 +295,15 @@ class WinogradConv(ConvAlgorithm):
         return True, ""
 
     @staticmethod
-    def _kernel(spec):
-        """The kernel module for this layer: F(4x4) unless dilated."""
-        return conv_winograd4 if spec.dilation == (1, 1) else conv_winograd
+    def _tile(spec):
+        """The tile size for this layer: F(4x4) unless dilated."""
+        return "winograd_f4" if spec.dilation == (1, 1) else "winograd_f2"
 
     @staticmethod
-    def _transform(w, kernel):
-        """(K, Cg, 3, 3) -> U (points, K, Cg), U[p*i+j] = (G w G^T)[i, j]."""
-        u = np.empty((kernel.POINTS, w.shape[0], w.shape[1]), dtype=w.dtype)
-        kernel.transform_weights(np.ascontiguousarray(w), u)
+    def _transform(w, tile):
+        """(K, Cg, 3, 3) -> U (points, K, Cg), U[alpha*i+j] = (G w G^T)[i, j]."""
+        u = np.empty((winograd.points(tile), w.shape[0], w.shape[1]), dtype=w.dtype)
+        winograd.transform_weights(np.ascontiguousarray(w), u, tile)
         return u
 
     @staticmethod
@@ -321,90 +314,17 @@ class WinogradConv(ConvAlgorithm):
         return np.ascontiguousarray(w.reshape(G, Kg, Cg, 3, 3).transpose(0, 2, 1, 3, 4)
                                     .reshape(spec.C, Kg, 3, 3)[:, :, ::-1, ::-1])
 
-    @staticmethod
-    def _data_padding(spec):
-        """Backward-data's (top, left) padding: grad_x is the full
-        correlation of grad_y with the flipped kernel, which reaches
-        2*dilation - pad pixels before grad_y's first (negative when the
-        forward padded by more than the dilated kernel's reach)."""
-        return tuple(2 * d - p for d, p in zip(spec.dilation, spec.padding))
-
-    @classmethod
-    def _conv(cls, x, u, bias, y, pad, spec):
-        """False when x held an Inf or NaN (y is then to be recomputed)."""
-        kernel = cls._kernel(spec)
-        rows, threads = cls._plan(kernel, x.shape[1], y.shape[1], u.shape[2], y.shape,
-                                  spec, weight_grad=False)
-        with _threads.blas_single():
-            return kernel.forward(x, u, bias, y, pad[0], pad[1], *spec.dilation,
-                                  spec.groups, rows, threads)
-
-    @classmethod
-    def _du(cls, x, grad_y, du, spec):
-        """False when x or grad_y held an Inf or NaN."""
-        kernel = cls._kernel(spec)
-        rows, threads = cls._plan(kernel, spec.C, spec.K, spec.Cg, grad_y.shape,
-                                  spec, weight_grad=True)
-        with _threads.blas_single():
-            return kernel.backward_weight(x, grad_y, du, *spec.padding, *spec.dilation,
-                                          spec.groups, rows, threads)
-
-    # The weight gradient's GEMMs read and write the whole dU partial
-    # (points x K x C/groups) once per block; when that passes 4 x
-    # TILE_BYTES (256 channels and up) its blocks take at least
-    # WEIGHT_GRAD_TILES tiles, so that the GEMMs' inner dimension pays for
-    # the traffic. Measured, F(4x4) weight gradient at 2 threads: 512
-    # channels at 28x28 batch 2 85 -> 61 ms, at 14x14 batch 8 99 -> 68 ms,
-    # 256 at 56x56 batch 2 51 -> 34 ms; at 128 channels it lost ~10%.
-    WEIGHT_GRAD_TILES = 256
-
-    @classmethod
-    def _plan(cls, kernel, C, K, Cg, out_shape, spec, weight_grad):
-        """(tile rows per block, kernel threads) of one kernel call from C
-        to K channels (C/groups = Cg per group of the weights) with output
-        shape out_shape. Forward blocks are made thinner where there would
-        be fewer than threads, so that every thread has one (the BLAS runs
-        on one thread under convcore's; "auto" keeps Winograd for layers
-        with enough tiles, see select_algorithm)."""
-        N, _, OH, OW = out_shape
-        rows = cls._rows_per_block(kernel, C, K, OH, OW, spec.dilation)
-        TH, TW = kernel.tile_grid(OH, OW, *spec.dilation)
-        if weight_grad and kernel.POINTS * K * Cg * 4 > 4 * cls.TILE_BYTES:
-            rows = max(rows, -(-cls.WEIGHT_GRAD_TILES // TW))
-        nt = kernel_threads(spec.flops())
-        if not weight_grad:  # forward outputs do not depend on the blocks;
-            # the weight gradient's sums do, so its blocks never follow nt
-            rows = max(1, min(rows, (N * TH) // nt))
-        return rows, max(1, min(nt, -(-(N * TH) // rows)))
-
-    @classmethod
-    def _rows_per_block(cls, kernel, C, K, OH, OW, dilation):
-        lo, hi = cls.TILE_RANGE[kernel]
-        tiles = min(max(cls.TILE_BYTES // (kernel.POINTS * (C + K) * 4), lo), hi)
-        _, TW = kernel.tile_grid(OH, OW, *dilation)
-        return max(1, tiles // TW)
-
-    @classmethod
-    def _kernel_scratch(cls, kernel, C, K, Cg, out_shape, spec, weight_grad):
-        """Elements the kernel allocates at most for a call from C to K
-        channels with output shape out_shape (exact Python ints)."""
-        rows, threads = cls._plan(kernel, C, K, Cg, out_shape, spec, weight_grad)
-        return threads * kernel.scratch_elements(C, K, out_shape[3], spec.dilation[1], rows)
-
     def scratch_bytes(self, spec, backward):
-        kernel = self._kernel(spec)
-        out = (spec.N, spec.K, spec.OH, spec.OW)
-        forward = self._kernel_scratch(kernel, spec.C, spec.K, spec.Cg, out, spec, False)
+        def elements(pass_name):
+            return winograd.scratch_elements(
+                self._tile(spec), pass_name, (spec.N, spec.C, spec.H, spec.W),
+                (spec.K, spec.Cg, 3, 3), spec.out_shape, spec.geom,
+                kernel_threads(spec.flops()))
         if not backward:
-            return forward * spec.dtype.itemsize
-        # backward-data runs the forward on grad_y (channels swapped, the
-        # input's size out); the weight gradient needs its buffers plus its
-        # fixed partial sums: the larger of the two.
-        data = self._kernel_scratch(kernel, spec.K, spec.C, spec.Kg,
-                                    (spec.N, spec.C, spec.H, spec.W), spec, False)
-        weight = (self._kernel_scratch(kernel, spec.C, spec.K, spec.Cg, out, spec, True)
-                  + kernel.NUM_WEIGHT_GRAD_CHUNKS * kernel.POINTS * spec.K * spec.Cg)
-        return max(data, weight) * spec.dtype.itemsize
+            return elements("forward") * spec.dtype.itemsize
+        # Backward-data and the weight gradient run one after the other.
+        return max(elements("backward_data"),
+                   elements("backward_weight")) * spec.dtype.itemsize
 
     # Non-finite values go through im2col, whose result is PyTorch's: the
     # weights are checked before (_winograd_weights_ok), the images by the
@@ -414,38 +334,45 @@ class WinogradConv(ConvAlgorithm):
     def _derived(self, w, spec, weight_version, what):
         """(weights_ok, U) for the forward ("forward") or backward-data
         ("data", the flipped kernel), reused while w is unchanged."""
-        kernel = self._kernel(spec)
+        tile = self._tile(spec)
 
         def make():
             if not _winograd_weights_ok(w):
                 return False, None
             return True, self._transform(w if what == "forward" else self._flipped(w, spec),
-                                         kernel)
+                                         tile)
 
-        return DERIVED.get(w, weight_version, (kernel.__name__, what, spec.groups), make)
+        return DERIVED.get(w, weight_version, (tile, what, spec.groups), make)
 
     def forward(self, x, w, bias, y, spec, weight_version=None):
-        im2col = _REGISTRY["im2col"]
         ok, u = self._derived(w, spec, weight_version, "forward")
-        if not ok or not self._conv(x, u, bias, y, spec.padding, spec):
-            im2col.forward(x, w, bias, y, spec)
+        if ok:
+            with _threads.blas_single():
+                ok = winograd.forward(x, u, bias, y, spec.geom, self._tile(spec),
+                                      kernel_threads(spec.flops()))
+        if not ok:  # weights or images Winograd leaves to im2col
+            _REGISTRY["im2col"].forward(x, w, bias, y, spec)
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
                  weight_version=None):
         im2col = _REGISTRY["im2col"]
-        kernel = self._kernel(spec)
+        tile, nt = self._tile(spec), kernel_threads(spec.flops())
         if need_x:
             # grad_x = full correlation of grad_y with the flipped kernel.
             ok, u = self._derived(w, spec, weight_version, "data")
-            if not ok or not self._conv(grad_y, u, np.empty(0, x.dtype), grad_x,
-                                        self._data_padding(spec), spec):
+            if ok:
+                with _threads.blas_single():
+                    ok = winograd.backward_data(grad_y, u, grad_x, spec.geom, tile, nt)
+            if not ok:
                 im2col.backward(grad_y, x, w, grad_x, grad_w, True, False, spec)
         if need_w:
             # The adjoint of the forward: dU = sum over tiles of dM V^T (a
             # GEMM per point), then grad_w = G^T dU G.
-            du = np.empty((kernel.POINTS, spec.K, spec.Cg), dtype=x.dtype)
-            if self._du(x, grad_y, du, spec):
-                kernel.untransform_weight_grad(du, grad_w)
+            du = np.empty((winograd.points(tile), spec.K, spec.Cg), dtype=x.dtype)
+            with _threads.blas_single():
+                ok = winograd.backward_weight(x, grad_y, du, spec.geom, tile, nt)
+            if ok:
+                winograd.untransform_weight_grad(du, grad_w, tile)
             else:
                 im2col.backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
 

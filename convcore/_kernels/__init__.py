@@ -11,7 +11,8 @@ Modules:
     conv_direct   direct convolution forward / backward (data, weight, bias)
     conv_depthwise depthwise (one input channel per group) forward / backward
     conv_gemm     im2col + GEMM convolution forward / backward
-    conv_winograd Winograd F(2x2, 3x3) forward (backward-data reuses it)
+    winograd      Winograd F(2x2, 3x3) and F(4x4, 3x3) forward / backward
+                  (one driver; each tile's transforms in winograd.h)
     pool          max / avg / adaptive pooling forward / backward
     batchnorm     batch-norm statistics, normalisation, backward
     lrn           local response normalisation forward / backward
