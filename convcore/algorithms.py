@@ -316,10 +316,9 @@ class WinogradConv(ConvAlgorithm):
 
     def scratch_bytes(self, spec, backward):
         def elements(pass_name):
-            return winograd.scratch_elements(
-                self._tile(spec), pass_name, (spec.N, spec.C, spec.H, spec.W),
-                (spec.K, spec.Cg, 3, 3), spec.out_shape, spec.geom,
-                kernel_threads(spec.flops()))
+            return winograd.plan(self._tile(spec), pass_name, (spec.N, spec.C, spec.H, spec.W),
+                                 (spec.K, spec.Cg, 3, 3), spec.out_shape, spec.geom,
+                                 kernel_threads(spec.flops()))["scratch_elements"]
         if not backward:
             return elements("forward") * spec.dtype.itemsize
         # Backward-data and the weight gradient run one after the other.

@@ -1,7 +1,8 @@
 # Fixed partial sums, shared by the weight gradients of conv_gemm and
 # winograd: the work is cut into at most NUM_PARTIALS chunks fixed by the
-# shape (never by the thread count), each summed in order into its own buffer, and the buffers are then added in
-# chunk order. The result is therefore the same at any thread count.
+# shape (never by the thread count), each summed in order into its own
+# buffer, and the buffers are then added in chunk order. The result is
+# therefore the same at any thread count.
 from cython cimport floating
 from cython.parallel cimport prange
 

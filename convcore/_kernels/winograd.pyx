@@ -31,8 +31,8 @@ rows, so they vectorise. Each thread owns one block at a time with its own
 V and M scratch (bounded by the block, never a whole-batch matrix) and
 calls the BLAS single-threaded (the caller holds it to one thread: one
 owner at a time). The block size, the thread count and the scratch come
-from one plan (_plan), which both the workspace query (scratch_elements)
-and the drivers use. The weight transform U = G g G^T (transform_weights)
+from one plan (_plan), which both the workspace query (plan) and the
+drivers use. The weight transform U = G g G^T (transform_weights)
 is computed by the caller, once per weight. Backward-data is the forward
 run on grad_y with the kernel flipped and transposed (the caller's U), the
 same dilation and padding 2*d - pad. The drivers report an Inf or NaN in
@@ -291,18 +291,18 @@ cdef inline Py_ssize_t _scratch(const Plan* pl) noexcept nogil:
     return pl.threads * pl.per_thread + pl.partials
 
 
-def scratch_elements(str tile, str pass_name, x_shape, w_shape, y_shape, tuple geom,
-                     int num_threads):
-    """Elements of scratch one call of pass_name ("forward", "backward_data"
-    or "backward_weight") allocates for the layer x (N, C, H, W) * w (K,
-    C/groups, 3, 3) -> y (N, K, OH, OW) with geometry geom (stride_h,
-    stride_w, pad_h, pad_w, dil_h, dil_w, groups) on at most num_threads:
-    the workspace query, answered by the plan the drivers run."""
+def plan(str tile, str pass_name, x_shape, w_shape, y_shape, tuple geom,
+         int num_threads):
+    """The plan of one call of pass_name ("forward", "backward_data" or
+    "backward_weight") for the layer x (N, C, H, W) * w (K, C/groups, 3, 3)
+    -> y (N, K, OH, OW) with geometry geom (stride_h, stride_w, pad_h, pad_w,
+    dil_h, dil_w, groups) on at most num_threads: a dict of rows_per_block,
+    blocks, threads and scratch_elements (what the call allocates: the
+    workspace query). The drivers run this same plan."""
     cdef ConvParams p = geometry(x_shape, w_shape, y_shape, geom)
     cdef Plan pl = _plan(&p, _tile(tile), _pass(pass_name), num_threads, 0)
-    if pl.total == 0:
-        return 0
-    return _scratch(&pl)
+    return dict(rows_per_block=pl.rows_per_block, blocks=pl.blocks, threads=pl.threads,
+                scratch_elements=_scratch(&pl) if pl.total > 0 else 0)
 
 
 def tile_grid(str tile, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t dh, Py_ssize_t dw):
