@@ -183,7 +183,6 @@ cdef enum Pass:
     BACKWARD_WEIGHT
 
 
-
 cdef Pass _pass(str name) except *:
     if name == "forward":
         return FORWARD
@@ -193,23 +192,24 @@ cdef Pass _pass(str name) except *:
         return BACKWARD_WEIGHT
     raise ValueError(f"winograd: unknown pass {name!r}")
 
-# Each point's V (and M) is a plane of C (K) x TB elements. The transforms
-# write all points' planes at once, so when the plane size is a multiple
-# of 4 KiB every one of those streams maps to the same L1 sets and they
-# evict each other; an odd number of cache lines between planes spreads
-# them out.
-# A block takes about BLOCK_BYTES of V and M, so that its GEMM operands stay
-# near one core's L2 (within the tile's min/max_block_tiles); the budget is
-# counted in float32 elements for both dtypes, because the weight
-# gradient's sums depend on the blocks and float64 should block alike.
-# The weight gradient's GEMMs read and write the whole dU partial (points x
-# K x C/groups) once per block; when that passes 4 x BLOCK_BYTES (256
-# channels and up) its blocks take at least WEIGHT_GRAD_MIN_TILES tiles,
-# so that the GEMMs' inner dimension pays for the traffic.
+
 cdef enum:
+    # Each point's V (and M) is a plane of C (K) x TB elements. The
+    # transforms write all points' planes at once, so when the plane size
+    # is a multiple of 4 KiB every one of those streams maps to the same L1
+    # sets and they evict each other; an odd number of cache lines between
+    # planes spreads them out.
     PLANE_PAD = 16
+    # A block takes about BLOCK_BYTES of V and M, so that its GEMM operands
+    # stay near one core's L2 (within the tile's min/max_block_tiles). The
+    # budget counts float32 elements for both dtypes: the weight gradient's
+    # sums depend on the blocks, and float64 should block alike.
     BLOCK_BYTES = 1 << 20
     BUDGET_ITEMSIZE = 4
+    # The weight gradient's GEMMs read and write the whole dU partial
+    # (points x K x C/groups) once per block; when that passes 4 x
+    # BLOCK_BYTES (256 channels and up) its blocks take at least this many
+    # tiles, so that the GEMMs' inner dimension pays for the traffic.
     WEIGHT_GRAD_MIN_TILES = 256
 
 
@@ -672,25 +672,42 @@ def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
 
 # ---- Weight transforms -------------------------------------------------------
 
+cdef void _filter_blocks(const winograd_tile* t, floating* w, floating* u, Py_ssize_t K,
+                         Py_ssize_t Cg, bint forward) noexcept nogil:
+    """Filter block after filter block: u = G w G^T (forward) or its
+    adjoint w = G^T u G. w (K, Cg, 3, 3), u (points, K, Cg)."""
+    cdef Py_ssize_t k, c0, cb, blk
+    cdef floating* wk
+    cdef floating* uk
+    for k in range(K):
+        for blk in range((Cg + WINOGRAD_FILTER_BLOCK - 1) // WINOGRAD_FILTER_BLOCK):
+            c0 = blk * WINOGRAD_FILTER_BLOCK
+            cb = min(<Py_ssize_t> WINOGRAD_FILTER_BLOCK, Cg - c0)
+            wk = w + (k * Cg + c0) * 9
+            uk = u + k * Cg + c0
+            if floating is float:
+                if forward:
+                    t.filters_f(wk, cb, uk, K * Cg)
+                else:
+                    t.unfilters_f(uk, K * Cg, cb, wk)
+            else:
+                if forward:
+                    t.filters_d(wk, cb, uk, K * Cg)
+                else:
+                    t.unfilters_d(uk, K * Cg, cb, wk)
+
+
 def transform_weights(const floating[:, :, :, ::1] w, floating[:, :, ::1] u, str tile):
     """u[alpha*i + j, k, c] = (G w[k, c] G^T)[i, j] with the tile's G.
 
     w : ndarray of shape (K, C/groups, 3, 3)                           # IN
     u : ndarray of shape (points, K, C/groups)                         # OUT"""
     cdef const winograd_tile* t = _tile(tile)
-    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], k, c0, blk
-    if K == 0 or Cg == 0:
-        return
-    with nogil:
-        for k in range(K):
-            for blk in range((Cg + WINOGRAD_FILTER_BLOCK - 1) // WINOGRAD_FILTER_BLOCK):
-                c0 = blk * WINOGRAD_FILTER_BLOCK
-                if floating is float:
-                    t.filters_f(&w[k, c0, 0, 0], min(<Py_ssize_t> WINOGRAD_FILTER_BLOCK, Cg - c0),
-                                &u[0, k, c0], K * Cg)
-                else:
-                    t.filters_d(&w[k, c0, 0, 0], min(<Py_ssize_t> WINOGRAD_FILTER_BLOCK, Cg - c0),
-                                &u[0, k, c0], K * Cg)
+    if w.shape[0] > 0 and w.shape[1] > 0:
+        with nogil:
+            # w is only read (the forward direction).
+            _filter_blocks(t, <floating*> &w[0, 0, 0, 0], &u[0, 0, 0], w.shape[0], w.shape[1],
+                           True)
 
 
 def untransform_weight_grad(const floating[:, :, ::1] du, floating[:, :, :, ::1] grad_w,
@@ -701,18 +718,8 @@ def untransform_weight_grad(const floating[:, :, ::1] du, floating[:, :, :, ::1]
     du : ndarray of shape (points, K, C/groups)                        # IN
     grad_w : ndarray of shape (K, C/groups, 3, 3)                      # OUT"""
     cdef const winograd_tile* t = _tile(tile)
-    cdef Py_ssize_t K = grad_w.shape[0], Cg = grad_w.shape[1], k, c0, blk
-    if K == 0 or Cg == 0:
-        return
-    with nogil:
-        for k in range(K):
-            for blk in range((Cg + WINOGRAD_FILTER_BLOCK - 1) // WINOGRAD_FILTER_BLOCK):
-                c0 = blk * WINOGRAD_FILTER_BLOCK
-                if floating is float:
-                    t.unfilters_f(&du[0, k, c0], K * Cg,
-                                  min(<Py_ssize_t> WINOGRAD_FILTER_BLOCK, Cg - c0),
-                                  &grad_w[k, c0, 0, 0])
-                else:
-                    t.unfilters_d(&du[0, k, c0], K * Cg,
-                                  min(<Py_ssize_t> WINOGRAD_FILTER_BLOCK, Cg - c0),
-                                  &grad_w[k, c0, 0, 0])
+    if grad_w.shape[0] > 0 and grad_w.shape[1] > 0:
+        with nogil:
+            # du is only read (the adjoint direction).
+            _filter_blocks(t, &grad_w[0, 0, 0, 0], <floating*> &du[0, 0, 0], grad_w.shape[0],
+                           grad_w.shape[1], False)
