@@ -56,18 +56,21 @@ static T NAME(const T* r, T* t, ptrdiff_t n) {                             \
     return bad;                                                            \
 }
 
-/* v[k*s + j] = (t B)[k] for the TW tiles of one row t (tile j starts at
-   column 2j). */
+/* v[(4i + k)*s + j] = (t_i B)[k] for the TW tiles of the 4 rows t_i = t +
+   i*Wp of one segment (tile j starts at column 2j). */
 #define WINOGRAD_F2_IN_COLS(NAME, T)                                       \
-static void NAME(const T* t, T* v, ptrdiff_t s, ptrdiff_t TW) {            \
-    _Pragma("omp simd")                                                    \
-    for (ptrdiff_t j = 0; j < TW; ++j) {                                   \
-        T x0 = t[2 * j], x1 = t[2 * j + 1];                                \
-        T x2 = t[2 * j + 2], x3 = t[2 * j + 3];                            \
-        v[j] = x0 - x2;                                                    \
-        v[s + j] = x1 + x2;                                                \
-        v[2 * s + j] = x2 - x1;                                            \
-        v[3 * s + j] = x1 - x3;                                            \
+static void NAME(const T* t, ptrdiff_t Wp, T* v, ptrdiff_t s,              \
+                 ptrdiff_t TW) {                                           \
+    for (int i = 0; i < 4; ++i, t += Wp, v += 4 * s) {                     \
+        _Pragma("omp simd")                                                \
+        for (ptrdiff_t j = 0; j < TW; ++j) {                               \
+            T x0 = t[2 * j], x1 = t[2 * j + 1];                            \
+            T x2 = t[2 * j + 2], x3 = t[2 * j + 3];                        \
+            v[j] = x0 - x2;                                                \
+            v[s + j] = x1 + x2;                                            \
+            v[2 * s + j] = x2 - x1;                                        \
+            v[3 * s + j] = x1 - x3;                                        \
+        }                                                                  \
     }                                                                      \
 }
 
@@ -177,21 +180,24 @@ static T NAME(const T* d, T* t, ptrdiff_t Wp) {                            \
     return bad;                                                            \
 }
 
-/* v[k*s + j] = (t B)[k] for the TW tiles of one row t (tile j starts at
-   column 4j). */
+/* v[(6i + k)*s + j] = (t_i B)[k] for the TW tiles of the 6 rows t_i = t +
+   i*Wp of one segment (tile j starts at column 4j). */
 #define WINOGRAD_F4_IN_COLS(NAME, T)                                       \
-static void NAME(const T* t, T* v, ptrdiff_t s, ptrdiff_t TW) {            \
-    _Pragma("omp simd")                                                    \
-    for (ptrdiff_t j = 0; j < TW; ++j) {                                   \
-        const T* x = t + 4 * j;                                            \
-        T a = x[4] - 4 * x[2], b = x[3] - 4 * x[1];                        \
-        T c = x[4] - x[2], e = 2 * (x[3] - x[1]);                          \
-        v[j] = 4 * x[0] - 5 * x[2] + x[4];                                 \
-        v[s + j] = a + b;                                                  \
-        v[2 * s + j] = a - b;                                              \
-        v[3 * s + j] = c + e;                                              \
-        v[4 * s + j] = c - e;                                              \
-        v[5 * s + j] = 4 * x[1] - 5 * x[3] + x[5];                         \
+static void NAME(const T* t, ptrdiff_t Wp, T* v, ptrdiff_t s,              \
+                 ptrdiff_t TW) {                                           \
+    for (int i = 0; i < 6; ++i, t += Wp, v += 6 * s) {                     \
+        _Pragma("omp simd")                                                \
+        for (ptrdiff_t j = 0; j < TW; ++j) {                               \
+            const T* x = t + 4 * j;                                        \
+            T a = x[4] - 4 * x[2], b = x[3] - 4 * x[1];                    \
+            T c = x[4] - x[2], e = 2 * (x[3] - x[1]);                      \
+            v[j] = 4 * x[0] - 5 * x[2] + x[4];                             \
+            v[s + j] = a + b;                                              \
+            v[2 * s + j] = a - b;                                          \
+            v[3 * s + j] = c + e;                                          \
+            v[4 * s + j] = c - e;                                          \
+            v[5 * s + j] = 4 * x[1] - 5 * x[3] + x[5];                     \
+        }                                                                  \
     }                                                                      \
 }
 
@@ -366,7 +372,8 @@ WINOGRAD_STRIDED(winograd_scatter_d, double, WINOGRAD_AT_STRIDE, WINOGRAD_AT_UNI
    transforms for both dtypes. */
 #define WINOGRAD_TRANSFORMS(T, SUFFIX)                                     \
     T (*in_rows_##SUFFIX)(const T* d, T* t, ptrdiff_t n);                  \
-    void (*in_cols_##SUFFIX)(const T* t, T* v, ptrdiff_t s, ptrdiff_t TW); \
+    void (*in_cols_##SUFFIX)(const T* t, ptrdiff_t Wp, T* v, ptrdiff_t s,  \
+                             ptrdiff_t TW);                                \
     void (*out_##SUFFIX)(const T* m, ptrdiff_t s, T b, T* out,             \
                          ptrdiff_t ld, ptrdiff_t TW);                      \
     T (*grad_##SUFFIX)(const T* g, ptrdiff_t ld, T* dm, ptrdiff_t s,       \

@@ -42,7 +42,7 @@ that the caller can recompute the layer another way.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm
 from convcore._kernels.conv_params cimport ConvParams, geometry, valid_range
@@ -55,8 +55,9 @@ cdef extern from "winograd.h":
         Py_ssize_t min_block_tiles, max_block_tiles
         float (*in_rows_f)(const float* d, float* t, Py_ssize_t n) noexcept nogil
         double (*in_rows_d)(const double* d, double* t, Py_ssize_t n) noexcept nogil
-        void (*in_cols_f)(const float* t, float* v, Py_ssize_t s, Py_ssize_t TW) noexcept nogil
-        void (*in_cols_d)(const double* t, double* v, Py_ssize_t s,
+        void (*in_cols_f)(const float* t, Py_ssize_t Wp, float* v, Py_ssize_t s,
+                          Py_ssize_t TW) noexcept nogil
+        void (*in_cols_d)(const double* t, Py_ssize_t Wp, double* v, Py_ssize_t s,
                           Py_ssize_t TW) noexcept nogil
         void (*out_f)(const float* m, Py_ssize_t s, float b, float* out, Py_ssize_t ld,
                       Py_ssize_t TW) noexcept nogil
@@ -175,6 +176,19 @@ cdef inline void _next_row(const Axis* ax, RowCursor* cur) noexcept nogil:
         cur.oh0 = cur.a
 
 
+# Segment b of an input row buffer: the input columns that the tiles of
+# column phase b read, b - pad_w + dw*{0 .. m*tiles + 1}. The same for every
+# row and channel of a call, so the drivers tabulate them once (_segments)
+# and the row loop neither divides nor walks the padding.
+cdef struct Segment:
+    Py_ssize_t tiles        # tiles of the phase
+    Py_ssize_t first_tile   # tiles of the phases before it
+    Py_ssize_t off          # its first entry in the row buffer
+    Py_ssize_t width        # its entries, m*tiles + 2
+    Py_ssize_t iw0          # the input column of its first entry
+    Py_ssize_t lo, hi       # entries [lo, hi) lie inside the image
+
+
 # ---- The plan ---------------------------------------------------------------
 
 cdef enum Pass:
@@ -227,6 +241,7 @@ cdef struct Plan:
     int threads
     Py_ssize_t v_plane, m_plane   # elements between points' planes of V, M
     Py_ssize_t row_width    # elements of one zero-padded input row buffer
+    Segment* segments       # cols.phases of them (_segments; NULL until then)
     Py_ssize_t per_thread   # elements of one thread's scratch
     Py_ssize_t partials     # elements of the weight gradient's partial sums
 
@@ -280,6 +295,7 @@ cdef Plan _plan(const ConvParams* layer, const winograd_tile* tile, Pass pass_,
     # Segment b (column phase b) of an input row holds the m*tiles + 2
     # input columns its tiles read.
     pl.row_width = tile.m * pl.cols.tiles + 2 * pl.cols.phases
+    pl.segments = NULL
     # V, M, and alpha input rows with their row transform (the output
     # side's m rows of m*TW fit in them).
     pl.per_thread = points * (pl.v_plane + pl.m_plane) + 2 * tile.alpha * pl.row_width
@@ -289,6 +305,26 @@ cdef Plan _plan(const ConvParams* layer, const winograd_tile* tile, Pass pass_,
 
 cdef inline Py_ssize_t _scratch(const Plan* pl) noexcept nogil:
     return pl.threads * pl.per_thread + pl.partials
+
+
+cdef int _segments(Plan* pl) except -1:
+    """Tabulate pl.segments (freed by the caller)."""
+    cdef Py_ssize_t b, off = 0, first = 0
+    cdef Segment* sg
+    pl.segments = <Segment*> malloc(max(pl.cols.phases, 1) * sizeof(Segment))
+    if pl.segments == NULL:
+        raise MemoryError("convcore: cannot allocate the Winograd row segments")
+    for b in range(pl.cols.phases):
+        sg = &pl.segments[b]
+        sg.tiles = _phase_tiles(&pl.cols, b)
+        sg.first_tile = first
+        sg.off = off
+        sg.width = pl.tile.m * sg.tiles + 2
+        sg.iw0 = b - pl.p.pad_w
+        valid_range(sg.width, pl.p.W, pl.cols.d, sg.iw0, &sg.lo, &sg.hi)
+        off += sg.width
+        first += sg.tiles
+    return 0
 
 
 def plan(str tile, str pass_name, x_shape, w_shape, y_shape, tuple geom,
@@ -318,55 +354,52 @@ cdef floating _input_rows(const Plan* pl, const floating* xc, Py_ssize_t ih0,
                           floating* rows, floating* v, Py_ssize_t stride) noexcept nogil:
     """V for one tile row of one channel xc: v[xi*stride + t] = (B^T d B)[xi]
     of tile t, whose input rows are ih0 + dh*{0..alpha-1}. Tile t is tile j
-    of column phase b (segment b; b's tiles follow those of phases 0..b-1)
+    of column phase b (Segment b; b's tiles follow those of phases 0..b-1)
     and reads input columns b - pad_w + dw*(m*j + {0..alpha-1}). The input
     rows are first copied into zero-padded buffers, segment after segment,
     so every step below is a plain loop along the row that vectorises.
     rows: scratch of 2 * alpha * row_width elements. Returns 0, or NaN when
     the rows read hold an Inf or NaN (the row step's check)."""
     cdef const winograd_tile* tile = pl.tile
-    cdef Py_ssize_t Wp = pl.row_width, alpha = tile.alpha, m = tile.m
+    cdef Py_ssize_t Wp = pl.row_width, alpha = tile.alpha
     cdef Py_ssize_t H = pl.p.H, W = pl.p.W, dh = pl.rows.d, dw = pl.cols.d
-    cdef Py_ssize_t i, lo, hi, b, iw0, seg, tw, off
+    cdef Py_ssize_t i, b, ih
+    cdef const Segment* sg
+    cdef const floating* src
     cdef floating* d
     cdef floating* t0 = rows + alpha * Wp
-    cdef floating bad
     for i in range(alpha):
-        if not 0 <= ih0 + dh * i < H:
+        ih = ih0 + dh * i
+        if ih < 0 or ih >= H:
             memset(rows + i * Wp, 0, Wp * sizeof(floating))
-    off = 0
-    for b in range(pl.cols.phases):
-        seg = m * _phase_tiles(&pl.cols, b) + 2
-        iw0 = b - pl.p.pad_w          # input column of the segment's first entry
-        valid_range(seg, W, dw, iw0, &lo, &hi)    # entries [lo, hi) are inside
-        for i in range(alpha):
-            if not 0 <= ih0 + dh * i < H:
-                continue
-            d = rows + i * Wp + off
-            memset(d, 0, lo * sizeof(floating))
-            if floating is float:
-                winograd_gather_f(xc + (ih0 + dh * i) * W + iw0 + dw * lo, dw, d + lo, hi - lo)
+            continue
+        for b in range(pl.cols.phases):
+            sg = &pl.segments[b]
+            d = rows + i * Wp + sg.off
+            src = xc + ih * W + sg.iw0 + dw * sg.lo
+            if sg.lo > 0:
+                memset(d, 0, sg.lo * sizeof(floating))
+            if dw == 1:
+                memcpy(d + sg.lo, src, (sg.hi - sg.lo) * sizeof(floating))
+            elif floating is float:
+                winograd_gather_f(src, dw, d + sg.lo, sg.hi - sg.lo)
             else:
-                winograd_gather_d(xc + (ih0 + dh * i) * W + iw0 + dw * lo, dw, d + lo, hi - lo)
-            memset(d + hi, 0, (seg - hi) * sizeof(floating))
-        off += seg
+                winograd_gather_d(src, dw, d + sg.lo, sg.hi - sg.lo)
+            if sg.hi < sg.width:
+                memset(d + sg.hi, 0, (sg.width - sg.hi) * sizeof(floating))
     # B^T d along the rows, then B along the columns of each tile, segment
     # by segment.
+    cdef floating bad
     if floating is float:
         bad = tile.in_rows_f(rows, t0, Wp)
     else:
         bad = tile.in_rows_d(rows, t0, Wp)
-    for i in range(alpha):
-        seg = 0
-        off = 0
-        for b in range(pl.cols.phases):
-            tw = _phase_tiles(&pl.cols, b)
-            if floating is float:
-                tile.in_cols_f(t0 + i * Wp + seg, v + alpha * i * stride + off, stride, tw)
-            else:
-                tile.in_cols_d(t0 + i * Wp + seg, v + alpha * i * stride + off, stride, tw)
-            seg += m * tw + 2
-            off += tw
+    for b in range(pl.cols.phases):
+        sg = &pl.segments[b]
+        if floating is float:
+            tile.in_cols_f(t0 + sg.off, Wp, v + sg.first_tile, stride, sg.tiles)
+        else:
+            tile.in_cols_d(t0 + sg.off, Wp, v + sg.first_tile, stride, sg.tiles)
     return bad
 
 
@@ -557,7 +590,7 @@ cdef void* _alloc_scratch(const Plan* pl, size_t itemsize) except NULL:
     return scratch
 
 
-cdef bint _run_forward(const Plan* pl, const floating* x, const floating* u,
+cdef bint _run_forward(Plan* pl, const floating* x, const floating* u,
                        const floating* bias, floating* y) except -1:
     """The forward (or backward-data) pass of plan pl. Returns False when x
     holds an Inf or NaN."""
@@ -570,6 +603,7 @@ cdef bint _run_forward(const Plan* pl, const floating* x, const floating* u,
         return True
     scratch = <floating*> _alloc_scratch(pl, sizeof(floating))
     try:
+        _segments(pl)
         with nogil:
             for blk in prange(pl.blocks, schedule='static', num_threads=pl.threads):
                 mine = scratch + omp_get_thread_num() * pl.per_thread
@@ -579,6 +613,7 @@ cdef bint _run_forward(const Plan* pl, const floating* x, const floating* u,
                                       mine + points * (pl.v_plane + pl.m_plane))
     finally:
         free(scratch)
+        free(pl.segments)
     return bad == 0
 
 
@@ -653,6 +688,7 @@ def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     scratch = <floating*> _alloc_scratch(&pl, sizeof(floating))
     partials = scratch + pl.threads * pl.per_thread
     try:
+        _segments(&pl)
         with nogil:
             for chunk in prange(nchunks, schedule='static', num_threads=pl.threads):
                 mine = scratch + omp_get_thread_num() * pl.per_thread
@@ -667,6 +703,7 @@ def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
             sum_partials(partials, nchunks, usize, out, pl.threads)
     finally:
         free(scratch)
+        free(pl.segments)
     return bad == 0
 
 
