@@ -56,21 +56,18 @@ static T NAME(const T* r, T* t, ptrdiff_t n) {                             \
     return bad;                                                            \
 }
 
-/* v[(4i + k)*s + j] = (t_i B)[k] for the TW tiles of the 4 rows t_i = t +
-   i*Wp of one segment (tile j starts at column 2j). */
+/* v[k*s + j] = (t B)[k] for the TW tiles of one row t (tile j starts at
+   column 2j). */
 #define WINOGRAD_F2_IN_COLS(NAME, T)                                       \
-static void NAME(const T* t, ptrdiff_t Wp, T* v, ptrdiff_t s,              \
-                 ptrdiff_t TW) {                                           \
-    for (int i = 0; i < 4; ++i, t += Wp, v += 4 * s) {                     \
-        _Pragma("omp simd")                                                \
-        for (ptrdiff_t j = 0; j < TW; ++j) {                               \
-            T x0 = t[2 * j], x1 = t[2 * j + 1];                            \
-            T x2 = t[2 * j + 2], x3 = t[2 * j + 3];                        \
-            v[j] = x0 - x2;                                                \
-            v[s + j] = x1 + x2;                                            \
-            v[2 * s + j] = x2 - x1;                                        \
-            v[3 * s + j] = x1 - x3;                                        \
-        }                                                                  \
+static inline void NAME(const T* t, T* v, ptrdiff_t s, ptrdiff_t TW) {     \
+    _Pragma("omp simd")                                                    \
+    for (ptrdiff_t j = 0; j < TW; ++j) {                                   \
+        T x0 = t[2 * j], x1 = t[2 * j + 1];                                \
+        T x2 = t[2 * j + 2], x3 = t[2 * j + 3];                            \
+        v[j] = x0 - x2;                                                    \
+        v[s + j] = x1 + x2;                                                \
+        v[2 * s + j] = x2 - x1;                                            \
+        v[3 * s + j] = x1 - x3;                                            \
     }                                                                      \
 }
 
@@ -180,24 +177,21 @@ static T NAME(const T* d, T* t, ptrdiff_t Wp) {                            \
     return bad;                                                            \
 }
 
-/* v[(6i + k)*s + j] = (t_i B)[k] for the TW tiles of the 6 rows t_i = t +
-   i*Wp of one segment (tile j starts at column 4j). */
+/* v[k*s + j] = (t B)[k] for the TW tiles of one row t (tile j starts at
+   column 4j). */
 #define WINOGRAD_F4_IN_COLS(NAME, T)                                       \
-static void NAME(const T* t, ptrdiff_t Wp, T* v, ptrdiff_t s,              \
-                 ptrdiff_t TW) {                                           \
-    for (int i = 0; i < 6; ++i, t += Wp, v += 6 * s) {                     \
-        _Pragma("omp simd")                                                \
-        for (ptrdiff_t j = 0; j < TW; ++j) {                               \
-            const T* x = t + 4 * j;                                        \
-            T a = x[4] - 4 * x[2], b = x[3] - 4 * x[1];                    \
-            T c = x[4] - x[2], e = 2 * (x[3] - x[1]);                      \
-            v[j] = 4 * x[0] - 5 * x[2] + x[4];                             \
-            v[s + j] = a + b;                                              \
-            v[2 * s + j] = a - b;                                          \
-            v[3 * s + j] = c + e;                                          \
-            v[4 * s + j] = c - e;                                          \
-            v[5 * s + j] = 4 * x[1] - 5 * x[3] + x[5];                     \
-        }                                                                  \
+static inline void NAME(const T* t, T* v, ptrdiff_t s, ptrdiff_t TW) {     \
+    _Pragma("omp simd")                                                    \
+    for (ptrdiff_t j = 0; j < TW; ++j) {                                   \
+        const T* x = t + 4 * j;                                            \
+        T a = x[4] - 4 * x[2], b = x[3] - 4 * x[1];                        \
+        T c = x[4] - x[2], e = 2 * (x[3] - x[1]);                          \
+        v[j] = 4 * x[0] - 5 * x[2] + x[4];                                 \
+        v[s + j] = a + b;                                                  \
+        v[2 * s + j] = a - b;                                              \
+        v[3 * s + j] = c + e;                                              \
+        v[4 * s + j] = c - e;                                              \
+        v[5 * s + j] = 4 * x[1] - 5 * x[3] + x[5];                         \
     }                                                                      \
 }
 
@@ -293,6 +287,17 @@ static inline void NAME(const T* b, ptrdiff_t bstep, T* out,               \
 
 /* ---- Both tiles -------------------------------------------------------- */
 
+/* The column step of one segment of a row-transformed tile row: row i
+   (t + i*Wp) through the tile's one-row step COLS into points alpha*i..
+   (v + alpha*i*s). One call per segment, so that the driver calls through
+   the tile descriptor once, not once per row. */
+#define WINOGRAD_SEGMENT_COLS(NAME, T, ALPHA, COLS)                        \
+static void NAME(const T* t, ptrdiff_t Wp, T* v, ptrdiff_t s,              \
+                 ptrdiff_t TW) {                                           \
+    for (int i = 0; i < ALPHA; ++i, t += Wp, v += ALPHA * s)               \
+        COLS(t, v, s, TW);                                                 \
+}
+
 /* u[xi*plane + c] = (G w_c G^T)[xi] for cb <= WINOGRAD_FILTER_BLOCK
    consecutive filters w_c = w + 9c, alpha x alpha points. */
 #define WINOGRAD_FILTERS(NAME, T, ALPHA, G)                                \
@@ -351,7 +356,9 @@ static void NAME(const T* src, ptrdiff_t s, T* dst, ptrdiff_t n) {         \
 
 #define WINOGRAD_TILE_FUNCTIONS(TILE, T, SUFFIX, ALPHA, UPPER)             \
     UPPER##_IN_ROWS(TILE##_in_rows_##SUFFIX, T)                            \
-    UPPER##_IN_COLS(TILE##_in_cols_##SUFFIX, T)                            \
+    UPPER##_IN_COLS(TILE##_in_row_cols_##SUFFIX, T)                        \
+    WINOGRAD_SEGMENT_COLS(TILE##_in_cols_##SUFFIX, T, ALPHA,               \
+                          TILE##_in_row_cols_##SUFFIX)                     \
     UPPER##_OUT(TILE##_out_##SUFFIX, T)                                    \
     UPPER##_GRAD(TILE##_grad_##SUFFIX, T)                                  \
     UPPER##_G(TILE##_g_##SUFFIX, T)                                        \
