@@ -242,6 +242,8 @@ cdef struct Plan:
     Py_ssize_t v_plane, m_plane   # elements between points' planes of V, M
     Py_ssize_t row_width    # elements of one zero-padded input row buffer
     Segment* segments       # cols.phases of them (_segments; NULL until then)
+    bint cols_in_place      # output rows are read/written where they are: the
+                            # tiles cover undilated columns exactly
     Py_ssize_t per_thread   # elements of one thread's scratch
     Py_ssize_t partials     # elements of the weight gradient's partial sums
 
@@ -296,6 +298,7 @@ cdef Plan _plan(const ConvParams* layer, const winograd_tile* tile, Pass pass_,
     # input columns its tiles read.
     pl.row_width = tile.m * pl.cols.tiles + 2 * pl.cols.phases
     pl.segments = NULL
+    pl.cols_in_place = pl.cols.d == 1 and pl.p.OW == tile.m * pl.TW
     # V, M, and alpha input rows with their row transform (the output
     # side's m rows of m*TW fit in them).
     pl.per_thread = points * (pl.v_plane + pl.m_plane) + 2 * tile.alpha * pl.row_width
@@ -361,22 +364,25 @@ cdef floating _input_rows(const Plan* pl, const floating* xc, Py_ssize_t ih0,
     rows: scratch of 2 * alpha * row_width elements. Returns 0, or NaN when
     the rows read hold an Inf or NaN (the row step's check)."""
     cdef const winograd_tile* tile = pl.tile
-    cdef Py_ssize_t Wp = pl.row_width, alpha = tile.alpha
+    cdef Py_ssize_t Wp = pl.row_width, alpha = tile.alpha, phases = pl.cols.phases
     cdef Py_ssize_t H = pl.p.H, W = pl.p.W, dh = pl.rows.d, dw = pl.cols.d
-    cdef Py_ssize_t i, b, ih
-    cdef const Segment* sg
+    cdef Py_ssize_t i, b
+    cdef Segment sg         # a copy: the copies below cannot change it
+    cdef bint inside[8]     # alpha <= 8
     cdef const floating* src
     cdef floating* d
     cdef floating* t0 = rows + alpha * Wp
     for i in range(alpha):
-        ih = ih0 + dh * i
-        if ih < 0 or ih >= H:
+        inside[i] = 0 <= ih0 + dh * i < H
+        if not inside[i]:
             memset(rows + i * Wp, 0, Wp * sizeof(floating))
-            continue
-        for b in range(pl.cols.phases):
-            sg = &pl.segments[b]
+    for b in range(phases):
+        sg = pl.segments[b]
+        for i in range(alpha):
+            if not inside[i]:
+                continue
             d = rows + i * Wp + sg.off
-            src = xc + ih * W + sg.iw0 + dw * sg.lo
+            src = xc + (ih0 + dh * i) * W + sg.iw0 + dw * sg.lo
             if sg.lo > 0:
                 memset(d, 0, sg.lo * sizeof(floating))
             if dw == 1:
@@ -394,8 +400,8 @@ cdef floating _input_rows(const Plan* pl, const floating* xc, Py_ssize_t ih0,
         bad = tile.in_rows_f(rows, t0, Wp)
     else:
         bad = tile.in_rows_d(rows, t0, Wp)
-    for b in range(pl.cols.phases):
-        sg = &pl.segments[b]
+    for b in range(phases):
+        sg = pl.segments[b]
         if floating is float:
             tile.in_cols_f(t0 + sg.off, Wp, v + sg.first_tile, stride, sg.tiles)
         else:
@@ -407,8 +413,7 @@ cdef inline bint _whole_in_place(const Plan* pl, Py_ssize_t oh0) noexcept nogil:
     """Whether the output rows of the tile row at oh0 can be read or written
     where they are: undilated columns exactly covered by the tiles, and all
     m rows inside the output. Others go through a row buffer."""
-    return (pl.cols.d == 1 and pl.p.OW == pl.tile.m * pl.TW
-            and oh0 + pl.rows.d * (pl.tile.m - 1) < pl.p.OH)
+    return pl.cols_in_place and oh0 + pl.rows.d * (pl.tile.m - 1) < pl.p.OH
 
 
 cdef void _scatter_row(const floating* src, floating* dst, const Axis* cols) noexcept nogil:
