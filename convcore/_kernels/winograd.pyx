@@ -337,7 +337,8 @@ def plan(str tile, str pass_name, x_shape, w_shape, y_shape, tuple geom,
     -> y (N, K, OH, OW) with geometry geom (stride_h, stride_w, pad_h, pad_w,
     dil_h, dil_w, groups) on at most num_threads: a dict of rows_per_block,
     blocks, threads and scratch_elements (what the call allocates: the
-    workspace query). The drivers run this same plan."""
+    workspace query; besides it only a table of 56 bytes per dilation phase,
+    _segments). The drivers run this same plan."""
     cdef ConvParams p = geometry(x_shape, w_shape, y_shape, geom)
     cdef Plan pl = _plan(&p, _tile(tile), _pass(pass_name), num_threads, 0)
     return dict(rows_per_block=pl.rows_per_block, blocks=pl.blocks, threads=pl.threads,
