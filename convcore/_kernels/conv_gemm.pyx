@@ -272,6 +272,7 @@ cdef inline void* _aligned(void* buf) noexcept nogil:
     """The first 64-byte boundary in a _scratch buffer (free the buffer)."""
     return <void*> ((<size_t> buf + 63) // 64 * 64)
 
+
 # ---------------------------------------------------------------------------
 # The plan of one call: how it shares the threads, whether it gathers
 # images into one GEMM, and the scratch that follows from those choices.
