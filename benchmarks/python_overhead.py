@@ -50,7 +50,7 @@ except ImportError:  # ... else the checkout's in-place build
 from convcore import _threads, nn  # noqa: E402
 from convcore._kernels import conv_depthwise, conv_gemm  # noqa: E402
 from convcore._kernels.conv_direct import bias_grad  # noqa: E402
-from convcore.algorithms import select_algorithm  # noqa: E402
+from convcore.algorithms import _blas_has_small_gemm, select_algorithm  # noqa: E402
 from convcore.functional import conv2d  # noqa: E402
 from convcore.functional._conv_spec import conv_spec  # noqa: E402
 
@@ -160,13 +160,12 @@ def layer(c, hw, groups, k):
     y = np.empty(spec.out_shape, np.float32)
     nt = _threads.kernel_threads(spec.flops())
     if algo.name == "im2col":
-        # (threads, batch_parallel[, blas threads]) as Im2colConv plans them;
-        # the raw call runs without the algorithm's BLAS thread handling.
-        threads, batch_parallel = algo._plan(spec.N * spec.groups, spec)[:2]
-        cols = algo._gemm_cols(spec, batch_parallel)
-        raw = lambda: conv_gemm.forward(x, w, b, y, spec.geom, threads, batch_parallel, cols)  # noqa: E731
+        # conv_gemm plans the call itself; the raw call runs without the
+        # algorithm's BLAS thread handling.
+        small = _blas_has_small_gemm()
+        raw = lambda: conv_gemm.forward(x, w, b, y, spec.params, nt, small)  # noqa: E731
     elif algo.name == "direct" and algo._depthwise(spec):
-        raw = lambda: conv_depthwise.forward(x, w, b, y, spec.geom, nt)  # noqa: E731
+        raw = lambda: conv_depthwise.forward(x, w, b, y, spec.params, nt)  # noqa: E731
     else:
         raw = None
 

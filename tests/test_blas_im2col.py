@@ -52,21 +52,21 @@ def test_col2im_is_the_adjoint_of_im2col(geom, rng):
     np.testing.assert_allclose(np.sum(col * z), np.sum(x * back), rtol=1e-12)
 
 
-@pytest.mark.parametrize("xs,ws,geom", [
-    ((2, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3)),   # striped
-    ((2, 16, 9, 9), (8, 16, 3, 3), dict(padding=1)),                # one stripe
-    ((1, 512, 20, 20), (4, 512, 7, 7), dict(padding=3)),            # one row > budget
-    ((2, 8, 5, 5), (8, 8, 1, 1), {}),                               # pointwise: none
+@pytest.mark.parametrize("xs,ws,geom,expect", [
+    # 2 images, 2 threads: a column per thread, 15 rows of 112 outputs
+    # (147 x 1680 within the 2**18-element budget)
+    ((2, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), 2 * 147 * 15 * 112),
+    ((2, 16, 9, 9), (8, 16, 3, 3), dict(padding=1), 2 * 144 * 81),   # one stripe
+    # 1 image: one buffer for GEMMs split over the threads, 8 rows of 20
+    # (the 2**22 budget; one row alone is 501760 elements)
+    ((1, 512, 20, 20), (4, 512, 7, 7), dict(padding=3), 512 * 49 * 8 * 20),
+    ((2, 8, 5, 5), (8, 8, 1, 1), {}, 0),                            # pointwise: none
 ])
-def test_python_scratch_count_matches_the_kernels_column(xs, ws, geom):
-    """Im2colConv.scratch_bytes (exact Python ints, used by the memory
-    check) counts the column buffer exactly as conv_gemm sizes it."""
+def test_forward_scratch_is_the_kernels_column(xs, ws, geom, expect):
+    """conv_gemm.scratch_bytes, which the memory check uses, counts the
+    column buffers its forward allocates (float32, 2 threads, whole GEMMs)."""
     from convcore._kernels import conv_gemm
-    from convcore.algorithms import Im2colConv
     from convcore.functional._conv_spec import conv_spec
     spec = conv_spec(xs, ws, np.dtype(np.float32), geom.get("stride", 1),
                      geom.get("padding", 0), 1, 1)
-    nt, parallel = Im2colConv()._plan(Im2colConv()._items(spec, False), spec)
-    gemm_cols = Im2colConv._gemm_cols(spec, parallel) if parallel else conv_gemm.SPLIT
-    kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom, gemm_cols)
-    assert Im2colConv().scratch_bytes(spec, False) == kernel * (nt if parallel else 1) * 4
+    assert conv_gemm.scratch_bytes(spec.params, 2, False, 4) == expect * 4

@@ -183,5 +183,6 @@ def test_non_finite_weights(kernel, pad, dtype, rng):
     gx = F.conv2d_backward(gy, x, w, algorithm="direct", weight_grad=False, **geom)[0]
     _same_non_finite(gx, conv2d_backward_ref(gy.astype(np.float64), x64, w64, **geom)[0], dtype)
     generic = np.empty_like(x)
-    conv_direct.backward_data(gy, w, generic, (1, 1, pad, pad, 1, 1, 4), 2)
+    spec = conv_spec(x.shape, w.shape, dtype, 1, pad, 1, 4)
+    conv_direct.backward_data(gy, w, generic, spec.params, 2)
     np.testing.assert_array_equal(gx[:, [0, 3]], generic[:, [0, 3]])

@@ -1,15 +1,16 @@
-"""The im2col + GEMM kernel's own paths, reached for sure: forward GEMMs cut
-into small-matrix pieces (conv_gemm.forward's gemm_cols, whatever BLAS the
-machine has), the smaller column stripes that go with them, several small
-images side by side in one GEMM (pieces of two images or more), and the
-weight gradient accumulated transposed; against the float64 reference."""
+"""The im2col + GEMM kernel's own paths, reached for sure by handing its
+drivers a plan (conv_gemm.plan, with chosen decisions): forward GEMMs cut
+into small-matrix pieces (gemm_cols, whatever BLAS the machine has), the
+smaller column stripes that go with them, several small images side by
+side in one GEMM (pieces of two images or more), and the weight gradient
+accumulated transposed; against the float64 reference. Then the plan's
+own rules and the scratch it counts."""
 import numpy as np
 import pytest
 
 import convcore
 from convcore import F, _threads
 from convcore._kernels import conv_gemm
-from convcore.algorithms import Im2colConv, _blas_has_small_gemm
 from convcore.functional._conv_spec import conv_spec
 
 from ref_conv import conv2d_backward_ref, conv2d_ref
@@ -31,6 +32,13 @@ SHAPES = [
 ]
 
 
+def _plan(spec, threads, backward, **decisions):
+    """conv_gemm's plan for spec with some decisions replaced."""
+    plan = conv_gemm.plan(spec.params, threads, backward, spec.dtype.itemsize)
+    plan.update(decisions)
+    return plan
+
+
 def _ref_out_shape(xs, ws, stride, padding, dilation, groups):
     return conv2d_ref(np.zeros(xs), np.zeros(ws), None, stride, padding, dilation, groups).shape
 
@@ -48,8 +56,9 @@ def test_forward_in_pieces_matches_reference(xs, ws, stride, padding, dilation, 
     spec = conv_spec(xs, ws, np.dtype(dtype), stride, padding, dilation, groups)
     y = np.full(spec.out_shape, np.nan, dtype)
     with _threads.blas_single():
-        conv_gemm.forward(x.astype(dtype), w.astype(dtype), b.astype(dtype), y, spec.geom,
-                          threads, True, gemm_cols)
+        conv_gemm.forward(x.astype(dtype), w.astype(dtype), b.astype(dtype), y, spec.params,
+                          threads, plan=_plan(spec, threads, False, batch_parallel=True,
+                                              gather_images=False, gemm_cols=gemm_cols))
     np.testing.assert_allclose(y, expect, rtol=TOL[dtype], atol=TOL[dtype])
 
 
@@ -68,7 +77,9 @@ def test_backward_with_transposed_partials_matches_reference(
         gw = np.full(ws, np.nan, dtype)
         with _threads.blas_single():
             conv_gemm.backward(gy.astype(dtype), x.astype(dtype), w.astype(dtype), gx, gw,
-                               need_x, need_w, spec.geom, 2, batch_parallel)
+                               need_x, need_w, spec.params, 2,
+                               plan=_plan(spec, 2, True, batch_parallel=batch_parallel,
+                                          gather_images=False, gather_weight_grad=False))
         if need_x:
             np.testing.assert_allclose(gx, gx_ref, rtol=TOL[dtype], atol=TOL[dtype] * 10)
         else:
@@ -113,40 +124,38 @@ def test_public_path_one_and_two_threads_agree(dtype, restore_threads, rng):
 
 def test_piece_width_rule():
     """Whole 16-column vectors within 100^3 multiply-adds, only for thin
-    weights, float32 and single-threaded BLAS, and only on a BLAS with the
-    kernel."""
+    weights, float32, a prange over the images and a BLAS with the
+    small-matrix kernel."""
     f32 = np.dtype(np.float32)
     alexnet = conv_spec((8, 3, 227, 227), (96, 3, 11, 11), f32, 4, 0, 1, 1)
     wide = conv_spec((8, 64, 56, 56), (256, 64, 1, 1), f32, 1, 0, 1, 1)
     lenet = conv_spec((8, 6, 14, 14), (16, 6, 5, 5), f32, 1, 0, 1, 1)
-    assert Im2colConv._gemm_cols(wide, True) == 0
-    assert Im2colConv._gemm_cols(alexnet, False) == 0
-    f64 = conv_spec((8, 3, 227, 227), (96, 3, 11, 11), np.dtype(np.float64), 4, 0, 1, 1)
-    assert Im2colConv._gemm_cols(f64, True) == 0  # float32 only
-    if _blas_has_small_gemm():
-        assert Im2colConv._gemm_cols(alexnet, True) == 16
-        assert Im2colConv._gemm_cols(lenet, True) == 416  # 4 images of 100 columns
-        # their columns (4 x 150 x 100) and product (4 x 16 x 100) per thread
-        assert Im2colConv._column(lenet, 416) == 400 * (150 + 16)
-    else:
-        assert Im2colConv._gemm_cols(alexnet, True) == 0
+
+    def cols(spec, threads=2, itemsize=4, small_gemm_blas=True):
+        return conv_gemm.plan(spec.params, threads, False, itemsize, small_gemm_blas)["gemm_cols"]
+
+    assert cols(alexnet) == 16
+    assert cols(lenet) == 416  # 4 images of 100 columns
+    assert cols(wide) == 0     # 256 output channels: packed GEMMs
+    assert cols(alexnet, itemsize=8) == 0             # float32 only
+    assert cols(alexnet, small_gemm_blas=False) == 0  # the BLAS has no small kernel
+    assert cols(alexnet, threads=16) < 0  # 8 images, 16 threads: GEMMs split, no pieces
+    # LeNet's columns (4 x 150 x 100) and product (4 x 16 x 100) per thread
+    plan = conv_gemm.plan(lenet.params, 2, False, 4, True)
+    assert plan["column"] == 400 * (150 + 16) and plan["buffers"] == 2
+    assert conv_gemm.scratch_bytes(lenet.params, 2, False, 4, True) == 2 * 400 * 166 * 4
 
 
-@pytest.mark.parametrize("gemm_cols", [0, 16, 416])
-@pytest.mark.parametrize("xs,ws,stride,padding", [
-    ((2, 3, 224, 224), (64, 3, 7, 7), 2, 3),   # stripes of both budgets
-    ((2, 6, 14, 14), (16, 6, 5, 5), 1, 0),     # images side by side at 416
-])
-def test_python_column_count_matches_the_kernel(xs, ws, stride, padding, gemm_cols):
-    """Im2colConv._column (Python ints, for the memory check) counts what
-    the kernel allocates, on every path, and scratch_bytes uses it."""
-    spec = conv_spec(xs, ws, np.dtype(np.float32), stride, padding, 1, 1)
-    kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom, gemm_cols)
-    assert Im2colConv._column(spec, gemm_cols) == kernel
-    nt, parallel = Im2colConv._plan(Im2colConv()._items(spec, False), spec)
-    used = Im2colConv._gemm_cols(spec, parallel)
-    kernel = conv_gemm.column_elements(xs, ws, spec.out_shape, spec.geom, used)
-    assert Im2colConv().scratch_bytes(spec, False) == kernel * (nt if parallel else 1) * 4
+def test_backward_scratch_adds_the_weight_gradient_partials():
+    """A column per thread and min(N, 8) partial copies of the weights."""
+    spec = conv_spec((10, 16, 20, 20), (32, 16, 3, 3), np.dtype(np.float64), 1, 1, 1, 1)
+    plan = conv_gemm.plan(spec.params, 2, True, 8)
+    assert not plan["gather_weight_grad"] and not plan["gather_images"]
+    assert plan["partials"] == 8 * 32 * 16 * 9
+    assert conv_gemm.scratch_bytes(spec.params, 2, True, 8) == (
+        2 * 16 * 9 * 400 + 8 * 32 * 16 * 9) * 8
+    # the gradients not asked for cost nothing
+    assert conv_gemm.plan(spec.params, 2, True, 8, need_w=False)["partials"] == 0
 
 
 def _at_one_and_two_threads(call):
@@ -179,7 +188,7 @@ GATHERED = [
 def test_gathered_weight_gradient(shape, dtype, budget, rng, monkeypatch):
     xs, ws, stride, padding, dilation, groups = shape
     spec = conv_spec(xs, ws, np.dtype(dtype), stride, padding, dilation, groups)
-    assert Im2colConv._gathers_weight_grad(spec)
+    assert conv_gemm.plan(spec.params, 2, True, spec.dtype.itemsize)["gather_weight_grad"]
     monkeypatch.setattr(conv_gemm, "GATHER_BUDGET_ELEMENTS", budget)
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
@@ -192,7 +201,7 @@ def test_gathered_weight_gradient(shape, dtype, budget, rng, monkeypatch):
 
 def test_gathered_rule_leaves_large_images_to_the_partials():
     spec = conv_spec((32, 64, 32, 32), (64, 64, 3, 3), np.dtype(np.float32), 1, 1, 1, 1)
-    assert not Im2colConv._gathers_weight_grad(spec)
+    assert not conv_gemm.plan(spec.params, 2, True, 4)["gather_weight_grad"]
 
 
 # Forwards that go through conv_gemm.forward_gathered: small images under
@@ -211,7 +220,7 @@ GATHERED_FORWARD = [
 def test_gathered_forward(shape, dtype, budget, rng, monkeypatch):
     xs, ws, stride, padding, dilation, groups = shape
     spec = conv_spec(xs, ws, np.dtype(dtype), stride, padding, dilation, groups)
-    assert Im2colConv._gathers_forward(spec)
+    assert conv_gemm.plan(spec.params, 2, False, spec.dtype.itemsize)["gather_images"]
     monkeypatch.setattr(conv_gemm, "GATHER_BUDGET_ELEMENTS", budget)
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
@@ -220,16 +229,17 @@ def test_gathered_forward(shape, dtype, budget, rng, monkeypatch):
     y = _at_one_and_two_threads(lambda: F.conv2d(x, w, b, stride, padding, dilation, groups,
                                                  algorithm="im2col"))
     np.testing.assert_allclose(y, ref, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(ref).max())
-    assert Im2colConv().scratch_bytes(spec, False) == (
-        conv_gemm.gathered_images(xs[0], ref.shape[2] * ref.shape[3], ws[1] * ws[2] * ws[3],
-                                  ws[0] // groups)
-        * ref.shape[2] * ref.shape[3] * (ws[1] * ws[2] * ws[3] + ws[0] // groups) * x.itemsize)
+    # one image per GEMM on the tiny budget, the whole batch on the other
+    images = 1 if budget == 1 else xs[0]
+    assert conv_gemm.scratch_bytes(spec.params, 2, False, x.itemsize) == (
+        images * ref.shape[2] * ref.shape[3] * (ws[1] * ws[2] * ws[3] + ws[0] // groups)
+        * x.itemsize)
 
 
 def test_gathered_forward_rule():
     def gathers(N, C, K, S):
-        return Im2colConv._gathers_forward(conv_spec((N, C, S, S), (K, C, 3, 3),
-                                                     np.dtype(np.float32), 1, 1, 1, 1))
+        spec = conv_spec((N, C, S, S), (K, C, 3, 3), np.dtype(np.float32), 1, 1, 1, 1)
+        return conv_gemm.plan(spec.params, 2, False, 4)["gather_images"]
     assert gathers(8, 512, 512, 7) and gathers(8, 64, 128, 14)
     assert not gathers(1, 512, 512, 7)       # one image: nothing to gather
     assert not gathers(8, 64, 64, 7)         # thin weights
@@ -243,9 +253,8 @@ def test_gathered_forward_rule():
     ((1, 4, 5, 5), (6, 4, 1, 1), 1, 0, 1),
 ])
 def test_backward_data_gathered_matches_reference(xs, ws, stride, padding, groups, dtype, rng):
-    """conv_gemm.backward_data_gathered (the adjoint of forward_gathered)
-    against the float64 reference, at 1 and 2 threads."""
-    from convcore._kernels import conv_gemm
+    """conv_gemm's gathered backward-data (the adjoint of the gathered
+    forward) against the float64 reference, at 1 and 2 threads."""
     x = rng.standard_normal(xs)
     w = rng.standard_normal(ws)
     spec = conv_spec(xs, ws, np.dtype(dtype), stride, padding, 1, groups)
@@ -254,6 +263,7 @@ def test_backward_data_gathered_matches_reference(xs, ws, stride, padding, group
     for threads in (1, 2):
         gx = np.full(xs, np.nan, dtype)
         with _threads.blas_single():
-            conv_gemm.backward_data_gathered(gy.astype(dtype), w.astype(dtype), gx, spec.geom,
-                                             threads)
+            conv_gemm.backward(gy.astype(dtype), x.astype(dtype), w.astype(dtype), gx,
+                               np.empty(ws, dtype), True, False, spec.params, threads,
+                               plan=_plan(spec, threads, True, gather_images=True))
         np.testing.assert_allclose(gx, gx_ref, rtol=TOL[dtype], atol=TOL[dtype] * 10)

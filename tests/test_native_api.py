@@ -132,6 +132,23 @@ def test_abi_version_python_level():
         native.check_abi_version(bad)
 
 
+def test_compiled_entry_points_are_the_table():
+    """The build writes one float and one double function per row of
+    native_entry_points.ENTRY_POINTS, and no other typed entry point."""
+    from convcore._kernels import native_entry_points as table
+
+    exported = native.__pyx_capi__
+    typed = {name for name in exported if name.endswith(("_f32", "_f64"))}
+    assert typed == set(table.typed_names())
+    for name in typed:
+        signature = repr(exported[name]).split('"')[1]
+        element = "float" if name.endswith("_f32") else "double"
+        other = "double" if element == "float" else "float"
+        assert element in signature, (name, signature)
+        # Only the batch-norm and LRN statistics are double in _f32 too.
+        assert other not in signature or other == "double", (name, signature)
+
+
 # -- the downstream build ----------------------------------------------------
 
 def test_downstream_compiled_against_this_abi(dk):

@@ -33,7 +33,8 @@ from cython.parallel cimport prange
 from libc.math cimport isfinite
 from libc.stdlib cimport calloc, malloc, free
 from convcore._kernels._openmp cimport omp_get_thread_num
-from convcore._kernels.conv_params cimport ConvParams, geometry, valid_range
+from convcore._kernels.conv_geometry cimport ConvGeometry, check_shapes
+from convcore._kernels.conv_params cimport ConvParams, valid_range
 from convcore._kernels.conv_direct cimport direct_backward_data_nc
 # CONVCORE_CLONES (AVX2+FMA copies of the row loops, picked at load time).
 from convcore._kernels._simd cimport CONVCORE_HAVE_CLONES
@@ -555,7 +556,8 @@ cdef void dw_backward_weight_nk(const floating* grad_y, const floating* x,
 # ---------------------------------------------------------------------------
 # Drivers, called by convcore.algorithms.DirectConv for groups with one
 # input channel (supports()); the functional floor has
-# checked the shapes and allocated the outputs. geom as in conv_direct.
+# checked the shapes and allocated the outputs. geom: the call's
+# ConvGeometry (ConvSpec.params).
 
 def supports(Py_ssize_t Cg, Py_ssize_t R, Py_ssize_t S):
     """Whether these kernels serve a convolution of this shape: one input
@@ -586,12 +588,21 @@ cdef Py_ssize_t _thread_elements(const ConvParams* p, bint backward) noexcept no
     return _parts(p, backward, &tmp, &row) + tmp + row + p.R * p.S
 
 
-def thread_elements(tuple x_shape, tuple w_shape, tuple y_shape, tuple geom,
-                    bint backward):
-    """Scratch elements per thread for one forward (or backward) call; the
-    weight gradient adds N*K*R*S partial sums once."""
-    cdef ConvParams p = geometry(x_shape, w_shape, y_shape, geom)
-    return _thread_elements(&p, backward)
+cdef inline Py_ssize_t _weight_partials(const ConvParams* p) noexcept nogil:
+    """backward_weight's R*S sums per (image, channel) plane."""
+    return p.N * p.K * p.R * p.S
+
+
+def scratch_bytes(ConvGeometry geom, int num_threads, bint backward,
+                  Py_ssize_t itemsize):
+    """Bytes that one forward (or full backward) call with these arguments
+    allocates at most: a padded plane and its rows per thread, and
+    backward_weight's partial sums."""
+    cdef const ConvParams* p = &geom.params
+    cdef Py_ssize_t elements = num_threads * _thread_elements(p, backward)
+    if backward:
+        elements += _weight_partials(p)
+    return elements * itemsize
 
 
 cdef class _Scratch:
@@ -619,15 +630,17 @@ cdef class _Scratch:
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
             const floating[::1] bias, floating[:, :, :, ::1] y,
-            tuple geom, int num_threads):
+            ConvGeometry geom, int num_threads):
     """y = conv(x, w) + bias. bias has size K, or 0 for no bias.   OUT: y"""
-    cdef ConvParams p = geometry(x.shape, w.shape, y.shape, geom)
+    cdef ConvParams p = geom.params
     cdef Layout L = forward_layout(&p)
     cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef _Scratch s = _Scratch(num_threads, _thread_elements(&p, False), sizeof(floating))
+    cdef _Scratch s
     cdef Py_ssize_t nk, tmp, row, m = _parts(&p, False, &tmp, &row)
     cdef floating* buf
     cdef int t
+    check_shapes(&p, x.shape, w.shape, y.shape)
+    s = _Scratch(num_threads, _thread_elements(&p, False), sizeof(floating))
     with nogil:
         for nk in prange(p.N * p.K, schedule='static', num_threads=num_threads):
             t = omp_get_thread_num()
@@ -638,14 +651,16 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
 
 def backward_data(const floating[:, :, :, ::1] grad_y,
                   const floating[:, :, :, ::1] w,
-                  floating[:, :, :, ::1] grad_x, tuple geom, int num_threads):
+                  floating[:, :, :, ::1] grad_x, ConvGeometry geom, int num_threads):
     """grad_x (N, C, H, W), overwritten.                         OUT: grad_x"""
-    cdef ConvParams p = geometry(grad_x.shape, w.shape, grad_y.shape, geom)
+    cdef ConvParams p = geom.params
     cdef Layout L = backward_layout(&p)
-    cdef _Scratch s = _Scratch(num_threads, _thread_elements(&p, True), sizeof(floating))
+    cdef _Scratch s
     cdef Py_ssize_t nc, tmp, row, m = _parts(&p, True, &tmp, &row)
     cdef floating* buf
     cdef int t
+    check_shapes(&p, grad_x.shape, w.shape, grad_y.shape)
+    s = _Scratch(num_threads, _thread_elements(&p, True), sizeof(floating))
     with nogil:
         for nc in prange(p.N * p.C, schedule='static', num_threads=num_threads):
             t = omp_get_thread_num()
@@ -657,19 +672,22 @@ def backward_data(const floating[:, :, :, ::1] grad_y,
 
 def backward_weight(const floating[:, :, :, ::1] grad_y,
                     const floating[:, :, :, ::1] x,
-                    floating[:, :, :, ::1] grad_w, tuple geom, int num_threads):
+                    floating[:, :, :, ::1] grad_w, ConvGeometry geom, int num_threads):
     """grad_w (K, 1, R, S), overwritten.                         OUT: grad_w"""
-    cdef ConvParams p = geometry(x.shape, grad_w.shape, grad_y.shape, geom)
+    cdef ConvParams p = geom.params
     cdef Layout L = forward_layout(&p)
-    cdef _Scratch s = _Scratch(num_threads, _thread_elements(&p, True), sizeof(floating))
+    cdef _Scratch s
     # R*S sums per (image, channel) plane, added over the images in order
     # below: every plane is one work item whatever the thread count.
     cdef Py_ssize_t RS = p.R * p.S
-    cdef floating* part = <floating*> malloc(p.N * p.K * RS * sizeof(floating))
+    cdef floating* part
     cdef floating* gw = &grad_w[0, 0, 0, 0]
     cdef floating acc
     cdef Py_ssize_t nk, k, n, i
     cdef int t
+    check_shapes(&p, x.shape, grad_w.shape, grad_y.shape)
+    s = _Scratch(num_threads, _thread_elements(&p, True), sizeof(floating))
+    part = <floating*> malloc(_weight_partials(&p) * sizeof(floating))
     if part == NULL:
         raise MemoryError(f"convcore: cannot allocate {p.N * p.K} x {RS} partial sums")
     try:

@@ -18,8 +18,13 @@ cdef void direct_backward_data_nc(const floating* grad_y, const floating* w,
 
 # grad_w[k, c] (R, S) for one output channel k and channel c of its group,
 # summed over the whole batch in image order (overwritten). acc: scratch of
-# R*S*OW elements, private to the calling thread.
+# _weight_scratch_size(p) elements, private to the calling thread.
 cdef void direct_backward_weight_kc(const floating* grad_y, const floating* x,
                                     floating* grad_w, const ConvParams* p,
                                     Py_ssize_t k, Py_ssize_t c,
                                     floating* acc) noexcept nogil
+
+
+cdef inline Py_ssize_t _weight_scratch_size(const ConvParams* p) noexcept nogil:
+    """direct_backward_weight_kc's scratch: a row of partial sums per tap."""
+    return p.R * p.S * p.OW

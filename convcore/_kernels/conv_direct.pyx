@@ -10,7 +10,8 @@ from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from convcore._kernels._openmp cimport omp_get_thread_num
-from convcore._kernels.conv_params cimport ConvParams, geometry, valid_range
+from convcore._kernels.conv_geometry cimport ConvGeometry, check_shapes
+from convcore._kernels.conv_params cimport ConvParams, valid_range
 from convcore._kernels._simd cimport (
     convcore_daxpy, convcore_dmuladd, convcore_dsum, convcore_saxpy,
     convcore_smuladd, convcore_ssum)
@@ -142,17 +143,27 @@ cdef void direct_backward_weight_kc(const floating* grad_y, const floating* x,
 
 
 # ---------------------------------------------------------------------------
-# Drivers: plan the parallel loop; called by convcore.functional, which has
-# checked every shape and allocated the outputs. geom is the tuple
-# (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups).
+# Drivers: plan the parallel loop; called by convcore.algorithms once
+# convcore.functional has checked every shape and allocated the outputs.
+# geom: the call's ConvGeometry (ConvSpec.params).
+
+def scratch_bytes(ConvGeometry geom, int num_threads, bint backward,
+                  Py_ssize_t itemsize):
+    """Bytes that one forward (or full backward) call with these arguments
+    allocates: backward_weight's row sums, one block per thread."""
+    if not backward:
+        return 0
+    return num_threads * _weight_scratch_size(&geom.params) * itemsize
+
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
             const floating[::1] bias, floating[:, :, :, ::1] y,
-            tuple geom, int num_threads):
+            ConvGeometry geom, int num_threads):
     """y = conv(x, w) + bias. bias has size K, or 0 for no bias.   OUT: y"""
-    cdef ConvParams p = geometry(x.shape, w.shape, y.shape, geom)
+    cdef ConvParams p = geom.params
     cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
     cdef Py_ssize_t nk
+    check_shapes(&p, x.shape, w.shape, y.shape)
     with nogil:
         for nk in prange(p.N * p.K, schedule='static', num_threads=num_threads):
             direct_forward_nk(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b,
@@ -161,10 +172,11 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
 
 def backward_data(const floating[:, :, :, ::1] grad_y,
                   const floating[:, :, :, ::1] w,
-                  floating[:, :, :, ::1] grad_x, tuple geom, int num_threads):
+                  floating[:, :, :, ::1] grad_x, ConvGeometry geom, int num_threads):
     """grad_x (N, C, H, W), overwritten.                         OUT: grad_x"""
-    cdef ConvParams p = geometry(grad_x.shape, w.shape, grad_y.shape, geom)
+    cdef ConvParams p = geom.params
     cdef Py_ssize_t nc
+    check_shapes(&p, grad_x.shape, w.shape, grad_y.shape)
     with nogil:
         for nc in prange(p.N * p.C, schedule='static', num_threads=num_threads):
             direct_backward_data_nc(&grad_y[0, 0, 0, 0], &w[0, 0, 0, 0],
@@ -173,14 +185,16 @@ def backward_data(const floating[:, :, :, ::1] grad_y,
 
 def backward_weight(const floating[:, :, :, ::1] grad_y,
                     const floating[:, :, :, ::1] x,
-                    floating[:, :, :, ::1] grad_w, tuple geom, int num_threads):
+                    floating[:, :, :, ::1] grad_w, ConvGeometry geom, int num_threads):
     """grad_w (K, C/groups, R, S), overwritten.                  OUT: grad_w"""
-    cdef ConvParams p = geometry(x.shape, grad_w.shape, grad_y.shape, geom)
+    cdef ConvParams p = geom.params
     cdef Py_ssize_t Cg = grad_w.shape[1], kc
-    cdef Py_ssize_t accsize = p.R * p.S * p.OW
-    # One row-sum buffer per thread (R*S*OW elements), allocated with the
-    # GIL so that a failure is a MemoryError, not a crash in the loop.
-    cdef floating* scratch = <floating*> malloc(num_threads * accsize * sizeof(floating))
+    cdef Py_ssize_t accsize = _weight_scratch_size(&p)
+    cdef floating* scratch
+    check_shapes(&p, x.shape, grad_w.shape, grad_y.shape)
+    # One row-sum buffer per thread, allocated with the GIL so that a
+    # failure is a MemoryError, not a crash in the loop.
+    scratch = <floating*> malloc(num_threads * accsize * sizeof(floating))
     if scratch == NULL:
         raise MemoryError(f"convcore: cannot allocate {num_threads} x {accsize} weight-gradient scratch")
     try:

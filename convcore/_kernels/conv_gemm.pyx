@@ -1,7 +1,9 @@
 """im2col + GEMM convolution, forward and backward, through a real BLAS.
 
-Work is split into (image, group) items. Two plans, chosen by the caller
-(convcore.algorithms):
+Work is split into (image, group) items. _plan (below) decides how a call
+runs and how much scratch it takes, and the drivers run what it decided;
+convcore.algorithms asks scratch_bytes, which reads the same plan. Two ways
+to share the threads:
 
 batch_parallel=True   prange over items, each thread with its own one-image
                       column buffer and single-threaded GEMMs (BLAS held to
@@ -18,8 +20,8 @@ of output rows (about 1 MiB, conv_gemm.pxd), never a whole-batch matrix;
 1x1 stride-1 unpadded convolutions use the input itself as the column
 matrix.
 
-Forward GEMMs may be cut into pieces of gemm_cols output columns (the
-caller's choice, convcore.algorithms; batch_parallel only): OpenBLAS
+Forward GEMMs may be cut into pieces of gemm_cols output columns
+(batch_parallel only, on a BLAS with the small-matrix kernel): OpenBLAS
 multiplies a product of at most 100^3 multiply-adds with its unpacked
 small-matrix kernel, which for a thin weight matrix (K/groups up to ~200)
 beats packing the column (AlexNet's conv1, a 7x7 stem and a 1x1 256->64
@@ -39,23 +41,16 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm, gemm_split
-from convcore._kernels.conv_params cimport ConvParams, geometry
+from convcore._kernels.conv_geometry cimport ConvGeometry, check_shapes
+from convcore._kernels.conv_params cimport ConvParams
 from convcore._kernels.im2col cimport im2col, col2im, col2im_ld
 # Weight-gradient chunks (also the most threads the backward pass can use).
 from convcore._kernels.partials cimport NUM_PARTIALS, sum_partials
 
-NUM_WEIGHT_GRAD_CHUNKS = NUM_PARTIALS
-COLUMN_BUDGET_ELEMENTS = COLUMN_BUDGET
-SPLIT_COLUMN_BUDGET_ELEMENTS = SPLIT_COLUMN_BUDGET
-SPLIT = SPLIT_GEMM
-SMALL_GEMM_COLUMN_BUDGET_ELEMENTS = SMALL_GEMM_COLUMN_BUDGET
-
-
-def column_elements(x_shape, w_shape, y_shape, tuple geom, Py_ssize_t gemm_cols=0):
-    """Elements of one column buffer, as the kernels size it (for tests of
-    the Python-side scratch count)."""
-    cdef ConvParams p = geometry(x_shape, w_shape, y_shape, geom)
-    return _column_size_for(&p, gemm_cols)
+# Images whose columns and grad_y rows one gathered GEMM takes at most:
+# about this many elements of scratch. A module attribute, read per call,
+# so that tests can make the gathered drivers loop over several batches.
+GATHER_BUDGET_ELEMENTS = 1 << 22
 
 
 # _is_pointwise and _column_size live in conv_gemm.pxd (shared with native).
@@ -279,44 +274,206 @@ cdef inline void* _aligned(void* buf) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------
-# Drivers, called by convcore.functional after every check; geom is
-# (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups).
+# The plan of one call: how it shares the threads, whether it gathers
+# images into one GEMM, and the scratch that follows from those choices.
+# _plan decides and sizes; the drivers allocate and run exactly what it
+# says, and scratch_bytes (convcore's memory check) reads the same plan.
+
+cdef enum:
+    # OpenBLAS's AVX-512 kernels (SkylakeX and later) multiply a product of
+    # at most SMALL_GEMM_MACS multiply-adds with an unpacked small-matrix
+    # kernel (interface/gemm.c, *_small_matrix_permit), which beats packing
+    # a thin weight matrix's operands. Pieces are whole GEMM_COL_STEP-float
+    # vectors of output columns; past MAX_SMALL_GEMM_CHANNELS output
+    # channels per group (a ResNet 1x1 64->256) the packed GEMM is faster.
+    # float64's 8-wide small kernel wins or loses by turns, so float64
+    # keeps whole GEMMs.
+    SMALL_GEMM_MACS = 1000000
+    GEMM_COL_STEP = 16
+    MAX_SMALL_GEMM_CHANNELS = 192
+    # Forward and backward-data gather images into one GEMM for small
+    # images (OH*OW <= GATHER_MAX_PIXELS) under big weights (K/groups >=
+    # GATHER_MIN_CHANNELS), where a GEMM per image is too thin; 64 channels
+    # or 28x28 images lost to a GEMM per image (commit bodies).
+    GATHER_MIN_CHANNELS = 128
+    GATHER_MAX_PIXELS = 196
+
+
+cdef struct GemmPlan:
+    int threads               # OpenMP threads of the call
+    bint batch_parallel       # a prange over items, each GEMM on one thread;
+                              # else items in turn, each GEMM split over the threads
+    Py_ssize_t gemm_cols      # forward GEMM piece width: 0 whole GEMMs, SPLIT_GEMM
+                              # (items in turn) big stripes
+    bint gather_images        # forward / backward-data: one GEMM per batch of images
+    bint gather_weight_grad   # weight gradient: one GEMM per batch of images
+    Py_ssize_t images         # images per gathered GEMM
+    Py_ssize_t buffers        # per-image column buffers (threads, 1, or 0: none run)
+    Py_ssize_t column         # elements of each
+    Py_ssize_t partials       # elements of the per-image weight-gradient partials
+
+
+cdef inline Py_ssize_t _piece_columns(const ConvParams* p, bint single,
+                                      bint small_gemm_blas) noexcept nogil:
+    """Output columns per forward GEMM piece (0: whole GEMMs): the most
+    whole vectors that keep a piece within the small-matrix kernel, for thin
+    float32 weights on a BLAS that has that kernel. A piece wider than two
+    images puts several images side by side (_images_per_gemm)."""
+    cdef Py_ssize_t Kg = p.K // p.groups, CRS = (p.C // p.groups) * p.R * p.S
+    if not single or not small_gemm_blas or Kg > MAX_SMALL_GEMM_CHANNELS:
+        return 0
+    return SMALL_GEMM_MACS // (Kg * CRS) // GEMM_COL_STEP * GEMM_COL_STEP
+
+
+cdef GemmPlan _plan(const ConvParams* p, int threads, bint backward, bint need_x,
+                    bint need_w, bint single, bint small_gemm_blas,
+                    Py_ssize_t gather_budget) noexcept nogil:
+    """The plan of a forward call (backward False: need_x/need_w unused) or
+    of a backward call for the gradients asked for. single: float32.
+    gather_budget: GATHER_BUDGET_ELEMENTS."""
+    cdef GemmPlan q
+    cdef Py_ssize_t Kg = p.K // p.groups, P = p.OH * p.OW
+    # Independent items: (image, group) pairs forward, the fixed image
+    # chunks of the weight-gradient partials backward.
+    cdef Py_ssize_t chunks = min(p.N, <Py_ssize_t> NUM_PARTIALS)
+    q.threads = threads
+    # Enough items: a prange over them. Too few (batch 1): one at a time,
+    # its im2col and GEMMs split over the threads. The BLAS always runs on
+    # one thread (the caller holds it there).
+    q.batch_parallel = (chunks if backward else p.N * p.groups) >= threads
+    q.gather_images = (p.N >= 2 and Kg >= GATHER_MIN_CHANNELS and P <= GATHER_MAX_PIXELS
+                       and (need_x or not backward))
+    # One GEMM over many images rather than per-image GEMMs into min(N, 8)
+    # partial copies of the weights, when those copies would outnumber the
+    # output pixels they sum over (many channels, small images).
+    q.gather_weight_grad = backward and need_w and chunks * Kg > p.N * P
+    q.gemm_cols = _piece_columns(p, single, small_gemm_blas)
+    _size(p, &q, backward, need_x, need_w, gather_budget)
+    return q
+
+
+cdef void _size(const ConvParams* p, GemmPlan* q, bint backward, bint need_x,
+                bint need_w, Py_ssize_t gather_budget) noexcept nogil:
+    """The scratch fields of q from its decisions; gemm_cols set to what
+    the drivers run when it is not the forward's choice: big stripes for
+    items in turn (their GEMMs split), whole GEMMs for the backward's."""
+    cdef Py_ssize_t Kg = p.K // p.groups, CRS = (p.C // p.groups) * p.R * p.S
+    cdef Py_ssize_t P = p.OH * p.OW
+    cdef bint per_image, per_image_w = backward and need_w and not q.gather_weight_grad
+    if backward:
+        per_image = (need_x and not q.gather_images) or per_image_w
+    else:
+        per_image = not q.gather_images
+    if not q.batch_parallel:
+        q.gemm_cols = SPLIT_GEMM
+    elif backward:
+        q.gemm_cols = 0
+    q.images = max(1, min(p.N, gather_budget // max(1, P * (CRS + Kg))))
+    q.buffers = (q.threads if q.batch_parallel else 1) if per_image else 0
+    q.column = _column_size_for(p, q.gemm_cols) if per_image else 0
+    q.partials = min(p.N, <Py_ssize_t> NUM_PARTIALS) * p.K * CRS if per_image_w else 0
+
+
+cdef Py_ssize_t _scratch_elements(const ConvParams* p, const GemmPlan* q) noexcept nogil:
+    """Elements the call allocates at most: the per-image buffers and
+    partials, or, when a gathered GEMM runs (after them, once they are
+    freed), its columns and rows."""
+    cdef Py_ssize_t Kg = p.K // p.groups, CRS = (p.C // p.groups) * p.R * p.S
+    cdef Py_ssize_t elements = q.buffers * q.column + q.partials
+    if q.gather_images or q.gather_weight_grad:
+        elements = max(elements, q.images * p.OH * p.OW * (CRS + Kg))
+    return elements
+
+
+cdef GemmPlan _plan_or(dict plan, const ConvParams* p, int threads, bint backward,
+                       bint need_x, bint need_w, bint single,
+                       bint small_gemm_blas) except *:
+    """_plan, or the decisions of `plan` (a dict as plan() returns; tests
+    reach every path with it) with the scratch sized here again."""
+    cdef GemmPlan q
+    cdef Py_ssize_t gather_budget = GATHER_BUDGET_ELEMENTS
+    if plan is None:
+        return _plan(p, threads, backward, need_x, need_w, single, small_gemm_blas,
+                     gather_budget)
+    q = plan
+    q.threads = threads
+    _size(p, &q, backward, need_x, need_w, gather_budget)
+    return q
+
+
+def plan(ConvGeometry geom, int num_threads, bint backward, Py_ssize_t itemsize,
+         bint small_gemm_blas=False, bint need_x=True, bint need_w=True):
+    """The plan of a call as a dict (GemmPlan's fields): what forward or
+    backward with these arguments will do. small_gemm_blas: the loaded
+    BLAS has OpenBLAS's small-matrix kernel (convcore.algorithms knows)."""
+    return _plan(&geom.params, num_threads, backward, need_x, need_w, itemsize == 4,
+                 small_gemm_blas, GATHER_BUDGET_ELEMENTS)
+
+
+def scratch_bytes(ConvGeometry geom, int num_threads, bint backward,
+                  Py_ssize_t itemsize, bint small_gemm_blas=False):
+    """Bytes that one forward (or backward with both gradients) call with
+    these arguments allocates at most (plus up to 64 bytes of alignment)."""
+    cdef GemmPlan q = _plan(&geom.params, num_threads, backward, True, True,
+                            itemsize == 4, small_gemm_blas, GATHER_BUDGET_ELEMENTS)
+    return _scratch_elements(&geom.params, &q) * itemsize
+
+
+# ---------------------------------------------------------------------------
+# Drivers, called by convcore.algorithms after every check of
+# convcore.functional; geom: the call's ConvGeometry (ConvSpec.params).
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
             const floating[::1] bias, floating[:, :, :, ::1] y,
-            tuple geom, int num_threads, bint batch_parallel,
-            Py_ssize_t gemm_cols=0):
-    """y = conv(x, w) + bias (bias of size K, or size 0 for none), each GEMM
-    in pieces of at most gemm_cols output columns (0: whole).      OUT: y"""
-    cdef ConvParams p = geometry(x.shape, w.shape, y.shape, geom)
+            ConvGeometry geom, int num_threads, bint small_gemm_blas=False,
+            dict plan=None):
+    """y = conv(x, w) + bias (bias of size K, or size 0 for none), as
+    _plan decides (or as `plan` says: see _plan_or).              OUT: y"""
+    cdef const ConvParams* p = &geom.params
+    cdef GemmPlan q
+    check_shapes(p, x.shape, w.shape, y.shape)
+    q = _plan_or(plan, p, num_threads, False, True, False, floating is float,
+                 small_gemm_blas)
+    if q.gather_images:
+        _forward_gathered(x, w, bias, y, p, &q)
+    else:
+        _forward_items(x, w, bias, y, p, &q)
+
+
+cdef int _forward_items(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                        const floating[::1] bias, floating[:, :, :, ::1] y,
+                        const ConvParams* p, const GemmPlan* q) except -1:
+    """y, a GEMM (or pieces of one) per item."""
     cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef Py_ssize_t nb = _images_per_gemm(&p, gemm_cols) if batch_parallel else 1
+    cdef Py_ssize_t gemm_cols = q.gemm_cols
+    cdef int num_threads = q.threads
+    cdef Py_ssize_t nb = _images_per_gemm(p, gemm_cols) if q.batch_parallel else 1
     cdef Py_ssize_t blocks = (p.N + nb - 1) // nb
     cdef Py_ssize_t items = blocks * p.groups, item, n0
-    cdef Py_ssize_t colsize = _column_size_for(&p, gemm_cols if batch_parallel else SPLIT_GEMM)
-    cdef Py_ssize_t nbuf = num_threads if batch_parallel else 1
-    cdef void* buf = _scratch(nbuf, colsize, sizeof(floating))
+    cdef Py_ssize_t colsize = q.column
+    cdef void* buf = _scratch(q.buffers, colsize, sizeof(floating))
     cdef floating* scratch = <floating*> _aligned(buf)  # colsize: whole 64-byte lines
     try:
         with nogil:
-            if batch_parallel and nb > 1:
+            if q.batch_parallel and nb > 1:
                 for item in prange(items, schedule='static', num_threads=num_threads):
                     n0 = (item // p.groups) * nb
                     _forward_images(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
-                                    &p, n0, min(n0 + nb, p.N), item % p.groups,
+                                    p, n0, min(n0 + nb, p.N), item % p.groups,
                                     scratch + omp_get_thread_num() * colsize, gemm_cols)
-            elif batch_parallel:
+            elif q.batch_parallel:
                 for item in prange(items, schedule='static', num_threads=num_threads):
                     _forward_item_cols(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
-                                       &p, item, scratch + omp_get_thread_num() * colsize,
+                                       p, item, scratch + omp_get_thread_num() * colsize,
                                        False, 1, gemm_cols)
             else:
                 for item in range(items):
                     _forward_item_cols(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
-                                       &p, item, scratch, num_threads > 1, num_threads,
+                                       p, item, scratch, num_threads > 1, num_threads,
                                        SPLIT_GEMM)
     finally:
         free(buf)
+    return 0
 
 
 cdef enum:
@@ -345,17 +502,44 @@ def backward(const floating[:, :, :, ::1] grad_y,
              const floating[:, :, :, ::1] x,
              const floating[:, :, :, ::1] w,
              floating[:, :, :, ::1] grad_x, floating[:, :, :, ::1] grad_w,
-             bint need_x, bint need_w,
-             tuple geom, int num_threads, bint batch_parallel):
+             bint need_x, bint need_w, ConvGeometry geom, int num_threads,
+             dict plan=None):
     """grad_x (N, C, H, W) and grad_w (K, C/groups, R, S), each overwritten
-    when its need_ flag is set (the other array is then not touched).
-                                                      OUT: grad_x, grad_w"""
-    cdef ConvParams p = geometry(x.shape, w.shape, grad_y.shape, geom)
+    when its need_ flag is set (the other array is then not touched), as
+    _plan decides (or as `plan` says: see _plan_or).  OUT: grad_x, grad_w"""
+    cdef const ConvParams* p = &geom.params
+    cdef GemmPlan q
+    cdef bint need_x_gathered, need_w_gathered
+    check_shapes(p, x.shape, w.shape, grad_y.shape)
+    if need_x:
+        check_shapes(p, grad_x.shape, w.shape, grad_y.shape)
+    if need_w:
+        check_shapes(p, x.shape, grad_w.shape, grad_y.shape)
+    q = _plan_or(plan, p, num_threads, True, need_x, need_w, floating is float, False)
+    need_x_gathered = need_x and q.gather_images
+    need_w_gathered = need_w and q.gather_weight_grad
+    if (need_x and not need_x_gathered) or (need_w and not need_w_gathered):
+        _backward_items(grad_y, x, w, grad_x, grad_w, need_x and not need_x_gathered,
+                        need_w and not need_w_gathered, p, &q)
+    if need_x_gathered:
+        _backward_data_gathered(grad_y, w, grad_x, p, &q)
+    if need_w_gathered:
+        _weight_grad_gathered(grad_y, x, grad_w, p, &q)
+
+
+cdef int _backward_items(const floating[:, :, :, ::1] grad_y,
+                         const floating[:, :, :, ::1] x,
+                         const floating[:, :, :, ::1] w,
+                         floating[:, :, :, ::1] grad_x, floating[:, :, :, ::1] grad_w,
+                         bint need_x, bint need_w, const ConvParams* p,
+                         const GemmPlan* q) except -1:
+    """grad_x and/or grad_w, GEMMs per image and group; the weight gradient
+    summed in fixed image chunks."""
     cdef Py_ssize_t N = p.N, G = p.groups
+    cdef int num_threads = q.threads
     cdef Py_ssize_t nchunks = min(N, NUM_PARTIALS)
     cdef Py_ssize_t wsize = w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
-    cdef Py_ssize_t colsize = _column_size_for(&p, 0 if batch_parallel else SPLIT_GEMM)
-    cdef Py_ssize_t nbuf = num_threads if batch_parallel else 1
+    cdef Py_ssize_t colsize = q.column
     cdef Py_ssize_t Kg = p.K // G, CRS = wsize // p.K if p.K > 0 else 0
     cdef Py_ssize_t chunk, n, g, ib
     # Transposed partials (_backward_item_t) in float32, where they win
@@ -369,7 +553,7 @@ def backward(const floating[:, :, :, ::1] grad_y,
     cdef floating* col
     cdef floating* scratch
     if N == 0:
-        return
+        return 0
     if need_w:
         # Separate partials even for one chunk (they may be transposed).
         # malloc, and zeroed below by a write: calloc's pages come mapped to
@@ -377,18 +561,18 @@ def backward(const floating[:, :, :, ::1] grad_y,
         # page is a copy-on-write fault with a TLB shootdown across the
         # threads (measured: 512-channel 7x7 weight gradient at batch 8, 2 threads,
         # 169 -> 55 ms).
-        partials = <floating*> malloc(nchunks * wsize * sizeof(floating))
+        partials = <floating*> malloc(q.partials * sizeof(floating))
         if partials == NULL:
             raise MemoryError(
                 f"convcore: cannot allocate {nchunks} x {wsize} weight-gradient partials")
     try:
-        scratch = <floating*> _scratch(nbuf, colsize, sizeof(floating))
+        scratch = <floating*> _scratch(q.buffers, colsize, sizeof(floating))
     except MemoryError:
         free(partials)
         raise
     try:
         with nogil:
-            if batch_parallel:
+            if q.batch_parallel:
                 for chunk in prange(nchunks, schedule='static', num_threads=num_threads):
                     col = scratch + omp_get_thread_num() * colsize
                     part = partials + chunk * wsize if need_w else NULL
@@ -397,7 +581,7 @@ def backward(const floating[:, :, :, ::1] grad_y,
                     for n in range(chunk * N // nchunks, (chunk + 1) * N // nchunks):
                         for g in range(G):
                             _backward_item_t(&grad_y[0, 0, 0, 0], &x[0, 0, 0, 0],
-                                             &w[0, 0, 0, 0], gx, part, &p, n, g,
+                                             &w[0, 0, 0, 0], gx, part, p, n, g,
                                              col, False, 1, wt_t)
             else:
                 for chunk in range(nchunks):
@@ -407,7 +591,7 @@ def backward(const floating[:, :, :, ::1] grad_y,
                     for n in range(chunk * N // nchunks, (chunk + 1) * N // nchunks):
                         for g in range(G):
                             _backward_item_t(&grad_y[0, 0, 0, 0], &x[0, 0, 0, 0],
-                                             &w[0, 0, 0, 0], gx, part, &p, n, g,
+                                             &w[0, 0, 0, 0], gx, part, p, n, g,
                                              scratch, True, num_threads, wt_t)
             if need_w and wt_t:
                 # Sum the chunk partials in chunk order (deterministic),
@@ -426,17 +610,7 @@ def backward(const floating[:, :, :, ::1] grad_y,
     finally:
         free(scratch)
         free(partials)
-
-
-# Images whose columns and grad_y rows one gathered weight-gradient GEMM
-# takes at most: about GATHER_BUDGET elements of scratch.
-GATHER_BUDGET_ELEMENTS = 1 << 22
-
-
-def gathered_images(Py_ssize_t N, Py_ssize_t P, Py_ssize_t CRS, Py_ssize_t Kg):
-    """Images per GEMM of weight_grad_gathered (its scratch is that many
-    times P * (CRS + Kg) elements)."""
-    return max(1, min(N, GATHER_BUDGET_ELEMENTS // max(1, P * (CRS + Kg))))
+    return 0
 
 
 cdef void* _gathered_scratch(Py_ssize_t images, Py_ssize_t P, Py_ssize_t CRS,
@@ -472,30 +646,31 @@ cdef void _gathered_rows(const floating* grad_y, floating* rows, const ConvParam
                    P * sizeof(floating))
 
 
-def weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
-                         const floating[:, :, :, ::1] x,
-                         floating[:, :, :, ::1] grad_w, tuple geom, int num_threads):
+cdef int _weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
+                               const floating[:, :, :, ::1] x,
+                               floating[:, :, :, ::1] grad_w, const ConvParams* p,
+                               const GemmPlan* q) except -1:
     """grad_w (K, C/groups, R, S), overwritten, without per-image partials:
     for each group, gw (Kg, CRS) = sum over image batches of
     GY (Kg, m) @ COL^T (m, CRS), COL the batch's columns side by side and
-    GY its grad_y rows (m = images * OH*OW, gathered_images of them). For
+    GY its grad_y rows (m = images * OH*OW, q.images of them). For
     layers whose weights outnumber their output pixels (many channels,
     small images) the partials were most of the time. One GEMM at a time:
     the caller gives the BLAS the threads; the copies run in a prange
     over the images. Every element sums the same products in the same
     order at any thread count (the BLAS splits the output, not the
     sums).                                                     OUT: grad_w"""
-    cdef ConvParams p = geometry(x.shape, grad_w.shape, grad_y.shape, geom)
     cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
     cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S
-    cdef Py_ssize_t images = gathered_images(N, P, CRS, Kg)
+    cdef Py_ssize_t images = q.images
+    cdef int num_threads = q.threads
     cdef Py_ssize_t g, b, n0, n1, m
     cdef floating* col
     cdef floating* gyt
     cdef floating* gw = &grad_w[0, 0, 0, 0]
     if P == 0 or N == 0:
         memset(gw, 0, p.K * CRS * sizeof(floating))
-        return
+        return 0
     col = <floating*> _gathered_scratch(images, P, CRS, Kg, sizeof(floating))
     gyt = col + images * P * CRS
     try:
@@ -505,28 +680,29 @@ def weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
                     n0 = b * images
                     n1 = min(n0 + images, N)
                     m = (n1 - n0) * P
-                    _gathered_columns(&x[0, 0, 0, 0], col, &p, g, n0, n1, num_threads)
-                    _gathered_rows(&grad_y[0, 0, 0, 0], gyt, &p, g, n0, n1, num_threads)
+                    _gathered_columns(&x[0, 0, 0, 0], col, p, g, n0, n1, num_threads)
+                    _gathered_rows(&grad_y[0, 0, 0, 0], gyt, p, g, n0, n1, num_threads)
                     gemm_split(False, True, <int> Kg, <int> CRS, <int> m, <floating> 1,
                                gyt, <int> m, col, <int> m, <floating> (0 if b == 0 else 1),
                                gw + g * Kg * CRS, <int> CRS, num_threads)
     finally:
         free(col)
+    return 0
 
 
-def forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
-                     const floating[::1] bias, floating[:, :, :, ::1] y, tuple geom,
-                     int num_threads):
+cdef int _forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                           const floating[::1] bias, floating[:, :, :, ::1] y,
+                           const ConvParams* p, const GemmPlan* q) except -1:
     """y = conv(x, w) + bias as one GEMM per group over a batch of images
-    (gathered_images of them): Y (Kg, m) = W[g] (Kg, CRS) @ COL (CRS, m),
+    (q.images of them): Y (Kg, m) = W[g] (Kg, CRS) @ COL (CRS, m),
     COL the batch's columns side by side (m = images * OH*OW), then Y's
     rows go to NCHW. For small images under big weights, where a GEMM per
     image is only OH*OW columns wide. Each GEMM split over the threads
     (gemm_split); the copies run in a prange over the images.     OUT: y"""
-    cdef ConvParams p = geometry(x.shape, w.shape, y.shape, geom)
     cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
     cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S
-    cdef Py_ssize_t images = gathered_images(N, P, CRS, Kg)
+    cdef Py_ssize_t images = q.images
+    cdef int num_threads = q.threads
     cdef Py_ssize_t g, b, n0, n1, n, k, j, m
     cdef const floating* bs = &bias[0] if bias.shape[0] > 0 else NULL
     cdef floating bk
@@ -535,7 +711,7 @@ def forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     cdef floating* yk
     cdef const floating* row
     if P == 0 or N == 0:
-        return
+        return 0
     col = <floating*> _gathered_scratch(images, P, CRS, Kg, sizeof(floating))
     prod = col + images * P * CRS
     try:
@@ -545,7 +721,7 @@ def forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
                     n0 = b * images
                     n1 = min(n0 + images, N)
                     m = (n1 - n0) * P
-                    _gathered_columns(&x[0, 0, 0, 0], col, &p, g, n0, n1, num_threads)
+                    _gathered_columns(&x[0, 0, 0, 0], col, p, g, n0, n1, num_threads)
                     gemm_split(False, False, <int> Kg, <int> m, <int> CRS, <floating> 1,
                                &w[0, 0, 0, 0] + g * Kg * CRS, <int> CRS, col, <int> m,
                                <floating> 0, prod, <int> m, num_threads)
@@ -558,31 +734,33 @@ def forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
                                 yk[j] = row[j] + bk
     finally:
         free(col)
+    return 0
 
 
-def backward_data_gathered(const floating[:, :, :, ::1] grad_y,
-                           const floating[:, :, :, ::1] w,
-                           floating[:, :, :, ::1] grad_x, tuple geom, int num_threads):
+cdef int _backward_data_gathered(const floating[:, :, :, ::1] grad_y,
+                                 const floating[:, :, :, ::1] w,
+                                 floating[:, :, :, ::1] grad_x, const ConvParams* p,
+                                 const GemmPlan* q) except -1:
     """grad_x (N, C, H, W), overwritten, as one GEMM per group over a batch
-    of images (gathered_images of them): DCOL (CRS, m) = W[g]^T (CRS, Kg)
+    of images (q.images of them): DCOL (CRS, m) = W[g]^T (CRS, Kg)
     @ GY (Kg, m), GY the batch's grad_y rows side by side (m = images *
     OH*OW), then col2im of each image's columns, in a prange over the
     images. The adjoint of forward_gathered, for the same layers (small
     images under big weights, where a GEMM per image is only OH*OW
     columns wide). Each GEMM split over the threads (gemm_split). OUT: grad_x"""
-    cdef ConvParams p = geometry(grad_x.shape, w.shape, grad_y.shape, geom)
     cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
     cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S, HW = p.H * p.W
-    cdef Py_ssize_t images = gathered_images(N, P, CRS, Kg)
+    cdef Py_ssize_t images = q.images
+    cdef int num_threads = q.threads
     cdef Py_ssize_t g, b, n0, n1, n, m
     cdef floating* col
     cdef floating* gyt
     cdef floating* gx = &grad_x[0, 0, 0, 0]
     if N == 0:
-        return
+        return 0
     if P == 0:
         memset(gx, 0, N * p.C * HW * sizeof(floating))
-        return
+        return 0
     col = <floating*> _gathered_scratch(images, P, CRS, Kg, sizeof(floating))
     gyt = col + images * P * CRS
     try:
@@ -592,13 +770,14 @@ def backward_data_gathered(const floating[:, :, :, ::1] grad_y,
                     n0 = b * images
                     n1 = min(n0 + images, N)
                     m = (n1 - n0) * P
-                    _gathered_rows(&grad_y[0, 0, 0, 0], gyt, &p, g, n0, n1, num_threads)
+                    _gathered_rows(&grad_y[0, 0, 0, 0], gyt, p, g, n0, n1, num_threads)
                     gemm_split(True, False, <int> CRS, <int> m, <int> Kg, <floating> 1,
                                &w[0, 0, 0, 0] + g * Kg * CRS, <int> CRS, gyt, <int> m,
                                <floating> 0, col, <int> m, num_threads)
                     for n in prange(n0, n1, schedule='static', num_threads=num_threads):
                         memset(gx + (n * p.C + g * Cg) * HW, 0, Cg * HW * sizeof(floating))
                         col2im_ld(col + (n - n0) * P, m, gx + (n * p.C + g * Cg) * HW,
-                                  &p, 0, Cg)
+                                  p, 0, Cg)
     finally:
         free(col)
+    return 0

@@ -5,6 +5,7 @@ from functools import cached_property
 
 import numpy as np
 
+from convcore._kernels.conv_geometry import ConvGeometry
 from convcore.functional._validation import check_int, int_pair, output_size
 
 # GEMM dimensions go to an LP64 BLAS as C ints.
@@ -49,9 +50,17 @@ class ConvSpec:
 
     @cached_property
     def geom(self):
-        """The tuple the kernel drivers take."""
+        """The tuple the Winograd kernels take."""
         return (self.stride[0], self.stride[1], self.padding[0], self.padding[1],
                 self.dilation[0], self.dilation[1], self.groups)
+
+    @cached_property
+    def params(self):
+        """The ConvGeometry (a ConvParams struct) every other conv driver
+        takes, built once per spec."""
+        return ConvGeometry(self.N, self.C, self.H, self.W, self.K, self.R, self.S,
+                            self.OH, self.OW, *self.stride, *self.padding,
+                            *self.dilation, self.groups)
 
     @property
     def is_depthwise(self):
