@@ -26,58 +26,14 @@ from libc.math cimport INFINITY
 from convcore._kernels.conv_params cimport valid_range
 
 
-# Row sums in double with `omp simd reduction`, which lets the compiler
-# vectorise this loop only (a plain `acc += x[i]` chain runs one add per
-# add-latency); the order is fixed by the binary, not the thread count.
-cdef extern from *:
-    """
-    #include <stddef.h>
-    static inline double pool_row_sum_f(const float* a, Py_ssize_t n) {
-        double acc = 0.0;
-        #pragma omp simd reduction(+:acc)
-        for (Py_ssize_t i = 0; i < n; ++i) acc += (double)a[i];
-        return acc;
-    }
-    static inline double pool_row_sum_d(const double* a, Py_ssize_t n) {
-        double acc = 0.0;
-        #pragma omp simd reduction(+:acc)
-        for (Py_ssize_t i = 0; i < n; ++i) acc += a[i];
-        return acc;
-    }
-    """
-    double pool_row_sum_f(const float* a, Py_ssize_t n) noexcept nogil
-    double pool_row_sum_d(const double* a, Py_ssize_t n) noexcept nogil
+# Window sums: the row reductions the norms use (double, fixed order).
+cdef extern from "convcore/_kernels/row_reductions.h":
+    double convcore_row_sum_f(const float* x, Py_ssize_t n) noexcept nogil
+    double convcore_row_sum_d(const double* x, Py_ssize_t n) noexcept nogil
 
 
-# One tap of a max pool swept along an output row, values and argmax
-# together. Random data makes `v > max` a coin toss, so a branch per
-# comparison mispredicts half the time: the selects are written as bit
-# masks, which compilers turn into straight-line code (gcc otherwise
-# branches on the NaN test). take = v > max, or v is NaN (PyTorch lets a
-# NaN win), or no tap has been seen yet (index -1).
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <string.h>
-    #define CONVCORE_MAX_TAP(T, U, SUFFIX)                                     \
-    static inline void pool_max_tap_##SUFFIX(                                 \
-            const T* x, Py_ssize_t sw, T* y, int64_t* idx, Py_ssize_t lo,     \
-            Py_ssize_t hi, int64_t base) {                                    \
-        for (Py_ssize_t o = lo; o < hi; ++o) {                                \
-            T v = x[o * sw], cur = y[o];                                      \
-            int64_t ci = idx[o];                                              \
-            int take = (v > cur) | (v != v) | (ci < 0);                       \
-            U vb, cb, m = (U)0 - (U)take;                                     \
-            memcpy(&vb, &v, sizeof vb); memcpy(&cb, &cur, sizeof cb);         \
-            cb = (cb & ~m) | (vb & m);                                        \
-            memcpy(&y[o], &cb, sizeof cb);                                    \
-            int64_t im = -(int64_t)take;                                      \
-            idx[o] = (ci & ~im) | ((base + o * sw) & im);                     \
-        }                                                                     \
-    }
-    CONVCORE_MAX_TAP(float, uint32_t, f)
-    CONVCORE_MAX_TAP(double, uint64_t, d)
-    """
+# Max pooling's branch-free tap sweep (values and argmax together).
+cdef extern from "convcore/_kernels/pool.h":
     void pool_max_tap_f(const float* x, Py_ssize_t sw, float* y, int64_t* idx,
                         Py_ssize_t lo, Py_ssize_t hi, int64_t base) noexcept nogil
     void pool_max_tap_d(const double* x, Py_ssize_t sw, double* y, int64_t* idx,
@@ -92,14 +48,14 @@ cdef inline double _window_sum(const floating* x, Py_ssize_t W, Py_ssize_t h0,
     cdef double acc = 0
     if w0 == 0 and w1 == W:
         if floating is float:
-            return pool_row_sum_f(x + h0 * W, (h1 - h0) * W)
+            return convcore_row_sum_f(x + h0 * W, (h1 - h0) * W)
         else:
-            return pool_row_sum_d(x + h0 * W, (h1 - h0) * W)
+            return convcore_row_sum_d(x + h0 * W, (h1 - h0) * W)
     for h in range(h0, h1):
         if floating is float:
-            acc += pool_row_sum_f(x + h * W + w0, w1 - w0)
+            acc += convcore_row_sum_f(x + h * W + w0, w1 - w0)
         else:
-            acc += pool_row_sum_d(x + h * W + w0, w1 - w0)
+            acc += convcore_row_sum_d(x + h * W + w0, w1 - w0)
     return acc
 
 
