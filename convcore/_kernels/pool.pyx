@@ -26,10 +26,13 @@ from libc.math cimport INFINITY
 from convcore._kernels.conv_params cimport valid_range
 
 
-# Window sums: the row reductions the norms use (double, fixed order).
+# Window sums: the row reductions the norms use (double, fixed order); the
+# short-row spelling is inlined into the window loops, same bits.
 cdef extern from "convcore/_kernels/row_reductions.h":
     double convcore_row_sum_f(const float* x, Py_ssize_t n) noexcept nogil
     double convcore_row_sum_d(const double* x, Py_ssize_t n) noexcept nogil
+    double convcore_short_row_sum_f(const float* x, Py_ssize_t n) noexcept nogil
+    double convcore_short_row_sum_d(const double* x, Py_ssize_t n) noexcept nogil
 
 
 # Max pooling's branch-free tap sweep (values and argmax together).
@@ -53,9 +56,9 @@ cdef inline double _window_sum(const floating* x, Py_ssize_t W, Py_ssize_t h0,
             return convcore_row_sum_d(x + h0 * W, (h1 - h0) * W)
     for h in range(h0, h1):
         if floating is float:
-            acc += convcore_row_sum_f(x + h * W + w0, w1 - w0)
+            acc += convcore_short_row_sum_f(x + h * W + w0, w1 - w0)
         else:
-            acc += convcore_row_sum_d(x + h * W + w0, w1 - w0)
+            acc += convcore_short_row_sum_d(x + h * W + w0, w1 - w0)
     return acc
 
 

@@ -42,52 +42,62 @@ CONVCORE_CLONES                                                               \
 static double convcore_row_sum_##SUFFIX(const T* x, ptrdiff_t n) {            \
     double a[CONVCORE_ROW_LANES] = {0};                                       \
     ptrdiff_t i = 0, j;                                                       \
-    for (; i + CONVCORE_ROW_LANES <= n; i += CONVCORE_ROW_LANES)              \
+    for (; i + CONVCORE_ROW_LANES <= n; i += CONVCORE_ROW_LANES) {            \
+        _Pragma("omp simd")                                                   \
         for (j = 0; j < CONVCORE_ROW_LANES; ++j) a[j] += (double)x[i + j];    \
-    for (j = 0; i < n; ++i, ++j) a[j] += (double)x[i];                        \
+    }                                                                         \
+    for (j = 0; j < n - i; ++j) a[j] += (double)x[i + j];                     \
     return convcore_row_lanes_total(a);                                       \
 }                                                                             \
 /* sum((x - mean)^2) */                                                       \
 CONVCORE_CLONES                                                               \
 static double convcore_row_sqdev_##SUFFIX(const T* x, ptrdiff_t n,            \
                                           double mean) {                      \
-    double a[CONVCORE_ROW_LANES] = {0}, d;                                    \
+    double a[CONVCORE_ROW_LANES] = {0};                                       \
     ptrdiff_t i = 0, j;                                                       \
-    for (; i + CONVCORE_ROW_LANES <= n; i += CONVCORE_ROW_LANES)              \
+    for (; i + CONVCORE_ROW_LANES <= n; i += CONVCORE_ROW_LANES) {            \
+        _Pragma("omp simd")                                                   \
         for (j = 0; j < CONVCORE_ROW_LANES; ++j) {                            \
-            d = (double)x[i + j] - mean; a[j] += d * d;                       \
+            double d = (double)x[i + j] - mean; a[j] += d * d;                \
         }                                                                     \
-    for (j = 0; i < n; ++i, ++j) { d = (double)x[i] - mean; a[j] += d * d; }  \
+    }                                                                         \
+    for (j = 0; j < n - i; ++j) {                                             \
+        double d = (double)x[i + j] - mean; a[j] += d * d;                    \
+    }                                                                         \
     return convcore_row_lanes_total(a);                                       \
 }                                                                             \
-/* *sum_g += sum(g), *sum_gd += sum(g * (x - mean)), g = gy * w (w NULL:     \
-   1): the terms of a normalisation's input and affine gradients. */         \
+/* *sum_g += sum(g), *sum_gd += sum(g * (x - mean)), g = gy * w (w NULL:      \
+   1): the terms of a normalisation's input and affine gradients. */          \
 CONVCORE_CLONES                                                               \
 static void convcore_row_grad_sums_##SUFFIX(const T* gy, const T* w,          \
                                             const T* x, ptrdiff_t n,          \
                                             double mean, double* sum_g,       \
                                             double* sum_gd) {                 \
-    double a[CONVCORE_ROW_LANES] = {0}, b[CONVCORE_ROW_LANES] = {0}, g;       \
+    double a[CONVCORE_ROW_LANES] = {0}, b[CONVCORE_ROW_LANES] = {0};          \
     ptrdiff_t i = 0, j;                                                       \
     if (w) {                                                                  \
-        for (; i + CONVCORE_ROW_LANES <= n; i += CONVCORE_ROW_LANES)          \
+        for (; i + CONVCORE_ROW_LANES <= n; i += CONVCORE_ROW_LANES) {        \
+            _Pragma("omp simd")                                               \
             for (j = 0; j < CONVCORE_ROW_LANES; ++j) {                        \
-                g = (double)gy[i + j] * (double)w[i + j];                     \
+                double g = (double)gy[i + j] * (double)w[i + j];              \
                 a[j] += g; b[j] += g * ((double)x[i + j] - mean);             \
             }                                                                 \
-        for (j = 0; i < n; ++i, ++j) {                                        \
-            g = (double)gy[i] * (double)w[i];                                 \
-            a[j] += g; b[j] += g * ((double)x[i] - mean);                     \
+        }                                                                     \
+        for (j = 0; j < n - i; ++j) {                                         \
+            double g = (double)gy[i + j] * (double)w[i + j];                  \
+            a[j] += g; b[j] += g * ((double)x[i + j] - mean);                 \
         }                                                                     \
     } else {                                                                  \
-        for (; i + CONVCORE_ROW_LANES <= n; i += CONVCORE_ROW_LANES)          \
+        for (; i + CONVCORE_ROW_LANES <= n; i += CONVCORE_ROW_LANES) {        \
+            _Pragma("omp simd")                                               \
             for (j = 0; j < CONVCORE_ROW_LANES; ++j) {                        \
-                g = (double)gy[i + j];                                        \
+                double g = (double)gy[i + j];                                 \
                 a[j] += g; b[j] += g * ((double)x[i + j] - mean);             \
             }                                                                 \
-        for (j = 0; i < n; ++i, ++j) {                                        \
-            g = (double)gy[i];                                                \
-            a[j] += g; b[j] += g * ((double)x[i] - mean);                     \
+        }                                                                     \
+        for (j = 0; j < n - i; ++j) {                                         \
+            double g = (double)gy[i + j];                                     \
+            a[j] += g; b[j] += g * ((double)x[i + j] - mean);                 \
         }                                                                     \
     }                                                                         \
     *sum_g += convcore_row_lanes_total(a);                                    \
@@ -96,6 +106,26 @@ static void convcore_row_grad_sums_##SUFFIX(const T* gy, const T* w,          \
 
 CONVCORE_ROW_REDUCTIONS(float, f)
 CONVCORE_ROW_REDUCTIONS(double, d)
+
+/* Pooling windows: rows of a few elements summed one after another inside
+   the window loop. The eight lanes' set-up and final total cost more than
+   such a row, and a call through the load-time dispatch more again, so
+   these are inlined and keep one double accumulator (vectorised by the
+   compiler where the row is long enough). Same precision as the family;
+   the order differs from convcore_row_sum_* for rows over two elements. */
+static inline double convcore_short_row_sum_f(const float* x, ptrdiff_t n) {
+    double acc = 0.0;
+    #pragma omp simd reduction(+:acc)
+    for (ptrdiff_t i = 0; i < n; ++i) acc += (double)x[i];
+    return acc;
+}
+
+static inline double convcore_short_row_sum_d(const double* x, ptrdiff_t n) {
+    double acc = 0.0;
+    #pragma omp simd reduction(+:acc)
+    for (ptrdiff_t i = 0; i < n; ++i) acc += x[i];
+    return acc;
+}
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
