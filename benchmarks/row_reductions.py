@@ -13,7 +13,10 @@ double-8      double accumulator in 8 explicit lanes, summed pairwise at the
 float-block   float arithmetic (twice the SIMD width of double) on blocks of
               256 elements, each block's total added in double; the mean is
               split hi + lo in two floats so x - mean keeps its digits
-shipped       convcore/_kernels/row_reductions.h as built into convcore
+shipped       convcore/_kernels/row_reductions.h as built into convcore:
+              double-8 with `omp simd` on the lane loop (vectorised at any
+              width) and no fused multiply-add, so every copy gives the
+              same bits
 
 Accuracy: error of mean and variance against an exact reference
 (math.fsum in float64 of the float values) on random rows, rows with a

@@ -16,17 +16,9 @@ from cython.parallel cimport prange
 from libc.math cimport INFINITY
 
 # Channel sums: the row reductions shared with pooling and the other norms.
-cdef extern from "convcore/_kernels/row_reductions.h":
-    double convcore_row_sum_f(const float* x, Py_ssize_t n) noexcept nogil
-    double convcore_row_sum_d(const double* x, Py_ssize_t n) noexcept nogil
-    double convcore_row_sqdev_f(const float* x, Py_ssize_t n, double mean) noexcept nogil
-    double convcore_row_sqdev_d(const double* x, Py_ssize_t n, double mean) noexcept nogil
-    void convcore_row_grad_sums_f(const float* gy, const float* w, const float* x,
-                                  Py_ssize_t n, double mean, double* sum_g,
-                                  double* sum_gd) noexcept nogil
-    void convcore_row_grad_sums_d(const double* gy, const double* w, const double* x,
-                                  Py_ssize_t n, double mean, double* sum_g,
-                                  double* sum_gd) noexcept nogil
+from convcore._kernels._row_reductions cimport (
+    convcore_row_sum_f, convcore_row_sum_d, convcore_row_sqdev_f, convcore_row_sqdev_d,
+    convcore_row_grad_sums_f, convcore_row_grad_sums_d)
 
 # The elementwise passes: affine (with an optional fused residual and ReLU),
 # input gradient, and ReLU backward fused with the channel sums.

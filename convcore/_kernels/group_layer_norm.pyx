@@ -30,17 +30,9 @@ from libc.stdlib cimport malloc, free
 
 # Row statistics and gradient sums: the row reductions shared with batch
 # norm and pooling (double, a fixed order: the same at any thread count).
-cdef extern from "convcore/_kernels/row_reductions.h":
-    double convcore_row_sum_f(const float* x, Py_ssize_t n) noexcept nogil
-    double convcore_row_sum_d(const double* x, Py_ssize_t n) noexcept nogil
-    double convcore_row_sqdev_f(const float* x, Py_ssize_t n, double mean) noexcept nogil
-    double convcore_row_sqdev_d(const double* x, Py_ssize_t n, double mean) noexcept nogil
-    void convcore_row_grad_sums_f(const float* gy, const float* w, const float* x,
-                                  Py_ssize_t n, double mean, double* sum_g,
-                                  double* sum_gd) noexcept nogil
-    void convcore_row_grad_sums_d(const double* gy, const double* w, const double* x,
-                                  Py_ssize_t n, double mean, double* sum_g,
-                                  double* sum_gd) noexcept nogil
+from convcore._kernels._row_reductions cimport (
+    convcore_row_sum_f, convcore_row_sum_d, convcore_row_sqdev_f, convcore_row_sqdev_d,
+    convcore_row_grad_sums_f, convcore_row_grad_sums_d)
 
 
 cdef inline double _sum(const floating* x, Py_ssize_t n) noexcept nogil:

@@ -26,13 +26,11 @@ from libc.math cimport INFINITY
 from convcore._kernels.conv_params cimport valid_range
 
 
-# Window sums: the row reductions the norms use (double, fixed order); the
-# short-row spelling is inlined into the window loops, same bits.
-cdef extern from "convcore/_kernels/row_reductions.h":
-    double convcore_row_sum_f(const float* x, Py_ssize_t n) noexcept nogil
-    double convcore_row_sum_d(const double* x, Py_ssize_t n) noexcept nogil
-    double convcore_short_row_sum_f(const float* x, Py_ssize_t n) noexcept nogil
-    double convcore_short_row_sum_d(const double* x, Py_ssize_t n) noexcept nogil
+# Window sums: the row reductions the norms use (double, fixed order); short
+# rows (window rows) use the inlined one-accumulator sum.
+from convcore._kernels._row_reductions cimport (
+    convcore_row_sum_f, convcore_row_sum_d, convcore_short_row_sum_f,
+    convcore_short_row_sum_d)
 
 
 # Max pooling's branch-free tap sweep (values and argmax together).
