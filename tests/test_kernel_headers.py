@@ -26,15 +26,15 @@ def test_headers_are_shipped():
 
 
 @pytest.mark.parametrize("header", HEADERS)
-@pytest.mark.parametrize("openmp", [False, True], ids=["serial", "openmp-simd"])
-def test_header_compiles_alone(header, openmp, tmp_path):
+@pytest.mark.parametrize("flags", [[], ["-fopenmp-simd"], ["-DCONVCORE_NO_CLONES"]],
+                         ids=["serial", "openmp-simd", "no-clones"])
+def test_header_compiles_alone(header, flags, tmp_path):
     cc = _cc()
     if cc is None:
         pytest.skip("no C compiler")
     src = tmp_path / "use.c"
     # Twice: the include guard must hold.
     src.write_text(f'#include "convcore/_kernels/{header}"\n' * 2)
-    flags = ["-fopenmp-simd"] if openmp else []
     out = subprocess.run(cc + ["-fsyntax-only", "-Werror=implicit-function-declaration",
                                "-x", "c", *flags, "-I", convcore.get_include(), str(src)],
                          capture_output=True, text=True)

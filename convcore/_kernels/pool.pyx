@@ -44,20 +44,25 @@ cdef extern from "convcore/_kernels/pool.h":
 cdef inline double _window_sum(const floating* x, Py_ssize_t W, Py_ssize_t h0,
                                Py_ssize_t h1, Py_ssize_t w0,
                                Py_ssize_t w1) noexcept nogil:
-    """Sum of x[h0:h1, w0:w1] in double; whole rows as one run."""
+    """Sum of x[h0:h1, w0:w1] in double, row by row, inlined (no call in
+    the window loop: a call there slows the whole loop down)."""
     cdef Py_ssize_t h
     cdef double acc = 0
-    if w0 == 0 and w1 == W:
-        if floating is float:
-            return convcore_row_sum_f(x + h0 * W, (h1 - h0) * W)
-        else:
-            return convcore_row_sum_d(x + h0 * W, (h1 - h0) * W)
     for h in range(h0, h1):
         if floating is float:
             acc += convcore_short_row_sum_f(x + h * W + w0, w1 - w0)
         else:
             acc += convcore_short_row_sum_d(x + h * W + w0, w1 - w0)
     return acc
+
+
+cdef inline double _rows_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    """Sum of n contiguous elements (whole rows of the plane) in double:
+    the norms' long-row reduction."""
+    if floating is float:
+        return convcore_row_sum_f(x, n)
+    else:
+        return convcore_row_sum_d(x, n)
 
 
 cdef PoolParams _params(Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
@@ -238,14 +243,18 @@ cdef void avg_pool_backward_plane(const floating* gy, floating* gx,
 cdef void adaptive_avg_plane(const floating* x, floating* y,
                              const PoolParams* p) noexcept nogil:
     cdef Py_ssize_t oh, ow, h0, h1, w0, w1
+    cdef double total
     for oh in range(p.OH):
         h0 = _adaptive_start(oh, p.OH, p.H)
         h1 = _adaptive_end(oh, p.OH, p.H)
         for ow in range(p.OW):
             w0 = _adaptive_start(ow, p.OW, p.W)
             w1 = _adaptive_end(ow, p.OW, p.W)
-            y[oh * p.OW + ow] = <floating> (
-                _window_sum(x, p.W, h0, h1, w0, w1) / ((h1 - h0) * (w1 - w0)))
+            if w0 == 0 and w1 == p.W:  # whole rows: one long run
+                total = _rows_sum(x + h0 * p.W, (h1 - h0) * p.W)
+            else:
+                total = _window_sum(x, p.W, h0, h1, w0, w1)
+            y[oh * p.OW + ow] = <floating> (total / ((h1 - h0) * (w1 - w0)))
 
 
 cdef void adaptive_avg_backward_plane(const floating* gy, floating* gx,

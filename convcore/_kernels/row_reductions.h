@@ -107,12 +107,18 @@ static void convcore_row_grad_sums_##SUFFIX(const T* gy, const T* w,          \
 CONVCORE_ROW_REDUCTIONS(float, f)
 CONVCORE_ROW_REDUCTIONS(double, d)
 
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
 /* Pooling windows: rows of a few elements summed one after another inside
    the window loop. The eight lanes' set-up and final total cost more than
    such a row, and a call through the load-time dispatch more again, so
    these are inlined and keep one double accumulator (vectorised by the
-   compiler where the row is long enough). Same precision as the family;
-   the order differs from convcore_row_sum_* for rows over two elements. */
+   compiler where the row is long enough). They sit outside the
+   fp-contract region above: its optimize pragma would keep GCC from
+   inlining them. Same precision as the family; the order differs from
+   convcore_row_sum_* for rows over two elements. */
 static inline double convcore_short_row_sum_f(const float* x, ptrdiff_t n) {
     double acc = 0.0;
     #pragma omp simd reduction(+:acc)
@@ -126,9 +132,5 @@ static inline double convcore_short_row_sum_d(const double* x, ptrdiff_t n) {
     for (ptrdiff_t i = 0; i < n; ++i) acc += x[i];
     return acc;
 }
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC pop_options
-#endif
 
 #endif /* CONVCORE_ROW_REDUCTIONS_H */
