@@ -158,7 +158,7 @@ class BuildExt(build_ext):
 
         cc = " ".join(compiler.compiler_so[:1]) if hasattr(compiler, "compiler_so") else compiler.compiler_type
         build_flags = " ".join(cflags)
-        # The load-time AVX2 copies (_simd.pxd) are redundant with
+        # The load-time AVX2 copies (simd.h) are redundant with
         # -march=native and get in the way of debugging and sanitizers.
         no_clones = native or debug or sanitize or _env_flag("CONVCORE_NO_CLONES")
         for ext in self.extensions:
@@ -189,8 +189,14 @@ def _extensions():
         "embedsignature": True,
     }
     _expand_templates()
+    # The kernels' C lives in convcore/_kernels/*.h, included by package
+    # path ("convcore/_kernels/simd.h") from the directory that holds the
+    # package, as a downstream build finds it through convcore.get_include().
+    headers = sorted(glob.glob(os.path.join("convcore", "_kernels", "*.h")))
     exts = [
-        Extension(f"convcore._kernels.{name}", [f"convcore/_kernels/{name}.pyx"])
+        Extension(f"convcore._kernels.{name}", [f"convcore/_kernels/{name}.pyx"],
+                  include_dirs=[os.path.dirname(os.path.abspath(__file__))],
+                  depends=headers)
         for name in _kernel_modules()
     ]
     return cythonize(exts, compiler_directives=directives, nthreads=int(os.environ.get("CONVCORE_CYTHON_JOBS", "0") or 0))

@@ -1,21 +1,29 @@
 """Floor 1: nogil arithmetic (Cython + OpenMP + BLAS).
 
 Kernels trust their inputs: every check lives in convcore.functional.
-Modules:
+Modules (.pyx; their C row loops are in the .h headers beside them):
 
-    native        float32/float64 entry points of the public C API (cimport
-                  convcore.native; see convcore/native.pxd)
-    openmp_info   whether OpenMP was compiled in, build flags, omp threads
-    blas          fused-type _gemm over scipy.linalg.cython_blas (row-major)
-    im2col        im2col / col2im for one image and one group
-    conv_direct   direct convolution forward / backward (data, weight, bias)
-    conv_depthwise depthwise (one input channel per group) forward / backward
-    conv_gemm     im2col + GEMM convolution forward / backward
-    winograd      Winograd F(2x2, 3x3) and F(4x4, 3x3) forward / backward
-                  (one driver; each tile's transforms in winograd.h)
-    pool          max / avg / adaptive pooling forward / backward
-    batchnorm     batch-norm statistics, normalisation, backward
-    lrn           local response normalisation forward / backward
-    norm          group / layer / instance norm forward / backward
-    activation    relu forward / backward
+    native            float32/float64 entry points of the public C API
+                      (cimport convcore.native; generated from
+                      native_entry_points.py and the .tp templates)
+    conv_geometry     ConvGeometry: one convolution's ConvParams, built once
+    openmp_info       whether OpenMP was compiled in, build flags, omp threads
+    fpenv             flush-to-zero / denormals-are-zero per thread (fpenv.h)
+    blas              fused-type _gemm over scipy.linalg.cython_blas (row-major)
+    im2col            im2col / col2im for one image and one group (im2col.h)
+    conv_direct       direct convolution forward / backward (data, weight, bias)
+    conv_depthwise    depthwise (one input channel per group) forward /
+                      backward (depthwise.h)
+    conv_gemm         im2col + GEMM convolution forward / backward
+    winograd          Winograd F(2x2, 3x3) and F(4x4, 3x3) forward / backward
+                      (one driver; each tile's transforms in winograd.h)
+    pool              max / avg / adaptive pooling forward / backward (pool.h)
+    batchnorm         batch-norm statistics, normalisation (with a fused
+                      residual and ReLU), backward (batchnorm.h)
+    group_layer_norm  group / layer / instance norm forward / backward
+    lrn               local response normalisation forward / backward
+    activation        relu forward / backward
+
+Shared C: simd.h (load-time AVX2 copies, row axpy), openmp_stubs.h (serial
+builds), row_reductions.h (the sums of pooling and every norm).
 """

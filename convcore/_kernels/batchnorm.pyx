@@ -14,159 +14,25 @@ which keeps this file free of the formulas' case analysis.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
-# CONVCORE_CLONES: AVX2 copies of the row loops, picked at load time.
-from convcore._kernels._simd cimport CONVCORE_HAVE_CLONES
 
-# Sums in double with `omp simd reduction`, which lets the compiler reorder
-# (vectorise) these loops only; the order is fixed by the binary, so results
-# do not depend on the thread count.
-cdef extern from *:
-    """
-    #include <stddef.h>
-    #include <math.h>
-    #define CONVCORE_BN_REDUCTIONS(T, SUFFIX)                                  \\
-    CONVCORE_CLONES                                                           \\
-    static double bn_sum_##SUFFIX(const T* a, Py_ssize_t n) {                 \\
-        double acc = 0.0;                                                     \\
-        _Pragma("omp simd reduction(+:acc)")                                  \\
-        for (Py_ssize_t i = 0; i < n; ++i) acc += (double)a[i];               \\
-        return acc;                                                           \\
-    }                                                                         \\
-    CONVCORE_CLONES                                                           \\
-    static double bn_sqdev_##SUFFIX(const T* a, Py_ssize_t n, double m) {     \\
-        double acc = 0.0;                                                     \\
-        _Pragma("omp simd reduction(+:acc)")                                  \\
-        for (Py_ssize_t i = 0; i < n; ++i) {                                  \\
-            double d = (double)a[i] - m; acc += d * d;                        \\
-        }                                                                     \\
-        return acc;                                                           \\
-    }                                                                         \\
-    CONVCORE_CLONES                                                           \\
-    static void bn_grad_sums_##SUFFIX(const T* g, const T* x, Py_ssize_t n,   \\
-                                      double m, double* sum_g,                \\
-                                      double* sum_gd) {                       \\
-        double sg = 0.0, sgd = 0.0;                                           \\
-        _Pragma("omp simd reduction(+:sg,sgd)")                               \\
-        for (Py_ssize_t i = 0; i < n; ++i) {                                  \\
-            sg += (double)g[i]; sgd += (double)g[i] * ((double)x[i] - m);     \\
-        }                                                                     \\
-        *sum_g += sg; *sum_gd += sgd;                                         \\
-    }                                                                         \\
-    /* y = (x - m) * k + b, in double (x close to m keeps its bits). */      \\
-    CONVCORE_CLONES                                                           \\
-    static void bn_affine_##SUFFIX(const T* x, T* y, Py_ssize_t n, double m,  \\
-                                   double k, double b) {                      \\
-        _Pragma("omp simd")                                                   \\
-        for (Py_ssize_t i = 0; i < n; ++i)                                    \\
-            y[i] = (T)(((double)x[i] - m) * k + b);                           \\
-    }                                                                         \\
-    /* out = g * ka + (x - m) * kb + kd */                                    \\
-    CONVCORE_CLONES                                                           \\
-    static void bn_input_grad_##SUFFIX(const T* g, const T* x, T* out,        \\
-                                       Py_ssize_t n, double m, double ka,     \\
-                                       double kb, double kd) {                \\
-        _Pragma("omp simd")                                                   \\
-        for (Py_ssize_t i = 0; i < n; ++i)                                    \\
-            out[i] = (T)((double)g[i] * ka + ((double)x[i] - m) * kb + kd);   \\
-    }                                                                         \\
-    /* Fused epilogue: y = relu(T((x - m) * k + b) [+ r]); the affine is     \\
-       rounded to T first and r added in T, so the result is bit for bit    \\
-       bn_affine, then the add, then relu. "v < 0" lets NaN through, as      \\
-       torch's relu. r may be NULL; y may be x (in place).  */               \\
-    CONVCORE_CLONES                                                           \\
-    static void bn_affine_relu_##SUFFIX(const T* x, const T* r, T* y,        \\
-                                        Py_ssize_t n, double m, double k,     \\
-                                        double b, double cap) {               \\
-        if (cap < HUGE_VAL) { /* ReLU6-like: clip to [0, cap], NaN kept */   \\
-            const T c = (T)cap;                                               \\
-            _Pragma("omp simd")                                               \\
-            for (Py_ssize_t i = 0; i < n; ++i) {                              \\
-                T v = (T)(((double)x[i] - m) * k + b);                        \\
-                if (r) v = v + r[i];                                          \\
-                v = v < 0 ? (T)0 : v;                                         \\
-                y[i] = v > c ? c : v;                                         \\
-            }                                                                 \\
-        } else if (r) {                                                       \\
-            _Pragma("omp simd")                                               \\
-            for (Py_ssize_t i = 0; i < n; ++i) {                              \\
-                T v = (T)(((double)x[i] - m) * k + b); v = v + r[i];          \\
-                y[i] = v < 0 ? (T)0 : v;                                      \\
-            }                                                                 \\
-        } else {                                                              \\
-            _Pragma("omp simd")                                               \\
-            for (Py_ssize_t i = 0; i < n; ++i) {                              \\
-                T v = (T)(((double)x[i] - m) * k + b);                        \\
-                y[i] = v < 0 ? (T)0 : v;                                      \\
-            }                                                                 \\
-        }                                                                     \\
-    }                                                                         \\
-    /* ReLU backward fused with the reductions that follow it:              \\
-       gm = (y > 0 ? g : 0) (torch's threshold_backward: zero where y <= 0)  \\
-       written out (gm may be g, in place), and sum(gm), and when x is not   \\
-       NULL sum(gm * (x - m)). Per block of 1024: the mask loop (a vector    \\
-       select; a branch would mispredict on half the elements, and GCC does  \\
-       not if-convert it inside the reduction loop), then the sums over the  \\
-       block just written, still in L1: one pass over memory.  */          \\
-    CONVCORE_CLONES                                                           \\
-    static void bn_mask_grad_sums_##SUFFIX(const T* g, const T* y,           \\
-                                           const T* x, T* gm, Py_ssize_t n,   \\
-                                           double m, double* sum_g,           \\
-                                           double* sum_gd, double cap) {      \\
-        double sg = 0.0, sgd = 0.0;                                           \\
-        const T c = (T)cap;                                                   \\
-        const int capped = cap < HUGE_VAL;                                    \\
-        for (Py_ssize_t lo = 0; lo < n; lo += 1024) {                         \\
-            Py_ssize_t len = n - lo < 1024 ? n - lo : 1024;                   \\
-            const T* gb = g + lo; const T* yb = y + lo; T* mb = gm + lo;      \\
-            if (capped) { /* hardtanh_backward: none at 0, cap and beyond */  \\
-                _Pragma("omp simd")                                           \\
-                for (Py_ssize_t i = 0; i < len; ++i) {                        \\
-                    T gv = gb[i], yv = yb[i];                                 \\
-                    mb[i] = (yv <= 0) | (yv >= c) ? (T)0 : gv;                \\
-                }                                                             \\
-            } else {                                                          \\
-                _Pragma("omp simd")                                           \\
-                for (Py_ssize_t i = 0; i < len; ++i) {                        \\
-                    T gv = gb[i]; mb[i] = yb[i] <= 0 ? (T)0 : gv;             \\
-                }                                                             \\
-            }                                                                 \\
-            if (x) {                                                          \\
-                const T* xb = x + lo;                                         \\
-                _Pragma("omp simd reduction(+:sg,sgd)")                       \\
-                for (Py_ssize_t i = 0; i < len; ++i) {                        \\
-                    sg += (double)mb[i];                                      \\
-                    sgd += (double)mb[i] * ((double)xb[i] - m);               \\
-                }                                                             \\
-            } else {                                                          \\
-                _Pragma("omp simd reduction(+:sg)")                           \\
-                for (Py_ssize_t i = 0; i < len; ++i) sg += (double)mb[i];     \\
-            }                                                                 \\
-        }                                                                     \\
-        *sum_g += sg; *sum_gd += sgd;                                         \\
-    }
-    CONVCORE_BN_REDUCTIONS(float, f)
-    CONVCORE_BN_REDUCTIONS(double, d)
-    """
-    double bn_sum_f(const float* a, Py_ssize_t n) noexcept nogil
-    double bn_sum_d(const double* a, Py_ssize_t n) noexcept nogil
-    double bn_sqdev_f(const float* a, Py_ssize_t n, double m) noexcept nogil
-    double bn_sqdev_d(const double* a, Py_ssize_t n, double m) noexcept nogil
-    void bn_grad_sums_f(const float* g, const float* x, Py_ssize_t n, double m,
-                        double* sum_g, double* sum_gd) noexcept nogil
-    void bn_grad_sums_d(const double* g, const double* x, Py_ssize_t n, double m,
-                        double* sum_g, double* sum_gd) noexcept nogil
-    void bn_affine_f(const float* x, float* y, Py_ssize_t n, double m, double k,
-                     double b) noexcept nogil
-    void bn_affine_d(const double* x, double* y, Py_ssize_t n, double m, double k,
-                     double b) noexcept nogil
+# Channel sums: the row reductions shared with pooling and the other norms.
+from convcore._kernels._row_reductions cimport (
+    convcore_row_sum_f, convcore_row_sum_d, convcore_row_sqdev_f, convcore_row_sqdev_d,
+    convcore_row_grad_sums_f, convcore_row_grad_sums_d)
+
+# The elementwise passes: affine (with an optional fused residual and ReLU),
+# input gradient, and ReLU backward fused with the channel sums.
+cdef extern from "convcore/_kernels/batchnorm.h":
+    void bn_affine_clamp_f(const float* x, const float* r, float* y, Py_ssize_t n,
+                           double m, double k, double b, double lo,
+                           double hi) noexcept nogil
+    void bn_affine_clamp_d(const double* x, const double* r, double* y, Py_ssize_t n,
+                           double m, double k, double b, double lo,
+                           double hi) noexcept nogil
     void bn_input_grad_f(const float* g, const float* x, float* out, Py_ssize_t n,
                          double m, double ka, double kb, double kd) noexcept nogil
     void bn_input_grad_d(const double* g, const double* x, double* out, Py_ssize_t n,
                          double m, double ka, double kb, double kd) noexcept nogil
-    void bn_affine_relu_f(const float* x, const float* r, float* y, Py_ssize_t n,
-                          double m, double k, double b, double cap) noexcept nogil
-    void bn_affine_relu_d(const double* x, const double* r, double* y, Py_ssize_t n,
-                          double m, double k, double b, double cap) noexcept nogil
     void bn_mask_grad_sums_f(const float* g, const float* y, const float* x, float* gm,
                              Py_ssize_t n, double m, double* sum_g,
                              double* sum_gd, double cap) noexcept nogil
@@ -185,17 +51,17 @@ cdef void channel_stats(const floating* x, Py_ssize_t N, Py_ssize_t C,
     for n in range(N):
         row = x + (n * C + c) * S
         if floating is float:
-            acc += bn_sum_f(row, S)
+            acc += convcore_row_sum_f(row, S)
         else:
-            acc += bn_sum_d(row, S)
+            acc += convcore_row_sum_d(row, S)
     m = acc / (N * S)
     acc = 0
     for n in range(N):
         row = x + (n * C + c) * S
         if floating is float:
-            acc += bn_sqdev_f(row, S, m)
+            acc += convcore_row_sqdev_f(row, S, m)
         else:
-            acc += bn_sqdev_d(row, S, m)
+            acc += convcore_row_sqdev_d(row, S, m)
     mean[0] = m
     var[0] = acc / (N * S)
 
@@ -211,9 +77,9 @@ cdef void channel_grad_sums(const floating* gy, const floating* x,
     for n in range(N):
         off = (n * C + c) * S
         if floating is float:
-            bn_grad_sums_f(gy + off, x + off, S, mean, sum_g, sum_gd)
+            convcore_row_grad_sums_f(gy + off, NULL, x + off, S, mean, sum_g, sum_gd)
         else:
-            bn_grad_sums_d(gy + off, x + off, S, mean, sum_g, sum_gd)
+            convcore_row_grad_sums_d(gy + off, NULL, x + off, S, mean, sum_g, sum_gd)
 
 
 # ---------------------------------------------------------------------------
@@ -242,11 +108,23 @@ def grad_sums(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
 
 def normalize(const floating[:, :, ::1] x, const double[::1] mean,
               const double[::1] scale, const double[::1] shift,
-              floating[:, :, ::1] y, int num_threads):
-    """y = (x - mean[c]) * scale[c] + shift[c].                      OUT: y"""
+              const floating[:, :, ::1] residual, floating[:, :, ::1] y,
+              int num_threads, double lower=-INFINITY, double upper=INFINITY):
+    """y = clamp((x - mean[c]) * scale[c] + shift[c] [+ residual], lower,
+    upper).                                                          OUT: y
+
+    The defaults are batch norm alone; lower = 0 fuses the ReLU after it
+    (upper = 6: ReLU6) and a non-empty residual the shortcut added before
+    that ReLU (a ResNet block's end). The affine is rounded to the dtype
+    before the add and the clamp, and NaN passes the clamp, so the result is
+    bit for bit the unfused ops. y may be x itself (in place): with mean 0
+    and scale 1 this is a convolution's bias + ReLU epilogue on its own
+    output."""
     cdef Py_ssize_t C = x.shape[1], S = x.shape[2], nc, c
+    cdef bint has_r = residual.shape[0] != 0
     cdef double m, k, b
     cdef const floating* xr
+    cdef const floating* rr
     cdef floating* yr
     with nogil:
         for nc in prange(x.shape[0] * C, schedule='static', num_threads=num_threads):
@@ -256,10 +134,13 @@ def normalize(const floating[:, :, ::1] x, const double[::1] mean,
             b = shift[c]
             xr = &x[0, 0, 0] + nc * S
             yr = &y[0, 0, 0] + nc * S
+            rr = NULL
+            if has_r:
+                rr = &residual[0, 0, 0] + nc * S
             if floating is float:
-                bn_affine_f(xr, yr, S, m, k, b)
+                bn_affine_clamp_f(xr, rr, yr, S, m, k, b, lower, upper)
             else:
-                bn_affine_d(xr, yr, S, m, k, b)
+                bn_affine_clamp_d(xr, rr, yr, S, m, k, b, lower, upper)
 
 
 def input_grad(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
@@ -289,43 +170,10 @@ def input_grad(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
 
 
 # ---------------------------------------------------------------------------
-# Fused drivers: batch norm (or a convolution's bias) with the ReLU after it,
-# and optionally a residual added before that ReLU (a ResNet block's end).
-# Same preconditions as above; `residual` / `x` may be empty (shape
-# (0, 0, 0)) to mean "none". Outputs may alias inputs where noted: each
-# element is read, then written at the same index, by one thread.
-
-def normalize_relu(const floating[:, :, ::1] x, const double[::1] mean,
-                   const double[::1] scale, const double[::1] shift,
-                   const floating[:, :, ::1] residual, floating[:, :, ::1] y,
-                   int num_threads, double cap=INFINITY):
-    """y = relu((x - mean[c]) * scale[c] + shift[c] [+ residual]), also
-    capped at `cap` when finite (ReLU6: 6).                         OUT: y
-
-    y may be x itself (in place): with mean 0 and scale 1 this is a
-    convolution's bias + ReLU epilogue on its own output."""
-    cdef Py_ssize_t C = x.shape[1], S = x.shape[2], nc, c
-    cdef bint has_r = residual.shape[0] != 0
-    cdef double m, k, b
-    cdef const floating* xr
-    cdef const floating* rr
-    cdef floating* yr
-    with nogil:
-        for nc in prange(x.shape[0] * C, schedule='static', num_threads=num_threads):
-            c = nc % C
-            m = mean[c]
-            k = scale[c]
-            b = shift[c]
-            xr = &x[0, 0, 0] + nc * S
-            yr = &y[0, 0, 0] + nc * S
-            rr = NULL
-            if has_r:
-                rr = &residual[0, 0, 0] + nc * S
-            if floating is float:
-                bn_affine_relu_f(xr, rr, yr, S, m, k, b, cap)
-            else:
-                bn_affine_relu_d(xr, rr, yr, S, m, k, b, cap)
-
+# Fused backward: the ReLU mask (of normalize's lower = 0) and the sums after
+# it. Same preconditions as above; `x` may be empty (shape (0, 0, 0)) to
+# mean "none". grad_m may alias grad_y: each element is read, then written
+# at the same index, by one thread.
 
 def relu_grad_sums(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] y,
                    const floating[:, :, ::1] x, const double[::1] mean,

@@ -12,26 +12,7 @@ says so.
 """
 from cython.parallel cimport prange
 
-cdef extern from *:
-    """
-    #if defined(__SSE__) || defined(_M_X64) || defined(_M_IX86)
-    #include <xmmintrin.h>
-    #define CONVCORE_HAVE_MXCSR 1
-    /* FTZ is bit 15 of MXCSR, DAZ bit 6. */
-    #define CONVCORE_FTZ_DAZ 0x8040u
-    static int convcore_get_ftz(void) {
-        return (_mm_getcsr() & CONVCORE_FTZ_DAZ) == CONVCORE_FTZ_DAZ;
-    }
-    static void convcore_set_ftz(int on) {
-        unsigned int csr = _mm_getcsr();
-        _mm_setcsr(on ? (csr | CONVCORE_FTZ_DAZ) : (csr & ~CONVCORE_FTZ_DAZ));
-    }
-    #else
-    #define CONVCORE_HAVE_MXCSR 0
-    static int convcore_get_ftz(void) { return 0; }
-    static void convcore_set_ftz(int on) { (void) on; }
-    #endif
-    """
+cdef extern from "convcore/_kernels/fpenv.h":
     int CONVCORE_HAVE_MXCSR
     int convcore_get_ftz() noexcept nogil
     void convcore_set_ftz(int on) noexcept nogil

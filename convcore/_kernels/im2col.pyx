@@ -4,48 +4,9 @@ from libc.string cimport memset
 from convcore._kernels.conv_params cimport ConvParams, valid_range
 
 
-# The rows of one tap, in C: each row is zeros on [0, lo), a copy of the
-# source on [lo, hi), zeros on [hi, n), the row loop in C with no Cython
-# bookkeeping between rows. A short copy (< 64 bytes) moves 16 bytes at a
-# time, the last move overlapping the one before instead of a scalar tail
-# (a 10-float LeNet row is 3 moves): a plain loop would become a memmove
-# call per row (GCC's loop-to-library-call pattern), costing more than the
-# row. Longer rows go to memcpy, whose run-time dispatched AVX moves beat
-# what this baseline x86-64 build can emit (fixed-size memcpy is one SSE
-# unaligned load and store).
-cdef extern from *:
-    """
-    #include <string.h>
-    static inline void convcore_im2col_copy(char* restrict y, const char* restrict x,
-                                            Py_ssize_t n) {
-        if (n >= 64) {
-            memcpy(y, x, (size_t) n);
-        } else if (n >= 16) {
-            Py_ssize_t i;
-            for (i = 0; i + 16 <= n; i += 16) memcpy(y + i, x + i, 16);
-            if (i < n) memcpy(y + n - 16, x + n - 16, 16);
-        } else if (n >= 8) {
-            memcpy(y, x, 8);
-            memcpy(y + n - 8, x + n - 8, 8);
-        } else if (n >= 4) {
-            memcpy(y, x, 4);
-            memcpy(y + n - 4, x + n - 4, 4);
-        }
-    }
-    #define CONVCORE_IM2COL_ROWS(NAME, T)                                     \
-    static inline void NAME(T* restrict y, const T* restrict x,               \
-                            Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,       \
-                            Py_ssize_t rows, Py_ssize_t ldy, Py_ssize_t ldx) {\
-        for (Py_ssize_t r = 0; r < rows; ++r, y += ldy, x += ldx) {           \
-            for (Py_ssize_t i = 0; i < lo; ++i) y[i] = 0;                     \
-            convcore_im2col_copy((char*) (y + lo), (const char*) (x + lo),    \
-                                 (hi - lo) * (Py_ssize_t) sizeof(T));         \
-            for (Py_ssize_t i = hi; i < n; ++i) y[i] = 0;                     \
-        }                                                                     \
-    }
-    CONVCORE_IM2COL_ROWS(convcore_im2col_rows_f, float)
-    CONVCORE_IM2COL_ROWS(convcore_im2col_rows_d, double)
-    """
+# The rows of one tap: zeros, a copy of the source, zeros (why the copy is
+# written so: im2col.h).
+cdef extern from "convcore/_kernels/im2col.h":
     void convcore_im2col_rows_f(float* y, const float* x, Py_ssize_t lo, Py_ssize_t hi,
                                 Py_ssize_t n, Py_ssize_t rows, Py_ssize_t ldy,
                                 Py_ssize_t ldx) noexcept nogil

@@ -4,18 +4,7 @@ from convcore._kernels._openmp cimport (
 from convcore._kernels._simd cimport CONVCORE_HAVE_CLONES
 from cython.parallel cimport prange
 
-cdef extern from *:
-    """
-    #ifndef CONVCORE_BUILD_CC
-    #define CONVCORE_BUILD_CC "unknown"
-    #endif
-    #ifndef CONVCORE_BUILD_FLAGS
-    #define CONVCORE_BUILD_FLAGS "unknown"
-    #endif
-    #ifndef CONVCORE_BUILD_NATIVE
-    #define CONVCORE_BUILD_NATIVE 0
-    #endif
-    """
+cdef extern from "convcore/_kernels/build_info.h":
     const char* CONVCORE_BUILD_CC
     const char* CONVCORE_BUILD_FLAGS
     int CONVCORE_BUILD_NATIVE

@@ -26,58 +26,15 @@ from libc.math cimport INFINITY
 from convcore._kernels.conv_params cimport valid_range
 
 
-# Row sums in double with `omp simd reduction`, which lets the compiler
-# vectorise this loop only (a plain `acc += x[i]` chain runs one add per
-# add-latency); the order is fixed by the binary, not the thread count.
-cdef extern from *:
-    """
-    #include <stddef.h>
-    static inline double pool_row_sum_f(const float* a, Py_ssize_t n) {
-        double acc = 0.0;
-        #pragma omp simd reduction(+:acc)
-        for (Py_ssize_t i = 0; i < n; ++i) acc += (double)a[i];
-        return acc;
-    }
-    static inline double pool_row_sum_d(const double* a, Py_ssize_t n) {
-        double acc = 0.0;
-        #pragma omp simd reduction(+:acc)
-        for (Py_ssize_t i = 0; i < n; ++i) acc += a[i];
-        return acc;
-    }
-    """
-    double pool_row_sum_f(const float* a, Py_ssize_t n) noexcept nogil
-    double pool_row_sum_d(const double* a, Py_ssize_t n) noexcept nogil
+# Window sums: the row reductions the norms use (double, fixed order); short
+# rows (window rows) use the inlined one-accumulator sum.
+from convcore._kernels._row_reductions cimport (
+    convcore_row_sum_f, convcore_row_sum_d, convcore_short_row_sum_f,
+    convcore_short_row_sum_d)
 
 
-# One tap of a max pool swept along an output row, values and argmax
-# together. Random data makes `v > max` a coin toss, so a branch per
-# comparison mispredicts half the time: the selects are written as bit
-# masks, which compilers turn into straight-line code (gcc otherwise
-# branches on the NaN test). take = v > max, or v is NaN (PyTorch lets a
-# NaN win), or no tap has been seen yet (index -1).
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <string.h>
-    #define CONVCORE_MAX_TAP(T, U, SUFFIX)                                     \
-    static inline void pool_max_tap_##SUFFIX(                                 \
-            const T* x, Py_ssize_t sw, T* y, int64_t* idx, Py_ssize_t lo,     \
-            Py_ssize_t hi, int64_t base) {                                    \
-        for (Py_ssize_t o = lo; o < hi; ++o) {                                \
-            T v = x[o * sw], cur = y[o];                                      \
-            int64_t ci = idx[o];                                              \
-            int take = (v > cur) | (v != v) | (ci < 0);                       \
-            U vb, cb, m = (U)0 - (U)take;                                     \
-            memcpy(&vb, &v, sizeof vb); memcpy(&cb, &cur, sizeof cb);         \
-            cb = (cb & ~m) | (vb & m);                                        \
-            memcpy(&y[o], &cb, sizeof cb);                                    \
-            int64_t im = -(int64_t)take;                                      \
-            idx[o] = (ci & ~im) | ((base + o * sw) & im);                     \
-        }                                                                     \
-    }
-    CONVCORE_MAX_TAP(float, uint32_t, f)
-    CONVCORE_MAX_TAP(double, uint64_t, d)
-    """
+# Max pooling's branch-free tap sweep (values and argmax together).
+cdef extern from "convcore/_kernels/pool.h":
     void pool_max_tap_f(const float* x, Py_ssize_t sw, float* y, int64_t* idx,
                         Py_ssize_t lo, Py_ssize_t hi, int64_t base) noexcept nogil
     void pool_max_tap_d(const double* x, Py_ssize_t sw, double* y, int64_t* idx,
@@ -87,20 +44,25 @@ cdef extern from *:
 cdef inline double _window_sum(const floating* x, Py_ssize_t W, Py_ssize_t h0,
                                Py_ssize_t h1, Py_ssize_t w0,
                                Py_ssize_t w1) noexcept nogil:
-    """Sum of x[h0:h1, w0:w1] in double; whole rows as one run."""
+    """Sum of x[h0:h1, w0:w1] in double, row by row, inlined (no call in
+    the window loop: a call there slows the whole loop down)."""
     cdef Py_ssize_t h
     cdef double acc = 0
-    if w0 == 0 and w1 == W:
-        if floating is float:
-            return pool_row_sum_f(x + h0 * W, (h1 - h0) * W)
-        else:
-            return pool_row_sum_d(x + h0 * W, (h1 - h0) * W)
     for h in range(h0, h1):
         if floating is float:
-            acc += pool_row_sum_f(x + h * W + w0, w1 - w0)
+            acc += convcore_short_row_sum_f(x + h * W + w0, w1 - w0)
         else:
-            acc += pool_row_sum_d(x + h * W + w0, w1 - w0)
+            acc += convcore_short_row_sum_d(x + h * W + w0, w1 - w0)
     return acc
+
+
+cdef inline double _rows_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    """Sum of n contiguous elements (whole rows of the plane) in double:
+    the norms' long-row reduction."""
+    if floating is float:
+        return convcore_row_sum_f(x, n)
+    else:
+        return convcore_row_sum_d(x, n)
 
 
 cdef PoolParams _params(Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
@@ -281,14 +243,18 @@ cdef void avg_pool_backward_plane(const floating* gy, floating* gx,
 cdef void adaptive_avg_plane(const floating* x, floating* y,
                              const PoolParams* p) noexcept nogil:
     cdef Py_ssize_t oh, ow, h0, h1, w0, w1
+    cdef double total
     for oh in range(p.OH):
         h0 = _adaptive_start(oh, p.OH, p.H)
         h1 = _adaptive_end(oh, p.OH, p.H)
         for ow in range(p.OW):
             w0 = _adaptive_start(ow, p.OW, p.W)
             w1 = _adaptive_end(ow, p.OW, p.W)
-            y[oh * p.OW + ow] = <floating> (
-                _window_sum(x, p.W, h0, h1, w0, w1) / ((h1 - h0) * (w1 - w0)))
+            if w0 == 0 and w1 == p.W:  # whole rows: one long run
+                total = _rows_sum(x + h0 * p.W, (h1 - h0) * p.W)
+            else:
+                total = _window_sum(x, p.W, h0, h1, w0, w1)
+            y[oh * p.OW + ow] = <floating> (total / ((h1 - h0) * (w1 - w0)))
 
 
 cdef void adaptive_avg_backward_plane(const floating* gy, floating* gx,

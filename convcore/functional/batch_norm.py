@@ -174,11 +174,10 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training,
     check_allocation(fn, (x.shape, x.dtype))
     y = np.empty(x.shape, dtype=x.dtype)
     if count:  # an empty batch (eval only) has nothing to normalise
-        if relu is not False:
-            rs = _EMPTY[x.dtype] if residual is None else _as_ncs(residual)
-            _bn.normalize_relu(xs, mean, scale, shift, rs, _as_ncs(y), nt, relu)
-        else:
-            _bn.normalize(xs, mean, scale, shift, _as_ncs(y), nt)
+        rs = _EMPTY[x.dtype] if residual is None else _as_ncs(residual)
+        # relu is False, or the fused ReLU's cap (+inf: plain ReLU).
+        lower, upper = (-math.inf, math.inf) if relu is False else (0.0, relu)
+        _bn.normalize(xs, mean, scale, shift, rs, _as_ncs(y), nt, lower, upper)
     if training:
         # Unbiased variance in the running estimate, biased above: torch's rule.
         # Computed in float64, then stored in the arrays' own dtype.

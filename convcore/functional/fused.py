@@ -64,8 +64,8 @@ def bias_relu_(y, bias=None, *, max_value=None):
         shift = b.astype(np.float64)
     if y.size:
         ys = _ncs(y)
-        _bn.normalize_relu(ys, np.zeros(C), np.ones(C), shift, _EMPTY[y.dtype], ys,
-                           kernel_threads(y.size), _cap(max_value, fn))
+        _bn.normalize(ys, np.zeros(C), np.ones(C), shift, _EMPTY[y.dtype], ys,
+                      kernel_threads(y.size), 0.0, _cap(max_value, fn))
     return y
 
 
@@ -119,6 +119,6 @@ def add_relu(a, b):
     C = a.shape[1]
     out = np.empty(a.shape, dtype=a.dtype)
     if a.size:
-        _bn.normalize_relu(_ncs(a), np.zeros(C), np.ones(C), np.zeros(C), _ncs(b),
-                           _ncs(out), kernel_threads(a.size))
+        _bn.normalize(_ncs(a), np.zeros(C), np.ones(C), np.zeros(C), _ncs(b),
+                      _ncs(out), kernel_threads(a.size), 0.0)
     return out

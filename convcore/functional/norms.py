@@ -1,8 +1,8 @@
 """group_norm, layer_norm, instance_norm and their backward passes.
 
-Each call checks its arguments, then views the input as (R, S, M) rows for
-the shared kernel in convcore._kernels.norm (see its docstring for how each
-norm maps onto rows, segments and affine indices). Semantics are
+Each call checks its arguments, then views the input as (R, S, M) rows
+for the shared kernel in convcore._kernels.group_layer_norm (see its
+docstring for how each norm maps onto rows, segments and affine indices). Semantics are
 PyTorch's: biased variance, eps inside the square root, an elementwise
 affine over the normalised dimensions. The statistics returned with
 return_stats=True (mean and 1/std per row, in the input's dtype) are what
@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from convcore._kernels import norm as _norm
+from convcore._kernels import group_layer_norm as _norm
 from convcore._threads import kernel_threads
 from convcore.functional._validation import as_float_array, check_allocation, check_int
 

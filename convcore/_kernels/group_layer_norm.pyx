@@ -28,102 +28,36 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.stdlib cimport malloc, free
 
-# Row reductions in double, vectorised. A plain loop `acc += x[i]` runs one
-# add per add-latency: a float sum may not be reordered without permission.
-# Eight independent lanes (summed at the end, in a fixed order, so results
-# do not depend on threads or alignment) give the compiler several SIMD
-# chains. With them and the float-width output loops below, group norm
-# forward on 32x64x32x32 float32 went from ~5.6 to ~1.2 ms (one thread).
-cdef extern from *:
-    """
-    #define CONVCORE_LANES 8
-    #define CONVCORE_NORM_REDUCTIONS(T, S)                                    \
-    static inline double convcore_lanes_total_##S(const double* a) {          \
-        return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); \
-    }                                                                         \
-    static inline double convcore_norm_sum_##S(const T* x, Py_ssize_t n) {    \
-        double a[CONVCORE_LANES] = {0};                                       \
-        Py_ssize_t i = 0, j;                                                  \
-        for (; i + CONVCORE_LANES <= n; i += CONVCORE_LANES)                  \
-            for (j = 0; j < CONVCORE_LANES; ++j) a[j] += (double)x[i + j];    \
-        for (j = 0; i < n; ++i, ++j) a[j] += (double)x[i];                    \
-        return convcore_lanes_total_##S(a);                                   \
-    }                                                                         \
-    static inline double convcore_norm_sqdev_##S(const T* x, Py_ssize_t n,    \
-                                                 double mu) {                 \
-        double a[CONVCORE_LANES] = {0}, d;                                    \
-        Py_ssize_t i = 0, j;                                                  \
-        for (; i + CONVCORE_LANES <= n; i += CONVCORE_LANES)                  \
-            for (j = 0; j < CONVCORE_LANES; ++j) {                            \
-                d = (double)x[i + j] - mu; a[j] += d * d;                     \
-            }                                                                 \
-        for (j = 0; i < n; ++i, ++j) { d = (double)x[i] - mu; a[j] += d * d; } \
-        return convcore_lanes_total_##S(a);                                   \
-    }                                                                         \
-    /* sums of g and g*(x - mu), g = gy * (w ? w[i] : 1) */                   \
-    static inline void convcore_norm_gsum_##S(const T* gy, const T* w,        \
-            const T* x, Py_ssize_t n, double mu, double* sg, double* sgd) {   \
-        double a[CONVCORE_LANES] = {0}, b[CONVCORE_LANES] = {0}, g;           \
-        Py_ssize_t i = 0, j;                                                  \
-        if (w) {                                                              \
-            for (; i + CONVCORE_LANES <= n; i += CONVCORE_LANES)              \
-                for (j = 0; j < CONVCORE_LANES; ++j) {                        \
-                    g = (double)gy[i + j] * (double)w[i + j];                 \
-                    a[j] += g; b[j] += g * ((double)x[i + j] - mu);           \
-                }                                                             \
-            for (j = 0; i < n; ++i, ++j) {                                    \
-                g = (double)gy[i] * (double)w[i];                             \
-                a[j] += g; b[j] += g * ((double)x[i] - mu);                   \
-            }                                                                 \
-        } else {                                                              \
-            for (; i + CONVCORE_LANES <= n; i += CONVCORE_LANES)              \
-                for (j = 0; j < CONVCORE_LANES; ++j) {                        \
-                    g = (double)gy[i + j];                                    \
-                    a[j] += g; b[j] += g * ((double)x[i + j] - mu);           \
-                }                                                             \
-            for (j = 0; i < n; ++i, ++j) {                                    \
-                g = (double)gy[i];                                            \
-                a[j] += g; b[j] += g * ((double)x[i] - mu);                   \
-            }                                                                 \
-        }                                                                     \
-        *sg = convcore_lanes_total_##S(a); *sgd = convcore_lanes_total_##S(b); \
-    }
-    CONVCORE_NORM_REDUCTIONS(float, f)
-    CONVCORE_NORM_REDUCTIONS(double, d)
-    """
-    double convcore_norm_sum_f(const float* x, Py_ssize_t n) noexcept nogil
-    double convcore_norm_sum_d(const double* x, Py_ssize_t n) noexcept nogil
-    double convcore_norm_sqdev_f(const float* x, Py_ssize_t n, double mu) noexcept nogil
-    double convcore_norm_sqdev_d(const double* x, Py_ssize_t n, double mu) noexcept nogil
-    void convcore_norm_gsum_f(const float* gy, const float* w, const float* x,
-                              Py_ssize_t n, double mu, double* sg,
-                              double* sgd) noexcept nogil
-    void convcore_norm_gsum_d(const double* gy, const double* w, const double* x,
-                              Py_ssize_t n, double mu, double* sg,
-                              double* sgd) noexcept nogil
+# Row statistics and gradient sums: the row reductions shared with batch
+# norm and pooling (double, a fixed order: the same at any thread count).
+from convcore._kernels._row_reductions cimport (
+    convcore_row_sum_f, convcore_row_sum_d, convcore_row_sqdev_f, convcore_row_sqdev_d,
+    convcore_row_grad_sums_f, convcore_row_grad_sums_d)
 
 
 cdef inline double _sum(const floating* x, Py_ssize_t n) noexcept nogil:
     if floating is float:
-        return convcore_norm_sum_f(x, n)
+        return convcore_row_sum_f(x, n)
     else:
-        return convcore_norm_sum_d(x, n)
+        return convcore_row_sum_d(x, n)
 
 
 cdef inline double _sqdev(const floating* x, Py_ssize_t n, double mu) noexcept nogil:
     if floating is float:
-        return convcore_norm_sqdev_f(x, n, mu)
+        return convcore_row_sqdev_f(x, n, mu)
     else:
-        return convcore_norm_sqdev_d(x, n, mu)
+        return convcore_row_sqdev_d(x, n, mu)
 
 
 cdef inline void _gsum(const floating* gy, const floating* w, const floating* x,
                        Py_ssize_t n, double mu, double* sg, double* sgd) noexcept nogil:
     """sg = sum(g), sgd = sum(g * (x - mu)), g = gy * w (w NULL: 1)."""
+    sg[0] = 0
+    sgd[0] = 0
     if floating is float:
-        convcore_norm_gsum_f(gy, w, x, n, mu, sg, sgd)
+        convcore_row_grad_sums_f(gy, w, x, n, mu, sg, sgd)
     else:
-        convcore_norm_gsum_d(gy, w, x, n, mu, sg, sgd)
+        convcore_row_grad_sums_d(gy, w, x, n, mu, sg, sgd)
 
 
 cdef double row_stats(const floating* x, Py_ssize_t L, double eps,
@@ -299,7 +233,7 @@ def backward(const floating[::1] grad_y, const floating[::1] x,
         # (one element per segment) reads gy and x again instead.
         seg_sums = <double*> malloc(2 * R * S * sizeof(double))
         if seg_sums == NULL:
-            raise MemoryError("norm.backward: no memory for segment sums")
+            raise MemoryError("group_layer_norm.backward: no memory for segment sums")
     # Affine gradients go by blocks of consecutive indices: enough blocks
     # for every thread, wide enough that layer norm reads rows in runs.
     bsize = max(1, min(64, A // (4 * num_threads)))
