@@ -8,14 +8,16 @@ Each command lives in its own module exposing `add_arguments(parser)` and
     convcore train   convcore/train_cli.py
 """
 import argparse
-import importlib
 import os
 import sys
 
+from convcore import _info, bench, train_cli
+
+# name -> (module with add_arguments/run, one-line help)
 COMMANDS = {
-    "info": ("convcore._info", "version, build flags, OpenMP/BLAS threads, CPU"),
-    "bench": ("convcore.bench", "compare convolution algorithms (and PyTorch)"),
-    "train": ("convcore.train_cli", "train a CNN on the embedded digits or MNIST/CIFAR-10"),
+    "info": (_info, "version, build flags, OpenMP/BLAS threads, CPU"),
+    "bench": (bench, "compare convolution algorithms (and PyTorch)"),
+    "train": (train_cli, "train a CNN on the embedded digits or MNIST/CIFAR-10"),
 }
 
 
@@ -26,15 +28,9 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, helptext) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue  # a command whose module is not there yet is not offered
         p = sub.add_parser(name, help=helptext, description=helptext)
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
     return parser
 
 
