@@ -22,10 +22,11 @@ import weakref
 
 import numpy as np
 
-from convcore import _threads, autotune
+from convcore import autotune
+from convcore._runtime import threads as _threads
 from convcore._kernels import (conv_depthwise, conv_direct, conv_gemm, conv_winograd,
                                conv_winograd4, openmp_info)
-from convcore._threads import kernel_threads
+from convcore._runtime.threads import kernel_threads
 
 
 class ConvAlgorithm:

@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from convcore import _threads
+from convcore._runtime import threads as _threads
 
 ENV_ENABLE = "CONVCORE_AUTOTUNE"
 ENV_CACHE_DIR = "CONVCORE_CACHE_DIR"

@@ -1,5 +1,5 @@
 """The kernels' GEMMs go to the newer of scipy's and numpy's OpenBLAS
-(convcore._blas_backend); whichever it is, results are the reference's,
+(convcore._runtime.blas_backend); whichever it is, results are the reference's,
 and CONVCORE_BLAS forces a choice."""
 import json
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import convcore
-from convcore import _blas_backend, _threads
+from convcore._runtime import blas_backend as _blas_backend
+from convcore._runtime import threads as _threads
 from convcore._kernels import blas
 from subprocess_helpers import run_python
 
@@ -27,7 +28,8 @@ def test_selected_backend_computes_products(rng):
 
 CHILD = r"""
 import json, numpy as np, convcore
-from convcore import _blas_backend, F
+from convcore import F
+from convcore._runtime import blas_backend as _blas_backend
 from convcore._kernels import blas
 _blas_backend.select()
 x = np.random.default_rng(0).standard_normal((1, 4, 6, 6))

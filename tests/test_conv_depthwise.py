@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import convcore
-from convcore import F, _threads
+from convcore import F
+from convcore._runtime import threads as _threads
 from convcore._kernels import conv_depthwise, conv_direct
 from convcore.algorithms import DirectConv, select_algorithm
 from convcore.functional._conv_spec import conv_spec

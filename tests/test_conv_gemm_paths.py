@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import convcore
-from convcore import F, _threads
+from convcore import F
+from convcore._runtime import threads as _threads
 from convcore._kernels import conv_gemm
 from convcore.algorithms import Im2colConv, _blas_has_small_gemm
 from convcore.functional._conv_spec import conv_spec

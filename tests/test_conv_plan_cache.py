@@ -7,7 +7,7 @@ import pytest
 
 import convcore
 from convcore import F, autotune, nn
-from convcore.functional import _validation
+from convcore.utils import validation as _validation
 from convcore.functional import conv as fconv
 from ref_conv import conv2d_backward_ref, conv2d_ref
 from test_conv_errors import BAD_BACKWARD, BAD_FORWARD, B, W, X

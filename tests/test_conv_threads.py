@@ -7,7 +7,8 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import convcore
-from convcore import F, _threads
+from convcore import F
+from convcore._runtime import threads as _threads
 from convcore._kernels import openmp_info
 
 

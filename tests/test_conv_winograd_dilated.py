@@ -12,7 +12,7 @@ from convcore import F
 from convcore.algorithms import WinogradConv, select_algorithm
 from convcore.functional._conv_spec import conv_spec
 from convcore._kernels import conv_winograd
-from convcore._threads import kernel_threads
+from convcore._runtime.threads import kernel_threads
 from gradcheck import directional_check
 from ref_conv import conv2d_backward_ref, conv2d_ref
 

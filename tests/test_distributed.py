@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import convcore
-from convcore import _mpi, nn, optim
+from convcore import nn, optim
+from convcore._runtime import mpi as _mpi
 from convcore.data import DataLoader
 from convcore.distributed import DistributedDataParallel, DistributedSampler
 from convcore.nn import SyncBatchNorm

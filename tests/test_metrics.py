@@ -1,8 +1,8 @@
-"""convcore.metrics against hand-computed values and scikit-learn."""
+"""convcore.training.metrics against hand-computed values and scikit-learn."""
 import numpy as np
 import pytest
 
-from convcore.metrics import (ClassificationMetrics, accuracy, classification_metrics,
+from convcore.training.metrics import (ClassificationMetrics, accuracy, classification_metrics,
                               classification_report, confusion_matrix, precision_recall_f1,
                               top_k_accuracy)
 

@@ -19,7 +19,8 @@ elif first == "libgomp":
     ctypes.CDLL("libgomp.so.1", mode=ctypes.RTLD_GLOBAL)  # any OpenMP extension
 import numpy as np
 import convcore
-from convcore import nn, _omp_runtime
+from convcore import nn
+from convcore._runtime import omp_runtime as _omp_runtime
 
 rng = np.random.default_rng(0)
 net = nn.Sequential(

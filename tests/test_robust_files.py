@@ -150,7 +150,7 @@ def test_save_refuses_objects(tmp_path):
     b'{"format": "1"}', b'{"format": 1, "rng": [1]}', b'{"format": 1, "optimizer": 3}',
 ])
 def test_hostile_checkpoint_metadata(tmp_path, meta):
-    from convcore.checkpoint import _META, load_checkpoint, save_checkpoint
+    from convcore.training.checkpoint import _META, load_checkpoint, save_checkpoint
     from convcore import optim
     model = nn.Sequential(nn.Linear(3, 2, rng=0))
     opt = optim.SGD(model.parameters(), lr=0.1)

@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent("""
     import multiprocessing as mp, os, sys, threading, warnings
     import numpy as np
     import convcore, convcore.functional as F
-    from convcore import _threads
+    from convcore._runtime import threads as _threads
     from convcore._kernels import openmp_info
 
     def work(_):
@@ -83,7 +83,7 @@ def test_child_after_parent_openmp_work_finishes(method, tmp_path):
 def test_fork_while_another_thread_holds_the_threads_lock():
     """A lock held by a parent thread at the fork would be held forever in
     the child; _fork gives the child fresh state."""
-    from convcore import _threads
+    from convcore._runtime import threads as _threads
     import threading
     held, release = threading.Event(), threading.Event()
 
@@ -116,5 +116,5 @@ def test_fork_while_another_thread_holds_the_threads_lock():
     if deadline_status is None:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
-        pytest.fail("the forked child deadlocked on convcore._threads._lock")
+        pytest.fail("the forked child deadlocked on convcore._runtime.threads._lock")
     assert os.waitstatus_to_exitcode(deadline_status) == 0

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import convcore.functional as F
-from convcore.functional import _validation
-from convcore.functional._validation import SSIZE_MAX, available_memory, check_allocation
+from convcore.utils import validation as _validation
+from convcore.utils.validation import SSIZE_MAX, available_memory, check_allocation
 
 TIB = 2**40
 

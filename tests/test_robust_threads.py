@@ -12,7 +12,7 @@ import pytest
 import convcore
 import convcore.functional as F
 from threadpoolctl import threadpool_limits
-from convcore import _threads
+from convcore._runtime import threads as _threads
 
 
 def _workload(seed, dtype):

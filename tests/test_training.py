@@ -6,7 +6,7 @@ import pytest
 
 import convcore
 from convcore import models, nn, optim
-from convcore.checkpoint import load_checkpoint, save_checkpoint
+from convcore.training.checkpoint import load_checkpoint, save_checkpoint
 from convcore.data import DataLoader, Normalize, load_digits
 from convcore.training import (EarlyStopping, LambdaCallback, ModelCheckpoint, cross_validate,
                                evaluate, evaluate_multi_crop, find_head, fit, freeze, predict,

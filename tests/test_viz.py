@@ -1,10 +1,10 @@
-"""convcore.viz writes PNG files (skipped without matplotlib)."""
+"""convcore.training.viz writes PNG files (skipped without matplotlib)."""
 import builtins
 
 import numpy as np
 import pytest
 
-from convcore import viz
+from convcore.training import viz
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 
 import convcore
-from convcore._cli_args import positive_int
+from convcore.cli.args import positive_int
 from convcore.bench import configs as cfgs
 from convcore.bench import engine, networks, report
 

@@ -33,7 +33,8 @@ import time
 import numpy as np
 
 import convcore
-from convcore import _threads, algorithms
+from convcore import algorithms
+from convcore._runtime import threads as _threads
 from convcore._kernels import blas
 from convcore.functional import conv2d, conv2d_backward
 

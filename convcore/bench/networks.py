@@ -871,7 +871,7 @@ def add_arguments(parser):
 
 
 def _positive_int(text):
-    from convcore._cli_args import positive_int
+    from convcore.cli.args import positive_int
     return positive_int(text)
 
 

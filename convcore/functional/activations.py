@@ -16,8 +16,8 @@ import numbers
 import numpy as np
 
 from convcore._kernels import activation as _act
-from convcore._threads import kernel_threads
-from convcore.functional._validation import as_float_array, check_int
+from convcore._runtime.threads import kernel_threads
+from convcore.utils.validation import as_float_array, check_int
 
 
 def _input(x, fn, name="input"):

@@ -1,7 +1,7 @@
 """Small helpers shared by the layers."""
 import numpy as np
 
-from convcore.functional._validation import FLOAT_DTYPES
+from convcore.utils.validation import FLOAT_DTYPES
 
 
 def layer_dtype(dtype, layer):

@@ -2,7 +2,7 @@
 import numpy as np
 
 from convcore import init
-from convcore.functional._validation import check_int
+from convcore.utils.validation import check_int
 from convcore.functional.linear import linear, linear_backward
 from convcore.nn._common import layer_dtype
 from convcore.nn.module import Module

@@ -4,7 +4,7 @@ The normalising layers cache the input and the (mean, invstd) their
 forward computed, so backward does not recompute statistics."""
 import numpy as np
 
-from convcore.functional._validation import check_int
+from convcore.utils.validation import check_int
 from convcore.functional.batch_norm import batch_norm, batch_norm_backward
 from convcore.functional.lrn import local_response_norm, local_response_norm_backward
 from convcore.functional.norms import (

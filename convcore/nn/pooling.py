@@ -2,8 +2,8 @@
 argmax indices and the input shape, average pooling only the input shape."""
 import numpy as np
 
-from convcore._grad_mode import is_grad_enabled
-from convcore.functional._validation import int_pair, output_size
+from convcore._runtime.grad_mode import is_grad_enabled
+from convcore.utils.validation import int_pair, output_size
 from convcore.functional.pooling import (
     adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d, avg_pool2d_backward,
     max_pool2d, max_pool2d_backward)

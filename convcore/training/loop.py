@@ -8,7 +8,7 @@
                   evaluate(model, val)      (eval mode, no_grad)
                   scheduler.step()          (ReduceLROnPlateau: with the monitored metric)
                   callbacks.on_epoch_end    (EarlyStopping, ModelCheckpoint, ...)
-                  checkpoint file           (convcore.checkpoint, exact resume)
+                  checkpoint file           (convcore.training.checkpoint, exact resume)
       -> History: per-epoch lists (train_loss, train_acc, val_loss, val_acc,
          lr, seconds, images_per_s)
 
@@ -29,16 +29,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from convcore import _mpi
-from convcore._grad_mode import no_grad
-from convcore.checkpoint import load_checkpoint, save_checkpoint
+from convcore._runtime import mpi as _mpi
+from convcore._runtime.grad_mode import no_grad
 from convcore.data import ArrayDataset, DataLoader, multi_crop, stratified_kfold
 from convcore.distributed import training as dist_training
-from convcore.finetune import find_head, freeze, replace_head, trainable_parameters, unfreeze
-from convcore.functional._validation import check_int
-from convcore.metrics import ClassificationMetrics, confusion_matrix
 from convcore.optim import clip_grad_norm_
 from convcore.optim.lr_scheduler import ReduceLROnPlateau
+from convcore.training.checkpoint import load_checkpoint, save_checkpoint
+from convcore.training.finetune import find_head, freeze, replace_head, trainable_parameters, unfreeze
+from convcore.training.metrics import ClassificationMetrics, confusion_matrix
+from convcore.utils.validation import check_int
 
 __all__ = ["fit", "evaluate", "predict", "History", "EvalResult", "TrainState", "Callback",
            "EarlyStopping", "ModelCheckpoint", "LambdaCallback", "cross_validate",
@@ -63,7 +63,7 @@ class History(dict):
             self.setdefault(k, []).append(v)
 
     def curves(self):
-        """The loss/accuracy/lr series only, for convcore.viz.plot_history."""
+        """The loss/accuracy/lr series only, for convcore.training.viz.plot_history."""
         return {k: v for k, v in self.items()
                 if k in ("train_loss", "val_loss", "train_acc", "val_acc", "lr")}
 
@@ -278,7 +278,7 @@ def predict(model, data, batch_size=256):
 
 def evaluate(model, data, loss=None, *, num_classes=None, class_names=None, batch_size=256):
     """Loss (mean over samples, when `loss` is given), accuracy and per-class
-    metrics (convcore.metrics) of `model` on `data` -> EvalResult."""
+    metrics (convcore.training.metrics) of `model` on `data` -> EvalResult."""
     t0 = time.perf_counter()
     scores, y_true = predict(model, data, batch_size)
     seconds = time.perf_counter() - t0

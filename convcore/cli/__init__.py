@@ -1,23 +1,25 @@
 """`convcore` command line (floor 5): argument parsing and printing only.
 
 Each command lives in its own module exposing `add_arguments(parser)` and
-`run(args) -> int`, so the CLI grows without one file knowing them all:
+`run(args) -> int`; this module only dispatches:
 
-    convcore info    convcore/_info.py
-    convcore bench   convcore/bench.py
-    convcore train   convcore/train_cli.py
+    convcore info    convcore/cli/info.py     version, build, threads, CPU
+    convcore train   convcore/cli/train.py    train a zoo network, report
+    convcore bench   convcore/bench/          algorithm and network benchmarks
+                     convcore/cli/args.py     argparse checkers they share
 """
 import argparse
 import os
 import sys
 
-from convcore import _info, bench, train_cli
+from convcore import bench
+from convcore.cli import info, train
 
 # name -> (module with add_arguments/run, one-line help)
 COMMANDS = {
-    "info": (_info, "version, build flags, OpenMP/BLAS threads, CPU"),
+    "info": (info, "version, build flags, OpenMP/BLAS threads, CPU"),
     "bench": (bench, "compare convolution algorithms (and PyTorch)"),
-    "train": (train_cli, "train a CNN on the embedded digits or MNIST/CIFAR-10"),
+    "train": (train, "train a CNN on the embedded digits or MNIST/CIFAR-10"),
 }
 
 
@@ -46,6 +48,3 @@ def main(argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,8 @@
-"""Argument checks shared by every functional op: one place for dtype,
-ndim, int-pair and output-size rules, so conv, pooling and both backwards
-speak the same language. Errors name the argument and show the shapes."""
+"""Argument checks shared by the functional ops, the layers and the
+training code: one place for dtype, ndim, int-pair and output-size rules,
+so conv, pooling and both backwards speak the same language. Errors name
+the argument and show the shapes. Public, as sklearn.utils.validation:
+code outside convcore may use these checks too."""
 import math
 import numbers
 import os

@@ -16,7 +16,7 @@ import threading
 
 from threadpoolctl import ThreadpoolController
 
-from convcore import _fork
+from convcore._runtime import fork as _fork
 from convcore._kernels import blas as _blas
 from convcore._kernels import openmp_info
 
@@ -55,7 +55,7 @@ def set_num_threads(n):
     previous = get_num_threads()
     _num_threads = n
     if n > previous:
-        from convcore import _denormals
+        from convcore._runtime import denormals as _denormals
         _denormals.reapply()
     return previous
 
@@ -108,8 +108,8 @@ def _blas_libs():
 
 
 def _kernel_blas_libs():
-    """The BLAS that the kernels call (convcore._blas_backend picks it)."""
-    from convcore import _blas_backend
+    """The BLAS that the kernels call (convcore._runtime.blas_backend picks it)."""
+    from convcore._runtime import blas_backend as _blas_backend
     lib = _blas_backend.select()
     return [lib] if lib is not None else []
 

@@ -134,7 +134,7 @@ def init():
     node.Free()
     _state.processes = tuple(comm.allgather((platform.node(), os.getpid())))
     _state.initialized = True
-    from convcore import _threads
+    from convcore._runtime import threads as _threads
     _threads.share_cores(_state.local_size)
     if _state.size > 1:
         _install_abort_on_error()

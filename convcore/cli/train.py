@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from convcore._cli_args import (
+from convcore.cli.args import (
     fraction, non_negative_float, non_negative_int, positive_float, positive_int)
 from convcore.data import DATASETS
 
@@ -139,7 +139,7 @@ def _scheduler(name, optimizer, epochs):
 
 
 def _plots(directory, history, result, model):
-    from convcore import viz
+    from convcore.training import viz
     from convcore.nn import Conv2d
     written = [viz.plot_history(history.curves(), os.path.join(directory, "curves.png")),
                viz.plot_confusion_matrix(result.metrics.confusion,
@@ -165,7 +165,7 @@ def run(args):
 def _train_distributed(args):
     """_train on every rank of the job: rank 0 reports; a failure on any
     rank ends the job (MPI_Abort) rather than leaving the others waiting."""
-    from convcore import _mpi
+    from convcore._runtime import mpi as _mpi
     try:
         _mpi.init()
     except RuntimeError as e:  # started by mpiexec without mpi4py
@@ -255,7 +255,7 @@ def _train(args):
     loss = nn.CrossEntropyLoss()
     n_params = sum(p.size for p in model.parameters())
     threads = convcore.get_num_threads()
-    from convcore import _mpi
+    from convcore._runtime import mpi as _mpi
     ranks = _mpi.world_size() if args.distributed else 1
     variant = "".join(f", {v}" for v in model_kwargs.values())
     print(f"convcore train: {model_name}{variant} ({n_params:,} parameters) on {args.dataset} "

@@ -23,7 +23,7 @@ def set_flush_denormal(mode):
         raise TypeError(f"set_flush_denormal: mode must be a bool, got {type(mode).__name__}")
     if not fpenv.supported():
         return False
-    from convcore._threads import get_num_threads, kernel_threads
+    from convcore._runtime.threads import get_num_threads, kernel_threads
     # Every thread that may run a kernel: the pool up to the thread count
     # (kernel_threads() is 1 without OpenMP or in a forked child).
     fpenv.set_ftz(mode, min(get_num_threads(), kernel_threads()))

@@ -39,7 +39,7 @@ def mpi_info():
     """MPI as convcore.distributed sees it: the library and the world size
     (joining the job when started by mpiexec, without initialising MPI
     otherwise), or the install command when mpi4py is missing."""
-    from convcore import _mpi
+    from convcore._runtime import mpi as _mpi
     library = _mpi.probe_library()
     if library is None:
         return {"available": False, "library": None, "world_size": _mpi.launched_size(),
@@ -52,7 +52,8 @@ def mpi_info():
 
 def info_dict():
     import convcore
-    from convcore import _omp_runtime, _threads
+    from convcore._runtime import omp_runtime as _omp_runtime
+    from convcore._runtime import threads as _threads
     from convcore._kernels import openmp_info
 
     build = openmp_info.build_info()
@@ -102,7 +103,7 @@ def run(args):
         print(f"OpenMP        on, convcore threads {info['threads']} "
               f"(OpenMP max {info['omp_max_threads']}); the BLAS runs on one thread "
               f"under them")
-        from convcore import _omp_runtime
+        from convcore._runtime import omp_runtime as _omp_runtime
         for line in _omp_runtime.describe():
             print(f"              {line}")
     else:

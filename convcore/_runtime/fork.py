@@ -41,7 +41,7 @@ def _after_fork_in_child():
     _warned = False
     # A lock held by another parent thread at the fork stays held forever in
     # the child, where that thread does not exist: start from fresh state.
-    threads = sys.modules.get("convcore._threads")
+    threads = sys.modules.get("convcore._runtime.threads")
     if threads is not None:
         threads._lock = threading.Lock()
         threads._blas_held = 0
