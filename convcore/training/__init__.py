@@ -13,10 +13,11 @@ On several ranks fit trains data-parallel by itself (convcore.distributed).
 from convcore.training.checkpoint import load_checkpoint, save_checkpoint
 from convcore.training.finetune import (
     find_head, freeze, replace_head, trainable_parameters, unfreeze)
+from convcore.training.callbacks import (
+    Callback, EarlyStopping, LambdaCallback, ModelCheckpoint)
 from convcore.training.loop import (
-    HISTORY_KEYS, Callback, EarlyStopping, EvalResult, History, LambdaCallback,
-    ModelCheckpoint, TrainState, cross_validate, evaluate, evaluate_multi_crop, fit, predict,
-    train_epoch)
+    HISTORY_KEYS, EvalResult, History, TrainState, cross_validate, evaluate,
+    evaluate_multi_crop, fit, predict, train_epoch)
 
 __all__ = ["fit", "train_epoch", "evaluate", "predict", "History", "EvalResult", "TrainState",
            "Callback", "EarlyStopping", "ModelCheckpoint", "LambdaCallback", "cross_validate",
