@@ -61,7 +61,7 @@ LR, MOMENTUM = 0.01, 0.9
 # sums over deep networks differ in the last bits, and the backward of
 # batch norm in training mode (means subtracted over small maps) amplifies
 # that: parameter gradients of ResNet-50 and the MobileNets differ by a few
-# percent in float32 where float64 agrees to 1e-12 (tests/test_bench_networks.py
+# percent in float32 where float64 agrees to 1e-12 (tests/cli/test_bench_networks.py
 # checks every network in float64). A wrong layer shows as O(1).
 TOL_OUTPUT = {"float32": 1e-3, "float64": 1e-9}
 TOL_GRAD = {"float32": 1e-1, "float64": 1e-7}

@@ -1,5 +1,5 @@
-"""Scenarios run by tests/test_distributed.py under `mpiexec -n N python
-tests/mpi/scenarios.py NAME [ARGS]`. Each exits 0 when its checks hold on
+"""Scenarios run by tests/distributed/test_distributed.py under `mpiexec -n N python
+tests/distributed/mpi/scenarios.py NAME [ARGS]`. Each exits 0 when its checks hold on
 this rank and prints what the test reads (rank 0 only unless said)."""
 import os
 import signal

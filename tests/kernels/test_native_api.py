@@ -22,7 +22,7 @@ import convcore
 from convcore._kernels import native, openmp_info
 
 F = convcore.F
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "downstream"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "downstream"
 PACKAGE_DIR = Path(convcore.get_include()) / "convcore"
 
 
@@ -116,7 +116,7 @@ def test_every_pxd_the_api_needs_is_installed():
 def test_installed_copy_has_every_source_pxd():
     """Each .pxd of the source tree is in the convcore under test (same
     files when testing in place; package data when installed)."""
-    source = Path(__file__).resolve().parents[1] / "convcore"
+    source = Path(__file__).resolve().parents[2] / "convcore"
     wanted = {p.relative_to(source) for p in source.rglob("*.pxd")}
     assert wanted, "no .pxd files in the source tree"
     missing = [str(p) for p in sorted(wanted) if not (PACKAGE_DIR / p).is_file()]

@@ -120,7 +120,7 @@ def test_weight_transform_and_its_adjoint(rng):
 
 def test_reports_non_finite_images(rng):
     """The kernels flag an Inf/NaN in the images they read (conv2d then
-    recomputes through im2col: tests/test_robust_nan.py)."""
+    recomputes through im2col: tests/functional/test_nan.py)."""
     x = rng.standard_normal((2, 3, 9, 9))
     w = rng.standard_normal((4, 3, 3, 3))
     y = np.empty((2, 4, 9, 9))

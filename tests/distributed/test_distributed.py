@@ -1,5 +1,5 @@
 """convcore.distributed: world size 1 in this process (MPI is never
-initialised here), and the real thing under `mpiexec -n 2` (tests/mpi/),
+initialised here), and the real thing under `mpiexec -n 2` (tests/distributed/mpi/),
 skipped cleanly where mpiexec or mpi4py is absent (pip install ".[mpi]")."""
 import importlib.util
 import os

@@ -1,6 +1,6 @@
 """Property-based fuzzing of the functional API (hypothesis).
 
-Not collected on its own (no test_ prefix): tests/test_robust_fuzz.py runs
+Not collected on its own (no test_ prefix): tests/functional/test_fuzz.py runs
 it in a subprocess, so a crash in a compiled kernel (a segfault, an abort
 from a sanitizer) is reported as a failed test instead of killing the run.
 

@@ -1,4 +1,4 @@
-"""Runs the hypothesis fuzzing of the functional API (tests/fuzz_kernels.py)
+"""Runs the hypothesis fuzzing of the functional API (tests/functional/fuzz_kernels.py)
 in a child interpreter: a crash in a compiled kernel then fails this test
 with the signal's name instead of taking the whole pytest run down."""
 import os
@@ -10,6 +10,7 @@ from subprocess_helpers import run_python
 pytest.importorskip("hypothesis")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(HERE)
 
 
 def test_fuzz_kernels_in_a_subprocess():
@@ -18,8 +19,8 @@ def test_fuzz_kernels_in_a_subprocess():
     # on the path by their absolute directory.
     proc = run_python(
         "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "-x",
-        "--import-mode=importlib", "--rootdir", os.path.dirname(HERE),
-        "-o", f"pythonpath={HERE}", os.path.join(HERE, "fuzz_kernels.py"), env=env)
+        "--import-mode=importlib", "--rootdir", TESTS,
+        "-o", f"pythonpath={os.path.join(TESTS, 'reference')}", os.path.join(HERE, "fuzz_kernels.py"), env=env)
     if proc.returncode < 0:
         pytest.fail(f"the fuzzed kernels crashed the interpreter with "
                     f"{signal.Signals(-proc.returncode).name}:\n{proc.stdout[-4000:]}"
