@@ -1,9 +1,12 @@
 """Bad calls raise ValueError/TypeError naming the argument and shapes, and
-no call ever modifies the caller's arrays."""
+no call ever modifies the caller's arrays; the same errors after the plan
+cache has seen good calls that differ only in the bad argument's value."""
 import numpy as np
 import pytest
 
+from bad_arguments import bad_argument_test
 from convcore import F
+from convcore.functional import conv as fconv
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
@@ -44,17 +47,15 @@ BAD_FORWARD = [
 ]
 
 
-@pytest.mark.parametrize("kwargs,exc,fragment", BAD_FORWARD, ids=[f[2] for f in BAD_FORWARD])
-def test_bad_forward_call(kwargs, exc, fragment):
-    args = dict(x=X, weight=W, bias=B)
-    args.update(kwargs)
-    before = [a.copy() for a in (X, W, B)]
-    with pytest.raises(exc) as info:
-        F.conv2d(**args)
-    assert fragment in str(info.value)
-    assert "conv2d" in str(info.value)
-    for a, b in zip((X, W, B), before):
-        np.testing.assert_array_equal(a, b)
+def _calls(fn, good, table):
+    """Harness cases: fn(**good) with each row's bad keyword arguments."""
+    return [(fn, (), {**good, **kwargs}, exc, fragment) for kwargs, exc, fragment in table]
+
+
+FORWARD_CALLS = _calls(F.conv2d, dict(x=X, weight=W, bias=B), BAD_FORWARD)
+FORWARD_IDS = [f[2] for f in BAD_FORWARD]
+
+test_bad_forward_call = bad_argument_test(FORWARD_CALLS, unchanged=(X, W, B), ids=FORWARD_IDS)
 
 
 def test_shape_errors_show_the_shapes():
@@ -71,13 +72,43 @@ BAD_BACKWARD = [
 ]
 
 
-@pytest.mark.parametrize("kwargs,exc,fragment", BAD_BACKWARD, ids=[f[2] for f in BAD_BACKWARD])
-def test_bad_backward_call(kwargs, exc, fragment):
-    args = dict(grad_y=np.ones((2, 6, 6, 6), np.float32), x=X, weight=W)
-    args.update(kwargs)
-    with pytest.raises(exc) as info:
-        F.conv2d_backward(**args)
-    assert fragment in str(info.value) and "conv2d_backward" in str(info.value)
+GY = np.ones((2, 6, 6, 6), np.float32)
+BACKWARD_CALLS = _calls(F.conv2d_backward, dict(grad_y=GY, x=X, weight=W), BAD_BACKWARD)
+BACKWARD_IDS = [f[2] for f in BAD_BACKWARD]
+
+test_bad_backward_call = bad_argument_test(BACKWARD_CALLS, ids=BACKWARD_IDS)
+
+
+# --- the same errors once the plan cache (functional/conv.py) holds plans --
+
+@pytest.fixture
+def empty_cache():
+    fconv._plans.clear()
+    yield
+    fconv._plans.clear()
+
+
+def _cache_good_forward_calls():
+    # Good calls that differ from the bad one only in the bad argument's
+    # value (stride=2 before 1.5, groups=1 before True, ...).
+    for good in (dict(), dict(stride=2), dict(stride=(1, 2)), dict(padding=1),
+                 dict(padding="same"), dict(groups=1), dict(groups=2, weight=W[:, :2]),
+                 dict(dilation=2, padding=2), dict(algorithm="winograd"),
+                 dict(algorithm="direct", stride=2)):
+        args = dict(x=X, weight=W, bias=B)
+        args.update(good)
+        F.conv2d(**args)
+
+
+def _cache_good_backward_call():
+    F.conv2d(X, W, B)
+    F.conv2d_backward(GY, X, W)
+
+
+test_bad_forward_call_after_good_calls_of_every_kind = bad_argument_test(
+    FORWARD_CALLS, before=_cache_good_forward_calls, fixtures=("empty_cache",), ids=FORWARD_IDS)
+test_bad_backward_call_after_good_calls = bad_argument_test(
+    BACKWARD_CALLS, before=_cache_good_backward_call, fixtures=("empty_cache",), ids=BACKWARD_IDS)
 
 
 def test_non_contiguous_and_read_only_inputs_work_and_are_untouched():

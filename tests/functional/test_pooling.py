@@ -1,15 +1,20 @@
 """Max, average and adaptive pooling against the float64 loop references in
 ref_pool.py, finite-difference gradients, NaN/tie rules, bad arguments,
-and PyTorch as a peer when it is installed."""
+PyTorch as a peer when it is installed; the fast paths (the cache of
+checked pooling geometry in functional/pooling.py, MaxPool2d skipping the
+argmax indices when nothing is kept for backward) give the same results
+and the same errors."""
 import itertools
 
 import numpy as np
 import pytest
 
 import convcore
-import convcore.functional as F
 import ref_pool as ref
+from convcore import F, nn
+from convcore.functional import pooling as fpool
 from gradcheck import directional_check
+from bad_arguments import bad_argument_test
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 ATOL = {np.float32: 1e-6, np.float64: 1e-12}
@@ -312,13 +317,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("fn,args,kwargs,exc,fragment", BAD,
-                         ids=[f"{b[0].__name__}-{i}" for i, b in enumerate(BAD)])
-def test_bad_arguments(fn, args, kwargs, exc, fragment):
-    with pytest.raises(exc) as info:
-        fn(*args, **kwargs)
-    assert fragment in str(info.value)
-    assert fn.__name__ in str(info.value)
+test_bad_arguments = bad_argument_test(BAD)
 
 
 # ---------------------------------------------------------------------------
@@ -373,3 +372,114 @@ def test_adaptive_pools_match_torch(rng, shape, out):
     ym, idx = F.adaptive_max_pool2d(x, out, return_indices=True)
     np.testing.assert_array_equal(ym, tm.numpy())
     np.testing.assert_array_equal(idx, tidx.numpy())
+
+
+# --- fast paths: the cache of checked geometry, no argmax under no_grad ------
+
+FAST_PATH_RNG = np.random.default_rng(11)
+
+
+@pytest.fixture
+def empty_cache():
+    fpool._specs.clear()
+    yield
+    fpool._specs.clear()
+
+
+def _awkward(shape, dtype=np.float32):
+    """Ties, NaN, +-inf and plain values, so every branch of the max shows."""
+    x = FAST_PATH_RNG.integers(-3, 4, size=shape).astype(dtype)  # many ties
+    flat = x.reshape(-1)
+    picks = FAST_PATH_RNG.choice(flat.size, size=(3, max(1, flat.size // 40)), replace=False)
+    flat[picks[0]] = np.nan
+    flat[picks[1]] = -np.inf
+    flat[picks[2]] = np.inf
+    return x
+
+
+@pytest.mark.parametrize("k,s,p,d,ceil", [(2, 2, 0, 1, False), (3, 2, 1, 1, True),
+                                          (3, 1, 1, 1, False), (3, 1, 1, 2, False),
+                                          ((2, 3), (1, 2), (1, 0), (2, 1), True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_layer_under_no_grad_gives_the_training_output(k, s, p, d, ceil, dtype):
+    layer = nn.MaxPool2d(k, s, p, d, ceil_mode=ceil, dtype=dtype)
+    x = _awkward((2, 3, 9, 8), dtype)
+    y_grad = layer(x)
+    gx = layer.backward(np.ones_like(y_grad))
+    with convcore.no_grad():
+        y_inf = layer(x)
+    np.testing.assert_array_equal(y_inf, y_grad)  # NaN in the same places too
+    # Integer values and infinities: exact in either precision.
+    np.testing.assert_array_equal(y_inf, ref.max_pool2d(x, k, s, p, d, ceil)[0])
+    assert layer._cache is None  # nothing kept: backward must refuse
+    with pytest.raises(RuntimeError, match="nothing saved for backward"):
+        layer.backward(np.ones_like(y_inf))
+    assert gx.shape == x.shape
+
+
+def _cache_good_calls():
+    """Good calls whose checked geometry the bad ones must not reuse."""
+    gy = np.zeros((1, 2, 2, 2), np.float32)
+    for k, extra in ((2, {}), (3, {"dilation": 1}), (2, {"ceil_mode": True}),
+                     (3, {"stride": 1, "padding": 1}), ((2, 2), {"stride": None})):
+        F.max_pool2d(X, k, **extra)
+    F.avg_pool2d(X, 2)
+    F.avg_pool2d(X, 3, 1, 1)
+    F.avg_pool2d_backward(gy, X.shape, 2)
+    assert fpool._specs
+
+
+test_bad_arguments_after_good_calls_are_cached = bad_argument_test(
+    BAD, before=_cache_good_calls, fixtures=("empty_cache",))
+
+
+@pytest.mark.parametrize("arg,good,bad", [("kernel_size", 2, 2.0), ("kernel_size", 2, True),
+                                          ("stride", 1, True), ("stride", (1, 1), (1.0, 1)),
+                                          ("dilation", 1, True), ("padding", 0, False)])
+def test_equal_values_of_other_types_do_not_share_an_int_spec(empty_cache, arg, good, bad):
+    args = dict(kernel_size=2, stride=1, padding=0, dilation=1)
+    F.max_pool2d(X, **{**args, arg: good})
+    with pytest.raises(TypeError, match=f"max_pool2d: {arg} must be an int"):
+        F.max_pool2d(X, **{**args, arg: bad})
+
+
+def test_ceil_mode_must_still_be_a_bool_after_a_cached_call(empty_cache):
+    F.max_pool2d(X, 2, ceil_mode=True)
+    with pytest.raises(TypeError, match="ceil_mode must be a bool"):
+        F.max_pool2d(X, 2, ceil_mode=1)
+
+
+def test_cached_results_equal_uncached_and_shapes_get_their_own_spec(empty_cache, monkeypatch):
+    outs = {}
+    for shape in ((2, 3, 9, 8), (2, 3, 10, 8), (1, 3, 9, 8)):
+        x = FAST_PATH_RNG.standard_normal(shape).astype(np.float32)
+        fpool._specs.clear()
+        first = (F.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True),
+                 F.avg_pool2d(x, 3, 2, 1, True, False))
+        for _ in range(2):
+            (y, idx), a = (F.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True),
+                           F.avg_pool2d(x, 3, 2, 1, True, False))
+            np.testing.assert_array_equal(y, first[0][0])
+            np.testing.assert_array_equal(idx, first[0][1])
+            np.testing.assert_array_equal(a, first[1])
+            np.testing.assert_array_equal(y, ref.max_pool2d(x.astype(np.float64), 3, 2, 1, 1, True)[0])
+        outs[shape] = y.shape
+    assert outs[(2, 3, 9, 8)] != outs[(2, 3, 10, 8)]
+    monkeypatch.setattr(fpool, "_SPEC_CACHE_SIZE", 2)
+    for h in range(4, 10):
+        F.avg_pool2d(np.ones((1, 1, h, 4), np.float32), 2)
+        assert len(fpool._specs) <= 2
+
+
+def test_pool_outputs_of_consecutive_calls_never_alias():
+    layer = nn.MaxPool2d(2)
+    x1 = FAST_PATH_RNG.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    x2 = -x1
+    for grad in (True, False):
+        if grad:
+            y1 = layer(x1); kept = y1.copy(); y2 = layer(x2)
+        else:
+            with convcore.no_grad():
+                y1 = layer(x1); kept = y1.copy(); y2 = layer(x2)
+        assert not np.shares_memory(y1, y2)
+        np.testing.assert_array_equal(y1, kept)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from convcore import nn
-from nn_helpers import check_module_gradients, require_ops
+from nn_helpers import check_module_gradients
 from nn_helpers import one_kernel_thread  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_kernel_thread")
@@ -111,7 +111,6 @@ def test_gradcheck_conv_only_inception_with_residual(rng):
 
 
 def test_gradcheck_conv_bn_relu_pool_stack(rng):
-    require_ops("batch_norm", "relu", "max_pool2d", "linear")
     net = nn.Sequential(conv(2, 3, 3, 0, padding=1, bias=False), nn.BatchNorm2d(3, dtype=F64),
                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                         nn.Linear(3 * 2 * 3, 4, dtype=F64, rng=5))
@@ -119,7 +118,6 @@ def test_gradcheck_conv_bn_relu_pool_stack(rng):
 
 
 def test_gradcheck_residual_block_with_projection(rng):
-    require_ops("batch_norm", "relu")
     body = nn.Sequential(conv(3, 4, 3, 0, stride=2, padding=1, bias=False),
                          nn.BatchNorm2d(4, dtype=F64), nn.ReLU(),
                          conv(4, 4, 3, 1, padding=1, bias=False), nn.BatchNorm2d(4, dtype=F64))
@@ -129,7 +127,6 @@ def test_gradcheck_residual_block_with_projection(rng):
 
 
 def test_gradcheck_inception_block(rng):
-    require_ops("relu", "max_pool2d")
     block = nn.Concat(
         nn.Sequential(conv(3, 2, 1, 0), nn.ReLU()),
         nn.Sequential(conv(3, 2, 1, 1), nn.ReLU(), conv(2, 3, 3, 2, padding=1), nn.ReLU()),
@@ -140,7 +137,6 @@ def test_gradcheck_inception_block(rng):
 
 
 def test_eval_mode_backward_works(rng):
-    require_ops("batch_norm", "dropout")
     net = nn.Sequential(conv(2, 3, 3, 0), nn.BatchNorm2d(3, dtype=F64), nn.Flatten(),
                         nn.Dropout(0.5))
     net.eval()

@@ -1,10 +1,9 @@
 """Every layer: backward vs finite differences through the layer (float64),
 float32 vs float64 agreement, caching under no_grad, default init, and
 forward/backward equal to torch.nn with the same state dict (when torch is
-installed; that also proves the state-dict key names are torch's).
-
-A layer whose functional op is not in this build is skipped with the
-missing name as the reason."""
+installed; that also proves the state-dict key names are torch's), bad
+arguments refused with a message."""
+import functools
 import math
 
 import numpy as np
@@ -12,75 +11,74 @@ import pytest
 
 import convcore
 from convcore import nn
-from nn_helpers import check_module_gradients, require_ops
+from nn_helpers import check_module_gradients
 from nn_helpers import one_kernel_thread  # noqa: F401 (a fixture)
+from bad_arguments import bad_argument_test
 
 pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
-# id -> (convcore factory(dtype), torch factory(tnn), input shape, ops needed, mode)
+# id -> (convcore factory(dtype), torch factory(tnn), input shape, mode)
 LAYERS = {
     "conv": (lambda dt: nn.Conv2d(3, 4, 3, stride=2, padding=1, dtype=dt, rng=1),
-             lambda t: t.Conv2d(3, 4, 3, stride=2, padding=1), (2, 3, 7, 6), (), "train"),
+             lambda t: t.Conv2d(3, 4, 3, stride=2, padding=1), (2, 3, 7, 6), "train"),
     "conv_grouped_dilated": (
         lambda dt: nn.Conv2d(4, 6, (3, 2), padding=(2, 1), dilation=2, groups=2, bias=False,
                              dtype=dt, rng=2),
         lambda t: t.Conv2d(4, 6, (3, 2), padding=(2, 1), dilation=2, groups=2, bias=False),
-        (2, 4, 5, 6), (), "train"),
+        (2, 4, 5, 6), "train"),
     "linear": (lambda dt: nn.Linear(5, 3, dtype=dt, rng=3), lambda t: t.Linear(5, 3),
-               (4, 5), ("linear",), "train"),
+               (4, 5), "train"),
     "linear_3d": (lambda dt: nn.Linear(5, 2, bias=False, dtype=dt, rng=4),
-                  lambda t: t.Linear(5, 2, bias=False), (2, 3, 5), ("linear",), "train"),
+                  lambda t: t.Linear(5, 2, bias=False), (2, 3, 5), "train"),
     "maxpool": (lambda dt: nn.MaxPool2d(2, dtype=dt), lambda t: t.MaxPool2d(2),
-                (2, 3, 6, 5), ("max_pool2d",), "train"),
+                (2, 3, 6, 5), "train"),
     "maxpool_ceil": (lambda dt: nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True, dtype=dt),
                      lambda t: t.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
-                     (1, 2, 6, 7), ("max_pool2d",), "train"),
+                     (1, 2, 6, 7), "train"),
     "avgpool": (lambda dt: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False, dtype=dt),
                 lambda t: t.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
-                (2, 3, 7, 6), ("avg_pool2d",), "train"),
+                (2, 3, 7, 6), "train"),
     "adaptive_avgpool": (lambda dt: nn.AdaptiveAvgPool2d((2, 3), dtype=dt),
                          lambda t: t.AdaptiveAvgPool2d((2, 3)), (2, 3, 7, 5),
-                         ("adaptive_avg_pool2d",), "train"),
+                         "train"),
     "global_avgpool": (lambda dt: nn.AdaptiveAvgPool2d(1, dtype=dt),
                        lambda t: t.AdaptiveAvgPool2d(1), (2, 3, 4, 5),
-                       ("adaptive_avg_pool2d",), "train"),
+                       "train"),
     "batchnorm1d": (lambda dt: nn.BatchNorm1d(3, dtype=dt), lambda t: t.BatchNorm1d(3),
-                    (5, 3), ("batch_norm",), "train"),
+                    (5, 3), "train"),
     "batchnorm1d_3d": (lambda dt: nn.BatchNorm1d(3, momentum=None, dtype=dt),
                        lambda t: t.BatchNorm1d(3, momentum=None), (4, 3, 6),
-                       ("batch_norm",), "train"),
+                       "train"),
     "batchnorm2d": (lambda dt: nn.BatchNorm2d(3, dtype=dt), lambda t: t.BatchNorm2d(3),
-                    (2, 3, 4, 5), ("batch_norm",), "train"),
+                    (2, 3, 4, 5), "train"),
     "batchnorm2d_eval": (lambda dt: nn.BatchNorm2d(3, dtype=dt), lambda t: t.BatchNorm2d(3),
-                         (2, 3, 4, 5), ("batch_norm",), "eval"),
+                         (2, 3, 4, 5), "eval"),
     "batchnorm2d_no_affine": (lambda dt: nn.BatchNorm2d(3, affine=False, dtype=dt),
                               lambda t: t.BatchNorm2d(3, affine=False), (2, 3, 3, 3),
-                              ("batch_norm",), "train"),
+                              "train"),
     "lrn": (lambda dt: nn.LocalResponseNorm(3, alpha=1e-2, beta=0.75, k=2.0, dtype=dt),
             lambda t: t.LocalResponseNorm(3, alpha=1e-2, beta=0.75, k=2.0), (2, 5, 3, 3),
-            ("local_response_norm",), "train"),
+            "train"),
     "groupnorm": (lambda dt: nn.GroupNorm(2, 4, dtype=dt), lambda t: t.GroupNorm(2, 4),
-                  (2, 4, 3, 3), ("group_norm",), "train"),
+                  (2, 4, 3, 3), "train"),
     "layernorm": (lambda dt: nn.LayerNorm((3, 4), dtype=dt), lambda t: t.LayerNorm((3, 4)),
-                  (2, 5, 3, 4), ("layer_norm",), "train"),
-    "relu": (lambda dt: nn.ReLU(dtype=dt), lambda t: t.ReLU(), (2, 3, 4, 4), ("relu",), "train"),
+                  (2, 5, 3, 4), "train"),
+    "relu": (lambda dt: nn.ReLU(dtype=dt), lambda t: t.ReLU(), (2, 3, 4, 4), "train"),
     "leaky_relu": (lambda dt: nn.LeakyReLU(0.1, dtype=dt), lambda t: t.LeakyReLU(0.1),
-                   (2, 3, 4), ("leaky_relu",), "train"),
-    "sigmoid": (lambda dt: nn.Sigmoid(dtype=dt), lambda t: t.Sigmoid(), (3, 4), ("sigmoid",),
-                "train"),
-    "tanh": (lambda dt: nn.Tanh(dtype=dt), lambda t: t.Tanh(), (3, 4), ("tanh",), "train"),
+                   (2, 3, 4), "train"),
+    "sigmoid": (lambda dt: nn.Sigmoid(dtype=dt), lambda t: t.Sigmoid(), (3, 4), "train"),
+    "tanh": (lambda dt: nn.Tanh(dtype=dt), lambda t: t.Tanh(), (3, 4), "train"),
     "softplus": (lambda dt: nn.Softplus(beta=2.0, threshold=3.0, dtype=dt),
-                 lambda t: t.Softplus(beta=2.0, threshold=3.0), (3, 5), ("softplus",), "train"),
+                 lambda t: t.Softplus(beta=2.0, threshold=3.0), (3, 5), "train"),
     "dropout_eval": (lambda dt: nn.Dropout(0.4, dtype=dt), lambda t: t.Dropout(0.4),
-                     (3, 4), (), "eval"),
-    "flatten": (lambda dt: nn.Flatten(dtype=dt), lambda t: t.Flatten(), (2, 3, 2, 2), (), "train"),
-    "identity": (lambda dt: nn.Identity(dtype=dt), lambda t: t.Identity(), (2, 3), (), "train"),
+                     (3, 4), "eval"),
+    "flatten": (lambda dt: nn.Flatten(dtype=dt), lambda t: t.Flatten(), (2, 3, 2, 2), "train"),
+    "identity": (lambda dt: nn.Identity(dtype=dt), lambda t: t.Identity(), (2, 3), "train"),
 }
 
 
 def _make(name, dtype, rng):
-    make, _, shape, ops, mode = LAYERS[name]
-    require_ops(*ops)
+    make, _, shape, mode = LAYERS[name]
     layer = make(dtype)
     layer.train(mode == "train")
     if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)) and layer.running_mean is not None:
@@ -146,7 +144,6 @@ def test_layer_matches_torch(name, rng):
 
 
 def test_dropout_training_uses_mask_in_backward(rng):
-    require_ops("dropout", "dropout_backward")
     layer = nn.Dropout(0.25, dtype=np.float64, rng=7)
     x = rng.standard_normal((50, 40))
     y = layer(x)
@@ -161,7 +158,6 @@ def test_dropout_training_uses_mask_in_backward(rng):
 
 
 def test_batchnorm_running_statistics_follow_torch_rule(rng):
-    require_ops("batch_norm")
     bn = nn.BatchNorm2d(3, momentum=0.2, dtype=np.float64)
     x = rng.standard_normal((4, 3, 2, 5)) * 2 + 1
     bn(x)
@@ -209,15 +205,21 @@ def test_normalisation_defaults():
     assert ln.weight.shape == (2, 3) and ln.weight.dtype == np.float64
 
 
-@pytest.mark.parametrize("make, x_shape, exc, fragment", [
+def _build_and_call(make, x_shape):
+    """Build a layer and, given an input shape, call it on zeros."""
+    layer = make()
+    layer(np.zeros(x_shape, np.float32))
+
+
+# (layer factory, input shape or None: the constructor itself refuses, exc, fragment)
+BAD_LAYERS = [
     (lambda: nn.Conv2d(3, 4, 3), (1, 2, 5, 5), ValueError, "conv2d"),
     (lambda: nn.Conv2d(3, 4, 2, groups=2), None, ValueError, "groups=2 must divide"),
     (lambda: nn.Dropout(1.5), None, ValueError, "p must be in [0, 1]"),
     (lambda: nn.GroupNorm(3, 4), None, ValueError, "num_groups=3 must divide"),
     (lambda: nn.BatchNorm2d(3), (2, 3), ValueError, "BatchNorm2d: expected a 4-D input"),
-])
-def test_bad_arguments(make, x_shape, exc, fragment):
-    with pytest.raises(exc) as info:
-        layer = make()
-        layer(np.zeros(x_shape, np.float32))
-    assert fragment in str(info.value)
+]
+
+test_bad_arguments = bad_argument_test(
+    [(functools.partial(_build_and_call, make, shape), exc, fragment)
+     for make, shape, exc, fragment in BAD_LAYERS])

@@ -1,12 +1,12 @@
 """Loss modules: value against the formula written out, gradient against
-finite differences, nothing kept under no_grad, torch peers."""
+finite differences, nothing kept under no_grad, torch peers, class weights
+in the logits' dtype. (The functional losses: tests/functional/test_losses.py.)"""
 import numpy as np
 import pytest
 
 import convcore
-from convcore import nn
+from convcore import F, nn
 from gradcheck import directional_check
-from nn_helpers import require_ops
 from nn_helpers import one_kernel_thread  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_kernel_thread")
@@ -18,7 +18,6 @@ def log_softmax(z):
 
 
 def test_cross_entropy_value_and_gradient(rng):
-    require_ops("cross_entropy", "cross_entropy_backward")
     logits = rng.standard_normal((5, 4))
     target = np.array([0, 3, 1, 1, 2])
     w = np.array([1.0, 2.0, 0.5, 1.5])
@@ -38,8 +37,6 @@ def test_cross_entropy_value_and_gradient(rng):
 
 
 def test_mse_and_bce_values_and_gradients(rng):
-    require_ops("mse_loss", "mse_loss_backward", "binary_cross_entropy_with_logits",
-                "binary_cross_entropy_with_logits_backward")
     out, target = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
     mse = nn.MSELoss()
     assert mse(out, target) == pytest.approx(np.mean((out - target) ** 2), rel=1e-12)
@@ -53,7 +50,6 @@ def test_mse_and_bce_values_and_gradients(rng):
 
 
 def test_loss_keeps_nothing_under_no_grad(rng):
-    require_ops("mse_loss")
     loss = nn.MSELoss()
     with convcore.no_grad():
         loss(rng.standard_normal(3), rng.standard_normal(3))
@@ -80,7 +76,6 @@ def test_bad_loss_arguments():
 ])
 def test_losses_match_torch(ours, theirs, kind, rng):
     torch = pytest.importorskip("torch")
-    require_ops("cross_entropy", "mse_loss", "binary_cross_entropy_with_logits")
     out = rng.standard_normal((4, 3))
     target = {"class": rng.integers(0, 3, 4), "real": rng.standard_normal((4, 3)),
               "prob": rng.uniform(size=(4, 3))}[kind]
@@ -96,3 +91,26 @@ def test_losses_match_torch(ours, theirs, kind, rng):
 def t_tensor(a):
     import torch
     return torch.from_numpy(a)
+
+
+# --- class weights follow the logits' dtype ----------------------------------
+
+def test_cross_entropy_weight_given_as_list_works_with_float32_logits(rng):
+    logits = rng.standard_normal((6, 3)).astype(np.float32)
+    target = np.array([0, 1, 2, 2, 1, 0])
+    weight = [1.0, 2.0, 0.5]
+    loss = nn.CrossEntropyLoss(weight=weight)
+    value = loss(logits, target)
+    expect = F.cross_entropy(logits, target, weight=np.array(weight, np.float32))
+    assert abs(value - expect) < 1e-6
+    grad = loss.backward()
+    assert grad.dtype == np.float32 and grad.shape == logits.shape
+
+
+def test_bce_pos_weight_list(rng):
+    logits = rng.standard_normal((4, 2)).astype(np.float32)
+    target = (rng.random((4, 2)) > 0.5).astype(np.float32)
+    loss = nn.BCEWithLogitsLoss(pos_weight=[2.0, 3.0])
+    value = loss(logits, target)
+    expect = F.binary_cross_entropy_with_logits(logits, target, pos_weight=np.array([2.0, 3.0], np.float32))
+    assert abs(value - expect) < 1e-6

@@ -1,19 +1,12 @@
-"""Helpers for the nn tests: skipping a layer whose functional op is not in
-this build, and a finite-difference check of a whole module (layer or
-network) in float64 along random directions (see gradcheck.py)."""
+"""Helpers for the nn tests: a finite-difference check of a whole module
+(layer or network) in float64 along random directions (see gradcheck.py),
+and a fixture holding the kernels to one thread."""
 import sys
 
 import pytest
 
 import convcore
 from gradcheck import directional_check
-
-
-def require_ops(*names):
-    """Skip the test, naming the ops, when convcore.functional lacks any."""
-    missing = [n for n in names if not hasattr(convcore.F, n)]
-    if missing:
-        pytest.skip(f"convcore.functional lacks {', '.join(missing)} in this build")
 
 
 def check_module_gradients(module, x, rng, eps=1e-6, rtol=1e-6, atol=1e-8,
