@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import convcore
-from convcore import autotune
+from convcore import autotune, cli
 from convcore.bench import command, configs, engine, report
 from convcore.cli import main
 from convcore.algorithms import supported_algorithms
@@ -59,7 +59,7 @@ def test_full_grid_and_quick_sample_cover_every_axis_value():
     assert configs.quick_configs() == quick  # deterministic
 
 
-@pytest.mark.parametrize("suite", ["issue7", "lenet5", "alexnet", "vgg16",
+@pytest.mark.parametrize("suite", ["layers", "lenet5", "alexnet", "vgg16",
                                    "googlenet", "resnet18", "resnet50"])
 def test_layer_suites_are_valid_real_shapes(suite):
     cfgs = configs.suite_configs(suite)
@@ -67,8 +67,8 @@ def test_layer_suites_are_valid_real_shapes(suite):
     assert all(c.name.startswith(suite + ".") for c in cfgs)
 
 
-def test_issue7_layers_match_the_issue():
-    cfgs = configs.suite_configs("issue7")
+def test_layer_grid_has_its_nine_layers():
+    cfgs = configs.suite_configs("layers")
     assert len(cfgs) == 9
     alexnet = cfgs[7]
     assert (alexnet.N, alexnet.C, alexnet.H, alexnet.K, alexnet.R, alexnet.stride) == \
@@ -76,7 +76,16 @@ def test_issue7_layers_match_the_issue():
     assert cfgs[7].spec(np.float32).OH == 55
     depthwise = cfgs[8]
     assert depthwise.params()["depthwise"] and depthwise.groups == 128
-    assert configs.suite_configs("issue7", batch=2)[0].N == 2
+    assert configs.suite_configs("layers", batch=2)[0].N == 2
+
+
+def test_old_suite_name_issue7_still_works_but_is_not_advertised(capsys):
+    assert configs.suite_configs("issue7") == configs.suite_configs("layers")
+    args = cli.build_parser().parse_args(["bench", "--suite", "issue7"])
+    assert args.suite == "layers"
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    assert "issue7" not in capsys.readouterr().out
 
 
 def test_network_output_sizes():
