@@ -20,9 +20,9 @@ __version__ = "0.1.0"
 # OpenMP threads that wait at a barrier sleep instead of spinning, unless
 # the user chose otherwise. On a machine shared with other work, a spinning
 # thread burns the time slice its sibling needs to finish, and a training
-# run on 2 threads took 5x longer than on 1 (measured: `convcore train`
-# 16.7 s active vs 3.3 s passive at load 4); on an idle machine the cost is
-# a futex wake-up per parallel region, which the grain size keeps rare.
+# run on 2 threads took several times longer than on 1
+# (benchmarks/results/spin_waits.md); on an idle machine the cost is a
+# futex wake-up per parallel region, which the grain size keeps rare.
 # Must be set before the OpenMP runtime loads, i.e. before the kernels.
 # If another library loaded the runtime first, it is too late for that:
 # _omp_runtime then throttles the spinning another way (see there).

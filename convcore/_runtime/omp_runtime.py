@@ -12,8 +12,8 @@ Spinning waits are what a whole network cannot afford on a shared or busy
 machine: between two layers the Python code of the layer runs on the main
 thread while the other threads spin, and a spinning thread that holds a
 core another process (or another pool) needs stalls the next region for a
-time slice. Measured, ResNet-18 eval at batch 1, 2 threads, load ~2:
-torch imported first 360-1900 ms a forward; PASSIVE 66-103 ms.
+time slice: a forward of a small network slowed several-fold when torch
+had loaded the runtime first (benchmarks/results/spin_waits.md).
 
 libgomp's own rule (documented under GOMP_SPINCOUNT): when it manages more
 threads than there are CPUs, waits spin only 100 times (1000 with ACTIVE)

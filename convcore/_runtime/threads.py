@@ -6,8 +6,9 @@ runs single-threaded under every kernel call (`blas_single`), inside
 convcore's parallel regions or as slabs of one GEMM split over convcore's
 threads (blas.gemm_split). Handing the cores to the BLAS's own pool for
 small batches was measured fragile: two pools spinning on the same cores
-(OpenBLAS#3187, sklearn#28883), 10x slower whenever the OpenMP runtime did
-not sleep its threads (another library loaded it first).
+(OpenBLAS#3187, sklearn#28883), an order of magnitude slower whenever the
+OpenMP runtime did not sleep its threads (another library loaded it first;
+benchmarks/results/spin_waits.md).
 """
 import contextlib
 import ctypes
@@ -74,7 +75,8 @@ def share_cores(processes):
 # Below this much work (multiply-adds or elements touched) per thread, a
 # parallel region costs more than it saves: the fork/join is microseconds
 # on an idle machine, and on a loaded one a spinning barrier can stall for a
-# whole time slice (seen here: tiny convs 15x slower on 2 threads than 1).
+# whole time slice (tiny convolutions ran far slower on 2 threads than on 1:
+# benchmarks/results/spin_waits.md).
 GRAIN = 1 << 16
 
 
@@ -94,7 +96,7 @@ def kernel_threads(work=None):
 
 
 def _get_controller():
-    # Building the controller scans the loaded libraries (~1 ms): once.
+    # Building the controller scans every loaded library: do it once.
     global _controller
     if _controller is None:
         with _lock:

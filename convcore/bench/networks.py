@@ -81,8 +81,8 @@ class NetworkSpec:
 
 # Training batches give a step of a few seconds at most on 2 cores; every
 # network at its published input size, except the training steps of
-# ResNet-50 and VGG-11, which take 9-12 s at batch 16 and 224x224 and run
-# at 112x112 instead (the report says so).
+# ResNet-50 and VGG-11, which take several times longer at batch 16 and
+# 224x224 and run at 112x112 instead (the report says so).
 NETWORKS = OrderedDict((s.name, s) for s in (
     NetworkSpec("lenet5", "LeNet-5", (1, 32, 32), 10, 64),
     NetworkSpec("resnet20", "ResNet-20 (CIFAR)", (3, 32, 32), 10, 128),

@@ -210,10 +210,10 @@ def _train(args):
     if args.threads:
         convcore.set_num_threads(args.threads)
     elif args.dataset == "digits":
-        # Measured on 2 cores: a digits epoch is 45 batches of 32 8x8 images,
-        # microseconds of work per layer call; a second thread costs more in
-        # fork/join and spin-waiting than it saves (5.8 s vs 68 s for the
-        # default run on a loaded machine, 7.7 s vs 10.0 s with passive waits).
+        # A digits epoch is 45 batches of 32 8x8 images, microseconds of
+        # work per layer call: a second thread costs more in fork/join and
+        # spin-waiting than it saves, even with passive waits
+        # (benchmarks/results/spin_waits.md).
         convcore.set_num_threads(1)
 
     try:
