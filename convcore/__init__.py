@@ -39,7 +39,7 @@ from convcore._runtime.grad_mode import is_grad_enabled, no_grad
 from convcore._runtime.threads import get_num_threads, set_num_threads
 from convcore._runtime.denormals import get_flush_denormal, set_flush_denormal
 from convcore.algorithms import conv_algorithms
-from convcore.autotune import tune
+from convcore.algorithms.autotune import tune
 # Kernel ABI of the native (cimport) API, convcore/native.pxd; downstream
 # extensions compare it with the CONVCORE_ABI_VERSION they were built with.
 from convcore._kernels.native import ABI_VERSION as __abi_version__

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import convcore
-from convcore import autotune, cli
+from convcore import cli
+from convcore.algorithms import autotune
 from convcore.bench import command, configs, engine, report
 from convcore.cli import main
 from convcore.algorithms import supported_algorithms

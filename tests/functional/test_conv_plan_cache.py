@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import convcore
-from convcore import F, autotune, nn
+from convcore import F, nn
+from convcore.algorithms import autotune
 from convcore.utils import validation as _validation
 from convcore.functional import conv as fconv
 from ref_conv import conv2d_backward_ref, conv2d_ref
