@@ -23,41 +23,30 @@ def supported_algorithms(spec):
 
 
 def select_algorithm(spec):
-    """The "auto" rule, from single-thread measurements on an AVX2 machine
-    (im2col/winograd time ratios over C in 3..128 and images 7..56, in the
-    closing note of the Winograd change; benchmarks/ measures it again):
+    """The "auto" rule. Each threshold was measured against im2col; the
+    numbers are in benchmarks/results/auto_choice.md.
 
-    - depthwise-like (one input channel per group): a GEMM per group would
-      be (Kg x R*S) @ (R*S x P), too thin for the BLAS to pay for the
-      im2col copy and per-call overhead; the direct kernel streams it.
-    - 3x3 stride 1 with enough channels and pixels: Winograd. Undilated,
-      F(4x4, 3x3) does 36 multiplies where im2col does 144. Measured
-      against im2col on one thread (CPU time, forward and backward):
-      0.34-0.92x from min(C/groups, K/groups) * sqrt(OH*OW) >= 128 (8
-      channels at 16x16, 32 at 4x4, 128 at 2x2, 512 at 1x1) and at least 8
-      channels; ties at 64 (8 channels at 8x8, 16 at 4x4); loses with fewer
-      than 8 channels (1.1-1.8x: its transforms then outweigh the GEMMs)
-      and at 64 channels of 1x1 images. The line is drawn at 100. It also
-      needs enough output pixels in the batch, N*OH*OW >= 1024: its
-      weight transforms cost per call and its tile blocks are then few.
-      From 256 channels (weights of 2.4-9.4 MB per transform) it also
-      needs images of at least 28x28 and 3136 pixels in the batch: with
-      im2col's GEMMs split over the threads (blas.gemm_split), im2col
-      took 0.4-0.9x Winograd's forward+backward time at 256-512 channels
-      on 7x7 and 14x14 images up to batch 32, and Winograd won again at
-      512 channels on 28x28 (measured at 2 threads; commit message).
-      Dilated, F(2x2, 3x3) (16 multiplies where im2col does 36) wins by
-      1.1-2.2x from 400 on that scale, when each dilation phase of the
-      output (which the kernel tiles in place) is at least 8 pixels across:
-      at dilation 2-3, 8-128 channels, 16x16-56x56 it ran 1.05-1.8x faster
-      than im2col forward and fwd+bwd (1 and 2 threads); with phases of
-      4-7 pixels (dilation 3 on 14x14-20x20 outputs, 32-128 channels) it
-      tied or lost by up to 1.5x: short tile rows.
+    - depthwise-like (one input channel per group): the direct kernel. A
+      GEMM per group would be (Kg x R*S) @ (R*S x P), too thin for the BLAS
+      to pay for the im2col copy and per-call overhead.
+    - 3x3 stride 1 with at least 8 channels: Winograd, which does fewer
+      multiplies (F(4x4, 3x3): 36 where im2col does 144; F(2x2, 3x3), for
+      dilated layers: 16 where im2col does 36) but pays for its transforms
+      per tile and per call, so it needs work on both sides of its GEMMs,
+      on the scale min(C/groups, K/groups) * sqrt(OH*OW). With fewer
+      channels the transforms outweigh the GEMMs.
+      Undilated: from 100, with at least 1024 output pixels in the batch
+      (else the per-call weight transform dominates). From 256 channels
+      also images of at least 28x28 and 3136 pixels in the batch: smaller,
+      im2col's GEMMs split over the threads (blas.gemm_split) win.
+      Dilated: from 400, when each dilation phase of the output (which the
+      kernel tiles in place) is at least 8 pixels across; shorter tile
+      rows lose.
     - everything else: im2col + GEMM, which runs near the BLAS's speed
       once Cg*R*S and K/groups are a few dozen.
 
-    With CONVCORE_AUTOTUNE=1 a measured winner (convcore.autotune, cached
-    on disk per shape) overrides these rules.
+    With CONVCORE_AUTOTUNE=1 a measured winner (convcore.algorithms.autotune,
+    cached on disk per shape) overrides these rules.
     """
     measured = autotune.measured_choice(spec)
     if measured is not None:
