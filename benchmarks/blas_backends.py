@@ -7,7 +7,7 @@ bundled one, each called through convcore's own row-major entry point
 (blas.gemm_py on one thread, which is what every kernel GEMM is), at the
 GEMM shapes of common convolution layers: (K/groups) x (output pixels) x
 (C/groups * R * S). Best of the repeats (the ceiling), interleaved. The
-kernels use the newer copy (convcore._blas_backend); this shows why.
+kernels use the newer copy (convcore._runtime.blas_backend); this shows why.
 """
 import argparse
 import os
@@ -19,7 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import convcore  # noqa: F401
-from convcore import _blas_backend
+from convcore._runtime import blas_backend as _blas_backend
 from convcore._kernels import blas
 
 SHAPES = [  # (m, n, k, layer)

@@ -81,7 +81,7 @@ def worker_steps(threads, batch, steps, use_ddp, network="resnet20", size=32):
 
 def worker_allreduce(sizes, reps):
     import convcore.distributed as dist
-    from convcore import _mpi
+    from convcore._runtime import mpi as _mpi
     dist.init()
     comm = _mpi._state.comm
     MPI = _mpi._state.MPI
@@ -180,7 +180,7 @@ def main(argv=None):
 
 def write(train_rows, ar, alpha, beta, steps):
     import convcore
-    from convcore import _info
+    from convcore.cli import info as _info
     from convcore.models import resnet18, resnet20, resnet50
     grads = {name: sum(p.data.nbytes for p in build().parameters())
              for name, build in (("ResNet-20", lambda: resnet20(num_classes=10)),

@@ -3,7 +3,7 @@
     python benchmarks/network_bench.py [--threads 2] [--quick] [--no-torch]
                                        [--markdown benchmarks/results/network.md]
 
-Workloads (issue 7, "whole-network training"):
+Workloads (whole-network training):
   1. LeNet-5 (convcore.models.lenet5, 28x28 input: C1 padded by 2, tanh, avg
      pools) over an MNIST-shaped synthetic set of 60,000 seeded random 1x28x28
      images, batch 64, SGD(lr=0.01, momentum=0.9), cross entropy. A fixed

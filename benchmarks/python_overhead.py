@@ -47,7 +47,8 @@ try:  # an installed convcore (or one on PYTHONPATH) comes first ...
 except ImportError:  # ... else the checkout's in-place build
     sys.path.insert(0, ROOT)
     import convcore
-from convcore import _threads, nn  # noqa: E402
+from convcore import nn  # noqa: E402
+from convcore._runtime import threads as _threads
 from convcore._kernels import conv_depthwise, conv_gemm  # noqa: E402
 from convcore._kernels.conv_direct import bias_grad  # noqa: E402
 from convcore.algorithms import _blas_has_small_gemm, select_algorithm  # noqa: E402

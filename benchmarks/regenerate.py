@@ -4,7 +4,7 @@ RUNS, each in a fresh process, writing <name>.md, <name>.csv and
 
     python benchmarks/regenerate.py              # every run (long: the
                                                  # full grid and the zoo)
-    python benchmarks/regenerate.py quick issue7 # just these
+    python benchmarks/regenerate.py quick layers # just these
     python benchmarks/regenerate.py --list
 
 Extra arguments after `--` go to every run (e.g. `-- --threads 4`).
@@ -25,19 +25,22 @@ RESULTS = os.path.join(HERE, "results")
 RUNS = {
     "quick": ("Quick grid: 24 sampled stride/padding/dilation/kernel/groups points",
               ["--quick"]),
-    "issue7": ("Issue-7 performance targets (float32, forward and fwd+bwd)",
-               ["--suite", "issue7"]),
-    "issue7-denormal": ("Issue-7 layers with denormal-range weights (scale 1e-39)",
-                        ["--suite", "issue7", "--weight-scale", "1e-39", "--budget", "1"]),
-    "issue7-denormal-ftz": ("The same with denormals flushed to zero (--flush-denormal)",
-                            ["--suite", "issue7", "--weight-scale", "1e-39", "--flush-denormal",
+    "layers": ("Reference layer grid (float32, forward and fwd+bwd)",
+               ["--suite", "layers"]),
+    "layers-denormal": ("Reference layer grid with denormal-range weights (scale 1e-39)",
+                        ["--suite", "layers", "--weight-scale", "1e-39", "--budget", "1"]),
+    "layers-denormal-ftz": ("The same with denormals flushed to zero (--flush-denormal)",
+                            ["--suite", "layers", "--weight-scale", "1e-39", "--flush-denormal",
                              "--budget", "1"]),
-    "threads": ("Thread sweep over the issue-7 layers",
-                ["--suite", "issue7", "--threads-sweep", "--budget", "1"]),
+    "threads": ("Thread sweep over the reference layer grid",
+                ["--suite", "layers", "--threads-sweep", "--budget", "1"]),
     "zoo": ("Layers of LeNet-5, AlexNet, VGG-16, GoogLeNet, ResNet-18 and ResNet-50",
             ["--suite", "zoo", "--budget", "1"]),
     "full": ("Full grid: stride x padding x dilation x kernel x groups", ["--full", "--budget", "1"]),
 }
+# Old run names still accepted: the grid was named after issue 7.
+RUN_ALIASES = {"issue7": "layers", "issue7-denormal": "layers-denormal",
+               "issue7-denormal-ftz": "layers-denormal-ftz"}
 
 
 def main(argv=None):
@@ -53,6 +56,7 @@ def main(argv=None):
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
     args = parser.parse_args(argv)
+    args.runs = [RUN_ALIASES.get(r, r) for r in args.runs]
     if args.list:
         for name, (title, bench_args) in RUNS.items():
             print(f"{name:16} {title}\n{'':16} convcore bench {' '.join(bench_args)}")

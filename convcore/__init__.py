@@ -1,10 +1,17 @@
 """convcore: a CPU convolution engine for training CNNs.
 
-    floor 5  cli, bench                     convcore train | bench | info
-    floor 4  models, data, training, metrics
-    floor 3  nn, optim, init                layers with explicit backward
-    floor 2  functional (F), algorithms     checks, shapes, dispatch
-    floor 1  _kernels                       Cython + OpenMP + BLAS, nogil
+Each floor imports only from the floors below it (tests/test_floors.py):
+
+    floor 5  cli/, bench/, demo           convcore train | bench | info
+    floor 4  models/, data/, training/,   the zoo, data sets, fit(),
+             distributed/                 data-parallel training over MPI
+    floor 3  nn/, optim/, init,           layers with explicit backward,
+             serialization                optimisers, state files
+    floor 2  functional/ (F),             checks, shapes, dispatch,
+             algorithms/                  algorithm registry and auto choice
+    runtime  _runtime/, utils/            threads, fork, denormals, no_grad,
+                                          BLAS choice, MPI; argument checks
+    floor 1  _kernels/                    Cython + OpenMP + BLAS, nogil
 """
 import os
 
@@ -13,13 +20,13 @@ __version__ = "0.1.0"
 # OpenMP threads that wait at a barrier sleep instead of spinning, unless
 # the user chose otherwise. On a machine shared with other work, a spinning
 # thread burns the time slice its sibling needs to finish, and a training
-# run on 2 threads took 5x longer than on 1 (measured: `convcore train`
-# 16.7 s active vs 3.3 s passive at load 4); on an idle machine the cost is
-# a futex wake-up per parallel region, which the grain size keeps rare.
+# run on 2 threads took several times longer than on 1
+# (benchmarks/results/spin_waits.md); on an idle machine the cost is a
+# futex wake-up per parallel region, which the grain size keeps rare.
 # Must be set before the OpenMP runtime loads, i.e. before the kernels.
 # If another library loaded the runtime first, it is too late for that:
 # _omp_runtime then throttles the spinning another way (see there).
-from convcore import _omp_runtime  # noqa: E402
+from convcore._runtime import omp_runtime as _omp_runtime  # noqa: E402
 
 _omp_runtime.loaded_before_convcore = _omp_runtime.runtime_loaded() is not None
 _omp_runtime.user_wait_policy = os.environ.get("OMP_WAIT_POLICY")
@@ -28,11 +35,11 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
 
 from convcore import functional
 from convcore import functional as F
-from convcore._grad_mode import is_grad_enabled, no_grad
-from convcore._threads import get_num_threads, set_num_threads
-from convcore._denormals import get_flush_denormal, set_flush_denormal
+from convcore._runtime.grad_mode import is_grad_enabled, no_grad
+from convcore._runtime.threads import get_num_threads, set_num_threads
+from convcore._runtime.denormals import get_flush_denormal, set_flush_denormal
 from convcore.algorithms import conv_algorithms
-from convcore.autotune import tune
+from convcore.algorithms.autotune import tune
 # Kernel ABI of the native (cimport) API, convcore/native.pxd; downstream
 # extensions compare it with the CONVCORE_ABI_VERSION they were built with.
 from convcore._kernels.native import ABI_VERSION as __abi_version__
@@ -63,6 +70,6 @@ from convcore import models, training
 
 __all__ += ["models", "training"]
 
-from convcore import _fork  # noqa: E402,F401  (single-threaded kernels after fork)
+from convcore._runtime import fork as _fork  # noqa: E402,F401  (single-threaded kernels after fork)
 
 _omp_runtime.throttle_spinning()

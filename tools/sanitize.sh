@@ -4,7 +4,7 @@
 # run the kernel tests under them. The working tree's own build is untouched.
 #
 #   tools/sanitize.sh                 # the default kernel test set
-#   tools/sanitize.sh tests/test_pooling.py -k nan   # any pytest arguments
+#   tools/sanitize.sh tests/functional/test_pooling.py -k nan   # any pytest arguments
 #
 # Exit status: pytest's (non-zero on any sanitizer report, since both
 # sanitizers are told to halt on the first error).
@@ -33,12 +33,12 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export PYTHONPATH="$work"
 # pytest's own import mode must find this build, not an installed one.
 if [ "$#" -eq 0 ]; then
-    set -- tests/test_conv_grid.py tests/test_conv_errors.py tests/test_conv_gradcheck.py \
-        tests/test_blas_im2col.py tests/test_pooling.py tests/test_batch_norm.py \
-        tests/test_lrn.py tests/test_norms.py tests/test_activations.py \
-        tests/test_linear.py tests/test_losses.py tests/test_robust_fuzz.py \
-        tests/test_robust_limits.py tests/test_robust_nan.py tests/test_robust_leaks.py \
-        tests/test_robust_threads.py tests/test_robust_files.py
+    set -- tests/functional/test_conv_grid.py tests/functional/test_conv_errors.py tests/functional/test_conv_gradcheck.py \
+        tests/kernels/test_blas_im2col.py tests/functional/test_pooling.py tests/functional/test_batch_norm.py \
+        tests/functional/test_lrn.py tests/functional/test_norms.py tests/functional/test_activations.py \
+        tests/functional/test_linear.py tests/functional/test_losses.py tests/functional/test_fuzz.py \
+        tests/functional/test_limits.py tests/functional/test_nan.py tests/functional/test_leaks.py \
+        tests/runtime/test_thread_safety.py tests/nn/test_hostile_files.py
 fi
 existing=()
 for a in "$@"; do

@@ -1,7 +1,9 @@
 """Floor 1: nogil arithmetic (Cython + OpenMP + BLAS).
 
-Kernels trust their inputs: every check lives in convcore.functional.
-Modules (.pyx; their C row loops are in the .h headers beside them):
+Kernels trust their inputs: every check lives in floor 2
+(convcore.functional, convcore.algorithms, convcore.utils.validation).
+Extension modules (one .pyx each; their C row loops in the .h headers beside
+them):
 
     native            float32/float64 entry points of the public C API
                       (cimport convcore.native; generated from
@@ -23,6 +25,14 @@ Modules (.pyx; their C row loops are in the .h headers beside them):
     group_layer_norm  group / layer / instance norm forward / backward
     lrn               local response normalisation forward / backward
     activation        relu forward / backward
+
+Declarations only (.pxd, cimported by the modules above):
+
+    conv_params       the geometry of one convolution, in plain C types
+    partials          fixed partial sums for weight gradients (deterministic)
+    _simd             row loops of the direct kernels (simd.h)
+    _row_reductions   the one row-reduction family (row_reductions.h)
+    _openmp           OpenMP calls with serial stubs (openmp_stubs.h)
 
 Shared C: simd.h (load-time AVX2 copies, row axpy), openmp_stubs.h (serial
 builds), row_reductions.h (the sums of pooling and every norm).

@@ -5,7 +5,7 @@
 # Thread-safety: re-entrant, but with a multithreaded OpenBLAS, calls made
 # from several OpenMP threads at once serialise inside OpenBLAS; convcore
 # holds the BLAS it calls to one thread for every kernel call
-# (convcore._threads.blas_single) and splits GEMMs itself (gemm_split).
+# (convcore._runtime.threads.blas_single) and splits GEMMs itself (gemm_split).
 from cython cimport floating
 
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,

@@ -1,5 +1,5 @@
 """Row-major GEMM over a Fortran BLAS: scipy.linalg.cython_blas's, or
-another one loaded in the process (use_external; convcore._blas_backend).
+another one loaded in the process (use_external; convcore._runtime.blas_backend).
 
 A row-major C = op(A) op(B) is, read as column-major, C^T = op(B)^T op(A)^T:
 so we call the Fortran routine with the operands swapped and the same
@@ -7,14 +7,14 @@ transpose flags, which needs no copy (the trick PyTorch and sklearn use).
 
 gemm_split runs one product on convcore's own OpenMP threads, each slab of
 C a one-thread GEMM: convcore never hands its cores to the BLAS's thread
-pool (see convcore._threads).
+pool (see convcore._runtime.threads).
 """
 from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
 # The Fortran GEMMs of another BLAS loaded in the process (numpy's bundled
 # OpenBLAS, say), by address, with 32-bit (LP64) or 64-bit (ILP64)
-# integers; convcore._blas_backend picks and checks them. Unset: scipy's.
+# integers; convcore._runtime.blas_backend picks and checks them. Unset: scipy's.
 ctypedef void (*sgemm32_t)(const char*, const char*, const int*, const int*, const int*,
                            const float*, const float*, const int*, const float*,
                            const int*, const float*, float*, const int*) noexcept nogil
@@ -54,7 +54,7 @@ def use_external(size_t sgemm_addr, size_t dgemm_addr, bint ilp64,
                  size_t sgemv_addr=0, size_t dgemv_addr=0):
     """Route the kernels' GEMMs (and the GEMVs that single-row products
     become) to the Fortran routines at these addresses (0: scipy's for that
-    one). Call it before any kernel runs (convcore._blas_backend does, at
+    one). Call it before any kernel runs (convcore._runtime.blas_backend does, at
     import): it is not synchronised with calls in flight."""
     global _ext_s, _ext_d, _ext_sv, _ext_dv, _ext_ilp64
     _ext_s = <void*> sgemm_addr
@@ -225,7 +225,7 @@ def slabs(int m, int n, int k, int num_threads=1 << 30):
     return min(_slabs(m, n, k), num_threads)
 
 
-# The one-thread hold of the BLAS the kernels call (convcore._threads):
+# The one-thread hold of the BLAS the kernels call (convcore._runtime.threads):
 # its C thread-count getter and setter by address, and a count of the
 # kernel calls in flight. hold()/release() run with the GIL held, which
 # orders them between Python threads; the first call in saves the count,

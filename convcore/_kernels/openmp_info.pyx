@@ -40,7 +40,7 @@ def build_info():
 def hold_team(int num_threads):
     """Start a team of num_threads in the calling thread's own OpenMP pool
     and return: the team's workers then stay docked in that pool (asleep)
-    for as long as the calling thread lives. convcore._omp_runtime calls it
+    for as long as the calling thread lives. convcore._runtime.omp_runtime calls it
     from a parked Python thread; see there for why."""
     cdef int i
     cdef int[1] sink

@@ -3,7 +3,7 @@
     command.py   argument parsing, output files      convcore bench --help
         |
     configs.py   BenchConfig, parameter grids (--quick, --full), real
-        |        network layers (LeNet-5 ... ResNet-50) and issue-7 targets
+        |        network layers (LeNet-5 ... ResNet-50), the reference layer grid
     engine.py    warm-up, interleaved repeats, GEMM peak, PyTorch peer,
         |        agreement check, auto-vs-best, summaries
     report.py    text table, JSON, CSV, Markdown, PNG
@@ -14,7 +14,7 @@
 Used from Python:
 
     from convcore.bench import run_benchmark, suite_configs
-    result = run_benchmark(suite_configs("issue7"), threads_list=[2])
+    result = run_benchmark(suite_configs("layers"), threads_list=[2])
 """
 from convcore.bench.command import add_arguments, run
 from convcore.bench.configs import BenchConfig, grid_configs, sample_configs, suite_configs

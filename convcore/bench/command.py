@@ -5,7 +5,7 @@ import sys
 import numpy as np
 
 import convcore
-from convcore._cli_args import positive_int
+from convcore.cli.args import positive_int
 from convcore.bench import configs as cfgs
 from convcore.bench import engine, networks, report
 
@@ -45,9 +45,11 @@ def add_arguments(parser):
                           "networks: fewer rounds and a subset of the networks")
     which.add_argument("--full", action="store_true",
                        help="the whole stride x padding x dilation x kernel x groups grid")
-    which.add_argument("--suite", choices=cfgs.SUITES + ("networks",),
-                       help="a preset or real network layers: issue7 (the performance "
-                            "targets), zoo (all networks' layers), one network's layers, or "
+    # type= runs before the choices check, so an old alias passes as its new
+    # name without being listed in --help.
+    which.add_argument("--suite", choices=cfgs.SUITES + ("networks",), type=cfgs.suite_name,
+                       help="a preset or real network layers: layers (the reference "
+                            "layer grid), zoo (all networks' layers), one network's layers, or "
                             "networks (whole networks against PyTorch: see below)")
     sel.add_argument("--stride", type=positive_int, nargs="+", metavar="S",
                      help="grid: these strides only (builds a custom grid)")

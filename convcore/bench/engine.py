@@ -14,9 +14,9 @@ How a configuration is measured
        left by one would always tax the next). At least
        `repeats` rounds, then more while the configuration's `budget`
        (seconds) lasts, up to MAX_ROUNDS: on a shared machine a 2-thread
-       OpenMP call whose thread is descheduled can take 100x longer, and
-       many short samples let the median ignore those, where a few long
-       ones would each be hit.
+       OpenMP call whose thread is descheduled can take many times longer,
+       and many short samples let the median ignore those, where a few
+       long ones would each be hit.
     3. median and spread (inter-quartile range / median) per pass; the
        fastest sample is kept too (`*_min_ms`, what an idle machine gives).
 The sgemm (dgemm for float64) peak is measured at the start of each
@@ -33,7 +33,8 @@ import time
 import numpy as np
 
 import convcore
-from convcore import _threads, algorithms
+from convcore import algorithms
+from convcore._runtime import threads as _threads
 from convcore._kernels import blas
 from convcore.functional import conv2d, conv2d_backward
 
@@ -375,7 +376,7 @@ def summarize(rows):
                 a[f"pick_within10_{key}"] = sum(v <= 1.10 for v in picks) / len(picks)
         out["auto"] = a
     for r in rows:
-        if r["suite"] in ("quick", "full", "grid", "custom", "issue7"):
+        if r["suite"] in ("quick", "full", "grid", "custom", "layers"):
             continue
         key = f"{r['suite']}@{r['threads']}t"
         net = out["networks"].setdefault(key, {})

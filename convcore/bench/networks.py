@@ -61,7 +61,7 @@ LR, MOMENTUM = 0.01, 0.9
 # sums over deep networks differ in the last bits, and the backward of
 # batch norm in training mode (means subtracted over small maps) amplifies
 # that: parameter gradients of ResNet-50 and the MobileNets differ by a few
-# percent in float32 where float64 agrees to 1e-12 (tests/test_bench_networks.py
+# percent in float32 where float64 agrees to 1e-12 (tests/cli/test_bench_networks.py
 # checks every network in float64). A wrong layer shows as O(1).
 TOL_OUTPUT = {"float32": 1e-3, "float64": 1e-9}
 TOL_GRAD = {"float32": 1e-1, "float64": 1e-7}
@@ -81,8 +81,8 @@ class NetworkSpec:
 
 # Training batches give a step of a few seconds at most on 2 cores; every
 # network at its published input size, except the training steps of
-# ResNet-50 and VGG-11, which take 9-12 s at batch 16 and 224x224 and run
-# at 112x112 instead (the report says so).
+# ResNet-50 and VGG-11, which take several times longer at batch 16 and
+# 224x224 and run at 112x112 instead (the report says so).
 NETWORKS = OrderedDict((s.name, s) for s in (
     NetworkSpec("lenet5", "LeNet-5", (1, 32, 32), 10, 64),
     NetworkSpec("resnet20", "ResNet-20 (CIFAR)", (3, 32, 32), 10, 128),
@@ -871,7 +871,7 @@ def add_arguments(parser):
 
 
 def _positive_int(text):
-    from convcore._cli_args import positive_int
+    from convcore.cli.args import positive_int
     return positive_int(text)
 
 

@@ -122,7 +122,7 @@ def machine_info(threads_list, torch_version):
     import scipy
 
     import convcore
-    from convcore import _info
+    from convcore.cli import info as _info
     info = _info.info_dict()
     blas = info["blas"]
     return {

@@ -1,7 +1,7 @@
 """Class weights for imbalanced data, from class frequencies."""
 import numpy as np
 
-from convcore.functional._validation import check_int
+from convcore.utils.validation import check_int
 
 
 def class_weights(labels, num_classes=None, dtype=np.float32):

@@ -17,7 +17,7 @@ import threading
 import numpy as np
 
 from convcore.data.dataset import ArrayDataset
-from convcore.functional._validation import check_int
+from convcore.utils.validation import check_int
 
 _SHUFFLE, _AUGMENT = 0, 1  # spawn_key streams of one seed
 

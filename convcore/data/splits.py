@@ -7,7 +7,7 @@ on every machine and NumPy version (Generator.permutation over PCG64 is
 stable)."""
 import numpy as np
 
-from convcore.functional._validation import check_int
+from convcore.utils.validation import check_int
 
 
 def _labels_1d(labels, fn):

@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from convcore.functional._validation import as_float_array, check_int
+from convcore.utils.validation import as_float_array, check_int
 
 
 def _batch(images, fn):

@@ -15,7 +15,7 @@ itself when it runs on several ranks. MPI comes from `pip install
 The collectives (all_reduce, broadcast, all_gather) are thin wrappers over
 mpi4py's buffer calls on NumPy arrays, in place as torch.distributed's.
 """
-from convcore._mpi import (abort, active, all_gather, all_reduce, barrier, broadcast, init,
+from convcore._runtime.mpi import (abort, active, all_gather, all_reduce, barrier, broadcast, init,
                            is_initialized, launched_size, local_rank, local_size, mpi_library,
                            rank, world_size)
 from convcore.distributed.ddp import DistributedDataParallel

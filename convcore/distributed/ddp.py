@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from convcore import _mpi
+from convcore._runtime import mpi as _mpi
 from convcore.nn.module import Module
 
 DEFAULT_BUCKET_BYTES = 25 * 2**20   # as PyTorch DDP's bucket_cap_mb=25

@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-from convcore import _mpi
-from convcore.functional._validation import check_int
+from convcore._runtime import mpi as _mpi
+from convcore.utils.validation import check_int
 
 
 class DistributedSampler:

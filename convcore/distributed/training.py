@@ -20,7 +20,7 @@
 """
 import numpy as np
 
-from convcore import _mpi
+from convcore._runtime import mpi as _mpi
 from convcore.data import DataLoader
 from convcore.distributed.ddp import DistributedDataParallel
 from convcore.distributed.sampler import DistributedSampler

@@ -6,7 +6,7 @@ from functools import cached_property
 import numpy as np
 
 from convcore._kernels.conv_geometry import ConvGeometry
-from convcore.functional._validation import check_int, int_pair, output_size
+from convcore.utils.validation import check_int, int_pair, output_size
 
 # GEMM dimensions go to an LP64 BLAS as C ints.
 _INT32_MAX = 2**31 - 1

@@ -4,7 +4,7 @@ arguments lives in pool_spec(), which the forward and the backward share
 from dataclasses import dataclass
 
 
-from convcore.functional._validation import check_flag, check_int, int_pair, output_size
+from convcore.utils.validation import check_flag, check_int, int_pair, output_size
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ import numbers
 import numpy as np
 
 from convcore._kernels import batchnorm as _bn
-from convcore._threads import kernel_threads
-from convcore.functional._validation import check_allocation, check_flag
-from convcore.functional._validation import as_float_array
+from convcore._runtime.threads import kernel_threads
+from convcore.utils.validation import check_allocation, check_flag
+from convcore.utils.validation import as_float_array
 
 
 def _checked_input(x, fn, name="input"):

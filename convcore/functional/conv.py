@@ -18,13 +18,12 @@ import os
 
 import numpy as np
 
-from convcore import autotune
 from convcore._kernels.conv_direct import bias_grad
-from convcore._threads import get_num_threads, kernel_threads
-from convcore.algorithms import get_algorithm
-from convcore.functional import _validation
+from convcore._runtime.threads import get_num_threads, kernel_threads
+from convcore.algorithms import autotune, get_algorithm
 from convcore.functional._conv_spec import conv_spec
-from convcore.functional._validation import (
+from convcore.utils import validation as _validation
+from convcore.utils.validation import (
     as_float_array, check_allocation, check_flag, exact_geometry)
 
 

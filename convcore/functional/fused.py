@@ -16,9 +16,9 @@ so every result here is the same at any thread count.
 import numpy as np
 
 from convcore._kernels import batchnorm as _bn
-from convcore._threads import kernel_threads
+from convcore._runtime.threads import kernel_threads
 from convcore.functional.batch_norm import _cap
-from convcore.functional._validation import as_float_array, check_flag
+from convcore.utils.validation import as_float_array, check_flag
 
 _EMPTY = {np.dtype(t): np.empty((0, 0, 0), dtype=t) for t in (np.float32, np.float64)}
 

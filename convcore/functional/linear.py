@@ -4,9 +4,9 @@ import numbers
 
 import numpy as np
 
-from convcore import _threads
+from convcore._runtime import threads as _threads
 from convcore._kernels import blas as _blas
-from convcore.functional._validation import as_float_array
+from convcore.utils.validation import as_float_array
 
 
 # --- linear --------------------------------------------------------------------
@@ -56,7 +56,7 @@ def linear(x, weight, bias=None):
 
 def _matmul(trans_a, trans_b, a, b, c, beta=0.0):
     """c = op(a) @ op(b) + beta c on convcore's threads (blas.gemm_split),
-    never the BLAS's own: one owner of the cores (convcore._threads)."""
+    never the BLAS's own: one owner of the cores (convcore._runtime.threads)."""
     k = a.shape[0] if trans_a else a.shape[1]
     with _threads.blas_single():
         _blas.gemm_py(trans_a, trans_b, 1.0, a, b, beta, c,

@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from convcore.functional._validation import as_float_array
+from convcore.utils.validation import as_float_array
 from convcore.functional.activations import log_softmax, sigmoid
 
 _REDUCTIONS = ("mean", "sum", "none")

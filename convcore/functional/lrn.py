@@ -11,8 +11,8 @@ import numbers
 import numpy as np
 
 from convcore._kernels import lrn as _lrn
-from convcore._threads import kernel_threads
-from convcore.functional._validation import SSIZE_MAX, as_float_array, check_int
+from convcore._runtime.threads import kernel_threads
+from convcore.utils.validation import SSIZE_MAX, as_float_array, check_int
 
 
 def _checked(x, size, alpha, beta, k, fn, name="input"):

@@ -14,8 +14,8 @@ import numbers
 import numpy as np
 
 from convcore._kernels import group_layer_norm as _norm
-from convcore._threads import kernel_threads
-from convcore.functional._validation import as_float_array, check_allocation, check_int
+from convcore._runtime.threads import kernel_threads
+from convcore.utils.validation import as_float_array, check_allocation, check_int
 
 
 def _check_eps(eps, fn):

@@ -7,10 +7,10 @@ determine it (PyTorch's note on output size not being invertible)."""
 import numpy as np
 
 from convcore._kernels import pool as _pool
-from convcore._threads import kernel_threads
+from convcore._runtime.threads import kernel_threads
 from convcore.functional._pool_spec import (
     adaptive_output_size, input_shape_arg, pool_spec)
-from convcore.functional._validation import (
+from convcore.utils.validation import (
     as_float_array, check_allocation, check_flag, exact_geometry)
 
 # Checked pooling geometry by (input shape, kernel_size, stride, padding,

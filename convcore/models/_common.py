@@ -3,7 +3,7 @@ activation block that ResNet needs."""
 import numpy as np
 
 from convcore import init
-from convcore.functional._validation import check_int, int_pair, output_size
+from convcore.utils.validation import check_int, int_pair, output_size
 from convcore.nn import ReLU, Residual
 
 

@@ -19,7 +19,7 @@ pools is 63x63.
 """
 from collections import OrderedDict
 
-from convcore.functional._validation import check_int
+from convcore.utils.validation import check_int
 from convcore.nn import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU,
                          Sequential)
 from convcore.models._common import check_common, conv_out, layer_kwargs

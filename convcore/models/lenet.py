@@ -25,7 +25,7 @@ the paper's widths with tanh stop near 97%.
 """
 from collections import OrderedDict
 
-from convcore.functional._validation import check_int
+from convcore.utils.validation import check_int
 from convcore.nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Tanh
 from convcore.models._common import check_common, conv_out, layer_kwargs
 

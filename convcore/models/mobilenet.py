@@ -42,7 +42,7 @@ strided convolutions are padded; a 1x1 map stays 1x1).
 """
 from collections import OrderedDict
 
-from convcore.functional._validation import check_int
+from convcore.utils.validation import check_int
 from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ReLU,
                          ReLU6, Residual, Sequential)
 from convcore.models._common import check_common, layer_kwargs

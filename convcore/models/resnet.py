@@ -25,7 +25,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from convcore.functional._validation import check_int
+from convcore.utils.validation import check_int
 from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d,
                          Module, ReLU, Sequential)
 from convcore.models._common import ResidualReLU, check_common, layer_kwargs

@@ -15,7 +15,7 @@ pool keeps that size and the first FC layer is sized from it.
 """
 from collections import OrderedDict
 
-from convcore.functional._validation import check_int
+from convcore.utils.validation import check_int
 from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
                          LocalResponseNorm, MaxPool2d, ReLU, Sequential)
 from convcore.models._common import check_common, layer_kwargs

@@ -53,7 +53,7 @@ import os
 
 import numpy as np
 
-from convcore._grad_mode import is_grad_enabled
+from convcore._runtime.grad_mode import is_grad_enabled
 from convcore.functional import (batch_norm_relu, batch_norm_relu_backward,
                                  bias_relu_, bias_relu_backward, conv2d,
                                  conv2d_backward, fold_batch_norm, relu_,

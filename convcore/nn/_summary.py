@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convcore._grad_mode import no_grad
+from convcore._runtime.grad_mode import no_grad
 
 _local = threading.local()
 

@@ -2,7 +2,10 @@
 (the output for ReLU/ReLU6/Sigmoid/Tanh, the input for LeakyReLU/Softplus)."""
 import numpy as np
 
-from convcore.nn._common import functional, layer_dtype
+from convcore.functional.activations import (
+    leaky_relu, leaky_relu_backward, relu, relu6, relu6_backward, relu_backward, sigmoid,
+    sigmoid_backward, softplus, softplus_backward, tanh, tanh_backward)
+from convcore.nn._common import layer_dtype
 from convcore.nn.module import Module
 
 
@@ -17,26 +20,26 @@ class _Elementwise(Module):
 
 class ReLU(_Elementwise):
     def forward(self, x):
-        y = functional("relu")(x)
+        y = relu(x)
         self._save_for_backward(y)
         return y
 
     def backward(self, grad_y):
         (y,) = self._saved()
-        return functional("relu_backward")(grad_y, y)
+        return relu_backward(grad_y, y)
 
 
 class ReLU6(_Elementwise):
     """min(max(x, 0), 6), MobileNet-v2's activation (torch.nn.ReLU6)."""
 
     def forward(self, x):
-        y = functional("relu6")(x)
+        y = relu6(x)
         self._save_for_backward(y)
         return y
 
     def backward(self, grad_y):
         (y,) = self._saved()
-        return functional("relu6_backward")(grad_y, y)
+        return relu6_backward(grad_y, y)
 
 
 class LeakyReLU(_Elementwise):
@@ -45,13 +48,13 @@ class LeakyReLU(_Elementwise):
         self.negative_slope = float(negative_slope)
 
     def forward(self, x):
-        y = functional("leaky_relu")(x, self.negative_slope)
+        y = leaky_relu(x, self.negative_slope)
         self._save_for_backward(x)
         return y
 
     def backward(self, grad_y):
         (x,) = self._saved()
-        return functional("leaky_relu_backward")(grad_y, x, self.negative_slope)
+        return leaky_relu_backward(grad_y, x, self.negative_slope)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
@@ -59,24 +62,24 @@ class LeakyReLU(_Elementwise):
 
 class Sigmoid(_Elementwise):
     def forward(self, x):
-        y = functional("sigmoid")(x)
+        y = sigmoid(x)
         self._save_for_backward(y)
         return y
 
     def backward(self, grad_y):
         (y,) = self._saved()
-        return functional("sigmoid_backward")(grad_y, y)
+        return sigmoid_backward(grad_y, y)
 
 
 class Tanh(_Elementwise):
     def forward(self, x):
-        y = functional("tanh")(x)
+        y = tanh(x)
         self._save_for_backward(y)
         return y
 
     def backward(self, grad_y):
         (y,) = self._saved()
-        return functional("tanh_backward")(grad_y, y)
+        return tanh_backward(grad_y, y)
 
 
 class Softplus(_Elementwise):
@@ -86,13 +89,13 @@ class Softplus(_Elementwise):
         self.threshold = float(threshold)
 
     def forward(self, x):
-        y = functional("softplus")(x, self.beta, self.threshold)
+        y = softplus(x, self.beta, self.threshold)
         self._save_for_backward(x)
         return y
 
     def backward(self, grad_y):
         (x,) = self._saved()
-        return functional("softplus_backward")(grad_y, x, self.beta, self.threshold)
+        return softplus_backward(grad_y, x, self.beta, self.threshold)
 
     def extra_repr(self):
         return f"beta={self.beta}, threshold={self.threshold}"

@@ -18,10 +18,10 @@ from collections import OrderedDict
 
 import numpy as np
 
-from convcore._grad_mode import is_grad_enabled
+from convcore._runtime.grad_mode import is_grad_enabled
 from convcore.functional import add_relu, batch_norm_relu, batch_norm_relu_backward
 from convcore.functional import relu_backward
-from convcore.functional._validation import check_int
+from convcore.utils.validation import check_int
 from convcore.nn import _fusion
 from convcore.nn.activation import ReLU
 from convcore.nn.module import Module

@@ -4,7 +4,7 @@ import numpy as np
 from convcore import init
 from convcore.functional import conv2d, conv2d_backward
 from convcore.functional._conv_spec import conv_spec
-from convcore.functional._validation import check_int, int_pair
+from convcore.utils.validation import check_int, int_pair
 from convcore.nn._common import layer_dtype
 from convcore.nn.module import Module
 from convcore.nn.parameter import Parameter

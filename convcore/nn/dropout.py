@@ -3,7 +3,8 @@ the rest by 1/(1-p); the identity in eval mode."""
 import numpy as np
 
 from convcore import init
-from convcore.nn._common import functional, layer_dtype
+from convcore.functional.linear import dropout, dropout_backward
+from convcore.nn._common import layer_dtype
 from convcore.nn.module import Module
 
 
@@ -24,7 +25,7 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._save_for_backward(None)  # backward passes the gradient through
             return x
-        y, mask = functional("dropout")(x, self.p, True, self.rng, return_mask=True)
+        y, mask = dropout(x, self.p, True, self.rng, return_mask=True)
         self._save_for_backward(mask)
         return y
 
@@ -32,7 +33,7 @@ class Dropout(Module):
         (mask,) = self._saved()
         if mask is None:
             return grad_y
-        return functional("dropout_backward")(grad_y, mask, self.p)
+        return dropout_backward(grad_y, mask, self.p)
 
     def output_shape(self, input_shape):
         return tuple(input_shape)

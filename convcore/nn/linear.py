@@ -2,8 +2,9 @@
 import numpy as np
 
 from convcore import init
-from convcore.functional._validation import check_int
-from convcore.nn._common import functional, layer_dtype
+from convcore.utils.validation import check_int
+from convcore.functional.linear import linear, linear_backward
+from convcore.nn._common import layer_dtype
 from convcore.nn.module import Module
 from convcore.nn.parameter import Parameter
 
@@ -29,7 +30,7 @@ class Linear(Module):
     def forward(self, x):
         params = self._parameters
         b = params.get("bias")
-        y = functional("linear")(x, params["weight"].data, None if b is None else b.data)
+        y = linear(x, params["weight"].data, None if b is None else b.data)
         self._save_for_backward(x)
         return y
 
@@ -37,7 +38,7 @@ class Linear(Module):
         (x,) = self._saved()
         params = self._parameters
         w, b = params["weight"], params.get("bias")
-        gx, gw, gb = functional("linear_backward")(
+        gx, gw, gb = linear_backward(
             grad_y, x, w.data, bias=b is not None and b.requires_grad)
         w.accumulate_grad(gw)
         if b is not None:

@@ -3,12 +3,17 @@ reduction "mean"/"sum") and keeps the inputs; `loss.backward()` returns the
 gradient with respect to `out`, to feed into model.backward()."""
 import numpy as np
 
-from convcore.nn._common import functional
+from convcore.functional.losses import (
+    binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_backward, cross_entropy,
+    cross_entropy_backward, mse_loss, mse_loss_backward)
 from convcore.nn.module import Module
 
 
 class _Loss(Module):
-    _fn = None
+    # The functional op pair each loss wraps (staticmethod: called through
+    # the instance without binding `self`).
+    _forward_op = None
+    _backward_op = None
 
     def __init__(self, reduction="mean"):
         super().__init__()
@@ -28,7 +33,7 @@ class _Loss(Module):
         return None if a is None else np.asarray(a, dtype=dtype)
 
     def forward(self, out, target):
-        value = functional(self._fn)(out, target, **self._kwargs(getattr(out, "dtype", None)))
+        value = self._forward_op(out, target, **self._kwargs(getattr(out, "dtype", None)))
         self._save_for_backward(out, target)
         return value
 
@@ -36,7 +41,7 @@ class _Loss(Module):
         """Gradient of the loss with respect to `out`, scaled by `grad` (an
         array of the per-element shape for reduction="none")."""
         out, target = self._saved()
-        return functional(self._fn + "_backward")(out, target, **self._kwargs(out.dtype), grad=grad)
+        return self._backward_op(out, target, **self._kwargs(out.dtype), grad=grad)
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}"
@@ -46,7 +51,8 @@ class CrossEntropyLoss(_Loss):
     """Softmax cross entropy of logits (N, C[, ...]) and class indices
     (N[, ...]) or class probabilities; optional class `weight` (C,) and
     label smoothing, as torch.nn.CrossEntropyLoss."""
-    _fn = "cross_entropy"
+    _forward_op = staticmethod(cross_entropy)
+    _backward_op = staticmethod(cross_entropy_backward)
 
     def __init__(self, weight=None, label_smoothing=0.0, reduction="mean"):
         super().__init__(reduction)
@@ -62,13 +68,15 @@ class CrossEntropyLoss(_Loss):
 
 
 class MSELoss(_Loss):
-    _fn = "mse_loss"
+    _forward_op = staticmethod(mse_loss)
+    _backward_op = staticmethod(mse_loss_backward)
 
 
 class BCEWithLogitsLoss(_Loss):
     """Sigmoid + binary cross entropy on logits, optional `weight` and
     `pos_weight`, as torch.nn.BCEWithLogitsLoss."""
-    _fn = "binary_cross_entropy_with_logits"
+    _forward_op = staticmethod(binary_cross_entropy_with_logits)
+    _backward_op = staticmethod(binary_cross_entropy_with_logits_backward)
 
     def __init__(self, weight=None, pos_weight=None, reduction="mean"):
         super().__init__(reduction)

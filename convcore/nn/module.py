@@ -14,7 +14,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from convcore._grad_mode import _state as _grad_state
+from convcore._runtime.grad_mode import _state as _grad_state
 from convcore.nn import _summary
 from convcore.nn.parameter import Parameter
 

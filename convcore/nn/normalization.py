@@ -4,8 +4,12 @@ The normalising layers cache the input and the (mean, invstd) their
 forward computed, so backward does not recompute statistics."""
 import numpy as np
 
-from convcore.functional._validation import check_int
-from convcore.nn._common import functional, layer_dtype
+from convcore.utils.validation import check_int
+from convcore.functional.batch_norm import batch_norm, batch_norm_backward
+from convcore.functional.lrn import local_response_norm, local_response_norm_backward
+from convcore.functional.norms import (
+    group_norm, group_norm_backward, layer_norm, layer_norm_backward)
+from convcore.nn._common import layer_dtype
 from convcore.nn.module import Module
 from convcore.nn.parameter import Parameter
 
@@ -88,7 +92,7 @@ class _BatchNorm(_SameShape):
     def forward(self, x):
         self._check_input(x)
         use_batch_stats, momentum = self._step_mode()
-        y, mean, invstd = functional("batch_norm")(
+        y, mean, invstd = batch_norm(
             x, self.running_mean, self.running_var, _data(self.weight), _data(self.bias),
             training=use_batch_stats, momentum=momentum,
             eps=self.eps, return_stats=True)
@@ -97,7 +101,7 @@ class _BatchNorm(_SameShape):
 
     def backward(self, grad_y):
         x, mean, invstd, use_batch_stats = self._saved()
-        gx, gw, gb = functional("batch_norm_backward")(
+        gx, gw, gb = batch_norm_backward(
             grad_y, x, mean, invstd, _data(self.weight), training=use_batch_stats)
         _accumulate(self, gw, gb)
         return gx
@@ -130,7 +134,7 @@ class GroupNorm(_SameShape):
         _affine(self, self.num_channels, layer_dtype(dtype, "GroupNorm"), self.affine)
 
     def forward(self, x):
-        y, mean, invstd = functional("group_norm")(
+        y, mean, invstd = group_norm(
             x, self.num_groups, _data(self.weight), _data(self.bias), self.eps,
             return_stats=True)
         self._save_for_backward(x, mean, invstd)
@@ -138,7 +142,7 @@ class GroupNorm(_SameShape):
 
     def backward(self, grad_y):
         x, mean, invstd = self._saved()
-        gx, gw, gb = functional("group_norm_backward")(
+        gx, gw, gb = group_norm_backward(
             grad_y, x, self.num_groups, mean, invstd, _data(self.weight))
         _accumulate(self, gw, gb)
         return gx
@@ -161,7 +165,7 @@ class LayerNorm(_SameShape):
                 self.elementwise_affine)
 
     def forward(self, x):
-        y, mean, invstd = functional("layer_norm")(
+        y, mean, invstd = layer_norm(
             x, self.normalized_shape, _data(self.weight), _data(self.bias), self.eps,
             return_stats=True)
         self._save_for_backward(x, mean, invstd)
@@ -169,7 +173,7 @@ class LayerNorm(_SameShape):
 
     def backward(self, grad_y):
         x, mean, invstd = self._saved()
-        gx, gw, gb = functional("layer_norm_backward")(
+        gx, gw, gb = layer_norm_backward(
             grad_y, x, self.normalized_shape, mean, invstd, _data(self.weight))
         _accumulate(self, gw, gb)
         return gx
@@ -189,13 +193,13 @@ class LocalResponseNorm(_SameShape):
         layer_dtype(dtype, "LocalResponseNorm")
 
     def forward(self, x):
-        y = functional("local_response_norm")(x, self.size, self.alpha, self.beta, self.k)
+        y = local_response_norm(x, self.size, self.alpha, self.beta, self.k)
         self._save_for_backward(x)
         return y
 
     def backward(self, grad_y):
         (x,) = self._saved()
-        return functional("local_response_norm_backward")(
+        return local_response_norm_backward(
             grad_y, x, self.size, self.alpha, self.beta, self.k)
 
     def extra_repr(self):

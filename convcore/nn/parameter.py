@@ -1,7 +1,7 @@
 """Parameter: a trainable array and the gradient accumulated for it."""
 import numpy as np
 
-from convcore.functional._validation import FLOAT_DTYPES
+from convcore.utils.validation import FLOAT_DTYPES
 
 
 class Parameter:

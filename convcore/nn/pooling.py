@@ -2,9 +2,12 @@
 argmax indices and the input shape, average pooling only the input shape."""
 import numpy as np
 
-from convcore._grad_mode import is_grad_enabled
-from convcore.functional._validation import int_pair, output_size
-from convcore.nn._common import functional, layer_dtype
+from convcore._runtime.grad_mode import is_grad_enabled
+from convcore.utils.validation import int_pair, output_size
+from convcore.functional.pooling import (
+    adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d, avg_pool2d_backward,
+    max_pool2d, max_pool2d_backward)
+from convcore.nn._common import layer_dtype
 from convcore.nn.module import Module
 
 
@@ -41,14 +44,14 @@ class MaxPool2d(Module):
             # kernel finds the same maxima several times faster without them
             # (benchmarks/results/python_overhead.md).
             self._save_for_backward()
-            return functional("max_pool2d")(*args)
-        y, indices = functional("max_pool2d")(*args, return_indices=True)
+            return max_pool2d(*args)
+        y, indices = max_pool2d(*args, return_indices=True)
         self._save_for_backward(indices, x.shape)
         return y
 
     def backward(self, grad_y):
         indices, shape = self._saved()
-        return functional("max_pool2d_backward")(grad_y, indices, shape)
+        return max_pool2d_backward(grad_y, indices, shape)
 
     def output_shape(self, input_shape):
         return _pool_out_shape("MaxPool2d", input_shape, self.kernel_size, self.stride,
@@ -76,13 +79,13 @@ class AvgPool2d(Module):
                 self.count_include_pad)
 
     def forward(self, x):
-        y = functional("avg_pool2d")(x, *self._args())
+        y = avg_pool2d(x, *self._args())
         self._save_for_backward(x.shape)
         return y
 
     def backward(self, grad_y):
         (shape,) = self._saved()
-        return functional("avg_pool2d_backward")(grad_y, shape, *self._args())
+        return avg_pool2d_backward(grad_y, shape, *self._args())
 
     def output_shape(self, input_shape):
         return _pool_out_shape("AvgPool2d", input_shape, self.kernel_size, self.stride,
@@ -111,13 +114,13 @@ class AdaptiveAvgPool2d(Module):
         return tuple(i if o is None else o for o, i in zip(self.output_size, input_shape[2:]))
 
     def forward(self, x):
-        y = functional("adaptive_avg_pool2d")(x, self._resolved(x.shape))
+        y = adaptive_avg_pool2d(x, self._resolved(x.shape))
         self._save_for_backward(x.shape)
         return y
 
     def backward(self, grad_y):
         (shape,) = self._saved()
-        return functional("adaptive_avg_pool2d_backward")(grad_y, shape)
+        return adaptive_avg_pool2d_backward(grad_y, shape)
 
     def output_shape(self, input_shape):
         if len(input_shape) != 4:

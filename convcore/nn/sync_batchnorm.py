@@ -19,7 +19,7 @@ plain batch norm.
 """
 import numpy as np
 
-from convcore import _mpi
+from convcore._runtime import mpi as _mpi
 from convcore.functional import batch_norm, batch_norm_backward
 from convcore.nn.module import Module
 from convcore.nn.normalization import _accumulate, _BatchNorm, _data

@@ -1,0 +1,223 @@
+"""Who owns the threads: convcore's OpenMP loops, always.
+
+convcore keeps one thread count (set_num_threads). Every prange is given it
+explicitly (omp_set_num_threads would be thread-local in libgomp). The BLAS
+runs single-threaded under every kernel call (`blas_single`), inside
+convcore's parallel regions or as slabs of one GEMM split over convcore's
+threads (blas.gemm_split). Handing the cores to the BLAS's own pool for
+small batches was measured fragile: two pools spinning on the same cores
+(OpenBLAS#3187, sklearn#28883), an order of magnitude slower whenever the
+OpenMP runtime did not sleep its threads (another library loaded it first;
+benchmarks/results/spin_waits.md).
+"""
+import contextlib
+import ctypes
+import os
+import threading
+
+from threadpoolctl import ThreadpoolController
+
+from convcore._runtime import fork as _fork
+from convcore._kernels import blas as _blas
+from convcore._kernels import openmp_info
+
+_OPENMP = openmp_info.openmp_enabled()
+
+_lock = threading.Lock()
+_num_threads = None
+_controller = None
+
+
+def _default_threads():
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:  # cgroup/affinity aware where the platform supports it
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def get_num_threads():
+    """Threads convcore's kernels use (OpenMP loops and BLAS alike)."""
+    global _num_threads
+    if _num_threads is None:
+        _num_threads = _default_threads()
+    return _num_threads
+
+
+def set_num_threads(n):
+    """Set the threads convcore's kernels use; returns the previous value."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    previous = get_num_threads()
+    _num_threads = n
+    if n > previous:
+        from convcore._runtime import denormals as _denormals
+        _denormals.reapply()
+    return previous
+
+
+def share_cores(processes):
+    """When `processes` ranks of an MPI job share this machine and nothing
+    chose convcore's threads yet (set_num_threads, OMP_NUM_THREADS), give
+    this one its share of the cores, so ranks x threads <= cores."""
+    global _num_threads
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if _num_threads is None and not env and processes > 1:
+        _num_threads = max(1, _default_threads() // processes)
+    return get_num_threads()
+
+
+# Below this much work (multiply-adds or elements touched) per thread, a
+# parallel region costs more than it saves: the fork/join is microseconds
+# on an idle machine, and on a loaded one a spinning barrier can stall for a
+# whole time slice (tiny convolutions ran far slower on 2 threads than on 1:
+# benchmarks/results/spin_waits.md).
+GRAIN = 1 << 16
+
+
+def kernel_threads(work=None):
+    """Threads for one kernel call's prange loops: convcore's thread count,
+    fewer when `work` (approximate operations) is too small to share out,
+    and 1 when the kernels were built without OpenMP."""
+    if not _OPENMP:
+        return 1
+    n = _num_threads or get_num_threads()
+    if work is not None:
+        n = max(1, min(n, int(work) // GRAIN))
+    if n > 1 and _fork.in_forked_child():  # libgomp would hang: see _fork
+        _fork.warn_single_threaded()
+        return 1
+    return n
+
+
+def _get_controller():
+    # Building the controller scans every loaded library: do it once.
+    global _controller
+    if _controller is None:
+        with _lock:
+            if _controller is None:
+                _controller = ThreadpoolController()
+    return _controller
+
+
+def _blas_libs():
+    return [lib for lib in _get_controller().lib_controllers if lib.user_api == "blas"]
+
+
+def _kernel_blas_libs():
+    """The BLAS that the kernels call (convcore._runtime.blas_backend picks it)."""
+    from convcore._runtime import blas_backend as _blas_backend
+    lib = _blas_backend.select()
+    return [lib] if lib is not None else []
+
+
+class _BlasKnob:
+    """get/set of one BLAS's thread count. For a pthreads OpenBLAS (the
+    wheels') the C functions themselves, resolved once: a set costs well
+    under a microsecond. Anything else through threadpoolctl."""
+
+    c_functions = None  # (get, set) addresses of the C functions, when known
+
+    def __init__(self, lib):
+        self.lib = lib
+        self.get, self.set = lib.get_num_threads, getattr(
+            lib, "_real_set_num_threads", lib.set_num_threads)
+        if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") != "openmp":
+            try:
+                prefix, suffix = lib._find_affixes()
+                self.get = getattr(lib.dynlib, f"{prefix}openblas_get_num_threads{suffix}")
+                self.set = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}")
+                self.c_functions = tuple(ctypes.cast(f, ctypes.c_void_p).value
+                                         for f in (self.get, self.set))
+            except (AttributeError, TypeError):  # another threadpoolctl: keep its calls
+                pass
+
+
+_knobs = None
+
+
+_FAST_HOLD = False
+
+
+def _kernel_knobs():
+    global _knobs, _FAST_HOLD
+    if _knobs is None:
+        knobs = [_BlasKnob(lib) for lib in _kernel_blas_libs()]
+        with _lock:
+            if _knobs is None:
+                _knobs = knobs
+                if len(knobs) == 1 and knobs[0].c_functions:
+                    _blas.set_thread_knob(*knobs[0].c_functions)
+                    _FAST_HOLD = True
+    return _knobs
+
+
+# One owner of the cores: convcore's OpenMP threads do all of convcore's
+# work, and the BLAS the kernels call runs on the calling thread only (a
+# GEMM too big for one thread is cut up by blas.gemm_split). The pthreads
+# OpenBLAS of the wheels has one process-wide thread count (its
+# openblas_set_num_threads_local is process-wide too, measured), so it is
+# set to 1 for the duration of each kernel call and given back after: the
+# user's own numpy/scipy calls get their own count (a user's call made
+# from another Python thread while a kernel runs would see one thread),
+# and the other BLAS copy is not touched at all. Calls from several Python
+# threads overlap: the first in saves the counts, the last out restores them.
+_blas_held = 0
+_blas_saved = None
+
+
+class _BlasSingle:
+    """The hold as a context. For an OpenBLAS whose C setter we have, the
+    count lives in blas.hold()/release() (a fraction of a microsecond);
+    anything else goes through the threadpoolctl knob under _lock."""
+    __slots__ = ()
+
+    def __enter__(self):
+        global _blas_held, _blas_saved
+        if _FAST_HOLD:
+            _blas.hold()
+            return self
+        knobs = _knobs if _knobs is not None else _kernel_knobs()
+        if _FAST_HOLD:  # _kernel_knobs found a C setter
+            _blas.hold()
+            return self
+        with _lock:
+            if _blas_held == 0:
+                _blas_saved = [knob.get() for knob in knobs]
+                for knob, count in zip(knobs, _blas_saved):
+                    if count != 1:
+                        knob.set(1)
+            _blas_held += 1
+        return self
+
+    def __exit__(self, *exc):
+        global _blas_held, _blas_saved
+        if _FAST_HOLD:
+            _blas.release()
+            return False
+        with _lock:
+            _blas_held -= 1
+            if _blas_held == 0:
+                for knob, count in zip(_knobs, _blas_saved):
+                    if count is not None and count != 1:
+                        knob.set(count)
+                _blas_saved = None
+        return False
+
+
+_BLAS_SINGLE = _BlasSingle()
+
+
+def blas_single():
+    """Context: the kernels' BLAS on one thread (see above)."""
+    return _BLAS_SINGLE
+
+
+def blas_info():
+    """List of dicts (library, version, threads, ...) for the loaded BLAS."""
+    return [info for info in _get_controller().info() if info.get("user_api") == "blas"]

@@ -1,0 +1,39 @@
+"""Direct convolution: loops over the taps, no BLAS (_kernels.conv_direct;
+_kernels.conv_depthwise for one input channel per group)."""
+from convcore._kernels import conv_depthwise, conv_direct
+from convcore._runtime.threads import kernel_threads
+from convcore.algorithms.base import ConvAlgorithm
+
+
+class DirectConv(ConvAlgorithm):
+    """Direct loops over the taps; no BLAS. Strong where the GEMM would be
+    thin: depthwise, few channels, tiny images. Depthwise layers (one input
+    channel per group) run their own kernels (_kernels.conv_depthwise: a
+    padded copy of the plane, all nine taps of a 3x3 per output in
+    registers, other kernels up to three taps per pass); everything else
+    the generic per-tap loops (_kernels.conv_direct)."""
+
+    name = "direct"
+
+    @staticmethod
+    def _depthwise(spec):
+        """Whether spec runs the depthwise kernels."""
+        return conv_depthwise.supports(spec.Cg, spec.R, spec.S)
+
+    def forward(self, x, w, bias, y, spec, weight_version=None):
+        kernels = conv_depthwise if self._depthwise(spec) else conv_direct
+        kernels.forward(x, w, bias, y, spec.params, kernel_threads(spec.flops()))
+
+    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
+                 weight_version=None):
+        nt = kernel_threads(spec.flops())
+        kernels = conv_depthwise if self._depthwise(spec) else conv_direct
+        if need_x:
+            kernels.backward_data(grad_y, w, grad_x, spec.params, nt)
+        if need_w:
+            kernels.backward_weight(grad_y, x, grad_w, spec.params, nt)
+
+    def scratch_bytes(self, spec, backward):
+        kernels = conv_depthwise if self._depthwise(spec) else conv_direct
+        return kernels.scratch_bytes(spec.params, kernel_threads(spec.flops()), backward,
+                                     spec.dtype.itemsize)

@@ -1,0 +1,201 @@
+"""Winograd convolution for 3x3 kernels at stride 1: F(4x4, 3x3) undilated
+(_kernels.winograd's winograd_f4), F(2x2, 3x3) dilated (winograd_f2),
+and the cache of transformed weights (DerivedWeights) that lets inference
+skip the weight transform while the weights do not change."""
+import weakref
+
+import numpy as np
+
+from convcore._kernels import winograd
+from convcore._runtime import threads as _threads
+from convcore._runtime.threads import kernel_threads
+from convcore.algorithms.base import _REGISTRY, ConvAlgorithm
+
+
+def _winograd_weights_ok(w):
+    """False for weights Winograd should leave to im2col (whose result is
+    PyTorch's):
+    - an Inf or NaN: its transforms mix a tile's inputs before the
+      products, so one Inf becomes Inf - Inf = NaN in outputs whose windows
+      never saw it (the kernels check the images themselves);
+    - all of them within 2^20 of the smallest normal float: the weight
+      transform divides by up to 24, which pushes such weights into the
+      denormal range, where they keep too few bits (measured: 2e-4
+      relative error at 1e-39 in float32) and arithmetic on them is slow
+      on many CPUs (F(2x2) 1.8x slower than im2col there).
+    One pass over the weights, which are small."""
+    with np.errstate(invalid="ignore"):
+        largest = np.max(np.abs(w), initial=0.0)
+    return bool(np.isfinite(largest)) and (largest == 0 or largest >= np.finfo(w.dtype).tiny * 2.0 ** 20)
+
+
+class WinogradConv(ConvAlgorithm):
+    """Winograd convolution for 3x3 kernels at stride 1, as one GEMM over
+    the channels per point of the transformed tile. Forward; backward-data
+    (the same transform on grad_y with the flipped kernel); weight gradient
+    (the adjoint of the forward's GEMMs). Any padding and dilation, in
+    place (no path copies the input). One kernel module,
+    _kernels.winograd, with two tile sizes:
+
+    - winograd_f4, F(4x4, 3x3), undilated layers: 36 multiplies per 4x4
+      output tile instead of 144. Faster than F(2x2) forward and for the
+      weight gradient; its float32 error is ~1e-5 of the output's scale
+      (im2col's ~5e-7): the transforms scale by up to 8.
+    - winograd_f2, F(2x2, 3x3), dilated layers: 16 multiplies per 2x2
+      tile instead of 36; each dilation phase of the output is tiled in
+      place (the module's docstring).
+    """
+
+    name = "winograd"
+
+    def supports(self, spec):
+        if (spec.R, spec.S) != (3, 3):
+            return False, f"needs a 3x3 kernel, got {spec.R}x{spec.S}"
+        if spec.stride != (1, 1):
+            return False, f"needs stride 1, got stride={spec.stride}"
+        return True, ""
+
+    @staticmethod
+    def _tile(spec):
+        """The tile size for this layer: F(4x4) unless dilated."""
+        return "winograd_f4" if spec.dilation == (1, 1) else "winograd_f2"
+
+    @staticmethod
+    def _transform(w, tile):
+        """(K, Cg, 3, 3) -> U (points, K, Cg), U[alpha*i+j] = (G w G^T)[i, j]."""
+        u = np.empty((winograd.points(tile), w.shape[0], w.shape[1]), dtype=w.dtype)
+        winograd.transform_weights(np.ascontiguousarray(w), u, tile)
+        return u
+
+    @staticmethod
+    def _flipped(w, spec):
+        """The kernel of backward-data: rotated by 180 degrees, in/out
+        channels swapped within each group; (C, K/groups, 3, 3)."""
+        G, Kg, Cg = spec.groups, spec.Kg, spec.Cg
+        return np.ascontiguousarray(w.reshape(G, Kg, Cg, 3, 3).transpose(0, 2, 1, 3, 4)
+                                    .reshape(spec.C, Kg, 3, 3)[:, :, ::-1, ::-1])
+
+    def scratch_bytes(self, spec, backward):
+        def elements(pass_name):
+            return winograd.plan(self._tile(spec), pass_name, (spec.N, spec.C, spec.H, spec.W),
+                                 (spec.K, spec.Cg, 3, 3), spec.out_shape, spec.geom,
+                                 kernel_threads(spec.flops()))["scratch_elements"]
+        if not backward:
+            return elements("forward") * spec.dtype.itemsize
+        # Backward-data and the weight gradient run one after the other.
+        return max(elements("backward_data"),
+                   elements("backward_weight")) * spec.dtype.itemsize
+
+    # Non-finite values go through im2col, whose result is PyTorch's: the
+    # weights are checked before (_winograd_weights_ok), the images by the
+    # kernels as they transform them (no extra pass over them), which then
+    # ask for a rerun.
+
+    def _derived(self, w, spec, weight_version, what):
+        """(weights_ok, U) for the forward ("forward") or backward-data
+        ("data", the flipped kernel), reused while w is unchanged."""
+        tile = self._tile(spec)
+
+        def make():
+            if not _winograd_weights_ok(w):
+                return False, None
+            return True, self._transform(w if what == "forward" else self._flipped(w, spec),
+                                         tile)
+
+        return DERIVED.get(w, weight_version, (tile, what, spec.groups), make)
+
+    def forward(self, x, w, bias, y, spec, weight_version=None):
+        ok, u = self._derived(w, spec, weight_version, "forward")
+        if ok:
+            with _threads.blas_single():
+                ok = winograd.forward(x, u, bias, y, spec.geom, self._tile(spec),
+                                      kernel_threads(spec.flops()))
+        if not ok:  # weights or images Winograd leaves to im2col
+            _REGISTRY["im2col"].forward(x, w, bias, y, spec)
+
+    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
+                 weight_version=None):
+        im2col = _REGISTRY["im2col"]
+        tile, nt = self._tile(spec), kernel_threads(spec.flops())
+        if need_x:
+            # grad_x = full correlation of grad_y with the flipped kernel.
+            ok, u = self._derived(w, spec, weight_version, "data")
+            if ok:
+                with _threads.blas_single():
+                    ok = winograd.backward_data(grad_y, u, grad_x, spec.geom, tile, nt)
+            if not ok:
+                im2col.backward(grad_y, x, w, grad_x, grad_w, True, False, spec)
+        if need_w:
+            # The adjoint of the forward: dU = sum over tiles of dM V^T (a
+            # GEMM per point), then grad_w = G^T dU G.
+            du = np.empty((winograd.points(tile), spec.K, spec.Cg), dtype=x.dtype)
+            with _threads.blas_single():
+                ok = winograd.backward_weight(x, grad_y, du, spec.geom, tile, nt)
+            if ok:
+                winograd.untransform_weight_grad(du, grad_w, tile)
+            else:
+                im2col.backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
+
+
+class DerivedWeights:
+    """Arrays an algorithm derives from a weight array (Winograd's
+    transformed weights and their check), kept while the weights do not
+    change, so that inference does not redo them per call.
+
+    An entry is keyed on the weight array's identity, held through a weak
+    reference (a freed array whose id is reused never matches), and on the
+    caller's version token (Parameter.version: optimisers, load_state_dict
+    and assignment to .data change it). Without a token nothing is kept:
+    a bare array may be written in place between calls. At most
+    MAX_BYTES are held, the least recently used dropped first.
+    """
+
+    MAX_BYTES = 256 << 20
+
+    def __init__(self):
+        self._entries = {}  # id(w) -> [weakref(w), version, {kind: value}, bytes]
+        self._bytes = 0
+
+    def get(self, w, version, kind, make):
+        if version is None:
+            return make()
+        key = id(w)
+        entry = self._entries.get(key)
+        if entry is not None and (entry[0]() is not w or entry[1] != version):
+            self._drop(key)
+            entry = None
+        if entry is not None and kind in entry[2]:
+            self._entries[key] = self._entries.pop(key)  # most recent last
+            return entry[2][kind]
+        value = make()
+        size = sum(v.nbytes for v in value if isinstance(v, np.ndarray))
+        if size > self.MAX_BYTES:
+            return value
+        if entry is None:
+            try:  # dropped as soon as the array is freed
+                ref = weakref.ref(w, lambda r, key=key: self._drop(key, r))
+            except TypeError:
+                return value
+            entry = self._entries[key] = [ref, version, {}, 0]
+        entry[2][kind] = value
+        entry[3] += size
+        self._bytes += size
+        while self._bytes > self.MAX_BYTES and len(self._entries) > 1:
+            self._drop(next(iter(self._entries)))
+        return value
+
+    def _drop(self, key, ref=None):
+        entry = self._entries.get(key)
+        if entry is not None and (ref is None or entry[0] is ref):
+            del self._entries[key]
+            self._bytes -= entry[3]
+
+    def clear(self):
+        self._entries.clear()
+        self._bytes = 0
+
+    def __len__(self):
+        return len(self._entries)
+
+
+DERIVED = DerivedWeights()

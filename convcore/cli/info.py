@@ -1,0 +1,123 @@
+"""`convcore info`: what this installation runs with."""
+import platform
+import sys
+
+import numpy as np
+
+
+def cpu_features():
+    """SIMD features of this CPU that matter to the kernels (Linux /proc,
+    else numpy's own detection)."""
+    wanted = ("sse2", "avx", "avx2", "fma", "avx512f", "neon", "asimd")
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [w for w in wanted if w in have]
+    except OSError:
+        pass
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+        return [w for w in wanted if __cpu_features__.get(w.upper())]
+    except ImportError:
+        return []
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def mpi_info():
+    """MPI as convcore.distributed sees it: the library and the world size
+    (joining the job when started by mpiexec, without initialising MPI
+    otherwise), or the install command when mpi4py is missing."""
+    from convcore._runtime import mpi as _mpi
+    library = _mpi.probe_library()
+    if library is None:
+        return {"available": False, "library": None, "world_size": _mpi.launched_size(),
+                "rank": 0, "hint": _mpi.INSTALL_HINT}
+    if _mpi.launched_size() > 1:
+        _mpi.init()
+    return {"available": True, "library": library, "world_size": _mpi.world_size(),
+            "rank": _mpi.rank(), "hint": None}
+
+
+def info_dict():
+    import convcore
+    from convcore._runtime import omp_runtime as _omp_runtime
+    from convcore._runtime import threads as _threads
+    from convcore._kernels import openmp_info
+
+    build = openmp_info.build_info()
+    return {
+        "version": convcore.__version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "compiler": build["compiler"],
+        "flags": build["flags"],
+        "march_native": build["march_native"],
+        "simd_clones": build["simd_clones"],
+        "openmp": build["openmp"],
+        "threads": convcore.get_num_threads(),
+        "omp_max_threads": openmp_info.omp_max_threads(),
+        "omp_runtime": _omp_runtime.state(),
+        "blas": [
+            {k: b.get(k) for k in ("internal_api", "prefix", "version",
+                                   "num_threads", "threading_layer", "filepath")}
+            for b in _threads.blas_info()
+        ],
+        "cpu": cpu_name(),
+        "simd": cpu_features(),
+        "algorithms": list(convcore.conv_algorithms()),
+        "mpi": mpi_info(),
+    }
+
+
+def add_arguments(parser):
+    parser.add_argument("--json", action="store_true", help="print as JSON")
+
+
+def run(args):
+    info = info_dict()
+    if info["mpi"]["rank"] != 0:  # under mpiexec: one report, from rank 0
+        return 0
+    if args.json:
+        import json
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"convcore {info['version']} (Python {info['python']}, numpy {info['numpy']})")
+    print(f"compiler      {info['compiler']}  flags: {info['flags']}")
+    print(f"-march=native {'yes' if info['march_native'] else 'no (set CONVCORE_NATIVE=1 at build to opt in)'}")
+    print(f"AVX2 clones   {'yes: depthwise and batch-norm row loops also built for x86-64-v3, picked at load' if info['simd_clones'] else 'no'}")
+    from convcore import get_flush_denormal
+    print(f"denormals     {'flushed to zero' if get_flush_denormal() else 'kept (convcore.set_flush_denormal(True) flushes them)'}")
+    if info["openmp"]:
+        print(f"OpenMP        on, convcore threads {info['threads']} "
+              f"(OpenMP max {info['omp_max_threads']}); the BLAS runs on one thread "
+              f"under them")
+        from convcore._runtime import omp_runtime as _omp_runtime
+        for line in _omp_runtime.describe():
+            print(f"              {line}")
+    else:
+        print("OpenMP        OFF: kernels run single-threaded (the compiler had no "
+              "working OpenMP at build time)")
+    for b in info["blas"]:
+        print(f"BLAS          {b['internal_api']} {b['version']} ({b['threading_layer']}), "
+              f"{b['num_threads']} threads, {b['filepath']}")
+    print(f"CPU           {info['cpu']}; SIMD: {' '.join(info['simd']) or 'unknown'}")
+    print(f"algorithms    {', '.join(info['algorithms'])}")
+    mpi = info["mpi"]
+    if mpi["available"]:
+        print(f"MPI           {mpi['library']}; world size {mpi['world_size']} "
+              f"(convcore.distributed, `mpiexec -n N convcore train --distributed`)")
+    else:
+        print(f"MPI           not installed (world size 1): {mpi['hint']}")
+    return 0

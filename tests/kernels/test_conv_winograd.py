@@ -1,0 +1,425 @@
+"""Winograd convolution (convcore._kernels.winograd), both tile sizes:
+winograd_f4, F(4x4, 3x3), which "winograd" runs for undilated layers, and
+winograd_f2, F(2x2, 3x3), for dilated ones. The kernels called directly
+(every pass, each tile, with and without dilation) and through conv2d,
+against the float64 reference, at the edges of the tiling: outputs that
+are no multiple of the tile (partial tiles, phases of unequal length),
+images smaller than the dilation, padding 0..2d and beyond (backward-data
+then pads negatively), groups, batch 1, work blocks that cut through
+phases and images, and 1 to 3 threads."""
+import numpy as np
+import pytest
+
+import convcore
+from convcore import F
+from convcore.algorithms import WinogradConv, select_algorithm
+from convcore.functional._conv_spec import conv_spec
+from convcore._kernels import winograd
+from convcore._runtime.threads import kernel_threads
+from gradcheck import directional_check
+from ref_conv import conv2d_backward_ref, conv2d_ref, resolve_padding
+
+TILES = ["winograd_f2", "winograd_f4"]
+SIDE = {"winograd_f2": 2, "winograd_f4": 4}
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=2e-4, atol=2e-4)}
+
+# (N, C, K, H, W, padding, dilation, groups)
+UNDILATED = [
+    (1, 1, 1, 1, 1, 1, 1, 1),       # 1x1 image: one tile, mostly padding
+    (1, 1, 1, 3, 3, 0, 1, 1),       # kernel == input: a 1x1 output
+    (2, 3, 4, 9, 11, 1, 1, 1),      # 9x11 output: partial tiles both ways
+    (1, 4, 6, 5, 5, 0, 1, 2),       # groups, 3x3 output
+    (3, 8, 8, 16, 16, 1, 1, 1),     # whole tiles
+    (2, 6, 4, 13, 7, 2, 1, 2),      # padding 2 (backward-data's padding for pad 0)
+    (1, 2, 3, 2, 6, 2, 1, 1),       # rows < 4
+    (2, 5, 3, 10, 2, 1, 1, 1),      # a 2-wide image
+    (2, 3, 4, 6, 7, 4, 1, 1),       # padding past the kernel's reach: negative for backward-data
+]
+DILATED = [
+    (2, 3, 4, 12, 12, 2, 2, 1),        # OH = 12: a multiple of 2*d
+    (2, 3, 4, 11, 13, 2, 2, 1),        # OH, OW odd: phases of unequal length
+    (1, 4, 6, 10, 9, 3, 3, 2),         # OH = 10 with d = 3: phases 4, 3, 3; groups
+    (3, 2, 3, 9, 14, 4, 4, 1),         # d = 4
+    (2, 4, 4, 7, 7, 0, 2, 1),          # no padding: OH = 3 < 2*d
+    (1, 3, 2, 5, 8, 1, 2, 1),          # padding below d
+    (2, 3, 5, 6, 6, 6, 3, 1),          # padding 2*d: backward-data pads 0
+    (2, 2, 3, 5, 7, 5, 2, 1),          # padding past 2*d: backward-data pads -1
+    (2, 3, 3, 1, 1, 2, 2, 1),          # 1x1 image
+    (1, 2, 4, 1, 1, 4, 4, 2),          # 1x1 image, d = 4, groups
+    (2, 3, 2, 2, 2, 2, 2, 1),          # 2x2 image
+    (2, 2, 2, 2, 2, 3, 3, 1),          # 2x2 image, d = 3: every tile is half out
+    (1, 6, 6, 9, 8, 2, 2, 3),          # groups 3, batch 1
+    (2, 8, 8, 6, 10, 2, 2, 8),         # depthwise-like groups
+    (2, 3, 4, 10, 11, (2, 3), (2, 3), 1),    # per-axis dilation and padding
+    (2, 3, 4, 9, 12, (1, 4), (1, 4), 1),     # dilation along one axis only
+    (2, 3, 4, 8, 9, "same", 3, 1),
+    (1, 2, 3, 13, 5, "valid", 2, 1),
+]
+CASES = UNDILATED + DILATED
+
+
+def _id(case):
+    return "N{}C{}K{}_{}x{}_p{}_d{}_g{}".format(*case).replace(" ", "")
+
+
+def _arrays(case, dtype, seed):
+    N, C, K, H, W, padding, dilation, groups = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // groups, 3, 3)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    return x, w, b, dict(padding=padding, dilation=dilation, groups=groups)
+
+
+def _geom(geom):
+    """The kernels' geometry tuple for the reference's keyword arguments."""
+    dil = geom["dilation"]
+    dil = tuple(dil) if isinstance(dil, tuple) else (dil, dil)
+    (pt, _), (pl, _) = resolve_padding(geom["padding"], (3, 3), dil)
+    return (1, 1, pt, pl, dil[0], dil[1], geom["groups"])
+
+
+def _u(w, tile):
+    return WinogradConv._transform(w, tile)
+
+
+def _flipped(w, groups):
+    K, Cg = w.shape[:2]
+    return np.ascontiguousarray(w.reshape(groups, K // groups, Cg, 3, 3).transpose(0, 2, 1, 3, 4)
+                                .reshape(groups * Cg, K // groups, 3, 3)[:, :, ::-1, ::-1])
+
+
+def _passes(x, w, b, gy, geom, tile, rows=0, threads=2):
+    """The three kernel passes with a chosen block size (0: the plan's) and
+    thread count: y, grad_x and grad_w."""
+    g = _geom(geom)
+    y = np.full(gy.shape, np.nan, x.dtype)
+    assert winograd.forward(x, _u(w, tile), b, y, g, tile, threads, rows)
+    gx = np.full(x.shape, np.nan, x.dtype)
+    assert winograd.backward_data(gy, _u(_flipped(w, g[6]), tile), gx, g, tile, threads, rows)
+    du = np.full((winograd.points(tile),) + w.shape[:2], np.nan, x.dtype)
+    assert winograd.backward_weight(x, gy, du, g, tile, threads, rows)
+    gw = np.empty_like(w)
+    winograd.untransform_weight_grad(du, gw, tile)
+    return y, gx, gw, du
+
+
+def _scaled(tol, ref):
+    return dict(tol, atol=tol["atol"] * max(1.0, np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_kernel_passes_match_reference(case, dtype, tile):
+    """Both tiles, every pass, with and without dilation (F(4x4) takes
+    dilation too, though "winograd" runs F(2x2) there)."""
+    x, w, b, geom = _arrays(case, dtype, seed=len(_id(case)))
+    y_ref = conv2d_ref(x, w, b, **geom)
+    gy = np.random.default_rng(1).standard_normal(y_ref.shape).astype(dtype)
+    gx_ref, gw_ref, _ = conv2d_backward_ref(gy, x, w, **geom)
+    y, gx, gw, _ = _passes(x, w, b, gy, geom, tile)
+    for got, ref, what in ((y, y_ref, "forward"), (gx, gx_ref, "grad_x"), (gw, gw_ref, "grad_w")):
+        np.testing.assert_allclose(got, ref, **_scaled(TOL[dtype], ref), err_msg=what)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_through_conv2d_all_passes(case, dtype):
+    """conv2d / conv2d_backward with algorithm="winograd": F(4x4) for
+    undilated layers, F(2x2) for dilated ones; each gradient alone takes
+    the same path."""
+    x, w, b, geom = _arrays(case, dtype, seed=len(_id(case)))
+    spec = conv_spec(x.shape, w.shape, x.dtype, 1, geom["padding"], geom["dilation"],
+                     geom["groups"], "test")
+    assert WinogradConv._tile(spec) == ("winograd_f4" if spec.dilation == (1, 1)
+                                        else "winograd_f2")
+    y_ref = conv2d_ref(x, w, b, **geom)
+    gy = np.random.default_rng(1).standard_normal(y_ref.shape).astype(dtype)
+    gx_ref, gw_ref, gb_ref = conv2d_backward_ref(gy, x, w, **geom)
+    y = F.conv2d(x, w, b, algorithm="winograd", **geom)
+    assert y.dtype == dtype and y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, **_scaled(TOL[dtype], y_ref), err_msg="forward")
+    gx, gw, gb = F.conv2d_backward(gy, x, w, algorithm="winograd", **geom)
+    for got, ref, what in ((gx, gx_ref, "grad_x"), (gw, gw_ref, "grad_w"), (gb, gb_ref, "grad_b")):
+        np.testing.assert_allclose(got, ref, **_scaled(TOL[dtype], ref), err_msg=what)
+    gx_only, _, _ = F.conv2d_backward(gy, x, w, algorithm="winograd", weight_grad=False, **geom)
+    _, gw_only, _ = F.conv2d_backward(gy, x, w, algorithm="winograd", input_grad=False, **geom)
+    np.testing.assert_array_equal(gx_only, gx)
+    np.testing.assert_array_equal(gw_only, gw)
+
+
+@pytest.mark.parametrize("case", [CASES[i] for i in (2, 5, 10, 11, 16, 20, 23)], ids=_id)
+def test_gradients_match_finite_differences(case, rng):
+    x, w, b, geom = _arrays(case, np.float64, seed=3)
+
+    def forward(x, w, b):
+        return F.conv2d(x, w, b, algorithm="winograd", **geom)
+
+    upstream = rng.standard_normal(forward(x, w, b).shape)
+    grads = F.conv2d_backward(upstream, x, w, algorithm="winograd", **geom)
+    directional_check(forward, (x, w, b), grads, upstream, rng)
+
+
+def test_float32_error_is_small_at_network_scale(rng):
+    """The F(4x4) transforms scale by up to 8: its float32 error grows
+    with the channel count, but stays far below the signal (~1e-5 of the
+    output's scale, im2col ~5e-7)."""
+    x = rng.standard_normal((4, 64, 16, 16)).astype(np.float32)
+    w = (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32)
+    y = F.conv2d(x, w, None, padding=1, algorithm="winograd")
+    ref = conv2d_ref(x, w, None, padding=1)
+    assert np.abs(y - ref).max() / np.abs(ref).max() < 2e-5
+
+
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("dil,pad,size", [((1, 1), (1, 1), (13, 10)), ((2, 2), (2, 2), (11, 9)),
+                                          ((3, 2), (3, 1), (10, 13)), ((4, 1), (0, 1), (13, 6))])
+def test_blocks_cut_through_phases_and_images(tile, dil, pad, size, rng):
+    """Every block size from one tile row to more than an image's, on 1 to
+    3 threads: the results must match the reference, and the weight
+    gradient must not depend on the thread count (fixed partial sums)."""
+    N, C, K = 3, 4, 5
+    H, W = size
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((K, C, 3, 3))
+    geom = dict(padding=pad, dilation=dil, groups=1)
+    y_ref = conv2d_ref(x, w, **geom)
+    gy = rng.standard_normal(y_ref.shape)
+    gx_ref, gw_ref, _ = conv2d_backward_ref(gy, x, w, **geom)
+    tile_rows, _ = winograd.tile_grid(tile, *y_ref.shape[2:], *dil)
+    for rows in range(1, N * tile_rows + 2):
+        first_du = None
+        for threads in (1, 2, 3):
+            y, gx, gw, du = _passes(x, w, np.empty(0), gy, geom, tile, rows, threads)
+            np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(gx, gx_ref, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(gw, gw_ref, rtol=1e-10, atol=1e-10)
+            if first_du is None:
+                first_du = du
+            else:
+                np.testing.assert_array_equal(du, first_du)
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_same_result_at_any_thread_count(tile, rng):
+    x = rng.standard_normal((3, 5, 13, 10)).astype(np.float32)
+    w = rng.standard_normal((4, 5, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((3, 4, 13, 10)).astype(np.float32)
+    geom = dict(padding=1, dilation=1, groups=1)
+    runs = [_passes(x, w, np.empty(0, np.float32), gy, geom, tile, 0, nt) for nt in (1, 2)]
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("OH,d", [(1, 1), (1, 4), (5, 1), (5, 2), (6, 2), (7, 3), (10, 3), (3, 5),
+                                  (9, 1), (13, 2)])
+def test_tile_grid_counts_each_phase(tile, OH, d):
+    """Tiles along an axis: ceil(phase length / m) summed over the phases."""
+    m = SIDE[tile]
+    expected = sum(-(-len(range(a, OH, d)) // m) for a in range(d))
+    assert winograd.tile_grid(tile, OH, 7, d, 1)[0] == expected
+    assert winograd.tile_grid(tile, 7, OH, 1, d)[1] == expected
+
+
+G = {"winograd_f2": np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5],
+                              [0.0, 0.0, 1.0]]),
+     "winograd_f4": np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])}
+
+
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("Cg", [3, 40])    # 40: more than one filter block
+def test_weight_transform_and_its_adjoint(tile, dtype, Cg, rng):
+    """U = G w G^T with the tile's G (Lavin & Gray), and the weight-gradient
+    map is its adjoint: <U(w), D> == <w, U^T(D)>."""
+    g = G[tile]
+    a = g.shape[0]
+    w = rng.standard_normal((5, Cg, 3, 3)).astype(dtype)
+    u = np.empty((a * a, 5, Cg), dtype)
+    winograd.transform_weights(w, u, tile)
+    assert winograd.points(tile) == a * a
+    expected = np.einsum("ir,kcrs,js->ijkc", g, w.astype(np.float64), g).reshape(a * a, 5, Cg)
+    np.testing.assert_allclose(u, expected, **TOL[dtype])
+    d = rng.standard_normal((a * a, 5, Cg)).astype(dtype)
+    back = np.empty_like(w)
+    winograd.untransform_weight_grad(d, back, tile)
+    expected = np.einsum("ir,ijkc,js->kcrs", g, d.astype(np.float64).reshape(a, a, 5, Cg), g)
+    np.testing.assert_allclose(back, expected, **TOL[dtype])
+    np.testing.assert_allclose(np.vdot(u, d), np.vdot(w, back), **TOL[dtype])
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_kernels_report_non_finite_images(tile, rng):
+    """The kernels flag an Inf/NaN in the images they read (conv2d then
+    recomputes through im2col)."""
+    x = rng.standard_normal((2, 3, 9, 9))
+    w = rng.standard_normal((4, 3, 3, 3))
+    geom, u = (1, 1, 1, 1, 1, 1, 1), _u(w, tile)
+    y = np.empty((2, 4, 9, 9))
+    gy = rng.standard_normal(y.shape)
+    du = np.empty((winograd.points(tile), 4, 3))
+    assert winograd.forward(x, u, np.empty(0), y, geom, tile, 1)
+    for a in (x, gy):
+        a[1, 2, 8, 8] = np.inf
+        assert not winograd.backward_weight(x, gy, du, geom, tile, 1)
+        a[1, 2, 8, 8] = 1.0
+    gy[0, 1, 0, 0] = np.nan
+    assert not winograd.backward_data(gy, _u(_flipped(w, 1), tile), np.empty_like(x), geom,
+                                      tile, 1)
+    x[0, 0, 0, 0] = np.nan
+    assert not winograd.forward(x, u, np.empty(0), y, geom, tile, 1)
+
+
+@pytest.mark.parametrize("where", ["x", "grad_y", "weight", "edge"])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_non_finite_values_give_im2col_result(where, dilation, rng):
+    """The kernels spot an Inf or NaN in the images they transform (x, or
+    grad_y for both gradients) and the layer is rerun through im2col, so
+    non-finite values reach exactly the outputs whose windows see them."""
+    x = rng.random((2, 4, 9, 11))
+    w = rng.random((6, 4, 3, 3))
+    geom = dict(padding=dilation, dilation=dilation)
+    gy = rng.random((2, 6, 9, 11))
+    if where == "x":
+        x[1, 2, 4, 5] = np.inf
+        x[0, 1, 2, 2] = np.nan
+    elif where == "grad_y":
+        gy[0, 3, 4, 4] = -np.inf
+    elif where == "weight":
+        w[2, 1, 0, 2] = np.inf
+    else:   # the last input column: read only by partly-out tiles (OW = 11)
+        x[0, 0, 3, 10] = np.inf
+    for dtype in (np.float64, np.float32):
+        args = [a.astype(dtype) for a in (x, w)]
+        y = F.conv2d(*args, algorithm="winograd", **geom)
+        # Inf and NaN where im2col has them (a gradient that does not see
+        # the bad array stays Winograd's: equal to rounding).
+        np.testing.assert_allclose(y, F.conv2d(*args, algorithm="im2col", **geom), rtol=1e-5)
+        grads = F.conv2d_backward(gy.astype(dtype), *args, algorithm="winograd", **geom)
+        expected = F.conv2d_backward(gy.astype(dtype), *args, algorithm="im2col", **geom)
+        for g, e in zip(grads, expected):
+            np.testing.assert_allclose(g, e, rtol=1e-5)
+        assert np.isfinite(y).all() == (where == "grad_y")
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_denormal_range_weights_take_im2col(dilation, rng):
+    """Weights all at the bottom of the float range would turn denormal in
+    the transform (G divides by up to 24) and lose their bits: "winograd"
+    hands them to im2col, whose result it then returns exactly; weights
+    of ordinary size stay on Winograd (their result differs in rounding)."""
+    x = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    geom = dict(padding=dilation, dilation=dilation)
+    tiny = (w * np.float32(1e-39)).astype(np.float32)
+    np.testing.assert_array_equal(F.conv2d(x, tiny, **geom, algorithm="winograd"),
+                                  F.conv2d(x, tiny, **geom, algorithm="im2col"))
+    gy = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    np.testing.assert_array_equal(
+        F.conv2d_backward(gy, x, tiny, **geom, algorithm="winograd")[0],
+        F.conv2d_backward(gy, x, tiny, **geom, algorithm="im2col")[0])
+    assert not np.array_equal(F.conv2d(x, w, **geom, algorithm="winograd"),
+                              F.conv2d(x, w, **geom, algorithm="im2col"))
+
+
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("groups", [1, 2])
+def test_weight_gradient_in_output_blocks(tile, groups, rng):
+    """Wide blocks (>= 128 tiles) run the weight gradient's GEMMs in 32 x
+    32 output blocks, with partial blocks at the edges (70 and 40 channels);
+    narrow ones run them whole. Both give the reference."""
+    N, C, K, size = 2, 70, 40, 16
+    x = rng.standard_normal((N, C, size, size))
+    w = rng.standard_normal((K, C // groups, 3, 3))
+    geom = dict(padding=2, dilation=2, groups=groups)
+    y = conv2d_ref(x, w, **geom)
+    gy = rng.standard_normal(y.shape)
+    _, gw_ref, _ = conv2d_backward_ref(gy, x, w, **geom)
+    tile_rows, tiles = winograd.tile_grid(tile, size, size, 2, 2)
+    for rows in (1, N * tile_rows):
+        _, _, gw, _ = _passes(x, w, np.empty(0), gy, geom, tile, rows, 2)
+        np.testing.assert_allclose(gw, gw_ref, rtol=1e-10, atol=1e-10)
+
+
+def _plan(tile, pass_name, spec):
+    return winograd.plan(tile, pass_name, (spec.N, spec.C, spec.H, spec.W),
+                         (spec.K, spec.Cg, 3, 3), spec.out_shape, spec.geom,
+                         kernel_threads(spec.flops()))
+
+
+def test_scratch_bytes_is_the_plans():
+    """WinogradConv.scratch_bytes reports the kernel plan's scratch (the
+    larger backward pass for backward), on at most convcore's threads."""
+    W = WinogradConv()
+    for N, C, K, S, d in ((2, 3, 4, 1, 1), (8, 16, 16, 32, 1), (4, 64, 128, 7, 1),
+                          (8, 512, 512, 14, 1), (4, 32, 32, 20, 2)):
+        spec = conv_spec((N, C, S, S), (K, C, 3, 3), np.dtype(np.float32), 1, d, d, 1)
+        tile = W._tile(spec)
+        fwd = _plan(tile, "forward", spec)
+        assert 1 <= fwd["threads"] <= convcore.get_num_threads()
+        assert W.scratch_bytes(spec, False) == 4 * fwd["scratch_elements"]
+        assert W.scratch_bytes(spec, True) == 4 * max(
+            _plan(tile, "backward_data", spec)["scratch_elements"],
+            _plan(tile, "backward_weight", spec)["scratch_elements"])
+
+
+def test_dilated_scratch_is_the_kernels_only():
+    """No padded or rearranged copy: at dilation 2 a 32x32 output has as
+    many tiles as at dilation 1, so the scratch is the same but for the
+    row buffers (two column segments: 4 more elements in each of 8)."""
+    dilated = conv_spec((32, 64, 32, 32), (64, 64, 3, 3), np.float32, 1, 2, 2, 1)
+    undilated = conv_spec((32, 64, 32, 32), (64, 64, 3, 3), np.float32, 1, 1, 1, 1)
+    a, b = _plan("winograd_f2", "forward", dilated), _plan("winograd_f2", "forward", undilated)
+    assert (a["rows_per_block"], a["threads"]) == (b["rows_per_block"], b["threads"])
+    assert a["scratch_elements"] - b["scratch_elements"] == a["threads"] * 8 * 2
+
+
+def test_weight_gradient_of_big_weights_takes_long_blocks():
+    """Blocks of the weight gradient grow to 256 tiles when dU passes
+    4 MiB (512x512 weights), not for small weights."""
+    big = conv_spec((8, 512, 14, 14), (512, 512, 3, 3), np.dtype(np.float32), 1, 1, 1, 1)
+    assert _plan("winograd_f4", "backward_weight", big)["rows_per_block"] * 4 >= 256
+    small = conv_spec((128, 16, 32, 32), (16, 16, 3, 3), np.dtype(np.float32), 1, 1, 1, 1)
+    assert (_plan("winograd_f4", "backward_weight", small)["rows_per_block"]
+            == _plan("winograd_f4", "forward", small)["rows_per_block"])
+
+
+def test_unknown_tile_or_pass_is_refused():
+    with pytest.raises(ValueError, match="unknown tile"):
+        winograd.points("winograd_f6")
+    with pytest.raises(ValueError, match="unknown pass"):
+        winograd.plan("winograd_f2", "sideways", (1, 1, 3, 3), (1, 1, 3, 3), (1, 1, 1, 1),
+                      (1, 1, 0, 0, 1, 1, 1), 1)
+
+
+def test_auto_picks_winograd_for_dilated_3x3():
+    for dilation in (2, 3):
+        spec = conv_spec((32, 64, 32, 32), (64, 64, 3, 3), np.float32, 1, dilation, dilation, 1)
+        assert select_algorithm(spec).name == "winograd"
+    # Too few channels for its GEMMs, dilated or not.
+    spec = conv_spec((32, 4, 16, 16), (4, 4, 3, 3), np.float32, 1, 2, 2, 1)
+    assert select_algorithm(spec).name == "im2col"
+    # Phases under 8 pixels across (dilation 3, 20x20): short tile rows.
+    spec = conv_spec((4, 32, 20, 20), (32, 32, 3, 3), np.float32, 1, 3, 3, 1)
+    assert select_algorithm(spec).name == "im2col"
+    spec = conv_spec((4, 32, 20, 20), (32, 32, 3, 3), np.float32, 1, 2, 2, 1)
+    assert select_algorithm(spec).name == "winograd"
+
+
+def test_auto_needs_pixels_in_the_batch():
+    """auto leaves a many-channel layer with few output pixels in the batch
+    to im2col (Winograd's per-call weight transform and few tile blocks),
+    and takes Winograd once there are enough."""
+    def pick(N, C, S):
+        return select_algorithm(conv_spec((N, C, S, S), (C, C, 3, 3), np.dtype(np.float32),
+                                          1, 1, 1, 1)).name
+    assert pick(8, 512, 7) == "im2col"          # 392 pixels
+    assert pick(32, 512, 7) == "im2col"         # 256+ channels: images too small
+    assert pick(16, 256, 14) == "im2col"
+    assert pick(4, 512, 28) == "winograd"       # 3136 pixels of 28x28 images
+    assert pick(16, 128, 7) == "im2col"         # 784 at 128 channels
+    assert pick(8, 128, 14) == "winograd"       # 1568
+    assert pick(128, 16, 32) == "winograd"      # ResNet-20's first stage
