@@ -203,11 +203,19 @@ def abort(code=1):
 def fail_job(exc, where=""):
     """Print the traceback of `exc` and which rank failed (`where`: e.g.
     " in fit()"), then end the whole job (abort())."""
-    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    sys.stderr.write(f"convcore.distributed: rank {_state.rank} of {_state.size} failed"
-                     f"{where}: {type(exc).__name__}: {exc}; aborting the job\n")
-    sys.stderr.flush()
+    # One write of the whole report, formatted first: a traceback printed
+    # line by line was seen cut after its first line when the launcher tore
+    # the job down, losing the line that names the rank.
+    report = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    report += (f"convcore.distributed: rank {_state.rank} of {_state.size} failed"
+               f"{where}: {type(exc).__name__}: {exc}; aborting the job\n")
     sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.write(sys.stderr.fileno(), report.encode("utf-8", "replace"))
+    except (OSError, ValueError, AttributeError):  # no real stderr descriptor
+        sys.stderr.write(report)
+        sys.stderr.flush()
     abort(130 if isinstance(exc, KeyboardInterrupt) else 1)
 
 
