@@ -542,9 +542,10 @@ cdef floating _forward_block(const Plan* pl, const floating* x, const floating* 
 
 
 # The weight gradient's GEMMs contract over the tiles, the contiguous
-# dimension of both operands; OpenBLAS runs that shape faster in output
-# blocks of at most 32 x 32 than whole once there are 128 tiles or more,
-# slower with fewer.
+# dimension of both operands. For F(2x2), OpenBLAS runs that shape faster
+# in output blocks of at most 32 x 32 than whole once there are 128 tiles
+# or more, slower with fewer. F(4x4)'s blocks then fall into OpenBLAS's
+# unpacked small-matrix kernel, measured slower there: its GEMMs stay whole.
 cdef enum:
     WEIGHT_GRAD_GEMM_BLOCK = 32
     WEIGHT_GRAD_GEMM_BLOCK_MIN_TB = 128
@@ -569,7 +570,8 @@ cdef floating _weight_grad_block(const Plan* pl, const floating* x,
             bad += _grad_output_rows(pl, grad_y + (cur.n * K + k) * plane_out, cur.oh0,
                                      dm + k * TB + (row - row0) * TW, pl.m_plane, rows)
             _next_row(&pl.rows, &cur)
-    cdef Py_ssize_t step = (WEIGHT_GRAD_GEMM_BLOCK if TB >= WEIGHT_GRAD_GEMM_BLOCK_MIN_TB
+    cdef Py_ssize_t step = (WEIGHT_GRAD_GEMM_BLOCK
+                            if pl.tile.m == 2 and TB >= WEIGHT_GRAD_GEMM_BLOCK_MIN_TB
                             else max(Kg, Cg))
     for xi in range(points):
         for grp in range(G):
@@ -588,12 +590,20 @@ cdef floating _weight_grad_block(const Plan* pl, const floating* x,
 
 # ---- Drivers ----------------------------------------------------------------
 
-cdef void* _alloc_scratch(const Plan* pl, size_t itemsize) except NULL:
-    cdef void* scratch = malloc(_scratch(pl) * itemsize)
-    if scratch == NULL:
+cdef void* _alloc(Py_ssize_t elements, size_t itemsize, const Plan* pl) except NULL:
+    """One of the plan's two buffers: the threads' scratch or the weight
+    gradient's partial sums. Two allocations, not one: each stays under
+    glibc's largest mmap threshold on big layers, so its pages are reused
+    from call to call instead of faulted in afresh every time."""
+    cdef void* buf = malloc(max(elements, 1) * itemsize)
+    if buf == NULL:
         raise MemoryError(f"convcore: cannot allocate Winograd scratch ({pl.threads} x "
                           f"{pl.per_thread} + {pl.partials} elements)")
-    return scratch
+    return buf
+
+
+cdef void* _alloc_scratch(const Plan* pl, size_t itemsize) except NULL:
+    return _alloc(pl.threads * pl.per_thread, itemsize, pl)
 
 
 cdef bint _run_forward(Plan* pl, const floating* x, const floating* u,
@@ -691,8 +701,12 @@ def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     memset(out, 0, usize * sizeof(floating))
     if pl.total == 0:
         return True
-    scratch = <floating*> _alloc_scratch(&pl, sizeof(floating))
-    partials = scratch + pl.threads * pl.per_thread
+    partials = <floating*> _alloc(pl.partials, sizeof(floating), &pl)
+    try:
+        scratch = <floating*> _alloc_scratch(&pl, sizeof(floating))
+    except MemoryError:
+        free(partials)
+        raise
     try:
         _segments(&pl)
         with nogil:
@@ -709,6 +723,7 @@ def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
             sum_partials(partials, nchunks, usize, out, pl.threads)
     finally:
         free(scratch)
+        free(partials)
         free(pl.segments)
     return bad == 0
 
