@@ -2,7 +2,7 @@ from convcore._kernels.conv_params cimport ConvParams
 
 # The geometry of one convolution as a Python object: floor 2 builds it once
 # per checked shape (ConvSpec.params) and every conv driver (conv_direct,
-# conv_depthwise, conv_gemm) reads its ConvParams, so no driver rebuilds
+# conv_depthwise, conv_gemm, winograd) reads its ConvParams, so no driver rebuilds
 # the struct from tuples and shapes on each call.
 cdef class ConvGeometry:
     cdef readonly ConvParams params

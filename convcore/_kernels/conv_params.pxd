@@ -59,12 +59,3 @@ cdef inline ConvParams make_params(
     p.groups = groups
     return p
 
-
-cdef inline ConvParams geometry(x_shape, w_shape, y_shape, tuple geom):
-    """ConvParams from the shapes of input, weight and output and the tuple
-    (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups) that the
-    functional floor passes to every driver."""
-    sh, sw, ph, pw, dh, dw, groups = geom
-    return make_params(x_shape[0], x_shape[1], x_shape[2], x_shape[3],
-                       w_shape[0], w_shape[2], w_shape[3],
-                       y_shape[2], y_shape[3], sh, sw, ph, pw, dh, dw, groups)

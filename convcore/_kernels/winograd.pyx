@@ -45,7 +45,8 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm
-from convcore._kernels.conv_params cimport ConvParams, geometry, valid_range
+from convcore._kernels.conv_geometry cimport ConvGeometry, check_shapes
+from convcore._kernels.conv_params cimport ConvParams, valid_range
 from convcore._kernels.partials cimport NUM_PARTIALS, sum_partials
 
 cdef extern from "winograd.h":
@@ -330,16 +331,15 @@ cdef int _segments(Plan* pl) except -1:
     return 0
 
 
-def plan(str tile, str pass_name, x_shape, w_shape, y_shape, tuple geom,
-         int num_threads):
+def plan(str tile, str pass_name, ConvGeometry geom, int num_threads):
     """The plan of one call of pass_name ("forward", "backward_data" or
-    "backward_weight") for the layer x (N, C, H, W) * w (K, C/groups, 3, 3)
-    -> y (N, K, OH, OW) with geometry geom (stride_h, stride_w, pad_h, pad_w,
-    dil_h, dil_w, groups) on at most num_threads: a dict of rows_per_block,
+    "backward_weight") for the layer geom (its ConvGeometry, ConvSpec.params:
+    x (N, C, H, W) * w (K, C/groups, 3, 3) -> y (N, K, OH, OW), stride 1)
+    on at most num_threads: a dict of rows_per_block,
     blocks, threads and scratch_elements (what the call allocates: the
     workspace query; besides it only a table of 56 bytes per dilation phase,
     _segments). The drivers run this same plan."""
-    cdef ConvParams p = geometry(x_shape, w_shape, y_shape, geom)
+    cdef ConvParams p = geom.params
     cdef Plan pl = _plan(&p, _tile(tile), _pass(pass_name), num_threads, 0)
     return dict(rows_per_block=pl.rows_per_block, blocks=pl.blocks, threads=pl.threads,
                 scratch_elements=_scratch(&pl) if pl.total > 0 else 0)
@@ -590,6 +590,25 @@ cdef floating _weight_grad_block(const Plan* pl, const floating* x,
 
 # ---- Drivers ----------------------------------------------------------------
 
+cdef int _check_layer(const ConvParams* p, const Py_ssize_t* x_shape,
+                      const Py_ssize_t* y_shape) except -1:
+    """x and y against the geometry, and the geometry's kernel 3x3: the
+    drivers get the weights transformed (_check_transformed checks those)."""
+    cdef Py_ssize_t w_shape[4]
+    w_shape[0], w_shape[1], w_shape[2], w_shape[3] = p.K, p.C // p.groups, 3, 3
+    return check_shapes(p, x_shape, w_shape, y_shape)
+
+
+cdef int _check_transformed(const Py_ssize_t* shape, const winograd_tile* t,
+                            Py_ssize_t rows, Py_ssize_t cols, str name) except -1:
+    """A transformed-weight array must be (points, rows, cols) for the tile
+    and the geometry, or a kernel would read or write past its end."""
+    if (shape[0] != t.alpha * t.alpha or shape[1] != rows or shape[2] != cols):
+        raise ValueError(f"convcore: {name} of shape {(shape[0], shape[1], shape[2])} does "
+                         f"not match {(t.alpha * t.alpha, rows, cols)} for this tile "
+                         f"and geometry")
+    return 0
+
 cdef void* _alloc(Py_ssize_t elements, size_t itemsize, const Plan* pl) except NULL:
     """One of the plan's two buffers: the threads' scratch or the weight
     gradient's partial sums. Two allocations, not one: each stays under
@@ -634,7 +653,7 @@ cdef bint _run_forward(Plan* pl, const floating* x, const floating* u,
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
-            const floating[::1] bias, floating[:, :, :, ::1] y, tuple geom, str tile,
+            const floating[::1] bias, floating[:, :, :, ::1] y, ConvGeometry geom, str tile,
             int num_threads, Py_ssize_t rows_per_block=0):
     """y = conv3x3(x) + bias at stride 1 with the given tile.
 
@@ -642,24 +661,26 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     u : ndarray of shape (points, K, C/groups): transform_weights(w)   # IN
     bias : ndarray of shape (K,), or (0,) for none                     # IN
     y : ndarray of shape (N, K, OH, OW)                                # OUT
-    geom : (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups);
-        stride 1, padding top/left of any sign (y's size gives the rest).
+    geom : the layer's ConvGeometry (ConvSpec.params); stride 1, 3x3.
     tile : "winograd_f2" or "winograd_f4".
     num_threads : at most this many threads.
     rows_per_block : tile rows (tile_grid) per work block; 0 lets the plan
         choose (for tests).
     Returns False when x holds an Inf or NaN: y is then not Winograd's to
     give (the caller computes it another way)."""
-    cdef ConvParams p = geometry(x.shape, (y.shape[1], u.shape[2], 3, 3), y.shape, geom)
-    cdef Plan pl = _plan(&p, _tile(tile), FORWARD, num_threads, rows_per_block)
+    cdef ConvParams p = geom.params
+    cdef const winograd_tile* t = _tile(tile)
+    _check_layer(&p, x.shape, y.shape)
+    _check_transformed(u.shape, t, p.K, p.C // p.groups, "u")
+    cdef Plan pl = _plan(&p, t, FORWARD, num_threads, rows_per_block)
     return _run_forward(&pl, &x[0, 0, 0, 0], &u[0, 0, 0],
                         &bias[0] if bias.shape[0] > 0 else NULL, &y[0, 0, 0, 0])
 
 
 def backward_data(const floating[:, :, :, ::1] grad_y, const floating[:, :, ::1] u,
-                  floating[:, :, :, ::1] grad_x, tuple geom, str tile, int num_threads,
+                  floating[:, :, :, ::1] grad_x, ConvGeometry geom, str tile, int num_threads,
                   Py_ssize_t rows_per_block=0):
-    """grad_x of the layer x * w -> y with geometry geom (as forward's).
+    """grad_x of the layer x * w -> y of geometry geom (as forward's).
 
     grad_y : ndarray of shape (N, K, OH, OW)                           # IN
     u : ndarray of shape (points, C, K/groups): transform_weights of the
@@ -667,14 +688,16 @@ def backward_data(const floating[:, :, :, ::1] grad_y, const floating[:, :, ::1]
         within each group)                                             # IN
     grad_x : ndarray of shape (N, C, H, W)                             # OUT
     Returns False when grad_y holds an Inf or NaN."""
-    cdef ConvParams p = geometry(grad_x.shape, (grad_y.shape[1], grad_x.shape[1] // geom[6], 3, 3),
-                                 grad_y.shape, geom)
-    cdef Plan pl = _plan(&p, _tile(tile), BACKWARD_DATA, num_threads, rows_per_block)
+    cdef ConvParams p = geom.params
+    cdef const winograd_tile* t = _tile(tile)
+    _check_layer(&p, grad_x.shape, grad_y.shape)
+    _check_transformed(u.shape, t, p.C, p.K // p.groups, "u")
+    cdef Plan pl = _plan(&p, t, BACKWARD_DATA, num_threads, rows_per_block)
     return _run_forward(&pl, &grad_y[0, 0, 0, 0], &u[0, 0, 0], NULL, &grad_x[0, 0, 0, 0])
 
 
 def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] grad_y,
-                    floating[:, :, ::1] du, tuple geom, str tile, int num_threads,
+                    floating[:, :, ::1] du, ConvGeometry geom, str tile, int num_threads,
                     Py_ssize_t rows_per_block=0):
     """The gradient with respect to the transformed weights U
     (untransform_weight_grad maps it back to the weights' gradient).
@@ -686,9 +709,11 @@ def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     The sums run in fixed chunks of blocks (partials.pxd), so du does not
     depend on the thread count. Returns False when x or grad_y holds an
     Inf or NaN."""
-    cdef ConvParams p = geometry(x.shape, (grad_y.shape[1], du.shape[2], 3, 3),
-                                 grad_y.shape, geom)
-    cdef Plan pl = _plan(&p, _tile(tile), BACKWARD_WEIGHT, num_threads, rows_per_block)
+    cdef ConvParams p = geom.params
+    cdef const winograd_tile* t = _tile(tile)
+    _check_layer(&p, x.shape, grad_y.shape)
+    _check_transformed(du.shape, t, p.K, p.C // p.groups, "du")
+    cdef Plan pl = _plan(&p, t, BACKWARD_WEIGHT, num_threads, rows_per_block)
     cdef Py_ssize_t points = pl.tile.alpha * pl.tile.alpha
     cdef Py_ssize_t usize = points * p.K * (p.C // p.groups)
     cdef Py_ssize_t rpb = pl.rows_per_block, nblocks = pl.blocks, nchunks = pl.chunks

@@ -77,8 +77,7 @@ class WinogradConv(ConvAlgorithm):
 
     def scratch_bytes(self, spec, backward):
         def elements(pass_name):
-            return winograd.plan(self._tile(spec), pass_name, (spec.N, spec.C, spec.H, spec.W),
-                                 (spec.K, spec.Cg, 3, 3), spec.out_shape, spec.geom,
+            return winograd.plan(self._tile(spec), pass_name, spec.params,
                                  kernel_threads(spec.flops()))["scratch_elements"]
         if not backward:
             return elements("forward") * spec.dtype.itemsize
@@ -108,7 +107,7 @@ class WinogradConv(ConvAlgorithm):
         ok, u = self._derived(w, spec, weight_version, "forward")
         if ok:
             with _threads.blas_single():
-                ok = winograd.forward(x, u, bias, y, spec.geom, self._tile(spec),
+                ok = winograd.forward(x, u, bias, y, spec.params, self._tile(spec),
                                       kernel_threads(spec.flops()))
         if not ok:  # weights or images Winograd leaves to im2col
             _REGISTRY["im2col"].forward(x, w, bias, y, spec)
@@ -122,7 +121,7 @@ class WinogradConv(ConvAlgorithm):
             ok, u = self._derived(w, spec, weight_version, "data")
             if ok:
                 with _threads.blas_single():
-                    ok = winograd.backward_data(grad_y, u, grad_x, spec.geom, tile, nt)
+                    ok = winograd.backward_data(grad_y, u, grad_x, spec.params, tile, nt)
             if not ok:
                 im2col.backward(grad_y, x, w, grad_x, grad_w, True, False, spec)
         if need_w:
@@ -130,7 +129,7 @@ class WinogradConv(ConvAlgorithm):
             # GEMM per point), then grad_w = G^T dU G.
             du = np.empty((winograd.points(tile), spec.K, spec.Cg), dtype=x.dtype)
             with _threads.blas_single():
-                ok = winograd.backward_weight(x, grad_y, du, spec.geom, tile, nt)
+                ok = winograd.backward_weight(x, grad_y, du, spec.params, tile, nt)
             if ok:
                 winograd.untransform_weight_grad(du, grad_w, tile)
             else:

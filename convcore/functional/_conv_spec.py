@@ -49,15 +49,9 @@ class ConvSpec:
         return (self.N, self.K, self.OH, self.OW)
 
     @cached_property
-    def geom(self):
-        """The tuple the Winograd kernels take."""
-        return (self.stride[0], self.stride[1], self.padding[0], self.padding[1],
-                self.dilation[0], self.dilation[1], self.groups)
-
-    @cached_property
     def params(self):
-        """The ConvGeometry (a ConvParams struct) every other conv driver
-        takes, built once per spec."""
+        """The ConvGeometry (a ConvParams struct) every conv driver takes,
+        built once per spec."""
         return ConvGeometry(self.N, self.C, self.H, self.W, self.K, self.R, self.S,
                             self.OH, self.OW, *self.stride, *self.padding,
                             *self.dilation, self.groups)

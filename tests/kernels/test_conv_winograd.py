@@ -15,6 +15,7 @@ from convcore import F
 from convcore.algorithms import WinogradConv, select_algorithm
 from convcore.functional._conv_spec import conv_spec
 from convcore._kernels import winograd
+from convcore._kernels.conv_geometry import ConvGeometry
 from convcore._runtime.threads import kernel_threads
 from gradcheck import directional_check
 from ref_conv import conv2d_backward_ref, conv2d_ref, resolve_padding
@@ -71,12 +72,15 @@ def _arrays(case, dtype, seed):
     return x, w, b, dict(padding=padding, dilation=dilation, groups=groups)
 
 
-def _geom(geom):
-    """The kernels' geometry tuple for the reference's keyword arguments."""
+def _geom(x, w, gy, geom):
+    """The kernels' ConvGeometry for arrays x * w -> gy's shape and the
+    reference's keyword arguments (padding may be a per-side pair)."""
     dil = geom["dilation"]
     dil = tuple(dil) if isinstance(dil, tuple) else (dil, dil)
     (pt, _), (pl, _) = resolve_padding(geom["padding"], (3, 3), dil)
-    return (1, 1, pt, pl, dil[0], dil[1], geom["groups"])
+    N, C, H, W = x.shape
+    return ConvGeometry(N, C, H, W, w.shape[0], 3, 3, gy.shape[2], gy.shape[3],
+                        1, 1, pt, pl, dil[0], dil[1], geom["groups"])
 
 
 def _u(w, tile):
@@ -92,11 +96,12 @@ def _flipped(w, groups):
 def _passes(x, w, b, gy, geom, tile, rows=0, threads=2):
     """The three kernel passes with a chosen block size (0: the plan's) and
     thread count: y, grad_x and grad_w."""
-    g = _geom(geom)
+    g = _geom(x, w, gy, geom)
     y = np.full(gy.shape, np.nan, x.dtype)
     assert winograd.forward(x, _u(w, tile), b, y, g, tile, threads, rows)
     gx = np.full(x.shape, np.nan, x.dtype)
-    assert winograd.backward_data(gy, _u(_flipped(w, g[6]), tile), gx, g, tile, threads, rows)
+    assert winograd.backward_data(gy, _u(_flipped(w, geom["groups"]), tile), gx, g, tile,
+                                  threads, rows)
     du = np.full((winograd.points(tile),) + w.shape[:2], np.nan, x.dtype)
     assert winograd.backward_weight(x, gy, du, g, tile, threads, rows)
     gw = np.empty_like(w)
@@ -257,7 +262,7 @@ def test_kernels_report_non_finite_images(tile, rng):
     recomputes through im2col)."""
     x = rng.standard_normal((2, 3, 9, 9))
     w = rng.standard_normal((4, 3, 3, 3))
-    geom, u = (1, 1, 1, 1, 1, 1, 1), _u(w, tile)
+    geom, u = conv_spec(x.shape, w.shape, x.dtype, 1, 1, 1, 1).params, _u(w, tile)
     y = np.empty((2, 4, 9, 9))
     gy = rng.standard_normal(y.shape)
     du = np.empty((winograd.points(tile), 4, 3))
@@ -345,9 +350,7 @@ def test_weight_gradient_in_output_blocks(tile, groups, rng):
 
 
 def _plan(tile, pass_name, spec):
-    return winograd.plan(tile, pass_name, (spec.N, spec.C, spec.H, spec.W),
-                         (spec.K, spec.Cg, 3, 3), spec.out_shape, spec.geom,
-                         kernel_threads(spec.flops()))
+    return winograd.plan(tile, pass_name, spec.params, kernel_threads(spec.flops()))
 
 
 def test_scratch_bytes_is_the_plans():
@@ -391,8 +394,8 @@ def test_unknown_tile_or_pass_is_refused():
     with pytest.raises(ValueError, match="unknown tile"):
         winograd.points("winograd_f6")
     with pytest.raises(ValueError, match="unknown pass"):
-        winograd.plan("winograd_f2", "sideways", (1, 1, 3, 3), (1, 1, 3, 3), (1, 1, 1, 1),
-                      (1, 1, 0, 0, 1, 1, 1), 1)
+        winograd.plan("winograd_f2", "sideways",
+                      conv_spec((1, 1, 3, 3), (1, 1, 3, 3), np.float32, 1, 0, 1, 1).params, 1)
 
 
 def test_auto_picks_winograd_for_dilated_3x3():
@@ -423,3 +426,20 @@ def test_auto_needs_pixels_in_the_batch():
     assert pick(16, 128, 7) == "im2col"         # 784 at 128 channels
     assert pick(8, 128, 14) == "winograd"       # 1568
     assert pick(128, 16, 32) == "winograd"      # ResNet-20's first stage
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_drivers_refuse_arrays_that_do_not_match_the_geometry(tile, rng):
+    """The drivers take the layer's ConvGeometry, as every conv driver does,
+    and refuse arrays of other shapes instead of running past their ends."""
+    x = rng.standard_normal((2, 3, 9, 9))
+    w = rng.standard_normal((4, 3, 3, 3))
+    geom = conv_spec(x.shape, w.shape, x.dtype, 1, 1, 1, 1).params
+    u, y = _u(w, tile), np.empty((2, 4, 9, 9))
+    with pytest.raises(ValueError, match="do not match the geometry"):
+        winograd.forward(x[:1].copy(), u, np.empty(0), y, geom, tile, 1)
+    with pytest.raises(ValueError, match="u of shape"):
+        winograd.forward(x, u[:, :2].copy(), np.empty(0), y, geom, tile, 1)
+    du = np.empty((winograd.points(tile), 4, 2))
+    with pytest.raises(ValueError, match="du of shape"):
+        winograd.backward_weight(x, y, du, geom, tile, 1)
