@@ -6,6 +6,7 @@ from functools import cached_property
 import numpy as np
 
 from convcore._kernels.conv_geometry import ConvGeometry
+from convcore.utils.layout import CHANNELS_FIRST, layout_hint, shape_from_channels_first
 from convcore.utils.validation import check_int, int_pair, output_size
 
 # GEMM dimensions go to an LP64 BLAS as C ints.
@@ -95,8 +96,12 @@ def _resolve_padding(padding, kernel, stride, dilation, fn):
 
 
 def conv_spec(x_shape, w_shape, dtype, stride, padding, dilation, groups,
-              fn="conv2d"):
-    """Check conv arguments against the input and weight shapes; -> ConvSpec."""
+              fn="conv2d", data_format=CHANNELS_FIRST):
+    """Check conv arguments against the (N, C, H, W) input and weight
+    shapes; -> ConvSpec. data_format is the caller's layout (the input
+    was transposed to NCHW from it): a channel-count error shows the
+    input's shape as the caller gave it, and says when the other layout
+    would fit."""
     N, C, H, W = x_shape
     K, Cw, R, S = w_shape
     stride = int_pair(stride, "stride", 1, fn)
@@ -114,10 +119,12 @@ def conv_spec(x_shape, w_shape, dtype, stride, padding, dilation, groups,
         raise ValueError(f"{fn}: groups={groups} does not divide the weight's "
                          f"{K} output channels (weight shape {tuple(w_shape)})")
     if Cw != C // groups:
+        given = shape_from_channels_first(x_shape, data_format)
         raise ValueError(
             f"{fn}: weight shape {tuple(w_shape)} expects {Cw * groups} input "
-            f"channels with groups={groups}, but input shape {tuple(x_shape)} "
-            f"has {C} (weight.shape[1] must be in_channels/groups = {C // groups})")
+            f"channels with groups={groups}, but input shape {given} "
+            f"has {C} (weight.shape[1] must be in_channels/groups = {C // groups})"
+            + layout_hint(given, Cw * groups, data_format))
     pad, pad_total = _resolve_padding(padding, (R, S), stride, dilation, fn)
     OH = output_size(H, R, stride[0], pad_total[0], dilation[0])
     OW = output_size(W, S, stride[1], pad_total[1], dilation[1])

@@ -23,6 +23,9 @@ import numpy as np
 
 from convcore._kernels import batchnorm as _bn
 from convcore._runtime.threads import kernel_threads
+from convcore.utils.layout import (
+    CHANNELS_FIRST, check_data_format, from_channels_first,
+    refuse_other_layout, to_channels_first)
 from convcore.utils.validation import check_allocation, check_flag
 from convcore.utils.validation import as_float_array
 
@@ -82,8 +85,23 @@ def _running_stat(v, name, x, training, fn):
     return v
 
 
+def _layout_in(x, channel_vectors, data_format, fn):
+    """(canonical data_format, x as a channels-first view), after checking
+    x's layout against the first (C,) array given, so that a channels-last
+    image given as channels-first (or the reverse) is named as such rather
+    than reported as a shape mismatch."""
+    if data_format is not CHANNELS_FIRST:
+        data_format = check_data_format(data_format, fn)
+    for v in channel_vectors:
+        if isinstance(v, np.ndarray) and v.ndim == 1:
+            refuse_other_layout(x, v.shape[0], data_format, fn)
+            break
+    return data_format, to_channels_first(x, data_format)
+
+
 def batch_norm(x, running_mean, running_var, weight=None, bias=None,
-               training=False, momentum=0.1, eps=1e-5, *, return_stats=False):
+               training=False, momentum=0.1, eps=1e-5, *, return_stats=False,
+               data_format=CHANNELS_FIRST):
     """Batch normalisation per channel, as torch.nn.functional.batch_norm.
 
     Parameters
@@ -98,6 +116,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None,
     eps : float >= 0, added to the variance
     return_stats : bool, keyword-only: also return the (mean, invstd) used,
         which batch_norm_backward takes
+    data_format : keyword-only, "channels_first" (default: channels in dim
+        1) or "channels_last" (channels in the last dim: (N, H, W, C) or
+        (N, L, C)); the kernels normalise channels-first, so a channels-last
+        x is transposed in and y out (views, convcore.utils.layout)
 
     Returns
     -------
@@ -105,8 +127,14 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None,
         each (C,) of x's dtype: batch statistics when training (biased
         variance), running ones in eval, invstd = 1 / sqrt(var + eps)
     """
-    return _batch_norm("batch_norm", x, running_mean, running_var, weight, bias,
-                       training, momentum, eps, return_stats, None, False)
+    fn = "batch_norm"
+    data_format, x = _layout_in(x, (running_mean, running_var, weight, bias),
+                                data_format, fn)
+    out = _batch_norm(fn, x, running_mean, running_var, weight, bias,
+                      training, momentum, eps, return_stats, None, False)
+    if return_stats:
+        return (from_channels_first(out[0], data_format),) + out[1:]
+    return from_channels_first(out, data_format)
 
 
 def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None,
@@ -196,7 +224,8 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training,
 _EMPTY = {np.dtype(t): np.empty((0, 0, 0), dtype=t) for t in (np.float32, np.float64)}
 
 
-def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True):
+def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True, *,
+                        data_format=CHANNELS_FIRST):
     """Gradients of batch_norm with respect to x, weight and bias.
 
     Parameters
@@ -212,13 +241,18 @@ def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True):
         False: they were constants (the running statistics),
             grad_x = grad_y * weight * invstd.
 
+    data_format : keyword-only, the forward's (grad_y and x in it)
+
     Returns
     -------
     (grad_x, grad_weight, grad_bias): grad_weight = sum(grad_y * xhat) per
     channel (None when weight is None), grad_bias = sum(grad_y)
     """
-    return _batch_norm_backward("batch_norm_backward", grad_y, None, x, mean,
-                                invstd, weight, training, False, False, False)
+    fn = "batch_norm_backward"
+    data_format, x = _layout_in(x, (mean, invstd, weight), data_format, fn)
+    gx, gw, gb = _batch_norm_backward(fn, to_channels_first(grad_y, data_format), None, x,
+                                      mean, invstd, weight, training, False, False, False)
+    return from_channels_first(gx, data_format), gw, gb
 
 
 def batch_norm_relu_backward(grad_y, y, x, mean, invstd, weight=None,

@@ -23,15 +23,17 @@ from convcore._runtime.threads import get_num_threads, kernel_threads
 from convcore.algorithms import autotune, get_algorithm
 from convcore.functional._conv_spec import conv_spec
 from convcore.utils import validation as _validation
+from convcore.utils.layout import (
+    CHANNELS_FIRST, check_data_format, from_channels_first, to_channels_first)
 from convcore.utils.validation import (
     as_float_array, check_allocation, check_flag, exact_geometry)
 
 
-def _checked_inputs(x, weight, stride, padding, dilation, groups, fn):
+def _checked_inputs(x, weight, stride, padding, dilation, groups, fn, data_format):
     x = as_float_array(x, "input", ndim=4, fn=fn)
     weight = as_float_array(weight, "weight", ndim=4, dtype=x.dtype, fn=fn)
     spec = conv_spec(x.shape, weight.shape, x.dtype, stride, padding,
-                     dilation, groups, fn)
+                     dilation, groups, fn, data_format)
     return x, weight, spec
 
 
@@ -80,14 +82,17 @@ def _plan_key(x, weight, stride, padding, dilation, groups, algorithm):
     return None
 
 
-def _plan_for(x, weight, stride, padding, dilation, groups, algorithm, fn):
-    """(x, weight, plan): x and weight C-contiguous (copies when they were
-    not), plan the cached or new _Plan of these arguments. Raises as
-    _checked_inputs does."""
+def _plan_for(x, weight, stride, padding, dilation, groups, algorithm, fn,
+              data_format=CHANNELS_FIRST):
+    """(x, weight, plan): x (already channels-first; data_format is the
+    caller's layout, for messages) and weight C-contiguous (copies when
+    they were not), plan the cached or new _Plan of these arguments.
+    Raises as _checked_inputs does."""
     key = _plan_key(x, weight, stride, padding, dilation, groups, algorithm)
     plan = _plans.get(key) if key is not None else None
     if plan is None:
-        x, weight, spec = _checked_inputs(x, weight, stride, padding, dilation, groups, fn)
+        x, weight, spec = _checked_inputs(x, weight, stride, padding, dilation, groups, fn,
+                                          data_format)
         plan = _Plan(spec)
         if key is not None:
             if len(_plans) >= _PLAN_CACHE_SIZE:
@@ -157,13 +162,15 @@ _EMPTY = {np.dtype(t): (np.empty(0, t), np.empty((0, 0, 0, 0), t))
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-           algorithm="auto", *, weight_version=None):
-    """2-D cross-correlation, NCHW, as torch.nn.functional.conv2d.
+           algorithm="auto", *, weight_version=None, data_format=CHANNELS_FIRST):
+    """2-D cross-correlation, as torch.nn.functional.conv2d.
 
     Parameters
     ----------
-    x : ndarray of shape (N, C, H, W), float32 or float64
-    weight : ndarray of shape (K, C/groups, R, S), same dtype as x
+    x : ndarray of shape (N, C, H, W), or (N, H, W, C) with
+        data_format="channels_last"; float32 or float64
+    weight : ndarray of shape (K, C/groups, R, S) in either data_format,
+        same dtype as x
     bias : ndarray of shape (K,) or None
     stride, dilation : int or (h, w), >= 1
     padding : int or (h, w) >= 0, or "same" (stride 1 only) or "valid"
@@ -174,13 +181,22 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         None. With it, what an algorithm derives from the weights
         (Winograd's transformed weights) is reused by later calls with
         the same weight array and version.
+    data_format : keyword-only, "channels_first" (NCHW, default) or
+        "channels_last" (NHWC); aliases "NCHW", "NHWC". The kernels compute
+        in NCHW: a channels-last input is transposed in and the result
+        transposed out (views; see convcore.utils.layout).
 
     Returns
     -------
-    y : ndarray of shape (N, K, OH, OW), dtype of x
+    y : ndarray of shape (N, K, OH, OW), or (N, OH, OW, K) with
+        channels_last; dtype of x
     """
     fn = "conv2d"
-    x, weight, plan = _plan_for(x, weight, stride, padding, dilation, groups, algorithm, fn)
+    if data_format is not CHANNELS_FIRST:
+        data_format = check_data_format(data_format, fn)
+        x = to_channels_first(x, data_format)
+    x, weight, plan = _plan_for(x, weight, stride, padding, dilation, groups, algorithm, fn,
+                                data_format)
     spec = plan.spec
     if bias is None:
         b = _EMPTY[x.dtype][0]
@@ -195,33 +211,41 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     y = np.empty(spec.out_shape, dtype=x.dtype)
     if spec.N:  # an empty batch has nothing to compute
         algo.forward(x, weight, b, y, spec, weight_version)
-    return y
+    return from_channels_first(y, data_format)
 
 
 def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1,
                     groups=1, algorithm="auto", bias=True, *,
-                    input_grad=True, weight_grad=True, weight_version=None):
+                    input_grad=True, weight_grad=True, weight_version=None,
+                    data_format=CHANNELS_FIRST):
     """Gradients of conv2d with respect to its input, weight and bias.
 
     Parameters
     ----------
-    grad_y : ndarray of shape (N, K, OH, OW), the gradient of the output
+    grad_y : ndarray of the output's shape, (N, K, OH, OW) or, with
+        channels_last, (N, OH, OW, K): the gradient of the output
     x, weight, stride, padding, dilation, groups, algorithm : as in conv2d
     bias : bool, whether to return grad_b (None otherwise)
     input_grad, weight_grad : bool, keyword-only; a gradient not asked for
         is not computed and returned as None (e.g. a network's first layer
         needs no grad_x)
-    weight_version : keyword-only, as in conv2d
+    weight_version, data_format : keyword-only, as in conv2d
 
     Returns
     -------
-    (grad_x, grad_w, grad_b) with the shapes of x, weight and (K,)
+    (grad_x, grad_w, grad_b) with the shapes of x (in its data_format),
+    weight and (K,)
     """
     fn = "conv2d_backward"
+    if data_format is not CHANNELS_FIRST:
+        data_format = check_data_format(data_format, fn)
+        x = to_channels_first(x, data_format)
+        grad_y = to_channels_first(grad_y, data_format)
     bias = check_flag(bias, "bias", fn)
     input_grad = check_flag(input_grad, "input_grad", fn)
     weight_grad = check_flag(weight_grad, "weight_grad", fn)
-    x, weight, plan = _plan_for(x, weight, stride, padding, dilation, groups, algorithm, fn)
+    x, weight, plan = _plan_for(x, weight, stride, padding, dilation, groups, algorithm, fn,
+                                data_format)
     spec = plan.spec
     g = _matching(grad_y, x.dtype, spec.out_shape)
     if g is None:
@@ -239,7 +263,7 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1,
         for g in (gx, gw, gb):
             if g is not None:
                 g[...] = 0
-        return gx, gw, gb
+        return from_channels_first(gx, data_format), gw, gb
     if input_grad or weight_grad:
         empty = _EMPTY[x.dtype][1]
         algo.backward(grad_y, x, weight,
@@ -248,4 +272,4 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1,
     if bias:
         # One bias-gradient kernel serves every algorithm.
         bias_grad(grad_y, gb, kernel_threads(grad_y.size))
-    return gx, gw, gb
+    return from_channels_first(gx, data_format), gw, gb

@@ -3,13 +3,21 @@ torch.nn.functional's: checks, output allocation, dispatch to
 convcore._kernels.pool (parallel over the N*C planes).
 
 The backwards take the input's shape, since pooling's output size does not
-determine it (PyTorch's note on output size not being invertible)."""
+determine it (PyTorch's note on output size not being invertible).
+
+Each op takes a keyword-only `data_format`: "channels_first" (NCHW,
+default) or "channels_last" (NHWC); every array and shape argument and
+result is then in that layout. The kernels pool NCHW planes: a
+channels-last call transposes in and out (views, convcore.utils.layout)."""
 import numpy as np
 
 from convcore._kernels import pool as _pool
 from convcore._runtime.threads import kernel_threads
 from convcore.functional._pool_spec import (
     adaptive_output_size, input_shape_arg, pool_spec)
+from convcore.utils.layout import (
+    CHANNELS_FIRST, check_data_format, from_channels_first, shape_to_channels_first,
+    to_channels_first)
 from convcore.utils.validation import (
     as_float_array, check_allocation, check_flag, exact_geometry)
 
@@ -37,8 +45,16 @@ def _pool_spec(x_shape, kernel_size, stride, padding, dilation, ceil_mode, fn):
     return spec
 
 
+def _layout_in(data_format, fn, *arrays):
+    """(canonical data_format, the arrays as channels-first views)."""
+    if data_format is CHANNELS_FIRST:
+        return (data_format,) + arrays
+    data_format = check_data_format(data_format, fn)
+    return (data_format,) + tuple(to_channels_first(a, data_format) for a in arrays)
+
+
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
-               ceil_mode=False, return_indices=False):
+               ceil_mode=False, return_indices=False, *, data_format=CHANNELS_FIRST):
     """2-D max pooling, as torch.nn.functional.max_pool2d.
 
     Parameters
@@ -59,8 +75,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
     indices : int64 ndarray of shape (N, C, OH, OW), only with
         return_indices: flat index h*W + w into each input plane (-1 for a
         window lying wholly in the padding, possible only with dilation)
+    (with data_format="channels_last", x, y and indices are (N, H, W, C))
     """
     fn = "max_pool2d"
+    data_format, x = _layout_in(data_format, fn, x)
     x = as_float_array(x, "input", ndim=4, fn=fn)
     spec = _pool_spec(x.shape, kernel_size, stride, padding, dilation, ceil_mode, fn)
     return_indices = check_flag(return_indices, "return_indices", fn)
@@ -70,14 +88,17 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
     idx = np.empty(spec.out_shape, dtype=np.int64) if return_indices else None
     if spec.N:  # an empty batch has nothing to compute
         _pool.max_pool2d(x, y, idx, spec.geom, kernel_threads(x.size))
-    return (y, idx) if return_indices else y
+    y = from_channels_first(y, data_format)
+    return (y, from_channels_first(idx, data_format)) if return_indices else y
 
 
-def adaptive_max_pool2d(x, output_size, return_indices=False):
+def adaptive_max_pool2d(x, output_size, return_indices=False, *,
+                        data_format=CHANNELS_FIRST):
     """Adaptive max pooling, as torch.nn.functional.adaptive_max_pool2d:
     output cell (i, j) is the max over rows [floor(i*H/OH), ceil((i+1)*H/OH))
-    and the columns likewise. Indices as max_pool2d's."""
+    and the columns likewise. Indices and data_format as max_pool2d's."""
     fn = "adaptive_max_pool2d"
+    data_format, x = _layout_in(data_format, fn, x)
     x = as_float_array(x, "input", ndim=4, fn=fn)
     OH, OW = adaptive_output_size(x.shape, output_size, fn)
     return_indices = check_flag(return_indices, "return_indices", fn)
@@ -87,10 +108,13 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     idx = np.empty(shape, dtype=np.int64) if return_indices else None
     if x.shape[0]:
         _pool.adaptive_max_pool2d(x, y, idx, kernel_threads(x.size))
-    return (y, idx) if return_indices else y
+    y = from_channels_first(y, data_format)
+    return (y, from_channels_first(idx, data_format)) if return_indices else y
 
 
-def _scatter_through_indices(grad_y, indices, input_shape, fn):
+def _scatter_through_indices(grad_y, indices, input_shape, fn, data_format):
+    data_format, grad_y, indices = _layout_in(data_format, fn, grad_y, indices)
+    input_shape = shape_to_channels_first(input_shape, data_format)
     grad_y = as_float_array(grad_y, "grad_y", ndim=4, fn=fn)
     if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
         raise TypeError(f"{fn}: indices must be an int64 numpy.ndarray (as "
@@ -111,10 +135,10 @@ def _scatter_through_indices(grad_y, indices, input_shape, fn):
     gx = np.empty(shape, dtype=grad_y.dtype)
     if shape[0]:
         _pool.max_pool2d_backward(grad_y, indices, gx, kernel_threads(gx.size))
-    return gx
+    return from_channels_first(gx, data_format)
 
 
-def max_pool2d_backward(grad_y, indices, input_shape):
+def max_pool2d_backward(grad_y, indices, input_shape, *, data_format=CHANNELS_FIRST):
     """Gradient of max_pool2d with respect to its input: grad_y scattered
     (added) to the saved argmax positions.
 
@@ -124,23 +148,26 @@ def max_pool2d_backward(grad_y, indices, input_shape):
     indices : int64 ndarray of shape (N, C, OH, OW), from
         max_pool2d(..., return_indices=True)
     input_shape : (N, C, H, W) of the forward's input
+    data_format : keyword-only, the forward's: with "channels_last",
+        grad_y, indices and input_shape are (N, ..., C)
 
     Returns
     -------
     grad_x : ndarray of shape input_shape, dtype of grad_y
     """
     return _scatter_through_indices(grad_y, indices, input_shape,
-                                    "max_pool2d_backward")
+                                    "max_pool2d_backward", data_format)
 
 
-def adaptive_max_pool2d_backward(grad_y, indices, input_shape):
+def adaptive_max_pool2d_backward(grad_y, indices, input_shape, *,
+                                 data_format=CHANNELS_FIRST):
     """Gradient of adaptive_max_pool2d; arguments as max_pool2d_backward."""
     return _scatter_through_indices(grad_y, indices, input_shape,
-                                    "adaptive_max_pool2d_backward")
+                                    "adaptive_max_pool2d_backward", data_format)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True):
+               count_include_pad=True, *, data_format=CHANNELS_FIRST):
     """2-D average pooling, as torch.nn.functional.avg_pool2d.
 
     Parameters
@@ -152,12 +179,15 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     count_include_pad : bool, divide by the window size including padding
         (but never past the padding, for ceil_mode windows), or only by
         the number of input elements in the window
+    data_format : keyword-only, "channels_first" or "channels_last" (x
+        and y (N, H, W, C))
 
     Returns
     -------
     y : ndarray of shape (N, C, OH, OW), dtype of x
     """
     fn = "avg_pool2d"
+    data_format, x = _layout_in(data_format, fn, x)
     x = as_float_array(x, "input", ndim=4, fn=fn)
     spec = _pool_spec(x.shape, kernel_size, stride, padding, 1, ceil_mode, fn)
     count_include_pad = check_flag(count_include_pad, "count_include_pad", fn)
@@ -165,19 +195,22 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     y = np.empty(spec.out_shape, dtype=x.dtype)
     if spec.N:
         _pool.avg_pool2d(x, y, spec.geom, count_include_pad, kernel_threads(x.size))
-    return y
+    return from_channels_first(y, data_format)
 
 
 def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None,
-                        padding=0, ceil_mode=False, count_include_pad=True):
+                        padding=0, ceil_mode=False, count_include_pad=True, *,
+                        data_format=CHANNELS_FIRST):
     """Gradient of avg_pool2d with respect to its input; the pooling
-    arguments must be the forward's.
+    arguments (data_format too) must be the forward's.
 
     Returns
     -------
     grad_x : ndarray of shape input_shape, dtype of grad_y
     """
     fn = "avg_pool2d_backward"
+    data_format, grad_y = _layout_in(data_format, fn, grad_y)
+    input_shape = shape_to_channels_first(input_shape, data_format)
     grad_y = as_float_array(grad_y, "grad_y", ndim=4, fn=fn)
     shape = input_shape_arg(input_shape, grad_y, fn)
     spec = _pool_spec(shape, kernel_size, stride, padding, 1, ceil_mode, fn)
@@ -190,10 +223,10 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None,
     if spec.N:
         _pool.avg_pool2d_backward(grad_y, gx, spec.geom, count_include_pad,
                                   kernel_threads(gx.size))
-    return gx
+    return from_channels_first(gx, data_format)
 
 
-def adaptive_avg_pool2d(x, output_size):
+def adaptive_avg_pool2d(x, output_size, *, data_format=CHANNELS_FIRST):
     """Adaptive average pooling, as torch.nn.functional.adaptive_avg_pool2d:
     output cell (i, j) averages rows [floor(i*H/OH), ceil((i+1)*H/OH)) and
     the columns likewise. output_size 1 is global average pooling.
@@ -202,29 +235,35 @@ def adaptive_avg_pool2d(x, output_size):
     ----------
     x : ndarray of shape (N, C, H, W), float32 or float64
     output_size : int, (OH, OW), or a pair with None keeping that input size
+    data_format : keyword-only, "channels_first" or "channels_last" (x
+        and y (N, H, W, C))
 
     Returns
     -------
     y : ndarray of shape (N, C, OH, OW), dtype of x
     """
     fn = "adaptive_avg_pool2d"
+    data_format, x = _layout_in(data_format, fn, x)
     x = as_float_array(x, "input", ndim=4, fn=fn)
     OH, OW = adaptive_output_size(x.shape, output_size, fn)
     check_allocation(fn, (x.shape[:2] + (OH, OW), x.dtype))
     y = np.empty(x.shape[:2] + (OH, OW), dtype=x.dtype)
     if x.shape[0]:
         _pool.adaptive_avg_pool2d(x, y, kernel_threads(x.size))
-    return y
+    return from_channels_first(y, data_format)
 
 
-def adaptive_avg_pool2d_backward(grad_y, input_shape):
-    """Gradient of adaptive_avg_pool2d; the output size is grad_y's.
+def adaptive_avg_pool2d_backward(grad_y, input_shape, *, data_format=CHANNELS_FIRST):
+    """Gradient of adaptive_avg_pool2d; the output size is grad_y's, the
+    data_format must be the forward's.
 
     Returns
     -------
     grad_x : ndarray of shape input_shape, dtype of grad_y
     """
     fn = "adaptive_avg_pool2d_backward"
+    data_format, grad_y = _layout_in(data_format, fn, grad_y)
+    input_shape = shape_to_channels_first(input_shape, data_format)
     grad_y = as_float_array(grad_y, "grad_y", ndim=4, fn=fn)
     shape = input_shape_arg(input_shape, grad_y, fn)
     if grad_y.shape[2] < 1 or grad_y.shape[3] < 1:
@@ -234,4 +273,4 @@ def adaptive_avg_pool2d_backward(grad_y, input_shape):
     gx = np.empty(shape, dtype=grad_y.dtype)
     if shape[0]:
         _pool.adaptive_avg_pool2d_backward(grad_y, gx, kernel_threads(gx.size))
-    return gx
+    return from_channels_first(gx, data_format)

@@ -23,6 +23,7 @@ and runs these sequences through fused kernels:
 A step falls back to running its modules one by one, exactly as without
 fusion, whenever a precondition does not hold at that call: a module of a
 subclass (LeakyReLU is not ReLU; a user's subclass may change forward),
+a layer with data_format="channels_last" (the fused kernels are NCHW),
 a forward/backward replaced on the instance, an input dtype other than
 the layer's, a BatchNorm whose channel count is not the conv's, or
 summary() recording layers. Which path ran is kept with the forward's
@@ -63,6 +64,7 @@ from convcore.nn.activation import ReLU, ReLU6
 from convcore.nn.conv import Conv2d
 from convcore.nn.linear import Linear
 from convcore.nn.normalization import BatchNorm2d
+from convcore.utils.layout import CHANNELS_FIRST
 
 _enabled = os.environ.get("CONVCORE_FUSION", "1").strip().lower() not in (
     "0", "false", "off", "no")
@@ -102,10 +104,16 @@ def relu_cap(m):
     return None if t is ReLU else 6.0 if t is ReLU6 else False
 
 
+def channels_first(m):
+    """m computes in NCHW (the fused kernels' only layout): a module with no
+    data_format, or data_format channels_first."""
+    return getattr(m, "data_format", CHANNELS_FIRST) == CHANNELS_FIRST
+
+
 def _bn_ok(bn, x):
-    """bn can run fused on x (4-D, its dtype and channel count)."""
+    """bn can run fused on x (4-D NCHW, its dtype and channel count)."""
     w = bn.weight
-    return (x.ndim == 4 and x.shape[1] == bn.num_features
+    return (x.ndim == 4 and channels_first(bn) and x.shape[1] == bn.num_features
             and (w is None or w.data.dtype == x.dtype)
             and (bn.running_mean is None or bn.running_mean.dtype == x.dtype))
 
@@ -157,7 +165,7 @@ class Step:
 
     def __call__(self, x):
         y = None
-        if active() and all(plain(m, type(m)) for m in self.modules):
+        if active() and all(plain(m, type(m)) and channels_first(m) for m in self.modules):
             y = self._fused_forward(x)
         if y is None:
             for m in self.modules:

@@ -4,8 +4,11 @@ import numpy as np
 from convcore import init
 from convcore.functional import conv2d, conv2d_backward
 from convcore.functional._conv_spec import conv_spec
+from convcore.utils.layout import (
+    CHANNELS_FIRST, check_channels, check_data_format, shape_from_channels_first,
+    shape_to_channels_first)
 from convcore.utils.validation import check_int, int_pair
-from convcore.nn._common import layer_dtype
+from convcore.nn._common import data_format_repr, layer_dtype
 from convcore.nn.module import Module
 from convcore.nn.parameter import Parameter
 
@@ -17,13 +20,21 @@ class Conv2d(Module):
     `rng` (Generator, seed or None) draws the initial weights. Set
     `first_layer = True` on the instance to skip the input gradient that a
     network's first layer does not need (backward then returns None).
+
+    `data_format` (keyword-only): "channels_first" (NCHW, default) or
+    "channels_last" (NHWC; aliases "NCHW", "NHWC"). Input, output and
+    input gradient are in that layout; the parameters and state_dict are
+    the same in both, so a state dict moves between them. The kernels are
+    NCHW: a channels-last layer transposes in and out (views, see
+    convcore.utils.layout), with the same results as the NCHW layer.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, algorithm="auto",
-                 dtype=np.float32, *, rng=None):
+                 dtype=np.float32, *, rng=None, data_format=CHANNELS_FIRST):
         super().__init__()
         fn = "Conv2d"
+        self.data_format = check_data_format(data_format, fn)
         self.in_channels = check_int(in_channels, "in_channels", 1, fn)
         self.out_channels = check_int(out_channels, "out_channels", 1, fn)
         self.kernel_size = int_pair(kernel_size, "kernel_size", 1, fn)
@@ -51,12 +62,13 @@ class Conv2d(Module):
     # through Module.__getattr__ (a failed attribute lookup first): they run
     # once per layer and call.
     def forward(self, x):
+        check_channels(x, self.in_channels, self.data_format, "Conv2d")
         params = self._parameters
         b = params.get("bias")
         w = params["weight"]
         y = conv2d(x, w.data, None if b is None else b.data,
                    self.stride, self.padding, self.dilation, self.groups, self.algorithm,
-                   weight_version=w.version)
+                   weight_version=w.version, data_format=self.data_format)
         self._save_for_backward(x)
         return y
 
@@ -68,7 +80,7 @@ class Conv2d(Module):
             grad_y, x, w.data, *self._geometry(), algorithm=self.algorithm,
             bias=b is not None and b.requires_grad,
             input_grad=not self.first_layer, weight_grad=w.requires_grad,
-            weight_version=w.version)
+            weight_version=w.version, data_format=self.data_format)
         w.accumulate_grad(gw)
         if b is not None:
             b.accumulate_grad(gb)
@@ -78,8 +90,10 @@ class Conv2d(Module):
         if len(input_shape) != 4:
             raise ValueError(f"Conv2d: input must be 4-D (N, C, H, W), got shape "
                              f"{tuple(input_shape)}")
-        return conv_spec(input_shape, self.weight.shape, self.weight.dtype,
-                         *self._geometry(), fn="Conv2d").out_shape
+        nchw = shape_to_channels_first(input_shape, self.data_format)
+        spec = conv_spec(nchw, self.weight.shape, self.weight.dtype, *self._geometry(),
+                         fn="Conv2d", data_format=self.data_format)
+        return shape_from_channels_first(spec.out_shape, self.data_format)
 
     def macs(self, input_shape, output_shape):
         kh, kw = self.kernel_size
@@ -96,4 +110,4 @@ class Conv2d(Module):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
-        return s
+        return s + data_format_repr(self)

@@ -2,9 +2,12 @@
 import numpy as np
 
 from convcore import init
+from convcore.utils.layout import (
+    CHANNELS_FIRST, check_data_format, from_channels_first, shape_to_channels_first,
+    to_channels_first)
 from convcore.utils.validation import check_int
 from convcore.functional.linear import linear, linear_backward
-from convcore.nn._common import layer_dtype
+from convcore.nn._common import data_format_repr, layer_dtype
 from convcore.nn.module import Module
 from convcore.nn.parameter import Parameter
 
@@ -60,16 +63,27 @@ class Linear(Module):
 
 
 class Flatten(Module):
-    """Flatten dimensions start_dim..end_dim into one (torch.nn.Flatten)."""
+    """Flatten dimensions start_dim..end_dim into one (torch.nn.Flatten).
 
-    def __init__(self, start_dim=1, end_dim=-1, dtype=np.float32):
+    `data_format` (keyword-only) is the layout of the features it gets.
+    With "channels_last", an input of 3 or more dimensions (N, H, W, C) is
+    flattened in channels-first order, i.e. as (N, C, H, W) would be: the
+    feature vector, and so the next Linear layer's weights, are then the
+    same as in the channels-first (and the PyTorch) network, so one state
+    dict serves both. (Keras flattens in its own channels-last order
+    instead; its Dense weights need permuting to load here.)
+    """
+
+    def __init__(self, start_dim=1, end_dim=-1, dtype=np.float32, *,
+                 data_format=CHANNELS_FIRST):
         super().__init__()
         self.start_dim = int(start_dim)
         self.end_dim = int(end_dim)
+        self.data_format = check_data_format(data_format, "Flatten")
         layer_dtype(dtype, "Flatten")  # no parameters; checked for uniformity
 
     def output_shape(self, input_shape):
-        shape = tuple(input_shape)
+        shape = tuple(shape_to_channels_first(input_shape, self.data_format))
         nd = len(shape)
         s = self.start_dim % nd if nd else 0
         e = self.end_dim % nd if nd else 0
@@ -79,16 +93,18 @@ class Flatten(Module):
         return shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:]
 
     def forward(self, x):
-        y = x.reshape(self.output_shape(x.shape))
+        # channels-last: a copy in channels-first order (reshape of the view)
+        y = to_channels_first(x, self.data_format).reshape(self.output_shape(x.shape))
         self._save_for_backward(x.shape)
         return y
 
     def backward(self, grad_y):
         (shape,) = self._saved()
-        return grad_y.reshape(shape)
+        grad_x = grad_y.reshape(shape_to_channels_first(shape, self.data_format))
+        return from_channels_first(grad_x, self.data_format)
 
     def extra_repr(self):
-        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}" + data_format_repr(self)
 
 
 class Identity(Module):

@@ -4,12 +4,13 @@ The normalising layers cache the input and the (mean, invstd) their
 forward computed, so backward does not recompute statistics."""
 import numpy as np
 
+from convcore.utils.layout import CHANNELS_FIRST, check_channels, check_data_format
 from convcore.utils.validation import check_int
 from convcore.functional.batch_norm import batch_norm, batch_norm_backward
 from convcore.functional.lrn import local_response_norm, local_response_norm_backward
 from convcore.functional.norms import (
     group_norm, group_norm_backward, layer_norm, layer_norm_backward)
-from convcore.nn._common import layer_dtype
+from convcore.nn._common import data_format_repr, layer_dtype
 from convcore.nn.module import Module
 from convcore.nn.parameter import Parameter
 
@@ -42,9 +43,10 @@ class _BatchNorm(_SameShape):
     _ndims = ()
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=np.float32):
+                 track_running_stats=True, dtype=np.float32, *, data_format=CHANNELS_FIRST):
         super().__init__()
         name = type(self).__name__
+        self.data_format = check_data_format(data_format, name)
         self.num_features = check_int(num_features, "num_features", 1, name)
         self.eps = float(eps)
         self.momentum = None if momentum is None else float(momentum)
@@ -91,33 +93,41 @@ class _BatchNorm(_SameShape):
 
     def forward(self, x):
         self._check_input(x)
+        check_channels(x, self.num_features, self.data_format, type(self).__name__)
         use_batch_stats, momentum = self._step_mode()
         y, mean, invstd = batch_norm(
             x, self.running_mean, self.running_var, _data(self.weight), _data(self.bias),
             training=use_batch_stats, momentum=momentum,
-            eps=self.eps, return_stats=True)
+            eps=self.eps, return_stats=True, data_format=self.data_format)
         self._save_for_backward(x, mean, invstd, use_batch_stats)
         return y
 
     def backward(self, grad_y):
         x, mean, invstd, use_batch_stats = self._saved()
         gx, gw, gb = batch_norm_backward(
-            grad_y, x, mean, invstd, _data(self.weight), training=use_batch_stats)
+            grad_y, x, mean, invstd, _data(self.weight), training=use_batch_stats,
+            data_format=self.data_format)
         _accumulate(self, gw, gb)
         return gx
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+                + data_format_repr(self))
 
 
 class BatchNorm1d(_BatchNorm):
-    """Over (N, C) or (N, C, L) inputs."""
+    """Over (N, C) or (N, C, L) inputs ((N, L, C) with
+    data_format="channels_last")."""
     _ndims = (2, 3)
 
 
 class BatchNorm2d(_BatchNorm):
-    """Over (N, C, H, W) inputs."""
+    """Over (N, C, H, W) inputs, or (N, H, W, C) with the keyword-only
+    data_format="channels_last" (alias "NHWC"): input, output and input
+    gradient in that layout, the parameters, buffers and state_dict the
+    same in both. The kernels normalise NCHW: a channels-last layer
+    transposes in and out (views), with the same results."""
     _ndims = (4,)
 
 

@@ -1,34 +1,43 @@
 """MaxPool2d, AvgPool2d, AdaptiveAvgPool2d. Max pooling caches only the
-argmax indices and the input shape, average pooling only the input shape."""
+argmax indices and the input shape, average pooling only the input shape.
+
+Each takes a keyword-only `data_format`: "channels_first" (NCHW, default)
+or "channels_last" (NHWC), the layout of its input, output and input
+gradient; the functional ops transpose a channels-last array in and out
+(the kernels pool NCHW planes), with the same results."""
 import numpy as np
 
 from convcore._runtime.grad_mode import is_grad_enabled
+from convcore.utils.layout import (
+    CHANNELS_FIRST, check_data_format, shape_from_channels_first, shape_to_channels_first)
 from convcore.utils.validation import int_pair, output_size
 from convcore.functional.pooling import (
     adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d, avg_pool2d_backward,
     max_pool2d, max_pool2d_backward)
-from convcore.nn._common import layer_dtype
+from convcore.nn._common import data_format_repr, layer_dtype
 from convcore.nn.module import Module
 
 
-def _pool_out_shape(layer, input_shape, kernel, stride, padding, dilation, ceil_mode):
+def _pool_out_shape(layer, input_shape, kernel, stride, padding, dilation, ceil_mode,
+                    data_format):
     if len(input_shape) != 4:
         raise ValueError(f"{layer}: input must be 4-D (N, C, H, W), got shape "
                          f"{tuple(input_shape)}")
-    n, c, h, w = input_shape
+    n, c, h, w = shape_to_channels_first(input_shape, data_format)
     oh = output_size(h, kernel[0], stride[0], 2 * padding[0], dilation[0], ceil_mode, padding[0])
     ow = output_size(w, kernel[1], stride[1], 2 * padding[1], dilation[1], ceil_mode, padding[1])
     if oh < 1 or ow < 1:
         raise ValueError(f"{layer}: kernel {kernel} does not fit the padded input "
                          f"(input shape {tuple(input_shape)}, padding {padding})")
-    return (n, c, oh, ow)
+    return shape_from_channels_first((n, c, oh, ow), data_format)
 
 
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
-                 ceil_mode=False, dtype=np.float32):
+                 ceil_mode=False, dtype=np.float32, *, data_format=CHANNELS_FIRST):
         super().__init__()
         fn = "MaxPool2d"
+        self.data_format = check_data_format(data_format, fn)
         self.kernel_size = int_pair(kernel_size, "kernel_size", 1, fn)
         self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", 1, fn)
         self.padding = int_pair(padding, "padding", 0, fn)
@@ -44,29 +53,31 @@ class MaxPool2d(Module):
             # kernel finds the same maxima several times faster without them
             # (benchmarks/results/python_overhead.md).
             self._save_for_backward()
-            return max_pool2d(*args)
-        y, indices = max_pool2d(*args, return_indices=True)
+            return max_pool2d(*args, data_format=self.data_format)
+        y, indices = max_pool2d(*args, return_indices=True, data_format=self.data_format)
         self._save_for_backward(indices, x.shape)
         return y
 
     def backward(self, grad_y):
         indices, shape = self._saved()
-        return max_pool2d_backward(grad_y, indices, shape)
+        return max_pool2d_backward(grad_y, indices, shape, data_format=self.data_format)
 
     def output_shape(self, input_shape):
         return _pool_out_shape("MaxPool2d", input_shape, self.kernel_size, self.stride,
-                               self.padding, self.dilation, self.ceil_mode)
+                               self.padding, self.dilation, self.ceil_mode, self.data_format)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+                f"padding={self.padding}, dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+                + data_format_repr(self))
 
 
 class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
-                 count_include_pad=True, dtype=np.float32):
+                 count_include_pad=True, dtype=np.float32, *, data_format=CHANNELS_FIRST):
         super().__init__()
         fn = "AvgPool2d"
+        self.data_format = check_data_format(data_format, fn)
         self.kernel_size = int_pair(kernel_size, "kernel_size", 1, fn)
         self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", 1, fn)
         self.padding = int_pair(padding, "padding", 0, fn)
@@ -79,28 +90,29 @@ class AvgPool2d(Module):
                 self.count_include_pad)
 
     def forward(self, x):
-        y = avg_pool2d(x, *self._args())
+        y = avg_pool2d(x, *self._args(), data_format=self.data_format)
         self._save_for_backward(x.shape)
         return y
 
     def backward(self, grad_y):
         (shape,) = self._saved()
-        return avg_pool2d_backward(grad_y, shape, *self._args())
+        return avg_pool2d_backward(grad_y, shape, *self._args(), data_format=self.data_format)
 
     def output_shape(self, input_shape):
         return _pool_out_shape("AvgPool2d", input_shape, self.kernel_size, self.stride,
-                               self.padding, (1, 1), self.ceil_mode)
+                               self.padding, (1, 1), self.ceil_mode, self.data_format)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}")
+                f"padding={self.padding}" + data_format_repr(self))
 
 
 class AdaptiveAvgPool2d(Module):
     """output_size: int, (h, w), with None keeping that input dimension."""
 
-    def __init__(self, output_size, dtype=np.float32):
+    def __init__(self, output_size, dtype=np.float32, *, data_format=CHANNELS_FIRST):
         super().__init__()
+        self.data_format = check_data_format(data_format, "AdaptiveAvgPool2d")
         if isinstance(output_size, (tuple, list)):
             if len(output_size) != 2:
                 raise ValueError(f"AdaptiveAvgPool2d: output_size must be an int or "
@@ -111,22 +123,26 @@ class AdaptiveAvgPool2d(Module):
         layer_dtype(dtype, "AdaptiveAvgPool2d")
 
     def _resolved(self, input_shape):
-        return tuple(i if o is None else o for o, i in zip(self.output_size, input_shape[2:]))
+        hw = shape_to_channels_first(input_shape, self.data_format)[2:]
+        return tuple(i if o is None else o for o, i in zip(self.output_size, hw))
 
     def forward(self, x):
-        y = adaptive_avg_pool2d(x, self._resolved(x.shape))
+        y = adaptive_avg_pool2d(x, self._resolved(x.shape), data_format=self.data_format)
         self._save_for_backward(x.shape)
         return y
 
     def backward(self, grad_y):
         (shape,) = self._saved()
-        return adaptive_avg_pool2d_backward(grad_y, shape)
+        return adaptive_avg_pool2d_backward(grad_y, shape, data_format=self.data_format)
 
     def output_shape(self, input_shape):
         if len(input_shape) != 4:
             raise ValueError(f"AdaptiveAvgPool2d: input must be 4-D, got shape "
                              f"{tuple(input_shape)}")
-        return tuple(input_shape[:2]) + self._resolved(input_shape)
+        nchw = shape_to_channels_first(input_shape, self.data_format)
+        return shape_from_channels_first(tuple(nchw[:2]) + self._resolved(input_shape),
+                                         self.data_format)
 
     def extra_repr(self):
-        return f"output_size={self.output_size}"
+        return f"output_size={self.output_size}" + data_format_repr(self)
+

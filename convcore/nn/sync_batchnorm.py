@@ -23,6 +23,7 @@ from convcore._runtime import mpi as _mpi
 from convcore.functional import batch_norm, batch_norm_backward
 from convcore.nn.module import Module
 from convcore.nn.normalization import _accumulate, _BatchNorm, _data
+from convcore.utils.layout import CHANNELS_FIRST
 
 
 class SyncBatchNorm(_BatchNorm):
@@ -33,6 +34,11 @@ class SyncBatchNorm(_BatchNorm):
 
     def forward(self, x):
         self._check_input(x)
+        if self.data_format != CHANNELS_FIRST:
+            # The synced statistics reduce over dim 1; a channels-last
+            # variant is not written yet.
+            raise ValueError(f"SyncBatchNorm: data_format={self.data_format!r} is not "
+                             "supported; use channels_first (NCHW) inputs")
         shape = x.shape
         if x.ndim == 5:  # (N, C, D, H, W): the kernels take up to 4-D
             x = x.reshape(shape[0], shape[1], -1)
