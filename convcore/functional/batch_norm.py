@@ -87,15 +87,15 @@ def _running_stat(v, name, x, training, fn):
 
 def _layout_in(x, channel_vectors, data_format, fn):
     """(canonical data_format, x as a channels-first view), after checking
-    x's layout against the first (C,) array given, so that a channels-last
+    x's layout against the (C,) arrays given, so that a channels-last
     image given as channels-first (or the reverse) is named as such rather
     than reported as a shape mismatch."""
     if data_format is not CHANNELS_FIRST:
         data_format = check_data_format(data_format, fn)
-    for v in channel_vectors:
-        if isinstance(v, np.ndarray) and v.ndim == 1:
-            refuse_other_layout(x, v.shape[0], data_format, fn)
-            break
+    lengths = {v.shape[0] for v in channel_vectors
+               if isinstance(v, np.ndarray) and v.ndim == 1}
+    if len(lengths) == 1:  # vectors that disagree are reported as such below
+        refuse_other_layout(x, lengths.pop(), data_format, fn)
     return data_format, to_channels_first(x, data_format)
 
 

@@ -5,7 +5,7 @@ from convcore import init
 from convcore.functional import conv2d, conv2d_backward
 from convcore.functional._conv_spec import conv_spec
 from convcore.utils.layout import (
-    CHANNELS_FIRST, check_channels, check_data_format, shape_from_channels_first,
+    CHANNELS_FIRST, check_data_format, refuse_other_layout, shape_from_channels_first,
     shape_to_channels_first)
 from convcore.utils.validation import check_int, int_pair
 from convcore.nn._common import data_format_repr, layer_dtype
@@ -62,7 +62,7 @@ class Conv2d(Module):
     # through Module.__getattr__ (a failed attribute lookup first): they run
     # once per layer and call.
     def forward(self, x):
-        check_channels(x, self.in_channels, self.data_format, "Conv2d")
+        refuse_other_layout(x, self.in_channels, self.data_format, "Conv2d")
         params = self._parameters
         b = params.get("bias")
         w = params["weight"]

@@ -4,7 +4,7 @@ The normalising layers cache the input and the (mean, invstd) their
 forward computed, so backward does not recompute statistics."""
 import numpy as np
 
-from convcore.utils.layout import CHANNELS_FIRST, check_channels, check_data_format
+from convcore.utils.layout import CHANNELS_FIRST, check_data_format, refuse_other_layout
 from convcore.utils.validation import check_int
 from convcore.functional.batch_norm import batch_norm, batch_norm_backward
 from convcore.functional.lrn import local_response_norm, local_response_norm_backward
@@ -93,7 +93,7 @@ class _BatchNorm(_SameShape):
 
     def forward(self, x):
         self._check_input(x)
-        check_channels(x, self.num_features, self.data_format, type(self).__name__)
+        refuse_other_layout(x, self.num_features, self.data_format, type(self).__name__)
         use_batch_stats, momentum = self._step_mode()
         y, mean, invstd = batch_norm(
             x, self.running_mean, self.running_var, _data(self.weight), _data(self.bias),

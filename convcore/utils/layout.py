@@ -103,14 +103,6 @@ def channels_error(fn, channels, shape, data_format):
                       f"shape {shape}{layout_hint(shape, channels, data_format)}")
 
 
-def check_channels(x, channels, data_format, fn):
-    """Raise channels_error when x (an array of ndim >= 2; anything else is
-    left to the op's own checks) has not `channels` channels."""
-    shape = getattr(x, "shape", None)
-    if shape is not None and len(shape) >= 2 and shape[channel_axis(data_format)] != channels:
-        raise channels_error(fn, channels, shape, data_format)
-
-
 def refuse_other_layout(x, channels, data_format, fn):
     """Raise channels_error only when x has not `channels` channels where
     `data_format` puts them but has them where the other layout does;
