@@ -11,6 +11,9 @@ import numpy as np
 
 from convcore.data._files import find_file, read_bytes
 from convcore.data.dataset import ArrayDataset
+from convcore.utils.layout import (
+    CHANNELS_FIRST, check_data_format, from_channels_first, shape_from_channels_first,
+    to_channels_first)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -22,10 +25,13 @@ _SUBDIRS = ("", "cifar-10-batches-bin")
 _MAX_FILE_BYTES = 1 << 28  # a real batch is 30,730,000 bytes; refuse gzip bombs
 
 
-def read_cifar_batch(path, num_classes=10):
-    """(images uint8 (N, 3, 32, 32), labels uint8 (N,)) from one binary batch.
-    The file length must be a positive multiple of 3,073 bytes and every
-    label below `num_classes`; otherwise ValueError naming the file."""
+def read_cifar_batch(path, num_classes=10, data_format=CHANNELS_FIRST):
+    """(images uint8 (N, 3, 32, 32), labels uint8 (N,)) from one binary batch;
+    images (N, 32, 32, 3) (C-contiguous) with data_format="channels_last",
+    as image libraries take them. The file length must be a positive
+    multiple of 3,073 bytes and every label below `num_classes`; otherwise
+    ValueError naming the file."""
+    data_format = check_data_format(data_format, "read_cifar_batch")
     path = os.fspath(path)
     raw = read_bytes(path, limit=_MAX_FILE_BYTES)
     if len(raw) > _MAX_FILE_BYTES:
@@ -40,8 +46,8 @@ def read_cifar_batch(path, num_classes=10):
         bad = int(np.flatnonzero(labels >= num_classes)[0])
         raise ValueError(f"{path}: record {bad} has label {int(labels[bad])}, outside "
                          f"[0, {num_classes}); not a CIFAR-10 binary batch")
-    images = records[:, 1:].reshape(-1, *IMAGE_SHAPE).copy()
-    return images, labels
+    images = records[:, 1:].reshape(-1, *IMAGE_SHAPE)
+    return np.ascontiguousarray(from_channels_first(images, data_format)), labels
 
 
 def _read_class_names(directory):
@@ -84,13 +90,20 @@ def load_cifar10(data_dir):
     return to_dataset(train_paths, "cifar10-train"), to_dataset([test_path], "cifar10-test")
 
 
-def write_cifar_batch(path, images, labels):
-    """Write uint8 images (N, 3, 32, 32) and labels (N,) as one binary batch
-    (the inverse of read_cifar_batch; for fixtures and exports)."""
-    images = np.asarray(images, np.uint8).reshape(len(labels), -1)
-    if images.shape[1] != RECORD_BYTES - 1:
-        raise ValueError(f"write_cifar_batch: each image needs {RECORD_BYTES - 1} bytes, "
-                         f"got {images.shape[1]}")
+def write_cifar_batch(path, images, labels, data_format=CHANNELS_FIRST):
+    """Write uint8 images (N, 3, 32, 32), or (N, 32, 32, 3) with
+    data_format="channels_last", and labels (N,) as one binary batch (the
+    inverse of read_cifar_batch; for fixtures and exports). Images of any
+    other shape are refused: the file stores colour planes, so images of
+    the other layout would be written scrambled."""
+    fn = "write_cifar_batch"
+    data_format = check_data_format(data_format, fn)
+    images = np.asarray(images, np.uint8)
+    expected = shape_from_channels_first((len(labels),) + IMAGE_SHAPE, data_format)
+    if images.shape != expected:
+        raise ValueError(f"{fn}: images must have shape {expected} for {len(labels)} "
+                         f"labels and data_format={data_format!r}, got {images.shape}")
+    images = to_channels_first(images, data_format).reshape(len(labels), -1)
     records = np.concatenate([np.asarray(labels, np.uint8)[:, None], images], axis=1)
     with open(os.fspath(path), "wb") as f:
         f.write(records.tobytes())

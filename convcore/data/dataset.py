@@ -3,10 +3,19 @@
 Every reader in convcore.data returns these; the loader and the training
 loop read them and never write into them (the arrays are flagged
 read-only, so an accidental in-place write raises instead of silently
-corrupting the training set)."""
-from dataclasses import dataclass, field
+corrupting the training set).
+
+Images are held channels-first (N, C, H, W), the layout every transform
+and the loader work in. Channels-last images (N, H, W, C), as image
+libraries and Keras data sets have them, are converted when the caller
+says so (data_format="channels_last") and refused when evident but not
+said, rather than read with H as the channels (see ArrayDataset)."""
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
+
+from convcore.utils.layout import (
+    CHANNELS_FIRST, CHANNELS_LAST, check_data_format, looks_channels_last, to_channels_first)
 
 
 # eq=False: field-wise == on arrays is ambiguous; datasets compare by identity.
@@ -18,19 +27,30 @@ class ArrayDataset:
     labels : ndarray of shape (N,), int64 in [0, len(classes)) (read-only)
     classes : tuple of str, the class names, index = label
     name : str, for messages and reports
+    data_format : the layout of the `images` given (init only; the data set
+        always holds them channels-first):
+        None (default): channels-first, except that images evidently
+            channels-last (last dim 1, 3 or 4 and dim 1 not; see
+            convcore.utils.layout.looks_channels_last) are refused with a
+            ValueError saying to pass data_format;
+        "channels_first" ("NCHW"): taken as (N, C, H, W), unchecked;
+        "channels_last" ("NHWC"): (N, H, W, C), converted to channels-first
+            (a copy; the caller's array is untouched).
     """
     images: np.ndarray
     labels: np.ndarray
     classes: tuple
     name: str = "dataset"
     meta: dict = field(default_factory=dict, compare=False, repr=False)
+    data_format: InitVar[str] = None
 
-    def __post_init__(self):
+    def __post_init__(self, data_format):
         images, labels = self.images, self.labels
         if not isinstance(images, np.ndarray) or images.ndim != 4:
             raise ValueError(
                 f"ArrayDataset({self.name}): images must be a 4-D (N, C, H, W) ndarray, "
                 f"got {getattr(images, 'shape', type(images).__name__)}")
+        images = self._channels_first(images, data_format)
         if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
             raise ValueError(
                 f"ArrayDataset({self.name}): labels must be a 1-D integer ndarray, got "
@@ -69,11 +89,26 @@ class ArrayDataset:
         """A new ArrayDataset of the given rows (copies them)."""
         indices = np.asarray(indices)
         return ArrayDataset(self.images[indices], self.labels[indices], self.classes,
-                            name or self.name, dict(self.meta))
+                            name or self.name, dict(self.meta), data_format=CHANNELS_FIRST)
 
     def class_counts(self):
         """Number of samples per class, shape (num_classes,), int64."""
         return np.bincount(self.labels, minlength=self.num_classes).astype(np.int64)
+
+    def _channels_first(self, images, data_format):
+        """The images as (N, C, H, W), from the layout data_format names."""
+        fn = f"ArrayDataset({self.name})"
+        if data_format is None:
+            if looks_channels_last(images.shape):
+                raise ValueError(
+                    f"{fn}: images of shape {images.shape} look channels-last (N, H, W, C) "
+                    f"with {images.shape[-1]} channels, but are held as (N, C, H, W); "
+                    "pass data_format='channels_last' to convert them, or "
+                    "data_format='channels_first' if dim 1 really is the channels")
+            return images
+        if check_data_format(data_format, fn) == CHANNELS_LAST:
+            return np.ascontiguousarray(to_channels_first(images, CHANNELS_LAST))
+        return images
 
     def __repr__(self):
         return (f"ArrayDataset(name={self.name!r}, images={self.images.shape} "

@@ -17,6 +17,7 @@ import threading
 import numpy as np
 
 from convcore.data.dataset import ArrayDataset
+from convcore.utils.layout import CHANNELS_FIRST, check_data_format, from_channels_first
 from convcore.utils.validation import check_int
 
 _SHUFFLE, _AUGMENT = 0, 1  # spawn_key streams of one seed
@@ -39,13 +40,21 @@ class DataLoader:
         an object with __iter__ (row indices), __len__ and optionally
         set_epoch(e), such as convcore.distributed.DistributedSampler
         (each rank its own shard)
+    data_format : keyword-only, the layout of the image batches yielded:
+        "channels_first" (N, C, H, W, default) or "channels_last"
+        (N, H, W, C), for a model built with data_format="channels_last".
+        The data set's images are channels-first (ArrayDataset converts
+        channels-last ones), and transforms run on them before the
+        batch is transposed (a view, as the layers' outputs are).
 
     Yields (images, labels int64) per batch.
     """
 
     def __init__(self, dataset, batch_size=64, shuffle=False, seed=None, drop_last=False,
-                 transform=None, dtype=None, prefetch=0, sampler=None):
+                 transform=None, dtype=None, prefetch=0, sampler=None, *,
+                 data_format=CHANNELS_FIRST):
         fn = "DataLoader"
+        self.data_format = check_data_format(data_format, fn)
         if isinstance(dataset, ArrayDataset):
             images, labels = dataset.images, dataset.labels
         elif isinstance(dataset, (tuple, list)) and len(dataset) == 2:
@@ -124,7 +133,7 @@ class DataLoader:
             x = x.astype(self.dtype)
         if self.transform is not None:
             x = self.transform(x, self._rng(epoch, _AUGMENT, index))
-        return x, self.labels[rows].astype(np.int64)
+        return from_channels_first(x, self.data_format), self.labels[rows].astype(np.int64)
 
     def _batches(self, epoch):
         order = self.order(epoch)

@@ -60,7 +60,8 @@ def shard_loader(loader, fn):
     sharded = DataLoader((loader.images, loader.labels), loader.batch_size,
                          seed=int(seed[0]), drop_last=loader.drop_last,
                          transform=loader.transform, dtype=loader.dtype,
-                         prefetch=loader.prefetch, sampler=sampler)
+                         prefetch=loader.prefetch, sampler=sampler,
+                         data_format=loader.data_format)
     sharded.set_epoch(loader.epoch)
     return sharded
 
@@ -82,7 +83,7 @@ def evaluate_sharded(model, loader, loss, evaluate):
     if hi > lo:
         shard = DataLoader((loader.images, loader.labels), loader.batch_size,
                            transform=loader.transform, dtype=loader.dtype,
-                           sampler=np.arange(lo, hi))
+                           sampler=np.arange(lo, hi), data_format=loader.data_format)
         res = evaluate(model, shard, loss)
         cm = res.metrics.confusion
         local_classes = cm.shape[0]

@@ -110,3 +110,15 @@ def refuse_other_layout(x, channels, data_format, fn):
     shape = getattr(x, "shape", None)
     if shape is not None and layout_hint(shape, channels, data_format):
         raise channels_error(fn, channels, shape, data_format)
+
+
+# Channel counts of ordinary images: grey, RGB, RGBA.
+IMAGE_CHANNELS = (1, 3, 4)
+
+
+def looks_channels_last(shape):
+    """Whether a 4-D image batch of `shape` is evidently (N, H, W, C): its
+    last dim is an image's channel count (1, 3 or 4) and its dim 1 is
+    not. Anything else (e.g. (N, 3, 32, 3)) is taken as laid out as told."""
+    return (len(shape) == 4 and shape[-1] in IMAGE_CHANNELS
+            and shape[1] not in IMAGE_CHANNELS)
