@@ -30,7 +30,7 @@ class ArrayDataset:
     data_format : the layout of the `images` given (init only; the data set
         always holds them channels-first):
         None (default): channels-first, except that images evidently
-            channels-last (last dim 1, 3 or 4 and dim 1 not; see
+            channels-last (last dim 1, 3 or 4, dims 1 and 2 over 4; see
             convcore.utils.layout.looks_channels_last) are refused with a
             ValueError saying to pass data_format;
         "channels_first" ("NCHW"): taken as (N, C, H, W), unchecked;

@@ -118,7 +118,9 @@ IMAGE_CHANNELS = (1, 3, 4)
 
 def looks_channels_last(shape):
     """Whether a 4-D image batch of `shape` is evidently (N, H, W, C): its
-    last dim is an image's channel count (1, 3 or 4) and its dim 1 is
-    not. Anything else (e.g. (N, 3, 32, 3)) is taken as laid out as told."""
+    last dim is an image's channel count (1, 3 or 4) and dims 1 and 2 both
+    exceed 4, so that read as (N, C, H, W) it would be images of 5 or more
+    channels only 1 to 4 pixels wide. Small or otherwise ambiguous shapes
+    ((N, 3, 32, 3), (N, 2, 3, 4)) are taken as laid out as told."""
     return (len(shape) == 4 and shape[-1] in IMAGE_CHANNELS
-            and shape[1] not in IMAGE_CHANNELS)
+            and shape[1] > max(IMAGE_CHANNELS) and shape[2] > max(IMAGE_CHANNELS))
