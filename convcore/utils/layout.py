@@ -4,7 +4,7 @@ channels-last (NHWC, Keras' and TensorFlow's default).
 The kernels compute in NCHW only. An op or layer given
 `data_format="channels_last"` moves the channel axis to dim 1 on the way
 in and back to the end on the way out; both moves are transposed views
-(np.moveaxis), so the one copy is the contiguous NCHW copy the op makes of
+(ndarray.transpose), so the one copy is the contiguous NCHW copy the op makes of
 a non-contiguous input, and a chain of channels-last layers passes its
 arrays along without copying them again. The output therefore has NHWC
 shape but not NHWC memory order: np.ascontiguousarray makes it so when
@@ -15,7 +15,6 @@ The names are Keras' ("channels_first", "channels_last"); PyTorch-style
 
 CHANNELS_FIRST = "channels_first"
 CHANNELS_LAST = "channels_last"
-DATA_FORMATS = (CHANNELS_FIRST, CHANNELS_LAST)
 
 _ALIASES = {"channels_first": CHANNELS_FIRST, "nchw": CHANNELS_FIRST,
             "channels_last": CHANNELS_LAST, "nhwc": CHANNELS_LAST}
@@ -108,7 +107,10 @@ def refuse_other_layout(x, channels, data_format, fn):
     `data_format` puts them but has them where the other layout does;
     any other mismatch is left to the op's own, more specific, checks."""
     shape = getattr(x, "shape", None)
-    if shape is not None and layout_hint(shape, channels, data_format):
+    # Layers call this on every forward: the usual, matching, case first.
+    if shape is None or len(shape) < 3 or shape[channel_axis(data_format)] == channels:
+        return
+    if layout_hint(shape, channels, data_format):
         raise channels_error(fn, channels, shape, data_format)
 
 
