@@ -20,6 +20,8 @@ API = {
                              "all_reduce", "broadcast", "all_gather", "DistributedDataParallel",
                              "DistributedSampler"],
     "convcore.cli": ["main", "build_parser"],
+    "convcore.utils.layout": ["CHANNELS_FIRST", "CHANNELS_LAST", "check_data_format",
+                              "looks_channels_last"],
     # moved modules, at their old paths
     "convcore.training": ["fit", "evaluate", "predict", "train_epoch", "cross_validate",
                           "EarlyStopping", "ModelCheckpoint", "LambdaCallback", "Callback",

@@ -355,3 +355,33 @@ def test_channels_last_no_grad_and_non_contiguous(rng):
         y2 = conv(np.ascontiguousarray(strided))
     np.testing.assert_array_equal(y, y2)
     assert y.shape == (2, 6, 5, 3)
+
+
+def _block(data_format, dt=np.float64):
+    f = dict(data_format=data_format, dtype=dt)
+    body = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, rng=11, **f), nn.BatchNorm2d(3, **f),
+                         nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1, rng=12, **f),
+                         nn.BatchNorm2d(3, **f))
+    axis = 1 if data_format == "channels_first" else -1
+    return nn.Sequential(nn.Residual(body), nn.ReLU(),
+                         nn.Concat(nn.Conv2d(3, 2, 1, rng=13, **f), nn.Identity(), axis=axis))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_residual_and_concat_blocks_channels_last(train, rng):
+    """The containers' fused paths (residual sum + ReLU with the body's
+    last batch norm) run only for channels-first layers; a channels-last
+    block gives the same results through the layers one by one."""
+    first, last = _block("channels_first"), _block("channels_last")
+    last.load_state_dict(first.state_dict())
+    first.train(train)
+    last.train(train)
+    x = rng.standard_normal((2, 3, 5, 4))
+    y = first(x)
+    np.testing.assert_allclose(last(np.ascontiguousarray(nhwc(x))), nhwc(y), rtol=1e-10,
+                               atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(last.backward(np.ascontiguousarray(nhwc(g))),
+                               nhwc(first.backward(g)), rtol=1e-9, atol=1e-11)
+    for p, q in zip(first.parameters(), last.parameters()):
+        np.testing.assert_allclose(q.grad, p.grad, rtol=1e-9, atol=1e-11)
