@@ -58,7 +58,7 @@ from convcore.functional import (batch_norm_relu, batch_norm_relu_backward,
                                  bias_relu_, bias_relu_backward, conv2d,
                                  conv2d_backward, fold_batch_norm, relu_,
                                  relu_backward, relu_backward_)
-from convcore.nn import _summary
+from convcore.nn import _summary, hooks
 from convcore.nn.activation import ReLU, ReLU6
 from convcore.nn.conv import Conv2d
 from convcore.nn.linear import Linear
@@ -182,6 +182,8 @@ class Step:
                     break
                 grad_y = m.backward(grad_y)
             return grad_y
+        for m in self.modules:   # a hook added since forward would be skipped
+            hooks.unchanged_since_forward(m, type(self).__name__)
         return self._fused_backward(cache, grad_y, owned)
 
 
