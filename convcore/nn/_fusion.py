@@ -58,7 +58,7 @@ from convcore.functional import (batch_norm_relu, batch_norm_relu_backward,
                                  bias_relu_, bias_relu_backward, conv2d,
                                  conv2d_backward, fold_batch_norm, relu_,
                                  relu_backward, relu_backward_)
-from convcore.nn import _summary, hooks
+from convcore.nn import _reuse, _summary, hooks
 from convcore.nn.activation import ReLU, ReLU6
 from convcore.nn.conv import Conv2d
 from convcore.nn.linear import Linear
@@ -158,7 +158,10 @@ class Step:
     def __call__(self, x):
         y = None
         if active() and all(plain(m, type(m)) for m in self.modules):
+            current = _reuse.before_fused(self.modules)   # one instance, one place
             y = self._fused_forward(x)
+            if y is not None:
+                _reuse.after_fused(self.modules, current)
         if y is None:
             for m in self.modules:
                 x = m(x)
@@ -401,7 +404,9 @@ class ResidualThenReLU(Step):
         if not (plain(self.relu, ReLU) and "forward" not in self.res.__dict__
                 and "backward" not in self.res.__dict__):
             return super().__call__(x)   # runs the two modules one by one
+        current = _reuse.before_fused(self.modules)
         y = self.res.forward_relu(x, self.relu)
+        _reuse.after_fused(self.modules, current)
         self._cache = ("fused",) if is_grad_enabled() else None
         return y
 

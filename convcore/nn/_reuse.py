@@ -19,13 +19,17 @@ Concat its branches in order), so reuse is refused instead:
   allowed and the output is right; only that instance's backward is
   refused, until the instance runs again in a new pass.
 
-Fused steps (convcore.nn._fusion) that do not call a module keep their own
-saved state per step, so a module shared by two fused steps (one ReLU after
-two convolutions) is never run twice and its gradients are right.
+Fused steps (convcore.nn._fusion) do the work of modules without calling
+them; they apply the same rule (before_fused/after_fused), so whether a
+network is accepted never depends on fusion. (The one exception: the
+ReLU and last BatchNorm2d a ResNet block fuses with its sum, which keep
+nothing of their own there.) A pass is tracked from `module(x)`; calling
+`model.forward(x)` directly makes each child call its own pass.
 """
 import itertools
 import threading
 
+from convcore._runtime.grad_mode import is_grad_enabled
 from convcore.nn import hooks
 
 _local = threading.local()
@@ -43,18 +47,43 @@ def run(module, args, kwargs):
         current = state["pass"]
     else:
         current = state["pass"] = next(_pass_ids)
-    d = module.__dict__
-    if d.get(_MARK) == current:
-        _second_call(module)
-    elif hooks.REFUSED in d:   # first call of a new pass: backward allowed again
-        del d[hooks.REFUSED]
-        hooks.refresh(module)
-    d[_MARK] = current
+    _check(module, current)
+    module.__dict__[_MARK] = current
     state["depth"] = depth + 1
     try:
         return module.forward(*args, **kwargs)
     finally:
         state["depth"] = depth
+
+
+def before_fused(modules):
+    """A fused step is about to do the work of `modules` without calling
+    them: apply the rule to each. Returns the pass for after_fused (None
+    outside a pass or under no_grad: nothing to track)."""
+    state = _local.__dict__
+    if not state.get("depth") or not is_grad_enabled():
+        return None
+    current = state["pass"]
+    for m in modules:
+        _check(m, current)
+    return current
+
+
+def after_fused(modules, current):
+    """The fused step ran: `modules` ran in pass `current`. (Marked after,
+    not before: the step may call one of them itself.)"""
+    if current is not None:
+        for m in modules:
+            m.__dict__[_MARK] = current
+
+
+def _check(module, current):
+    d = module.__dict__
+    if d.get(_MARK) == current:
+        _second_call(module)
+    elif hooks.REFUSED in d:   # first run in a new pass: backward allowed again
+        del d[hooks.REFUSED]
+        hooks.refresh(module)
 
 
 def _second_call(module):
