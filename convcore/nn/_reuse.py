@@ -32,38 +32,49 @@ import threading
 from convcore._runtime.grad_mode import is_grad_enabled
 from convcore.nn import hooks
 
-_local = threading.local()
+class _PassState(threading.local):
+    """This thread's pass: the number of module calls running (depth) and
+    the current pass number."""
+    depth = 0
+    current = 0
+
+
+_local = _PassState()
 # Process-wide, so that two threads' passes never share a number.
 _pass_ids = itertools.count(1)
 _MARK = "_forward_pass"
+_REFUSED = hooks.REFUSED
 
 
 def run(module, args, kwargs):
     """module.forward(*args, **kwargs) as part of the current pass (a new
     one if no pass is running on this thread), applying the rule."""
-    state = _local.__dict__
-    depth = state.get("depth", 0)
+    # Runs once per module call: attribute reads on the thread-local and
+    # one dict read for the common case (first run in this pass).
+    state = _local
+    depth = state.depth
     if depth:
-        current = state["pass"]
+        current = state.current
     else:
-        current = state["pass"] = next(_pass_ids)
-    _check(module, current)
-    module.__dict__[_MARK] = current
-    state["depth"] = depth + 1
+        current = state.current = next(_pass_ids)
+    d = module.__dict__
+    if d.get(_MARK) == current or _REFUSED in d:
+        _check(module, current)
+    d[_MARK] = current
+    state.depth = depth + 1
     try:
         return module.forward(*args, **kwargs)
     finally:
-        state["depth"] = depth
+        state.depth = depth
 
 
 def before_fused(modules):
     """A fused step is about to do the work of `modules` without calling
     them: apply the rule to each. Returns the pass for after_fused (None
     outside a pass or under no_grad: nothing to track)."""
-    state = _local.__dict__
-    if not state.get("depth") or not is_grad_enabled():
+    if not _local.depth or not is_grad_enabled():
         return None
-    current = state["pass"]
+    current = _local.current
     for m in modules:
         _check(m, current)
     return current
@@ -81,8 +92,8 @@ def _check(module, current):
     d = module.__dict__
     if d.get(_MARK) == current:
         _second_call(module)
-    elif hooks.REFUSED in d:   # first run in a new pass: backward allowed again
-        del d[hooks.REFUSED]
+    elif _REFUSED in d:   # first run in a new pass: backward allowed again
+        del d[_REFUSED]
         hooks.refresh(module)
 
 
