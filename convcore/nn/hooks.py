@@ -16,6 +16,11 @@ only modules whose forward/backward are the class's), so no hook is
 skipped by fusion. Removing the last hook removes the attributes, and
 fusion comes back.
 
+Two differences from torch, both from having no autograd: a hook that
+changes the input or the output is not differentiated (backward is the
+layer's own; a full backward hook may adjust grad_input to match), and
+hooks also fire when `forward`/`backward` are called directly.
+
 The same instance `backward` carries the reuse rule's refusal (a module
 run twice in one eval-mode forward, see convcore.nn._reuse): its backward
 raises, naming the cause.
@@ -34,6 +39,12 @@ REFUSED = "_backward_refused"
 # A forward/backward the user had put on the instance before any hook:
 # the wrappers call it instead of the class's.
 _USER = {"forward": "_user_forward", "backward": "_user_backward"}
+
+# Everything this module puts in an instance __dict__ (a copy of a module's
+# attributes into a new module, as convert_sync_batchnorm makes, leaves
+# them out: the wrappers are bound to the old module; torch drops hooks there too).
+INSTANCE_KEYS = frozenset({"forward", "backward", PRE, FORWARD, BACKWARD, REFUSED}
+                          | set(_USER.values()))
 
 _ids = itertools.count()
 

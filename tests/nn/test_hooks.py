@@ -200,3 +200,46 @@ def test_hooked_module_copies_and_gradchecks(rng):
     lin.register_forward_hook(lambda m, a, out: 2 * out)
     with pytest.raises(GradcheckError, match="input 0 at"):
         gradcheck(lin, x)
+
+
+def test_convert_sync_batchnorm_drops_hooks_bound_to_the_old_module(rng):
+    bn = nn.BatchNorm2d(2, dtype=np.float64)
+    bn.register_forward_hook(lambda m, a, out: 0 * out)
+    sync = nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(bn))[0]
+    assert "forward" not in sync.__dict__   # as torch: a new module, no hooks
+    x = rng.standard_normal((3, 2, 2, 2))
+    assert np.abs(sync(x)).sum() > 0
+
+
+def test_hooks_receive_what_torch_hooks_receive(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((4, 3))
+    g = rng.standard_normal((4, 2))
+    ours = nn.Linear(3, 2, dtype=np.float64, rng=0)
+    theirs = torch.nn.Linear(3, 2).double()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(ours.weight.data))
+        theirs.bias.copy_(torch.from_numpy(ours.bias.data))
+    got = {}
+    for tag, m, conv in (("ours", ours, np.asarray),
+                         ("torch", theirs, lambda t: t.detach().numpy())):
+        m.register_forward_pre_hook(lambda m, a, tag=tag: (2 * a[0],))
+        m.register_forward_hook(
+            lambda m, a, o, tag=tag, conv=conv: got.update({tag + "out": conv(o)}) or o - 1)
+        m.register_full_backward_hook(
+            lambda m, gi, go, tag=tag, conv=conv: got.update(
+                {tag + "gi": conv(gi[0]), tag + "go": conv(go[0])}) or (gi[0] * 3,))
+    y = ours(x)
+    gx = ours.backward(g)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = theirs(tx)
+    ty.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12)
+    # what the backward hook made of grad_input is what backward returns ...
+    np.testing.assert_allclose(gx, 3 * got["torchgi"], rtol=1e-12)
+    # ... but, without autograd, the pre-hook's doubling is not differentiated:
+    # torch's input gradient goes on through it (documented difference)
+    np.testing.assert_allclose(2 * gx, tx.grad.numpy(), rtol=1e-12)
+    for key in ("out", "gi", "go"):
+        np.testing.assert_allclose(got["ours" + key], got["torch" + key], rtol=1e-12)
+    np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=1e-12)
