@@ -65,6 +65,11 @@ from convcore.serialization import load, save
 
 __all__ += ["nn", "optim", "init", "save", "load"]
 
+# Floor 3 too: gradcheck for layers written by hand.
+from convcore import testing
+
+__all__ += ["testing"]
+
 # Floor 4: the model zoo and the training loop.
 from convcore import models, training
 

@@ -50,7 +50,8 @@ def gradcheck(layer_or_fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3,
     seed : for the output gradient u, the directions and the elements.
 
     Returns True, or raises GradcheckError naming the input or parameter,
-    the index (or "random direction") and both values. The caller's arrays
+    the index (or "random direction") and both values, or saying that
+    forward wrote into an input or backward into the output gradient. The caller's arrays
     are not modified; the module's parameters, gradients (.grad), buffers
     (batch norm's running statistics) and train/eval mode are as before.
     The layer must be deterministic: Dropout in training mode is not.
@@ -87,6 +88,23 @@ def _as_output(y, what):
     return y
 
 
+def _untouched(call, labelled, what):
+    """call(), checking that it leaves the (label, array) pairs `labelled`
+    (its inputs, the output gradient) as they were: a layer must not write
+    into arrays it was given."""
+    copies = [(label, a, a.copy()) for label, a in labelled if isinstance(a, np.ndarray)]
+    result = call()
+    for label, a, before in copies:
+        if not np.array_equal(a, before, equal_nan=True):
+            raise GradcheckError(f"gradcheck: {what} modified {label} it was given "
+                                 f"(shape {a.shape}); work on a copy")
+    return result
+
+
+def _inputs(arrays):
+    return [(f"input {i}", a) for i, a in enumerate(arrays)]
+
+
 def _compare(name, analytic, perturbed_loss, base, eps, atol, rtol, full_size, rng):
     """Compare `analytic` (the gradient at `base`) with central differences
     of perturbed_loss(array like base) -> float."""
@@ -117,9 +135,11 @@ def _compare(name, analytic, perturbed_loss, base, eps, atol, rtol, full_size, r
 
 
 def _check_functions(forward, backward, inputs, eps, atol, rtol, full_size, rng):
-    y = _as_output(forward(*inputs), "forward")
+    y = _untouched(lambda: _as_output(forward(*inputs), "forward"), _inputs(inputs),
+                   "forward")
     u = rng.standard_normal(y.shape)
-    grads = backward(u, *inputs)
+    grads = _untouched(lambda: backward(u, *inputs),
+                       [("the output gradient", u)] + _inputs(inputs), "backward")
     if len(inputs) == 1 and not isinstance(grads, (tuple, list)):
         grads = (grads,)
     if len(grads) != len(inputs):
@@ -145,9 +165,12 @@ def _check_module(module, inputs, eps, atol, rtol, check_params, full_size, rng)
         params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         for _, p in params:
             p.grad = None
-        y = _as_output(module(x, *rest), f"{type(module).__name__}.forward")
+        name = type(module).__name__
+        y = _untouched(lambda: _as_output(module(x, *rest), f"{name}.forward"),
+                       _inputs(inputs), f"{name}.forward")
         u = rng.standard_normal(y.shape)
-        grad_x = module.backward(u)
+        grad_x = _untouched(lambda: module.backward(u), [("the output gradient", u)],
+                            f"{name}.backward")
 
         def loss(value=None, param=None):
             if param is not None:

@@ -20,6 +20,8 @@ API = {
                              "all_reduce", "broadcast", "all_gather", "DistributedDataParallel",
                              "DistributedSampler"],
     "convcore.cli": ["main", "build_parser"],
+    "convcore.testing": ["gradcheck", "GradcheckError"],
+    "convcore.nn.hooks": ["RemovableHandle"],
     # moved modules, at their old paths
     "convcore.training": ["fit", "evaluate", "predict", "train_epoch", "cross_validate",
                           "EarlyStopping", "ModelCheckpoint", "LambdaCallback", "Callback",

@@ -1,10 +1,13 @@
 """Module: the base of every layer and container (floor 3).
 
 There is no autograd tape. A layer's forward computes its output through
-convcore.functional and, unless `convcore.no_grad()` is active, caches what
-its own backward needs; `backward(grad_y)` turns the output gradient into
-the input gradient, adding parameter gradients into `Parameter.grad`.
-Containers route gradients between their children in reverse order.
+convcore.functional and, unless `convcore.no_grad()` is active, keeps what
+its own backward needs (save_for_backward; backward reads saved_tensors);
+`backward(grad_y)` turns the output gradient into the input gradient,
+adding parameter gradients into `Parameter.grad`. Containers route
+gradients between their children in reverse order. One instance serves one
+place in a forward pass (convcore.nn._reuse); hooks: convcore.nn.hooks;
+checking a backward: convcore.testing.gradcheck.
 
 Parameters, buffers and children are registered by attribute assignment,
 as in PyTorch, so `state_dict()` keys follow PyTorch's names

@@ -151,3 +151,35 @@ def test_first_layer_checks_parameters_only(rng):
     conv = nn.Conv2d(1, 2, 3, rng=0)
     conv.first_layer = True
     assert gradcheck(conv, rng.standard_normal((1, 1, 4, 4)))
+
+
+def test_writing_into_given_arrays_is_caught(rng):
+    class InPlace(nn.Module):
+        def __init__(self, where):
+            super().__init__()
+            self.where = where
+
+        def forward(self, x):
+            if self.where == "forward":
+                x *= 1.0 + 1e-3   # writes into the caller's input
+            return x.copy()
+
+        def backward(self, g):
+            if self.where == "backward":
+                g[...] = 2 * g
+                return g
+            return g.copy()
+
+    x = rng.standard_normal(4)
+    with pytest.raises(GradcheckError, match=r"InPlace.forward modified input 0 it was given"):
+        gradcheck(InPlace("forward"), x)
+    with pytest.raises(GradcheckError, match="InPlace.backward modified the output gradient"):
+        gradcheck(InPlace("backward"), x)
+
+    def product_backward_scaling_b(g, a, b):
+        b *= 2   # into an input
+        return g * b / 2, g * a
+
+    with pytest.raises(GradcheckError, match=r"backward modified input 1 it was given"):
+        gradcheck((lambda a, b: a * b, product_backward_scaling_b), (x, x + 1))
+    assert gradcheck(InPlace(None), x)
