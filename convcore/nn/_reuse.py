@@ -32,6 +32,7 @@ import threading
 from convcore._runtime.grad_mode import is_grad_enabled
 from convcore.nn import hooks
 
+
 class _PassState(threading.local):
     """This thread's pass: the number of module calls running (depth) and
     the current pass number."""
