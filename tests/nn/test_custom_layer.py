@@ -168,3 +168,27 @@ def test_two_instances_are_fine_and_summary_is_unaffected(rng):
     net = nn.Sequential(nn.Linear(3, 3, rng=0), nn.ReLU(), nn.Linear(3, 3, rng=1), nn.ReLU())
     assert gradcheck(net, rng.standard_normal((2, 3)))
     assert net.summary((3,)).total_params == 24
+
+
+def test_refusal_and_hooks_together(rng):
+    relu = nn.ReLU(dtype=np.float64).eval()
+    calls = []
+    relu.register_full_backward_hook(lambda m, gi, go: calls.append(gi[0].shape))
+    twice = nn.Sequential(relu, nn.Identity(), relu).eval()
+    x = rng.standard_normal((2, 3))
+    y = twice(x)
+    with pytest.raises(RuntimeError, match="ran twice in the last forward pass"):
+        twice.backward(np.ones_like(y))
+    assert calls == []
+    once = nn.Sequential(nn.Identity(), relu)
+    gx = once.backward(np.ones_like(once(x)))   # a new pass: allowed again, hook kept
+    np.testing.assert_array_equal(gx, (x > 0).astype(float))
+    assert calls == [(2, 3)]
+
+
+def test_a_failed_forward_does_not_poison_the_next_pass(rng):
+    net = nn.Sequential(nn.Linear(3, 2, dtype=np.float64, rng=0), nn.ReLU())
+    with pytest.raises(ValueError):
+        net(rng.standard_normal((2, 5)))   # wrong width: raises inside the pass
+    y = net(rng.standard_normal((2, 3)))
+    assert net.backward(np.ones_like(y)).shape == (2, 3)
