@@ -23,7 +23,8 @@ and runs these sequences through fused kernels:
 A step falls back to running its modules one by one, exactly as without
 fusion, whenever a precondition does not hold at that call: a module of a
 subclass (LeakyReLU is not ReLU; a user's subclass may change forward),
-a forward/backward replaced on the instance, an input dtype other than
+a forward/backward replaced on the instance (hooks do that, see
+convcore.nn.hooks), an input dtype other than
 the layer's, a BatchNorm whose channel count is not the conv's, or
 summary() recording layers. Which path ran is kept with the forward's
 cache, so backward always matches the forward that ran.

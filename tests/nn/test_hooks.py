@@ -243,3 +243,16 @@ def test_hooks_receive_what_torch_hooks_receive(rng):
     for key in ("out", "gi", "go"):
         np.testing.assert_allclose(got["ours" + key], got["torch" + key], rtol=1e-12)
     np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=1e-12)
+
+
+def test_a_forward_set_on_the_instance_is_kept_around_hooks(rng):
+    relu = nn.ReLU(dtype=np.float64)
+    relu.forward = lambda x: np.abs(x)   # the user's own, before any hook
+    outs = []
+    h = relu.register_forward_hook(lambda m, a, out: outs.append(out))
+    x = rng.standard_normal(4)
+    np.testing.assert_array_equal(relu(x), np.abs(x))
+    np.testing.assert_array_equal(outs[0], np.abs(x))
+    h.remove()
+    assert relu.__dict__["forward"] is not None and "_user_forward" not in relu.__dict__
+    np.testing.assert_array_equal(relu(x), np.abs(x))
