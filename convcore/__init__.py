@@ -6,7 +6,7 @@ Each floor imports only from the floors below it (tests/test_floors.py):
     floor 4  models/, data/, training/,   the zoo, data sets, fit(),
              distributed/                 data-parallel training over MPI
     floor 3  nn/, optim/, init,           layers with explicit backward,
-             serialization                optimisers, state files
+             serialization, testing       optimisers, state files, gradcheck
     floor 2  functional/ (F),             checks, shapes, dispatch,
              algorithms/                  algorithm registry and auto choice
     runtime  _runtime/, utils/            threads, fork, denormals, no_grad,
@@ -64,6 +64,11 @@ from convcore import init, nn, optim
 from convcore.serialization import load, save
 
 __all__ += ["nn", "optim", "init", "save", "load"]
+
+# Floor 3 too: gradcheck for layers written by hand.
+from convcore import testing
+
+__all__ += ["testing"]
 
 # Floor 4: the model zoo and the training loop.
 from convcore import models, training

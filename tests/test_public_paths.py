@@ -22,6 +22,8 @@ API = {
     "convcore.cli": ["main", "build_parser"],
     "convcore.utils.layout": ["CHANNELS_FIRST", "CHANNELS_LAST", "check_data_format",
                               "looks_channels_last"],
+    "convcore.testing": ["gradcheck", "GradcheckError"],
+    "convcore.nn.hooks": ["RemovableHandle"],
     # moved modules, at their old paths
     "convcore.training": ["fit", "evaluate", "predict", "train_epoch", "cross_validate",
                           "EarlyStopping", "ModelCheckpoint", "LambdaCallback", "Callback",

@@ -24,7 +24,8 @@ A step falls back to running its modules one by one, exactly as without
 fusion, whenever a precondition does not hold at that call: a module of a
 subclass (LeakyReLU is not ReLU; a user's subclass may change forward),
 a layer with data_format="channels_last" (the fused kernels are NCHW),
-a forward/backward replaced on the instance, an input dtype other than
+a forward/backward replaced on the instance (hooks do that, see
+convcore.nn.hooks), an input dtype other than
 the layer's, a BatchNorm whose channel count is not the conv's, or
 summary() recording layers. Which path ran is kept with the forward's
 cache, so backward always matches the forward that ran.
@@ -59,7 +60,7 @@ from convcore.functional import (batch_norm_relu, batch_norm_relu_backward,
                                  bias_relu_, bias_relu_backward, conv2d,
                                  conv2d_backward, fold_batch_norm, relu_,
                                  relu_backward, relu_backward_)
-from convcore.nn import _summary
+from convcore.nn import _reuse, _summary, hooks
 from convcore.nn.activation import ReLU, ReLU6
 from convcore.nn.conv import Conv2d
 from convcore.nn.linear import Linear
@@ -166,7 +167,10 @@ class Step:
     def __call__(self, x):
         y = None
         if active() and all(plain(m, type(m)) and channels_first(m) for m in self.modules):
+            current = _reuse.before_fused(self.modules)   # one instance, one place
             y = self._fused_forward(x)
+            if y is not None:
+                _reuse.after_fused(self.modules, current)
         if y is None:
             for m in self.modules:
                 x = m(x)
@@ -190,6 +194,8 @@ class Step:
                     break
                 grad_y = m.backward(grad_y)
             return grad_y
+        for m in self.modules:   # a hook added since forward would be skipped
+            hooks.unchanged_since_forward(m, type(self).__name__)
         return self._fused_backward(cache, grad_y, owned)
 
 
@@ -407,7 +413,9 @@ class ResidualThenReLU(Step):
         if not (plain(self.relu, ReLU) and "forward" not in self.res.__dict__
                 and "backward" not in self.res.__dict__):
             return super().__call__(x)   # runs the two modules one by one
+        current = _reuse.before_fused(self.modules)
         y = self.res.forward_relu(x, self.relu)
+        _reuse.after_fused(self.modules, current)
         self._cache = ("fused",) if is_grad_enabled() else None
         return y
 

@@ -1,10 +1,13 @@
 """Module: the base of every layer and container (floor 3).
 
 There is no autograd tape. A layer's forward computes its output through
-convcore.functional and, unless `convcore.no_grad()` is active, caches what
-its own backward needs; `backward(grad_y)` turns the output gradient into
-the input gradient, adding parameter gradients into `Parameter.grad`.
-Containers route gradients between their children in reverse order.
+convcore.functional and, unless `convcore.no_grad()` is active, keeps what
+its own backward needs (save_for_backward; backward reads saved_tensors);
+`backward(grad_y)` turns the output gradient into the input gradient,
+adding parameter gradients into `Parameter.grad`. Containers route
+gradients between their children in reverse order. One instance serves one
+place in a forward pass (convcore.nn._reuse); hooks: convcore.nn.hooks;
+checking a backward: convcore.testing.gradcheck.
 
 Parameters, buffers and children are registered by attribute assignment,
 as in PyTorch, so `state_dict()` keys follow PyTorch's names
@@ -15,7 +18,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from convcore._runtime.grad_mode import _state as _grad_state
-from convcore.nn import _summary
+from convcore.nn import _reuse, _summary, hooks
 from convcore.nn.parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -137,26 +140,68 @@ class Module:
         recorder = _summary._local.__dict__.get("recorder")
         if recorder is not None and not self._modules:
             return recorder.record(self, *args, **kwargs)
-        return self.forward(*args, **kwargs)
+        if not _grad_state.__dict__.get("enabled", True):
+            return self.forward(*args, **kwargs)   # nothing is saved: reuse is free
+        # One instance, one place per forward pass: convcore.nn._reuse.
+        return _reuse.run(self, args, kwargs)
 
-    def _save_for_backward(self, *values):
-        """Keep `values` for backward, unless gradients are disabled
-        (inference keeps nothing)."""
+    # -- what backward needs (the custom-layer API) ---------------------------
+    def save_for_backward(self, *values):
+        """Keep `values` (arrays, shapes, flags: anything) for this module's
+        backward, as torch's ctx.save_for_backward. Call it in forward.
+
+        Kept: references, not copies (do not write into a kept array
+        afterwards). Nothing is kept under `convcore.no_grad()`, in train and
+        eval mode alike (inference memory). A new call replaces what an
+        earlier forward kept, so a forward never followed by backward (an
+        evaluation, an aborted step) leaves nothing behind but its own
+        arrays. Released when backward reads `saved_tensors`.
+        """
         # Straight into __dict__ (what __setattr__ does for a plain
         # attribute) and is_grad_enabled() inlined, reading the thread-local's
         # dict as __call__ does: once per layer call.
         enabled = _grad_state.__dict__.get("enabled", True)
         self.__dict__["_cache"] = values if enabled else None
 
-    def _saved(self):
-        """The values forward kept; clears them so memory goes with the step."""
-        cache = self._cache
+    @property
+    def saved_tensors(self):
+        """The tuple forward gave save_for_backward; read it once in backward.
+        Reading releases it, so the memory goes with the step; a backward
+        without a forward since the last one (or after a forward under
+        `convcore.no_grad()`) raises RuntimeError saying so."""
+        cache = self.__dict__.get("_cache")
         if cache is None:
             raise RuntimeError(
                 f"{type(self).__name__}.backward: nothing saved for backward; call "
                 "forward first (outside convcore.no_grad()), once per backward")
         self.__dict__["_cache"] = None
         return cache
+
+    # The names the layers have always used.
+    _save_for_backward = save_for_backward
+
+    def _saved(self):
+        return self.saved_tensors
+
+    # -- hooks (convcore.nn.hooks) --------------------------------------------
+    def register_forward_pre_hook(self, hook):
+        """hook(module, args) -> None or new args (a tuple, or one value),
+        called before forward. Returns a handle; handle.remove() unregisters."""
+        return hooks.register(self, hooks.PRE, hook, "register_forward_pre_hook")
+
+    def register_forward_hook(self, hook):
+        """hook(module, args, output) -> None or a new output, called after
+        forward. Returns a handle; handle.remove() unregisters."""
+        return hooks.register(self, hooks.FORWARD, hook, "register_forward_hook")
+
+    def register_full_backward_hook(self, hook):
+        """hook(module, grad_input, grad_output) -> None or a new grad_input,
+        called after backward: grad_input is (grad_x,) as backward returns it
+        (None when not computed), grad_output the tuple of backward's
+        arguments. Register it before the forward whose backward it should
+        see. Returns a handle; handle.remove() unregisters. A module with
+        hooks runs unfused (see convcore.nn.hooks)."""
+        return hooks.register(self, hooks.BACKWARD, hook, "register_full_backward_hook")
 
     # -- traversal ----------------------------------------------------------
     def named_children(self):

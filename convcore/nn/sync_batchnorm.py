@@ -21,6 +21,7 @@ import numpy as np
 
 from convcore._runtime import mpi as _mpi
 from convcore.functional import batch_norm, batch_norm_backward
+from convcore.nn import hooks
 from convcore.nn.module import Module
 from convcore.nn.normalization import _accumulate, _BatchNorm, _data
 from convcore.utils.layout import CHANNELS_FIRST
@@ -131,7 +132,8 @@ def _converted(cls, bn):
     sync = cls.__new__(cls)
     Module.__init__(sync)
     for key, value in bn.__dict__.items():
-        if key not in ("_parameters", "_buffers", "_modules", "_cache"):
+        if key not in ("_parameters", "_buffers", "_modules", "_cache") \
+                and key not in hooks.INSTANCE_KEYS:
             sync.__dict__[key] = value
     sync._parameters.update(bn._parameters)
     sync._buffers.update(bn._buffers)
