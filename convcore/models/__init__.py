@@ -7,6 +7,8 @@
     resnet18/34/50, resnet20 Residual blocks (+ ReLU)        resnet.py
     mobilenet_v1             depthwise-separable blocks      mobilenet.py
     mobilenet_v2             inverted residuals (torchvision's names)
+    torchvision_keys, to_torchvision_keys   torchvision's state-dict keys
+                             <-> the zoo's          torchvision_names.py
 
 Every builder takes num_classes, in_channels and input_size (int or (h, w)),
 `rng` (Generator or int seed: one seed fixes every initial weight) and
@@ -20,8 +22,8 @@ from convcore.models.lenet import lenet5, lenet_digits
 from convcore.models.mobilenet import (InvertedResidual, depthwise_separable, inverted_residual,
                                        mobilenet_v1, mobilenet_v2)
 from convcore.models.resnet import (PadShortcut, basic_block, bottleneck_block, resnet,
-                                    resnet18, resnet20, resnet34, resnet50, resnet_cifar,
-                                    torchvision_keys)
+                                    resnet18, resnet20, resnet34, resnet50, resnet_cifar)
+from convcore.models.torchvision_names import to_torchvision_keys, torchvision_keys
 from convcore.models.vgg import (CONFIGS as VGG_CONFIGS, vgg, vgg11, vgg11_bn, vgg11_lrn, vgg13,
                                  vgg13_bn, vgg16, vgg16_bn, vgg16_c, vgg16_c_bn, vgg19, vgg19_bn)
 
@@ -44,5 +46,6 @@ __all__ = ["MODELS", "get_model", "lenet5", "lenet_digits", "alexnet", "vgg", "V
            "vgg16_bn", "vgg19", "vgg19_bn", "googlenet", "inception", "INCEPTION_TABLE",
            "resnet", "resnet18", "resnet34", "resnet50", "resnet_cifar", "resnet20",
            "basic_block", "bottleneck_block", "PadShortcut", "torchvision_keys",
+           "to_torchvision_keys",
            "mobilenet_v1", "mobilenet_v2", "depthwise_separable", "inverted_residual",
            "InvertedResidual"]

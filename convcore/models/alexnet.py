@@ -17,12 +17,11 @@ Other input sizes: the classifier's first layer is sized from the map the
 features leave (6x6 at 227); the smallest input that survives the three
 pools is 63x63.
 """
-from collections import OrderedDict
 
 from convcore.utils.validation import check_int
 from convcore.nn import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU,
                          Sequential)
-from convcore.models._common import check_common, conv_out, layer_kwargs
+from convcore.models._common import check_common, conv_out, layer_kwargs, network
 
 LRN_PAPER = dict(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)
 
@@ -68,5 +67,5 @@ def alexnet(num_classes=1000, in_channels=3, input_size=227, dropout=0.5, towers
         Dropout(dropout, rng=drop_rng), Linear(hidden, hidden, **kw), ReLU(),
         Linear(hidden, num_classes, **kw),
     )
-    return Sequential(OrderedDict([("features", features), ("flatten", Flatten()),
-                                   ("classifier", classifier)]))
+    return network([("features", features), ("flatten", Flatten()),
+                    ("classifier", classifier)])

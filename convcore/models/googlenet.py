@@ -19,7 +19,7 @@ from collections import OrderedDict
 
 from convcore.nn import (AdaptiveAvgPool2d, Concat, Conv2d, Dropout, Flatten, Linear,
                          LocalResponseNorm, MaxPool2d, ReLU, Sequential)
-from convcore.models._common import check_common, conv_out, layer_kwargs
+from convcore.models._common import check_common, conv_out, layer_kwargs, network
 
 # The paper gives no LRN constants; the BVLC Caffe reference model uses
 # size 5, alpha 1e-4, beta 0.75, k 1, and Caffe (like torch) divides alpha
@@ -96,4 +96,4 @@ def googlenet(num_classes=1000, in_channels=3, input_size=224, dropout=0.4, *, r
         ("dropout", Dropout(dropout, rng=kw["rng"])),
         ("fc", Linear(c, num_classes, **kw)),
     ]
-    return Sequential(OrderedDict(layers))
+    return network(layers)

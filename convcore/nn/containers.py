@@ -101,8 +101,9 @@ class Sequential(Module):
     def backward(self, grad_y):
         steps = self._cache   # None: the forward ran the children one by one
         self._cache = None
-        return _run_backward(self._modules.values() if steps is None else steps,
-                             grad_y)
+        steps = list(self._modules.values()) if steps is None else steps
+        need = self._input_grad_needed() and not _starts_with_first_layer(steps)
+        return _run_backward(steps, grad_y, need)
 
     def _forward_head(self, x):
         """Run all children but the last (fused where possible); with
@@ -121,15 +122,48 @@ class Sequential(Module):
     def _backward_head(self, grad):
         steps = self._cache
         self._cache = None
-        return _run_backward(steps, grad)
+        return _run_backward(steps, grad, self._input_grad_needed())
 
 
-def _run_backward(steps, grad_y):
+def _starts_with_first_layer(steps):
+    """The first module of `steps` (inside nested Sequentials and fused
+    steps) is a network's first layer: it returns no input gradient, so
+    neither does the container, and a backward may stop earlier still."""
+    m = steps[0] if steps else None
+    while True:
+        if isinstance(m, _fusion.Step):
+            m = m.modules[0]
+        elif type(m) is Sequential and len(m):
+            m = next(iter(m))
+        else:
+            return bool(getattr(m, "first_layer", False))
+
+
+def _trainable(step):
+    """Whether a module or fused step has a parameter that requires grad."""
+    modules = step.modules if isinstance(step, _fusion.Step) else (step,)
+    return any(p.requires_grad for m in modules for p in m.parameters())
+
+
+def _run_backward(steps, grad_y, need_input_grad=True):
     """Backward through `steps` in reverse. A fused step may overwrite the
     gradient it receives when the step after it made that array and
-    nobody else holds it."""
+    nobody else holds it.
+
+    need_input_grad False (the caller needs no gradient of the first step's
+    input): the backward stops at the first step that has a trainable
+    parameter, which is told to skip its own input gradient; the frozen
+    steps before it run no backward at all. Returns None then."""
+    steps = list(steps)
+    stop = 0
+    if not need_input_grad:
+        stop = next((i for i, m in enumerate(steps) if _trainable(m)), len(steps))
+        if stop < len(steps):
+            first = steps[stop].modules[0] if isinstance(steps[stop], _fusion.Step) \
+                else steps[stop]
+            first.skip_input_grad_once()
     owned = False
-    for m in reversed(steps):
+    for m in reversed(steps[stop:]):
         if grad_y is None:  # an earlier layer asked not to compute it
             break
         if isinstance(m, _fusion.Step):
@@ -138,7 +172,16 @@ def _run_backward(steps, grad_y):
         else:
             grad_y = m.backward(grad_y)
             owned = type(m) in _fusion.FRESH_GRAD
-    return grad_y
+    return grad_y if need_input_grad else None
+
+
+def _pass_on_skip(need_input_grad, *branches):
+    """When the caller needs no input gradient, neither do the branches that
+    all see that input (a Residual's body and shortcut, Concat's branches)."""
+    if not need_input_grad:
+        for m in branches:
+            if m is not None:
+                m.skip_input_grad_once()
 
 
 class Residual(Module):
@@ -160,6 +203,7 @@ class Residual(Module):
         return yb + ys
 
     def backward(self, grad_y):
+        _pass_on_skip(self._input_grad_needed(), self.body, self.shortcut)
         # The input feeds both paths: its gradient is the sum of theirs.
         g_body = self.body.backward(grad_y)
         g_short = grad_y if self.shortcut is None else self.shortcut.backward(grad_y)
@@ -231,6 +275,7 @@ class Residual(Module):
         self._fused_relu = None
         if keep[0] == "unfused":
             return Residual.backward(self, relu.backward(grad_y))
+        _pass_on_skip(self._input_grad_needed(), self.body, self.shortcut)
         if keep[0] == "bn":
             _, last, z, y, mean, invstd, use_batch_stats = keep
             gz, gw, gb, g = batch_norm_relu_backward(
@@ -286,6 +331,7 @@ class Concat(Module):
     def backward(self, grad_y):
         axis, sizes = self._saved()
         pieces = np.split(grad_y, np.cumsum(sizes)[:-1], axis=axis)
+        _pass_on_skip(self._input_grad_needed(), *self._modules.values())
         grad_x = None
         for m, g in zip(self._modules.values(), pieces):
             grad_x = _add(grad_x, m.backward(np.ascontiguousarray(g)))
