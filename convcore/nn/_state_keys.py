@@ -42,5 +42,6 @@ def mismatch_message(fn, missing, unexpected):
         parts.append(f"unexpected keys {_some(unexpected)}")
     return (f"{fn}: " + "; ".join(parts) + ". A torchvision state dict? "
             "convcore.models.torchvision_keys(state_dict) renames its keys "
-            "(the zoo's models apply it themselves); strict=False loads the "
-            "matching keys and returns the full lists.")
+            "(the zoo's models apply it themselves; torchvision's AlexNet and "
+            "GoogLeNet are models.alexnet_torchvision and googlenet_torchvision); "
+            "strict=False loads the matching keys and returns the full lists.")

@@ -301,15 +301,19 @@ class Residual(Module):
 
 class Concat(Module):
     """Every branch sees the same input; outputs are concatenated along
-    `axis` (channels by default: an Inception block). Keys "0.…", "1.…"."""
+    `axis` (channels by default: an Inception block). Keys "0.…", "1.…",
+    or the names of one OrderedDict name -> branch (as Sequential)."""
 
     def __init__(self, *branches, axis=1):
         super().__init__()
-        if not branches:
+        named = (branches[0].items() if len(branches) == 1
+                 and isinstance(branches[0], OrderedDict) else enumerate(branches))
+        named = [(str(k), m) for k, m in named]
+        if not named:
             raise ValueError("Concat: needs at least one branch")
         self.axis = check_int(axis, "axis", None, "Concat")
-        for i, m in enumerate(branches):
-            self.add_module(str(i), m)
+        for name, m in named:
+            self.add_module(name, m)
 
     def __len__(self):
         return len(self._modules)

@@ -10,7 +10,7 @@ from convcore import init, models, nn
 
 ZOO_IN_TORCHVISION = ["resnet18", "resnet34", "resnet50", "vgg11", "vgg11_bn", "vgg13",
                       "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "mobilenet_v2",
-                      "googlenet", "alexnet"]
+                      "googlenet", "alexnet", "alexnet_torchvision", "googlenet_torchvision"]
 
 
 @pytest.fixture
@@ -57,6 +57,43 @@ def test_torchvision_state_dict_loads_as_it_is(rng, one_thread, depth):
     result = model.load_state_dict(tmodel.state_dict())   # tensors, torchvision's keys
     assert result.missing_keys == [] and result.unexpected_keys == []
     _compare_eval(model, tmodel, torch, rng, 64)
+
+
+@pytest.mark.parametrize("transform_input", [False, True])
+def test_torchvision_googlenet_loads_as_it_is_without_aux(rng, one_thread, transform_input):
+    torch = pytest.importorskip("torch")
+    import torchvision_peers
+    tmodel = torchvision_peers.googlenet(num_classes=6, transform_input=transform_input, seed=2)
+    state = tmodel.state_dict()
+    assert any(k.startswith("aux1.") for k in state)
+    with init.skip_init():
+        model = models.googlenet_torchvision(num_classes=6, transform_input=transform_input)
+    model.load_state_dict(state)
+    _compare_eval(model, tmodel, torch, rng, 64)
+    back = models.to_torchvision_keys(model)
+    assert set(back) == {k for k in state if not k.startswith(("aux1.", "aux2."))}
+
+
+def test_torchvision_alexnet_loads_as_it_is(rng, one_thread):
+    torch = pytest.importorskip("torch")
+    import torchvision_peers
+    tmodel = torchvision_peers.alexnet(num_classes=4, seed=3)
+    with init.skip_init():
+        model = models.alexnet_torchvision(num_classes=4)
+    model.load_state_dict(tmodel.state_dict())
+    assert list(models.to_torchvision_keys(model)) == list(tmodel.state_dict())
+    _compare_eval(model, tmodel, torch, rng, 100)
+
+
+def test_transform_input_gradient(rng):
+    t = models.TransformInput()
+    x = rng.standard_normal((2, 3, 2, 3))
+    g = rng.standard_normal(x.shape)
+    t(x)
+    from gradcheck import directional_check
+    directional_check(t.forward, [x], [t.backward(g)], g, rng)
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\).*\(2, 4, 2, 3\)"):
+        t(np.zeros((2, 4, 2, 3)))
 
 
 def test_round_trip_into_the_torchvision_architecture(rng, one_thread):
