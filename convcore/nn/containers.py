@@ -6,6 +6,13 @@ nesting of the three is differentiable without a tape. A child's backward
 may return None (a first layer skipping its input gradient); the
 containers pass that on.
 
+Frozen layers (fine-tuning): when nothing needs a container's input
+gradient (a Sequential starting with a first_layer, or a container whose
+own container said so), its backward stops at the first child with a
+trainable parameter and tells that child, through skip_input_grad_once(),
+to skip its input gradient too; the frozen children before it run no
+backward. Residual and Concat pass the same word on to their branches.
+
 Each module keeps the cache of its latest forward, so one module instance
 may appear only once in a network (no weight sharing inside one pass).
 
