@@ -162,7 +162,7 @@ def _run_backward(steps, grad_y, need_input_grad=True):
     parameter, which is told to skip its own input gradient; the frozen
     steps before it run no backward at all. Returns None then."""
     steps = list(steps)
-    stop = 0
+    stop, first = 0, None
     if not need_input_grad:
         stop = next((i for i, m in enumerate(steps) if _trainable(m)), len(steps))
         if stop < len(steps):
@@ -179,7 +179,17 @@ def _run_backward(steps, grad_y, need_input_grad=True):
         else:
             grad_y = m.backward(grad_y)
             owned = type(m) in _fusion.FRESH_GRAD
+    _end_skip(first)
     return grad_y if need_input_grad else None
+
+
+def _end_skip(*modules):
+    """Withdraw skip_input_grad_once() from modules whose backward did not
+    read it (a batch norm, a backward not reached), so it holds for one
+    backward only."""
+    for m in modules:
+        if m is not None:
+            m.__dict__.pop("_skip_input_grad", None)
 
 
 def _pass_on_skip(need_input_grad, *branches):
@@ -214,6 +224,7 @@ class Residual(Module):
         # The input feeds both paths: its gradient is the sum of theirs.
         g_body = self.body.backward(grad_y)
         g_short = grad_y if self.shortcut is None else self.shortcut.backward(grad_y)
+        _end_skip(self.body, self.shortcut)
         return _add(g_body, g_short)
 
     # -- the sum followed by a ReLU (a ResNet block), fused -----------------
@@ -303,6 +314,7 @@ class Residual(Module):
                       else last_step.backward(g, False))
                 g_body = self.body._backward_head(gl)
         g_short = g if self.shortcut is None else self.shortcut.backward(g)
+        _end_skip(self.body, self.shortcut)
         return _add(g_body, g_short)
 
 
@@ -346,6 +358,7 @@ class Concat(Module):
         grad_x = None
         for m, g in zip(self._modules.values(), pieces):
             grad_x = _add(grad_x, m.backward(np.ascontiguousarray(g)))
+        _end_skip(*self._modules.values())
         return grad_x
 
     def extra_repr(self):

@@ -215,3 +215,18 @@ def test_linear_backward_computes_only_what_is_asked(rng):
     np.testing.assert_allclose(gx, g @ w, rtol=1e-12)
     with pytest.raises(TypeError, match="input_grad"):
         linear_backward(g, x, w, input_grad="no")
+
+
+def test_a_skip_not_read_does_not_outlive_the_backward(rng, fusion):
+    """The first trainable layer is a batch norm (it always computes its
+    input gradient): the word passed to it must not reach a later backward
+    of its own, nor a layer after it."""
+    kw = dict(rng=np.random.default_rng(0), dtype=np.float64)
+    net = nn.Sequential(nn.Conv2d(2, 3, 1, **kw), nn.BatchNorm2d(3, dtype=np.float64),
+                        nn.Conv2d(3, 2, 1, **kw))
+    net[0].first_layer = True
+    freeze(net, "0")
+    x = rng.standard_normal((2, 2, 3, 3))
+    net(x)
+    net.backward(rng.standard_normal((2, 2, 3, 3)))
+    assert all("_skip_input_grad" not in m.__dict__ for m in net.modules())
