@@ -6,7 +6,7 @@ import numpy as np
 
 from convcore._runtime import threads as _threads
 from convcore._kernels import blas as _blas
-from convcore.utils.validation import as_float_array
+from convcore.utils.validation import as_float_array, check_flag
 
 
 # --- linear --------------------------------------------------------------------
@@ -63,12 +63,16 @@ def _matmul(trans_a, trans_b, a, b, c, beta=0.0):
                       _threads.kernel_threads(c.size * k))
 
 
-def linear_backward(grad_y, x, weight, bias=True):
+def linear_backward(grad_y, x, weight, bias=True, *, input_grad=True, weight_grad=True):
     """Gradients of linear: (grad_x, grad_weight, grad_bias or None).
 
     grad_y has shape (..., out_features); grad_x the shape of x, grad_weight
-    the shape of weight, grad_bias (out_features,) when bias is True."""
+    the shape of weight, grad_bias (out_features,) when bias is True. As in
+    conv2d_backward, a gradient not asked for (input_grad, weight_grad
+    False) is not computed and returned as None."""
     fn = "linear_backward"
+    input_grad = check_flag(input_grad, "input_grad", fn)
+    weight_grad = check_flag(weight_grad, "weight_grad", fn)
     x, weight = _linear_inputs(x, weight, fn)
     grad_y = as_float_array(grad_y, "grad_y", dtype=x.dtype, fn=fn)
     expected = x.shape[:-1] + (weight.shape[0],)
@@ -77,11 +81,14 @@ def linear_backward(grad_y, x, weight, bias=True):
                          f"and weight {weight.shape} give output shape {expected}")
     g2 = np.ascontiguousarray(grad_y.reshape(-1, weight.shape[0]))
     x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
-    gx = np.empty(x2.shape, dtype=x.dtype)
-    gw = np.empty(weight.shape, dtype=x.dtype)
-    _matmul(False, False, g2, np.ascontiguousarray(weight), gx)
-    _matmul(True, False, g2, x2, gw)
-    gx = gx.reshape(x.shape)
+    gx = gw = None
+    if input_grad:
+        gx = np.empty(x2.shape, dtype=x.dtype)
+        _matmul(False, False, g2, np.ascontiguousarray(weight), gx)
+        gx = gx.reshape(x.shape)
+    if weight_grad:
+        gw = np.empty(weight.shape, dtype=x.dtype)
+        _matmul(True, False, g2, x2, gw)
     gb = g2.sum(axis=0) if bias else None
     return gx, gw, gb
 

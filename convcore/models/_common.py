@@ -1,10 +1,13 @@
-"""Shared pieces of the model builders: argument checks and the post-add
-activation block that ResNet needs."""
+"""Shared pieces of the model builders: argument checks, the top-level
+network and the post-add activation block that ResNet needs."""
+from collections import OrderedDict
+
 import numpy as np
 
 from convcore import init
 from convcore.utils.validation import check_int, int_pair, output_size
-from convcore.nn import ReLU, Residual
+from convcore.nn import ReLU, Residual, Sequential
+from convcore.models.torchvision_names import torchvision_keys
 
 
 def check_common(fn, num_classes, in_channels, input_size, min_size=1):
@@ -23,6 +26,15 @@ def layer_kwargs(rng, dtype):
     """Keyword arguments shared by weight layers: one Generator for the
     whole model (so one seed fixes every initial weight) and the dtype."""
     return {"rng": init.get_rng(rng), "dtype": np.dtype(dtype).type}
+
+
+def network(layers):
+    """A zoo model: Sequential of the (name, module) pairs `layers` that
+    loads torchvision's state-dict keys as well as its own (its
+    state_dict_key_map)."""
+    model = Sequential(OrderedDict(layers))
+    model.state_dict_key_map = torchvision_keys
+    return model
 
 
 def conv_out(size, kernel, stride=1, padding=0, ceil_mode=False):

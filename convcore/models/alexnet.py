@@ -16,13 +16,24 @@ so alpha is passed as 5e-4 to give the paper's normalisation.
 Other input sizes: the classifier's first layer is sized from the map the
 features leave (6x6 at 227); the smallest input that survives the three
 pools is 63x63.
+
+alexnet_torchvision is torchvision's AlexNet ("one weird trick", Krizhevsky
+2014), module for module, so its state dict loads as it is: 64-192-384-256-
+256 channels, no LRN, one tower, an adaptive average pool to 6x6 before the
+classifier (61,100,840 parameters at 1000 classes):
+
+    features.0 conv 64@11x11/4 pad 2, ReLU, max pool 3/2
+    features.3 conv 192@5x5 pad 2, ReLU, max pool 3/2
+    features.6 conv 384@3x3, features.8 conv 256@3x3, features.10 conv 256@3x3
+      (pad 1, each with ReLU), max pool 3/2
+    avgpool (6x6) -> flatten -> classifier: dropout, FC 4096 (classifier.1),
+      ReLU, dropout, FC 4096 (classifier.4), ReLU, FC (classifier.6)
 """
-from collections import OrderedDict
 
 from convcore.utils.validation import check_int
-from convcore.nn import (Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU,
-                         Sequential)
-from convcore.models._common import check_common, conv_out, layer_kwargs
+from convcore.nn import (AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, LocalResponseNorm,
+                         MaxPool2d, ReLU, Sequential)
+from convcore.models._common import check_common, conv_out, layer_kwargs, network
 
 LRN_PAPER = dict(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)
 
@@ -62,11 +73,41 @@ def alexnet(num_classes=1000, in_channels=3, input_size=227, dropout=0.5, towers
         MaxPool2d(3, 2),
     )
     fh, fw = _features_size(h), _features_size(w)
+    classifier = _classifier(256 * fh * fw, hidden, num_classes, dropout, kw)
+    return network([("features", features), ("flatten", Flatten()),
+                    ("classifier", classifier)])
+
+
+def _classifier(in_features, hidden, num_classes, dropout, kw):
+    """Dropout, FC, ReLU, dropout, FC, ReLU, FC (both AlexNets' keys
+    classifier.1, .4, .6)."""
     drop_rng = kw["rng"]
-    classifier = Sequential(
-        Dropout(dropout, rng=drop_rng), Linear(256 * fh * fw, hidden, **kw), ReLU(),
+    return Sequential(
+        Dropout(dropout, rng=drop_rng), Linear(in_features, hidden, **kw), ReLU(),
         Dropout(dropout, rng=drop_rng), Linear(hidden, hidden, **kw), ReLU(),
         Linear(hidden, num_classes, **kw),
     )
-    return Sequential(OrderedDict([("features", features), ("flatten", Flatten()),
-                                   ("classifier", classifier)]))
+
+
+def alexnet_torchvision(num_classes=1000, in_channels=3, input_size=224, dropout=0.5, *,
+                        rng=None, dtype="float32"):
+    """torchvision's AlexNet (its keys and shapes, see the module docstring);
+    any input of at least 63x63 (the average pool makes the classifier's
+    input 6x6 whatever the map)."""
+    fn = "alexnet_torchvision"
+    num_classes, in_channels, _ = check_common(fn, num_classes, in_channels, input_size, 63)
+    kw = layer_kwargs(rng, dtype)
+    conv1 = Conv2d(in_channels, 64, 11, stride=4, padding=2, **kw)
+    conv1.first_layer = True
+    features = Sequential(
+        conv1, ReLU(), MaxPool2d(3, 2),
+        Conv2d(64, 192, 5, padding=2, **kw), ReLU(), MaxPool2d(3, 2),
+        Conv2d(192, 384, 3, padding=1, **kw), ReLU(),
+        Conv2d(384, 256, 3, padding=1, **kw), ReLU(),
+        Conv2d(256, 256, 3, padding=1, **kw), ReLU(),
+        MaxPool2d(3, 2),
+    )
+    return network([("features", features), ("avgpool", AdaptiveAvgPool2d(6)),
+                    ("flatten", Flatten()),
+                    ("classifier", _classifier(256 * 6 * 6, 4096, num_classes, dropout, kw))])
+

@@ -14,12 +14,25 @@ weights in thousands, rounded, and omits biases).
 The final 7x7 average pool is adaptive (global), so smaller inputs (down
 to 47x47, which leaves a 3x3 map for the last max pool) work: the same
 weights, a smaller map.
+
+googlenet_torchvision is torchvision's GoogLeNet, module for module, so its
+state dict loads as it is (6,624,904 parameters at 1000 classes): every
+conv is a BasicConv2d (bias-free conv "conv", BatchNorm2d(eps=0.001) "bn",
+ReLU), no LRN, the Inception branches are named branch1..branch4 and the
+"5x5" branch uses a 3x3 kernel (torchvision keeps that slip of its first
+release for the pretrained weights), the fourth max pool is 2x2/2, dropout
+0.2. Without the auxiliary classifiers (torchvision_keys drops their keys).
+transform_input=True (what torchvision sets for its pretrained weights)
+maps ImageNet-normalised input to the (x - 0.5) / 0.5 scaling those
+weights were trained on, as torchvision's forward does.
 """
 from collections import OrderedDict
 
-from convcore.nn import (AdaptiveAvgPool2d, Concat, Conv2d, Dropout, Flatten, Linear,
-                         LocalResponseNorm, MaxPool2d, ReLU, Sequential)
-from convcore.models._common import check_common, conv_out, layer_kwargs
+import numpy as np
+
+from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten,
+                         Linear, LocalResponseNorm, MaxPool2d, Module, ReLU, Sequential)
+from convcore.models._common import check_common, conv_out, layer_kwargs, network
 
 # The paper gives no LRN constants; the BVLC Caffe reference model uses
 # size 5, alpha 1e-4, beta 0.75, k 1, and Caffe (like torch) divides alpha
@@ -96,4 +109,104 @@ def googlenet(num_classes=1000, in_channels=3, input_size=224, dropout=0.4, *, r
         ("dropout", Dropout(dropout, rng=kw["rng"])),
         ("fc", Linear(c, num_classes, **kw)),
     ]
-    return Sequential(OrderedDict(layers))
+    return network(layers)
+
+
+# ---------------------------------------------------------------- torchvision's
+
+# torchvision's transform_input: per channel x * std / 0.5 + (mean - 0.5) / 0.5
+# with ImageNet's mean and std.
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TransformInput(Module):
+    """torchvision GoogLeNet's transform_input: ImageNet-normalised RGB
+    input rescaled per channel to (x - 0.5) / 0.5. No parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = np.array(_IMAGENET_STD) / 0.5
+        self.shift = (np.array(_IMAGENET_MEAN) - 0.5) / 0.5
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def forward(self, x):
+        if getattr(x, "ndim", None) != 4 or x.shape[1] != 3:
+            raise ValueError(f"TransformInput: expected (N, 3, H, W) RGB input, got shape "
+                             f"{getattr(x, 'shape', None)}")
+        k = (1, 3, 1, 1)
+        y = x * self.scale.astype(x.dtype).reshape(k) + self.shift.astype(x.dtype).reshape(k)
+        self._save_for_backward(x.dtype)
+        return y
+
+    def backward(self, grad_y):
+        (dtype,) = self._saved()
+        if not self._input_grad_needed():
+            return None
+        return grad_y * self.scale.astype(dtype).reshape(1, 3, 1, 1)
+
+
+def _basic_conv(cin, cout, k, kw, padding=0, stride=1):
+    """torchvision's BasicConv2d: bias-free conv, BN(eps=0.001), ReLU."""
+    return Sequential(OrderedDict([
+        ("conv", Conv2d(cin, cout, k, stride=stride, padding=padding, bias=False, **kw)),
+        ("bn", BatchNorm2d(cout, eps=0.001, dtype=kw["dtype"])), ("relu", ReLU())]))
+
+
+def inception_torchvision(in_channels, c1, c3_reduce, c3, c5_reduce, c5, pool_proj, *,
+                          rng=None, dtype="float32"):
+    """torchvision's Inception block: branches branch1..branch4 of
+    BasicConv2d, the "5x5" branch with a 3x3 kernel as torchvision's."""
+    kw = layer_kwargs(rng, dtype)
+    return Concat(OrderedDict([
+        ("branch1", _basic_conv(in_channels, c1, 1, kw)),
+        ("branch2", Sequential(_basic_conv(in_channels, c3_reduce, 1, kw),
+                               _basic_conv(c3_reduce, c3, 3, kw, padding=1))),
+        ("branch3", Sequential(_basic_conv(in_channels, c5_reduce, 1, kw),
+                               _basic_conv(c5_reduce, c5, 3, kw, padding=1))),
+        ("branch4", Sequential(MaxPool2d(3, 1, padding=1, ceil_mode=True),
+                               _basic_conv(in_channels, pool_proj, 1, kw))),
+    ]))
+
+
+def googlenet_torchvision(num_classes=1000, in_channels=3, input_size=224, dropout=0.2,
+                          transform_input=False, *, rng=None, dtype="float32"):
+    """torchvision's GoogLeNet without auxiliary classifiers (keys and
+    shapes as torchvision's, see the module docstring); inputs of at
+    least 32x32 (the last max pool then sees a 2x2 map)."""
+    fn = "googlenet_torchvision"
+    num_classes, in_channels, _ = check_common(fn, num_classes, in_channels, input_size, 32)
+    if transform_input and in_channels != 3:
+        raise ValueError(f"{fn}: transform_input needs in_channels=3 (RGB), got {in_channels}")
+    kw = layer_kwargs(rng, dtype)
+    conv1 = _basic_conv(in_channels, 64, 7, kw, padding=3, stride=2)
+    conv1.conv.first_layer = True
+    layers = []
+    if transform_input:
+        transform = TransformInput()
+        transform.first_layer = True
+        layers.append(("transform_input", transform))
+    layers += [
+        ("conv1", conv1),
+        ("maxpool1", MaxPool2d(3, 2, ceil_mode=True)),
+        ("conv2", _basic_conv(64, 64, 1, kw)),
+        ("conv3", _basic_conv(64, 192, 3, kw, padding=1)),
+        ("maxpool2", MaxPool2d(3, 2, ceil_mode=True)),
+    ]
+    c = 192
+    for name, widths in INCEPTION_TABLE.items():
+        if name == "4a":
+            layers.append(("maxpool3", MaxPool2d(3, 2, ceil_mode=True)))
+        elif name == "5a":
+            layers.append(("maxpool4", MaxPool2d(2, 2, ceil_mode=True)))
+        layers.append((f"inception{name}", inception_torchvision(c, *widths, **kw)))
+        c1, _, c3, _, c5, pp = widths
+        c = c1 + c3 + c5 + pp
+    layers += [
+        ("avgpool", AdaptiveAvgPool2d(1)), ("flatten", Flatten()),
+        ("dropout", Dropout(dropout, rng=kw["rng"])),
+        ("fc", Linear(c, num_classes, **kw)),
+    ]
+    return network(layers)

@@ -23,11 +23,10 @@ default network of `convcore train`: the 8x8 variant with ReLU, max pool
 and 32/64 channels, which reaches about 98.5% on the held-out digits where
 the paper's widths with tanh stop near 97%.
 """
-from collections import OrderedDict
 
 from convcore.utils.validation import check_int
-from convcore.nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Tanh
-from convcore.models._common import check_common, conv_out, layer_kwargs
+from convcore.nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Tanh
+from convcore.models._common import check_common, conv_out, layer_kwargs, network
 
 _ACTIVATIONS = {"tanh": Tanh, "relu": ReLU}
 _POOLS = {"avg": AvgPool2d, "max": MaxPool2d}
@@ -76,14 +75,14 @@ def lenet5(num_classes=10, in_channels=1, input_size=32, activation="tanh", pool
     c1 = Conv2d(in_channels, c1_out, kernel, padding=pad, **kw)
     c1.first_layer = True  # nothing needs the gradient of the input images
     front = [("c1", c1), ("act1", act())] + ([] if small else [("s2", pool_layer(2))])
-    return Sequential(OrderedDict(front + [
+    return network(front + [
         ("c3", Conv2d(c1_out, c3_out, kernel, padding=c3_pad, **kw)), ("act3", act()),
         ("s4", pool_layer(2)),
         ("c5", Conv2d(c3_out, 120, tuple(rest), **kw)), ("act5", act()),
         ("flatten", Flatten()),
         ("f6", Linear(120, 84, **kw)), ("act6", act()),
         ("output", Linear(84, num_classes, **kw)),
-    ]))
+    ])
 
 
 def lenet_digits(num_classes=10, in_channels=1, input_size=8, *, rng=None, dtype="float32"):

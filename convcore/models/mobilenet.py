@@ -45,7 +45,7 @@ from collections import OrderedDict
 from convcore.utils.validation import check_int
 from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ReLU,
                          ReLU6, Residual, Sequential)
-from convcore.models._common import check_common, layer_kwargs
+from convcore.models._common import check_common, layer_kwargs, network
 
 # (output channels, stride of the depthwise conv), blocks 1-13 of Table 1
 V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
@@ -120,7 +120,7 @@ def mobilenet_v1(num_classes=1000, in_channels=3, input_size=224, width_mult=1.0
         c = ch(cout)
     layers += [("avgpool", AdaptiveAvgPool2d(1)), ("flatten", Flatten()),
                ("fc", Linear(c, num_classes, **kw))]
-    return Sequential(OrderedDict(layers))
+    return network(layers)
 
 
 # ---------------------------------------------------------------- v2
@@ -185,9 +185,9 @@ def mobilenet_v2(num_classes=1000, in_channels=3, input_size=224, width_mult=1.0
             features.append(inverted_residual(c, cout, s if i == 0 else 1, t, **kw))
             c = cout
     features.append(_conv_bn_act(c, last, 1, 1, 1, ReLU6, kw))
-    return Sequential(OrderedDict([
+    return network([
         ("features", Sequential(*features)),
         ("avgpool", AdaptiveAvgPool2d(1)), ("flatten", Flatten()),
         ("classifier", Sequential(Dropout(dropout, rng=kw["rng"]),
                                   Linear(last, num_classes, **kw))),
-    ]))
+    ])

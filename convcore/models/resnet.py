@@ -12,7 +12,7 @@ and, where the shape changes, a projection shortcut 1x1 conv (stride) + BN
 ResNet-34 21,797,672, ResNet-50 25,557,032 (torchvision's counts).
 
 State-dict keys are "layer1.0.body.conv1.weight", "layer2.0.shortcut.0.weight";
-torchvision_keys() renames a torchvision ResNet state dict to these.
+torchvision_names.py maps torchvision's ResNet keys to these and back.
 
 CIFAR ResNet-20 (section 4.2): 3x3 conv 16, then 3 stages of n=3 basic
 blocks with 16, 32, 64 planes on 32x32, 16x16, 8x8 maps, global avgpool,
@@ -20,7 +20,6 @@ fc. The paper's shortcuts are identity, with zero-padded extra channels
 when the shape changes (option A, parameter-free: 269,722 parameters);
 shortcut="B" uses projections instead (272,474). depth=6n+2 gives ResNet-32/44/56/110.
 """
-import re
 from collections import OrderedDict
 
 import numpy as np
@@ -28,7 +27,7 @@ import numpy as np
 from convcore.utils.validation import check_int
 from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d,
                          Module, ReLU, Sequential)
-from convcore.models._common import ResidualReLU, check_common, layer_kwargs
+from convcore.models._common import ResidualReLU, check_common, layer_kwargs, network
 
 
 def _conv_bn(cin, cout, k, stride, kw):
@@ -144,7 +143,7 @@ def resnet(depth=18, num_classes=1000, in_channels=3, input_size=224, *, rng=Non
         layers.append((f"layer{i + 1}", Sequential(*blocks)))
     layers += [("avgpool", AdaptiveAvgPool2d(1)), ("flatten", Flatten()),
                ("fc", Linear(c, num_classes, **kw))]
-    return Sequential(OrderedDict(layers))
+    return network(layers)
 
 
 def resnet18(num_classes=1000, in_channels=3, input_size=224, **kwargs):
@@ -189,26 +188,9 @@ def resnet_cifar(depth=20, num_classes=10, in_channels=3, input_size=32, shortcu
         layers.append((f"layer{i + 1}", Sequential(*blocks)))
     layers += [("avgpool", AdaptiveAvgPool2d(1)), ("flatten", Flatten()),
                ("fc", Linear(c, num_classes, **kw))]
-    return Sequential(OrderedDict(layers))
+    return network(layers)
 
 
 def resnet20(num_classes=10, in_channels=3, input_size=32, **kwargs):
     """CIFAR ResNet-20, 269,722 parameters at 10 classes (option A shortcuts; 272,474 with "B")."""
     return resnet_cifar(20, num_classes, in_channels, input_size, **kwargs)
-
-
-_BLOCK_KEY = re.compile(r"^(layer\d+\.\d+)\.(?!body\.|shortcut\.)")
-
-
-def torchvision_keys(state_dict):
-    """A torchvision ResNet state dict with convcore's keys:
-    "layer1.0.conv1.weight" -> "layer1.0.body.conv1.weight",
-    "layer2.0.downsample.0.weight" -> "layer2.0.shortcut.0.weight"; bottleneck
-    ReLUs have no parameters, so nothing else moves. Values are kept as given
-    (torch tensors: pass `{k: v.numpy() for k, v in sd.items()}`)."""
-    out = OrderedDict()
-    for key, value in state_dict.items():
-        key = re.sub(r"^(layer\d+\.\d+)\.downsample\.", r"\1.shortcut.", key)
-        key = _BLOCK_KEY.sub(r"\1.body.", key)
-        out[key] = value
-    return out

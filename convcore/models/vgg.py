@@ -18,7 +18,7 @@ from collections import OrderedDict
 from convcore.utils.validation import check_int
 from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
                          LocalResponseNorm, MaxPool2d, ReLU, Sequential)
-from convcore.models._common import check_common, layer_kwargs
+from convcore.models._common import check_common, layer_kwargs, network
 from convcore.models.alexnet import LRN_PAPER
 
 # int: 3x3 conv with that many channels; (n, 1): a 1x1 conv; "M": max pool
@@ -73,9 +73,9 @@ def vgg(config="D", num_classes=1000, in_channels=3, input_size=224, batch_norm=
         Linear(hidden, hidden, **kw), ReLU(), Dropout(dropout, rng=drop_rng),
         Linear(hidden, num_classes, **kw),
     )
-    return Sequential(OrderedDict([
+    return network([
         ("features", features), ("avgpool", AdaptiveAvgPool2d(pooled)),
-        ("flatten", Flatten()), ("classifier", classifier)]))
+        ("flatten", Flatten()), ("classifier", classifier)])
 
 
 def _named(config, batch_norm):

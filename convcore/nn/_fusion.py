@@ -147,7 +147,7 @@ def _conv_backward(conv, g, x, weight=None, weight_grad=None):
     w = conv.weight
     gx, gw, _ = conv2d_backward(
         g, x, w.data if weight is None else weight, *conv._geometry(),
-        algorithm=conv.algorithm, bias=False, input_grad=not conv.first_layer,
+        algorithm=conv.algorithm, bias=False, input_grad=conv._input_grad_needed(),
         weight_grad=w.requires_grad if weight_grad is None else weight_grad,
         weight_version=w.version if weight is None else 0)
     return gx, gw

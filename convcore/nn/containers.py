@@ -6,6 +6,13 @@ nesting of the three is differentiable without a tape. A child's backward
 may return None (a first layer skipping its input gradient); the
 containers pass that on.
 
+Frozen layers (fine-tuning): when nothing needs a container's input
+gradient (a Sequential starting with a first_layer, or a container whose
+own container said so), its backward stops at the first child with a
+trainable parameter and tells that child, through skip_input_grad_once(),
+to skip its input gradient too; the frozen children before it run no
+backward. Residual and Concat pass the same word on to their branches.
+
 Each module keeps the cache of its latest forward, so one module instance
 may appear only once in a network (no weight sharing inside one pass).
 
@@ -101,8 +108,9 @@ class Sequential(Module):
     def backward(self, grad_y):
         steps = self._cache   # None: the forward ran the children one by one
         self._cache = None
-        return _run_backward(self._modules.values() if steps is None else steps,
-                             grad_y)
+        steps = list(self._modules.values()) if steps is None else steps
+        need = self._input_grad_needed() and not _starts_with_first_layer(steps)
+        return _run_backward(steps, grad_y, need)
 
     def _forward_head(self, x):
         """Run all children but the last (fused where possible); with
@@ -121,15 +129,48 @@ class Sequential(Module):
     def _backward_head(self, grad):
         steps = self._cache
         self._cache = None
-        return _run_backward(steps, grad)
+        return _run_backward(steps, grad, self._input_grad_needed())
 
 
-def _run_backward(steps, grad_y):
+def _starts_with_first_layer(steps):
+    """The first module of `steps` (inside nested Sequentials and fused
+    steps) is a network's first layer: it returns no input gradient, so
+    neither does the container, and a backward may stop earlier still."""
+    m = steps[0] if steps else None
+    while True:
+        if isinstance(m, _fusion.Step):
+            m = m.modules[0]
+        elif type(m) is Sequential and len(m):
+            m = next(iter(m))
+        else:
+            return bool(getattr(m, "first_layer", False))
+
+
+def _trainable(step):
+    """Whether a module or fused step has a parameter that requires grad."""
+    modules = step.modules if isinstance(step, _fusion.Step) else (step,)
+    return any(p.requires_grad for m in modules for p in m.parameters())
+
+
+def _run_backward(steps, grad_y, need_input_grad=True):
     """Backward through `steps` in reverse. A fused step may overwrite the
     gradient it receives when the step after it made that array and
-    nobody else holds it."""
+    nobody else holds it.
+
+    need_input_grad False (the caller needs no gradient of the first step's
+    input): the backward stops at the first step that has a trainable
+    parameter, which is told to skip its own input gradient; the frozen
+    steps before it run no backward at all. Returns None then."""
+    steps = list(steps)
+    stop, first = 0, None
+    if not need_input_grad:
+        stop = next((i for i, m in enumerate(steps) if _trainable(m)), len(steps))
+        if stop < len(steps):
+            first = steps[stop].modules[0] if isinstance(steps[stop], _fusion.Step) \
+                else steps[stop]
+            first.skip_input_grad_once()
     owned = False
-    for m in reversed(steps):
+    for m in reversed(steps[stop:]):
         if grad_y is None:  # an earlier layer asked not to compute it
             break
         if isinstance(m, _fusion.Step):
@@ -138,7 +179,26 @@ def _run_backward(steps, grad_y):
         else:
             grad_y = m.backward(grad_y)
             owned = type(m) in _fusion.FRESH_GRAD
-    return grad_y
+    _end_skip(first)
+    return grad_y if need_input_grad else None
+
+
+def _end_skip(*modules):
+    """Withdraw skip_input_grad_once() from modules whose backward did not
+    read it (a batch norm, a backward not reached), so it holds for one
+    backward only."""
+    for m in modules:
+        if m is not None:
+            m.__dict__.pop("_skip_input_grad", None)
+
+
+def _pass_on_skip(need_input_grad, *branches):
+    """When the caller needs no input gradient, neither do the branches that
+    all see that input (a Residual's body and shortcut, Concat's branches)."""
+    if not need_input_grad:
+        for m in branches:
+            if m is not None:
+                m.skip_input_grad_once()
 
 
 class Residual(Module):
@@ -160,9 +220,11 @@ class Residual(Module):
         return yb + ys
 
     def backward(self, grad_y):
+        _pass_on_skip(self._input_grad_needed(), self.body, self.shortcut)
         # The input feeds both paths: its gradient is the sum of theirs.
         g_body = self.body.backward(grad_y)
         g_short = grad_y if self.shortcut is None else self.shortcut.backward(grad_y)
+        _end_skip(self.body, self.shortcut)
         return _add(g_body, g_short)
 
     # -- the sum followed by a ReLU (a ResNet block), fused -----------------
@@ -231,6 +293,7 @@ class Residual(Module):
         self._fused_relu = None
         if keep[0] == "unfused":
             return Residual.backward(self, relu.backward(grad_y))
+        _pass_on_skip(self._input_grad_needed(), self.body, self.shortcut)
         if keep[0] == "bn":
             _, last, z, y, mean, invstd, use_batch_stats = keep
             gz, gw, gb, g = batch_norm_relu_backward(
@@ -251,20 +314,25 @@ class Residual(Module):
                       else last_step.backward(g, False))
                 g_body = self.body._backward_head(gl)
         g_short = g if self.shortcut is None else self.shortcut.backward(g)
+        _end_skip(self.body, self.shortcut)
         return _add(g_body, g_short)
 
 
 class Concat(Module):
     """Every branch sees the same input; outputs are concatenated along
-    `axis` (channels by default: an Inception block). Keys "0.…", "1.…"."""
+    `axis` (channels by default: an Inception block). Keys "0.…", "1.…",
+    or the names of one OrderedDict name -> branch (as Sequential)."""
 
     def __init__(self, *branches, axis=1):
         super().__init__()
-        if not branches:
+        named = (branches[0].items() if len(branches) == 1
+                 and isinstance(branches[0], OrderedDict) else enumerate(branches))
+        named = [(str(k), m) for k, m in named]
+        if not named:
             raise ValueError("Concat: needs at least one branch")
         self.axis = check_int(axis, "axis", None, "Concat")
-        for i, m in enumerate(branches):
-            self.add_module(str(i), m)
+        for name, m in named:
+            self.add_module(name, m)
 
     def __len__(self):
         return len(self._modules)
@@ -286,9 +354,11 @@ class Concat(Module):
     def backward(self, grad_y):
         axis, sizes = self._saved()
         pieces = np.split(grad_y, np.cumsum(sizes)[:-1], axis=axis)
+        _pass_on_skip(self._input_grad_needed(), *self._modules.values())
         grad_x = None
         for m, g in zip(self._modules.values(), pieces):
             grad_x = _add(grad_x, m.backward(np.ascontiguousarray(g)))
+        _end_skip(*self._modules.values())
         return grad_x
 
     def extra_repr(self):

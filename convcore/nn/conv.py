@@ -79,7 +79,7 @@ class Conv2d(Module):
         gx, gw, gb = conv2d_backward(
             grad_y, x, w.data, *self._geometry(), algorithm=self.algorithm,
             bias=b is not None and b.requires_grad,
-            input_grad=not self.first_layer, weight_grad=w.requires_grad,
+            input_grad=self._input_grad_needed(), weight_grad=w.requires_grad,
             weight_version=w.version, data_format=self.data_format)
         w.accumulate_grad(gw)
         if b is not None:

@@ -42,11 +42,12 @@ class Linear(Module):
         params = self._parameters
         w, b = params["weight"], params.get("bias")
         gx, gw, gb = linear_backward(
-            grad_y, x, w.data, bias=b is not None and b.requires_grad)
+            grad_y, x, w.data, bias=b is not None and b.requires_grad,
+            input_grad=self._input_grad_needed(), weight_grad=w.requires_grad)
         w.accumulate_grad(gw)
         if b is not None:
             b.accumulate_grad(gb)
-        return None if self.first_layer else gx
+        return gx
 
     def output_shape(self, input_shape):
         if not input_shape or input_shape[-1] != self.in_features:

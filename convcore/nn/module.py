@@ -18,7 +18,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from convcore._runtime.grad_mode import _state as _grad_state
-from convcore.nn import _reuse, _summary, hooks
+from convcore.nn import _reuse, _state_keys, _summary, hooks
 from convcore.nn.parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -28,7 +28,9 @@ class Module:
     """Base class: subclasses implement forward() and backward()."""
 
     #: a network's first layer needs no input gradient; Conv2d and Linear
-    #: skip computing it when this is True (set it on the instance).
+    #: skip computing it when this is True (set it on the instance), and a
+    #: Sequential starting with it stops its backward at the first layer
+    #: that has trainable parameters (the rest is frozen, see containers).
     first_layer = False
 
     def __init__(self):
@@ -144,6 +146,19 @@ class Module:
             return self.forward(*args, **kwargs)   # nothing is saved: reuse is free
         # One instance, one place per forward pass: convcore.nn._reuse.
         return _reuse.run(self, args, kwargs)
+
+    def _input_grad_needed(self):
+        """Whether this backward must compute the input gradient: not for a
+        first layer, nor when the container running the backward said that
+        nothing before this module needs it (skip_input_grad_once: one
+        backward only). Call it once per backward."""
+        return not (self.__dict__.pop("_skip_input_grad", False) or self.first_layer)
+
+    def skip_input_grad_once(self):
+        """Tell this module that its next backward may skip the input
+        gradient (and return None): containers call it on the first layer
+        that still has trainable parameters, everything before it frozen."""
+        self.__dict__["_skip_input_grad"] = True
 
     # -- what backward needs (the custom-layer API) ---------------------------
     def save_for_backward(self, *values):
@@ -311,6 +326,11 @@ class Module:
                 if b is not None:
                     yield pre + name, m, name, "buffer"
 
+    #: a function renaming a foreign state dict's keys to this module's,
+    #: tried by load_state_dict when the keys do not match (the zoo's
+    #: models set convcore.models.torchvision_keys); None: no renaming.
+    state_dict_key_map = None
+
     def state_dict(self):
         """OrderedDict key -> ndarray (copies), with PyTorch's key names."""
         out = OrderedDict()
@@ -325,24 +345,21 @@ class Module:
 
         Every key is checked before anything is written, so a failed load
         leaves the module unchanged. With strict=True a missing or unexpected
-        key raises ValueError naming it; with strict=False matching keys load
-        and the rest are returned as (missing_keys, unexpected_keys). A shape
-        mismatch raises ValueError, a dtype mismatch TypeError, naming the key.
+        key raises ValueError naming a few and the counts; with strict=False
+        matching keys load and the rest are returned as (missing_keys,
+        unexpected_keys). Keys that do not match are first renamed by
+        `state_dict_key_map` when one is set and that makes them match (the
+        zoo's models: torchvision's keys). A shape mismatch raises
+        ValueError, a dtype mismatch TypeError, naming the key.
         """
         fn = f"{type(self).__name__}.load_state_dict"
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"{fn}: expected a mapping key -> array, got "
                             f"{type(state_dict).__name__}")
         targets = {key: (m, name, kind) for key, m, name, kind in self._state_items()}
-        missing = [k for k in targets if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in targets]
+        state_dict, missing, unexpected = _state_keys.match_keys(self, targets, state_dict)
         if strict and (missing or unexpected):
-            parts = []
-            if missing:
-                parts.append(f"missing keys {missing}")
-            if unexpected:
-                parts.append(f"unexpected keys {unexpected}")
-            raise ValueError(f"{fn}: " + "; ".join(parts))
+            raise ValueError(_state_keys.mismatch_message(fn, missing, unexpected))
         plan = []
         for key, (m, name, kind) in targets.items():
             if key not in state_dict:

@@ -1,12 +1,17 @@
 """Transfer learning helpers: freeze layers, replace the classifier head.
 
-A typical fine-tune of an imported network:
+A typical fine-tune of an imported network (README: "Fine-tuning a
+PyTorch model"):
 
     model = models.resnet18(num_classes=1000)
-    model.load_state_dict(models.torchvision_keys(torch_state_dict))
+    model.load_state_dict(torch_state_dict)           # torchvision's keys map
     head = replace_head(model, num_classes=10)        # new Linear, trainable
     freeze(model); unfreeze(model, head)              # train the head only
     opt = optim.SGD(trainable_parameters(model), lr=0.01, momentum=0.9)
+
+The zoo's networks start with a first layer, so their backward stops at
+the first layer that still trains (convcore.nn.containers): the frozen
+backbone runs forward only.
 """
 from convcore.nn import Linear, Module
 
@@ -36,8 +41,8 @@ def _set_requires_grad(model, names, flag):
 def freeze(model, *names):
     """Stop training the parameters under the given qualified module or
     parameter names ("features", "layer1.0", "fc.bias"), or all of them when
-    no name is given. Frozen parameters get no gradient and optimizers skip
-    them; batch-norm running statistics still update in train mode (as in
+    no name is given. Frozen parameters get no gradient (none is computed;
+    .grad stays None) and optimizers skip them; batch-norm running statistics still update in train mode (as in
     torch: call .eval() on those modules to fix them too). Returns the
     number of parameters frozen."""
     return _set_requires_grad(model, names, False)
