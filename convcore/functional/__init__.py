@@ -16,7 +16,8 @@ which takes what the forward returned or saved and returns new arrays.
     activations.py  relu, relu6, leaky_relu, sigmoid, tanh, softplus, gelu, silu,
                     softmax, log_softmax
     linear.py       linear, dropout, dropout2d
-    losses.py       cross_entropy, mse_loss, binary_cross_entropy_with_logits
+    losses.py       cross_entropy, nll_loss, mse_loss, l1_loss, smooth_l1_loss,
+                    huber_loss, binary_cross_entropy_with_logits
 """
 from convcore.functional.activations import (
     leaky_relu, leaky_relu_backward, log_softmax, log_softmax_backward, relu,
@@ -46,6 +47,9 @@ from convcore.functional.pooling import (
 from convcore.functional.activations import gelu, gelu_backward, silu, silu_backward
 from convcore.functional.conv_transpose import conv_transpose2d, conv_transpose2d_backward
 from convcore.functional.linear import dropout2d
+from convcore.functional.losses import (
+    huber_loss, huber_loss_backward, l1_loss, l1_loss_backward, nll_loss, nll_loss_backward,
+    smooth_l1_loss, smooth_l1_loss_backward)
 
 __all__ = [
     "conv2d", "conv2d_backward",
@@ -69,5 +73,7 @@ __all__ = [
 ]
 __all__ += [
     "conv_transpose2d", "conv_transpose2d_backward", "gelu", "gelu_backward", "silu",
-    "silu_backward", "dropout2d",
+    "silu_backward", "dropout2d", "nll_loss", "nll_loss_backward", "l1_loss",
+    "l1_loss_backward", "smooth_l1_loss", "smooth_l1_loss_backward", "huber_loss",
+    "huber_loss_backward",
 ]

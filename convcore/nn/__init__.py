@@ -26,6 +26,7 @@ from convcore.nn.activation import GELU, LogSoftmax, SiLU, Softmax
 from convcore.nn.conv_transpose import ConvTranspose2d
 from convcore.nn.dropout import Dropout2d
 from convcore.nn.pooling import AdaptiveMaxPool2d
+from convcore.nn.loss import HuberLoss, L1Loss, NLLLoss, SmoothL1Loss
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Residual", "Concat",
@@ -36,4 +37,5 @@ __all__ = [
 ]
 __all__ += [
     "ConvTranspose2d", "AdaptiveMaxPool2d", "Dropout2d", "GELU", "SiLU", "Softmax", "LogSoftmax",
+    "NLLLoss", "L1Loss", "SmoothL1Loss", "HuberLoss",
 ]
