@@ -8,6 +8,7 @@ which takes what the forward returned or saved and returns new arrays.
 
     conv.py         conv2d (algorithms: direct, im2col, winograd, auto)
     conv_transpose.py  conv_transpose2d, on the conv kernels (adjoint)
+    interpolate.py  interpolate (nearest, bilinear): separable sparse resampling
     pooling.py      max/avg/adaptive pooling
     batch_norm.py   batch norm (+ ReLU, + residual), folding into a conv
     fused.py        conv epilogues: bias + ReLU in place, add + ReLU
@@ -46,6 +47,7 @@ from convcore.functional.pooling import (
 # issue 16 item 3: layers users reach for
 from convcore.functional.activations import gelu, gelu_backward, silu, silu_backward
 from convcore.functional.conv_transpose import conv_transpose2d, conv_transpose2d_backward
+from convcore.functional.interpolate import interpolate, interpolate_backward
 from convcore.functional.linear import dropout2d
 from convcore.functional.losses import (
     huber_loss, huber_loss_backward, l1_loss, l1_loss_backward, nll_loss, nll_loss_backward,
@@ -75,5 +77,5 @@ __all__ += [
     "conv_transpose2d", "conv_transpose2d_backward", "gelu", "gelu_backward", "silu",
     "silu_backward", "dropout2d", "nll_loss", "nll_loss_backward", "l1_loss",
     "l1_loss_backward", "smooth_l1_loss", "smooth_l1_loss_backward", "huber_loss",
-    "huber_loss_backward",
+    "huber_loss_backward", "interpolate", "interpolate_backward",
 ]

@@ -27,6 +27,7 @@ from convcore.nn.conv_transpose import ConvTranspose2d
 from convcore.nn.dropout import Dropout2d
 from convcore.nn.pooling import AdaptiveMaxPool2d
 from convcore.nn.loss import HuberLoss, L1Loss, NLLLoss, SmoothL1Loss
+from convcore.nn.upsampling import Upsample
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Residual", "Concat",
@@ -37,5 +38,5 @@ __all__ = [
 ]
 __all__ += [
     "ConvTranspose2d", "AdaptiveMaxPool2d", "Dropout2d", "GELU", "SiLU", "Softmax", "LogSoftmax",
-    "NLLLoss", "L1Loss", "SmoothL1Loss", "HuberLoss",
+    "NLLLoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "Upsample",
 ]
