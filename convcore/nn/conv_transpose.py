@@ -50,23 +50,50 @@ class ConvTranspose2d(Module):
             self.register_parameter("bias", None)
         init.default_layer_init_(self.weight, self.bias, rng)
 
-    def _geometry(self):
-        return self.stride, self.padding, self.output_padding, self.groups, self.dilation
+    def _geometry(self, output_padding=None):
+        op = self.output_padding if output_padding is None else output_padding
+        return self.stride, self.padding, op, self.groups, self.dilation
 
-    def forward(self, x):
+    def _output_padding(self, input_shape, output_size):
+        """The output_padding that gives `output_size` ((H, W), or the whole
+        (N, C, H, W)), as torch's ConvTranspose2d.forward(x, output_size):
+        each size must lie between the smallest output and stride - 1 more."""
+        if output_size is None:
+            return self.output_padding
+        size = tuple(output_size)
+        if len(size) == 4:
+            size = size[2:]
+        if len(size) != 2:
+            raise ValueError(f"ConvTranspose2d: output_size must be (H, W) or (N, C, H, W), "
+                             f"got {output_size!r}")
+        smallest = tuple((n - 1) * s - 2 * p + d * (k - 1) + 1 for n, s, p, d, k in
+                         zip(input_shape[2:], self.stride, self.padding, self.dilation,
+                             self.kernel_size))
+        largest = tuple(m + s - 1 for m, s in zip(smallest, self.stride))
+        if any(not lo <= n <= hi for n, lo, hi in zip(size, smallest, largest)):
+            raise ValueError(f"ConvTranspose2d: requested an output size of {size}, but "
+                             f"valid sizes range from {smallest} to {largest} (for an input "
+                             f"of spatial size {tuple(input_shape[2:])})")
+        return tuple(n - m for n, m in zip(size, smallest))
+
+    def forward(self, x, output_size=None):
+        """y for input x; `output_size` ((H, W) or (N, C, H, W)) picks the
+        output_padding that gives it, as torch's forward(input, output_size)
+        does to undo a strided convolution's rounding."""
         params = self._parameters
         w, b = params["weight"], params.get("bias")
-        y = conv_transpose2d(x, w.data, None if b is None else b.data, *self._geometry(),
+        op = self._output_padding(np.shape(x), output_size)
+        y = conv_transpose2d(x, w.data, None if b is None else b.data, *self._geometry(op),
                              self.algorithm, weight_version=w.version)
-        self._save_for_backward(x)
+        self._save_for_backward(x, op)
         return y
 
     def backward(self, grad_y):
-        (x,) = self._saved()
+        x, op = self._saved()
         params = self._parameters
         w, b = params["weight"], params.get("bias")
         gx, gw, gb = conv_transpose2d_backward(
-            grad_y, x, w.data, *self._geometry(), self.algorithm,
+            grad_y, x, w.data, *self._geometry(op), self.algorithm,
             bias=b is not None and b.requires_grad, input_grad=not self.first_layer,
             weight_grad=w.requires_grad, weight_version=w.version)
         w.accumulate_grad(gw)

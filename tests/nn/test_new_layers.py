@@ -41,6 +41,9 @@ LAYERS = {
     "conv_transpose_1x1_batch1": (
         lambda dt: nn.ConvTranspose2d(2, 2, 1, dtype=dt, rng=4),
         lambda t: t.ConvTranspose2d(2, 2, 1), (1, 2, 1, 1), "train"),
+    "conv_transpose_winograd": (
+        lambda dt: nn.ConvTranspose2d(4, 6, 3, padding=1, algorithm="winograd", dtype=dt, rng=5),
+        lambda t: t.ConvTranspose2d(4, 6, 3, padding=1), (2, 4, 5, 6), "train"),
     "adaptive_maxpool": (lambda dt: nn.AdaptiveMaxPool2d((2, 3), dtype=dt),
                          lambda t: t.AdaptiveMaxPool2d((2, 3)), (2, 3, 7, 5), "train"),
     "adaptive_maxpool_keep_width": (lambda dt: nn.AdaptiveMaxPool2d((3, None), dtype=dt),
@@ -213,6 +216,31 @@ def test_conv_transpose_empty_batch(rng):
     gx, gw, gb = F.conv_transpose2d_backward(np.zeros(y.shape), np.zeros((0, 2, 4, 4)), w,
                                              stride=2)
     assert gx.shape == (0, 2, 4, 4) and not gw.any() and not gb.any()
+
+
+def test_conv_transpose_output_size_undoes_strided_conv_rounding(rng):
+    # a stride-2 convolution maps both 7 and 8 rows to 4; output_size picks
+    conv = nn.Conv2d(2, 3, 3, stride=2, padding=1, dtype=np.float64, rng=0)
+    up = nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, dtype=np.float64, rng=1)
+    x = rng.standard_normal((1, 2, 8, 7))
+    h = conv(x)
+    assert h.shape == (1, 3, 4, 4)
+    assert up(h).shape == (1, 2, 7, 7)
+    y = up(h, output_size=x.shape)
+    assert y.shape == x.shape
+    g = rng.standard_normal(y.shape)
+    gx, gw, gb = F.conv_transpose2d_backward(g, h, up.weight.data, 2, 1, (1, 0))
+    np.testing.assert_allclose(up.backward(g), gx, rtol=1e-13)
+    np.testing.assert_allclose(up.weight.grad, gw, rtol=1e-13)
+    np.testing.assert_allclose(y, F.conv_transpose2d(h, up.weight.data, up.bias.data, 2, 1,
+                                                     (1, 0)), rtol=1e-13)
+    with pytest.raises(ValueError, match=r"valid sizes range from \(7, 7\) to \(8, 8\)"):
+        up(h, output_size=(9, 7))
+    torch = pytest.importorskip("torch")
+    tup = torch.nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1).double()
+    tup.load_state_dict({k: torch.from_numpy(v) for k, v in up.state_dict().items()})
+    ty = tup(torch.from_numpy(h), output_size=[8, 7])
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12)
 
 
 def test_conv_transpose_default_init_uses_weight_dim1_as_fan_in():
