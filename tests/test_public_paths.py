@@ -40,6 +40,15 @@ API = {
                             "DerivedWeights", "DERIVED"],
 }
 
+# issue 16 item 3: layers, losses and schedules users reach for
+API["convcore.functional"] = API["convcore.functional"] + [
+    "conv_transpose2d", "interpolate", "gelu", "silu", "dropout2d", "adaptive_max_pool2d",
+    "nll_loss", "l1_loss", "smooth_l1_loss", "huber_loss"]
+API["convcore.nn"] = ["ConvTranspose2d", "Upsample", "GELU", "SiLU", "Softmax", "LogSoftmax",
+                      "Dropout2d", "AdaptiveMaxPool2d", "NLLLoss", "L1Loss", "SmoothL1Loss",
+                      "HuberLoss"]
+API["convcore.optim.lr_scheduler"] = ["OneCycleLR", "LambdaLR", "LinearLR", "SequentialLR"]
+
 
 @pytest.mark.parametrize("module", sorted(API))
 def test_names_importable_where_they_were(module):

@@ -2,7 +2,7 @@
 
 relu runs after every convolution and has an OpenMP kernel
 (convcore._kernels.activation, several times NumPy's speed); the rest are
-NumPy expressions written to be stable for large |x| (no exp of a large
+NumPy (and scipy.special) expressions written to be stable for large |x| (no exp of a large
 positive number is ever taken). softmax stays NumPy because its SIMD exp
 beat a scalar-expf Cython kernel by a wide margin when measured. Every
 function returns a new array of the input's dtype and never writes into its
@@ -15,6 +15,7 @@ import math
 import numbers
 
 import numpy as np
+from scipy import special
 
 from convcore._kernels import activation as _act
 from convcore._runtime.threads import kernel_threads
@@ -172,6 +173,64 @@ def softplus_backward(grad_y, x, beta=1.0, threshold=20.0):
     threshold = _real(threshold, "threshold", fn)
     bx = x * x.dtype.type(beta)
     return np.where(bx > threshold, grad_y, grad_y * sigmoid(bx))
+
+
+# --- gelu, silu -----------------------------------------------------------------------
+
+_GELU_APPROXIMATIONS = ("none", "tanh")
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_TANH_CUBIC = 0.044715
+
+
+def _gelu_approximate(approximate, fn):
+    if approximate not in _GELU_APPROXIMATIONS:
+        raise ValueError(f"{fn}: approximate must be one of {_GELU_APPROXIMATIONS}, "
+                         f"got {approximate!r}")
+    return approximate
+
+
+def _gelu_tanh_inner(x):
+    """tanh(sqrt(2/pi) (x + 0.044715 x^3)) of the tanh approximation."""
+    return np.tanh(x.dtype.type(_SQRT_2_OVER_PI) * (x + x.dtype.type(_GELU_TANH_CUBIC) * x ** 3))
+
+
+def gelu(x, approximate="none"):
+    """x * Phi(x) with Phi the standard normal CDF, 0.5 x (1 + erf(x / sqrt 2)),
+    or with approximate="tanh" 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
+    as torch.nn.functional.gelu."""
+    fn = "gelu"
+    x = _input(x, fn)
+    if _gelu_approximate(approximate, fn) == "tanh":
+        return x * (1 + _gelu_tanh_inner(x)) / 2
+    return x * (1 + special.erf(x / x.dtype.type(math.sqrt(2)))) / 2
+
+
+def gelu_backward(grad_y, x, approximate="none"):
+    """grad_y * d gelu / dx at the input x: Phi(x) + x phi(x) exactly, or the
+    derivative of the tanh form."""
+    fn = "gelu_backward"
+    grad_y, x = _grad_pair(grad_y, x, "x", fn)
+    if _gelu_approximate(approximate, fn) == "tanh":
+        t = _gelu_tanh_inner(x)
+        inner_grad = x.dtype.type(_SQRT_2_OVER_PI) * (
+            1 + x.dtype.type(3 * _GELU_TANH_CUBIC) * x * x)
+        return grad_y * ((1 + t) / 2 + x * (1 - t * t) * inner_grad / 2)
+    cdf = (1 + special.erf(x / x.dtype.type(math.sqrt(2)))) / 2
+    pdf = np.exp(-x * x / 2) * x.dtype.type(1 / math.sqrt(2 * math.pi))
+    return grad_y * (cdf + x * pdf)
+
+
+def silu(x):
+    """x * sigmoid(x) (swish), as torch.nn.functional.silu."""
+    x = _input(x, "silu")
+    return x * sigmoid(x)
+
+
+def silu_backward(grad_y, x):
+    """grad_y * s (1 + x (1 - s)), s = sigmoid(x), at the input x."""
+    grad_y, x = _grad_pair(grad_y, x, "x", "silu_backward")
+    s = sigmoid(x)
+    return grad_y * (s * (1 + x * (1 - s)))
 
 
 # --- softmax, log_softmax -----------------------------------------------------------

@@ -137,8 +137,24 @@ def dropout(x, p=0.5, training=True, rng=None, *, return_mask=False):
     -------
     y, or (y, mask)
     """
-    fn = "dropout"
-    x = as_float_array(x, "input", fn=fn)
+    x = as_float_array(x, "input", fn="dropout")
+    return _dropout(x, p, training, rng, x.shape, return_mask, "dropout")
+
+
+def dropout2d(x, p=0.5, training=True, rng=None, *, return_mask=False):
+    """Channel dropout, as torch.nn.functional.dropout2d: in training, each
+    whole channel x[n, c] is kept with probability 1-p and scaled by 1/(1-p).
+
+    x : ndarray of shape (N, C, H, W) (or (N, C, L)); other arguments and
+    the returns as dropout's, the mask of shape (N, C, 1, 1) (or (N, C, 1)).
+    """
+    fn = "dropout2d"
+    x = as_float_array(x, "input", ndim=(3, 4), fn=fn)
+    return _dropout(x, p, training, rng, x.shape[:2] + (1,) * (x.ndim - 2), return_mask, fn)
+
+
+def _dropout(x, p, training, rng, mask_shape, return_mask, fn):
+    """Inverted dropout of x with a keep-mask of mask_shape (broadcast over x)."""
     p = _check_p(p, fn)
     if not isinstance(training, (bool, np.bool_)):
         raise TypeError(f"{fn}: training must be a bool, got {training!r}")
@@ -146,15 +162,15 @@ def dropout(x, p=0.5, training=True, rng=None, *, return_mask=False):
     if not training:
         return (x.copy(), None) if return_mask else x.copy()
     # u >= p holds with probability 1 - p (u uniform in [0, 1)).
-    mask = gen.random(x.shape, dtype=np.float32) >= np.float32(p) if p < 1 \
-        else np.zeros(x.shape, dtype=bool)
+    mask = gen.random(mask_shape, dtype=np.float32) >= np.float32(p) if p < 1 \
+        else np.zeros(mask_shape, dtype=bool)
     y = x * mask
     y *= _scale(p, x.dtype)
     return (y, mask) if return_mask else y
 
 
 def dropout_backward(grad_y, mask, p):
-    """grad_y * mask / (1-p), with the mask dropout returned; mask None
+    """grad_y * mask / (1-p), with the mask dropout or dropout2d returned; mask None
     (dropout in eval mode) gives a copy of grad_y."""
     fn = "dropout_backward"
     grad_y = as_float_array(grad_y, "grad_y", fn=fn)
@@ -164,7 +180,8 @@ def dropout_backward(grad_y, mask, p):
     if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
         raise TypeError(f"{fn}: mask must be the boolean array dropout returned, "
                         f"got {type(mask).__name__} {getattr(mask, 'dtype', '')}".rstrip())
-    if mask.shape != grad_y.shape:
+    # dropout2d's channel mask broadcasts over the spatial dimensions.
+    if mask.ndim != grad_y.ndim or any(m not in (1, g) for m, g in zip(mask.shape, grad_y.shape)):
         raise ValueError(f"{fn}: mask has shape {mask.shape} but grad_y has shape "
                          f"{grad_y.shape}")
     gx = grad_y * mask

@@ -1,6 +1,7 @@
-"""Losses on logits and their gradients, as torch.nn.functional:
-cross_entropy (class weights, label smoothing), mse_loss and
-binary_cross_entropy_with_logits (weight, pos_weight).
+"""Losses and their gradients, as torch.nn.functional: cross_entropy
+(class weights, label smoothing, ignore_index), nll_loss, mse_loss,
+l1_loss, smooth_l1_loss, huber_loss and binary_cross_entropy_with_logits
+(weight, pos_weight).
 
 reduction "mean" and "sum" return a Python float (summed in float64);
 "none" returns the per-element losses in the input's dtype. Each
@@ -59,48 +60,66 @@ def _same_shape(a, name, x, fn):
     return a
 
 
-# --- cross entropy --------------------------------------------------------------
+# --- cross entropy, nll loss ----------------------------------------------------
 
-def _ce_inputs(logits, target, weight, label_smoothing, reduction, fn):
-    """Checked (logits, target, weight, label_smoothing, soft): target is
-    either integer class indices (N, d1, ...) or, when it is a float array
-    of the logits' shape, class probabilities (soft=True), as in torch."""
-    logits = as_float_array(logits, "logits", fn=fn)
-    if logits.ndim < 2:
-        raise ValueError(f"{fn}: logits must be (N, C) or (N, C, d1, ...), got shape "
-                         f"{logits.shape}")
-    C = logits.shape[1]
+def _class_inputs(scores, target, weight, ignore_index, reduction, fn, name="logits",
+                  allow_soft=True):
+    """Checked (scores, target, weight, soft) of a loss over classes (the
+    logits of cross_entropy, the log-probabilities of nll_loss): target is
+    either integer class indices (N, d1, ...), each in [0, C) or equal to
+    ignore_index, or, when allow_soft and it is a float array of the
+    scores' shape, class probabilities (soft=True), as in torch."""
+    scores = as_float_array(scores, name, fn=fn)
+    if scores.ndim < 2:
+        raise ValueError(f"{fn}: {name} must be (N, C) or (N, C, d1, ...), got shape "
+                         f"{scores.shape}")
+    C = scores.shape[1]
     if not isinstance(target, np.ndarray):
         raise TypeError(f"{fn}: target must be a numpy.ndarray of class indices, "
                         f"got {type(target).__name__}")
-    soft = target.dtype.kind == "f" and target.shape == logits.shape
+    soft = allow_soft and target.dtype.kind == "f" and target.shape == scores.shape
     if soft:
-        target = as_float_array(target, "target", dtype=logits.dtype, fn=fn)
+        target = as_float_array(target, "target", dtype=scores.dtype, fn=fn)
     elif not np.issubdtype(target.dtype, np.integer):
+        also = (f"; float targets are class probabilities only with the {name}' shape "
+                f"{scores.shape}") if allow_soft else ""
         raise TypeError(f"{fn}: target must hold integer class indices, got dtype "
-                        f"{target.dtype} (shape {target.shape}); float targets are "
-                        f"class probabilities only with the logits' shape {logits.shape}")
-    expected = logits.shape[:1] + logits.shape[2:]
+                        f"{target.dtype} (shape {target.shape}){also}")
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index,
+                                                                    numbers.Integral):
+        raise TypeError(f"{fn}: ignore_index must be an int, got {ignore_index!r}")
+    expected = scores.shape[:1] + scores.shape[2:]
     if not soft and target.shape != expected:
-        raise ValueError(f"{fn}: target has shape {target.shape} but logits of shape "
-                         f"{logits.shape} need target shape {expected}")
-    if not soft and target.size and (target.min() < 0 or target.max() >= C):
-        raise ValueError(f"{fn}: target values must be class indices in [0, {C}) "
-                         f"for logits of shape {logits.shape}, found values in "
-                         f"[{target.min()}, {target.max()}]")
+        raise ValueError(f"{fn}: target has shape {target.shape} but {name} of shape "
+                         f"{scores.shape} need target shape {expected}")
+    if not soft and target.size:
+        classes = target[target != ignore_index]
+        if classes.size and (classes.min() < 0 or classes.max() >= C):
+            raise ValueError(f"{fn}: target values must be class indices in [0, {C}) "
+                             f"for {name} of shape {scores.shape}, found values in "
+                             f"[{classes.min()}, {classes.max()}] (besides "
+                             f"ignore_index={ignore_index})")
     if weight is not None:
-        weight = as_float_array(weight, "weight", ndim=1, dtype=logits.dtype, fn=fn)
+        weight = as_float_array(weight, "weight", ndim=1, dtype=scores.dtype, fn=fn)
         if weight.shape != (C,):
             raise ValueError(f"{fn}: weight must have shape ({C},), one per class of "
-                             f"logits {logits.shape}, got {weight.shape}")
+                             f"{name} {scores.shape}, got {weight.shape}")
+    _check_reduction(reduction, fn)
+    if not soft:
+        target = target.astype(np.intp, copy=False)
+    return scores, target, weight, soft
+
+
+def _ce_inputs(logits, target, weight, label_smoothing, reduction, ignore_index, fn):
+    """_class_inputs of cross_entropy, plus its label_smoothing:
+    (logits, target, weight, label_smoothing, soft)."""
+    logits, target, weight, soft = _class_inputs(logits, target, weight, ignore_index,
+                                                 reduction, fn)
     if isinstance(label_smoothing, (bool, np.bool_)) \
             or not isinstance(label_smoothing, numbers.Real) \
             or not 0 <= label_smoothing <= 1:
         raise ValueError(f"{fn}: label_smoothing must be a number in [0, 1], "
                          f"got {label_smoothing!r}")
-    _check_reduction(reduction, fn)
-    if not soft:
-        target = target.astype(np.intp, copy=False)
     return logits, target, weight, float(label_smoothing), soft
 
 
@@ -114,63 +133,97 @@ def _soft_targets(logits, target, weight, eps):
     return q * weight if weight is not None else q
 
 
-def _target_weights(target, weight, dtype):
-    """w[t] per sample (ones without class weights)."""
-    return np.ones(target.shape, dtype) if weight is None else weight[target]
+class _Picked:
+    """The per-sample part of a loss over class indices: kept (target is
+    not ignore_index), index (the target, 0 where ignored, safe to index
+    with) and w_t (the class weight of the target, 0 where ignored)."""
+
+    def __init__(self, target, weight, ignore_index, dtype):
+        self.kept = target != ignore_index
+        self.index = np.where(self.kept, target, 0)
+        w_t = self.kept.astype(dtype)
+        if weight is not None:
+            w_t *= weight[self.index]
+        self.w_t = w_t
+
+    def total_weight(self):
+        """sum_i w[t_i] over kept samples: torch's "mean" denominator."""
+        return float(np.sum(self.w_t, dtype=np.float64))
+
+    def nll(self, logp):
+        """-w[t] logp[t] per sample, from class-last log-probabilities."""
+        picked = np.take_along_axis(logp, self.index[..., None], axis=-1)[..., 0]
+        return -(self.w_t * picked)
+
+    def nll_grad(self, shape, dtype):
+        """Class-last gradient of sum_i nll_i with respect to logp: -w[t] at t."""
+        g = np.zeros(shape, dtype)
+        np.put_along_axis(g, self.index[..., None], -self.w_t[..., None], axis=-1)
+        return g
 
 
-def cross_entropy(logits, target, weight=None, label_smoothing=0.0, reduction="mean"):
+def _divide(total, denominator):
+    """A "mean": nan for an empty batch or zero total weight, as torch."""
+    return total / denominator if denominator else math.nan
+
+
+def cross_entropy(logits, target, weight=None, label_smoothing=0.0, reduction="mean",
+                  ignore_index=-100):
     """Cross entropy between logits and integer class targets, as
     torch.nn.functional.cross_entropy.
 
     Per sample i with target t and log-probabilities logp = log_softmax(x):
         loss_i = (1 - eps) * w[t] * -logp[t] + eps / C * sum_c w[c] * -logp[c]
-    (w = 1 without class weights, eps = label_smoothing). "mean" divides
-    the sum by sum_i w[t_i], PyTorch's weighted mean (= N unweighted).
+    (w = 1 without class weights, eps = label_smoothing), and 0 for a
+    sample whose target is ignore_index. "mean" divides the sum by
+    sum_i w[t_i] over the samples not ignored, PyTorch's weighted mean
+    (= their count unweighted).
     With class-probability targets q (a float array of the logits' shape):
         loss_i = -sum_c w[c] * ((1 - eps) q_c + eps / C) * logp[c]
-    and "mean" divides by the number of samples, as torch does.
+    and "mean" divides by the number of samples, as torch does
+    (ignore_index does not apply).
 
     Parameters
     ----------
     logits : ndarray of shape (N, C) or (N, C, d1, ...), float32 or float64
-    target : integer ndarray of shape (N,) or (N, d1, ...), values in [0, C);
-        or class probabilities with the shape and dtype of logits
+    target : integer ndarray of shape (N,) or (N, d1, ...), values in [0, C)
+        or ignore_index; or class probabilities with the shape and dtype of
+        logits
     weight : ndarray of shape (C,) or None, class weights
     label_smoothing : float in [0, 1]
     reduction : "mean", "sum" or "none"
+    ignore_index : int, a target value that contributes nothing
     """
     fn = "cross_entropy"
-    logits, target, weight, eps, soft = _ce_inputs(logits, target, weight,
-                                                   label_smoothing, reduction, fn)
+    logits, target, weight, eps, soft = _ce_inputs(logits, target, weight, label_smoothing,
+                                                   reduction, ignore_index, fn)
     C = logits.shape[1]
     logp = np.moveaxis(log_softmax(logits, axis=1), 1, -1)   # (N, ..., C)
     if soft:
         # torch: -sum_c w_c q_c logp_c per sample; "mean" over samples.
         loss = -(logp * _soft_targets(logits, target, weight, eps)).sum(axis=-1)
         return _reduce(loss.astype(logits.dtype, copy=False), reduction)
-    w_t = _target_weights(target, weight, logits.dtype)
-    picked = np.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
-    loss = -(w_t * picked)
+    picked = _Picked(target, weight, ignore_index, logits.dtype)
+    loss = picked.nll(logp)
     if eps:
         smooth = -(logp * weight).sum(axis=-1) if weight is not None else -logp.sum(axis=-1)
-        loss = (1 - eps) * loss + (eps / C) * smooth
-    denominator = float(np.sum(w_t, dtype=np.float64)) if reduction == "mean" else None
-    return _reduce(loss.astype(logits.dtype, copy=False), reduction, denominator)
+        loss = (1 - eps) * loss + (eps / C) * (smooth * picked.kept)
+    return _reduce(loss.astype(logits.dtype, copy=False), reduction, picked.total_weight())
 
 
 def cross_entropy_backward(logits, target, weight=None, label_smoothing=0.0,
-                           reduction="mean", grad=1.0):
+                           reduction="mean", grad=1.0, ignore_index=-100):
     """Gradient of cross_entropy with respect to the logits (their shape):
 
         (1 - eps) * w[t] * (p - onehot(t)) + eps / C * (sum(w) * p - w)
 
-    with p = softmax(logits), times grad (per sample for "none") and divided
-    by sum_i w[t_i] for "mean"; for probability targets q (smoothed, times w)
+    with p = softmax(logits), 0 for ignored samples, times grad (per sample
+    for "none") and divided by sum_i w[t_i] over the samples not ignored
+    for "mean". For probability targets q (smoothed, times w)
     sum_c(q_c) * p - q, divided by the number of samples for "mean"."""
     fn = "cross_entropy_backward"
-    logits, target, weight, eps, soft = _ce_inputs(logits, target, weight,
-                                                   label_smoothing, reduction, fn)
+    logits, target, weight, eps, soft = _ce_inputs(logits, target, weight, label_smoothing,
+                                                   reduction, ignore_index, fn)
     dtype = logits.dtype
     C = logits.shape[1]
     loss_shape = logits.shape[:1] + logits.shape[2:]
@@ -187,28 +240,71 @@ def cross_entropy_backward(logits, target, weight=None, label_smoothing=0.0,
         else:  # "mean" over samples, whatever the weights
             samples = p.size // C
             g *= up / samples if samples else dtype.type(math.nan)
-        return np.ascontiguousarray(np.moveaxis(g.astype(dtype, copy=False), -1, 1))
-    w_t = _target_weights(target, weight, dtype)
-    coef = (1 - eps) * w_t                                           # (N, ...)
-    g = p * coef[..., None]
-    idx = target[..., None]
-    np.put_along_axis(g, idx, np.take_along_axis(g, idx, axis=-1) - coef[..., None], axis=-1)
+        return _class_first(g, dtype)
+    picked = _Picked(target, weight, ignore_index, dtype)
+    # d nll_i / dz = w[t] p - w[t] onehot(t): the log_softmax chain rule
+    g = p * picked.w_t[..., None] + picked.nll_grad(p.shape, dtype)
     if eps:
-        if weight is None:
-            g += (eps / C) * (C * p - 1)
-        else:
-            g += (eps / C) * (weight.sum() * p - weight)
+        g *= 1 - eps
+        smooth = C * p - 1 if weight is None else weight.sum() * p - weight
+        g += smooth * ((eps / C) * picked.kept[..., None])
+    return _class_first(_scaled(g, up, reduction, picked), dtype)
+
+
+def _scaled(g, up, reduction, picked):
+    """A class-last gradient of summed per-sample losses times the upstream
+    grad, divided by the kept target weight for "mean"."""
     if reduction == "none":
         g *= up[..., None]
     else:
-        if reduction == "mean":
-            total = float(np.sum(w_t, dtype=np.float64))
-            up = up / total if total else dtype.type(math.nan)
-        g *= up
+        g *= g.dtype.type(_divide(up, picked.total_weight()) if reduction == "mean" else up)
+    return g
+
+
+def _class_first(g, dtype):
+    """A class-last gradient back in the (N, C, ...) layout of the scores."""
     return np.ascontiguousarray(np.moveaxis(g.astype(dtype, copy=False), -1, 1))
 
 
-# --- mean squared error ------------------------------------------------------------
+def nll_loss(input, target, weight=None, ignore_index=-100,  # noqa: A002 (torch's name)
+             reduction="mean"):
+    """Negative log-likelihood of log-probabilities, as
+    torch.nn.functional.nll_loss: per sample -w[t] * input[t] (0 where the
+    target is ignore_index); "mean" divides by sum_i w[t_i] over the
+    samples not ignored.
+
+    Parameters
+    ----------
+    input : ndarray of shape (N, C) or (N, C, d1, ...), log-probabilities
+    target : integer ndarray of shape (N,) or (N, d1, ...), values in
+        [0, C) or ignore_index
+    weight : ndarray of shape (C,) or None, class weights
+    ignore_index : int; reduction : "mean", "sum" or "none"
+    """
+    fn = "nll_loss"
+    logp, target, weight, _ = _class_inputs(input, target, weight, ignore_index, reduction,
+                                            fn, name="input", allow_soft=False)
+    picked = _Picked(target, weight, ignore_index, logp.dtype)
+    loss = picked.nll(np.moveaxis(logp, 1, -1))
+    return _reduce(loss, reduction, picked.total_weight())
+
+
+def nll_loss_backward(input, target, weight=None, ignore_index=-100,  # noqa: A002
+                      reduction="mean", grad=1.0):
+    """Gradient of nll_loss with respect to its input: -w[t] * grad at
+    the target class (0 elsewhere and for ignored samples), divided by
+    sum_i w[t_i] for "mean"."""
+    fn = "nll_loss_backward"
+    logp, target, weight, _ = _class_inputs(input, target, weight, ignore_index, reduction,
+                                            fn, name="input", allow_soft=False)
+    dtype = logp.dtype
+    up = _upstream(grad, reduction, target.shape, dtype, fn)
+    picked = _Picked(target, weight, ignore_index, dtype)
+    g = picked.nll_grad(target.shape + logp.shape[1:2], dtype)
+    return _class_first(_scaled(g, up, reduction, picked), dtype)
+
+
+# --- pointwise regression losses: mse, l1, smooth l1, huber --------------------------
 
 def _mse_inputs(x, target, reduction, fn):
     x = as_float_array(x, "input", fn=fn)
@@ -216,23 +312,94 @@ def _mse_inputs(x, target, reduction, fn):
     return x, target, _check_reduction(reduction, fn)
 
 
+def _pointwise(loss_of_difference, input, target, reduction, fn):  # noqa: A002
+    """A loss of d = input - target elementwise, reduced (no broadcasting)."""
+    x, target, reduction = _mse_inputs(input, target, reduction, fn)
+    return _reduce(loss_of_difference(x - target), reduction)
+
+
+def _pointwise_backward(derivative, input, target, reduction, grad, fn):  # noqa: A002
+    """derivative(d) * grad, divided by the element count for "mean"."""
+    x, target, reduction = _mse_inputs(input, target, reduction, fn)
+    up = _upstream(grad, reduction, x.shape, x.dtype, fn)
+    g = derivative(x - target)
+    g *= up
+    if reduction == "mean":
+        g /= x.dtype.type(x.size) if x.size else 1
+    return g
+
+
+def _positive(v, name, fn, allow_zero=False):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) \
+            or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        need = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{fn}: {name} must be a finite number {need}, got {v!r}")
+    return float(v)
+
+
 def mse_loss(input, target, reduction="mean"):  # noqa: A002 (torch's name)
     """(input - target)^2, reduced; shapes must be equal (no broadcasting)."""
-    x, target, reduction = _mse_inputs(input, target, reduction, "mse_loss")
-    d = x - target
-    return _reduce(d * d, reduction)
+    return _pointwise(lambda d: d * d, input, target, reduction, "mse_loss")
 
 
 def mse_loss_backward(input, target, reduction="mean", grad=1.0):  # noqa: A002
     """2 (input - target) * grad, divided by the element count for "mean"."""
-    fn = "mse_loss_backward"
-    x, target, reduction = _mse_inputs(input, target, reduction, fn)
-    up = _upstream(grad, reduction, x.shape, x.dtype, fn)
-    g = x - target
-    g *= 2 * up
-    if reduction == "mean":
-        g /= x.dtype.type(x.size) if x.size else 1
-    return g
+    return _pointwise_backward(lambda d: 2 * d, input, target, reduction, grad,
+                               "mse_loss_backward")
+
+
+def l1_loss(input, target, reduction="mean"):  # noqa: A002
+    """|input - target|, reduced, as torch.nn.functional.l1_loss."""
+    return _pointwise(np.abs, input, target, reduction, "l1_loss")
+
+
+def l1_loss_backward(input, target, reduction="mean", grad=1.0):  # noqa: A002
+    """sign(input - target) * grad (0 where they are equal, as torch)."""
+    return _pointwise_backward(np.sign, input, target, reduction, grad, "l1_loss_backward")
+
+
+def _smooth_l1(d, beta):
+    """0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (l1 for beta 0)."""
+    a = np.abs(d)
+    if beta == 0:
+        return a
+    return np.where(a < beta, d * d * d.dtype.type(0.5 / beta), a - d.dtype.type(0.5 * beta))
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):  # noqa: A002
+    """Smooth L1 (quadratic below beta, linear above), as
+    torch.nn.functional.smooth_l1_loss; beta >= 0, 0 gives l1_loss."""
+    fn = "smooth_l1_loss"
+    beta = _positive(beta, "beta", fn, allow_zero=True)
+    return _pointwise(lambda d: _smooth_l1(d, beta), input, target, reduction, fn)
+
+
+def smooth_l1_loss_backward(input, target, reduction="mean", beta=1.0,  # noqa: A002
+                            grad=1.0):
+    """clip(d / beta, -1, 1) * grad (sign(d) for beta 0), d = input - target."""
+    fn = "smooth_l1_loss_backward"
+    beta = _positive(beta, "beta", fn, allow_zero=True)
+    if beta == 0:
+        return _pointwise_backward(np.sign, input, target, reduction, grad, fn)
+    return _pointwise_backward(lambda d: np.clip(d / d.dtype.type(beta), -1, 1),
+                               input, target, reduction, grad, fn)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):  # noqa: A002
+    """0.5 d^2 where |d| < delta, delta (|d| - 0.5 delta) elsewhere, as
+    torch.nn.functional.huber_loss: delta * smooth_l1 with beta = delta."""
+    fn = "huber_loss"
+    delta = _positive(delta, "delta", fn)
+    return _pointwise(lambda d: d.dtype.type(delta) * _smooth_l1(d, delta), input, target,
+                      reduction, fn)
+
+
+def huber_loss_backward(input, target, reduction="mean", delta=1.0, grad=1.0):  # noqa: A002
+    """clip(d, -delta, delta) * grad, d = input - target."""
+    fn = "huber_loss_backward"
+    delta = _positive(delta, "delta", fn)
+    return _pointwise_backward(lambda d: np.clip(d, -delta, delta).astype(d.dtype, copy=False),
+                               input, target, reduction, grad, fn)
 
 
 # --- binary cross entropy with logits -----------------------------------------------

@@ -21,6 +21,13 @@ from convcore.nn.normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, Laye
 from convcore.nn.parameter import Parameter
 from convcore.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from convcore.nn.sync_batchnorm import SyncBatchNorm
+# issue 16 item 3: layers users reach for
+from convcore.nn.activation import GELU, LogSoftmax, SiLU, Softmax
+from convcore.nn.conv_transpose import ConvTranspose2d
+from convcore.nn.dropout import Dropout2d
+from convcore.nn.pooling import AdaptiveMaxPool2d
+from convcore.nn.loss import HuberLoss, L1Loss, NLLLoss, SmoothL1Loss
+from convcore.nn.upsampling import Upsample
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Residual", "Concat",
@@ -28,4 +35,8 @@ __all__ = [
     "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm", "LocalResponseNorm", "GroupNorm", "LayerNorm",
     "ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Dropout", "Flatten", "Identity",
     "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss", "set_fusion", "fusion_enabled",
+]
+__all__ += [
+    "ConvTranspose2d", "AdaptiveMaxPool2d", "Dropout2d", "GELU", "SiLU", "Softmax", "LogSoftmax",
+    "NLLLoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "Upsample",
 ]

@@ -1,10 +1,13 @@
-"""Elementwise activations. Each caches the one array its backward reads
-(the output for ReLU/ReLU6/Sigmoid/Tanh, the input for LeakyReLU/Softplus)."""
+"""Activations. Each caches the one array its backward reads (the output
+for ReLU/ReLU6/Sigmoid/Tanh/Softmax/LogSoftmax, the input for
+LeakyReLU/Softplus/GELU/SiLU)."""
 import numpy as np
 
 from convcore.functional.activations import (
-    leaky_relu, leaky_relu_backward, relu, relu6, relu6_backward, relu_backward, sigmoid,
-    sigmoid_backward, softplus, softplus_backward, tanh, tanh_backward)
+    gelu, gelu_backward, leaky_relu, leaky_relu_backward, log_softmax, log_softmax_backward,
+    relu, relu6, relu6_backward, relu_backward, sigmoid, sigmoid_backward, silu,
+    silu_backward, softmax, softmax_backward, softplus, softplus_backward, tanh,
+    tanh_backward)
 from convcore.nn._common import layer_dtype
 from convcore.nn.module import Module
 
@@ -99,3 +102,78 @@ class Softplus(_Elementwise):
 
     def extra_repr(self):
         return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class GELU(_Elementwise):
+    """x * Phi(x), or its tanh approximation (approximate="tanh"), as torch.nn.GELU."""
+
+    def __init__(self, approximate="none", dtype=np.float32):
+        super().__init__(dtype)
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        y = gelu(x, self.approximate)
+        self._save_for_backward(x)
+        return y
+
+    def backward(self, grad_y):
+        (x,) = self._saved()
+        return gelu_backward(grad_y, x, self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(_Elementwise):
+    """x * sigmoid(x), as torch.nn.SiLU."""
+
+    def forward(self, x):
+        y = silu(x)
+        self._save_for_backward(x)
+        return y
+
+    def backward(self, grad_y):
+        (x,) = self._saved()
+        return silu_backward(grad_y, x)
+
+
+def _legacy_softmax_dim(ndim):
+    """torch's dimension for dim=None (nn.functional._get_softmax_dim):
+    0 for 0-, 1- and 3-D inputs, 1 otherwise."""
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+class Softmax(_Elementwise):
+    """softmax along `dim`, as torch.nn.Softmax (dim=None picks torch's
+    legacy dimension: 0 for 1-D and 3-D inputs, 1 otherwise)."""
+    _op = staticmethod(softmax)
+    _backward_op = staticmethod(softmax_backward)
+
+    def __init__(self, dim=None, dtype=np.float32):
+        super().__init__(dtype)
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
+            raise TypeError(f"{type(self).__name__}: dim must be an int or None, got {dim!r}")
+        self.dim = dim
+
+    def _dim(self, ndim):
+        return _legacy_softmax_dim(ndim) if self.dim is None else self.dim
+
+    def forward(self, x):
+        y = self._op(x, self._dim(getattr(x, "ndim", 0)))
+        self._save_for_backward(y)
+        return y
+
+    def backward(self, grad_y):
+        (y,) = self._saved()
+        return self._backward_op(grad_y, y, self._dim(y.ndim))
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    """log_softmax along `dim`, as torch.nn.LogSoftmax."""
+    _op = staticmethod(log_softmax)
+    _backward_op = staticmethod(log_softmax_backward)

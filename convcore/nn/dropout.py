@@ -1,9 +1,9 @@
-"""Dropout: zeroes elements with probability p in training mode and scales
-the rest by 1/(1-p); the identity in eval mode."""
+"""Dropout and Dropout2d: zero elements (whole channels) with probability p
+in training mode and scale the rest by 1/(1-p); the identity in eval mode."""
 import numpy as np
 
 from convcore import init
-from convcore.functional.linear import dropout, dropout_backward
+from convcore.functional.linear import dropout, dropout2d, dropout_backward
 from convcore.nn._common import layer_dtype
 from convcore.nn.module import Module
 
@@ -12,20 +12,23 @@ class Dropout(Module):
     """`rng` (Generator, seed or None for convcore's default generator)
     draws the masks; backward reuses the mask of the last forward."""
 
+    # The functional op drawing the mask (staticmethod: not bound to self).
+    _op = staticmethod(dropout)
+
     def __init__(self, p=0.5, dtype=np.float32, *, rng=None):
         super().__init__()
         p = float(p)
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+            raise ValueError(f"{type(self).__name__}: p must be in [0, 1], got {p}")
         self.p = p
         self.rng = init.get_rng(rng)
-        layer_dtype(dtype, "Dropout")
+        layer_dtype(dtype, type(self).__name__)
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
             self._save_for_backward(None)  # backward passes the gradient through
             return x
-        y, mask = dropout(x, self.p, True, self.rng, return_mask=True)
+        y, mask = self._op(x, self.p, True, self.rng, return_mask=True)
         self._save_for_backward(mask)
         return y
 
@@ -40,3 +43,11 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+class Dropout2d(Dropout):
+    """Channel dropout, as torch.nn.Dropout2d: each channel of an (N, C, H, W)
+    input is zeroed as a whole with probability p in training mode (the
+    rest scaled by 1/(1-p)); the identity in eval mode."""
+
+    _op = staticmethod(dropout2d)

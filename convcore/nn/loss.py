@@ -5,7 +5,9 @@ import numpy as np
 
 from convcore.functional.losses import (
     binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_backward, cross_entropy,
-    cross_entropy_backward, mse_loss, mse_loss_backward)
+    cross_entropy_backward, huber_loss, huber_loss_backward, l1_loss, l1_loss_backward,
+    mse_loss, mse_loss_backward, nll_loss, nll_loss_backward, smooth_l1_loss,
+    smooth_l1_loss_backward)
 from convcore.nn.module import Module
 
 
@@ -49,27 +51,82 @@ class _Loss(Module):
 
 class CrossEntropyLoss(_Loss):
     """Softmax cross entropy of logits (N, C[, ...]) and class indices
-    (N[, ...]) or class probabilities; optional class `weight` (C,) and
-    label smoothing, as torch.nn.CrossEntropyLoss."""
+    (N[, ...]) or class probabilities; optional class `weight` (C,), label
+    smoothing and `ignore_index` (targets equal to it contribute nothing),
+    as torch.nn.CrossEntropyLoss."""
     _forward_op = staticmethod(cross_entropy)
     _backward_op = staticmethod(cross_entropy_backward)
 
-    def __init__(self, weight=None, label_smoothing=0.0, reduction="mean"):
+    def __init__(self, weight=None, label_smoothing=0.0, reduction="mean", ignore_index=-100):
         super().__init__(reduction)
         self.weight = None if weight is None else np.asarray(weight)
         self.label_smoothing = float(label_smoothing)
         if not 0.0 <= self.label_smoothing <= 1.0:
             raise ValueError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], "
                              f"got {label_smoothing}")
+        self.ignore_index = int(ignore_index)
 
     def _kwargs(self, dtype):
         return {"weight": self._as(self.weight, dtype), "label_smoothing": self.label_smoothing,
+                "reduction": self.reduction, "ignore_index": self.ignore_index}
+
+
+class NLLLoss(_Loss):
+    """Negative log-likelihood of log-probabilities (N, C[, ...]) (e.g. a
+    LogSoftmax output) and class indices (N[, ...]); optional class
+    `weight` (C,) and `ignore_index`, as torch.nn.NLLLoss."""
+    _forward_op = staticmethod(nll_loss)
+    _backward_op = staticmethod(nll_loss_backward)
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
+        super().__init__(reduction)
+        self.weight = None if weight is None else np.asarray(weight)
+        self.ignore_index = int(ignore_index)
+
+    def _kwargs(self, dtype):
+        return {"weight": self._as(self.weight, dtype), "ignore_index": self.ignore_index,
                 "reduction": self.reduction}
 
 
 class MSELoss(_Loss):
     _forward_op = staticmethod(mse_loss)
     _backward_op = staticmethod(mse_loss_backward)
+
+
+class L1Loss(_Loss):
+    """Mean absolute error, as torch.nn.L1Loss."""
+    _forward_op = staticmethod(l1_loss)
+    _backward_op = staticmethod(l1_loss_backward)
+
+
+class SmoothL1Loss(_Loss):
+    """Quadratic below `beta`, linear above, as torch.nn.SmoothL1Loss."""
+    _forward_op = staticmethod(smooth_l1_loss)
+    _backward_op = staticmethod(smooth_l1_loss_backward)
+
+    def __init__(self, reduction="mean", beta=1.0):
+        super().__init__(reduction)
+        self.beta = float(beta)
+        if not self.beta >= 0:
+            raise ValueError(f"SmoothL1Loss: beta must be >= 0, got {beta}")
+
+    def _kwargs(self, dtype):
+        return {"reduction": self.reduction, "beta": self.beta}
+
+
+class HuberLoss(_Loss):
+    """Quadratic below `delta`, delta-sloped linear above, as torch.nn.HuberLoss."""
+    _forward_op = staticmethod(huber_loss)
+    _backward_op = staticmethod(huber_loss_backward)
+
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction)
+        self.delta = float(delta)
+        if not self.delta > 0:
+            raise ValueError(f"HuberLoss: delta must be > 0, got {delta}")
+
+    def _kwargs(self, dtype):
+        return {"reduction": self.reduction, "delta": self.delta}
 
 
 class BCEWithLogitsLoss(_Loss):

@@ -1,5 +1,6 @@
-"""MaxPool2d, AvgPool2d, AdaptiveAvgPool2d. Max pooling caches only the
-argmax indices and the input shape, average pooling only the input shape.
+"""MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d. Max pooling
+caches only the argmax indices and the input shape, average pooling only
+the input shape.
 
 Each takes a keyword-only `data_format`: "channels_first" (NCHW, default)
 or "channels_last" (NHWC), the layout of its input, output and input
@@ -12,8 +13,9 @@ from convcore.utils.layout import (
     CHANNELS_FIRST, check_data_format, shape_from_channels_first, shape_to_channels_first)
 from convcore.utils.validation import int_pair, output_size
 from convcore.functional.pooling import (
-    adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d, avg_pool2d_backward,
-    max_pool2d, max_pool2d_backward)
+    adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
+    adaptive_max_pool2d_backward, avg_pool2d, avg_pool2d_backward, max_pool2d,
+    max_pool2d_backward)
 from convcore.nn._common import data_format_repr, layer_dtype
 from convcore.nn.module import Module
 
@@ -107,24 +109,40 @@ class AvgPool2d(Module):
                 f"padding={self.padding}" + data_format_repr(self))
 
 
-class AdaptiveAvgPool2d(Module):
+class _AdaptivePool2d(Module):
     """output_size: int, (h, w), with None keeping that input dimension."""
 
     def __init__(self, output_size, dtype=np.float32, *, data_format=CHANNELS_FIRST):
         super().__init__()
-        self.data_format = check_data_format(data_format, "AdaptiveAvgPool2d")
+        name = type(self).__name__
+        self.data_format = check_data_format(data_format, name)
         if isinstance(output_size, (tuple, list)):
             if len(output_size) != 2:
-                raise ValueError(f"AdaptiveAvgPool2d: output_size must be an int or "
+                raise ValueError(f"{name}: output_size must be an int or "
                                  f"a pair, got {output_size!r}")
             self.output_size = tuple(None if s is None else int(s) for s in output_size)
         else:
             self.output_size = (int(output_size), int(output_size))
-        layer_dtype(dtype, "AdaptiveAvgPool2d")
+        layer_dtype(dtype, name)
 
     def _resolved(self, input_shape):
         hw = shape_to_channels_first(input_shape, self.data_format)[2:]
         return tuple(i if o is None else o for o, i in zip(self.output_size, hw))
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"{type(self).__name__}: input must be 4-D, got shape "
+                             f"{tuple(input_shape)}")
+        nchw = shape_to_channels_first(input_shape, self.data_format)
+        return shape_from_channels_first(tuple(nchw[:2]) + self._resolved(input_shape),
+                                         self.data_format)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}" + data_format_repr(self)
+
+
+class AdaptiveAvgPool2d(_AdaptivePool2d):
+    """Adaptive average pooling, as torch.nn.AdaptiveAvgPool2d."""
 
     def forward(self, x):
         y = adaptive_avg_pool2d(x, self._resolved(x.shape), data_format=self.data_format)
@@ -135,14 +153,31 @@ class AdaptiveAvgPool2d(Module):
         (shape,) = self._saved()
         return adaptive_avg_pool2d_backward(grad_y, shape, data_format=self.data_format)
 
-    def output_shape(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(f"AdaptiveAvgPool2d: input must be 4-D, got shape "
-                             f"{tuple(input_shape)}")
-        nchw = shape_to_channels_first(input_shape, self.data_format)
-        return shape_from_channels_first(tuple(nchw[:2]) + self._resolved(input_shape),
-                                         self.data_format)
+
+class AdaptiveMaxPool2d(_AdaptivePool2d):
+    """Adaptive max pooling, as torch.nn.AdaptiveMaxPool2d; with
+    return_indices=True forward returns (y, indices) (flat h*W + w per
+    plane, as F.adaptive_max_pool2d). Caches the argmax and input shape."""
+
+    def __init__(self, output_size, return_indices=False, dtype=np.float32, *,
+                 data_format=CHANNELS_FIRST):
+        super().__init__(output_size, dtype, data_format=data_format)
+        self.return_indices = bool(return_indices)
+
+    def forward(self, x):
+        size = self._resolved(x.shape)
+        if not is_grad_enabled() and not self.return_indices:
+            self._save_for_backward()  # as MaxPool2d: no argmax when nothing is kept
+            return adaptive_max_pool2d(x, size, data_format=self.data_format)
+        y, indices = adaptive_max_pool2d(x, size, return_indices=True,
+                                         data_format=self.data_format)
+        self._save_for_backward(indices, x.shape)
+        return (y, indices) if self.return_indices else y
+
+    def backward(self, grad_y):
+        indices, shape = self._saved()
+        return adaptive_max_pool2d_backward(grad_y, indices, shape,
+                                            data_format=self.data_format)
 
     def extra_repr(self):
-        return f"output_size={self.output_size}" + data_format_repr(self)
-
+        return super().extra_repr() + (", return_indices=True" if self.return_indices else "")
