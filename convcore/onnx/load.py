@@ -70,8 +70,18 @@ def _form(node, why):
                       f"({node.op_type}) cannot be converted: {why}")
 
 
+def _short(v):
+    """A float stored as float32 by its shortest decimal: eps=1e-5 reads
+    back as 1e-05, not 9.99999974e-06."""
+    return float(str(np.float32(v)))
+
+
 def _attrs(onnx, node):
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    out = {}
+    for a in node.attribute:
+        v = onnx.helper.get_attribute_value(a)
+        out[a.name] = _short(v) if isinstance(v, float) else v
+    return out
 
 
 def _spatial(node, attrs, kernel):
@@ -150,7 +160,7 @@ def _batch_norm(ctx, node, attrs):
     cls = BatchNorm2d if rank == 4 else BatchNorm1d
     # ONNX keeps `momentum` of the old statistics; torch of the new batch's
     m = cls(scale.shape[0], eps=attrs.get("epsilon", 1e-5),
-            momentum=1.0 - attrs.get("momentum", 0.9), dtype=ctx.dtype)
+            momentum=_short(1.0 - attrs.get("momentum", 0.9)), dtype=ctx.dtype)
     m.weight.data, m.bias.data = ctx.param(scale), ctx.param(shift)
     m.running_mean, m.running_var = ctx.param(mean), ctx.param(var)
     return m, 1
@@ -316,7 +326,10 @@ def load(path_or_model, *, dtype=None):
             if op in ("Identity", "Dropout"):
                 if len([o for o in n.output if o]) > 1:
                     raise _form(n, "the mask output is not supported")
-                alias[n.output[0]] = data(n.input[0])
+                if n.input[0] in constants:   # PyTorch shares equal weights so
+                    constants[n.output[0]] = constants[n.input[0]]
+                else:
+                    alias[n.output[0]] = data(n.input[0])
                 continue
             if op == "Add":
                 a, b = n.input
