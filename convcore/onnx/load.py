@@ -20,7 +20,7 @@ from convcore.nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d,
 from convcore.onnx._require import require_onnx
 from convcore.onnx.graph import Add, Cat, Graph, Node, Reshape
 
-_TORCH_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+_TORCH_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 
 
 class _Context:
@@ -126,7 +126,7 @@ def _linear(ctx, weight, bias=None):
     m = Linear(weight.shape[1], weight.shape[0], bias=bias is not None, dtype=ctx.dtype)
     m.weight.data = ctx.param(weight)
     if bias is not None:
-        m.bias.data = ctx.param(np.broadcast_to(bias, (weight.shape[0],)))
+        m.bias.data = ctx.param(np.broadcast_to(np.ravel(bias), (weight.shape[0],)))
     return m
 
 
