@@ -225,8 +225,8 @@ def _simple(make):
 
 
 # op type -> converter(ctx, node, attrs) -> (module, index of the input
-# naming the layer, or None). Identity, Dropout, Add, Concat and Constant
-# are wired by load() itself.
+# naming the layer, or None). Identity, Dropout, Add, Concat, Constant and
+# Cast (of constants only) are wired by load() itself.
 _CONVERTERS = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batch_norm,
     "Clip": _clip, "MaxPool": _pool, "AveragePool": _pool, "Flatten": _flatten,
@@ -241,7 +241,7 @@ _CONVERTERS = {
         a["size"], a.get("alpha", 1e-4), a.get("beta", 0.75), a.get("bias", 1.0),
         dtype=ctx.dtype)),
 }
-_WIRING = ("Identity", "Dropout", "Add", "Concat", "Constant")
+_WIRING = ("Identity", "Dropout", "Add", "Concat", "Constant", "Cast")
 SUPPORTED_OPS = tuple(sorted((*_CONVERTERS, *_WIRING)))
 
 
@@ -322,6 +322,11 @@ def load(path_or_model, *, dtype=None):
             op = n.op_type
             if op == "Constant":
                 constants[n.output[0]] = onnx.numpy_helper.to_array(attrs["value"])
+                continue
+            if op == "Cast":   # of a constant: PyTorch's Clip bounds, unfolded
+                value = ctx.const(n, 0, "input")
+                constants[n.output[0]] = value.astype(
+                    onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
                 continue
             if op in ("Identity", "Dropout"):
                 if len([o for o in n.output if o]) > 1:

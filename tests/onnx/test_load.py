@@ -216,6 +216,7 @@ def test_unsupported_operators_are_all_listed():
      "Clip\\(0, 6\\)"),
     (helper.make_node("Add", ["x", "c"], ["y"]), {"c": np.ones(4)}, "bias of the MatMul"),
     (helper.make_node("Flatten", ["x"], ["y"], axis=2), {}, "axis=2"),
+    (helper.make_node("Cast", ["x"], ["y"], to=1), {}, "input \\('x'\\) must be a constant"),
     (helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2, 2]), {}, "2-D windows"),
 ])
 def test_unconvertible_node_forms(node, inits, fragment):
