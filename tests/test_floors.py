@@ -25,7 +25,8 @@ FLOORS = [
     ("layers", ["convcore.nn", "convcore.optim", "convcore.init", "convcore.serialization"]),
     ("training", ["convcore.models", "convcore.data", "convcore.training",
                   "convcore.distributed", "convcore.checkpoint", "convcore.metrics",
-                  "convcore.viz"]),
+                  "convcore.viz",
+                  "convcore.onnx"]),
     ("commands", ["convcore.cli", "convcore.bench", "convcore.demo", "convcore.__main__"]),
 ]
 LEVEL = {name: i for i, (name, _) in enumerate(FLOORS)}

@@ -20,6 +20,7 @@ API = {
                              "all_reduce", "broadcast", "all_gather", "DistributedDataParallel",
                              "DistributedSampler"],
     "convcore.cli": ["main", "build_parser"],
+    "convcore.onnx": ["export", "load"],
     # moved modules, at their old paths
     "convcore.training": ["fit", "evaluate", "predict", "train_epoch", "cross_validate",
                           "EarlyStopping", "ModelCheckpoint", "LambdaCallback", "Callback",
