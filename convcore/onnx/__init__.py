@@ -9,6 +9,6 @@
 export or load runs, so importing this package never needs it.
 """
 from convcore.onnx.export import export
-from convcore.onnx.load import load
+from convcore.onnx.load import SUPPORTED_OPS, load
 
-__all__ = ["export", "load"]
+__all__ = ["export", "load", "SUPPORTED_OPS"]

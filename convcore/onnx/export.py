@@ -350,15 +350,13 @@ def export(model, input_shape, path=None, *, opset=None, dtype=np.float32,
         [helper.make_tensor_value_info(output_name, elem,
                                        ("batch",) + tuple(sample_out.shape[1:]))],
         initializer=g.initializers)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="convcore")
-    proto.ir_version = min(proto.ir_version, _IR_FOR_OPSET.get(opset, proto.ir_version))
+    opsets = [helper.make_opsetid("", opset)]
+    proto = helper.make_model(graph, opset_imports=opsets, producer_name="convcore")
+    # the oldest IR version that carries this opset: runtimes refuse a
+    # model whose IR version is newer than they know
+    proto.ir_version = helper.find_min_ir_version_for(opsets)
     onnx.checker.check_model(proto, full_check=True)
     if path is not None:
         onnx.save(proto, os.fspath(path))
     return proto
 
-
-# The newest IR version each opset's runtimes read (onnx's VERSION_TABLE):
-# onnxruntime refuses a model whose IR version is newer than it knows.
-_IR_FOR_OPSET = {13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10}
