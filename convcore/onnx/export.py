@@ -20,8 +20,8 @@ from convcore.models.mobilenet import InvertedResidual
 from convcore.models.resnet import PadShortcut
 from convcore.nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat,
                          Conv2d, Dropout, Flatten, GroupNorm, Identity, LayerNorm, LeakyReLU,
-                         Linear, LocalResponseNorm, MaxPool2d, ReLU, ReLU6, Residual, Sequential,
-                         Sigmoid, Softplus, SyncBatchNorm, Tanh)
+                         Linear, LocalResponseNorm, MaxPool2d, Module, ReLU, ReLU6, Residual,
+                         Sequential, Sigmoid, Softplus, SyncBatchNorm, Tanh)
 from convcore.onnx._require import require_onnx
 
 DEFAULT_OPSET = 17   # LayerNormalization needs 17; onnxruntime runs 7..21
@@ -317,6 +317,9 @@ def export(model, input_shape, path=None, *, opset=None, dtype=np.float32,
     its path in the model (state_dict-style, e.g. 'features.3').
     """
     onnx = require_onnx()
+    if not isinstance(model, Module):
+        raise TypeError(f"convcore.onnx.export: model must be a convcore nn.Module, got "
+                        f"{type(model).__name__}")
     dt = _check_dtype(dtype)
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < MIN_OPSET:
@@ -330,8 +333,11 @@ def export(model, input_shape, path=None, *, opset=None, dtype=np.float32,
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        # a random sample, not zeros: no layer sees a degenerate input
-        sample = np.random.default_rng(0).standard_normal(input_shape).astype(dt)
+        # a random sample, not zeros: no layer sees a degenerate input; in
+        # the model's own precision (the graph's may differ: `dtype`)
+        params = model.parameters()
+        sample = np.random.default_rng(0).standard_normal(input_shape).astype(
+            params[0].data.dtype if params else dt)
         with no_grad():
             out, sample_out = _walk(g, model, input_name, sample, "")
     finally:

@@ -290,7 +290,10 @@ def load(path_or_model, *, dtype=None):
     onnx = require_onnx()
     proto = _read(onnx, path_or_model)
     g = proto.graph
-    unsupported = sorted({n.op_type for n in g.node if n.op_type not in SUPPORTED_OPS})
+    # operators of other domains (com.microsoft...) by "domain:op"
+    unsupported = sorted({n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}:{n.op_type}"
+                          for n in g.node
+                          if n.op_type not in SUPPORTED_OPS or n.domain not in ("", "ai.onnx")})
     if unsupported:
         raise ValueError(f"convcore.onnx.load: unsupported ONNX operators: "
                          f"{', '.join(unsupported)} (supported: {', '.join(SUPPORTED_OPS)})")
@@ -354,6 +357,8 @@ def load(path_or_model, *, dtype=None):
                 module, ins = Cat(attrs["axis"]), [data(t) for t in n.input]
                 name = ctx.layer_name(n)
             else:
+                if n.input[0] in constants:
+                    raise _form(n, f"its data input ({n.input[0]!r}) is a constant")
                 module, weight_input = _CONVERTERS[op](ctx, n, attrs)
                 ins = [data(n.input[0])]
                 name = ctx.layer_name(n, weight_input)

@@ -118,6 +118,16 @@ def test_float64_export_and_run(rng):
     assert {t.data_type for t in proto.graph.initializer} == {onnx.TensorProto.DOUBLE}
 
 
+def test_float32_model_as_a_float64_graph(rng):
+    model = nn.Sequential(nn.Linear(5, 4), nn.Sigmoid())
+    proto = export(model, (1, 5), dtype=np.float64)
+    assert {t.data_type for t in proto.graph.initializer} == {onnx.TensorProto.DOUBLE}
+    x = rng.standard_normal((3, 5))
+    with convcore.no_grad():
+        expected = model.eval()(x.astype(np.float32))
+    np.testing.assert_allclose(_onnxruntime(proto, x), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_the_nodes_written(rng):
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU6(), nn.Dropout(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
@@ -169,11 +179,12 @@ def test_unsupported_layer_is_named_with_its_path(model, fragment):
     ({"opset": 11}, ValueError, "opset must be >= 13"),
     ({"input_shape": (3,)}, ValueError, "input_shape"),
     ({"input_shape": (1, 0, 3)}, ValueError, "input_shape"),
+    ({"model": np.zeros(3)}, TypeError, "model must be a convcore nn.Module, got ndarray"),
 ])
 def test_bad_arguments(kwargs, exc, fragment):
-    kwargs = {"input_shape": (1, 2, 3, 3), **kwargs}
+    kwargs = {"model": nn.ReLU(), "input_shape": (1, 2, 3, 3), **kwargs}
     with pytest.raises(exc, match=fragment):
-        export(nn.ReLU(), **kwargs)
+        export(**kwargs)
 
 
 def test_layer_norm_needs_opset_17():

@@ -205,6 +205,9 @@ def test_unsupported_operators_are_all_listed():
                     helper.make_node("Sin", ["c"], ["y"])], {}, [1, 3], [1, 3])
     with pytest.raises(ValueError, match="unsupported ONNX operators: Sin, Softmax \\("):
         load(proto)
+    proto.graph.node[2].domain = "com.microsoft"
+    with pytest.raises(ValueError, match="operators: Sin, Softmax, com.microsoft:Relu \\("):
+        load(proto)
 
 
 @pytest.mark.parametrize("node, inits, fragment", [
@@ -217,6 +220,8 @@ def test_unsupported_operators_are_all_listed():
     (helper.make_node("Add", ["x", "c"], ["y"]), {"c": np.ones(4)}, "bias of the MatMul"),
     (helper.make_node("Flatten", ["x"], ["y"], axis=2), {}, "axis=2"),
     (helper.make_node("Cast", ["x"], ["y"], to=1), {}, "input \\('x'\\) must be a constant"),
+    (helper.make_node("MatMul", ["a", "x"], ["y"]), {"a": np.ones((4, 4))},
+     "data input \\('a'\\) is a constant"),
     (helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2, 2]), {}, "2-D windows"),
 ])
 def test_unconvertible_node_forms(node, inits, fragment):
