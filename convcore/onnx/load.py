@@ -2,7 +2,7 @@
 
 Each ONNX node becomes one convcore layer with the node's weights as its
 Parameters (Conv -> Conv2d, Gemm or MatMul (+ Add of a bias) -> Linear,
-BatchNormalization -> BatchNorm1d/2d, ...); Identity and Dropout vanish;
+BatchNormalization -> BatchNorm1d/2d, ...); Identity vanishes;
 Add of two tensors and Concat become Graph's Add and Cat. A layer is
 named after its weight's initializer when that is a PyTorch-style key
 ("layer1.0.conv1.weight" -> "layer1.0.conv1"), so the state_dict keys
@@ -15,7 +15,7 @@ import numpy as np
 
 from convcore import init
 from convcore.nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d,
-                         Flatten, LayerNorm, LeakyReLU, Linear, LocalResponseNorm, MaxPool2d,
+                         Dropout, Flatten, LayerNorm, LeakyReLU, Linear, LocalResponseNorm, MaxPool2d,
                          ReLU, ReLU6, Sigmoid, Softplus, Tanh)
 from convcore.onnx._require import require_onnx
 from convcore.onnx.graph import Add, Cat, Graph, Node, Reshape
@@ -195,6 +195,16 @@ def _pool(ctx, node, attrs):
                      dtype=ctx.dtype), None
 
 
+def _dropout(ctx, node, attrs):
+    """Dropout stays a layer: the identity in eval mode, dropping again
+    when the loaded model is fine-tuned."""
+    if len([o for o in node.output if o]) > 1:
+        raise _form(node, "the mask output is not supported")
+    ratio = ctx.const(node, 1, "ratio") if len(node.input) > 1 else None
+    p = float(attrs.get("ratio", 0.5) if ratio is None else ratio)
+    return Dropout(p, dtype=ctx.dtype), None
+
+
 def _flatten(ctx, node, attrs):
     axis = attrs.get("axis", 1)
     if axis != 1:
@@ -225,11 +235,11 @@ def _simple(make):
 
 
 # op type -> converter(ctx, node, attrs) -> (module, index of the input
-# naming the layer, or None). Identity, Dropout, Add, Concat, Constant and
-# Cast (of constants only) are wired by load() itself.
+# naming the layer, or None). Identity, Add, Concat, Constant and Cast (of
+# constants only) are wired by load() itself.
 _CONVERTERS = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batch_norm,
-    "Clip": _clip, "MaxPool": _pool, "AveragePool": _pool, "Flatten": _flatten,
+    "Clip": _clip, "Dropout": _dropout, "MaxPool": _pool, "AveragePool": _pool, "Flatten": _flatten,
     "Reshape": _reshape, "LayerNormalization": _layer_norm,
     "Relu": _simple(lambda ctx, a: ReLU(dtype=ctx.dtype)),
     "Sigmoid": _simple(lambda ctx, a: Sigmoid(dtype=ctx.dtype)),
@@ -241,7 +251,7 @@ _CONVERTERS = {
         a["size"], a.get("alpha", 1e-4), a.get("beta", 0.75), a.get("bias", 1.0),
         dtype=ctx.dtype)),
 }
-_WIRING = ("Identity", "Dropout", "Add", "Concat", "Constant", "Cast")
+_WIRING = ("Identity", "Add", "Concat", "Constant", "Cast")
 SUPPORTED_OPS = tuple(sorted((*_CONVERTERS, *_WIRING)))
 
 
@@ -324,6 +334,8 @@ def load(path_or_model, *, dtype=None):
             attrs = _attrs(onnx, n)
             op = n.op_type
             if op == "Constant":
+                if "value" not in attrs:
+                    raise _form(n, f"only a tensor `value` is read, not {list(attrs)}")
                 constants[n.output[0]] = onnx.numpy_helper.to_array(attrs["value"])
                 continue
             if op == "Cast":   # of a constant: PyTorch's Clip bounds, unfolded
@@ -331,9 +343,7 @@ def load(path_or_model, *, dtype=None):
                 constants[n.output[0]] = value.astype(
                     onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
                 continue
-            if op in ("Identity", "Dropout"):
-                if len([o for o in n.output if o]) > 1:
-                    raise _form(n, "the mask output is not supported")
+            if op == "Identity":
                 if n.input[0] in constants:   # PyTorch shares equal weights so
                     constants[n.output[0]] = constants[n.input[0]]
                 else:

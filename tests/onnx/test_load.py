@@ -171,16 +171,27 @@ def test_identity_dropout_constant_clip_flatten_reshape(rng):
     proto = _model([helper.make_node("Constant", [], ["lo"], value=numpy_helper.from_array(
                         np.array(0, np.float32))),
                     helper.make_node("Identity", ["x"], ["i"]),
-                    helper.make_node("Dropout", ["i"], ["d"]),
+                    helper.make_node("Dropout", ["i", "ratio"], ["d"]),
                     helper.make_node("Clip", ["d", "lo", "hi"], ["r6"]),
                     helper.make_node("Reshape", ["r6", "shape"], ["r"]),
                     helper.make_node("Flatten", ["r"], ["y"])],
-                   {"hi": np.array(6.0), "shape": np.array([0, 2, -1], np.int64)},
+                   {"hi": np.array(6.0), "shape": np.array([0, 2, -1], np.int64),
+                    "ratio": np.array(0.25)},
                    ["n", 4, 3, 2], ["n", 24])
     model = load(proto)
-    assert [type(n.module).__name__ for n in model.nodes] == ["ReLU6", "Reshape", "Flatten"]
+    assert [type(n.module).__name__ for n in model.nodes] == [
+        "Dropout", "ReLU6", "Reshape", "Flatten"]
+    assert model.nodes[0].module.p == 0.25
     x = 5 * rng.standard_normal((2, 4, 3, 2)).astype(np.float32)
-    np.testing.assert_array_equal(model(x), np.clip(x, 0, 6).reshape(2, 24))
+    expected = np.clip(x, 0, 6).reshape(2, 24)
+    np.testing.assert_array_equal(model.eval()(x), expected)
+    # training mode: a quarter of the entries dropped, the rest scaled by 4/3
+    # (before the clip); seen where x > 0, which the clip keeps non-zero
+    y = model.train()(x).reshape(x.shape)
+    positive = x > 0
+    kept = positive & (y != 0)
+    np.testing.assert_allclose(y[kept], np.clip(x / 0.75, 0, 6)[kept], rtol=1e-6)
+    assert 0.1 < 1 - kept.sum() / positive.sum() < 0.4
 
 
 def test_attributes_map_to_torch_conventions():
@@ -219,6 +230,7 @@ def test_unsupported_operators_are_all_listed():
      "Clip\\(0, 6\\)"),
     (helper.make_node("Add", ["x", "c"], ["y"]), {"c": np.ones(4)}, "bias of the MatMul"),
     (helper.make_node("Flatten", ["x"], ["y"], axis=2), {}, "axis=2"),
+    (helper.make_node("Dropout", ["x"], ["y", "mask"]), {}, "mask output"),
     (helper.make_node("Cast", ["x"], ["y"], to=1), {}, "input \\('x'\\) must be a constant"),
     (helper.make_node("MatMul", ["a", "x"], ["y"]), {"a": np.ones((4, 4))},
      "data input \\('a'\\) is a constant"),
