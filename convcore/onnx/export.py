@@ -280,12 +280,12 @@ def _walk(g, m, x, sample, path):
                 for name, child in m.named_children()]
         return (g.node("Concat", [o for o, _ in outs], path, axis=m.axis),
                 np.concatenate([s for _, s in outs], axis=m.axis))
+    if t not in _LAYERS and t not in _SHAPED:
+        raise _unsupported(m, path)
     y = m(sample)
     if t in _LAYERS:
         return _LAYERS[t](g, m, x, y, path), y
-    if t in _SHAPED:
-        return _SHAPED[t](g, m, x, y, path, sample.shape), y
-    raise _unsupported(m, path)
+    return _SHAPED[t](g, m, x, y, path, sample.shape), y
 
 
 def _check_dtype(dtype):

@@ -32,6 +32,7 @@ class _Context:
         self.leaves = set()     # dotted names of the layers
         self.scopes = set()     # their enclosing names ("layer1", "layer1.0")
         self.count = 0
+        self.origin = {}        # constant made from an initializer -> its name
 
     def const(self, node, i, what):
         name = node.input[i] if i < len(node.input) else ""
@@ -48,6 +49,7 @@ class _Context:
         """The weight's PyTorch-style prefix when it has one that is free,
         else '<op>_<n>'."""
         name = node.input[weight_input] if weight_input is not None else ""
+        name = self.origin.get(name, name)
         if name.endswith(".weight") and _TORCH_KEY.match(name):
             prefix = name[:-len(".weight")]
             parts = prefix.split(".")
@@ -235,8 +237,8 @@ def _simple(make):
 
 
 # op type -> converter(ctx, node, attrs) -> (module, index of the input
-# naming the layer, or None). Identity, Add, Concat, Constant and Cast (of
-# constants only) are wired by load() itself.
+# naming the layer, or None). Identity, Add, Concat, Constant, Cast and
+# Transpose (of constants only) are wired by load() itself.
 _CONVERTERS = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batch_norm,
     "Clip": _clip, "Dropout": _dropout, "MaxPool": _pool, "AveragePool": _pool, "Flatten": _flatten,
@@ -251,7 +253,7 @@ _CONVERTERS = {
         a["size"], a.get("alpha", 1e-4), a.get("beta", 0.75), a.get("bias", 1.0),
         dtype=ctx.dtype)),
 }
-_WIRING = ("Identity", "Add", "Concat", "Constant", "Cast")
+_WIRING = ("Identity", "Add", "Concat", "Constant", "Cast", "Transpose")
 SUPPORTED_OPS = tuple(sorted((*_CONVERTERS, *_WIRING)))
 
 
@@ -342,6 +344,11 @@ def load(path_or_model, *, dtype=None):
                 value = ctx.const(n, 0, "input")
                 constants[n.output[0]] = value.astype(
                     onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
+                continue
+            if op == "Transpose":   # of a constant: a weight (Linear on N-D inputs)
+                constants[n.output[0]] = np.transpose(ctx.const(n, 0, "input"),
+                                                      attrs.get("perm"))
+                ctx.origin[n.output[0]] = n.input[0]   # the layer's name comes from it
                 continue
             if op == "Identity":
                 if n.input[0] in constants:   # PyTorch shares equal weights so

@@ -77,9 +77,11 @@ def test_round_trip_trains_like_the_original(rng):
         nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
         nn.Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(4)), nn.Conv2d(4, 4, 1)),
-        nn.Concat(nn.MaxPool2d(2), nn.AvgPool2d(2)), nn.Flatten(), nn.Linear(32, 3),
-        nn.Tanh())
+        nn.Concat(nn.MaxPool2d(2), nn.AvgPool2d(2)), nn.Linear(2, 3),
+        nn.Flatten(), nn.Linear(48, 3), nn.Tanh())
     back = load(export(model, (1, 3, 4, 4)))
+    # Linear on a 4-D input: MatMul with a transposed weight, read back as one
+    assert type(back.nodes[-4].module) is nn.Linear
     x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
     gy = rng.standard_normal((2, 3)).astype(np.float32)
     y0, gx0, g0 = _gradients(model, x, gy)
