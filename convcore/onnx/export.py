@@ -23,6 +23,7 @@ from convcore.nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d,
                          Linear, LocalResponseNorm, MaxPool2d, Module, ReLU, ReLU6, Residual,
                          Sequential, Sigmoid, Softplus, SyncBatchNorm, Tanh)
 from convcore.onnx._require import require_onnx
+from convcore.onnx.graph import Add, Cat, Graph, Reshape
 
 DEFAULT_OPSET = 17   # LayerNormalization needs 17; onnxruntime runs 7..21
 MIN_OPSET = 13       # Clip bounds and Slice steps as inputs, axes of Squeeze...
@@ -246,7 +247,7 @@ _SHAPED = {
     LayerNorm: lambda g, m, x, y, path, shape: _layer_norm(
         g, x, path, -len(m.normalized_shape), m.eps, m.normalized_shape, m.weight, m.bias),
 }
-_CONTAINERS = (Sequential, Residual, InvertedResidual, ResidualReLU, Concat)
+_CONTAINERS = (Sequential, Residual, InvertedResidual, ResidualReLU, Concat, Graph)
 
 
 def _unsupported(m, path, why=None):
@@ -280,12 +281,37 @@ def _walk(g, m, x, sample, path):
                 for name, child in m.named_children()]
         return (g.node("Concat", [o for o, _ in outs], path, axis=m.axis),
                 np.concatenate([s for _, s in outs], axis=m.axis))
+    if t is Graph:
+        return _walk_graph(g, m, x, sample, path)
     if t not in _LAYERS and t not in _SHAPED:
         raise _unsupported(m, path)
     y = m(sample)
     if t in _LAYERS:
         return _LAYERS[t](g, m, x, y, path), y
     return _SHAPED[t](g, m, x, y, path, sample.shape), y
+
+
+def _walk_graph(g, graph, x, sample, path):
+    """A loaded (and perhaps fine-tuned) model written back: its nodes in
+    order, the multi-input ones as the ONNX operators they came from."""
+    names, samples = {graph.input_name: x}, {graph.input_name: sample}
+    for node in graph.nodes:
+        m, where = node.module, _key(path, node.name)
+        ins = [names[t] for t in node.inputs]
+        args = [samples[t] for t in node.inputs]
+        if type(m) is Add:
+            out, s = g.node("Add", ins, where), args[0] + args[1]
+        elif type(m) is Cat:
+            out = g.node("Concat", ins, where, axis=m.axis)
+            s = np.concatenate(args, axis=m.axis)
+        elif type(m) is Reshape:
+            s = m(args[0])
+            out = g.node("Reshape", [ins[0], g.constant(f"{where}/shape", m.shape, np.int64)],
+                         where)
+        else:
+            out, s = _walk(g, m, ins[0], args[0], where)
+        names[node.output], samples[node.output] = out, s
+    return names[graph.output_name], samples[graph.output_name]
 
 
 def _check_dtype(dtype):

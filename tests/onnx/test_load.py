@@ -91,6 +91,14 @@ def test_round_trip_trains_like_the_original(rng):
     assert g1.keys() == g0.keys()
     for k in g0:
         np.testing.assert_allclose(g1[k], g0[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    # fine-tuned, then written again: the same file, the new weights
+    for p in back.parameters():
+        p.data = p.data + 0.1
+    again = export(back, (1, 3, 4, 4))
+    assert [n.op_type for n in again.graph.node] == [
+        n.op_type for n in export(model, (1, 3, 4, 4)).graph.node]
+    back.eval()
+    np.testing.assert_allclose(load(again).eval()(x), back(x), rtol=1e-5, atol=1e-6)
 
 
 def test_graph_backward_by_finite_differences(rng):
@@ -110,6 +118,13 @@ def test_graph_backward_by_finite_differences(rng):
     nodes.insert(1, Node("widen", nn.Conv2d(2, 6, 1, dtype=np.float64, rng=2),
                          ["pooled"], "one"))
     graph = Graph(nodes, "x", "y")
+    # the Graph exports too (onnxruntime runs it as convcore does)
+    ort = pytest.importorskip("onnxruntime")
+    proto = export(graph, (1, 2, 4, 4), dtype=np.float32)
+    x32 = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x32})[0], graph(x32.astype(float)),
+                               rtol=1e-5, atol=1e-6)
     assert sorted(graph.state_dict()) == ["conv.bias", "conv.weight", "head.fc.bias",
                                           "head.fc.weight", "widen.bias", "widen.weight"]
     x = rng.standard_normal((2, 2, 4, 4))

@@ -14,7 +14,7 @@ from convcore import optim
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from convcore.onnx import load  # noqa: E402
+from convcore.onnx import export, load  # noqa: E402
 
 T = torch.nn
 
@@ -77,6 +77,12 @@ def test_torch_export_loads_and_gives_torch_outputs(fold, rng):
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
+    # and written back by convcore, onnxruntime computes torch's outputs
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(export(model, (1, 3, 8, 8)).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-5,
+                               atol=1e-5)
 
 
 def _torch_grads(net, x, gy):
