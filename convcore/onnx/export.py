@@ -330,8 +330,9 @@ def export(model, input_shape, path=None, *, opset=None, dtype=np.float32,
     model : Module built from the supported layers (every convcore.models
         network; Conv2d, Linear, BatchNorm, activations, pooling, LRN,
         Dropout, Flatten, Identity, GroupNorm, LayerNorm, Sequential,
-        Residual, Concat). The eval-mode network is written; the model's
-        train/eval flags are left as they were.
+        Residual, Concat, and the Graph that load() builds). The eval-mode
+        network is written; the model's train/eval flags are left as they
+        were.
     input_shape : shape of one input, batch included, e.g. (1, 3, 224, 224);
         the batch dimension becomes symbolic ("batch") in the graph.
     path : file to write (str or os.PathLike), or None to only return it.

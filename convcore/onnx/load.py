@@ -15,8 +15,8 @@ import numpy as np
 
 from convcore import init
 from convcore.nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d,
-                         Dropout, Flatten, LayerNorm, LeakyReLU, Linear, LocalResponseNorm, MaxPool2d,
-                         ReLU, ReLU6, Sigmoid, Softplus, Tanh)
+                         Dropout, Flatten, LayerNorm, LeakyReLU, Linear, LocalResponseNorm,
+                         MaxPool2d, ReLU, ReLU6, Sigmoid, Softplus, Tanh)
 from convcore.onnx._require import require_onnx
 from convcore.onnx.graph import Add, Cat, Graph, Node, Reshape
 

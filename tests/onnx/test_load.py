@@ -7,7 +7,7 @@ import pytest
 
 import convcore
 from convcore import models, nn
-from tests.reference.gradcheck import directional_check
+from gradcheck import directional_check
 
 onnx = pytest.importorskip("onnx")
 
