@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import convcore
-from convcore import models
+from convcore import models, nn
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -61,6 +61,12 @@ def _run_both(model, proto, x):
 def test_zoo_model_runs_in_onnxruntime_as_in_convcore(name, rng, tmp_path):
     kwargs, shape = ZOO[name]
     model = models.get_model(_BUILDER.get(name, name), **SMALL, **kwargs)
+    for m in model.modules():
+        # running statistics as after training, so a mix-up of them shows
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean = rng.uniform(-0.2, 0.2, m.num_features).astype(np.float32)
+            m.running_var = rng.uniform(0.5, 1.5, m.num_features).astype(np.float32)
+            m.bump_buffers()
     model.train()   # export writes the eval network and leaves the flags alone
     path = tmp_path / f"{name}.onnx"
     proto = export(model, shape, path)
