@@ -257,6 +257,40 @@ _WIRING = ("Identity", "Add", "Concat", "Constant", "Cast", "Transpose")
 SUPPORTED_OPS = tuple(sorted((*_CONVERTERS, *_WIRING)))
 
 
+def _fold_constant(onnx, ctx, node, attrs):
+    """Compute a node whose result is a constant (a weight, a bound) into
+    ctx.constants; False when the node is not one."""
+    op, out = node.op_type, node.output[0]
+    if op == "Constant":
+        if "value" not in attrs:
+            raise _form(node, f"only a tensor `value` is read, not {list(attrs)}")
+        ctx.constants[out] = onnx.numpy_helper.to_array(attrs["value"])
+    elif op == "Cast":   # PyTorch's Clip bounds, unfolded
+        ctx.constants[out] = ctx.const(node, 0, "input").astype(
+            onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
+    elif op == "Transpose":   # a weight: Linear on N-D inputs
+        ctx.constants[out] = np.transpose(ctx.const(node, 0, "input"), attrs.get("perm"))
+        ctx.origin[out] = node.input[0]   # the layer's name comes from it
+    elif op == "Identity" and node.input[0] in ctx.constants:
+        # PyTorch shares equal weights so
+        ctx.constants[out] = ctx.constants[node.input[0]]
+    else:
+        return False
+    return True
+
+
+def _add_bias(ctx, node, layer, uses):
+    """Add(MatMul(x, W), b): b becomes the bias of the Linear the MatMul
+    made, when nothing else reads the MatMul's result."""
+    a, b = node.input
+    bias = ctx.constants[a] if a in ctx.constants else ctx.constants[b]
+    if not (isinstance(layer, Linear) and layer.bias is None and uses == 1
+            and bias.size in (1, layer.out_features)):
+        raise _form(node, "adding a constant is supported only as the bias of the "
+                          "MatMul before it")
+    layer.bias = _linear(ctx, layer.weight.data, bias).bias
+
+
 def _read(onnx, source):
     if isinstance(source, onnx.ModelProto):
         return source
@@ -335,37 +369,16 @@ def load(path_or_model, *, dtype=None):
         for n in g.node:
             attrs = _attrs(onnx, n)
             op = n.op_type
-            if op == "Constant":
-                if "value" not in attrs:
-                    raise _form(n, f"only a tensor `value` is read, not {list(attrs)}")
-                constants[n.output[0]] = onnx.numpy_helper.to_array(attrs["value"])
-                continue
-            if op == "Cast":   # of a constant: PyTorch's Clip bounds, unfolded
-                value = ctx.const(n, 0, "input")
-                constants[n.output[0]] = value.astype(
-                    onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
-                continue
-            if op == "Transpose":   # of a constant: a weight (Linear on N-D inputs)
-                constants[n.output[0]] = np.transpose(ctx.const(n, 0, "input"),
-                                                      attrs.get("perm"))
-                ctx.origin[n.output[0]] = n.input[0]   # the layer's name comes from it
+            if _fold_constant(onnx, ctx, n, attrs):
                 continue
             if op == "Identity":
-                if n.input[0] in constants:   # PyTorch shares equal weights so
-                    constants[n.output[0]] = constants[n.input[0]]
-                else:
-                    alias[n.output[0]] = data(n.input[0])
+                alias[n.output[0]] = data(n.input[0])
                 continue
             if op == "Add":
                 a, b = n.input
                 if a in constants or b in constants:
-                    x, bias = (b, constants[a]) if a in constants else (a, constants[b])
-                    layer = made_by.get(data(x))
-                    if not (isinstance(layer, Linear) and layer.bias is None
-                            and consumers.get(x) == 1 and bias.size in (1, layer.out_features)):
-                        raise _form(n, "adding a constant is supported only as the bias "
-                                       "of the MatMul before it")
-                    layer.bias = _linear(ctx, layer.weight.data, bias).bias
+                    x = b if a in constants else a
+                    _add_bias(ctx, n, made_by.get(data(x)), consumers.get(x))
                     alias[n.output[0]] = data(x)
                     continue
                 module, ins = Add(), [data(a), data(b)]
