@@ -291,6 +291,12 @@ def _add_bias(ctx, node, layer, uses):
     layer.bias = _linear(ctx, layer.weight.data, bias).bias
 
 
+def _op_name(node):
+    """The operator's type, with its domain when not the standard one
+    ("com.microsoft:FusedConv")."""
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
+
+
 def _read(onnx, source):
     if isinstance(source, onnx.ModelProto):
         return source
@@ -336,10 +342,7 @@ def load(path_or_model, *, dtype=None):
     onnx = require_onnx()
     proto = _read(onnx, path_or_model)
     g = proto.graph
-    # operators of other domains (com.microsoft...) by "domain:op"
-    unsupported = sorted({n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}:{n.op_type}"
-                          for n in g.node
-                          if n.op_type not in SUPPORTED_OPS or n.domain not in ("", "ai.onnx")})
+    unsupported = sorted({_op_name(n) for n in g.node} - set(SUPPORTED_OPS))
     if unsupported:
         raise ValueError(f"convcore.onnx.load: unsupported ONNX operators: "
                          f"{', '.join(unsupported)} (supported: {', '.join(SUPPORTED_OPS)})")
