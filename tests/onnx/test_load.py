@@ -199,16 +199,17 @@ def test_identity_dropout_constant_clip_flatten_reshape(rng):
     assert [type(n.module).__name__ for n in model.nodes] == [
         "Dropout", "ReLU6", "Reshape", "Flatten"]
     assert model.nodes[0].module.p == 0.25
-    x = 5 * rng.standard_normal((2, 4, 3, 2)).astype(np.float32)
-    expected = np.clip(x, 0, 6).reshape(2, 24)
+    x = 5 * rng.standard_normal((40, 4, 3, 2)).astype(np.float32)
+    expected = np.clip(x, 0, 6).reshape(40, 24)
     np.testing.assert_array_equal(model.eval()(x), expected)
     # training mode: a quarter of the entries dropped, the rest scaled by 4/3
     # (before the clip); seen where x > 0, which the clip keeps non-zero
+    model.nodes[0].module.rng = np.random.default_rng(0)   # a repeatable draw
     y = model.train()(x).reshape(x.shape)
     positive = x > 0
     kept = positive & (y != 0)
     np.testing.assert_allclose(y[kept], np.clip(x / 0.75, 0, 6)[kept], rtol=1e-6)
-    assert 0.1 < 1 - kept.sum() / positive.sum() < 0.4
+    assert 0.2 < 1 - kept.sum() / positive.sum() < 0.3
 
 
 def test_attributes_map_to_torch_conventions():
