@@ -5,6 +5,7 @@ Each floor imports only from the floors below it (tests/test_floors.py):
     floor 5  cli/, bench/, demo           convcore train | bench | info
     floor 4  models/, data/, training/,   the zoo, data sets, fit(),
              distributed/                 data-parallel training over MPI
+             onnx/                        ONNX export and import
     floor 3  nn/, optim/, init,           layers with explicit backward,
              serialization, testing       optimisers, state files, gradcheck
     floor 2  functional/ (F),             checks, shapes, dispatch,

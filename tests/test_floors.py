@@ -26,7 +26,8 @@ FLOORS = [
                 "convcore.testing"]),
     ("training", ["convcore.models", "convcore.data", "convcore.training",
                   "convcore.distributed", "convcore.checkpoint", "convcore.metrics",
-                  "convcore.viz"]),
+                  "convcore.viz",
+                  "convcore.onnx"]),
     ("commands", ["convcore.cli", "convcore.bench", "convcore.demo", "convcore.__main__"]),
 ]
 LEVEL = {name: i for i, (name, _) in enumerate(FLOORS)}

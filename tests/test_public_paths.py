@@ -24,6 +24,7 @@ API = {
                               "looks_channels_last"],
     "convcore.testing": ["gradcheck", "GradcheckError"],
     "convcore.nn.hooks": ["RemovableHandle"],
+    "convcore.onnx": ["export", "load"],
     # moved modules, at their old paths
     "convcore.training": ["fit", "evaluate", "predict", "train_epoch", "cross_validate",
                           "EarlyStopping", "ModelCheckpoint", "LambdaCallback", "Callback",
