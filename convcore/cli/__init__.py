@@ -27,6 +27,10 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="convcore",
         description="convcore: CPU convolution engine for training CNNs.")
+    # The version of the convcore that runs (which may not be the one an
+    # installer recorded, e.g. a source tree on PYTHONPATH).
+    from convcore import __version__
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, helptext) in COMMANDS.items():
