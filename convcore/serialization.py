@@ -4,6 +4,7 @@ A state dict is a flat mapping name -> array, which .npz stores natively;
 loading with allow_pickle=False means a file can never run code. Files
 written here carry a format marker so a foreign .npz is told apart."""
 import math
+import os
 import zipfile
 from collections import OrderedDict
 
@@ -67,10 +68,44 @@ def _check_entries(archive, path):
                              f"{info.file_size - header} bytes: truncated or corrupt")
 
 
+# What to do with a PyTorch file instead: convcore never unpickles, and
+# load_state_dict takes the arrays (mapping torchvision key names).
+_TORCH_HINT = ("convcore never unpickles; read it with PyTorch and pass the state dict "
+               "on: sd = torch.load(path, map_location='cpu', weights_only=True); "
+               "model.load_state_dict({k: v.numpy() for k, v in sd.items()})")
+
+
+def _pytorch_file_kind(path):
+    """"a PyTorch (torch.save) zip archive", "a pickle (PyTorch's legacy
+    torch.save format, or pickle.dump)" or None, from the first bytes and
+    the zip directory; never unpickles. Only paths are inspected."""
+    if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # Pickle protocol 2+ opens with PROTO (0x80) and the protocol number.
+    if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "a pickle (PyTorch's legacy torch.save format, or pickle.dump)"
+    if head == b"PK":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            return None
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "a PyTorch (torch.save) zip archive"
+    return None
+
+
 def load(path):
     """Read a file written by convcore.save -> OrderedDict name -> ndarray,
     ready for Module.load_state_dict. A truncated, corrupt or foreign file
-    raises ValueError saying which."""
+    raises ValueError saying which (for a PyTorch .pt/.pth file, how to load
+    it instead)."""
+    kind = _pytorch_file_kind(path)
+    if kind is not None:
+        raise ValueError(f"convcore.load: {path} is {kind}, not a convcore .npz file; "
+                         f"{_TORCH_HINT}")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not hasattr(loaded, "files"):  # an ndarray has no context manager
