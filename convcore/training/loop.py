@@ -36,6 +36,7 @@ from convcore.distributed import training as dist_training
 from convcore.optim import clip_grad_norm_
 from convcore.optim.lr_scheduler import ReduceLROnPlateau
 from convcore.training.checkpoint import load_checkpoint, save_checkpoint
+from convcore.training.divergence import non_finite_loss_error
 from convcore.training.metrics import ClassificationMetrics, confusion_matrix
 from convcore.utils.validation import check_int
 
@@ -209,7 +210,8 @@ def train_epoch(model, loss, optimizer, loader, *, clip_grad_norm=None, bar=None
     """One pass over `loader` in train mode -> (mean loss, accuracy (None
     unless targets are class indices for (N, C) outputs), samples, seconds).
     Raises FloatingPointError naming the batch if the loss stops being
-    finite (a learning rate too high, usually). On several ranks the loss,
+    finite: the samples when the input (or target) data holds NaN or inf,
+    else a diverging run (a learning rate too high, usually). On several ranks the loss,
     accuracy and samples are the whole job's."""
     model.train()
     dt = _model_dtype(model)
@@ -217,15 +219,15 @@ def train_epoch(model, loss, optimizer, loader, *, clip_grad_norm=None, bar=None
     total_loss, correct, seen = 0.0, 0, 0
     classifying = None
     t0 = time.perf_counter()
+    epoch = getattr(loader, "epoch", None)  # before iterating moves it on
     for b, (x, y) in enumerate(loader):
         if dt is not None and x.dtype != dt:
             x = x.astype(dt)
         out = model(x)
         value = float(loss(out, y))
         if not math.isfinite(value):
-            raise FloatingPointError(
-                f"fit: the loss became {value} at batch {b}; lower the learning rate "
-                f"(lr={optimizer.param_groups[0]['lr']}) or clip gradients")
+            raise non_finite_loss_error(value, b, x, y, optimizer.param_groups[0]["lr"],
+                                        loader, epoch)
         optimizer.zero_grad()
         model.backward(loss.backward())
         if clip_grad_norm is not None:
