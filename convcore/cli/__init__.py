@@ -13,6 +13,7 @@ import os
 import sys
 
 from convcore import bench
+from convcore._runtime import logs as _logs
 from convcore.cli import info, train
 
 # name -> (module with add_arguments/run, one-line help)
@@ -44,7 +45,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)  # bad arguments: usage + exit 2
     try:
-        return args._run(args) or 0
+        with _logs.console(force=True):  # library messages (convcore.* loggers) are output
+            return args._run(args) or 0
     except BrokenPipeError:
         # `convcore ... | head`: the reader left. Point stdout at /dev/null
         # so the interpreter's final flush does not raise again, and exit

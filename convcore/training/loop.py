@@ -22,6 +22,7 @@ Everything is deterministic given the loaders' seeds and the model's
 initial weights, so an interrupted run resumed from its checkpoint ends
 with the same weights as an uninterrupted one.
 """
+import logging
 import math
 import sys
 import time
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from convcore._runtime import logs as _logs
 from convcore._runtime import mpi as _mpi
 from convcore._runtime.grad_mode import no_grad
 from convcore.data import ArrayDataset, DataLoader, multi_crop, stratified_kfold
@@ -42,6 +44,8 @@ from convcore.utils.validation import check_int
 
 __all__ = ["fit", "train_epoch", "evaluate", "predict", "History", "EvalResult", "TrainState",
            "cross_validate", "evaluate_multi_crop", "HISTORY_KEYS"]
+
+logger = logging.getLogger(__name__)
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
                 "images_per_s")
@@ -274,7 +278,9 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, scheduler=None, call
     resume : path of such a checkpoint to continue from (epochs already
         done are skipped); a missing file is an error
     clip_grad_norm : max global gradient norm, or None
-    progress : show a tqdm bar per epoch; verbose: print one line per epoch
+    progress : show a tqdm bar per epoch; verbose: log one line per epoch
+        (logger "convcore.training.loop", INFO; shown on stdout unless the
+        application configured logging, which then decides)
     distributed : None (default): data-parallel when started on several
         ranks by mpiexec (or after convcore.distributed.init()); False:
         this process alone; True: join MPI (world size 1 without it).
@@ -353,8 +359,9 @@ def _fit(model, stepped, loss, optimizer, train, val, epochs, scheduler, callbac
                 bar.close()
         state.history.append(row)
         if verbose:
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in row.items()), flush=True)
+            with _logs.console():
+                logger.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in row.items()))
         _scheduler_step(scheduler, row)
         for cb in callbacks:
             cb.on_epoch_end(state, row)
