@@ -12,7 +12,9 @@
       -> History: per-epoch lists (train_loss, train_acc, val_loss, val_acc,
          lr, seconds, images_per_s)
 
-Progress is a tqdm bar per epoch showing loss, accuracy and images/s.
+Progress is a tqdm bar per epoch showing loss, accuracy and images/s on a
+terminal, one plain line per epoch when stderr is a file or a pipe
+(convcore/training/progress.py).
 
 On several ranks (started by mpiexec; see convcore.distributed) fit trains
 data-parallel by itself: the model wrapped in DistributedDataParallel, each
@@ -24,7 +26,6 @@ with the same weights as an uninterrupted one.
 """
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ from convcore.optim import clip_grad_norm_
 from convcore.optim.lr_scheduler import ReduceLROnPlateau
 from convcore.training.checkpoint import load_checkpoint, save_checkpoint
 from convcore.training.divergence import non_finite_loss_error
+from convcore.training.progress import epoch_progress
 from convcore.training.metrics import ClassificationMetrics, confusion_matrix
 from convcore.utils.validation import check_int
 
@@ -192,10 +194,7 @@ def evaluate_multi_crop(model, dataset, size, flips=True, *, batch_size=256):
 def _progress(loader, epoch, epochs, enabled):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-    total = len(loader) if hasattr(loader, "__len__") else None
-    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                leave=True, file=sys.stderr, dynamic_ncols=True)
+    return epoch_progress(len(loader) if hasattr(loader, "__len__") else None, epoch, epochs)
 
 
 def _scheduler_step(scheduler, row):
