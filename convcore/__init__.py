@@ -62,8 +62,9 @@ __all__ = [
 # Floor 3: layers, initialisers, optimisers, state files.
 from convcore import init, nn, optim
 from convcore.serialization import load, save
+from convcore.init import manual_seed
 
-__all__ += ["nn", "optim", "init", "save", "load"]
+__all__ += ["nn", "optim", "init", "save", "load", "manual_seed"]
 
 # Floor 4: the model zoo and the training loop.
 from convcore import models, training

@@ -2,7 +2,8 @@
 
 Each function fills an ndarray or a Parameter's .data in place and returns
 it. `rng` is a numpy Generator, an int seed, or None for convcore's default
-generator (reseed it with `manual_seed`). Values are drawn in float64 and
+generator (convcore/_runtime/seed.py; reseed it with `convcore.manual_seed`,
+which np.random.seed does not touch). Values are drawn in float64 and
 rounded to the array's dtype, so a float32 and a float64 layer drawn from
 the same seed hold the same numbers up to rounding.
 
@@ -15,7 +16,8 @@ import threading
 
 import numpy as np
 
-_default = {"rng": np.random.default_rng()}
+from convcore._runtime import seed as _seed
+
 _skip = threading.local()
 
 # Draws happen in float64 chunks of this many values: the same stream as one
@@ -24,14 +26,15 @@ _CHUNK = 1 << 20
 
 
 def manual_seed(seed):
-    """Reseed the generator used when no rng is given (layer default init)."""
-    _default["rng"] = np.random.default_rng(seed)
+    """Reseed convcore's default generator: layer initialisation without an
+    rng, dropout masks, unseeded DataLoaders (convcore.manual_seed)."""
+    return _seed.manual_seed(seed)
 
 
 def get_rng(rng=None):
     """A numpy Generator from a Generator, an int seed, or None (the default)."""
     if rng is None:
-        return _default["rng"]
+        return _seed.default_generator()
     if isinstance(rng, np.random.Generator):
         return rng
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):

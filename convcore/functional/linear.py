@@ -4,6 +4,7 @@ import numbers
 
 import numpy as np
 
+from convcore._runtime import seed as _seed
 from convcore._runtime import threads as _threads
 from convcore._kernels import blas as _blas
 from convcore.utils.validation import as_float_array
@@ -101,8 +102,10 @@ def _scale(p, dtype):
 
 
 def _generator(rng, fn):
-    if rng is None or isinstance(rng, np.random.Generator):
-        return np.random.default_rng(rng)
+    if rng is None:
+        return _seed.default_generator()
+    if isinstance(rng, np.random.Generator):
+        return rng
     if isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_)):
         if rng < 0:
             raise ValueError(f"{fn}: rng seed must be >= 0, got {rng}")
@@ -122,7 +125,7 @@ def dropout(x, p=0.5, training=True, rng=None, *, return_mask=False):
     p : probability of dropping, in [0, 1]; p = 1 gives zeros
     training : bool; False returns a copy of x
     rng : numpy.random.Generator (advanced by the call), int seed, or None
-        (fresh entropy)
+        (convcore's default generator, see convcore.manual_seed)
     return_mask : also return the boolean keep-mask for dropout_backward
         (None when training is False: backward is then the identity)
 
