@@ -41,6 +41,7 @@ from convcore.optim.lr_scheduler import ReduceLROnPlateau
 from convcore.training.checkpoint import load_checkpoint, save_checkpoint
 from convcore.training.divergence import non_finite_loss_error
 from convcore.training.progress import epoch_progress
+from convcore.training.schedule_resume import keep_schedule_length, schedule_length
 from convcore.training.metrics import ClassificationMetrics, confusion_matrix
 from convcore.utils.validation import check_int
 
@@ -275,7 +276,9 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, scheduler=None, call
     checkpoint : path of a checkpoint written after every epoch (model,
         optimizer, scheduler, history, dropout RNG and callback states)
     resume : path of such a checkpoint to continue from (epochs already
-        done are skipped); a missing file is an error
+        done are skipped); a missing file is an error. A cosine schedule
+        keeps the length it was given here, not the checkpoint's (logged
+        when they differ; convcore/training/schedule_resume.py)
     clip_grad_norm : max global gradient norm, or None
     progress : show a tqdm bar per epoch; verbose: log one line per epoch
         (logger "convcore.training.loop", INFO; shown on stdout unless the
@@ -319,8 +322,10 @@ def _fit(model, stepped, loss, optimizer, train, val, epochs, scheduler, callbac
     state = TrainState(model, optimizer, scheduler, History(), 0, epochs)
     start = 0
     if resume is not None:
+        length = schedule_length(scheduler)  # the caller's, before the checkpoint's replaces it
         meta = load_checkpoint(resume, model, optimizer, scheduler)
         start = meta["epoch"]
+        keep_schedule_length(scheduler, length, epochs)
         state.history.update(meta["history"])
         for i, cb in enumerate(callbacks):
             cb.load_state_dict(meta["extra"].get("callbacks", {}).get(str(i), {}))
