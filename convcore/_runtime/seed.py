@@ -10,6 +10,8 @@ run repeatable. As with torch.manual_seed, NumPy's global state
 layers built before the call (a Dropout holds the generator) follow it,
 as they do in PyTorch.
 """
+from __future__ import annotations
+
 import numbers
 
 import numpy as np
@@ -17,12 +19,12 @@ import numpy as np
 _generator = np.random.default_rng()
 
 
-def default_generator():
+def default_generator() -> np.random.Generator:
     """The shared numpy.random.Generator (advanced by every draw)."""
     return _generator
 
 
-def manual_seed(seed):
+def manual_seed(seed: int) -> np.random.Generator:
     """Reseed convcore's default generator with a non-negative int `seed`
     (weights drawn without rng, dropout masks, unseeded DataLoaders).
     Returns the generator, as torch.manual_seed returns its own."""
