@@ -3,25 +3,30 @@
 A state dict is a flat mapping name -> array, which .npz stores natively;
 loading with allow_pickle=False means a file can never run code. Files
 written here carry a format marker so a foreign .npz is told apart."""
+from __future__ import annotations
+
 import math
 import os
 import zipfile
 from collections import OrderedDict
+from typing import IO, Any, Dict, Mapping, Optional, Union
 
 import numpy as np
+
+from convcore.utils.types import PathLike
 
 _MARKER = "__convcore_state_dict__"
 _VERSION = 1
 
 
-def save(obj, path):
+def save(obj: Union[Any, Mapping[str, Any]], path: PathLike) -> None:
     """Write a Module's state_dict() (or a mapping name -> array) to `path`
     as an uncompressed .npz (the name is used exactly as given)."""
     state = obj.state_dict() if hasattr(obj, "state_dict") and callable(obj.state_dict) else obj
     if not hasattr(state, "items"):
         raise TypeError(f"convcore.save: expected a Module or a mapping name -> array, "
                         f"got {type(obj).__name__}")
-    arrays = OrderedDict()
+    arrays: Dict[str, Any] = OrderedDict()
     for key, value in state.items():
         if not isinstance(key, str) or key == _MARKER:
             raise ValueError(f"convcore.save: invalid key {key!r} (keys must be strings)")
@@ -75,7 +80,7 @@ _TORCH_HINT = ("convcore never unpickles; read it with PyTorch and pass the stat
                "model.load_state_dict({k: v.numpy() for k, v in sd.items()})")
 
 
-def _pytorch_file_kind(path):
+def _pytorch_file_kind(path: object) -> Optional[str]:
     """"a PyTorch (torch.save) zip archive", "a pickle (PyTorch's legacy
     torch.save format, or pickle.dump)" or None, from the first bytes and
     the zip directory; never unpickles. Only paths are inspected."""
@@ -97,7 +102,7 @@ def _pytorch_file_kind(path):
     return None
 
 
-def load(path):
+def load(path: Union[PathLike, IO[bytes]]) -> "OrderedDict[str, np.ndarray]":
     """Read a file written by convcore.save -> OrderedDict name -> ndarray,
     ready for Module.load_state_dict. A truncated, corrupt or foreign file
     raises ValueError saying which (for a PyTorch .pt/.pth file, how to load

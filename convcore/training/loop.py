@@ -24,10 +24,13 @@ Everything is deterministic given the loaders' seeds and the model's
 initial weights, so an interrupted run resumed from its checkpoint ends
 with the same weights as an uninterrupted one.
 """
+from __future__ import annotations
+
 import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -43,7 +46,28 @@ from convcore.training.divergence import non_finite_loss_error
 from convcore.training.progress import epoch_progress
 from convcore.training.schedule_resume import keep_schedule_length, schedule_length
 from convcore.training.metrics import ClassificationMetrics, confusion_matrix
+from convcore.nn.module import Module
+from convcore.optim.optimizer import Optimizer
+from convcore.training.callbacks import Callback
+from convcore.utils.types import PathLike
 from convcore.utils.validation import check_int
+
+
+
+class Loss(Protocol):
+    """What fit() needs of a loss: loss(output, target) -> a float (it
+    keeps what backward needs), then loss.backward() -> grad of the output
+    (convcore.nn's CrossEntropyLoss, MSELoss, ... or your own)."""
+
+    def __call__(self, output: np.ndarray, target: Any) -> Any: ...
+
+    def backward(self) -> np.ndarray: ...
+
+
+# What fit(), evaluate() and predict() take as data: a DataLoader, an
+# ArrayDataset, an (images, labels) pair, or any re-iterable of batches.
+Data = Union[DataLoader, ArrayDataset, Tuple[np.ndarray, np.ndarray],
+             Iterable[Tuple[np.ndarray, np.ndarray]]]
 
 __all__ = ["fit", "train_epoch", "evaluate", "predict", "History", "EvalResult", "TrainState",
            "cross_validate", "evaluate_multi_crop", "HISTORY_KEYS"]
@@ -58,21 +82,21 @@ class History(dict):
     """Per-epoch lists keyed by HISTORY_KEYS ("val_*" only with validation
     data), plus `stopped_early` and `best_epoch` set by EarlyStopping."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stopped_early = False
-        self.best_epoch = None
+        self.best_epoch: Optional[int] = None
 
-    def append(self, row):
+    def append(self, row: Dict[str, Any]) -> None:
         for k, v in row.items():
             self.setdefault(k, []).append(v)
 
-    def curves(self):
+    def curves(self) -> Dict[str, List[Any]]:
         """The loss/accuracy/lr series only, for convcore.training.viz.plot_history."""
         return {k: v for k, v in self.items()
                 if k in ("train_loss", "val_loss", "train_acc", "val_acc", "lr")}
 
-    def last(self, key, default=None):
+    def last(self, key: str, default: Any = None) -> Any:
         values = self.get(key)
         return values[-1] if values else default
 
@@ -81,7 +105,7 @@ class History(dict):
 class EvalResult:
     """evaluate()'s result: mean loss (None without a loss), accuracy, the
     per-class ClassificationMetrics, labels and predictions, speed."""
-    loss: float
+    loss: Optional[float]
     accuracy: float
     metrics: ClassificationMetrics
     y_true: np.ndarray
@@ -89,7 +113,7 @@ class EvalResult:
     seconds: float
     images_per_s: float
 
-    def report(self, digits=3, extremes=3):
+    def report(self, digits: int = 3, extremes: int = 3) -> str:
         return self.metrics.report(digits, extremes)
 
 
@@ -131,7 +155,7 @@ def _num_classes(data):
 
 
 # -- evaluation ---------------------------------------------------------------
-def predict(model, data, batch_size=256):
+def predict(model: Module, data: Data, batch_size: int = 256) -> Tuple[np.ndarray, np.ndarray]:
     """(scores (N, num_classes), labels (N,)) of the model in eval mode
     under no_grad(); the model's train/eval mode is restored afterwards."""
     loader = _as_loader(data, batch_size, "predict", "data")
@@ -153,7 +177,9 @@ def predict(model, data, batch_size=256):
     return np.concatenate(scores), np.concatenate(labels).astype(np.int64)
 
 
-def evaluate(model, data, loss=None, *, num_classes=None, class_names=None, batch_size=256):
+def evaluate(model: Module, data: Data, loss: Optional[Loss] = None, *,
+             num_classes: Optional[int] = None, class_names: Optional[Sequence[str]] = None,
+             batch_size: int = 256) -> EvalResult:
     """Loss (mean over samples, when `loss` is given), accuracy and per-class
     metrics (convcore.training.metrics) of `model` on `data` -> EvalResult."""
     t0 = time.perf_counter()
@@ -174,7 +200,9 @@ def evaluate(model, data, loss=None, *, num_classes=None, class_names=None, batc
                       len(y_true) / max(seconds, 1e-9))
 
 
-def evaluate_multi_crop(model, dataset, size, flips=True, *, batch_size=256):
+def evaluate_multi_crop(model: Module, dataset: Union[ArrayDataset, Tuple[np.ndarray, np.ndarray]],
+                        size: Union[int, Tuple[int, int]], flips: bool = True, *,
+                        batch_size: int = 256) -> Tuple[float, np.ndarray]:
     """Accuracy with the 5 (or 10 with flips) crop evaluation: the mean of
     the softmax scores over the four corner crops, the centre crop (and
     their mirror images) of each image. Returns (accuracy, mean scores)."""
@@ -182,11 +210,14 @@ def evaluate_multi_crop(model, dataset, size, flips=True, *, batch_size=256):
     images, labels = (dataset.images, dataset.labels) if isinstance(dataset, ArrayDataset) \
         else dataset
     views = multi_crop(images, size, flips)
-    total = None
-    for view in views:
+
+    def probabilities(view: np.ndarray) -> np.ndarray:
         scores, _ = predict(model, (view, labels), batch_size)
-        p = softmax(scores.astype(np.float64), axis=1)
-        total = p if total is None else total + p
+        return softmax(scores.astype(np.float64), axis=1)
+
+    total = probabilities(views[0])
+    for view in views[1:]:
+        total = total + probabilities(view)
     mean = total / len(views)
     return float(np.mean(mean.argmax(axis=1) == np.asarray(labels))), mean
 
@@ -209,8 +240,11 @@ def _scheduler_step(scheduler, row):
         scheduler.step()
 
 
-def train_epoch(model, loss, optimizer, loader, *, clip_grad_norm=None, bar=None,
-                on_batch_end=None):
+def train_epoch(model: Module, loss: Loss, optimizer: Optimizer,
+                loader: Iterable[Tuple[np.ndarray, np.ndarray]], *,
+                clip_grad_norm: Optional[float] = None, bar: Any = None,
+                on_batch_end: Optional[Callable[[int, Dict[str, Any]], Any]] = None
+                ) -> Tuple[float, Optional[float], int, float]:
     """One pass over `loader` in train mode -> (mean loss, accuracy (None
     unless targets are class indices for (N, C) outputs), samples, seconds).
     Raises FloatingPointError naming the batch if the loss stops being
@@ -261,9 +295,11 @@ def train_epoch(model, loss, optimizer, loader, *, clip_grad_norm=None, bar=None
     return total_loss / seen, accuracy, seen, time.perf_counter() - t0
 
 
-def fit(model, loss, optimizer, train, val=None, epochs=10, scheduler=None, callbacks=(), *,
-        checkpoint=None, resume=None, clip_grad_norm=None, progress=True, verbose=False,
-        batch_size=64, distributed=None):
+def fit(model: Module, loss: Loss, optimizer: Optimizer, train: Data, val: Optional[Data] = None,
+        epochs: int = 10, scheduler: Any = None, callbacks: Iterable[Callback] = (), *,
+        checkpoint: Optional[PathLike] = None, resume: Optional[PathLike] = None,
+        clip_grad_norm: Optional[float] = None, progress: bool = True, verbose: bool = False,
+        batch_size: int = 64, distributed: Optional[bool] = None) -> History:
     """Train `model` for `epochs` epochs (the total, counting resumed ones).
 
     loss : a convcore.nn loss module (CrossEntropyLoss, ...)
@@ -384,8 +420,11 @@ def _fit(model, stepped, loss, optimizer, train, val, epochs, scheduler, callbac
     return state.history
 
 
-def cross_validate(build, loss, make_optimizer, dataset, k=5, epochs=5, batch_size=64, seed=0,
-                   transform=None, progress=False):
+def cross_validate(build: Callable[[int], Module], loss: Loss,
+                   make_optimizer: Callable[[Module], Optimizer], dataset: ArrayDataset,
+                   k: int = 5, epochs: int = 5, batch_size: int = 64, seed: int = 0,
+                   transform: Optional[Callable[..., np.ndarray]] = None, progress: bool = False
+                   ) -> Tuple[List[EvalResult], float, float]:
     """Stratified k-fold cross-validation: for each fold a fresh model from
     build(fold) and optimizer from make_optimizer(model) are trained on the
     other folds and evaluated on this one. Returns (list of EvalResult,
