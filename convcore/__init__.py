@@ -45,7 +45,7 @@ from convcore.algorithms.autotune import tune
 from convcore._kernels.native import ABI_VERSION as __abi_version__
 
 
-def get_include():
+def get_include() -> str:
     """Directory that holds the `convcore` package with its public .pxd
     files (convcore/native.pxd, convcore/_kernels/*.pxd), for downstream
     Cython extensions: pass it as cythonize's include_path (and the

@@ -8,9 +8,12 @@ sys.stdout for that span only: always for the command line, and for
 fit(verbose=True) when the application has configured no logging at all
 (an application with its own logging setup is left alone).
 """
+from __future__ import annotations
+
 import contextlib
 import logging
 import sys
+from typing import IO, Iterator, Optional
 
 ROOT = "convcore"
 
@@ -20,18 +23,18 @@ class _CurrentStdout(logging.StreamHandler):
     emitted (a redirect, a test's capture, /dev/null on MPI ranks > 0),
     not the stream that was current when the handler was made."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(sys.stdout)
 
     @property
-    def stream(self):
+    def stream(self) -> IO[str]:
         return sys.stdout
 
     @stream.setter
-    def stream(self, value):  # StreamHandler.__init__ assigns; the property decides
+    def stream(self, value: object) -> None:  # StreamHandler.__init__ assigns; the property decides
         pass
 
-    def handleError(self, record):
+    def handleError(self, record: logging.LogRecord) -> None:
         # `convcore train | head`: the reader left. Let the BrokenPipeError
         # reach the command line, which ends quietly, instead of logging's
         # "--- Logging error ---" traceback on stderr.
@@ -40,7 +43,7 @@ class _CurrentStdout(logging.StreamHandler):
         super().handleError(record)
 
 
-def _configured(logger):
+def _configured(logger: Optional[logging.Logger]) -> bool:
     """True when the application set up logging: a handler on the root
     logger or on the way from `logger` up to it."""
     while logger is not None:
@@ -53,7 +56,7 @@ def _configured(logger):
 
 
 @contextlib.contextmanager
-def console(level=logging.INFO, *, force=False):
+def console(level: int = logging.INFO, *, force: bool = False) -> Iterator[None]:
     """Within the block, convcore's messages of `level` and above print as
     plain lines on sys.stdout, unless the application configured logging
     (then its handlers and levels decide; `force`: print them as well, for

@@ -8,9 +8,12 @@ Each command lives in its own module exposing `add_arguments(parser)` and
     convcore bench   convcore/bench/          algorithm and network benchmarks
                      convcore/cli/args.py     argparse checkers they share
 """
+from __future__ import annotations
+
 import argparse
 import os
 import sys
+from typing import Optional, Sequence
 
 from convcore import bench
 from convcore._runtime import logs as _logs
@@ -24,7 +27,7 @@ COMMANDS = {
 }
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convcore",
         description="convcore: CPU convolution engine for training CNNs.")
@@ -41,7 +44,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # bad arguments: usage + exit 2
     try:

@@ -1,6 +1,10 @@
 """`convcore info`: what this installation runs with."""
+from __future__ import annotations
+
 import platform
+import argparse
 import sys
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -15,7 +19,7 @@ _NUMPY_SIMD_NAMES = {
 }
 
 
-def cpu_features(cpuinfo="/proc/cpuinfo"):
+def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> List[str]:
     """SIMD features of this CPU that matter to the kernels: from the
     `cpuinfo` file (Linux), else from numpy's public runtime report; an
     empty list when neither says (`convcore info` prints "unknown")."""
@@ -36,7 +40,7 @@ def cpu_features(cpuinfo="/proc/cpuinfo"):
     return [w for w in wanted if have.intersection(_NUMPY_SIMD_NAMES[w])]
 
 
-def cpu_name():
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -47,7 +51,7 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def mpi_info():
+def mpi_info() -> Dict[str, Any]:
     """MPI as convcore.distributed sees it: the library and the world size
     (joining the job when started by mpiexec, without initialising MPI
     otherwise), or the install command when mpi4py is missing."""
@@ -62,7 +66,7 @@ def mpi_info():
             "rank": _mpi.rank(), "hint": None}
 
 
-def info_dict():
+def info_dict() -> Dict[str, Any]:
     import convcore
     from convcore._runtime import omp_runtime as _omp_runtime
     from convcore._runtime import threads as _threads
@@ -93,11 +97,11 @@ def info_dict():
     }
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print as JSON")
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     info = info_dict()
     if info["mpi"]["rank"] != 0:  # under mpiexec: one report, from rank 0
         return 0

@@ -6,6 +6,10 @@ when the loss is not finite, the batch is examined before blaming the
 optimisation: non-finite inputs or targets are reported with the batch,
 the samples within it and (for a DataLoader) their rows in the data set.
 """
+from __future__ import annotations
+
+from typing import Any, Optional
+
 import numpy as np
 
 __all__ = ["non_finite_loss_error"]
@@ -14,7 +18,7 @@ __all__ = ["non_finite_loss_error"]
 _SHOWN = 5
 
 
-def _bad_samples(batch):
+def _bad_samples(batch: Any) -> Optional[np.ndarray]:
     """Indices along axis 0 of the samples holding NaN or inf; None when
     the batch is not a float array (class indices cannot be non-finite)."""
     arr = np.asarray(batch)
@@ -24,12 +28,13 @@ def _bad_samples(batch):
     return np.flatnonzero(bad)
 
 
-def _listing(indices):
+def _listing(indices: np.ndarray) -> str:
     shown = ", ".join(str(int(i)) for i in indices[:_SHOWN])
     return shown + (f", ... ({len(indices)} in all)" if len(indices) > _SHOWN else "")
 
 
-def _dataset_rows(loader, epoch, batch_index, samples):
+def _dataset_rows(loader: Any, epoch: Optional[int], batch_index: int, samples: np.ndarray
+                  ) -> Optional[np.ndarray]:
     """Rows of the data set behind `samples` of batch `batch_index`, when
     the loader can say (convcore's DataLoader: its order for `epoch`)."""
     order = getattr(loader, "order", None)
@@ -43,7 +48,8 @@ def _dataset_rows(loader, epoch, batch_index, samples):
     return rows
 
 
-def non_finite_loss_error(value, batch_index, x, y, lr, loader=None, epoch=None):
+def non_finite_loss_error(value: float, batch_index: int, x: Any, y: Any, lr: float,
+                          loader: Any = None, epoch: Optional[int] = None) -> FloatingPointError:
     """The FloatingPointError to raise when the loss of batch `batch_index`
     is `value` (NaN or inf): names non-finite input (or target) samples if
     there are any, else reports a diverging loss with the learning rate.

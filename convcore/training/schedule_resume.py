@@ -11,7 +11,10 @@ T_max, continuing from the epoch the checkpoint reached, which gives the
 rates a run started with that length would have had from there on and
 decays smoothly to eta_min at the new end. The change is logged.
 """
+from __future__ import annotations
+
 import logging
+from typing import Any, List, Optional
 
 from convcore.optim.lr_scheduler import CosineAnnealingLR
 
@@ -20,13 +23,13 @@ __all__ = ["schedule_length", "keep_schedule_length"]
 logger = logging.getLogger(__name__)
 
 
-def schedule_length(scheduler):
+def schedule_length(scheduler: Any) -> Optional[int]:
     """The length (epochs) a scheduler was built for, if it has one that a
     checkpoint could overwrite (CosineAnnealingLR's T_max), else None."""
     return scheduler.T_max if isinstance(scheduler, CosineAnnealingLR) else None
 
 
-def keep_schedule_length(scheduler, length, epochs):
+def keep_schedule_length(scheduler: Any, length: Optional[int], epochs: int) -> bool:
     """After load_checkpoint restored `scheduler`: if its length differs
     from `length` (schedule_length before loading), rebuild it over
     `length` from the epoch it reached, in place, and log it. `epochs` is
@@ -47,5 +50,5 @@ def keep_schedule_length(scheduler, length, epochs):
     return True
 
 
-def _rates(lrs):
+def _rates(lrs: List[float]) -> str:
     return ", ".join(f"{lr:.4g}" for lr in lrs)
