@@ -46,7 +46,7 @@ from convcore.algorithms.autotune import tune
 from convcore._kernels.native import ABI_VERSION as __abi_version__
 
 
-def get_include():
+def get_include() -> str:
     """Directory that holds the `convcore` package with its public .pxd
     files (convcore/native.pxd, convcore/_kernels/*.pxd), for downstream
     Cython extensions: pass it as cythonize's include_path (and the
@@ -63,8 +63,9 @@ __all__ = [
 # Floor 3: layers, initialisers, optimisers, state files.
 from convcore import init, nn, optim
 from convcore.serialization import load, save
+from convcore.init import manual_seed
 
-__all__ += ["nn", "optim", "init", "save", "load"]
+__all__ += ["nn", "optim", "init", "save", "load", "manual_seed"]
 
 # Floor 3 too: gradcheck for layers written by hand.
 from convcore import testing

@@ -2,20 +2,30 @@
 
 Each function fills an ndarray or a Parameter's .data in place and returns
 it. `rng` is a numpy Generator, an int seed, or None for convcore's default
-generator (reseed it with `manual_seed`). Values are drawn in float64 and
+generator (convcore/_runtime/seed.py; reseed it with `convcore.manual_seed`,
+which np.random.seed does not touch). Values are drawn in float64 and
 rounded to the array's dtype, so a float32 and a float64 layer drawn from
 the same seed hold the same numbers up to rounding.
 
 Fans (torch.nn.init._calculate_fan_in_and_fan_out): for a weight of shape
 (out, in, *kernel), fan_in = in * prod(kernel), fan_out = out * prod(kernel).
 """
+from __future__ import annotations
+
 import contextlib
 import math
 import threading
+from typing import Iterator, Optional, Tuple, TypeVar
 
 import numpy as np
 
-_default = {"rng": np.random.default_rng()}
+from convcore._runtime import seed as _seed
+from convcore.utils.types import Seed
+
+# An ndarray or a Parameter (anything with a float ndarray .data): each
+# initialiser fills it in place and returns the same object.
+Tensor = TypeVar("Tensor")
+
 _skip = threading.local()
 
 # Draws happen in float64 chunks of this many values: the same stream as one
@@ -23,15 +33,16 @@ _skip = threading.local()
 _CHUNK = 1 << 20
 
 
-def manual_seed(seed):
-    """Reseed the generator used when no rng is given (layer default init)."""
-    _default["rng"] = np.random.default_rng(seed)
+def manual_seed(seed: int) -> np.random.Generator:
+    """Reseed convcore's default generator: layer initialisation without an
+    rng, dropout masks, unseeded DataLoaders (convcore.manual_seed)."""
+    return _seed.manual_seed(seed)
 
 
-def get_rng(rng=None):
+def get_rng(rng: Seed = None) -> np.random.Generator:
     """A numpy Generator from a Generator, an int seed, or None (the default)."""
     if rng is None:
-        return _default["rng"]
+        return _seed.default_generator()
     if isinstance(rng, np.random.Generator):
         return rng
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
@@ -49,7 +60,7 @@ def _array(tensor, fn):
     return data
 
 
-def calculate_gain(nonlinearity, param=None):
+def calculate_gain(nonlinearity: str, param: Optional[float] = None) -> float:
     """torch.nn.init.calculate_gain: the std multiplier that keeps activation
     variance through the given nonlinearity."""
     linear = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
@@ -68,7 +79,7 @@ def calculate_gain(nonlinearity, param=None):
     raise ValueError(f"calculate_gain: unsupported nonlinearity {nonlinearity!r}")
 
 
-def calculate_fan_in_and_fan_out(tensor):
+def calculate_fan_in_and_fan_out(tensor: object) -> Tuple[int, int]:
     shape = _array(tensor, "calculate_fan_in_and_fan_out").shape
     if len(shape) < 2:
         raise ValueError(f"fan in and fan out need at least 2 dimensions, got "
@@ -78,7 +89,7 @@ def calculate_fan_in_and_fan_out(tensor):
 
 
 @contextlib.contextmanager
-def skip_init():
+def skip_init() -> Iterator[None]:
     """Layers built inside keep zero weights instead of drawing them: for a
     model whose weights come from load_state_dict next, or for summary()
     of a large model. Thread-local."""
@@ -99,34 +110,34 @@ def _fill(data, draw):
     return data
 
 
-def uniform_(tensor, a=0.0, b=1.0, rng=None):
+def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, rng: Seed = None) -> Tensor:
     data = _array(tensor, "uniform_")
     gen = get_rng(rng)
     _fill(data, lambda n: gen.uniform(a, b, size=n))
     return tensor
 
 
-def normal_(tensor, mean=0.0, std=1.0, rng=None):
+def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, rng: Seed = None) -> Tensor:
     data = _array(tensor, "normal_")
     gen = get_rng(rng)
     _fill(data, lambda n: gen.normal(mean, std, size=n))
     return tensor
 
 
-def constant_(tensor, val):
+def constant_(tensor: Tensor, val: float) -> Tensor:
     _array(tensor, "constant_")[...] = val
     return tensor
 
 
-def zeros_(tensor):
+def zeros_(tensor: Tensor) -> Tensor:
     return constant_(tensor, 0.0)
 
 
-def ones_(tensor):
+def ones_(tensor: Tensor) -> Tensor:
     return constant_(tensor, 1.0)
 
 
-def xavier_uniform_(tensor, gain=1.0, rng=None):
+def xavier_uniform_(tensor: Tensor, gain: float = 1.0, rng: Seed = None) -> Tensor:
     """U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out)): variance
     2 / (fan_in + fan_out) times gain^2 (Glorot & Bengio)."""
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
@@ -134,7 +145,7 @@ def xavier_uniform_(tensor, gain=1.0, rng=None):
     return uniform_(tensor, -a, a, rng)
 
 
-def xavier_normal_(tensor, gain=1.0, rng=None):
+def xavier_normal_(tensor: Tensor, gain: float = 1.0, rng: Seed = None) -> Tensor:
     """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), rng)
@@ -148,20 +159,22 @@ def _kaiming_std(tensor, a, mode, nonlinearity, fn):
     return calculate_gain(nonlinearity, a) / math.sqrt(fan)
 
 
-def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", rng=None):
+def kaiming_uniform_(tensor: Tensor, a: float = 0.0, mode: str = "fan_in",
+                     nonlinearity: str = "leaky_relu", rng: Seed = None) -> Tensor:
     """U(-b, b), b = gain * sqrt(3 / fan) (He et al.); torch's layer default
     is a = sqrt(5), which gives b = 1 / sqrt(fan_in)."""
     bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity, "kaiming_uniform_")
     return uniform_(tensor, -bound, bound, rng)
 
 
-def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", rng=None):
+def kaiming_normal_(tensor: Tensor, a: float = 0.0, mode: str = "fan_in",
+                    nonlinearity: str = "leaky_relu", rng: Seed = None) -> Tensor:
     """N(0, std^2), std = gain / sqrt(fan) (He et al.)."""
     return normal_(tensor, 0.0, _kaiming_std(tensor, a, mode, nonlinearity,
                                             "kaiming_normal_"), rng)
 
 
-def default_layer_init_(weight, bias, rng=None):
+def default_layer_init_(weight: object, bias: object, rng: Seed = None) -> None:
     """PyTorch's reset_parameters() for Conv2d and Linear: kaiming_uniform_
     with a = sqrt(5) on the weight, bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     Nothing happens inside `skip_init()`."""

@@ -3,24 +3,30 @@
 A state dict is a flat mapping name -> array, which .npz stores natively;
 loading with allow_pickle=False means a file can never run code. Files
 written here carry a format marker so a foreign .npz is told apart."""
+from __future__ import annotations
+
 import math
+import os
 import zipfile
 from collections import OrderedDict
+from typing import IO, Any, Dict, Mapping, Optional, Union
 
 import numpy as np
+
+from convcore.utils.types import PathLike
 
 _MARKER = "__convcore_state_dict__"
 _VERSION = 1
 
 
-def save(obj, path):
+def save(obj: Union[Any, Mapping[str, Any]], path: PathLike) -> None:
     """Write a Module's state_dict() (or a mapping name -> array) to `path`
     as an uncompressed .npz (the name is used exactly as given)."""
     state = obj.state_dict() if hasattr(obj, "state_dict") and callable(obj.state_dict) else obj
     if not hasattr(state, "items"):
         raise TypeError(f"convcore.save: expected a Module or a mapping name -> array, "
                         f"got {type(obj).__name__}")
-    arrays = OrderedDict()
+    arrays: Dict[str, Any] = OrderedDict()
     for key, value in state.items():
         if not isinstance(key, str) or key == _MARKER:
             raise ValueError(f"convcore.save: invalid key {key!r} (keys must be strings)")
@@ -67,10 +73,44 @@ def _check_entries(archive, path):
                              f"{info.file_size - header} bytes: truncated or corrupt")
 
 
-def load(path):
+# What to do with a PyTorch file instead: convcore never unpickles, and
+# load_state_dict takes the arrays (mapping torchvision key names).
+_TORCH_HINT = ("convcore never unpickles; read it with PyTorch and pass the state dict "
+               "on: sd = torch.load(path, map_location='cpu', weights_only=True); "
+               "model.load_state_dict({k: v.numpy() for k, v in sd.items()})")
+
+
+def _pytorch_file_kind(path: object) -> Optional[str]:
+    """"a PyTorch (torch.save) zip archive", "a pickle (PyTorch's legacy
+    torch.save format, or pickle.dump)" or None, from the first bytes and
+    the zip directory; never unpickles. Only paths are inspected."""
+    if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # Pickle protocol 2+ opens with PROTO (0x80) and the protocol number.
+    if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "a pickle (PyTorch's legacy torch.save format, or pickle.dump)"
+    if head == b"PK":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            return None
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "a PyTorch (torch.save) zip archive"
+    return None
+
+
+def load(path: Union[PathLike, IO[bytes]]) -> "OrderedDict[str, np.ndarray]":
     """Read a file written by convcore.save -> OrderedDict name -> ndarray,
     ready for Module.load_state_dict. A truncated, corrupt or foreign file
-    raises ValueError saying which."""
+    raises ValueError saying which (for a PyTorch .pt/.pth file, how to load
+    it instead)."""
+    kind = _pytorch_file_kind(path)
+    if kind is not None:
+        raise ValueError(f"convcore.load: {path} is {kind}, not a convcore .npz file; "
+                         f"{_TORCH_HINT}")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not hasattr(loaded, "files"):  # an ndarray has no context manager

@@ -11,7 +11,7 @@ API = {
     "convcore": ["F", "functional", "conv_algorithms", "get_num_threads", "set_num_threads",
                  "set_flush_denormal", "get_flush_denormal", "no_grad", "is_grad_enabled",
                  "get_include", "tune", "nn", "optim", "init", "models", "training", "save",
-                 "load", "__version__", "__abi_version__"],
+                 "load", "__version__", "__abi_version__", "manual_seed"],
     "convcore.functional": ["conv2d", "conv2d_backward", "max_pool2d", "avg_pool2d",
                             "adaptive_avg_pool2d", "batch_norm", "local_response_norm",
                             "linear", "relu", "sigmoid", "tanh", "softplus", "leaky_relu",

@@ -7,6 +7,7 @@
     grad_mode.py     no_grad(): layers keep nothing for backward
     blas_backend.py  which OpenBLAS copy the kernels' GEMMs call
     mpi.py           the thin MPI layer: rank, world size, collectives
+    logs.py          the "convcore" logger shown on the console on request
 
 Only floor 1 (convcore._kernels) lies below; everything above may import
 from here. This file imports nothing: convcore/__init__.py imports

@@ -21,13 +21,18 @@ leaving the others waiting in a collective. A rank that dies outright (a
 signal, the OOM killer) is noticed by the launcher (mpiexec), which ends
 the others and names the rank.
 """
+from __future__ import annotations
+
 import atexit
 import os
 import platform
 import sys
 import traceback
+from typing import Any, List, NoReturn, Optional, Tuple, TypeVar
 
 import numpy as np
+
+_T = TypeVar("_T")
 
 INSTALL_HINT = 'pip install "convcore[mpi]"  (mpi4py and the mpich wheel, which brings mpiexec)'
 
@@ -39,20 +44,20 @@ _OPS = ("sum", "mean", "max", "min", "prod")
 
 
 class _State:
-    comm = None          # mpi4py.MPI.Comm, None for world size 1 without MPI
-    MPI = None           # the mpi4py.MPI module once loaded
+    comm: Any = None     # mpi4py.MPI.Comm, None for world size 1 without MPI
+    MPI: Any = None      # the mpi4py.MPI module once loaded
     rank = 0
     size = 1
     local_rank = 0
     local_size = 1
-    processes = ()       # (host, pid) of every rank, in rank order
+    processes: Tuple[Tuple[str, int], ...] = ()   # (host, pid) of every rank, in rank order
     initialized = False
 
 
 _state = _State()
 
 
-def launched_size():
+def launched_size() -> int:
     """World size the launcher announced in the environment (1 if none):
     lets code tell 'started by mpiexec -n 4' before initialising MPI."""
     for var in _LAUNCHER_SIZE_VARS:
@@ -74,7 +79,7 @@ def _load_mpi4py():
     return MPI
 
 
-def probe_library():
+def probe_library() -> Optional[str]:
     """The MPI library's version line without initialising MPI, or None
     when mpi4py or its library is missing."""
     if _state.MPI is not None:
@@ -103,7 +108,7 @@ def _import_mpi():
     return MPI
 
 
-def init():
+def init() -> int:
     """Join the job: rank, world size and local rank from MPI. Unless
     set_num_threads or OMP_NUM_THREADS chose them, convcore's threads on
     each rank become the machine's cores divided by its ranks there.
@@ -147,52 +152,52 @@ def _finalize():
         MPI.Finalize()
 
 
-def is_initialized():
+def is_initialized() -> bool:
     return _state.initialized
 
 
-def rank():
+def rank() -> int:
     """This process's rank (0 when not initialised)."""
     return _state.rank
 
 
-def world_size():
+def world_size() -> int:
     """Number of ranks (1 when not initialised or without MPI)."""
     return _state.size
 
 
-def local_rank():
+def local_rank() -> int:
     """Rank among the processes on this machine (for threads per rank)."""
     return _state.local_rank
 
 
-def local_size():
+def local_size() -> int:
     return _state.local_size
 
 
-def active():
+def active() -> bool:
     """True when there are other ranks to talk to."""
     return _state.size > 1
 
 
-def mpi_library():
+def mpi_library() -> Optional[str]:
     """The MPI library's version line, or None without MPI (for `convcore info`)."""
     return None if _state.MPI is None else _version_line(_state.MPI)
 
 
-def describe_processes():
+def describe_processes() -> str:
     """'rank 0: pid 123 on host-a, rank 1: ...': to match a launcher's
     'BAD TERMINATION ... PID n RUNNING AT host' to the rank that died."""
     return ", ".join(f"rank {r}: pid {pid} on {host}"
                      for r, (host, pid) in enumerate(_state.processes))
 
 
-def barrier():
+def barrier() -> None:
     if _state.comm is not None:
         _state.comm.Barrier()
 
 
-def abort(code=1):
+def abort(code: int = 1) -> NoReturn:
     """End every rank of the job (MPI_Abort); exits this process alone
     without MPI."""
     if _state.comm is not None and _state.size > 1:
@@ -200,7 +205,7 @@ def abort(code=1):
     os._exit(code)
 
 
-def fail_job(exc, where=""):
+def fail_job(exc: BaseException, where: str = "") -> NoReturn:
     """Print the traceback of `exc` and which rank failed (`where`: e.g.
     " in fit()"), then end the whole job (abort())."""
     # One write of the whole report, formatted first: a traceback printed
@@ -237,7 +242,7 @@ def _buffer(array, fn, name="array"):
     return array
 
 
-def all_reduce(array, op="sum"):
+def all_reduce(array: np.ndarray, op: str = "sum") -> np.ndarray:
     """Reduce `array` over all ranks, in place, and return it ("sum",
     "mean", "max", "min", "prod"), as torch.distributed.all_reduce."""
     fn = "all_reduce"
@@ -257,7 +262,7 @@ def all_reduce(array, op="sum"):
     return array
 
 
-def broadcast(array, root=0):
+def broadcast(array: np.ndarray, root: int = 0) -> np.ndarray:
     """Overwrite `array` on every rank with root's values, in place; returns it."""
     fn = "broadcast"
     _buffer(array, fn)
@@ -272,7 +277,7 @@ def _check_root(root, fn):
         raise ValueError(f"{fn}: root must be a rank in 0..{_state.size - 1}, got {root!r}")
 
 
-def all_gather(array):
+def all_gather(array: np.ndarray) -> np.ndarray:
     """A new array of shape (world_size, *array.shape) holding every rank's
     `array` (same shape and dtype on every rank), in rank order."""
     fn = "all_gather"
@@ -287,7 +292,7 @@ def all_gather(array):
     return out
 
 
-def all_gather_object(obj):
+def all_gather_object(obj: _T) -> List[_T]:
     """Every rank's small Python object, in rank order (pickled: for setup
     checks such as comparing models, never per step)."""
     if _state.size == 1:
@@ -295,7 +300,7 @@ def all_gather_object(obj):
     return _state.comm.allgather(obj)
 
 
-def broadcast_object(obj, root=0):
+def broadcast_object(obj: _T, root: int = 0) -> _T:
     if _state.size == 1:
         return obj
     return _state.comm.bcast(obj, root=root)

@@ -27,10 +27,11 @@ loaded would have. CONVCORE_OMP_THROTTLE=0 turns it off.
 """
 import os
 import threading
+from typing import Optional
 
 # Set by convcore/__init__.py before the kernels load.
-loaded_before_convcore = None
-user_wait_policy = None
+loaded_before_convcore: Optional[bool] = None
+user_wait_policy: Optional[str] = None
 _parked = None
 
 

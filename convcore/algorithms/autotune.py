@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import warnings
+from typing import Any, Dict
 
 import numpy as np
 
@@ -38,7 +39,7 @@ CACHE_FORMAT = 1
 REPEATS = 3
 
 _lock = threading.RLock()
-_memory = {}          # cache path -> {key: entry}, loaded once per path
+_memory: Dict[str, Dict[str, Any]] = {}   # cache path -> {key: entry}, loaded once per path
 _local = threading.local()
 
 

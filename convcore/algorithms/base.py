@@ -4,12 +4,13 @@ An algorithm accepts the arguments of every other and gives the same
 result to float rounding; a specialised one says what it supports through
 `supports(spec)`. _REGISTRY maps each name to its instance; registry.py
 fills it (it imports every algorithm module, which import this one)."""
+from typing import Dict, Optional
 
 
 class ConvAlgorithm:
     """One way of computing a convolution; subclasses fill the kernels."""
 
-    name = None
+    name: Optional[str] = None   # each subclass names itself
 
     def supports(self, spec):
         """(True, "") or (False, reason) for a checked ConvSpec."""
@@ -33,4 +34,4 @@ class ConvAlgorithm:
 # name -> algorithm instance, filled by registry.py. Here rather than there
 # so that an algorithm can hand a case to another (Winograd falls back to
 # im2col) without importing the registry that imports it.
-_REGISTRY = {}
+_REGISTRY: Dict[str, ConvAlgorithm] = {}

@@ -47,6 +47,7 @@ import tempfile
 import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -75,7 +76,7 @@ class NetworkSpec:
     input_shape: tuple        # (C, H, W)
     num_classes: int
     train_batch: int
-    train_size: int = None    # input height = width of the training step (None: input_shape)
+    train_size: Optional[int] = None   # input height = width of the training step (None: input_shape)
     kwargs: dict = field(default_factory=dict)
 
 

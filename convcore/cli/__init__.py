@@ -8,11 +8,15 @@ Each command lives in its own module exposing `add_arguments(parser)` and
     convcore bench   convcore/bench/          algorithm and network benchmarks
                      convcore/cli/args.py     argparse checkers they share
 """
+from __future__ import annotations
+
 import argparse
 import os
 import sys
+from typing import Optional, Sequence
 
 from convcore import bench
+from convcore._runtime import logs as _logs
 from convcore.cli import info, train
 
 # name -> (module with add_arguments/run, one-line help)
@@ -23,10 +27,14 @@ COMMANDS = {
 }
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convcore",
         description="convcore: CPU convolution engine for training CNNs.")
+    # The version of the convcore that runs (which may not be the one an
+    # installer recorded, e.g. a source tree on PYTHONPATH).
+    from convcore import __version__
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, helptext) in COMMANDS.items():
@@ -36,11 +44,12 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # bad arguments: usage + exit 2
     try:
-        return args._run(args) or 0
+        with _logs.console(force=True):  # library messages (convcore.* loggers) are output
+            return args._run(args) or 0
     except BrokenPipeError:
         # `convcore ... | head`: the reader left. Point stdout at /dev/null
         # so the interpreter's final flush does not raise again, and exit

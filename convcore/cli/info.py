@@ -1,16 +1,31 @@
 """`convcore info`: what this installation runs with."""
+from __future__ import annotations
+
 import platform
+import argparse
 import sys
+from typing import Any, Dict, List
 
 import numpy as np
 
 
-def cpu_features():
-    """SIMD features of this CPU that matter to the kernels (Linux /proc,
-    else numpy's own detection)."""
-    wanted = ("sse2", "avx", "avx2", "fma", "avx512f", "neon", "asimd")
+# numpy's names for the same features, old (<= 2.3) and grouped (>= 2.4:
+# x86-64 micro-architecture levels), as numpy.show_config(mode="dicts")
+# reports them under "SIMD Extensions".
+_NUMPY_SIMD_NAMES = {
+    "sse2": ("SSE2", "X86_V2"), "avx": ("AVX", "X86_V3"), "avx2": ("AVX2", "X86_V3"),
+    "fma": ("FMA3", "X86_V3"), "avx512f": ("AVX512F", "X86_V4"),
+    "neon": ("NEON", "ASIMD"), "asimd": ("ASIMD",),
+}
+
+
+def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> List[str]:
+    """SIMD features of this CPU that matter to the kernels: from the
+    `cpuinfo` file (Linux), else from numpy's public runtime report; an
+    empty list when neither says (`convcore info` prints "unknown")."""
+    wanted = tuple(_NUMPY_SIMD_NAMES)
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
                 if line.startswith(("flags", "Features")):
                     have = set(line.split(":", 1)[1].split())
@@ -18,13 +33,14 @@ def cpu_features():
     except OSError:
         pass
     try:
-        from numpy._core._multiarray_umath import __cpu_features__
-        return [w for w in wanted if __cpu_features__.get(w.upper())]
-    except ImportError:
+        simd = np.show_config(mode="dicts").get("SIMD Extensions", {})
+    except Exception:  # an older numpy without mode=, or a build without the report
         return []
+    have = set(simd.get("baseline", [])) | set(simd.get("found", []))
+    return [w for w in wanted if have.intersection(_NUMPY_SIMD_NAMES[w])]
 
 
-def cpu_name():
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -35,7 +51,7 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def mpi_info():
+def mpi_info() -> Dict[str, Any]:
     """MPI as convcore.distributed sees it: the library and the world size
     (joining the job when started by mpiexec, without initialising MPI
     otherwise), or the install command when mpi4py is missing."""
@@ -50,7 +66,7 @@ def mpi_info():
             "rank": _mpi.rank(), "hint": None}
 
 
-def info_dict():
+def info_dict() -> Dict[str, Any]:
     import convcore
     from convcore._runtime import omp_runtime as _omp_runtime
     from convcore._runtime import threads as _threads
@@ -81,11 +97,11 @@ def info_dict():
     }
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print as JSON")
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     info = info_dict()
     if info["mpi"]["rank"] != 0:  # under mpiexec: one report, from rank 0
         return 0

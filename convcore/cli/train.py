@@ -10,6 +10,8 @@ overridable by its flag):
 Inputs are normalised per channel with statistics of the training set.
 At the end: test accuracy, the per-class report, throughput and time.
 """
+from __future__ import annotations
+
 import argparse
 import importlib.util
 import os
@@ -42,7 +44,7 @@ def _model_name(text):
     return text
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(_parser=parser)  # run() reports cross-option errors as usage errors
     parser.epilog = ("Defaults depend on --dataset: digits trains lenet_digits for 10 epochs "
                      "(Adam 3e-3, batch 32); mnist/fashion-mnist lenet5 (ReLU, max pool) for "
@@ -151,7 +153,7 @@ def _plots(directory, history, result, model):
     return written
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     import convcore
     previous = convcore.get_num_threads()
     try:

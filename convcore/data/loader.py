@@ -16,6 +16,7 @@ import threading
 
 import numpy as np
 
+from convcore._runtime import seed as _seed
 from convcore.data.dataset import ArrayDataset
 from convcore.utils.layout import CHANNELS_FIRST, check_data_format, from_channels_first
 from convcore.utils.validation import check_int
@@ -30,7 +31,8 @@ class DataLoader:
         first dimension (images any float array, labels 1-D integers)
     batch_size : int >= 1
     shuffle : reshuffle at the start of every epoch (seeded)
-    seed : int or None (None: a fresh random seed, kept in `self.seed`)
+    seed : int or None (None: drawn from convcore's default generator, which
+        convcore.manual_seed seeds; kept in `self.seed`)
     drop_last : skip the last incomplete batch
     transform : callable (images, rng) -> images applied to each batch, e.g.
         Compose(RandomHorizontalFlip(), RandomShift(2), Normalize.fit(x))
@@ -88,7 +90,9 @@ class DataLoader:
         self.prefetch = check_int(prefetch, "prefetch", 0, fn)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         self.transform, self.dtype = transform, None if dtype is None else np.dtype(dtype)
-        self.seed = (int(np.random.SeedSequence().entropy) if seed is None
+        # Unseeded: a seed from convcore's default generator, so that
+        # convcore.manual_seed makes the shuffles and augmentation repeat.
+        self.seed = (int(_seed.default_generator().integers(2**63)) if seed is None
                      else check_int(seed, "seed", 0, fn))
         self.epoch = 0
 

@@ -11,6 +11,7 @@ images (padding and fill 0 = black), so put Normalize last in a Compose.
 import numbers
 
 import numpy as np
+from scipy import ndimage
 
 from convcore.utils.validation import as_float_array, check_int
 
@@ -184,45 +185,29 @@ class RandomRotation(RandomTransform):
 
 def rotate(images, angles, interpolation="bilinear", fill=0.0):
     """Rotate image i of (N, C, H, W) by angles[i] degrees counter-clockwise
-    about the image centre; returns a new array of the same dtype.
-
-    Inverse mapping: output pixel at offset (dy, dx) from the centre reads
-    the source at (cy + sin t dx + cos t dy, cx + cos t dx - sin t dy), i.e.
-    the output point rotated back by -t (y axis points down)."""
+    about the image centre ((H-1)/2, (W-1)/2); returns a new array of the
+    same shape and dtype. `interpolation` "bilinear" or "nearest"; points
+    that fall outside the image read `fill`, also as interpolation
+    neighbours (scipy.ndimage.rotate, which does the work, mode
+    "grid-constant"); multiples of 90 degrees are exact."""
     x = _batch(images, "rotate")
-    n, c, h, w = x.shape
+    n = x.shape[0]
     angles = np.asarray(angles, np.float64).reshape(-1)
     if angles.shape != (n,):
         raise ValueError(f"rotate: need one angle per image ({n}), got shape {angles.shape}")
-    t = np.deg2rad(angles)[:, None, None]
-    cos, sin = np.cos(t), np.sin(t)
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    dy = (np.arange(h, dtype=np.float64) - cy)[None, :, None]
-    dx = (np.arange(w, dtype=np.float64) - cx)[None, None, :]
-    sy = cy + sin * dx + cos * dy          # (n, h, w) source rows
-    sx = cx + cos * dx - sin * dy          # (n, h, w) source columns
-    # Snap values within 1e-9 of an integer so that multiples of 90 degrees
-    # (where cos/sin are off by ~1e-16) land exactly on source pixels.
-    sy = np.where(np.abs(sy - np.round(sy)) < 1e-9, np.round(sy), sy)
-    sx = np.where(np.abs(sx - np.round(sx)) < 1e-9, np.round(sx), sx)
-    batch = np.arange(n)[:, None, None]
+    if interpolation not in _SPLINE_ORDER:
+        raise ValueError(f"rotate: interpolation must be 'bilinear' or 'nearest', got "
+                         f"{interpolation!r}")
+    out = np.empty(x.shape, x.dtype)
+    for i in range(n):  # one angle per image: scipy turns a whole array by one angle
+        ndimage.rotate(x[i], angles[i], axes=(1, 2), reshape=False, output=out[i],
+                       order=_SPLINE_ORDER[interpolation], mode="grid-constant",
+                       cval=float(fill), prefilter=False)
+    return out
 
-    def gather(yy, xx):
-        """x[b, :, yy, xx] as (n, c, h, w), fill where (yy, xx) is outside."""
-        inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-        vals = x[batch, :, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]  # (n, h, w, c)
-        vals = np.where(inside[..., None], vals, x.dtype.type(fill))
-        return np.moveaxis(vals, -1, 1)
 
-    if interpolation == "nearest":
-        return np.ascontiguousarray(
-            gather(np.floor(sy + 0.5).astype(np.intp), np.floor(sx + 0.5).astype(np.intp)))
-    y0, x0 = np.floor(sy), np.floor(sx)
-    fy, fx = (sy - y0)[:, None], (sx - x0)[:, None]
-    y0, x0 = y0.astype(np.intp), x0.astype(np.intp)
-    top = gather(y0, x0) * (1 - fx) + gather(y0, x0 + 1) * fx
-    bottom = gather(y0 + 1, x0) * (1 - fx) + gather(y0 + 1, x0 + 1) * fx
-    return np.ascontiguousarray((top * (1 - fy) + bottom * fy).astype(x.dtype, copy=False))
+# scipy.ndimage spline order of each interpolation.
+_SPLINE_ORDER = {"nearest": 0, "bilinear": 1}
 
 
 class Compose:

@@ -27,8 +27,11 @@ Buffers (batch norm running statistics) are broadcast from rank 0 before
 each training forward, as DDP's broadcast_buffers=True, so evaluation and
 checkpoints agree on every rank.
 """
+from __future__ import annotations
+
 import contextlib
 import time
+from typing import Iterator
 
 import numpy as np
 
@@ -90,7 +93,8 @@ class DistributedDataParallel(Module):
     (convcore.distributed.init); with world size 1 it only wraps.
     """
 
-    def __init__(self, model, bucket_bytes=DEFAULT_BUCKET_BYTES, broadcast_buffers=True):
+    def __init__(self, model: Module, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+                 broadcast_buffers: bool = True) -> None:
         fn = "DistributedDataParallel"
         if not isinstance(model, Module):
             raise TypeError(f"{fn}: model must be a convcore Module, got {type(model).__name__}")
@@ -164,7 +168,7 @@ class DistributedDataParallel(Module):
             buckets.append(_Bucket(current, dtype))
         return buckets
 
-    def close(self):
+    def close(self) -> None:
         """Stop watching the model's gradients (the model stays as it is);
         fit() calls it on the wrapper it made."""
         for h in self._hooks:
@@ -197,7 +201,7 @@ class DistributedDataParallel(Module):
 
     # -- running ----------------------------------------------------------------
     @contextlib.contextmanager
-    def no_sync(self):
+    def no_sync(self) -> Iterator[None]:
         """Backward passes inside accumulate local gradients without
         communicating (gradient accumulation); the first backward after
         the block averages everything accumulated."""
@@ -208,7 +212,7 @@ class DistributedDataParallel(Module):
         finally:
             self.__dict__["_sync"] = previous
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         if self.broadcast_buffers and self.module.training:
             self._broadcast_buffers()
         return self.module(x)
@@ -244,7 +248,7 @@ class DistributedDataParallel(Module):
             bucket.pack()
             bucket.handle = _mpi.iall_reduce_sum(bucket.flat)
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: np.ndarray) -> np.ndarray:
         """The model's backward; when it returns (outside no_sync()), every
         parameter's .grad is the mean over ranks. Returns the input gradient."""
         if not _mpi.active():

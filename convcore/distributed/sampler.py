@@ -13,7 +13,10 @@ Because the permutation does not depend on the world size, a run resumed
 from a checkpoint with a different number of ranks goes on with the same
 epochs in the same order: only the split among ranks changes.
 """
+from __future__ import annotations
+
 import math
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -33,8 +36,8 @@ class DistributedSampler:
     convcore.training.fit do).
     """
 
-    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0,
-                 drop_last=False):
+    def __init__(self, dataset: Any, num_replicas: Optional[int] = None, rank: Optional[int] = None,
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> None:
         fn = "DistributedSampler"
         try:
             self.total = len(dataset)
@@ -56,10 +59,10 @@ class DistributedSampler:
             self.num_samples = math.ceil(self.total / self.num_replicas)
         self.total_size = self.num_samples * self.num_replicas
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         self.epoch = check_int(epoch, "epoch", 0, "DistributedSampler.set_epoch")
 
-    def global_order(self, epoch=None):
+    def global_order(self, epoch: Optional[int] = None) -> np.ndarray:
         """All ranks' indices of an epoch, padded or cut, before the split."""
         epoch = self.epoch if epoch is None else epoch
         if self.shuffle:
@@ -72,14 +75,14 @@ class DistributedSampler:
             order = np.concatenate([order] + [order] * reps)
         return order[:self.total_size]
 
-    def indices(self, epoch=None):
+    def indices(self, epoch: Optional[int] = None) -> np.ndarray:
         """This rank's indices of an epoch as an int64 array."""
         return self.global_order(epoch)[self.rank:self.total_size:self.num_replicas]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(self.indices().tolist())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.num_samples
 
     def __repr__(self):

@@ -13,11 +13,16 @@ kernels are batch norm's (convcore._kernels.batchnorm), which compute the
 per-channel sums in double, channels in parallel and each in image order,
 so every result here is the same at any thread count.
 """
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
 import numpy as np
 
 from convcore._kernels import batchnorm as _bn
 from convcore._runtime.threads import kernel_threads
 from convcore.functional.batch_norm import _cap
+from convcore.utils.types import Array
 from convcore.utils.validation import as_float_array, check_flag
 
 _EMPTY = {np.dtype(t): np.empty((0, 0, 0), dtype=t) for t in (np.float32, np.float64)}
@@ -35,7 +40,8 @@ def _nchw(a, name, fn):
     return a
 
 
-def bias_relu_(y, bias=None, *, max_value=None):
+def bias_relu_(y: Array, bias: Optional[Array] = None, *,
+               max_value: Optional[float] = None) -> Array:
     """y = max(y + bias[c], 0) in place (NaN kept, as relu), also capped at
     max_value when given (6.0: ReLU6); returns y.
 
@@ -69,7 +75,8 @@ def bias_relu_(y, bias=None, *, max_value=None):
     return y
 
 
-def bias_relu_backward(grad_y, y, bias=True, *, overwrite_grad_y=False, max_value=None):
+def bias_relu_backward(grad_y: Array, y: Array, bias: bool = True, *, overwrite_grad_y: bool = False,
+                       max_value: Optional[float] = None) -> Tuple[Array, Optional[Array]]:
     """Backward of bias_relu_: the ReLU mask applied to grad_y, and the bias
     gradient (its sum over all but the channel axis), in one pass.
 
@@ -108,7 +115,7 @@ def bias_relu_backward(grad_y, y, bias=True, *, overwrite_grad_y=False, max_valu
     return gx, (sum_g.astype(y.dtype) if bias else None)
 
 
-def add_relu(a, b):
+def add_relu(a: Array, b: Array) -> Array:
     """relu(a + b) as a new array (the sum rounded to the dtype first, so
     bit for bit `relu(a + b)`)."""
     fn = "add_relu"

@@ -1,11 +1,16 @@
 """linear (a fully connected layer through the BLAS) and inverted dropout,
 with their backward passes, as torch.nn.functional."""
+from __future__ import annotations
+
 import numbers
+from typing import Literal, Optional, Tuple, Union, overload
 
 import numpy as np
 
+from convcore._runtime import seed as _seed
 from convcore._runtime import threads as _threads
 from convcore._kernels import blas as _blas
+from convcore.utils.types import Array, Seed
 from convcore.utils.validation import as_float_array, check_flag
 
 
@@ -23,7 +28,7 @@ def _linear_inputs(x, weight, fn):
     return x, weight
 
 
-def linear(x, weight, bias=None):
+def linear(x: Array, weight: Array, bias: Optional[Array] = None) -> Array:
     """y = x @ weight.T + bias, as torch.nn.functional.linear.
 
     Parameters
@@ -63,7 +68,9 @@ def _matmul(trans_a, trans_b, a, b, c, beta=0.0):
                       _threads.kernel_threads(c.size * k))
 
 
-def linear_backward(grad_y, x, weight, bias=True, *, input_grad=True, weight_grad=True):
+def linear_backward(grad_y: Array, x: Array, weight: Array, bias: bool = True, *,
+                    input_grad: bool = True, weight_grad: bool = True
+                    ) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
     """Gradients of linear: (grad_x, grad_weight, grad_bias or None).
 
     grad_y has shape (..., out_features); grad_x the shape of x, grad_weight
@@ -108,8 +115,10 @@ def _scale(p, dtype):
 
 
 def _generator(rng, fn):
-    if rng is None or isinstance(rng, np.random.Generator):
-        return np.random.default_rng(rng)
+    if rng is None:
+        return _seed.default_generator()
+    if isinstance(rng, np.random.Generator):
+        return rng
     if isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_)):
         if rng < 0:
             raise ValueError(f"{fn}: rng seed must be >= 0, got {rng}")
@@ -118,7 +127,14 @@ def _generator(rng, fn):
                     f"None, got {type(rng).__name__}")
 
 
-def dropout(x, p=0.5, training=True, rng=None, *, return_mask=False):
+@overload
+def dropout(x: Array, p: float = ..., training: bool = ..., rng: Seed = ..., *,
+            return_mask: Literal[False] = ...) -> Array: ...
+@overload
+def dropout(x: Array, p: float = ..., training: bool = ..., rng: Seed = ..., *,
+            return_mask: Literal[True]) -> Tuple[Array, Optional[Array]]: ...
+def dropout(x: Array, p: float = 0.5, training: bool = True, rng: Seed = None, *,
+            return_mask: bool = False) -> Union[Array, Tuple[Array, Optional[Array]]]:
     """Inverted dropout, as torch.nn.functional.dropout: in training, each
     element is kept with probability 1-p and scaled by 1/(1-p) (a dropped
     element is x*0, so NaN stays NaN as in torch); otherwise the identity.
@@ -129,7 +145,7 @@ def dropout(x, p=0.5, training=True, rng=None, *, return_mask=False):
     p : probability of dropping, in [0, 1]; p = 1 gives zeros
     training : bool; False returns a copy of x
     rng : numpy.random.Generator (advanced by the call), int seed, or None
-        (fresh entropy)
+        (convcore's default generator, see convcore.manual_seed)
     return_mask : also return the boolean keep-mask for dropout_backward
         (None when training is False: backward is then the identity)
 
@@ -169,7 +185,7 @@ def _dropout(x, p, training, rng, mask_shape, return_mask, fn):
     return (y, mask) if return_mask else y
 
 
-def dropout_backward(grad_y, mask, p):
+def dropout_backward(grad_y: Array, mask: Optional[Array], p: float) -> Array:
     """grad_y * mask / (1-p), with the mask dropout or dropout2d returned; mask None
     (dropout in eval mode) gives a copy of grad_y."""
     fn = "dropout_backward"

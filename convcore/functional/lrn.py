@@ -6,12 +6,15 @@ torch.nn.functional.local_response_norm:
 with window(c) = [c - size//2, c + (size-1)//2] clipped to the channels
 (PyTorch zero-pads size//2 channels before and (size-1)//2 after, and
 divides by size whatever the clipping)."""
+from __future__ import annotations
+
 import numbers
 
 import numpy as np
 
 from convcore._kernels import lrn as _lrn
 from convcore._runtime.threads import kernel_threads
+from convcore.utils.types import Array
 from convcore.utils.validation import SSIZE_MAX, as_float_array, check_int
 
 
@@ -37,7 +40,8 @@ def _as_ncs(x):
     return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:])))
 
 
-def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+def local_response_norm(x: Array, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> Array:
     """Local response normalisation across channels.
 
     Parameters
@@ -60,7 +64,8 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     return y
 
 
-def local_response_norm_backward(grad_y, x, size, alpha=1e-4, beta=0.75, k=1.0):
+def local_response_norm_backward(grad_y: Array, x: Array, size: int, alpha: float = 1e-4,
+                                 beta: float = 0.75, k: float = 1.0) -> Array:
     """Gradient of local_response_norm with respect to x (the forward's
     input and arguments); -> grad_x of x's shape and dtype."""
     fn = "local_response_norm_backward"

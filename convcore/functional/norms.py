@@ -8,14 +8,21 @@ affine over the normalised dimensions. The statistics returned with
 return_stats=True (mean and 1/std per row, in the input's dtype) are what
 the backward functions take.
 """
+from __future__ import annotations
+
 import math
 import numbers
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from convcore._kernels import group_layer_norm as _norm
 from convcore._runtime.threads import kernel_threads
+from convcore.utils.types import Array
 from convcore.utils.validation import as_float_array, check_allocation, check_int
+
+# A norm's result: y, or (y, mean, invstd) with return_stats=True.
+NormResult = Union[Array, Tuple[Array, Array, Array]]
 
 
 def _check_eps(eps, fn):
@@ -91,8 +98,9 @@ def _group_geometry(x, num_groups, fn):
     return x, N, C, G, M
 
 
-def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *,
-               return_stats=False):
+def group_norm(x: Array, num_groups: int, weight: Optional[Array] = None,
+               bias: Optional[Array] = None, eps: float = 1e-5, *,
+               return_stats: bool = False) -> NormResult:
     """Group normalisation, as torch.nn.functional.group_norm.
 
     Parameters
@@ -116,7 +124,9 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *,
                     return_stats)
 
 
-def group_norm_backward(grad_y, x, num_groups, mean, invstd, weight=None):
+def group_norm_backward(grad_y: Array, x: Array, num_groups: int, mean: Array,
+                        invstd: Array, weight: Optional[Array] = None
+                        ) -> Tuple[Array, Optional[Array], Optional[Array]]:
     """Gradients of group_norm given its saved (N, G) mean and invstd.
 
     Returns (grad_x, grad_weight or None when weight is None, grad_bias),
@@ -140,7 +150,9 @@ def _instance_geometry(x, fn):
     return x, x.shape[0], x.shape[1], math.prod(x.shape[2:])
 
 
-def instance_norm(x, weight=None, bias=None, eps=1e-5, *, return_stats=False):
+def instance_norm(x: Array, weight: Optional[Array] = None,
+                  bias: Optional[Array] = None, eps: float = 1e-5, *,
+                  return_stats: bool = False) -> NormResult:
     """Instance normalisation (each (n, c) plane on its own), as
     torch.nn.functional.instance_norm with use_input_stats=True.
 
@@ -154,7 +166,8 @@ def instance_norm(x, weight=None, bias=None, eps=1e-5, *, return_stats=False):
                     return_stats)
 
 
-def instance_norm_backward(grad_y, x, mean, invstd, weight=None):
+def instance_norm_backward(grad_y: Array, x: Array, mean: Array, invstd: Array,
+                           weight: Optional[Array] = None) -> Tuple[Array, Optional[Array], Optional[Array]]:
     """Gradients of instance_norm: (grad_x, grad_weight or None, grad_bias)."""
     fn = "instance_norm_backward"
     x, N, C, M = _instance_geometry(x, fn)
@@ -180,8 +193,9 @@ def _layer_geometry(x, normalized_shape, fn):
     return x, shape, lead
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *,
-               return_stats=False):
+def layer_norm(x: Array, normalized_shape: Union[int, Sequence[int]],
+               weight: Optional[Array] = None, bias: Optional[Array] = None,
+               eps: float = 1e-5, *, return_stats: bool = False) -> NormResult:
     """Layer normalisation over the trailing `normalized_shape` dimensions,
     as torch.nn.functional.layer_norm.
 
@@ -196,7 +210,9 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *,
                     _check_eps(eps, fn), lead, return_stats)
 
 
-def layer_norm_backward(grad_y, x, normalized_shape, mean, invstd, weight=None):
+def layer_norm_backward(grad_y: Array, x: Array, normalized_shape: Union[int, Sequence[int]],
+                        mean: Array, invstd: Array, weight: Optional[Array] = None
+                        ) -> Tuple[Array, Optional[Array], Optional[Array]]:
     """Gradients of layer_norm: (grad_x, grad_weight or None, grad_bias),
     the parameter gradients of shape normalized_shape."""
     fn = "layer_norm_backward"

@@ -1,18 +1,24 @@
 """Gradient clipping (torch.nn.utils.clip_grad_norm_ / clip_grad_value_)."""
+from __future__ import annotations
+
 import math
+from typing import Iterable, Union
 
 import numpy as np
 
 from convcore.nn.parameter import Parameter
 
+Parameters = Union[Parameter, Iterable[Parameter]]
 
-def _grads(parameters):
+
+def _grads(parameters: Parameters) -> list:
     if isinstance(parameters, Parameter):
         parameters = [parameters]
     return [p.grad for p in parameters if p.grad is not None]
 
 
-def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
+def clip_grad_norm_(parameters: Parameters, max_norm: float, norm_type: float = 2.0,
+                    error_if_nonfinite: bool = False) -> float:
     """Scale all gradients together so that their joint norm is at most
     max_norm (factor max_norm / (norm + 1e-6), as torch). Returns the
     norm before clipping."""
@@ -35,7 +41,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     return total
 
 
-def clip_grad_value_(parameters, clip_value):
+def clip_grad_value_(parameters: Parameters, clip_value: float) -> None:
     """Clamp every gradient element into [-clip_value, clip_value]."""
     c = float(clip_value)
     for g in _grads(parameters):

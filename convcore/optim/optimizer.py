@@ -4,26 +4,33 @@ As in torch, `params` is an iterable of Parameters or of dicts
 {"params": [...], "lr": ...} (parameter groups with their own settings).
 A parameter that is frozen (requires_grad False) or has no gradient yet
 is skipped by step()."""
+from __future__ import annotations
+
 import copy
+from typing import Any, Dict, Iterable, Iterator, List, Tuple, Union
 
 import numpy as np
 
 from convcore.nn.parameter import Parameter
 
+# What an optimizer takes: Parameters, or parameter groups (dicts with
+# "params" and their own settings), as torch.
+Params = Union[Iterable[Parameter], Iterable[Dict[str, Any]]]
+
 
 class Optimizer:
-    def __init__(self, params, defaults):
+    def __init__(self, params: Params, defaults: Dict[str, Any]) -> None:
         self.defaults = dict(defaults)
-        self.state = {}           # id(Parameter) -> dict of arrays / numbers
-        self.param_groups = []
-        params = list(params)
-        if not params:
+        self.state: Dict[int, Dict[str, Any]] = {}   # id(Parameter) -> arrays / numbers
+        self.param_groups: List[Dict[str, Any]] = []
+        given: List[Any] = list(params)
+        if not given:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        groups = given if isinstance(given[0], dict) else [{"params": given}]
         for g in groups:
             self.add_param_group(g)
 
-    def add_param_group(self, group):
+    def add_param_group(self, group: Dict[str, Any]) -> None:
         group = dict(group)
         ps = group["params"]
         ps = [ps] if isinstance(ps, Parameter) else list(ps)
@@ -58,16 +65,16 @@ class Optimizer:
                 p.bump()
                 yield p, self.state.setdefault(id(p), {})
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         for g in self.param_groups:
             for p in g["params"]:
                 p.zero_grad(set_to_none)
 
-    def step(self):
+    def step(self) -> None:
         raise NotImplementedError
 
     # -- state ------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """{"state": {index: {name: value}}, "param_groups": [{..., "params":
         [index, ...]}]}, parameters numbered across groups in order, as torch."""
         index, groups, n = {}, [], 0
@@ -81,7 +88,7 @@ class Optimizer:
         state = {index[pid]: copy.deepcopy(s) for pid, s in self.state.items() if pid in index}
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups) or any(
                 len(a["params"]) != len(b["params"]) for a, b in zip(groups, self.param_groups)):

@@ -1,7 +1,9 @@
 """RMSprop with momentum and the centered variant (torch.optim.RMSprop)."""
+from __future__ import annotations
+
 import numpy as np
 
-from convcore.optim.optimizer import Optimizer
+from convcore.optim.optimizer import Optimizer, Params
 
 
 class RMSprop(Optimizer):
@@ -15,8 +17,9 @@ class RMSprop(Optimizer):
         p = p - lr * g / avg                                (otherwise)
     """
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
-                 momentum=0.0, centered=False):
+    def __init__(self, params: Params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False) -> None:
         if not 0.0 <= alpha:
             raise ValueError(f"RMSprop: invalid alpha {alpha}")
         if momentum < 0 or eps < 0:
@@ -24,7 +27,7 @@ class RMSprop(Optimizer):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered))
 
-    def step(self):
+    def step(self) -> None:
         for group in self.param_groups:
             lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
             wd, mom, centered = group["weight_decay"], group["momentum"], group["centered"]

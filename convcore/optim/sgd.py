@@ -1,7 +1,9 @@
 """SGD with momentum, dampening, Nesterov and weight decay (torch.optim.SGD)."""
+from __future__ import annotations
+
 import numpy as np
 
-from convcore.optim.optimizer import Optimizer
+from convcore.optim.optimizer import Optimizer, Params
 
 
 class SGD(Optimizer):
@@ -14,8 +16,9 @@ class SGD(Optimizer):
         p = p - lr * g
     """
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False):
+    def __init__(self, params: Params, lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False) -> None:
         if momentum < 0:
             raise ValueError(f"SGD: invalid momentum {momentum}")
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -23,7 +26,7 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov))
 
-    def step(self):
+    def step(self) -> None:
         for group in self.param_groups:
             lr, mom, damp = group["lr"], group["momentum"], group["dampening"]
             wd, nesterov = group["weight_decay"], group["nesterov"]

@@ -4,6 +4,9 @@
         |          History, EvalResult, TrainState
     callbacks.py   Callback, EarlyStopping, ModelCheckpoint, LambdaCallback
     checkpoint.py  save_checkpoint / load_checkpoint: exact resume
+    schedule_resume.py  a resumed run's cosine schedule keeps the run's length
+    divergence.py  a non-finite loss: bad input data or a diverging run
+    progress.py    tqdm bar on a terminal, a line per epoch elsewhere
     finetune.py    freeze, unfreeze, replace_head: train only part of a model
     metrics.py     accuracy, confusion matrix, per-class precision/recall/F1
     viz.py         training curves and confusion matrices as PNG (matplotlib)

@@ -2,7 +2,12 @@
 epoch and of each batch, with the TrainState they may read and change
 (`state.stop = True` ends training after this epoch). Their state_dict()
 goes into fit()'s checkpoint so that a resumed run continues them."""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List
+
 from convcore._runtime import mpi as _mpi
+from convcore.utils.types import PathLike
 from convcore.utils.validation import check_int
 
 __all__ = ["Callback", "LambdaCallback", "EarlyStopping", "ModelCheckpoint"]
@@ -11,33 +16,33 @@ __all__ = ["Callback", "LambdaCallback", "EarlyStopping", "ModelCheckpoint"]
 class Callback:
     """Hooks called by fit(); override any. `logs` is the epoch's history row."""
 
-    def on_train_begin(self, state):
+    def on_train_begin(self, state: Any) -> None:
         pass
 
-    def on_epoch_begin(self, state):
+    def on_epoch_begin(self, state: Any) -> None:
         pass
 
-    def on_batch_end(self, state, batch, logs):
+    def on_batch_end(self, state: Any, batch: int, logs: Dict[str, Any]) -> None:
         pass
 
-    def on_epoch_end(self, state, logs):
+    def on_epoch_end(self, state: Any, logs: Dict[str, Any]) -> None:
         pass
 
-    def on_train_end(self, state):
+    def on_train_end(self, state: Any) -> None:
         pass
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """JSON-able state stored in fit()'s checkpoint, restored on resume."""
         return {}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
         pass
 
 
 class LambdaCallback(Callback):
     """A callback from plain functions, e.g. LambdaCallback(on_epoch_end=f)."""
 
-    def __init__(self, **hooks):
+    def __init__(self, **hooks: Callable[..., Any]) -> None:
         for name, f in hooks.items():
             if not hasattr(Callback, name) or not name.startswith("on_"):
                 raise ValueError(f"LambdaCallback: unknown hook {name!r}")
@@ -59,8 +64,8 @@ class EarlyStopping(Callback):
     weights of its best epoch (a run that uses all its epochs keeps the
     last ones, as Keras does)."""
 
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
-                 restore_best_weights=True):
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True) -> None:
         fn = "EarlyStopping"
         self.monitor = monitor
         self.patience = check_int(patience, "patience", 0, fn)
@@ -114,12 +119,13 @@ class ModelCheckpoint(Callback):
     only when `monitor` improves with save_best_only. On several ranks
     only rank 0 writes (the weights are the same on every rank)."""
 
-    def __init__(self, path, monitor="val_loss", mode="auto", save_best_only=False):
+    def __init__(self, path: PathLike, monitor: str = "val_loss", mode: str = "auto",
+                 save_best_only: bool = False) -> None:
         self.path, self.monitor = path, monitor
         self.mode = _monitor_mode(monitor, mode, "ModelCheckpoint")
         self.save_best_only = bool(save_best_only)
         self.best = None
-        self.saved = []
+        self.saved: List[str] = []
 
     def on_epoch_end(self, state, logs):
         from convcore.serialization import save

@@ -13,12 +13,16 @@ JSON keeps the small, structured part readable and pickle-free; Python's
 json writes inf/nan (ReduceLROnPlateau's initial best) and big integers
 (PCG64 states) exactly.
 """
+from __future__ import annotations
+
 import json
 from collections import OrderedDict
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
 from convcore.serialization import load, save
+from convcore.utils.types import PathLike
 
 _META = "__checkpoint__"
 _FORMAT = 1
@@ -38,7 +42,7 @@ def _jsonable(value, where):
     raise TypeError(f"save_checkpoint: cannot store {type(value).__name__} in {where}")
 
 
-def random_layers(model):
+def random_layers(model: Any) -> Iterator[Tuple[str, np.random.Generator]]:
     """(qualified name, numpy Generator) of every layer holding an `rng`
     (Dropout): their states make a resumed run draw the same masks."""
     for name, m in model.named_modules():
@@ -47,8 +51,9 @@ def random_layers(model):
             yield name, rng
 
 
-def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch=0, history=None,
-                    extra=None):
+def save_checkpoint(path: PathLike, model: Any, optimizer: Any = None, scheduler: Any = None, *,
+                    epoch: int = 0, history: Optional[Mapping[str, Any]] = None,
+                    extra: Optional[Mapping[str, Any]] = None) -> None:
     """Write model, optimizer and scheduler state after `epoch` completed
     epochs, with the training history and a JSON-able `extra` mapping."""
     arrays = OrderedDict((f"model.{k}", v) for k, v in model.state_dict().items())
@@ -59,7 +64,7 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch=0, his
                     for name, g in random_layers(model)}}
     if optimizer is not None:
         sd = optimizer.state_dict()
-        scalars = {}
+        scalars: Dict[str, Dict[str, Any]] = {}
         for i, state in sd["state"].items():
             for name, value in state.items():
                 if isinstance(value, np.ndarray) and value.ndim:
@@ -76,7 +81,8 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch=0, his
     save(arrays, path)
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None):
+def load_checkpoint(path: PathLike, model: Any, optimizer: Any = None, scheduler: Any = None
+                    ) -> Dict[str, Any]:
     """Restore what save_checkpoint wrote into the given objects (built the
     same way as when saving) and return the metadata dict: "epoch" (epochs
     done), "history", "extra". A file that is not a checkpoint, or saved
@@ -111,7 +117,7 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None):
     model.load_state_dict(model_sd)
     if optimizer is not None:
         saved = meta["optimizer"]
-        state = {}
+        state: Dict[int, Dict[str, Any]] = {}
         for key, value in arrays.items():
             if key.startswith("optimizer."):
                 _, i, name = key.split(".", 2)
@@ -122,7 +128,7 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None):
     if scheduler is not None:
         scheduler.load_state_dict(meta["scheduler"]["state"])
     generators = dict(random_layers(model))
-    for name, state in meta.get("rng", {}).items():
+    for name, rng_state in meta.get("rng", {}).items():
         if name in generators:
-            generators[name].bit_generator.state = state
+            generators[name].bit_generator.state = rng_state
     return meta

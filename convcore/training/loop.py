@@ -12,7 +12,9 @@
       -> History: per-epoch lists (train_loss, train_acc, val_loss, val_acc,
          lr, seconds, images_per_s)
 
-Progress is a tqdm bar per epoch showing loss, accuracy and images/s.
+Progress is a tqdm bar per epoch showing loss, accuracy and images/s on a
+terminal, one plain line per epoch when stderr is a file or a pipe
+(convcore/training/progress.py).
 
 On several ranks (started by mpiexec; see convcore.distributed) fit trains
 data-parallel by itself: the model wrapped in DistributedDataParallel, each
@@ -22,13 +24,17 @@ Everything is deterministic given the loaders' seeds and the model's
 initial weights, so an interrupted run resumed from its checkpoint ends
 with the same weights as an uninterrupted one.
 """
+from __future__ import annotations
+
+import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
+from convcore._runtime import logs as _logs
 from convcore._runtime import mpi as _mpi
 from convcore._runtime.grad_mode import no_grad
 from convcore.data import ArrayDataset, DataLoader, multi_crop, stratified_kfold
@@ -36,11 +42,37 @@ from convcore.distributed import training as dist_training
 from convcore.optim import clip_grad_norm_
 from convcore.optim.lr_scheduler import ReduceLROnPlateau
 from convcore.training.checkpoint import load_checkpoint, save_checkpoint
+from convcore.training.divergence import non_finite_loss_error
+from convcore.training.progress import epoch_progress
+from convcore.training.schedule_resume import keep_schedule_length, schedule_length
 from convcore.training.metrics import ClassificationMetrics, confusion_matrix
+from convcore.nn.module import Module
+from convcore.optim.optimizer import Optimizer
+from convcore.training.callbacks import Callback
+from convcore.utils.types import PathLike
 from convcore.utils.validation import check_int
+
+
+
+class Loss(Protocol):
+    """What fit() needs of a loss: loss(output, target) -> a float (it
+    keeps what backward needs), then loss.backward() -> grad of the output
+    (convcore.nn's CrossEntropyLoss, MSELoss, ... or your own)."""
+
+    def __call__(self, output: np.ndarray, target: Any) -> Any: ...
+
+    def backward(self) -> np.ndarray: ...
+
+
+# What fit(), evaluate() and predict() take as data: a DataLoader, an
+# ArrayDataset, an (images, labels) pair, or any re-iterable of batches.
+Data = Union[DataLoader, ArrayDataset, Tuple[np.ndarray, np.ndarray],
+             Iterable[Tuple[np.ndarray, np.ndarray]]]
 
 __all__ = ["fit", "train_epoch", "evaluate", "predict", "History", "EvalResult", "TrainState",
            "cross_validate", "evaluate_multi_crop", "HISTORY_KEYS"]
+
+logger = logging.getLogger(__name__)
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
                 "images_per_s")
@@ -50,21 +82,21 @@ class History(dict):
     """Per-epoch lists keyed by HISTORY_KEYS ("val_*" only with validation
     data), plus `stopped_early` and `best_epoch` set by EarlyStopping."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stopped_early = False
-        self.best_epoch = None
+        self.best_epoch: Optional[int] = None
 
-    def append(self, row):
+    def append(self, row: Dict[str, Any]) -> None:
         for k, v in row.items():
             self.setdefault(k, []).append(v)
 
-    def curves(self):
+    def curves(self) -> Dict[str, List[Any]]:
         """The loss/accuracy/lr series only, for convcore.training.viz.plot_history."""
         return {k: v for k, v in self.items()
                 if k in ("train_loss", "val_loss", "train_acc", "val_acc", "lr")}
 
-    def last(self, key, default=None):
+    def last(self, key: str, default: Any = None) -> Any:
         values = self.get(key)
         return values[-1] if values else default
 
@@ -73,7 +105,7 @@ class History(dict):
 class EvalResult:
     """evaluate()'s result: mean loss (None without a loss), accuracy, the
     per-class ClassificationMetrics, labels and predictions, speed."""
-    loss: float
+    loss: Optional[float]
     accuracy: float
     metrics: ClassificationMetrics
     y_true: np.ndarray
@@ -81,7 +113,7 @@ class EvalResult:
     seconds: float
     images_per_s: float
 
-    def report(self, digits=3, extremes=3):
+    def report(self, digits: int = 3, extremes: int = 3) -> str:
         return self.metrics.report(digits, extremes)
 
 
@@ -123,7 +155,7 @@ def _num_classes(data):
 
 
 # -- evaluation ---------------------------------------------------------------
-def predict(model, data, batch_size=256):
+def predict(model: Module, data: Data, batch_size: int = 256) -> Tuple[np.ndarray, np.ndarray]:
     """(scores (N, num_classes), labels (N,)) of the model in eval mode
     under no_grad(); the model's train/eval mode is restored afterwards."""
     loader = _as_loader(data, batch_size, "predict", "data")
@@ -145,7 +177,9 @@ def predict(model, data, batch_size=256):
     return np.concatenate(scores), np.concatenate(labels).astype(np.int64)
 
 
-def evaluate(model, data, loss=None, *, num_classes=None, class_names=None, batch_size=256):
+def evaluate(model: Module, data: Data, loss: Optional[Loss] = None, *,
+             num_classes: Optional[int] = None, class_names: Optional[Sequence[str]] = None,
+             batch_size: int = 256) -> EvalResult:
     """Loss (mean over samples, when `loss` is given), accuracy and per-class
     metrics (convcore.training.metrics) of `model` on `data` -> EvalResult."""
     t0 = time.perf_counter()
@@ -166,7 +200,9 @@ def evaluate(model, data, loss=None, *, num_classes=None, class_names=None, batc
                       len(y_true) / max(seconds, 1e-9))
 
 
-def evaluate_multi_crop(model, dataset, size, flips=True, *, batch_size=256):
+def evaluate_multi_crop(model: Module, dataset: Union[ArrayDataset, Tuple[np.ndarray, np.ndarray]],
+                        size: Union[int, Tuple[int, int]], flips: bool = True, *,
+                        batch_size: int = 256) -> Tuple[float, np.ndarray]:
     """Accuracy with the 5 (or 10 with flips) crop evaluation: the mean of
     the softmax scores over the four corner crops, the centre crop (and
     their mirror images) of each image. Returns (accuracy, mean scores)."""
@@ -174,11 +210,14 @@ def evaluate_multi_crop(model, dataset, size, flips=True, *, batch_size=256):
     images, labels = (dataset.images, dataset.labels) if isinstance(dataset, ArrayDataset) \
         else dataset
     views = multi_crop(images, size, flips)
-    total = None
-    for view in views:
+
+    def probabilities(view: np.ndarray) -> np.ndarray:
         scores, _ = predict(model, (view, labels), batch_size)
-        p = softmax(scores.astype(np.float64), axis=1)
-        total = p if total is None else total + p
+        return softmax(scores.astype(np.float64), axis=1)
+
+    total = probabilities(views[0])
+    for view in views[1:]:
+        total = total + probabilities(view)
     mean = total / len(views)
     return float(np.mean(mean.argmax(axis=1) == np.asarray(labels))), mean
 
@@ -187,10 +226,7 @@ def evaluate_multi_crop(model, dataset, size, flips=True, *, batch_size=256):
 def _progress(loader, epoch, epochs, enabled):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-    total = len(loader) if hasattr(loader, "__len__") else None
-    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                leave=True, file=sys.stderr, dynamic_ncols=True)
+    return epoch_progress(len(loader) if hasattr(loader, "__len__") else None, epoch, epochs)
 
 
 def _scheduler_step(scheduler, row):
@@ -204,12 +240,16 @@ def _scheduler_step(scheduler, row):
         scheduler.step()
 
 
-def train_epoch(model, loss, optimizer, loader, *, clip_grad_norm=None, bar=None,
-                on_batch_end=None):
+def train_epoch(model: Module, loss: Loss, optimizer: Optimizer,
+                loader: Iterable[Tuple[np.ndarray, np.ndarray]], *,
+                clip_grad_norm: Optional[float] = None, bar: Any = None,
+                on_batch_end: Optional[Callable[[int, Dict[str, Any]], Any]] = None
+                ) -> Tuple[float, Optional[float], int, float]:
     """One pass over `loader` in train mode -> (mean loss, accuracy (None
     unless targets are class indices for (N, C) outputs), samples, seconds).
     Raises FloatingPointError naming the batch if the loss stops being
-    finite (a learning rate too high, usually). On several ranks the loss,
+    finite: the samples when the input (or target) data holds NaN or inf,
+    else a diverging run (a learning rate too high, usually). On several ranks the loss,
     accuracy and samples are the whole job's."""
     model.train()
     dt = _model_dtype(model)
@@ -217,15 +257,15 @@ def train_epoch(model, loss, optimizer, loader, *, clip_grad_norm=None, bar=None
     total_loss, correct, seen = 0.0, 0, 0
     classifying = None
     t0 = time.perf_counter()
+    epoch = getattr(loader, "epoch", None)  # before iterating moves it on
     for b, (x, y) in enumerate(loader):
         if dt is not None and x.dtype != dt:
             x = x.astype(dt)
         out = model(x)
         value = float(loss(out, y))
         if not math.isfinite(value):
-            raise FloatingPointError(
-                f"fit: the loss became {value} at batch {b}; lower the learning rate "
-                f"(lr={optimizer.param_groups[0]['lr']}) or clip gradients")
+            raise non_finite_loss_error(value, b, x, y, optimizer.param_groups[0]["lr"],
+                                        loader, epoch)
         optimizer.zero_grad()
         model.backward(loss.backward())
         if clip_grad_norm is not None:
@@ -255,9 +295,11 @@ def train_epoch(model, loss, optimizer, loader, *, clip_grad_norm=None, bar=None
     return total_loss / seen, accuracy, seen, time.perf_counter() - t0
 
 
-def fit(model, loss, optimizer, train, val=None, epochs=10, scheduler=None, callbacks=(), *,
-        checkpoint=None, resume=None, clip_grad_norm=None, progress=True, verbose=False,
-        batch_size=64, distributed=None):
+def fit(model: Module, loss: Loss, optimizer: Optimizer, train: Data, val: Optional[Data] = None,
+        epochs: int = 10, scheduler: Any = None, callbacks: Iterable[Callback] = (), *,
+        checkpoint: Optional[PathLike] = None, resume: Optional[PathLike] = None,
+        clip_grad_norm: Optional[float] = None, progress: bool = True, verbose: bool = False,
+        batch_size: int = 64, distributed: Optional[bool] = None) -> History:
     """Train `model` for `epochs` epochs (the total, counting resumed ones).
 
     loss : a convcore.nn loss module (CrossEntropyLoss, ...)
@@ -270,9 +312,13 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, scheduler=None, call
     checkpoint : path of a checkpoint written after every epoch (model,
         optimizer, scheduler, history, dropout RNG and callback states)
     resume : path of such a checkpoint to continue from (epochs already
-        done are skipped); a missing file is an error
+        done are skipped); a missing file is an error. A cosine schedule
+        keeps the length it was given here, not the checkpoint's (logged
+        when they differ; convcore/training/schedule_resume.py)
     clip_grad_norm : max global gradient norm, or None
-    progress : show a tqdm bar per epoch; verbose: print one line per epoch
+    progress : show a tqdm bar per epoch; verbose: log one line per epoch
+        (logger "convcore.training.loop", INFO; shown on stdout unless the
+        application configured logging, which then decides)
     distributed : None (default): data-parallel when started on several
         ranks by mpiexec (or after convcore.distributed.init()); False:
         this process alone; True: join MPI (world size 1 without it).
@@ -312,8 +358,10 @@ def _fit(model, stepped, loss, optimizer, train, val, epochs, scheduler, callbac
     state = TrainState(model, optimizer, scheduler, History(), 0, epochs)
     start = 0
     if resume is not None:
+        length = schedule_length(scheduler)  # the caller's, before the checkpoint's replaces it
         meta = load_checkpoint(resume, model, optimizer, scheduler)
         start = meta["epoch"]
+        keep_schedule_length(scheduler, length, epochs)
         state.history.update(meta["history"])
         for i, cb in enumerate(callbacks):
             cb.load_state_dict(meta["extra"].get("callbacks", {}).get(str(i), {}))
@@ -351,8 +399,9 @@ def _fit(model, stepped, loss, optimizer, train, val, epochs, scheduler, callbac
                 bar.close()
         state.history.append(row)
         if verbose:
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in row.items()), flush=True)
+            with _logs.console():
+                logger.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in row.items()))
         _scheduler_step(scheduler, row)
         for cb in callbacks:
             cb.on_epoch_end(state, row)
@@ -371,8 +420,11 @@ def _fit(model, stepped, loss, optimizer, train, val, epochs, scheduler, callbac
     return state.history
 
 
-def cross_validate(build, loss, make_optimizer, dataset, k=5, epochs=5, batch_size=64, seed=0,
-                   transform=None, progress=False):
+def cross_validate(build: Callable[[int], Module], loss: Loss,
+                   make_optimizer: Callable[[Module], Optimizer], dataset: ArrayDataset,
+                   k: int = 5, epochs: int = 5, batch_size: int = 64, seed: int = 0,
+                   transform: Optional[Callable[..., np.ndarray]] = None, progress: bool = False
+                   ) -> Tuple[List[EvalResult], float, float]:
     """Stratified k-fold cross-validation: for each fold a fresh model from
     build(fold) and optimizer from make_optimizer(model) are trained on the
     other folds and evaluated on this one. Returns (list of EvalResult,

@@ -10,14 +10,21 @@ mean of accuracy, macro precision, macro recall and macro BCR.
 Everything is computed from one confusion matrix, so a training loop can
 accumulate `confusion_matrix` batch by batch and call
 `ClassificationMetrics.from_confusion` once at the end."""
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from convcore.utils.validation import check_int
 
+# Class indices: a 1-D integer array (or a sequence of ints).
+Labels = ArrayLike
 
-def _int_labels(a, name, fn):
+
+def _int_labels(a: Labels, name: str, fn: str) -> np.ndarray:
     a = np.asarray(a)
     if a.size == 0:
         a = a.astype(np.int64)  # [] is float64 to NumPy; emptiness is reported later
@@ -50,13 +57,13 @@ def _check_pair(y_true, y_pred, num_classes, fn):
     return y_true, y_pred, num_classes
 
 
-def accuracy(y_true, y_pred):
+def accuracy(y_true: Labels, y_pred: Labels) -> float:
     """Fraction of positions where y_pred equals y_true."""
     y_true, y_pred, _ = _check_pair(y_true, y_pred, None, "accuracy")
     return float(np.mean(y_true == y_pred))
 
 
-def top_k_accuracy(y_true, scores, k=5):
+def top_k_accuracy(y_true: Labels, scores: np.ndarray, k: int = 5) -> float:
     """Fraction of samples whose true class is among the k highest scores.
 
     scores: (N, C) array (logits or probabilities). Ties are broken as
@@ -84,7 +91,7 @@ def top_k_accuracy(y_true, scores, k=5):
     return float(np.mean(np.any(ranked == y_true[:, None], axis=1)))
 
 
-def confusion_matrix(y_true, y_pred, num_classes=None):
+def confusion_matrix(y_true: Labels, y_pred: Labels, num_classes: Optional[int] = None) -> np.ndarray:
     """(num_classes, num_classes) int64 counts; row = true class, column = predicted."""
     y_true, y_pred, k = _check_pair(y_true, y_pred, num_classes, "confusion_matrix")
     return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k).astype(np.int64)
@@ -119,7 +126,8 @@ class ClassificationMetrics:
     aggregate: float
 
     @classmethod
-    def from_confusion(cls, confusion, class_names=None):
+    def from_confusion(cls, confusion: np.ndarray, class_names: Optional[Sequence[str]] = None
+                       ) -> ClassificationMetrics:
         fn = "ClassificationMetrics.from_confusion"
         cm = np.asarray(confusion)
         if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] == 0 or cm.dtype.kind not in "iu":
@@ -144,10 +152,10 @@ class ClassificationMetrics:
                    float(np.mean([acc, mp, mr, mb])))
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return len(self.class_names)
 
-    def report(self, digits=3, extremes=3):
+    def report(self, digits: int = 3, extremes: int = 3) -> str:
         """A readable table: one row per class, macro averages, accuracy,
         the aggregate score and the `extremes` best and worst classes by F1."""
         return format_report(self, digits, extremes)
@@ -156,7 +164,8 @@ class ClassificationMetrics:
         return self.report()
 
 
-def classification_metrics(y_true, y_pred, num_classes=None, class_names=None):
+def classification_metrics(y_true: Labels, y_pred: Labels, num_classes: Optional[int] = None,
+                           class_names: Optional[Sequence[str]] = None) -> ClassificationMetrics:
     """ClassificationMetrics of integer labels and predictions."""
     if num_classes is None and class_names is not None:
         num_classes = len(class_names)
@@ -164,19 +173,21 @@ def classification_metrics(y_true, y_pred, num_classes=None, class_names=None):
     return ClassificationMetrics.from_confusion(cm, class_names)
 
 
-def precision_recall_f1(y_true, y_pred, num_classes=None):
+def precision_recall_f1(y_true: Labels, y_pred: Labels, num_classes: Optional[int] = None
+                        ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-class (precision, recall, f1, support), arrays of shape (C,)."""
     m = classification_metrics(y_true, y_pred, num_classes)
     return m.precision, m.recall, m.f1, m.support
 
 
-def classification_report(y_true, y_pred, num_classes=None, class_names=None, digits=3,
-                          extremes=3):
+def classification_report(y_true: Labels, y_pred: Labels, num_classes: Optional[int] = None,
+                          class_names: Optional[Sequence[str]] = None, digits: int = 3,
+                          extremes: int = 3) -> str:
     """The report string of classification_metrics(...)."""
     return classification_metrics(y_true, y_pred, num_classes, class_names).report(digits, extremes)
 
 
-def format_report(m, digits=3, extremes=3):
+def format_report(m: ClassificationMetrics, digits: int = 3, extremes: int = 3) -> str:
     digits = check_int(digits, "digits", 0, "format_report")
     extremes = check_int(extremes, "extremes", 0, "format_report")
     width = max(12, max(len(n) for n in m.class_names) + 2)

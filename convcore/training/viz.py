@@ -4,9 +4,14 @@ matplotlib is optional (`pip install convcore[plot]`); without it every
 function raises ImportError saying how to install it. Figures are built
 with matplotlib.figure.Figure and the Agg canvas directly, never pyplot,
 so nothing depends on a display or touches pyplot's global state."""
+from __future__ import annotations
+
 import os
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
+
+from convcore.utils.types import PathLike
 
 
 def _figure(figsize):
@@ -30,7 +35,8 @@ def _save(fig, path):
     return path
 
 
-def plot_history(history, path, title="training"):
+def plot_history(history: Mapping[str, Sequence[Any]], path: PathLike, title: str = "training"
+                 ) -> str:
     """Loss and accuracy curves per epoch.
 
     history: mapping of series name -> list of per-epoch values, e.g.
@@ -73,8 +79,9 @@ def plot_history(history, path, title="training"):
     return _save(fig, path)
 
 
-def plot_confusion_matrix(confusion, path, class_names=None, normalize=True,
-                          title="confusion matrix"):
+def plot_confusion_matrix(confusion: np.ndarray, path: PathLike,
+                          class_names: Optional[Sequence[str]] = None, normalize: bool = True,
+                          title: str = "confusion matrix") -> str:
     """Heat map of a confusion matrix (rows true, columns predicted); with
     normalize each row is divided by its support, cells print counts."""
     cm = np.asarray(confusion)
@@ -105,7 +112,8 @@ def plot_confusion_matrix(confusion, path, class_names=None, normalize=True,
     return _save(fig, path)
 
 
-def plot_kernels(weight, path, max_kernels=64, title="first-layer kernels"):
+def plot_kernels(weight: np.ndarray, path: PathLike, max_kernels: int = 64,
+                 title: str = "first-layer kernels") -> str:
     """A grid of convolution kernels (out_channels, in_channels, kH, kW):
     RGB when in_channels == 3, else the channel mean in grey; each kernel
     scaled to its own min..max."""

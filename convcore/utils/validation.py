@@ -3,17 +3,22 @@ training code: one place for dtype, ndim, int-pair and output-size rules,
 so conv, pooling and both backwards speak the same language. Errors name
 the argument and show the shapes. Public, as sklearn.utils.validation:
 code outside convcore may use these checks too."""
+from __future__ import annotations
+
 import math
 import numbers
 import os
 import sys
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def as_float_array(a, name, ndim=None, dtype=None, fn="convcore"):
+def as_float_array(a: Any, name: str, ndim: Union[int, Tuple[int, ...], None] = None,
+                   dtype: Optional[DTypeLike] = None, fn: str = "convcore") -> np.ndarray:
     """Return `a` as a C-contiguous float32/float64 ndarray, never modifying
     it (a copy only when it is not contiguous). `dtype`, when given, is the
     dtype `a` must already have (e.g. the input's, for a weight)."""
@@ -35,7 +40,7 @@ def as_float_array(a, name, ndim=None, dtype=None, fn="convcore"):
     return a if a.flags.c_contiguous else a.copy(order="C")
 
 
-def check_int(v, name, minimum=None, fn="convcore"):
+def check_int(v: Any, name: str, minimum: Optional[int] = None, fn: str = "convcore") -> int:
     """An int argument (numpy ints too, never bool or float)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{fn}: {name} must be an int, got {v!r}")
@@ -45,7 +50,7 @@ def check_int(v, name, minimum=None, fn="convcore"):
     return v
 
 
-def check_flag(v, name, fn="convcore"):
+def check_flag(v: Any, name: str, fn: str = "convcore") -> bool:
     """A bool argument (numpy bools too); a string or an array would
     otherwise be read as True without a word."""
     if not isinstance(v, (bool, np.bool_)):
@@ -53,7 +58,7 @@ def check_flag(v, name, fn="convcore"):
     return bool(v)
 
 
-def exact_geometry(v):
+def exact_geometry(v: Any) -> bool:
     """True for an int (not a bool), a str, or a pair of ints: geometry
     arguments whose equality means the same checked value, so they may key
     a cache of checked results (functional.conv's plans, pooling's specs).
@@ -72,12 +77,13 @@ def exact_geometry(v):
 GEOMETRY_MAX = 2**31 - 1
 
 
-def int_pair(v, name, minimum=None, fn="convcore"):
+def int_pair(v: Any, name: str, minimum: Optional[int] = None, fn: str = "convcore"
+             ) -> Tuple[int, int]:
     """int or (h, w) pair of ints -> (h, w), each >= minimum and <= 2**31-1."""
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{fn}: {name} must be an int or a pair (h, w), got {v!r}")
-        pair = tuple(check_int(e, name, minimum, fn) for e in v)
+        pair = (check_int(v[0], name, minimum, fn), check_int(v[1], name, minimum, fn))
     else:
         pair = (check_int(v, name, minimum, fn),) * 2
     if max(pair) > GEOMETRY_MAX:
@@ -85,8 +91,8 @@ def int_pair(v, name, minimum=None, fn="convcore"):
     return pair
 
 
-def output_size(in_size, kernel, stride, pad_total, dilation, ceil_mode=False,
-                pad_before=None):
+def output_size(in_size: int, kernel: int, stride: int, pad_total: int, dilation: int,
+                ceil_mode: bool = False, pad_before: Optional[int] = None) -> int:
     """Output length along one axis of a convolution or pooling window.
 
     out = floor_or_ceil((in + pad_total - dilation*(kernel-1) - 1) / stride) + 1;
@@ -114,7 +120,7 @@ SSIZE_MAX = sys.maxsize
 _QUERY_MEMORY_ABOVE = 1 << 27
 
 
-def available_memory():
+def available_memory() -> Optional[int]:
     """Bytes one call may still allocate: MemAvailable + SwapFree, capped by
     a cgroup v2 memory.max; physical memory where /proc is missing; None
     when unknown. np.empty alone is no guard: with overcommit a huge
@@ -143,7 +149,8 @@ def available_memory():
     return avail
 
 
-def check_allocation(fn, *arrays, what="output and scratch"):
+def check_allocation(fn: str, *arrays: Tuple[Any, DTypeLike],
+                     what: str = "output and scratch") -> int:
     """Refuse a call whose outputs and scratch could not be indexed or held,
     before anything is allocated or any kernel runs.
 
