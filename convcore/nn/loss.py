@@ -1,6 +1,8 @@
 """Losses as modules: `loss(out, target)` returns the loss (a float for
 reduction "mean"/"sum") and keeps the inputs; `loss.backward()` returns the
 gradient with respect to `out`, to feed into model.backward()."""
+from typing import Any, Callable, Optional
+
 import numpy as np
 
 from convcore.functional.losses import (
@@ -14,8 +16,8 @@ from convcore.nn.module import Module
 class _Loss(Module):
     # The functional op pair each loss wraps (staticmethod: called through
     # the instance without binding `self`).
-    _forward_op = None
-    _backward_op = None
+    _forward_op: Optional[Callable[..., Any]] = None
+    _backward_op: Optional[Callable[..., Any]] = None
 
     def __init__(self, reduction="mean"):
         super().__init__()

@@ -2,6 +2,8 @@
 
 The normalising layers cache the input and the (mean, invstd) their
 forward computed, so backward does not recompute statistics."""
+from typing import Tuple
+
 import numpy as np
 
 from convcore.utils.layout import CHANNELS_FIRST, check_data_format, refuse_other_layout
@@ -40,7 +42,7 @@ def _data(p):
 
 
 class _BatchNorm(_SameShape):
-    _ndims = ()
+    _ndims: Tuple[int, ...] = ()
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=np.float32, *, data_format=CHANNELS_FIRST):
