@@ -33,7 +33,9 @@ def channel_stats(images):
     for i in range(c):
         ch = x[:, i]
         mean[i] = ch.mean(dtype=np.float64)
-        std[i] = np.sqrt(np.mean(np.square(ch - mean[i], dtype=np.float64)))
+        # dtype=float64: numpy 1.x would subtract a float64 scalar from a
+        # float32 array in float32 (numpy 2 promotes, NEP 50).
+        std[i] = np.sqrt(np.mean(np.square(np.subtract(ch, mean[i], dtype=np.float64))))
     return mean, std
 
 
