@@ -1,8 +1,6 @@
 """Each supported layer (and its options) exported alone or in a small
 network and run by onnxruntime against convcore's eval forward; the
 errors for what cannot be exported; the optional onnx dependency."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from convcore.onnx import export  # noqa: E402
+from subprocess_helpers import run_python  # noqa: E402
 
 
 def _randomize(model, rng):
@@ -201,6 +200,7 @@ def test_import_without_onnx_and_the_install_hint():
             "        call()\n"
             "    except ImportError as e:\n"
             "        print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    done = run_python("-c", code)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     assert out.count('convcore.onnx needs the onnx package: pip install "convcore[onnx]"') == 2
