@@ -47,6 +47,19 @@ class Add(Module):
         return _unbroadcast(grad_y, sa), _unbroadcast(grad_y, sb)
 
 
+class Mul(Module):
+    """a * b with numpy broadcasting (x * Sigmoid(x), a gate); backward
+    returns the gradients of both inputs."""
+
+    def forward(self, a, b):
+        self._save_for_backward(a, b)
+        return a * b
+
+    def backward(self, grad_y):
+        a, b = self._saved()
+        return _unbroadcast(grad_y * b, np.shape(a)), _unbroadcast(grad_y * a, np.shape(b))
+
+
 class Cat(Module):
     """Concatenation of several inputs along `axis` (ONNX Concat); backward
     returns one gradient per input."""
