@@ -27,7 +27,8 @@ from convcore.nn import (GELU, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, 
                          Upsample)
 from convcore.utils.layout import CHANNELS_LAST
 from convcore.onnx._require import require_onnx
-from convcore.onnx.graph import Add, Cat, Graph, Mul, Reshape
+from convcore.onnx.graph import (Add, Cat, Erf, Graph, Mul, Reshape, Scale, Shift,
+                                 Transpose)
 
 DEFAULT_OPSET = 17   # LayerNormalization needs 17; onnxruntime runs 7..21
 MIN_OPSET = 13       # Clip bounds and Slice steps as inputs, axes of Squeeze...
@@ -342,6 +343,13 @@ _LAYERS = {
                                                alpha=m.negative_slope),
     Dropout: lambda g, m, x, y, path: x,
     Dropout2d: lambda g, m, x, y, path: x,
+    # the Graph's own layers, written back as the operators they came from
+    Scale: lambda g, m, x, y, path: g.node("Mul", [x, g.constant(f"{path}/value", m.value)],
+                                           path),
+    Shift: lambda g, m, x, y, path: g.node("Add", [x, g.constant(f"{path}/value", m.value)],
+                                           path),
+    Erf: lambda g, m, x, y, path: g.node("Erf", [x], path),
+    Transpose: lambda g, m, x, y, path: g.node("Transpose", [x], path, perm=list(m.perm)),
     Identity: lambda g, m, x, y, path: x,
 }
 _SHAPED = {
