@@ -79,6 +79,12 @@ def _pads(padding):
     return [padding[0], padding[1], padding[0], padding[1]]
 
 
+def _weight_and_bias(g, m, path):
+    """The initializers of a layer's weight and (if it has one) bias."""
+    return [_param(g, path, "weight", m.weight)] + (
+        [] if m.bias is None else [_param(g, path, "bias", m.bias)])
+
+
 def _conv(g, m, x, y, path):
     if isinstance(m.padding, str):
         if m.padding == "valid":
@@ -89,19 +95,15 @@ def _conv(g, m, x, y, path):
                     total[1] - total[1] // 2]
     else:
         pads = _pads(m.padding)
-    inputs = [x, _param(g, path, "weight", m.weight)]
-    if m.bias is not None:
-        inputs.append(_param(g, path, "bias", m.bias))
-    return g.node("Conv", inputs, path, kernel_shape=list(m.kernel_size), strides=list(m.stride),
+    return g.node("Conv", [x] + _weight_and_bias(g, m, path), path, kernel_shape=list(m.kernel_size), strides=list(m.stride),
                   pads=pads, dilations=list(m.dilation), group=m.groups)
 
 
 def _linear(g, m, x, y, path, x_ndim):
-    w = _param(g, path, "weight", m.weight)
     if x_ndim == 2:
-        inputs = [x, w] + ([] if m.bias is None else [_param(g, path, "bias", m.bias)])
-        return g.node("Gemm", inputs, path, transB=1)
+        return g.node("Gemm", [x] + _weight_and_bias(g, m, path), path, transB=1)
     # Gemm is 2-D only: x @ W^T (+ b) broadcast over the leading dimensions
+    w = _param(g, path, "weight", m.weight)
     wt = g.node("Transpose", [w], path, perm=[1, 0])
     out = g.node("MatMul", [x, wt], path)
     if m.bias is not None:
@@ -171,17 +173,28 @@ def _adaptive_matrix(n_in, n_out):
     return a
 
 
-def _adaptive_avg_pool(g, m, x, y, path, x_shape):
+def _adaptive_windows(g, x, y, path, x_shape, global_op, pool_op):
+    """Adaptive pooling written as a fixed pooling where one fits: the
+    global one, none (same size), or equal windows (kernel = stride);
+    None when the windows vary in size."""
     (h, w), (oh, ow) = x_shape[2:], y.shape[2:]
     if (oh, ow) == (1, 1):
-        return g.node("GlobalAveragePool", [x], path)
+        return g.node(global_op, [x], path)
     if (h, w) == (oh, ow):
         return x
     if h % oh == 0 and w % ow == 0:
         k = [h // oh, w // ow]
-        return g.node("AveragePool", [x], path, kernel_shape=k, strides=k)
+        return g.node(pool_op, [x], path, kernel_shape=k, strides=k)
+    return None
+
+
+def _adaptive_avg_pool(g, m, x, y, path, x_shape):
+    out = _adaptive_windows(g, x, y, path, x_shape, "GlobalAveragePool", "AveragePool")
+    if out is not None:
+        return out
     # Windows of varying size (or overlapping, when upsampling): a linear
     # map per axis, A_h @ x @ A_w^T, exact and still dynamic in the batch.
+    (h, w), (oh, ow) = x_shape[2:], y.shape[2:]
     out = g.node("MatMul", [x, g.constant(f"{path}/cols", _adaptive_matrix(w, ow).T)], path)
     return g.node("MatMul", [g.constant(f"{path}/rows", _adaptive_matrix(h, oh)), out], path)
 
@@ -233,10 +246,7 @@ def _pad_shortcut(g, m, x, y, path):
 
 
 def _conv_transpose(g, m, x, y, path):
-    inputs = [x, _param(g, path, "weight", m.weight)]
-    if m.bias is not None:
-        inputs.append(_param(g, path, "bias", m.bias))
-    return g.node("ConvTranspose", inputs, path, kernel_shape=list(m.kernel_size),
+    return g.node("ConvTranspose", [x] + _weight_and_bias(g, m, path), path, kernel_shape=list(m.kernel_size),
                   strides=list(m.stride), pads=_pads(m.padding), dilations=list(m.dilation),
                   output_padding=list(m.output_padding), group=m.groups)
 
@@ -309,17 +319,12 @@ def _softmax(g, m, x, y, path):
 def _adaptive_max_pool(g, m, x, y, path, x_shape):
     if m.return_indices:
         raise _unsupported(m, path, "return_indices=True has no ONNX output")
-    (h, w), (oh, ow) = x_shape[2:], y.shape[2:]
-    if (oh, ow) == (1, 1):
-        return g.node("GlobalMaxPool", [x], path)
-    if (h, w) == (oh, ow):
-        return x
-    if h % oh == 0 and w % ow == 0:
-        k = [h // oh, w // ow]
-        return g.node("MaxPool", [x], path, kernel_shape=k, strides=k)
-    raise _unsupported(m, path, f"output size {(oh, ow)} does not divide the input's "
-                                f"{(h, w)}: its windows vary in size, which MaxPool "
-                                "cannot write")
+    out = _adaptive_windows(g, x, y, path, x_shape, "GlobalMaxPool", "MaxPool")
+    if out is None:
+        raise _unsupported(m, path, f"output size {tuple(y.shape[2:])} does not divide the "
+                                    f"input's {tuple(x_shape[2:])}: its windows vary in "
+                                    "size, which MaxPool cannot write")
+    return out
 
 
 def _transform_input(g, m, x, y, path):
