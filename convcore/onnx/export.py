@@ -467,15 +467,19 @@ def export(model, input_shape, path=None, *, opset=None, dtype=np.float32,
     Parameters
     ----------
     model : Module built from the supported layers (every convcore.models
-        network; Conv2d, Linear, BatchNorm, activations, pooling, LRN,
-        Dropout, Flatten, Identity, GroupNorm, LayerNorm, Sequential,
-        Residual, Concat, and the Graph that load() builds). The eval-mode
+        network; Conv2d, ConvTranspose2d, Linear, BatchNorm, activations
+        (GELU, SiLU, Softmax, LogSoftmax among them), pooling, Upsample,
+        LRN, Dropout, Dropout2d, Flatten, Identity, GroupNorm, LayerNorm,
+        Sequential, Residual, Concat, and the Graph that load() builds;
+        channels-last layers between Transposes). The eval-mode
         network is written; the model's train/eval flags are left as they
         were.
     input_shape : shape of one input, batch included, e.g. (1, 3, 224, 224);
         the batch dimension becomes symbolic ("batch") in the graph.
     path : file to write (str or os.PathLike), or None to only return it.
-    opset : ONNX opset version (default 17; at least 13).
+    opset : ONNX opset version (default 17; at least 13). GELU is the
+        Gelu operator from 20, its formula below; Upsample to a size
+        has constant sizes from 18, below them sizes read from the input.
     dtype : float32 (default) or float64, for the input, output and weights.
 
     Returns the onnx.ModelProto, checked with onnx.checker.check_model.

@@ -1,6 +1,7 @@
 """Graph: a Module that runs layers wired as a DAG, as an imported ONNX
-graph is (convcore.onnx.load builds it), and the small multi-input and
-reshaping layers ONNX graphs need besides convcore.nn's.
+graph is (convcore.onnx.load builds it), and the small multi-input,
+reshaping and elementwise layers ONNX graphs need besides convcore.nn's
+(Add, Mul, Cat, Reshape, Transpose, Scale, Shift, Erf).
 
     values = {input: x}
     forward:  for node in topological order: values[out] = module(*values[ins])

@@ -2,8 +2,9 @@
 
 Each ONNX node becomes one convcore layer with the node's weights as its
 Parameters (Conv -> Conv2d, Gemm or MatMul (+ Add of a bias) -> Linear,
-BatchNormalization -> BatchNorm1d/2d, ...); Identity vanishes;
-Add of two tensors and Concat become Graph's Add and Cat. A layer is
+BatchNormalization -> BatchNorm1d/2d, Resize -> Upsample, ...); Identity
+vanishes; Add and Mul of two tensors, Concat, Transpose, and arithmetic
+with a constant become Graph's Add, Mul, Cat, Transpose, Shift and Scale. A layer is
 named after its weight's initializer when that is a PyTorch-style key
 ("layer1.0.conv1.weight" -> "layer1.0.conv1"), so the state_dict keys
 are the exporting model's.
@@ -486,7 +487,8 @@ def load(path_or_model, *, dtype=None):
         with one input and one output, whose operators are among
         SUPPORTED_OPS (as PyTorch's torch.onnx.export and
         convcore.onnx.export write CNNs; Clip only as ReLU6/ReLU, MatMul and
-        Gemm with constant weights, Add of a constant only as a bias).
+        Gemm with constant weights, Resize with torch's coordinate modes,
+        Shape and Slice only to compute Resize's sizes).
     dtype : float32 or float64 for the layers; default the model's.
 
     Returns a convcore.onnx.graph.Graph: a Module with forward, backward,
