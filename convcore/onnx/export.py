@@ -95,8 +95,9 @@ def _conv(g, m, x, y, path):
                     total[1] - total[1] // 2]
     else:
         pads = _pads(m.padding)
-    return g.node("Conv", [x] + _weight_and_bias(g, m, path), path, kernel_shape=list(m.kernel_size), strides=list(m.stride),
-                  pads=pads, dilations=list(m.dilation), group=m.groups)
+    return g.node("Conv", [x] + _weight_and_bias(g, m, path), path,
+                  kernel_shape=list(m.kernel_size), strides=list(m.stride), pads=pads,
+                  dilations=list(m.dilation), group=m.groups)
 
 
 def _linear(g, m, x, y, path, x_ndim):
@@ -246,8 +247,9 @@ def _pad_shortcut(g, m, x, y, path):
 
 
 def _conv_transpose(g, m, x, y, path):
-    return g.node("ConvTranspose", [x] + _weight_and_bias(g, m, path), path, kernel_shape=list(m.kernel_size),
-                  strides=list(m.stride), pads=_pads(m.padding), dilations=list(m.dilation),
+    return g.node("ConvTranspose", [x] + _weight_and_bias(g, m, path), path,
+                  kernel_shape=list(m.kernel_size), strides=list(m.stride),
+                  pads=_pads(m.padding), dilations=list(m.dilation),
                   output_padding=list(m.output_padding), group=m.groups)
 
 

@@ -253,9 +253,10 @@ def _conv_transpose(ctx, node, attrs):
     b = ctx.const(node, 2, "bias")
     if "output_shape" in attrs:
         raise _form(node, "output_shape is not supported; give pads and output_padding")
-    auto_pad = attrs.get("auto_pad", b"NOTSET")
-    if auto_pad not in (b"NOTSET", "NOTSET"):
-        raise _form(node, f"auto_pad={auto_pad!r} is not supported; give pads")
+    auto_pad = _text(attrs.get("auto_pad", "NOTSET"))
+    if auto_pad not in ("NOTSET", "VALID"):
+        # SAME_* pad the output of a transposed convolution, not the input
+        raise _form(node, f"auto_pad={auto_pad} is not supported; give pads")
     groups = int(attrs.get("group", 1))
     kernel = attrs.get("kernel_shape", w.shape[2:])
     stride, padding, dilation = _spatial(node, attrs, kernel)

@@ -133,6 +133,21 @@ def test_layer_exports_runs_and_loads_back(name, opset, rng):
     _close(_onnxruntime(again, x), expected)
 
 
+@pytest.mark.parametrize("opset", OPSETS)
+def test_float64_graph_loads_back_exactly(opset, rng):
+    """(onnxruntime has no float64 Erf or Resize kernels: convcore runs it)"""
+    model = _randomize(nn.Sequential(
+        nn.Conv2d(2, 3, 1, dtype=np.float64), nn.Upsample(scale_factor=2, mode="bilinear"),
+        nn.GELU(), nn.SiLU(), nn.Flatten(), nn.Linear(3 * 16, 4, dtype=np.float64),
+        nn.LogSoftmax(1)), rng)
+    proto = export(model, (1, 2, 2, 2), opset=opset, dtype=np.float64)
+    x = rng.standard_normal((3, 2, 2, 2))
+    loaded = load(proto).eval()
+    y = loaded(x)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, model.eval()(x), rtol=1e-13, atol=1e-14)
+
+
 RESIZE_ATTRS = {
     "nearest_size": ("nearest", "asymmetric", "floor"),
     "nearest_exact_size": ("nearest", "half_pixel", "round_prefer_ceil"),
