@@ -268,6 +268,10 @@ def test_mul_of_two_tensors_backward(rng):
      {"s": np.array([1, 2, 2, 2], np.float32)}, "resize the batch or channel axis"),
     (onnx.helper.make_node("ConvTranspose", ["x", "w"], ["y"], output_shape=[4, 4]),
      {"w": np.ones((3, 1, 2, 2), np.float32)}, "output_shape"),
+    (onnx.helper.make_node("ConvTranspose", ["x", "w"], ["y"], auto_pad="SAME_UPPER"),
+     {"w": np.ones((3, 1, 2, 2), np.float32)}, "auto_pad=SAME_UPPER"),
+    (onnx.helper.make_node("Resize", ["x", "", "", "s"], ["y"], mode="linear"),
+     {"s": np.array([3], np.int64)}, "constant scales or sizes of the two spatial axes"),
 ])
 def test_unconvertible_new_node_forms(node, inits, fragment):
     helper = onnx.helper
