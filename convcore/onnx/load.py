@@ -284,12 +284,15 @@ _UPSAMPLE = {
     ("nearest", "tf_half_pixel_for_nn", "floor"): ("nearest-exact", None),
     ("linear", "align_corners"): ("bilinear", True),
     ("linear", "half_pixel"): ("bilinear", False),
-    # the same but for one-pixel outputs (source 0 instead of torch's)
+    # differs from torch only for an output of one pixel (it reads source 0)
     ("linear", "pytorch_half_pixel"): ("bilinear", False),
 }
 
 
 def _resize(ctx, node, attrs):
+    if ctx.opset < 11:
+        raise _form(node, f"opset {ctx.opset}'s Resize (scales as the second input) is not "
+                          "read; re-export with opset >= 11")
     mode = _text(attrs.get("mode", "nearest"))
     transform = _text(attrs.get("coordinate_transformation_mode", "half_pixel"))
     key = (mode, transform) if mode == "linear" else (
