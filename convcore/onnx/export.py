@@ -16,14 +16,19 @@ import numpy as np
 
 from convcore._runtime.grad_mode import no_grad
 from convcore.models._common import ResidualReLU
+from convcore.models.googlenet import TransformInput
 from convcore.models.mobilenet import InvertedResidual
 from convcore.models.resnet import PadShortcut
-from convcore.nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat,
-                         Conv2d, Dropout, Flatten, GroupNorm, Identity, LayerNorm, LeakyReLU,
-                         Linear, LocalResponseNorm, MaxPool2d, Module, ReLU, ReLU6, Residual,
-                         Sequential, Sigmoid, Softplus, SyncBatchNorm, Tanh)
+from convcore.nn import (GELU, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm1d,
+                         BatchNorm2d, Concat, Conv2d, ConvTranspose2d, Dropout, Dropout2d,
+                         Flatten, GroupNorm, Identity, LayerNorm, LeakyReLU, Linear,
+                         LocalResponseNorm, LogSoftmax, MaxPool2d, Module, ReLU, ReLU6, Residual,
+                         Sequential, Sigmoid, SiLU, Softmax, Softplus, SyncBatchNorm, Tanh,
+                         Upsample)
+from convcore.utils.layout import CHANNELS_LAST
 from convcore.onnx._require import require_onnx
-from convcore.onnx.graph import Add, Cat, Graph, Reshape
+from convcore.onnx.graph import (Add, Cat, Erf, Graph, Mul, Reshape, Scale, Shift,
+                                 Transpose)
 
 DEFAULT_OPSET = 17   # LayerNormalization needs 17; onnxruntime runs 7..21
 MIN_OPSET = 13       # Clip bounds and Slice steps as inputs, axes of Squeeze...
@@ -74,6 +79,12 @@ def _pads(padding):
     return [padding[0], padding[1], padding[0], padding[1]]
 
 
+def _weight_and_bias(g, m, path):
+    """The initializers of a layer's weight and (if it has one) bias."""
+    return [_param(g, path, "weight", m.weight)] + (
+        [] if m.bias is None else [_param(g, path, "bias", m.bias)])
+
+
 def _conv(g, m, x, y, path):
     if isinstance(m.padding, str):
         if m.padding == "valid":
@@ -84,19 +95,16 @@ def _conv(g, m, x, y, path):
                     total[1] - total[1] // 2]
     else:
         pads = _pads(m.padding)
-    inputs = [x, _param(g, path, "weight", m.weight)]
-    if m.bias is not None:
-        inputs.append(_param(g, path, "bias", m.bias))
-    return g.node("Conv", inputs, path, kernel_shape=list(m.kernel_size), strides=list(m.stride),
-                  pads=pads, dilations=list(m.dilation), group=m.groups)
+    return g.node("Conv", [x] + _weight_and_bias(g, m, path), path,
+                  kernel_shape=list(m.kernel_size), strides=list(m.stride), pads=pads,
+                  dilations=list(m.dilation), group=m.groups)
 
 
 def _linear(g, m, x, y, path, x_ndim):
-    w = _param(g, path, "weight", m.weight)
     if x_ndim == 2:
-        inputs = [x, w] + ([] if m.bias is None else [_param(g, path, "bias", m.bias)])
-        return g.node("Gemm", inputs, path, transB=1)
+        return g.node("Gemm", [x] + _weight_and_bias(g, m, path), path, transB=1)
     # Gemm is 2-D only: x @ W^T (+ b) broadcast over the leading dimensions
+    w = _param(g, path, "weight", m.weight)
     wt = g.node("Transpose", [w], path, perm=[1, 0])
     out = g.node("MatMul", [x, wt], path)
     if m.bias is not None:
@@ -166,17 +174,28 @@ def _adaptive_matrix(n_in, n_out):
     return a
 
 
-def _adaptive_avg_pool(g, m, x, y, path, x_shape):
+def _adaptive_windows(g, x, y, path, x_shape, global_op, pool_op):
+    """Adaptive pooling written as a fixed pooling where one fits: the
+    global one, none (same size), or equal windows (kernel = stride);
+    None when the windows vary in size."""
     (h, w), (oh, ow) = x_shape[2:], y.shape[2:]
     if (oh, ow) == (1, 1):
-        return g.node("GlobalAveragePool", [x], path)
+        return g.node(global_op, [x], path)
     if (h, w) == (oh, ow):
         return x
     if h % oh == 0 and w % ow == 0:
         k = [h // oh, w // ow]
-        return g.node("AveragePool", [x], path, kernel_shape=k, strides=k)
+        return g.node(pool_op, [x], path, kernel_shape=k, strides=k)
+    return None
+
+
+def _adaptive_avg_pool(g, m, x, y, path, x_shape):
+    out = _adaptive_windows(g, x, y, path, x_shape, "GlobalAveragePool", "AveragePool")
+    if out is not None:
+        return out
     # Windows of varying size (or overlapping, when upsampling): a linear
     # map per axis, A_h @ x @ A_w^T, exact and still dynamic in the batch.
+    (h, w), (oh, ow) = x_shape[2:], y.shape[2:]
     out = g.node("MatMul", [x, g.constant(f"{path}/cols", _adaptive_matrix(w, ow).T)], path)
     return g.node("MatMul", [g.constant(f"{path}/rows", _adaptive_matrix(h, oh)), out], path)
 
@@ -227,23 +246,123 @@ def _pad_shortcut(g, m, x, y, path):
                                           np.int64)], path)
 
 
+def _conv_transpose(g, m, x, y, path):
+    return g.node("ConvTranspose", [x] + _weight_and_bias(g, m, path), path,
+                  kernel_shape=list(m.kernel_size), strides=list(m.stride),
+                  pads=_pads(m.padding), dilations=list(m.dilation),
+                  output_padding=list(m.output_padding), group=m.groups)
+
+
+# torch's source coordinates (convcore.functional.interpolate) as ONNX
+# Resize's: mode -> (mode, coordinate_transformation_mode, nearest_mode)
+_RESIZE = {
+    "nearest": ("nearest", "asymmetric", "floor"),            # floor(o / scale)
+    # floor((o + 0.5) / scale): round half up of (o + 0.5) / scale - 0.5
+    "nearest-exact": ("nearest", "half_pixel", "round_prefer_ceil"),
+    ("bilinear", True): ("linear", "align_corners", "floor"),
+    # not pytorch_half_pixel: torch reads (0.5 * in/out - 0.5) for an
+    # output of one pixel too, not 0; below 0 both clamp to the edge
+    ("bilinear", False): ("linear", "half_pixel", "floor"),
+}
+
+
+def _resize(g, m, x, y, path):
+    key = (m.mode, bool(m.align_corners)) if m.mode == "bilinear" else m.mode
+    mode, transform, nearest = _RESIZE[key]
+    attrs = {"mode": mode, "coordinate_transformation_mode": transform,
+             "nearest_mode": nearest}
+    if m.scale_factor is not None and not m.recompute_scale_factor:
+        # the coordinates divide by the scale itself, as torch's do
+        sh, sw = m.scale_factor if isinstance(m.scale_factor, tuple) else (m.scale_factor,) * 2
+        scales = g.constant(f"{path}/scales", [1.0, 1.0, sh, sw], np.float32)
+        return g.node("Resize", [x, "", scales], path, **attrs)
+    # a size: the coordinates use in/out, as torch's do
+    if g.opset >= 18:
+        sizes = g.constant(f"{path}/sizes", y.shape[2:], np.int64)
+        return g.node("Resize", [x, "", "", sizes], path, axes=[2, 3], **attrs)
+    # before opset 18 the sizes name every axis: the batch's is read from x
+    lead = g.node("Slice", [g.node("Shape", [x], path),
+                            g.constant(f"{path}/zero", [0], np.int64),
+                            g.constant(f"{path}/two", [2], np.int64)], path)
+    sizes = g.node("Concat", [lead, g.constant(f"{path}/sizes", y.shape[2:], np.int64)],
+                   path, axis=0)
+    return g.node("Resize", [x, "", "", sizes], path, **attrs)
+
+
+def _gelu(g, m, x, y, path):
+    if g.opset >= 20:
+        return g.node("Gelu", [x], path, approximate=m.approximate)
+    # the decompositions opset 20's Gelu defines (and torch writes)
+    if m.approximate == "tanh":
+        # x + 0.044715 x^3 as x (1 + 0.044715 x^2)
+        cube = g.node("Mul", [x, g.node("Mul", [x, x], path)], path)
+        inner = g.node("Add", [x, g.node("Mul", [cube, g.constant(f"{path}/c", 0.044715)],
+                                         path)], path)
+        phi = g.node("Tanh", [g.node("Mul", [inner, g.constant(
+            f"{path}/sqrt_2_over_pi", np.sqrt(2.0 / np.pi))], path)], path)
+    else:
+        phi = g.node("Erf", [g.node("Div", [x, g.constant(f"{path}/sqrt2", np.sqrt(2.0))],
+                                    path)], path)
+    one_plus = g.node("Add", [phi, g.constant(f"{path}/one", 1.0)], path)
+    return g.node("Mul", [g.node("Mul", [x, one_plus], path),
+                          g.constant(f"{path}/half", 0.5)], path)
+
+
+def _silu(g, m, x, y, path):
+    return g.node("Mul", [x, g.node("Sigmoid", [x], path)], path)
+
+
+def _softmax(g, m, x, y, path):
+    # the dimension torch resolves (dim=None: its legacy rule) on this rank
+    op = "LogSoftmax" if type(m) is LogSoftmax else "Softmax"
+    return g.node(op, [x], path, axis=m._dim(y.ndim) % y.ndim)
+
+
+def _adaptive_max_pool(g, m, x, y, path, x_shape):
+    if m.return_indices:
+        raise _unsupported(m, path, "return_indices=True has no ONNX output")
+    out = _adaptive_windows(g, x, y, path, x_shape, "GlobalMaxPool", "MaxPool")
+    if out is None:
+        raise _unsupported(m, path, f"output size {tuple(y.shape[2:])} does not divide the "
+                                    f"input's {tuple(x_shape[2:])}: its windows vary in "
+                                    "size, which MaxPool cannot write")
+    return out
+
+
+def _transform_input(g, m, x, y, path):
+    k = (1, 3, 1, 1)
+    out = g.node("Mul", [x, g.constant(f"{path}/scale", m.scale.reshape(k))], path)
+    return g.node("Add", [out, g.constant(f"{path}/shift", m.shift.reshape(k))], path)
+
+
 # Layers written from (graph, module, input name, sample output, path);
 # those that need the input's shape take it as a last argument.
 _LAYERS = {
     Conv2d: _conv, BatchNorm1d: _batch_norm, BatchNorm2d: _batch_norm,
     SyncBatchNorm: _batch_norm, MaxPool2d: _max_pool, AvgPool2d: _avg_pool,
     LocalResponseNorm: _lrn, Softplus: _softplus, ReLU6: _relu6, PadShortcut: _pad_shortcut,
+    ConvTranspose2d: _conv_transpose, Upsample: _resize, GELU: _gelu, SiLU: _silu,
+    Softmax: _softmax, LogSoftmax: _softmax, TransformInput: _transform_input,
     ReLU: lambda g, m, x, y, path: g.node("Relu", [x], path),
     Sigmoid: lambda g, m, x, y, path: g.node("Sigmoid", [x], path),
     Tanh: lambda g, m, x, y, path: g.node("Tanh", [x], path),
     LeakyReLU: lambda g, m, x, y, path: g.node("LeakyRelu", [x], path,
                                                alpha=m.negative_slope),
     Dropout: lambda g, m, x, y, path: x,
+    Dropout2d: lambda g, m, x, y, path: x,
+    # the Graph's own layers, written back as the operators they came from
+    Scale: lambda g, m, x, y, path: g.node("Mul", [x, g.constant(f"{path}/value", m.value)],
+                                           path),
+    Shift: lambda g, m, x, y, path: g.node("Add", [x, g.constant(f"{path}/value", m.value)],
+                                           path),
+    Erf: lambda g, m, x, y, path: g.node("Erf", [x], path),
+    Transpose: lambda g, m, x, y, path: g.node("Transpose", [x], path, perm=list(m.perm)),
     Identity: lambda g, m, x, y, path: x,
 }
 _SHAPED = {
     Linear: lambda g, m, x, y, path, shape: _linear(g, m, x, y, path, len(shape)),
     Flatten: _flatten, AdaptiveAvgPool2d: _adaptive_avg_pool, GroupNorm: _group_norm,
+    AdaptiveMaxPool2d: _adaptive_max_pool,
     LayerNorm: lambda g, m, x, y, path, shape: _layer_norm(
         g, x, path, -len(m.normalized_shape), m.eps, m.normalized_shape, m.weight, m.bias),
 }
@@ -286,9 +405,29 @@ def _walk(g, m, x, sample, path):
     if t not in _LAYERS and t not in _SHAPED:
         raise _unsupported(m, path)
     y = m(sample)
+    if getattr(m, "data_format", None) == CHANNELS_LAST and sample.ndim >= 3:
+        return _channels_last(g, m, x, sample, y, path), y
+    return _write(g, m, x, sample.shape, y, path), y
+
+
+def _write(g, m, x, x_shape, y, path):
+    t = type(m)
     if t in _LAYERS:
-        return _LAYERS[t](g, m, x, y, path), y
-    return _SHAPED[t](g, m, x, y, path, sample.shape), y
+        return _LAYERS[t](g, m, x, y, path)
+    return _SHAPED[t](g, m, x, y, path, x_shape)
+
+
+def _channels_last(g, m, x, sample, y, path):
+    """A channels-last layer written as its channels-first twin between
+    Transposes (NHWC -> NCHW -> NHWC); onnxruntime cancels the pairs that
+    meet between consecutive channels-last layers."""
+    nd = sample.ndim
+    to_first = [0, nd - 1] + list(range(1, nd - 1))
+    x = g.node("Transpose", [x], path, perm=to_first)
+    if type(m) is Flatten:   # flattens in channels-first order: nothing to move back
+        return _write(g, m, x, sample.transpose(to_first).shape, y, path)
+    out = _write(g, m, x, sample.transpose(to_first).shape, y.transpose(to_first), path)
+    return g.node("Transpose", [out], path, perm=[0] + list(range(2, nd)) + [1])
 
 
 def _walk_graph(g, graph, x, sample, path):
@@ -301,6 +440,8 @@ def _walk_graph(g, graph, x, sample, path):
         args = [samples[t] for t in node.inputs]
         if type(m) is Add:
             out, s = g.node("Add", ins, where), args[0] + args[1]
+        elif type(m) is Mul:
+            out, s = g.node("Mul", ins, where), args[0] * args[1]
         elif type(m) is Cat:
             out = g.node("Concat", ins, where, axis=m.axis)
             s = np.concatenate(args, axis=m.axis)
@@ -328,15 +469,19 @@ def export(model, input_shape, path=None, *, opset=None, dtype=np.float32,
     Parameters
     ----------
     model : Module built from the supported layers (every convcore.models
-        network; Conv2d, Linear, BatchNorm, activations, pooling, LRN,
-        Dropout, Flatten, Identity, GroupNorm, LayerNorm, Sequential,
-        Residual, Concat, and the Graph that load() builds). The eval-mode
+        network; Conv2d, ConvTranspose2d, Linear, BatchNorm, activations
+        (GELU, SiLU, Softmax, LogSoftmax among them), pooling, Upsample,
+        LRN, Dropout, Dropout2d, Flatten, Identity, GroupNorm, LayerNorm,
+        Sequential, Residual, Concat, and the Graph that load() builds;
+        channels-last layers between Transposes). The eval-mode
         network is written; the model's train/eval flags are left as they
         were.
     input_shape : shape of one input, batch included, e.g. (1, 3, 224, 224);
         the batch dimension becomes symbolic ("batch") in the graph.
     path : file to write (str or os.PathLike), or None to only return it.
-    opset : ONNX opset version (default 17; at least 13).
+    opset : ONNX opset version (default 17; at least 13). GELU is the
+        Gelu operator from 20, its formula below; Upsample to a size
+        has constant sizes from 18, below them sizes read from the input.
     dtype : float32 (default) or float64, for the input, output and weights.
 
     Returns the onnx.ModelProto, checked with onnx.checker.check_model.

@@ -1,6 +1,7 @@
 """Graph: a Module that runs layers wired as a DAG, as an imported ONNX
-graph is (convcore.onnx.load builds it), and the small multi-input and
-reshaping layers ONNX graphs need besides convcore.nn's.
+graph is (convcore.onnx.load builds it), and the small multi-input,
+reshaping and elementwise layers ONNX graphs need besides convcore.nn's
+(Add, Mul, Cat, Reshape, Transpose, Scale, Shift, Erf).
 
     values = {input: x}
     forward:  for node in topological order: values[out] = module(*values[ins])
@@ -12,7 +13,10 @@ plain Scope modules, so the state_dict keys are the dotted names: those
 of the PyTorch model an ONNX file was exported from, where the exporter
 kept them.
 """
+import math
+
 import numpy as np
+from scipy import special
 
 from convcore.nn import Module
 
@@ -45,6 +49,92 @@ class Add(Module):
     def backward(self, grad_y):
         sa, sb = self._saved()
         return _unbroadcast(grad_y, sa), _unbroadcast(grad_y, sb)
+
+
+class Mul(Module):
+    """a * b with numpy broadcasting (x * Sigmoid(x), a gate); backward
+    returns the gradients of both inputs."""
+
+    def forward(self, a, b):
+        self._save_for_backward(a, b)
+        return a * b
+
+    def backward(self, grad_y):
+        a, b = self._saved()
+        return _unbroadcast(grad_y * b, np.shape(a)), _unbroadcast(grad_y * a, np.shape(b))
+
+
+class Constant(Module):
+    """An elementwise operation with a fixed operand `value` (broadcast
+    as numpy does; not a Parameter): ONNX's Mul, Div, Add and Sub of a
+    constant, as GELU's decomposition and input normalisations use."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = np.asarray(value)
+
+    def extra_repr(self):
+        return f"value={self.value if self.value.size <= 4 else self.value.shape}"
+
+
+class Scale(Constant):
+    """x * value."""
+
+    def forward(self, x):
+        self._save_for_backward(np.shape(x))
+        return x * self.value.astype(x.dtype, copy=False)
+
+    def backward(self, grad_y):
+        (shape,) = self._saved()
+        return _unbroadcast(grad_y * self.value.astype(grad_y.dtype, copy=False), shape)
+
+
+class Shift(Constant):
+    """x + value."""
+
+    def forward(self, x):
+        self._save_for_backward(np.shape(x))
+        return x + self.value.astype(x.dtype, copy=False)
+
+    def backward(self, grad_y):
+        (shape,) = self._saved()
+        return _unbroadcast(grad_y, shape)
+
+
+class Erf(Module):
+    """The error function (ONNX Erf), a step of GELU's decomposition."""
+
+    def forward(self, x):
+        self._save_for_backward(x)
+        return special.erf(x)
+
+    def backward(self, grad_y):
+        (x,) = self._saved()
+        # a Python float keeps float32 gradients float32
+        return grad_y * (2.0 / math.sqrt(math.pi)) * np.exp(-np.square(x))
+
+
+class Transpose(Module):
+    """Axes permuted by `perm` (ONNX Transpose of a tensor): the moves
+    around a channels-last layer."""
+
+    def __init__(self, perm):
+        super().__init__()
+        self.perm = tuple(int(p) for p in perm)
+
+    def forward(self, x):
+        if x.ndim != len(self.perm):
+            raise ValueError(f"Transpose: perm {self.perm} does not fit an input of shape "
+                             f"{x.shape}")
+        self._save_for_backward(True)
+        return x.transpose(self.perm)
+
+    def backward(self, grad_y):
+        self._saved()
+        return grad_y.transpose(np.argsort(self.perm))
+
+    def extra_repr(self):
+        return f"perm={self.perm}"
 
 
 class Cat(Module):

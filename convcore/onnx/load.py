@@ -2,8 +2,9 @@
 
 Each ONNX node becomes one convcore layer with the node's weights as its
 Parameters (Conv -> Conv2d, Gemm or MatMul (+ Add of a bias) -> Linear,
-BatchNormalization -> BatchNorm1d/2d, ...); Identity vanishes;
-Add of two tensors and Concat become Graph's Add and Cat. A layer is
+BatchNormalization -> BatchNorm1d/2d, Resize -> Upsample, ...); Identity
+vanishes; Add and Mul of two tensors, Concat, Transpose, and arithmetic
+with a constant become Graph's Add, Mul, Cat, Transpose, Shift and Scale. A layer is
 named after its weight's initializer when that is a PyTorch-style key
 ("layer1.0.conv1.weight" -> "layer1.0.conv1"), so the state_dict keys
 are the exporting model's.
@@ -14,11 +15,13 @@ import re
 import numpy as np
 
 from convcore import init
-from convcore.nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d,
-                         Dropout, Flatten, LayerNorm, LeakyReLU, Linear, LocalResponseNorm,
-                         MaxPool2d, ReLU, ReLU6, Sigmoid, Softplus, Tanh)
+from convcore.nn import (GELU, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm1d,
+                         BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Flatten, LayerNorm,
+                         LeakyReLU, Linear, LocalResponseNorm, LogSoftmax, MaxPool2d, ReLU,
+                         ReLU6, Sigmoid, Softmax, Softplus, Tanh, Upsample)
 from convcore.onnx._require import require_onnx
-from convcore.onnx.graph import Add, Cat, Graph, Node, Reshape
+from convcore.onnx.graph import (Add, Cat, Erf, Graph, Mul, Node, Reshape, Scale, Shift,
+                                 Transpose)
 
 _TORCH_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 
@@ -27,20 +30,24 @@ class _Context:
     """What the converters need: constants, tensor ranks, the dtype, and
     the names of the layers made so far."""
 
-    def __init__(self, constants, ranks, dtype):
-        self.constants, self.ranks, self.dtype = constants, ranks, dtype
+    def __init__(self, constants, ranks, dtype, opset):
+        self.constants, self.ranks, self.dtype, self.opset = constants, ranks, dtype, opset
         self.leaves = set()     # dotted names of the layers
         self.scopes = set()     # their enclosing names ("layer1", "layer1.0")
         self.count = 0
         self.origin = {}        # constant made from an initializer -> its name
 
-    def const(self, node, i, what):
+    def const(self, node, i, what, shape_ok=False):
         name = node.input[i] if i < len(node.input) else ""
         if not name:
             return None
         if name not in self.constants:
             raise _form(node, f"its {what} ({name!r}) must be a constant (an initializer)")
-        return self.constants[name]
+        value = self.constants[name]
+        if isinstance(value, _ShapeOf) and not shape_ok:
+            raise _form(node, f"its {what} ({name!r}) is computed from a tensor's shape; "
+                              "only Resize's sizes may be")
+        return value
 
     def param(self, value):
         return np.array(value, dtype=self.dtype)
@@ -65,6 +72,15 @@ class _Context:
             if flat not in self.leaves and flat not in self.scopes:
                 self.leaves.add(flat)
                 return flat
+
+
+class _ShapeOf:
+    """A shape computed in the graph, as PyTorch writes Resize's sizes
+    (Concat(Slice(Shape(x), 0, 2), [oh, ow])): the first `lead` sizes of
+    tensor `source`, then the constants `tail`."""
+
+    def __init__(self, source, lead, tail=()):
+        self.source, self.lead, self.tail = source, lead, tuple(int(t) for t in tail)
 
 
 def _form(node, why):
@@ -232,17 +248,116 @@ def _layer_norm(ctx, node, attrs):
     return m, 1
 
 
+def _conv_transpose(ctx, node, attrs):
+    w = ctx.const(node, 1, "weight")
+    b = ctx.const(node, 2, "bias")
+    if "output_shape" in attrs:
+        raise _form(node, "output_shape is not supported; give pads and output_padding")
+    auto_pad = _text(attrs.get("auto_pad", "NOTSET"))
+    if auto_pad not in ("NOTSET", "VALID"):
+        # SAME_* pad the output of a transposed convolution, not the input
+        raise _form(node, f"auto_pad={auto_pad} is not supported; give pads")
+    groups = int(attrs.get("group", 1))
+    kernel = attrs.get("kernel_shape", w.shape[2:])
+    stride, padding, dilation = _spatial(node, attrs, kernel)
+    m = ConvTranspose2d(w.shape[0], w.shape[1] * groups, tuple(kernel), stride=stride,
+                        padding=padding, output_padding=tuple(attrs.get("output_padding",
+                                                                        (0, 0))),
+                        groups=groups, bias=b is not None, dilation=dilation,
+                        dtype=ctx.dtype)
+    m.weight.data = ctx.param(w)
+    if b is not None:
+        m.bias.data = ctx.param(b)
+    return m, 1
+
+
+def _text(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+# Resize's (mode, coordinate_transformation_mode, nearest_mode) ->
+# Upsample's (mode, align_corners); the inverse of export's table, with the
+# other spellings PyTorch and TensorFlow converters use for the same rules
+_UPSAMPLE = {
+    ("nearest", "asymmetric", "floor"): ("nearest", None),
+    ("nearest", "half_pixel", "round_prefer_ceil"): ("nearest-exact", None),
+    ("nearest", "tf_half_pixel_for_nn", "floor"): ("nearest-exact", None),
+    ("linear", "align_corners"): ("bilinear", True),
+    ("linear", "half_pixel"): ("bilinear", False),
+    # differs from torch only for an output of one pixel (it reads source 0)
+    ("linear", "pytorch_half_pixel"): ("bilinear", False),
+}
+
+
+def _resize(ctx, node, attrs):
+    if ctx.opset < 11:
+        raise _form(node, f"opset {ctx.opset}'s Resize (scales as the second input) is not "
+                          "read; re-export with opset >= 11")
+    mode = _text(attrs.get("mode", "nearest"))
+    transform = _text(attrs.get("coordinate_transformation_mode", "half_pixel"))
+    key = (mode, transform) if mode == "linear" else (
+        mode, transform, _text(attrs.get("nearest_mode", "round_prefer_floor")))
+    if key not in _UPSAMPLE or attrs.get("antialias", 0) or _text(
+            attrs.get("keep_aspect_ratio_policy", "stretch")) != "stretch":
+        raise _form(node, f"mode={mode!r}, coordinate_transformation_mode={transform!r}"
+                          f"{'' if mode == 'linear' else f', nearest_mode={key[2]!r}'} is not "
+                          "one of torch's interpolations (nearest, nearest-exact, bilinear)")
+    upsample_mode, corners = _UPSAMPLE[key]
+    axes = tuple(a % 4 for a in attrs.get("axes", (0, 1, 2, 3)))
+    scales = ctx.const(node, 2, "scales")
+    sizes = ctx.const(node, 3, "sizes", shape_ok=True)
+    if scales is not None and scales.size:
+        scales = dict(zip(axes, (_short(v) for v in np.ravel(scales))))
+        if scales.get(0, 1.0) != 1.0 or scales.get(1, 1.0) != 1.0:
+            raise _form(node, f"scales {scales} resize the batch or channel axis")
+        factor = (scales.get(2, 1.0), scales.get(3, 1.0))
+        return Upsample(scale_factor=factor, mode=upsample_mode, align_corners=corners,
+                        dtype=ctx.dtype), None
+    if isinstance(sizes, _ShapeOf):
+        if sizes.lead != 2 or len(sizes.tail) != 2 or sizes.source != node.input[0]:
+            raise _form(node, "its sizes must be the input's batch and channels, then "
+                              "two constants")
+        size = sizes.tail
+    elif sizes is not None and axes == (2, 3):
+        size = tuple(np.ravel(sizes).tolist())
+    elif sizes is not None and len(axes) == 4 and np.size(sizes) == 4:
+        # N and C fixed in the file; Upsample keeps the input's own
+        size = tuple(np.ravel(sizes)[2:].tolist())
+    else:
+        raise _form(node, "it needs constant scales or sizes of the two spatial axes")
+    return Upsample(size=tuple(int(s) for s in size), mode=upsample_mode,
+                    align_corners=corners, dtype=ctx.dtype), None
+
+
+def _softmax(ctx, node, attrs):
+    axis = attrs.get("axis", -1 if ctx.opset >= 13 else 1)
+    rank = ctx.ranks.get(node.input[0])
+    if ctx.opset < 13 and (rank is None or axis % rank != rank - 1):
+        # before opset 13 Softmax normalised all axes from `axis` on together
+        raise _form(node, f"opset {ctx.opset}'s Softmax over axes {axis}.. is not a "
+                          "softmax along one dimension")
+    cls = LogSoftmax if node.op_type == "LogSoftmax" else Softmax
+    return cls(dim=int(axis), dtype=ctx.dtype), None
+
+
 def _simple(make):
     return lambda ctx, node, attrs: (make(ctx, attrs), None)
 
 
 # op type -> converter(ctx, node, attrs) -> (module, index of the input
-# naming the layer, or None). Identity, Add, Concat, Constant, Cast and
-# Transpose (of constants only) are wired by load() itself.
+# naming the layer, or None). The _WIRING ops are wired by load() itself:
+# Identity, Add/Sub/Mul/Div (two tensors, or a tensor and a constant),
+# Concat, Transpose, and what computes constants (Constant, Cast, and
+# Shape and Slice for Resize's sizes).
 _CONVERTERS = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batch_norm,
     "Clip": _clip, "Dropout": _dropout, "MaxPool": _pool, "AveragePool": _pool, "Flatten": _flatten,
     "Reshape": _reshape, "LayerNormalization": _layer_norm,
+    "ConvTranspose": _conv_transpose, "Resize": _resize, "Softmax": _softmax,
+    "LogSoftmax": _softmax,
+    "Gelu": _simple(lambda ctx, a: GELU(_text(a.get("approximate", "none")), dtype=ctx.dtype)),
+    "GlobalMaxPool": _simple(lambda ctx, a: AdaptiveMaxPool2d(1, dtype=ctx.dtype)),
+    "Erf": _simple(lambda ctx, a: Erf()),
     "Relu": _simple(lambda ctx, a: ReLU(dtype=ctx.dtype)),
     "Sigmoid": _simple(lambda ctx, a: Sigmoid(dtype=ctx.dtype)),
     "Tanh": _simple(lambda ctx, a: Tanh(dtype=ctx.dtype)),
@@ -253,7 +368,8 @@ _CONVERTERS = {
         a["size"], a.get("alpha", 1e-4), a.get("beta", 0.75), a.get("bias", 1.0),
         dtype=ctx.dtype)),
 }
-_WIRING = ("Identity", "Add", "Concat", "Constant", "Cast", "Transpose")
+_WIRING = ("Identity", "Add", "Sub", "Mul", "Div", "Concat", "Constant", "Cast", "Transpose",
+           "Shape", "Slice")
 SUPPORTED_OPS = tuple(sorted((*_CONVERTERS, *_WIRING)))
 
 
@@ -268,27 +384,71 @@ def _fold_constant(onnx, ctx, node, attrs):
     elif op == "Cast":   # PyTorch's Clip bounds, unfolded
         ctx.constants[out] = ctx.const(node, 0, "input").astype(
             onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
-    elif op == "Transpose":   # a weight: Linear on N-D inputs
+    elif op == "Transpose" and node.input[0] in ctx.constants:   # Linear on N-D inputs
         ctx.constants[out] = np.transpose(ctx.const(node, 0, "input"), attrs.get("perm"))
         ctx.origin[out] = node.input[0]   # the layer's name comes from it
     elif op == "Identity" and node.input[0] in ctx.constants:
         # PyTorch shares equal weights so
         ctx.constants[out] = ctx.constants[node.input[0]]
+    elif op == "Shape":
+        if attrs.get("start", 0) != 0 or "end" in attrs:
+            raise _form(node, "only the whole shape (no start, end) is read")
+        ctx.constants[out] = _ShapeOf(node.input[0], ctx.ranks.get(node.input[0], 99))
+    elif op == "Slice":
+        ctx.constants[out] = _slice_shape(ctx, node)
+    elif op == "Concat" and isinstance(ctx.constants.get(node.input[0]), _ShapeOf):
+        first = ctx.const(node, 0, "shape", shape_ok=True)
+        if first.tail or attrs.get("axis") not in (0, -1):
+            raise _form(node, "only a shape's leading sizes followed by constants are read")
+        tail = np.concatenate([np.ravel(ctx.const(node, i, "size"))
+                               for i in range(1, len(node.input))])
+        ctx.constants[out] = _ShapeOf(first.source, first.lead, tail)
     else:
         return False
     return True
 
 
-def _add_bias(ctx, node, layer, uses):
-    """Add(MatMul(x, W), b): b becomes the bias of the Linear the MatMul
-    made, when nothing else reads the MatMul's result."""
-    a, b = node.input
-    bias = ctx.constants[a] if a in ctx.constants else ctx.constants[b]
-    if not (isinstance(layer, Linear) and layer.bias is None and uses == 1
-            and bias.size in (1, layer.out_features)):
-        raise _form(node, "adding a constant is supported only as the bias of the "
-                          "MatMul before it")
-    layer.bias = _linear(ctx, layer.weight.data, bias).bias
+def _slice_shape(ctx, node):
+    """Slice(Shape(x), 0, k): x's first k sizes."""
+    shape = ctx.constants.get(node.input[0])
+    if not isinstance(shape, _ShapeOf):
+        raise _form(node, "only a slice of a Shape (Resize's sizes) is supported")
+    starts, ends = (np.ravel(ctx.const(node, i, what)).tolist()
+                    for i, what in ((1, "starts"), (2, "ends")))
+    axes = ctx.const(node, 3, "axes")
+    steps = ctx.const(node, 4, "steps")
+    if (shape.tail or starts != [0] or len(ends) != 1 or (axes is not None and np.ravel(
+            axes).tolist() not in ([0], [-1])) or (steps is not None and
+                                                   np.ravel(steps).tolist() != [1])):
+        raise _form(node, "only the leading sizes of a shape (starts 0, step 1) are read")
+    return _ShapeOf(shape.source, min(shape.lead, ends[0]))
+
+
+def _arithmetic(ctx, node, made_by, consumers, data):
+    """Add, Sub, Mul, Div of two tensors or of a tensor and a constant ->
+    (module, its inputs), or None when an Add's constant became the bias
+    of the MatMul before it."""
+    op, (a, b) = node.op_type, node.input
+    if a in ctx.constants or b in ctx.constants:
+        x, c = (b, a) if a in ctx.constants else (a, b)
+        value = np.asarray(ctx.const(node, list(node.input).index(c), "operand"))
+        if op == "Add":
+            layer = made_by.get(data(x))
+            if (isinstance(layer, Linear) and layer.bias is None and consumers.get(x) == 1
+                    and value.size in (1, layer.out_features)):
+                layer.bias = _linear(ctx, layer.weight.data, value).bias
+                return None
+        if op in ("Sub", "Div") and x != a:
+            raise _form(node, f"{op} of a tensor from a constant is not supported")
+        value = ctx.param(value)
+        module = {"Add": lambda: Shift(value), "Sub": lambda: Shift(-value),
+                  "Mul": lambda: Scale(value), "Div": lambda: Scale(1 / value)}[op]()
+        return module, [data(x)]
+    if op == "Add":
+        return Add(), [data(a), data(b)]
+    if op == "Mul":   # x * Sigmoid(x): SiLU
+        return Mul(), [data(a), data(b)]
+    raise _form(node, f"{op} of two tensors is not supported (only Add and Mul are)")
 
 
 def _op_name(node):
@@ -331,7 +491,8 @@ def load(path_or_model, *, dtype=None):
         with one input and one output, whose operators are among
         SUPPORTED_OPS (as PyTorch's torch.onnx.export and
         convcore.onnx.export write CNNs; Clip only as ReLU6/ReLU, MatMul and
-        Gemm with constant weights, Add of a constant only as a bias).
+        Gemm with constant weights, Resize with torch's coordinate modes,
+        Shape and Slice only to compute Resize's sizes).
     dtype : float32 or float64 for the layers; default the model's.
 
     Returns a convcore.onnx.graph.Graph: a Module with forward, backward,
@@ -358,7 +519,8 @@ def load(path_or_model, *, dtype=None):
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"convcore.onnx.load: dtype must be float32 or float64, got {dtype}")
-    ctx = _Context(constants, _ranks(onnx, proto), dtype)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+    ctx = _Context(constants, _ranks(onnx, proto), dtype, opset)
     consumers = {}
     for n in g.node:
         for t in n.input:
@@ -377,14 +539,17 @@ def load(path_or_model, *, dtype=None):
             if op == "Identity":
                 alias[n.output[0]] = data(n.input[0])
                 continue
-            if op == "Add":
-                a, b = n.input
-                if a in constants or b in constants:
-                    x = b if a in constants else a
-                    _add_bias(ctx, n, made_by.get(data(x)), consumers.get(x))
-                    alias[n.output[0]] = data(x)
+            if op in ("Add", "Sub", "Mul", "Div"):
+                made = _arithmetic(ctx, n, made_by, consumers, data)
+                if made is None:   # a bias
+                    alias[n.output[0]] = data(n.input[0] if n.input[1] in constants
+                                              else n.input[1])
                     continue
-                module, ins = Add(), [data(a), data(b)]
+                (module, ins), name = made, ctx.layer_name(n)
+            elif op == "Transpose":
+                if "perm" not in attrs:
+                    raise _form(n, "a perm is needed (the default reverses the axes)")
+                module, ins = Transpose(attrs["perm"]), [data(n.input[0])]
                 name = ctx.layer_name(n)
             elif op == "Concat":
                 module, ins = Cat(attrs["axis"]), [data(t) for t in n.input]

@@ -31,8 +31,14 @@ ZOO = {
     "resnet20": ({"input_size": 32}, (2, 3, 32, 32)),
     "mobilenet_v1": ({"input_size": 32}, (2, 3, 32, 32)),
     "mobilenet_v2": ({"input_size": 32}, (2, 3, 32, 32)),
+    # torchvision's: AlexNet's adaptive pool averages uneven windows on 63x63
+    "alexnet_torchvision": ({"input_size": 63}, (2, 3, 63, 63)),
+    "googlenet_torchvision": ({"input_size": 32}, (2, 3, 32, 32)),
+    "googlenet_torchvision_transform_input": ({"input_size": 32, "transform_input": True},
+                                              (2, 3, 32, 32)),
 }
-_BUILDER = {"alexnet_two_towers": "alexnet", "vgg11_pooled": "vgg11"}
+_BUILDER = {"alexnet_two_towers": "alexnet", "vgg11_pooled": "vgg11",
+            "googlenet_torchvision_transform_input": "googlenet_torchvision"}
 
 
 @pytest.fixture(autouse=True)
