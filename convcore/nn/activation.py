@@ -92,7 +92,8 @@ class Tanh(_Elementwise):
 
 
 class Softplus(_Elementwise):
-    def __init__(self, beta: float = 1.0, threshold: float = 20.0, dtype: DTypeLike = np.float32) -> None:
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0,
+                 dtype: DTypeLike = np.float32) -> None:
         super().__init__(dtype)
         self.beta = float(beta)
         self.threshold = float(threshold)

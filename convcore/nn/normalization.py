@@ -49,8 +49,8 @@ class _BatchNorm(_SameShape):
     _ndims: Tuple[int, ...] = ()
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, dtype: DTypeLike = np.float32, *,
-                 data_format: str = CHANNELS_FIRST) -> None:
+                 affine: bool = True, track_running_stats: bool = True,
+                 dtype: DTypeLike = np.float32, *, data_format: str = CHANNELS_FIRST) -> None:
         super().__init__()
         name = type(self).__name__
         self.data_format = check_data_format(data_format, name)

@@ -1,13 +1,14 @@
 """Upsample: F.interpolate as a layer; caches only the input shape."""
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Tuple
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 from convcore.functional.interpolate import (
-    check_interpolate_arguments, interpolate, interpolate_backward, interpolate_output_size)
+    ScaleFactor, check_interpolate_arguments, interpolate, interpolate_backward,
+    interpolate_output_size)
 from convcore.nn._common import layer_dtype
 from convcore.nn.module import Module
 from convcore.utils.types import Array, IntOrPair
@@ -19,9 +20,10 @@ class Upsample(Module):
     as torch.nn.Upsample; see convcore.functional.interpolate."""
 
     def __init__(self, size: Optional[IntOrPair] = None,
-                 scale_factor: Union[float, Tuple[float, float], None] = None,
+                 scale_factor: ScaleFactor = None,
                  mode: str = "nearest", align_corners: Optional[bool] = None,
-                 recompute_scale_factor: Optional[bool] = None, dtype: DTypeLike = np.float32) -> None:
+                 recompute_scale_factor: Optional[bool] = None,
+                 dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         self.size = tuple(size) if isinstance(size, list) else size
         self.scale_factor = (tuple(float(s) for s in scale_factor)
