@@ -10,9 +10,13 @@ uses its running statistics. The containers' fused paths
 (convcore.nn._fusion) run the same layers, so exporting the layers one
 by one is exact; onnxruntime fuses them again on its side.
 """
+from __future__ import annotations
+
 import os
+from typing import Any, Optional, Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore._runtime.grad_mode import no_grad
 from convcore.models._common import ResidualReLU
@@ -24,6 +28,7 @@ from convcore.nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d,
                          Sequential, Sigmoid, Softplus, SyncBatchNorm, Tanh)
 from convcore.onnx._require import require_onnx
 from convcore.onnx.graph import Add, Cat, Graph, Reshape
+from convcore.utils.types import PathLike
 
 DEFAULT_OPSET = 17   # LayerNormalization needs 17; onnxruntime runs 7..21
 MIN_OPSET = 13       # Clip bounds and Slice steps as inputs, axes of Squeeze...
@@ -321,8 +326,9 @@ def _check_dtype(dtype):
     return dt
 
 
-def export(model, input_shape, path=None, *, opset=None, dtype=np.float32,
-           input_name="input", output_name="output"):
+def export(model: Module, input_shape: Sequence[int], path: Optional[PathLike] = None, *,
+           opset: Optional[int] = None, dtype: DTypeLike = np.float32,
+           input_name: str = "input", output_name: str = "output") -> Any:
     """Write `model` (a convcore nn.Module) as an ONNX model.
 
     Parameters

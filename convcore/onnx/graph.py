@@ -12,15 +12,20 @@ plain Scope modules, so the state_dict keys are the dotted names: those
 of the PyTorch model an ONNX file was exported from, where the exporter
 kept them.
 """
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple
+
 import numpy as np
 
 from convcore.nn import Module
+from convcore.utils.types import Array
 
 
 class Scope(Module):
     """A namespace for the Graph's modules; it does not run."""
 
-    def forward(self, *args):
+    def forward(self, *args: Any) -> Any:
         raise TypeError("Scope only groups a Graph's layers by name; it does not run")
 
 
@@ -38,11 +43,11 @@ class Add(Module):
     """a + b with numpy broadcasting (a residual sum); backward returns
     the gradients of both inputs."""
 
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self._save_for_backward(np.shape(a), np.shape(b))
         return a + b
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Tuple[Array, Array]:
         sa, sb = self._saved()
         return _unbroadcast(grad_y, sa), _unbroadcast(grad_y, sb)
 
@@ -51,21 +56,21 @@ class Cat(Module):
     """Concatenation of several inputs along `axis` (ONNX Concat); backward
     returns one gradient per input."""
 
-    def __init__(self, axis=1):
+    def __init__(self, axis: int = 1) -> None:
         super().__init__()
         self.axis = int(axis)
 
-    def forward(self, *xs):
+    def forward(self, *xs: Array) -> Array:
         axis = self.axis % xs[0].ndim
         self._save_for_backward(axis, [x.shape[axis] for x in xs])
         return np.concatenate(xs, axis=axis)
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Tuple[Array, ...]:
         axis, sizes = self._saved()
         return tuple(np.ascontiguousarray(g) for g in
                      np.split(grad_y, np.cumsum(sizes)[:-1], axis=axis))
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"axis={self.axis}"
 
 
@@ -73,11 +78,11 @@ class Reshape(Module):
     """Reshape to `shape` with ONNX's rules: 0 copies the input's
     dimension there, -1 takes what is left."""
 
-    def __init__(self, shape):
+    def __init__(self, shape: Sequence[int]) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         target = tuple(x.shape[i] if s == 0 else s for i, s in enumerate(self.shape))
         try:
             y = x.reshape(target)
@@ -87,11 +92,11 @@ class Reshape(Module):
         self._save_for_backward(x.shape)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Array:
         (shape,) = self._saved()
         return grad_y.reshape(shape)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"shape={self.shape}"
 
 
@@ -101,11 +106,11 @@ class Node:
 
     __slots__ = ("name", "module", "inputs", "output")
 
-    def __init__(self, name, module, inputs, output):
+    def __init__(self, name: str, module: Module, inputs: Sequence[str], output: str) -> None:
         self.name, self.module = name, module
         self.inputs, self.output = tuple(inputs), output
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Node({self.name!r}: {', '.join(self.inputs)} -> {self.output})"
 
 
@@ -115,7 +120,7 @@ class Graph(Module):
     tensor `output_name`. Each node's module is registered under its
     dotted name."""
 
-    def __init__(self, nodes, input_name, output_name):
+    def __init__(self, nodes: Sequence[Node], input_name: str, output_name: str) -> None:
         super().__init__()
         object.__setattr__(self, "nodes", list(nodes))
         self.input_name, self.output_name = input_name, output_name
@@ -153,7 +158,7 @@ class Graph(Module):
             raise ValueError(f"Graph: two modules named {dotted!r}")
         owner.add_module(leaf, module)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         values = {self.input_name: x}
         for node, free in zip(self.nodes, self._free):
             values[node.output] = node.module(*(values[t] for t in node.inputs))
@@ -162,7 +167,7 @@ class Graph(Module):
         self._save_for_backward(True)
         return values[self.output_name]
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Optional[Array]:
         self._saved()
         grads = {self.output_name: grad_y}
         for node in reversed(self.nodes):
@@ -177,5 +182,5 @@ class Graph(Module):
                     grads[t] = gi if t not in grads else grads[t] + gi
         return grads.get(self.input_name)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{len(self.nodes)} nodes, {self.input_name} -> {self.output_name}"

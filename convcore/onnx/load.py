@@ -8,17 +8,22 @@ named after its weight's initializer when that is a PyTorch-style key
 ("layer1.0.conv1.weight" -> "layer1.0.conv1"), so the state_dict keys
 are the exporting model's.
 """
+from __future__ import annotations
+
 import os
 import re
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore import init
 from convcore.nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d,
                          Dropout, Flatten, LayerNorm, LeakyReLU, Linear, LocalResponseNorm,
-                         MaxPool2d, ReLU, ReLU6, Sigmoid, Softplus, Tanh)
+                         MaxPool2d, Module, ReLU, ReLU6, Sigmoid, Softplus, Tanh)
 from convcore.onnx._require import require_onnx
 from convcore.onnx.graph import Add, Cat, Graph, Node, Reshape
+from convcore.utils.types import PathLike
 
 _TORCH_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 
@@ -322,7 +327,8 @@ def _ranks(onnx, proto):
     return ranks
 
 
-def load(path_or_model, *, dtype=None):
+def load(path_or_model: Union[PathLike, bytes, Any], *,
+         dtype: Optional[DTypeLike] = None) -> Graph:
     """Build a convcore model from an ONNX model.
 
     Parameters
@@ -359,11 +365,13 @@ def load(path_or_model, *, dtype=None):
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"convcore.onnx.load: dtype must be float32 or float64, got {dtype}")
     ctx = _Context(constants, _ranks(onnx, proto), dtype)
-    consumers = {}
+    consumers: Dict[str, int] = {}
     for n in g.node:
         for t in n.input:
             consumers[t] = consumers.get(t, 0) + 1
-    alias, nodes, made_by = {}, [], {}
+    alias: Dict[str, str] = {}
+    nodes: List[Node] = []
+    made_by: Dict[str, Module] = {}
 
     def data(name):
         return alias.get(name, name)
@@ -384,7 +392,8 @@ def load(path_or_model, *, dtype=None):
                     _add_bias(ctx, n, made_by.get(data(x)), consumers.get(x))
                     alias[n.output[0]] = data(x)
                     continue
-                module, ins = Add(), [data(a), data(b)]
+                module: Module = Add()
+                ins = [data(a), data(b)]
                 name = ctx.layer_name(n)
             elif op == "Concat":
                 module, ins = Cat(attrs["axis"]), [data(t) for t in n.input]
