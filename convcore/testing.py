@@ -13,6 +13,10 @@ larger ones are checked along random directions (one directional
 derivative checks every component at once, Chainer's check_backward) and
 at a few random elements.
 """
+from __future__ import annotations
+
+from typing import Any, Callable, Tuple, Union
+
 import numpy as np
 
 from convcore._runtime.grad_mode import no_grad
@@ -25,8 +29,9 @@ class GradcheckError(AssertionError):
     """A backward that disagrees with finite differences of its forward."""
 
 
-def gradcheck(layer_or_fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3,
-              check_params=True, full_size=256, seed=0):
+def gradcheck(layer_or_fn: Union[Module, Tuple[Callable[..., Any], Callable[..., Any]]],
+              inputs: Any, *, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
+              check_params: bool = True, full_size: int = 256, seed: int = 0) -> bool:
     """Check a backward against central differences of its forward.
 
     Parameters

@@ -43,9 +43,11 @@ def test_mypy_passes_on_the_package(tmp_path):
 
 
 USER_CODE = textwrap.dedent("""
+    from typing import Dict, List, Optional
+
     import numpy as np
     import convcore
-    from convcore import F, nn, optim
+    from convcore import F, models, nn, optim
     from convcore.training import History, fit
 
     gen: np.random.Generator = convcore.manual_seed(0)
@@ -59,6 +61,34 @@ USER_CODE = textwrap.dedent("""
     norm: float = optim.clip_grad_norm_(model.parameters(), 1.0)
     state = convcore.load("weights.npz")
     include: str = convcore.get_include()
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 2))
+    out: np.ndarray = net.forward(x)
+    grad_x: Optional[np.ndarray] = net.backward(np.ones_like(out))
+    conv = nn.Conv2d(1, 4, 3, stride=(1, 1), padding="same", rng=0)
+    conv_out: np.ndarray = conv.forward(x)
+    conv_grad: Optional[np.ndarray] = conv.backward(conv_out)
+    bn_out: np.ndarray = nn.BatchNorm2d(4, momentum=None).eval().forward(conv_out)
+    weights: List[nn.Parameter] = net.parameters()
+    first: nn.Module = net[0]
+    sd: Dict[str, np.ndarray] = net.state_dict()
+    missing: List[str] = net.load_state_dict(sd, strict=False).missing_keys
+    same: nn.Sequential = net.train(False)
+    y2: np.ndarray = F.conv2d(x, np.zeros((4, 1, 3, 3), np.float32), None, 1, "same")
+    gx, gw, gb = F.conv2d_backward(y2, x, np.zeros((4, 1, 3, 3), np.float32), padding=1)
+    pooled: np.ndarray = F.max_pool2d(x, 2)
+    pooled2, where = F.max_pool2d(x, 2, return_indices=True)
+    idx: np.ndarray = where
+    loss_value = F.cross_entropy(np.zeros((6, 2)), np.zeros(6, np.int64))
+    resnet: nn.Sequential = models.resnet18(num_classes=10, rng=0)
+    vgg: nn.Sequential = models.vgg11(num_classes=10, input_size=32)
+    by_name: nn.Module = models.get_model("lenet_digits")
+    sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
+    sched.step()
+    lrs: List[float] = sched.get_last_lr()
+    plateau = optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5)
+    plateau.step(0.9)
 """)
 
 
@@ -80,6 +110,16 @@ def test_user_code_calling_the_public_api_type_checks(tmp_path):
     ("optim.SGD(model.parameters(), lr='0.1')", 'incompatible type "str"; expected "float"'),
     ("fit(model, nn.CrossEntropyLoss(), opt, (x, x), epochs='2')",
      'incompatible type "str"; expected "int"'),
+    ('nn.Conv2d("3", 8, 3)', 'incompatible type "str"; expected "int"'),
+    ("nn.Linear(4, 2, bias='yes')", 'incompatible type "str"; expected "bool"'),
+    ("s: str = net.state_dict()", "incompatible types in assignment"),
+    ("n: int = conv.forward(x)", "incompatible types in assignment"),
+    ("conv_grad.sum()", 'item "none" of "ndarray'),
+    ("F.conv2d(x, x, groups=2.0)", 'incompatible type "float"; expected "int"'),
+    ("p: np.ndarray = F.max_pool2d(x, 2, return_indices=True)", "incompatible types in assignment"),
+    ("models.resnet18(num_classes='10')", 'incompatible type "str"; expected "int"'),
+    ("models.vgg16(input_size=2.5)", 'incompatible type "float"'),
+    ("optim.lr_scheduler.StepLR(opt, step_size=1.5)", 'incompatible type "float"; expected "int"'),
 ])
 def test_wrong_calls_are_caught(tmp_path, line, complaint):
     (tmp_path / "user.py").write_text(USER_CODE + line + "\n")

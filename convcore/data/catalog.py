@@ -1,12 +1,19 @@
 """load_dataset(name, data_dir): one entry point for the CLI and scripts."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
 from convcore.data.cifar import load_cifar10
 from convcore.data.digits import load_digits
 from convcore.data.idx import load_mnist
+from convcore.utils.types import PathLike
+from convcore.data.dataset import ArrayDataset
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 
 
-def load_dataset(name, data_dir=None, seed=0):
+def load_dataset(name: str, data_dir: Optional[PathLike] = None,
+                 seed: int = 0) -> Tuple[ArrayDataset, ArrayDataset]:
     """(train, test) ArrayDatasets of a named data set.
 
     "digits" is embedded (no data_dir; `seed` fixes its split); "mnist",

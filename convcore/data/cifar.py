@@ -5,7 +5,10 @@ Each batch file is a plain sequence of records: 1 label byte (0..9) then
 row-major), so a record reshapes straight to (3, 32, 32): NCHW with no
 transpose. The Python version's pickles are never read: unpickling a file
 runs whatever code it names."""
+from __future__ import annotations
+
 import os
+from typing import Tuple
 
 import numpy as np
 
@@ -14,6 +17,7 @@ from convcore.data.dataset import ArrayDataset
 from convcore.utils.layout import (
     CHANNELS_FIRST, check_data_format, from_channels_first, shape_from_channels_first,
     to_channels_first)
+from convcore.utils.types import Array, PathLike
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -25,7 +29,8 @@ _SUBDIRS = ("", "cifar-10-batches-bin")
 _MAX_FILE_BYTES = 1 << 28  # a real batch is 30,730,000 bytes; refuse gzip bombs
 
 
-def read_cifar_batch(path, num_classes=10, data_format=CHANNELS_FIRST):
+def read_cifar_batch(path: PathLike, num_classes: int = 10,
+                     data_format: str = CHANNELS_FIRST) -> Tuple[Array, Array]:
     """(images uint8 (N, 3, 32, 32), labels uint8 (N,)) from one binary batch;
     images (N, 32, 32, 3) (C-contiguous) with data_format="channels_last",
     as image libraries take them. The file length must be a positive
@@ -61,7 +66,7 @@ def _read_class_names(directory):
     return tuple(names) if len(names) == 10 else CIFAR10_CLASSES
 
 
-def load_cifar10(data_dir):
+def load_cifar10(data_dir: PathLike) -> Tuple[ArrayDataset, ArrayDataset]:
     """(train, test) ArrayDatasets from data_batch_1..5.bin and test_batch.bin
     in `data_dir` (or its cifar-10-batches-bin subdirectory): float32
     (N, 3, 32, 32) in [0, 1] (pixel / 255), int64 labels."""
@@ -90,7 +95,8 @@ def load_cifar10(data_dir):
     return to_dataset(train_paths, "cifar10-train"), to_dataset([test_path], "cifar10-test")
 
 
-def write_cifar_batch(path, images, labels, data_format=CHANNELS_FIRST):
+def write_cifar_batch(path: PathLike, images: Array, labels: Array,
+                      data_format: str = CHANNELS_FIRST) -> PathLike:
     """Write uint8 images (N, 3, 32, 32), or (N, 32, 32, 3) with
     data_format="channels_last", and labels (N,) as one binary batch (the
     inverse of read_cifar_batch; for fixtures and exports). Images of any

@@ -1,10 +1,17 @@
 """Class weights for imbalanced data, from class frequencies."""
+from __future__ import annotations
+
+from typing import Optional
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore.utils.validation import check_int
+from convcore.utils.types import Array
 
 
-def class_weights(labels, num_classes=None, dtype=np.float32):
+def class_weights(labels: Array, num_classes: Optional[int] = None,
+                  dtype: DTypeLike = np.float32) -> Array:
     """Inverse-frequency weights, normalised as scikit-learn's "balanced":
 
         weight[c] = n_samples / (num_classes * count[c])

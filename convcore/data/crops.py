@@ -3,9 +3,12 @@
 evaluate: average the network's scores over the crops of each image.
 
 Same-size random shifts with zero padding are RandomShift in transforms.py."""
+from __future__ import annotations
+
 import numpy as np
 
 from convcore.data.transforms import RandomTransform, _batch, int_or_pair
+from convcore.utils.types import Array, IntOrPair
 
 
 def _check_size(x, size, padding, fn):
@@ -16,7 +19,7 @@ def _check_size(x, size, padding, fn):
                          f"with padding {padding}")
 
 
-def crop(images, tops, lefts, size):
+def crop(images: Array, tops: Array, lefts: Array, size: IntOrPair) -> Array:
     """Image i cropped to rows tops[i]:tops[i]+size[0], columns
     lefts[i]:lefts[i]+size[1]; a new (N, C, size_h, size_w) array."""
     x = _batch(images, "crop")
@@ -40,7 +43,7 @@ class RandomCrop(RandomTransform):
     """A random size[0] x size[1] window of each image after zero padding
     by `padding` on every side (torchvision's RandomCrop(size, padding))."""
 
-    def __init__(self, size, padding=0):
+    def __init__(self, size: IntOrPair, padding: IntOrPair = 0) -> None:
         self.size = int_or_pair(size, "RandomCrop", "size")
         self.padding = int_or_pair(padding, "RandomCrop", "padding")
 
@@ -59,12 +62,12 @@ class RandomCrop(RandomTransform):
         offsets = np.asarray(offsets)
         return crop(x, offsets[:, 0], offsets[:, 1], self.size)
 
-    def __call__(self, images, rng):
+    def __call__(self, images: Array, rng: np.random.Generator) -> Array:
         x = _batch(images, "RandomCrop")
         _check_size(x, self.size, self.padding, "RandomCrop")
         return self.apply(x, self.sample(len(x), rng, x.shape[2:]))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"RandomCrop(size={self.size}, padding={self.padding})"
 
 
@@ -76,7 +79,7 @@ def _corner_offsets(h, w, size):
     return [(0, 0), (0, w - sw), (h - sh, 0), (h - sh, w - sw), (ct, cl)]
 
 
-def center_crop(images, size):
+def center_crop(images: Array, size: IntOrPair) -> Array:
     """The centred size[0] x size[1] window of every image."""
     x = _batch(images, "center_crop")
     size = int_or_pair(size, "center_crop", "size")
@@ -85,7 +88,7 @@ def center_crop(images, size):
     return np.ascontiguousarray(x[:, :, t:t + size[0], l:l + size[1]])
 
 
-def multi_crop(images, size, flips=True):
+def multi_crop(images: Array, size: IntOrPair, flips: bool = True) -> Array:
     """Five crops (four corners and centre, torchvision's five_crop order),
     and with `flips` the same five of the mirrored images (ten_crop):
     an array of shape (5 or 10, N, C, size_h, size_w). Evaluate the model on

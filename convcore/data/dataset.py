@@ -10,12 +10,17 @@ and the loader work in. Channels-last images (N, H, W, C), as image
 libraries and Keras data sets have them, are converted when the caller
 says so (data_format="channels_last") and refused when evident but not
 said, rather than read with H as the channels (see ArrayDataset)."""
+from __future__ import annotations
+
 from dataclasses import InitVar, dataclass, field
+from typing import Any, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from convcore.utils.layout import (
     CHANNELS_FIRST, CHANNELS_LAST, check_data_format, looks_channels_last, to_channels_first)
+from convcore.utils.types import Array
 
 
 # eq=False: field-wise == on arrays is ambiguous; datasets compare by identity.
@@ -69,29 +74,29 @@ class ArrayDataset:
         object.__setattr__(self, "labels", _readonly(labels.astype(np.int64, copy=False)))
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> Tuple[Array, Array]:
         """(images[index], labels[index]); an int gives one (C,H,W) image."""
         return self.images[index], self.labels[index]
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return len(self.classes)
 
     @property
-    def image_shape(self):
+    def image_shape(self) -> Tuple[int, ...]:
         """(C, H, W)."""
         return tuple(self.images.shape[1:])
 
-    def subset(self, indices, name=None):
+    def subset(self, indices: ArrayLike, name: Optional[str] = None) -> ArrayDataset:
         """A new ArrayDataset of the given rows (copies them)."""
         indices = np.asarray(indices)
         return ArrayDataset(self.images[indices], self.labels[indices], self.classes,
                             name or self.name, dict(self.meta), data_format=CHANNELS_FIRST)
 
-    def class_counts(self):
+    def class_counts(self) -> Array:
         """Number of samples per class, shape (num_classes,), int64."""
         return np.bincount(self.labels, minlength=self.num_classes).astype(np.int64)
 
@@ -110,7 +115,7 @@ class ArrayDataset:
             return np.ascontiguousarray(to_channels_first(images, CHANNELS_LAST))
         return images
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"ArrayDataset(name={self.name!r}, images={self.images.shape} "
                 f"{self.images.dtype}, classes={self.num_classes})")
 

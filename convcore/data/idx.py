@@ -5,16 +5,22 @@ then ndim big-endian uint32 sizes, then the data, big-endian, row-major.
 MNIST images are code 0x08 (uint8), 3-D (N, 28, 28); labels 0x08, 1-D (N,).
 Everything is checked against the file's real length before use; any
 mismatch raises ValueError naming the file."""
+from __future__ import annotations
+
 import os
+from typing import Dict, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from convcore.data._files import find_file, read_bytes
 from convcore.data.dataset import ArrayDataset
+from convcore.utils.types import Array, PathLike
 
 # IDX data type codes -> big-endian NumPy dtypes.
-IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
-              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_DTYPES: Dict[int, np.dtype] = {
+    0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _MAX_NDIM = 8
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -54,7 +60,7 @@ def parse_idx_header(head, path):
     return IDX_DTYPES[code], shape, header_len
 
 
-def read_idx(path, max_bytes=1 << 30):
+def read_idx(path: PathLike, max_bytes: int = 1 << 30) -> Array:
     """Read one IDX file (raw or gzip) into a native-endian ndarray.
 
     The data length must equal exactly prod(shape) * itemsize; a declared
@@ -121,7 +127,7 @@ def _resolve_dir(data_dir, kind):
     return os.fspath(data_dir)  # let find_file below report the canonical names
 
 
-def load_mnist(data_dir, kind="mnist"):
+def load_mnist(data_dir: PathLike, kind: str = "mnist") -> Tuple[ArrayDataset, ArrayDataset]:
     """(train, test) ArrayDatasets from the four standard IDX files in
     `data_dir` (or its MNIST/raw / FashionMNIST/raw subdirectory), each
     raw or gzip'ed. kind: "mnist" or "fashion-mnist"."""
@@ -138,12 +144,12 @@ def load_mnist(data_dir, kind="mnist"):
             load_idx_pair(paths["test_images"], paths["test_labels"], classes, f"{kind}-test"))
 
 
-def load_fashion_mnist(data_dir):
+def load_fashion_mnist(data_dir: PathLike) -> Tuple[ArrayDataset, ArrayDataset]:
     """load_mnist(data_dir, kind="fashion-mnist")."""
     return load_mnist(data_dir, kind="fashion-mnist")
 
 
-def write_idx(path, array, compress=None):
+def write_idx(path: PathLike, array: ArrayLike, compress: Optional[bool] = None) -> str:
     """Write `array` as an IDX file (gzip when `compress` or the name ends in
     .gz). The inverse of read_idx; used to build test fixtures and exports."""
     import gzip

@@ -11,15 +11,20 @@ Prefetch uses one background thread (NumPy's copies and arithmetic release
 the GIL). No process pool: GNU OpenMP is not fork-safe, and spawned
 workers would re-import and copy the data set for little gain at these
 sizes."""
+from __future__ import annotations
+
 import queue
 import threading
+from typing import Any, Callable, Iterator, Optional, Tuple, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore._runtime import seed as _seed
 from convcore.data.dataset import ArrayDataset
 from convcore.utils.layout import CHANNELS_FIRST, check_data_format, from_channels_first
 from convcore.utils.validation import check_int
+from convcore.utils.types import Array
 
 _SHUFFLE, _AUGMENT = 0, 1  # spawn_key streams of one seed
 
@@ -52,9 +57,12 @@ class DataLoader:
     Yields (images, labels int64) per batch.
     """
 
-    def __init__(self, dataset, batch_size=64, shuffle=False, seed=None, drop_last=False,
-                 transform=None, dtype=None, prefetch=0, sampler=None, *,
-                 data_format=CHANNELS_FIRST):
+    def __init__(self, dataset: Union[ArrayDataset, Tuple[Array, Array]],
+                 batch_size: int = 64, shuffle: bool = False, seed: Optional[int] = None,
+                 drop_last: bool = False, transform: Optional[Callable[..., Array]] = None,
+                 dtype: Optional[DTypeLike] = None, prefetch: int = 0,
+                 sampler: Optional[Any] = None, *,
+                 data_format: str = CHANNELS_FIRST) -> None:
         fn = "DataLoader"
         self.data_format = check_data_format(data_format, fn)
         if isinstance(dataset, ArrayDataset):
@@ -96,26 +104,26 @@ class DataLoader:
                      else check_int(seed, "seed", 0, fn))
         self.epoch = 0
 
-    def __len__(self):
+    def __len__(self) -> int:
         n, b = self._rows(), self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
     @property
-    def num_samples(self):
+    def num_samples(self) -> int:
         """Samples yielded per epoch (after drop_last)."""
         return len(self) * self.batch_size if self.drop_last else self._rows()
 
     def _rows(self):
         return len(self.labels) if self.sampler is None else len(self.sampler)
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """The epoch the next iteration runs as (for resuming a run)."""
         self.epoch = check_int(epoch, "epoch", 0, "DataLoader.set_epoch")
 
     def _rng(self, *key):
         return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))
 
-    def order(self, epoch):
+    def order(self, epoch: int) -> Array:
         """Row order of an epoch: the sampler's, a seeded permutation, or 0..N-1."""
         if self.sampler is not None:
             if hasattr(self.sampler, "set_epoch"):
@@ -128,7 +136,7 @@ class DataLoader:
         n = len(self.labels)
         return self._rng(epoch, _SHUFFLE).permutation(n) if self.shuffle else np.arange(n)
 
-    def batch(self, epoch, index, order=None):
+    def batch(self, epoch: int, index: int, order: Optional[Array] = None) -> Tuple[Array, Array]:
         """Batch `index` of `epoch`, computed on its own (same result as when iterating)."""
         order = self.order(epoch) if order is None else order
         rows = order[index * self.batch_size:(index + 1) * self.batch_size]
@@ -144,13 +152,13 @@ class DataLoader:
         for b in range(len(self)):
             yield self.batch(epoch, b, order)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Tuple[Array, Array]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         if self.prefetch == 0:
             return self._batches(epoch)
         return _prefetched(self._batches(epoch), self.prefetch)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"DataLoader(n={len(self.labels)}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}, "
                 + ("" if self.sampler is None else f"sampler={self.sampler!r}, ")

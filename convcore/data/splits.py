@@ -5,9 +5,14 @@ same proportion, so every split keeps the class frequencies of the whole
 (to within one sample per class) and the same seed gives the same split
 on every machine and NumPy version (Generator.permutation over PCG64 is
 stable)."""
+from __future__ import annotations
+
+from typing import List, Tuple
+
 import numpy as np
 
 from convcore.utils.validation import check_int
+from convcore.utils.types import Array
 
 
 def _labels_1d(labels, fn):
@@ -20,7 +25,8 @@ def _labels_1d(labels, fn):
     return labels
 
 
-def stratified_split(labels, test_fraction=0.2, seed=0):
+def stratified_split(labels: Array, test_fraction: float = 0.2,
+                     seed: int = 0) -> Tuple[Array, Array]:
     """Split row indices into (train_idx, test_idx), stratified by label.
 
     Per class with n samples, round(n * test_fraction) go to the test split
@@ -31,20 +37,20 @@ def stratified_split(labels, test_fraction=0.2, seed=0):
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(f"{fn}: test_fraction must be in (0, 1), got {test_fraction}")
     rng = np.random.default_rng(seed)
-    test = []
+    picked = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
         n_test = int(round(len(members) * float(test_fraction)))
         if len(members) >= 2:
             n_test = min(max(n_test, 1), len(members) - 1)
-        test.append(rng.permutation(members)[:n_test])
-    test = np.sort(np.concatenate(test)) if test else np.zeros(0, np.int64)
+        picked.append(rng.permutation(members)[:n_test])
+    test = np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
     mask = np.ones(len(labels), bool)
     mask[test] = False
     return np.flatnonzero(mask).astype(np.int64), test.astype(np.int64)
 
 
-def stratified_kfold(labels, k=5, seed=0):
+def stratified_kfold(labels: Array, k: int = 5, seed: int = 0) -> List[Tuple[Array, Array]]:
     """k (train_idx, val_idx) pairs covering every row exactly once as
     validation; each class is dealt round-robin over the folds after a
     seeded shuffle, so fold sizes differ by at most one per class."""

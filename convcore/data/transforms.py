@@ -8,19 +8,24 @@ caller can apply exactly known flips, shifts and angles; `__call__(images,
 rng)` does both. Spatial augmentations run on the unnormalised [0, 1]
 images (padding and fill 0 = black), so put Normalize last in a Compose.
 """
+from __future__ import annotations
+
 import numbers
+from typing import Any, Callable, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 from scipy import ndimage
+from numpy.typing import ArrayLike
 
 from convcore.utils.validation import as_float_array, check_int
+from convcore.utils.types import Array, IntOrPair
 
 
 def _batch(images, fn):
     return as_float_array(images, "images", ndim=4, fn=fn)
 
 
-def channel_stats(images):
+def channel_stats(images: Array) -> Tuple[Array, Array]:
     """Per-channel (mean, std) over N, H and W, float64 arrays of shape (C,).
     std is the population standard deviation (ddof=0), as torchvision
     recipes compute it. Accumulates in float64 one channel at a time, so a
@@ -39,12 +44,16 @@ def channel_stats(images):
     return mean, std
 
 
+# a transform: (images, rng) -> images
+Transform = Callable[..., Array]
+
+
 class Normalize:
     """(x - mean[c]) / std[c] per channel; output dtype = input dtype.
     Build it from the training set with Normalize.fit(train.images) and use
     the same instance for validation and test data."""
 
-    def __init__(self, mean, std):
+    def __init__(self, mean: ArrayLike, std: ArrayLike) -> None:
         self.mean = np.atleast_1d(np.asarray(mean, np.float64))
         self.std = np.atleast_1d(np.asarray(std, np.float64))
         if self.mean.ndim != 1 or self.mean.shape != self.std.shape:
@@ -56,11 +65,11 @@ class Normalize:
                              f"channel has std 0 (drop it or pass std=1 for it)")
 
     @classmethod
-    def fit(cls, images):
+    def fit(cls, images: Array) -> Normalize:
         """Normalize with the per-channel statistics of `images`."""
         return cls(*channel_stats(images))
 
-    def __call__(self, images, rng=None):
+    def __call__(self, images: Array, rng: Optional[np.random.Generator] = None) -> Array:
         x = _batch(images, "Normalize")
         if x.shape[1] != len(self.mean):
             raise ValueError(f"Normalize: images have {x.shape[1]} channels (shape {x.shape}) "
@@ -69,7 +78,7 @@ class Normalize:
         s = self.std.astype(x.dtype)[:, None, None]
         return (x - m) / s
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Normalize(mean={np.round(self.mean, 4).tolist()}, std={np.round(self.std, 4).tolist()})"
 
 
@@ -82,7 +91,7 @@ class RandomTransform:
     def apply(self, images, params):
         raise NotImplementedError
 
-    def __call__(self, images, rng):
+    def __call__(self, images: Array, rng: np.random.Generator) -> Array:
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"{type(self).__name__}: rng must be a numpy.random.Generator, "
                             f"got {type(rng).__name__}")
@@ -92,7 +101,7 @@ class RandomTransform:
 class RandomHorizontalFlip(RandomTransform):
     """Mirror each image left-right with probability p."""
 
-    def __init__(self, p=0.5):
+    def __init__(self, p: float = 0.5) -> None:
         if not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"RandomHorizontalFlip: p must be in [0, 1], got {p}")
         self.p = float(p)
@@ -111,7 +120,7 @@ class RandomHorizontalFlip(RandomTransform):
         out[flip] = x[flip][..., ::-1]
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"RandomHorizontalFlip(p={self.p})"
 
 
@@ -123,7 +132,7 @@ class RandomShift(RandomTransform):
     zero-pad by `padding` on every side and crop an H x W window at a random
     offset (offset p - dy, p - dx)."""
 
-    def __init__(self, padding=2):
+    def __init__(self, padding: IntOrPair = 2) -> None:
         self.padding = int_or_pair(padding, "RandomShift", "padding")
 
     def sample(self, n, rng):
@@ -149,7 +158,7 @@ class RandomShift(RandomTransform):
             out[i, :, yd, xd] = x[i, :, ys, xs]
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"RandomShift(padding={self.padding})"
 
 
@@ -158,8 +167,12 @@ class RandomRotation(RandomTransform):
     (positive = counter-clockwise, as torchvision) about its centre
     ((H-1)/2, (W-1)/2), sampling the source by "bilinear" or "nearest"
     interpolation; pixels from outside the image take `fill`."""
+    degrees: Tuple[float, float]
+    interpolation: str
 
-    def __init__(self, degrees=10.0, interpolation="bilinear", fill=0.0):
+    def __init__(self, degrees: Union[float, Tuple[float, float]] = 10.0,
+                 interpolation: str = "bilinear",
+                 fill: float = 0.0) -> None:
         if isinstance(degrees, (tuple, list)):
             lo, hi = (float(d) for d in degrees)
         else:
@@ -181,11 +194,12 @@ class RandomRotation(RandomTransform):
     def apply(self, images, angles):
         return rotate(images, angles, self.interpolation, self.fill)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"RandomRotation(degrees={self.degrees}, interpolation={self.interpolation!r})"
 
 
-def rotate(images, angles, interpolation="bilinear", fill=0.0):
+def rotate(images: Array, angles: ArrayLike, interpolation: str = "bilinear",
+           fill: float = 0.0) -> Array:
     """Rotate image i of (N, C, H, W) by angles[i] degrees counter-clockwise
     about the image centre ((H-1)/2, (W-1)/2); returns a new array of the
     same shape and dtype. `interpolation` "bilinear" or "nearest"; points
@@ -215,7 +229,13 @@ _SPLINE_ORDER = {"nearest": 0, "bilinear": 1}
 class Compose:
     """Apply transforms in order, each with the same Generator."""
 
-    def __init__(self, *transforms):
+    @overload
+    def __init__(self, *transforms: Transform) -> None: ...
+
+    @overload
+    def __init__(self, transforms: Sequence[Transform], /) -> None: ...
+
+    def __init__(self, *transforms: Any) -> None:
         if len(transforms) == 1 and isinstance(transforms[0], (list, tuple)):
             transforms = tuple(transforms[0])
         for t in transforms:
@@ -223,19 +243,20 @@ class Compose:
                 raise TypeError(f"Compose: {t!r} is not callable")
         self.transforms = tuple(transforms)
 
-    def __call__(self, images, rng=None):
+    def __call__(self, images: Array, rng: Optional[np.random.Generator] = None) -> Array:
         for t in self.transforms:
             images = t(images, rng)
         return images
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Compose(" + ", ".join(repr(t) for t in self.transforms) + ")"
 
 
-def int_or_pair(v, fn, name):
+def int_or_pair(v: IntOrPair, fn: str, name: str) -> Tuple[int, int]:
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{fn}: {name} must be an int or a pair, got {v!r}")
-        return tuple(check_int(e, name, 0, fn) for e in v)
+        h, w = (check_int(e, name, 0, fn) for e in v)
+        return (h, w)
     v = check_int(v, name, 0, fn)
     return (v, v)

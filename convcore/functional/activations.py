@@ -11,6 +11,8 @@ layers use on arrays they own. Backward functions take what the layer keeps:
 the output y where the derivative is a function of y (relu, sigmoid, tanh,
 softmax), the input x otherwise.
 """
+from __future__ import annotations
+
 import math
 import numbers
 
@@ -20,6 +22,7 @@ from scipy import special
 from convcore._kernels import activation as _act
 from convcore._runtime.threads import kernel_threads
 from convcore.utils.validation import as_float_array, check_int
+from convcore.utils.types import Array
 
 
 def _input(x, fn, name="input"):
@@ -47,7 +50,7 @@ def _real(v, name, fn, positive=False):
 
 # --- relu, leaky_relu -----------------------------------------------------------
 
-def relu(x):
+def relu(x: Array) -> Array:
     """max(x, 0); NaN propagates."""
     x = _input(x, "relu")
     y = np.empty_like(x)
@@ -55,7 +58,7 @@ def relu(x):
     return y
 
 
-def relu_backward(grad_y, y):
+def relu_backward(grad_y: Array, y: Array) -> Array:
     """grad_y where the relu output y > 0, else 0."""
     grad_y, y = _grad_pair(grad_y, y, "y", "relu_backward")
     gx = np.empty_like(y)
@@ -64,7 +67,7 @@ def relu_backward(grad_y, y):
     return gx
 
 
-def relu_(x):
+def relu_(x: Array) -> Array:
     """max(x, 0) IN PLACE on x (a C-contiguous, writeable array the caller
     owns, e.g. a layer's fresh output); returns x."""
     fn = "relu_"
@@ -77,7 +80,7 @@ def relu_(x):
     return x
 
 
-def relu_backward_(grad_y, y):
+def relu_backward_(grad_y: Array, y: Array) -> Array:
     """relu_backward written into grad_y (C-contiguous, writeable, y's
     shape and dtype; the caller owns it); returns grad_y."""
     fn = "relu_backward_"
@@ -89,7 +92,7 @@ def relu_backward_(grad_y, y):
     flat = grad_y.reshape(-1)
     _act.relu_backward(flat, y.reshape(-1), flat, kernel_threads(y.size))
     return grad_y
-def relu6(x):
+def relu6(x: Array) -> Array:
     """min(max(x, 0), 6) (MobileNet-v2's activation); NaN propagates."""
     x = _input(x, "relu6")
     y = np.empty_like(x)
@@ -97,7 +100,7 @@ def relu6(x):
     return y
 
 
-def relu6_backward(grad_y, y):
+def relu6_backward(grad_y: Array, y: Array) -> Array:
     """grad_y where the relu6 output y is strictly between 0 and 6, else 0,
     as torch's hardtanh_backward (no gradient at the kinks). At a NaN the
     gradient passes, as relu_backward's and torch's float32 path do."""
@@ -108,7 +111,7 @@ def relu6_backward(grad_y, y):
     return gx
 
 
-def leaky_relu(x, negative_slope=0.01):
+def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
     """x where x > 0, else negative_slope * x."""
     fn = "leaky_relu"
     x = _input(x, fn)
@@ -116,7 +119,7 @@ def leaky_relu(x, negative_slope=0.01):
     return np.where(x > 0, x, x * slope)
 
 
-def leaky_relu_backward(grad_y, x, negative_slope=0.01):
+def leaky_relu_backward(grad_y: Array, x: Array, negative_slope: float = 0.01) -> Array:
     """grad_y where the input x > 0, else negative_slope * grad_y."""
     fn = "leaky_relu_backward"
     grad_y, x = _grad_pair(grad_y, x, "x", fn)
@@ -126,7 +129,7 @@ def leaky_relu_backward(grad_y, x, negative_slope=0.01):
 
 # --- sigmoid, tanh ----------------------------------------------------------------
 
-def sigmoid(x):
+def sigmoid(x: Array) -> Array:
     """1 / (1 + exp(-x)), computed from exp(-|x|) so it never overflows."""
     x = _input(x, "sigmoid")
     e = np.exp(-np.abs(x))          # in (0, 1]
@@ -134,17 +137,17 @@ def sigmoid(x):
     return np.where(x >= 0, r, e * r)
 
 
-def sigmoid_backward(grad_y, y):
+def sigmoid_backward(grad_y: Array, y: Array) -> Array:
     """grad_y * y * (1 - y), from the sigmoid output y."""
     grad_y, y = _grad_pair(grad_y, y, "y", "sigmoid_backward")
     return grad_y * (y * (1 - y))
 
 
-def tanh(x):
+def tanh(x: Array) -> Array:
     return np.tanh(_input(x, "tanh"))
 
 
-def tanh_backward(grad_y, y):
+def tanh_backward(grad_y: Array, y: Array) -> Array:
     """grad_y * (1 - y^2), from the tanh output y."""
     grad_y, y = _grad_pair(grad_y, y, "y", "tanh_backward")
     return grad_y * (1 - y * y)
@@ -152,7 +155,7 @@ def tanh_backward(grad_y, y):
 
 # --- softplus ----------------------------------------------------------------------
 
-def softplus(x, beta=1.0, threshold=20.0):
+def softplus(x: Array, beta: float = 1.0, threshold: float = 20.0) -> Array:
     """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold
     (torch's linear region). Written as max(bx, 0) + log1p(exp(-|bx|)),
     which neither overflows nor loses the small tail for bx << 0."""
@@ -165,7 +168,8 @@ def softplus(x, beta=1.0, threshold=20.0):
     return np.where(bx > threshold, x, soft)
 
 
-def softplus_backward(grad_y, x, beta=1.0, threshold=20.0):
+def softplus_backward(grad_y: Array, x: Array, beta: float = 1.0,
+                      threshold: float = 20.0) -> Array:
     """grad_y * sigmoid(beta x), and grad_y in the linear region."""
     fn = "softplus_backward"
     grad_y, x = _grad_pair(grad_y, x, "x", fn)
@@ -194,7 +198,7 @@ def _gelu_tanh_inner(x):
     return np.tanh(x.dtype.type(_SQRT_2_OVER_PI) * (x + x.dtype.type(_GELU_TANH_CUBIC) * x ** 3))
 
 
-def gelu(x, approximate="none"):
+def gelu(x: Array, approximate: str = "none") -> Array:
     """x * Phi(x) with Phi the standard normal CDF, 0.5 x (1 + erf(x / sqrt 2)),
     or with approximate="tanh" 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
     as torch.nn.functional.gelu."""
@@ -205,7 +209,7 @@ def gelu(x, approximate="none"):
     return x * (1 + special.erf(x / x.dtype.type(math.sqrt(2)))) / 2
 
 
-def gelu_backward(grad_y, x, approximate="none"):
+def gelu_backward(grad_y: Array, x: Array, approximate: str = "none") -> Array:
     """grad_y * d gelu / dx at the input x: Phi(x) + x phi(x) exactly, or the
     derivative of the tanh form."""
     fn = "gelu_backward"
@@ -220,13 +224,13 @@ def gelu_backward(grad_y, x, approximate="none"):
     return grad_y * (cdf + x * pdf)
 
 
-def silu(x):
+def silu(x: Array) -> Array:
     """x * sigmoid(x) (swish), as torch.nn.functional.silu."""
     x = _input(x, "silu")
     return x * sigmoid(x)
 
 
-def silu_backward(grad_y, x):
+def silu_backward(grad_y: Array, x: Array) -> Array:
     """grad_y * s (1 + x (1 - s)), s = sigmoid(x), at the input x."""
     grad_y, x = _grad_pair(grad_y, x, "x", "silu_backward")
     s = sigmoid(x)
@@ -245,7 +249,7 @@ def _axis(ndim, axis, fn):
     return axis % ndim
 
 
-def softmax(x, axis=1):
+def softmax(x: Array, axis: int = 1) -> Array:
     """exp(x) / sum(exp(x)) along `axis`, the maximum subtracted first so
     exp never overflows; a NaN makes its whole slice NaN, as in torch."""
     fn = "softmax"
@@ -259,7 +263,7 @@ def softmax(x, axis=1):
     return y
 
 
-def softmax_backward(grad_y, y, axis=1):
+def softmax_backward(grad_y: Array, y: Array, axis: int = 1) -> Array:
     """y * (grad_y - sum(grad_y * y, axis)), from the softmax output y."""
     fn = "softmax_backward"
     grad_y, y = _grad_pair(grad_y, y, "y", fn)
@@ -269,7 +273,7 @@ def softmax_backward(grad_y, y, axis=1):
     return gx
 
 
-def log_softmax(x, axis=1):
+def log_softmax(x: Array, axis: int = 1) -> Array:
     """x - max - log(sum(exp(x - max))) along `axis`."""
     fn = "log_softmax"
     x = _input(x, fn)
@@ -281,7 +285,7 @@ def log_softmax(x, axis=1):
     return y
 
 
-def log_softmax_backward(grad_y, y, axis=1):
+def log_softmax_backward(grad_y: Array, y: Array, axis: int = 1) -> Array:
     """grad_y - exp(y) * sum(grad_y, axis), from the log_softmax output y."""
     fn = "log_softmax_backward"
     grad_y, y = _grad_pair(grad_y, y, "y", fn)

@@ -16,8 +16,11 @@ caller's arrays": training updates them in place, as torch does.
 Per-channel arithmetic is done here in float64 on (C,) arrays; the kernels
 (convcore._kernels.batchnorm) do the reductions and elementwise passes.
 """
+from __future__ import annotations
+
 import math
 import numbers
+from typing import Literal, Optional, Tuple, Union, overload
 
 import numpy as np
 
@@ -28,6 +31,10 @@ from convcore.utils.layout import (
     refuse_other_layout, to_channels_first)
 from convcore.utils.validation import check_allocation, check_flag
 from convcore.utils.validation import as_float_array
+from convcore.utils.types import Array
+
+# (grad_x, grad_weight or None when there is no weight, grad_bias)
+BatchNormGrads = Tuple[Array, Optional[Array], Array]
 
 
 def _checked_input(x, fn, name="input"):
@@ -99,9 +106,29 @@ def _layout_in(x, channel_vectors, data_format, fn):
     return data_format, to_channels_first(x, data_format)
 
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None,
-               training=False, momentum=0.1, eps=1e-5, *, return_stats=False,
-               data_format=CHANNELS_FIRST):
+@overload
+def batch_norm(x: Array, running_mean: Optional[Array], running_var: Optional[Array],
+               weight: Optional[Array] = ..., bias: Optional[Array] = ...,
+               training: bool = ..., momentum: float = ..., eps: float = ..., *,
+               return_stats: Literal[False] = ...,
+               data_format: str = ...) -> Array: ...
+@overload
+def batch_norm(x: Array, running_mean: Optional[Array], running_var: Optional[Array],
+               weight: Optional[Array] = ..., bias: Optional[Array] = ...,
+               training: bool = ..., momentum: float = ..., eps: float = ..., *,
+               return_stats: Literal[True],
+               data_format: str = ...) -> Tuple[Array, Array, Array]: ...
+@overload
+def batch_norm(x: Array, running_mean: Optional[Array], running_var: Optional[Array],
+               weight: Optional[Array] = ..., bias: Optional[Array] = ...,
+               training: bool = ..., momentum: float = ..., eps: float = ..., *,
+               return_stats: bool = ...,
+               data_format: str = ...) -> Union[Array, Tuple[Array, Array, Array]]: ...
+def batch_norm(x: Array, running_mean: Optional[Array], running_var: Optional[Array],
+               weight: Optional[Array] = None, bias: Optional[Array] = None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5, *,
+               return_stats: bool = False, data_format: str = CHANNELS_FIRST
+               ) -> Union[Array, Tuple[Array, Array, Array]]:
     """Batch normalisation per channel, as torch.nn.functional.batch_norm.
 
     Parameters
@@ -137,9 +164,11 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None,
     return from_channels_first(out, data_format)
 
 
-def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None,
-                    training=False, momentum=0.1, eps=1e-5, residual=None, *,
-                    return_stats=False, max_value=None):
+def batch_norm_relu(x: Array, running_mean: Optional[Array], running_var: Optional[Array],
+                    weight: Optional[Array] = None, bias: Optional[Array] = None,
+                    training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
+                    residual: Optional[Array] = None, *, return_stats: bool = False,
+                    max_value: Optional[float] = None) -> Union[Array, Tuple[Array, Array, Array]]:
     """relu(batch_norm(x, ...) + residual) in one pass over memory (the
     statistics pass aside): a conv-BN-ReLU layer's end, or a ResNet block's
     (residual: the shortcut's output). Arguments and results as batch_norm;
@@ -224,8 +253,9 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training,
 _EMPTY = {np.dtype(t): np.empty((0, 0, 0), dtype=t) for t in (np.float32, np.float64)}
 
 
-def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True, *,
-                        data_format=CHANNELS_FIRST):
+def batch_norm_backward(grad_y: Array, x: Array, mean: Array, invstd: Array,
+                        weight: Optional[Array] = None, training: bool = True, *,
+                        data_format: str = CHANNELS_FIRST) -> BatchNormGrads:
     """Gradients of batch_norm with respect to x, weight and bias.
 
     Parameters
@@ -255,9 +285,12 @@ def batch_norm_backward(grad_y, x, mean, invstd, weight=None, training=True, *,
     return from_channels_first(gx, data_format), gw, gb
 
 
-def batch_norm_relu_backward(grad_y, y, x, mean, invstd, weight=None,
-                             training=True, *, residual_grad=False,
-                             overwrite_grad_y=False, max_value=None):
+def batch_norm_relu_backward(grad_y: Array, y: Array, x: Array, mean: Array, invstd: Array,
+                             weight: Optional[Array] = None, training: bool = True, *,
+                             residual_grad: bool = False, overwrite_grad_y: bool = False,
+                             max_value: Optional[float] = None
+                             ) -> Union[BatchNormGrads,
+                                        Tuple[Array, Optional[Array], Array, Array]]:
     """Gradients of batch_norm_relu: the ReLU mask (from its output y), the
     residual's gradient and batch_norm_backward's, in two passes over memory
     (masked sums, then the input gradient).
@@ -350,8 +383,9 @@ def _batch_norm_backward(fn, grad_y, y, x, mean, invstd, weight, training,
     return out + (gm,) if residual_grad else out
 
 
-def fold_batch_norm(conv_weight, conv_bias, running_mean, running_var,
-                    bn_weight, bn_bias, eps=1e-5):
+def fold_batch_norm(conv_weight: Array, conv_bias: Optional[Array], running_mean: Array,
+                    running_var: Array, bn_weight: Optional[Array], bn_bias: Optional[Array],
+                    eps: float = 1e-5) -> Tuple[Array, Array]:
     """Fold an eval-mode batch norm into the convolution (or linear layer)
     before it: conv(x, w', b') == batch_norm(conv(x, w, b), eval) with
 

@@ -14,7 +14,10 @@ errors.
                                | miss: as_float_array, conv_spec, get_algorithm,
                                v       _check_memory, then stored
 """
+from __future__ import annotations
+
 import os
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -27,6 +30,7 @@ from convcore.utils.layout import (
     CHANNELS_FIRST, check_data_format, from_channels_first, to_channels_first)
 from convcore.utils.validation import (
     as_float_array, check_allocation, check_flag, exact_geometry)
+from convcore.utils.types import Array, IntOrPair
 
 
 def _checked_inputs(x, weight, stride, padding, dilation, groups, fn, data_format):
@@ -67,7 +71,7 @@ class _Plan:
 # Enough for every distinct layer shape of a large network in both dtypes;
 # when full it is emptied (a plan costs one full check to rebuild).
 _PLAN_CACHE_SIZE = 1024
-_plans = {}
+_plans: Dict[tuple, _Plan] = {}
 
 
 def _plan_key(x, weight, stride, padding, dilation, groups, algorithm):
@@ -161,8 +165,10 @@ _EMPTY = {np.dtype(t): (np.empty(0, t), np.empty((0, 0, 0, 0), t))
           for t in (np.float32, np.float64)}
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-           algorithm="auto", *, weight_version=None, data_format=CHANNELS_FIRST):
+def conv2d(x: Array, weight: Array, bias: Optional[Array] = None, stride: IntOrPair = 1,
+           padding: Union[IntOrPair, str] = 0, dilation: IntOrPair = 1, groups: int = 1,
+           algorithm: str = "auto", *, weight_version: Optional[int] = None,
+           data_format: str = CHANNELS_FIRST) -> Array:
     """2-D cross-correlation, as torch.nn.functional.conv2d.
 
     Parameters
@@ -214,10 +220,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     return from_channels_first(y, data_format)
 
 
-def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1,
-                    groups=1, algorithm="auto", bias=True, *,
-                    input_grad=True, weight_grad=True, weight_version=None,
-                    data_format=CHANNELS_FIRST):
+def conv2d_backward(grad_y: Array, x: Array, weight: Array, stride: IntOrPair = 1,
+                    padding: Union[IntOrPair, str] = 0, dilation: IntOrPair = 1,
+                    groups: int = 1, algorithm: str = "auto", bias: bool = True, *,
+                    input_grad: bool = True, weight_grad: bool = True,
+                    weight_version: Optional[int] = None, data_format: str = CHANNELS_FIRST
+                    ) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
     """Gradients of conv2d with respect to its input, weight and bias.
 
     Parameters

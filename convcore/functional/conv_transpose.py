@@ -16,6 +16,10 @@ than the stride the adjoint convolution has more output rows than x, and x
 is zero-extended to match (torch allows output_padding < max(stride,
 dilation)).
 """
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
 import numpy as np
 
 from convcore._kernels.conv_direct import bias_grad
@@ -25,10 +29,13 @@ from convcore.functional._conv_spec import conv_spec
 from convcore.functional.conv import _EMPTY, _check_memory, conv2d, conv2d_backward
 from convcore.utils.validation import (
     as_float_array, check_allocation, check_flag, check_int, int_pair)
+from convcore.utils.types import Array, IntOrPair
 
 
-def conv_transpose_output_shape(x_shape, w_shape, stride, padding, output_padding,
-                                groups, dilation, fn="conv_transpose2d"):
+def conv_transpose_output_shape(x_shape: Sequence[int], w_shape: Sequence[int],
+                                stride: IntOrPair, padding: IntOrPair,
+                                output_padding: IntOrPair, groups: int, dilation: IntOrPair,
+                                fn: str = "conv_transpose2d") -> Tuple[int, int, int, int]:
     """(N, C_out, H_out, W_out) of a transposed convolution, checked:
 
         H_out = (H - 1) stride - 2 padding + dilation (kH - 1) + output_padding + 1
@@ -90,8 +97,11 @@ def _checked(x, weight, bias, fn):
     return x, weight, bias
 
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0,
-                     groups=1, dilation=1, algorithm="auto", *, weight_version=None):
+def conv_transpose2d(x: Array, weight: Array, bias: Optional[Array] = None,
+                     stride: IntOrPair = 1, padding: IntOrPair = 0,
+                     output_padding: IntOrPair = 0, groups: int = 1, dilation: IntOrPair = 1,
+                     algorithm: str = "auto", *, weight_version: Optional[int] = None
+                     ) -> Array:
     """2-D transposed convolution, NCHW, as torch.nn.functional.conv_transpose2d
     (same argument order).
 
@@ -134,9 +144,12 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     return y
 
 
-def conv_transpose2d_backward(grad_y, x, weight, stride=1, padding=0, output_padding=0,
-                              groups=1, dilation=1, algorithm="auto", bias=True, *,
-                              input_grad=True, weight_grad=True, weight_version=None):
+def conv_transpose2d_backward(grad_y: Array, x: Array, weight: Array, stride: IntOrPair = 1,
+                              padding: IntOrPair = 0, output_padding: IntOrPair = 0,
+                              groups: int = 1, dilation: IntOrPair = 1, algorithm: str = "auto",
+                              bias: bool = True, *, input_grad: bool = True,
+                              weight_grad: bool = True, weight_version: Optional[int] = None
+                              ) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
     """Gradients of conv_transpose2d with respect to its input, weight and
     bias; the arguments after weight must be the forward's.
 

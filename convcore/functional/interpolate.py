@@ -16,14 +16,21 @@ follow torch's CPU kernels, computed in the input's dtype as torch does
     bilinear       src = o * (in - 1) / (out - 1)          align_corners=True
                    src = max((o + 0.5) * scale - 0.5, 0)  otherwise
 """
+from __future__ import annotations
+
 import math
 import numbers
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import sparse
 
 from convcore.functional._pool_spec import input_shape_arg
 from convcore.utils.validation import as_float_array, check_allocation, check_int
+from convcore.utils.types import Array, IntOrPair
+
+# scale_factor: one factor for both axes, or (sh, sw); None when size is given
+ScaleFactor = Union[float, Tuple[float, float], None]
 
 _MODES = ("nearest", "nearest-exact", "bilinear")
 
@@ -38,7 +45,10 @@ def _pair(v, name, fn):
     return (v, v)
 
 
-def check_interpolate_arguments(size, scale_factor, mode, align_corners, fn="interpolate"):
+def check_interpolate_arguments(size: Optional[IntOrPair], scale_factor: ScaleFactor,
+                                mode: str, align_corners: Optional[bool],
+                                fn: str = "interpolate"
+                                ) -> Tuple[Optional[Tuple[int, ...]], Optional[Tuple[float, ...]]]:
     """The shape-independent checks of interpolate's arguments; ->
     (size (OH, OW) or None, scale_factor (sh, sw) or None)."""
     if mode not in _MODES:
@@ -64,8 +74,10 @@ def check_interpolate_arguments(size, scale_factor, mode, align_corners, fn="int
     return None, tuple(float(s) for s in scales)
 
 
-def interpolate_output_size(input_shape, size=None, scale_factor=None, mode="nearest",
-                            align_corners=None, fn="interpolate"):
+def interpolate_output_size(input_shape: Sequence[int], size: Optional[IntOrPair] = None,
+                            scale_factor: ScaleFactor = None, mode: str = "nearest",
+                            align_corners: Optional[bool] = None, fn: str = "interpolate"
+                            ) -> Tuple[int, int]:
     """(OH, OW) of interpolate on an (N, C, H, W) input, checked."""
     return _plan(input_shape, size, scale_factor, mode, align_corners, None, fn)[0]
 
@@ -138,8 +150,10 @@ def _matrices(shape, out, scales, mode, align_corners, dtype):
             for k in range(2)]
 
 
-def interpolate(input, size=None, scale_factor=None, mode="nearest",  # noqa: A002
-                align_corners=None, recompute_scale_factor=None):
+def interpolate(input: Array, size: Optional[IntOrPair] = None,  # noqa: A002
+                scale_factor: ScaleFactor = None, mode: str = "nearest",
+                align_corners: Optional[bool] = None,
+                recompute_scale_factor: Optional[bool] = None) -> Array:
     """Resize an (N, C, H, W) image batch, as torch.nn.functional.interpolate.
 
     Parameters
@@ -172,8 +186,10 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest",  # noqa: A0
     return np.ascontiguousarray(y, dtype=x.dtype)
 
 
-def interpolate_backward(grad_y, input_shape, size=None, scale_factor=None, mode="nearest",
-                         align_corners=None, recompute_scale_factor=None):
+def interpolate_backward(grad_y: Array, input_shape: Sequence[int],
+                         size: Optional[IntOrPair] = None, scale_factor: ScaleFactor = None,
+                         mode: str = "nearest", align_corners: Optional[bool] = None,
+                         recompute_scale_factor: Optional[bool] = None) -> Array:
     """Gradient of interpolate with respect to its input: grad_y taken back
     through the transposed matrices. The arguments after input_shape must
     be the forward's.

@@ -10,13 +10,17 @@ gradient of the loss (a number, or an array of the per-element loss shape
 for reduction="none"), and returns the gradient with respect to the
 logits/input in its dtype.
 """
+from __future__ import annotations
+
 import math
 import numbers
+from typing import Optional, Union
 
 import numpy as np
 
 from convcore.utils.validation import as_float_array
 from convcore.functional.activations import log_softmax, sigmoid
+from convcore.utils.types import Array, LossValue
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -167,8 +171,9 @@ def _divide(total, denominator):
     return total / denominator if denominator else math.nan
 
 
-def cross_entropy(logits, target, weight=None, label_smoothing=0.0, reduction="mean",
-                  ignore_index=-100):
+def cross_entropy(logits: Array, target: Array, weight: Optional[Array] = None,
+                  label_smoothing: float = 0.0, reduction: str = "mean",
+                  ignore_index: int = -100) -> LossValue:
     """Cross entropy between logits and integer class targets, as
     torch.nn.functional.cross_entropy.
 
@@ -211,8 +216,9 @@ def cross_entropy(logits, target, weight=None, label_smoothing=0.0, reduction="m
     return _reduce(loss.astype(logits.dtype, copy=False), reduction, picked.total_weight())
 
 
-def cross_entropy_backward(logits, target, weight=None, label_smoothing=0.0,
-                           reduction="mean", grad=1.0, ignore_index=-100):
+def cross_entropy_backward(logits: Array, target: Array, weight: Optional[Array] = None,
+                           label_smoothing: float = 0.0, reduction: str = "mean",
+                           grad: Union[float, Array] = 1.0, ignore_index: int = -100) -> Array:
     """Gradient of cross_entropy with respect to the logits (their shape):
 
         (1 - eps) * w[t] * (p - onehot(t)) + eps / C * (sum(w) * p - w)
@@ -266,8 +272,9 @@ def _class_first(g, dtype):
     return np.ascontiguousarray(np.moveaxis(g.astype(dtype, copy=False), -1, 1))
 
 
-def nll_loss(input, target, weight=None, ignore_index=-100,  # noqa: A002 (torch's name)
-             reduction="mean"):
+def nll_loss(input: Array, target: Array,  # noqa: A002 (torch's name)
+             weight: Optional[Array] = None, ignore_index: int = -100,
+             reduction: str = "mean") -> LossValue:
     """Negative log-likelihood of log-probabilities, as
     torch.nn.functional.nll_loss: per sample -w[t] * input[t] (0 where the
     target is ignore_index); "mean" divides by sum_i w[t_i] over the
@@ -289,8 +296,9 @@ def nll_loss(input, target, weight=None, ignore_index=-100,  # noqa: A002 (torch
     return _reduce(loss, reduction, picked.total_weight())
 
 
-def nll_loss_backward(input, target, weight=None, ignore_index=-100,  # noqa: A002
-                      reduction="mean", grad=1.0):
+def nll_loss_backward(input: Array, target: Array, weight: Optional[Array] = None,  # noqa: A002
+                      ignore_index: int = -100, reduction: str = "mean",
+                      grad: Union[float, Array] = 1.0) -> Array:
     """Gradient of nll_loss with respect to its input: -w[t] * grad at
     the target class (0 elsewhere and for ignored samples), divided by
     sum_i w[t_i] for "mean"."""
@@ -337,23 +345,27 @@ def _positive(v, name, fn, allow_zero=False):
     return float(v)
 
 
-def mse_loss(input, target, reduction="mean"):  # noqa: A002 (torch's name)
+def mse_loss(input: Array, target: Array,  # noqa: A002 (torch's name)
+             reduction: str = "mean") -> LossValue:
     """(input - target)^2, reduced; shapes must be equal (no broadcasting)."""
     return _pointwise(lambda d: d * d, input, target, reduction, "mse_loss")
 
 
-def mse_loss_backward(input, target, reduction="mean", grad=1.0):  # noqa: A002
+def mse_loss_backward(input: Array, target: Array, reduction: str = "mean",  # noqa: A002
+                      grad: Union[float, Array] = 1.0) -> Array:
     """2 (input - target) * grad, divided by the element count for "mean"."""
     return _pointwise_backward(lambda d: 2 * d, input, target, reduction, grad,
                                "mse_loss_backward")
 
 
-def l1_loss(input, target, reduction="mean"):  # noqa: A002
+def l1_loss(input: Array, target: Array,  # noqa: A002
+            reduction: str = "mean") -> LossValue:
     """|input - target|, reduced, as torch.nn.functional.l1_loss."""
     return _pointwise(np.abs, input, target, reduction, "l1_loss")
 
 
-def l1_loss_backward(input, target, reduction="mean", grad=1.0):  # noqa: A002
+def l1_loss_backward(input: Array, target: Array, reduction: str = "mean",  # noqa: A002
+                     grad: Union[float, Array] = 1.0) -> Array:
     """sign(input - target) * grad (0 where they are equal, as torch)."""
     return _pointwise_backward(np.sign, input, target, reduction, grad, "l1_loss_backward")
 
@@ -366,7 +378,8 @@ def _smooth_l1(d, beta):
     return np.where(a < beta, d * d * d.dtype.type(0.5 / beta), a - d.dtype.type(0.5 * beta))
 
 
-def smooth_l1_loss(input, target, reduction="mean", beta=1.0):  # noqa: A002
+def smooth_l1_loss(input: Array, target: Array, reduction: str = "mean",  # noqa: A002
+                   beta: float = 1.0) -> LossValue:
     """Smooth L1 (quadratic below beta, linear above), as
     torch.nn.functional.smooth_l1_loss; beta >= 0, 0 gives l1_loss."""
     fn = "smooth_l1_loss"
@@ -374,8 +387,9 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):  # noqa: A002
     return _pointwise(lambda d: _smooth_l1(d, beta), input, target, reduction, fn)
 
 
-def smooth_l1_loss_backward(input, target, reduction="mean", beta=1.0,  # noqa: A002
-                            grad=1.0):
+def smooth_l1_loss_backward(input: Array, target: Array,  # noqa: A002
+                            reduction: str = "mean", beta: float = 1.0,
+                            grad: Union[float, Array] = 1.0) -> Array:
     """clip(d / beta, -1, 1) * grad (sign(d) for beta 0), d = input - target."""
     fn = "smooth_l1_loss_backward"
     beta = _positive(beta, "beta", fn, allow_zero=True)
@@ -385,7 +399,8 @@ def smooth_l1_loss_backward(input, target, reduction="mean", beta=1.0,  # noqa: 
                                input, target, reduction, grad, fn)
 
 
-def huber_loss(input, target, reduction="mean", delta=1.0):  # noqa: A002
+def huber_loss(input: Array, target: Array, reduction: str = "mean",  # noqa: A002
+               delta: float = 1.0) -> LossValue:
     """0.5 d^2 where |d| < delta, delta (|d| - 0.5 delta) elsewhere, as
     torch.nn.functional.huber_loss: delta * smooth_l1 with beta = delta."""
     fn = "huber_loss"
@@ -394,7 +409,9 @@ def huber_loss(input, target, reduction="mean", delta=1.0):  # noqa: A002
                       reduction, fn)
 
 
-def huber_loss_backward(input, target, reduction="mean", delta=1.0, grad=1.0):  # noqa: A002
+def huber_loss_backward(input: Array, target: Array,  # noqa: A002
+                        reduction: str = "mean", delta: float = 1.0,
+                        grad: Union[float, Array] = 1.0) -> Array:
     """clip(d, -delta, delta) * grad, d = input - target."""
     fn = "huber_loss_backward"
     delta = _positive(delta, "delta", fn)
@@ -429,8 +446,9 @@ def _softplus_pair(x):
     return np.maximum(x, 0) + tail, np.maximum(-x, 0) + tail
 
 
-def binary_cross_entropy_with_logits(logits, target, weight=None, pos_weight=None,
-                                     reduction="mean"):
+def binary_cross_entropy_with_logits(logits: Array, target: Array, weight: Optional[Array] = None,
+                                     pos_weight: Optional[Array] = None,
+                                     reduction: str = "mean") -> LossValue:
     """-w * [pos_weight * t * log(sigmoid(x)) + (1 - t) * log(1 - sigmoid(x))],
     as torch.nn.functional.binary_cross_entropy_with_logits.
 
@@ -452,9 +470,11 @@ def binary_cross_entropy_with_logits(logits, target, weight=None, pos_weight=Non
     return _reduce(loss.astype(x.dtype, copy=False), reduction)
 
 
-def binary_cross_entropy_with_logits_backward(logits, target, weight=None,
-                                              pos_weight=None, reduction="mean",
-                                              grad=1.0):
+def binary_cross_entropy_with_logits_backward(logits: Array, target: Array,
+                                              weight: Optional[Array] = None,
+                                              pos_weight: Optional[Array] = None,
+                                              reduction: str = "mean",
+                                              grad: Union[float, Array] = 1.0) -> Array:
     """Gradient with respect to the logits:
     w * ((1 - t) sigmoid(x) - pos_weight t sigmoid(-x)) * grad
     (= w * (sigmoid(x) - t) without pos_weight), / numel for "mean"."""

@@ -9,24 +9,29 @@ Each op takes a keyword-only `data_format`: "channels_first" (NCHW,
 default) or "channels_last" (NHWC); every array and shape argument and
 result is then in that layout. The kernels pool NCHW planes: a
 channels-last call transposes in and out (views, convcore.utils.layout)."""
+from __future__ import annotations
+
+from typing import Dict, Literal, Optional, Sequence, Tuple, Union, overload
+
 import numpy as np
 
 from convcore._kernels import pool as _pool
 from convcore._runtime.threads import kernel_threads
 from convcore.functional._pool_spec import (
-    adaptive_output_size, input_shape_arg, pool_spec)
+    PoolSpec, adaptive_output_size, input_shape_arg, pool_spec)
 from convcore.utils.layout import (
     CHANNELS_FIRST, check_data_format, from_channels_first, shape_to_channels_first,
     to_channels_first)
 from convcore.utils.validation import (
     as_float_array, check_allocation, check_flag, exact_geometry)
+from convcore.utils.types import AdaptiveSize, Array, IntOrPair
 
 # Checked pooling geometry by (input shape, kernel_size, stride, padding,
 # dilation, ceil_mode), for arguments of exact types only (see
 # exact_geometry): repeated calls of one shape skip pool_spec's checks.
 # Emptied when full.
 _SPEC_CACHE_SIZE = 256
-_specs = {}
+_specs: Dict[tuple, PoolSpec] = {}
 
 
 def _pool_spec(x_shape, kernel_size, stride, padding, dilation, ceil_mode, fn):
@@ -53,8 +58,30 @@ def _layout_in(data_format, fn, *arrays):
     return (data_format,) + tuple(to_channels_first(a, data_format) for a in arrays)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
-               ceil_mode=False, return_indices=False, *, data_format=CHANNELS_FIRST):
+@overload
+def max_pool2d(x: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = ...,
+               padding: IntOrPair = ..., dilation: IntOrPair = ..., ceil_mode: bool = ...,
+               return_indices: Literal[False] = ..., *,
+               data_format: str = ...) -> Array: ...
+@overload
+def max_pool2d(x: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair],
+               padding: IntOrPair, dilation: IntOrPair, ceil_mode: bool,
+               return_indices: Literal[True], *,
+               data_format: str = ...) -> Tuple[Array, Array]: ...
+@overload
+def max_pool2d(x: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = ...,
+               padding: IntOrPair = ..., dilation: IntOrPair = ..., ceil_mode: bool = ...,
+               *, return_indices: Literal[True],
+               data_format: str = ...) -> Tuple[Array, Array]: ...
+@overload
+def max_pool2d(x: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = ...,
+               padding: IntOrPair = ..., dilation: IntOrPair = ..., ceil_mode: bool = ...,
+               return_indices: bool = ..., *,
+               data_format: str = ...) -> Union[Array, Tuple[Array, Array]]: ...
+def max_pool2d(x: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+               padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False,
+               return_indices: bool = False, *, data_format: str = CHANNELS_FIRST
+               ) -> Union[Array, Tuple[Array, Array]]:
     """2-D max pooling, as torch.nn.functional.max_pool2d.
 
     Parameters
@@ -92,8 +119,25 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1,
     return (y, from_channels_first(idx, data_format)) if return_indices else y
 
 
-def adaptive_max_pool2d(x, output_size, return_indices=False, *,
-                        data_format=CHANNELS_FIRST):
+@overload
+def adaptive_max_pool2d(x: Array, output_size: AdaptiveSize,
+                        return_indices: Literal[False] = ..., *,
+                        data_format: str = ...) -> Array: ...
+@overload
+def adaptive_max_pool2d(x: Array, output_size: AdaptiveSize,
+                        return_indices: Literal[True], *,
+                        data_format: str = ...) -> Tuple[Array, Array]: ...
+@overload
+def adaptive_max_pool2d(x: Array, output_size: AdaptiveSize, *,
+                        return_indices: Literal[True],
+                        data_format: str = ...) -> Tuple[Array, Array]: ...
+@overload
+def adaptive_max_pool2d(x: Array, output_size: AdaptiveSize,
+                        return_indices: bool = ..., *,
+                        data_format: str = ...) -> Union[Array, Tuple[Array, Array]]: ...
+def adaptive_max_pool2d(x: Array, output_size: AdaptiveSize, return_indices: bool = False, *,
+                        data_format: str = CHANNELS_FIRST
+                        ) -> Union[Array, Tuple[Array, Array]]:
     """Adaptive max pooling, as torch.nn.functional.adaptive_max_pool2d:
     output cell (i, j) is the max over rows [floor(i*H/OH), ceil((i+1)*H/OH))
     and the columns likewise. Indices and data_format as max_pool2d's."""
@@ -138,7 +182,8 @@ def _scatter_through_indices(grad_y, indices, input_shape, fn, data_format):
     return from_channels_first(gx, data_format)
 
 
-def max_pool2d_backward(grad_y, indices, input_shape, *, data_format=CHANNELS_FIRST):
+def max_pool2d_backward(grad_y: Array, indices: Array, input_shape: Sequence[int], *,
+                        data_format: str = CHANNELS_FIRST) -> Array:
     """Gradient of max_pool2d with respect to its input: grad_y scattered
     (added) to the saved argmax positions.
 
@@ -159,15 +204,16 @@ def max_pool2d_backward(grad_y, indices, input_shape, *, data_format=CHANNELS_FI
                                     "max_pool2d_backward", data_format)
 
 
-def adaptive_max_pool2d_backward(grad_y, indices, input_shape, *,
-                                 data_format=CHANNELS_FIRST):
+def adaptive_max_pool2d_backward(grad_y: Array, indices: Array, input_shape: Sequence[int], *,
+                                 data_format: str = CHANNELS_FIRST) -> Array:
     """Gradient of adaptive_max_pool2d; arguments as max_pool2d_backward."""
     return _scatter_through_indices(grad_y, indices, input_shape,
                                     "adaptive_max_pool2d_backward", data_format)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, *, data_format=CHANNELS_FIRST):
+def avg_pool2d(x: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+               padding: IntOrPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               *, data_format: str = CHANNELS_FIRST) -> Array:
     """2-D average pooling, as torch.nn.functional.avg_pool2d.
 
     Parameters
@@ -198,9 +244,10 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     return from_channels_first(y, data_format)
 
 
-def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None,
-                        padding=0, ceil_mode=False, count_include_pad=True, *,
-                        data_format=CHANNELS_FIRST):
+def avg_pool2d_backward(grad_y: Array, input_shape: Sequence[int], kernel_size: IntOrPair,
+                        stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+                        ceil_mode: bool = False, count_include_pad: bool = True, *,
+                        data_format: str = CHANNELS_FIRST) -> Array:
     """Gradient of avg_pool2d with respect to its input; the pooling
     arguments (data_format too) must be the forward's.
 
@@ -226,7 +273,8 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None,
     return from_channels_first(gx, data_format)
 
 
-def adaptive_avg_pool2d(x, output_size, *, data_format=CHANNELS_FIRST):
+def adaptive_avg_pool2d(x: Array, output_size: AdaptiveSize, *,
+                        data_format: str = CHANNELS_FIRST) -> Array:
     """Adaptive average pooling, as torch.nn.functional.adaptive_avg_pool2d:
     output cell (i, j) averages rows [floor(i*H/OH), ceil((i+1)*H/OH)) and
     the columns likewise. output_size 1 is global average pooling.
@@ -253,7 +301,8 @@ def adaptive_avg_pool2d(x, output_size, *, data_format=CHANNELS_FIRST):
     return from_channels_first(y, data_format)
 
 
-def adaptive_avg_pool2d_backward(grad_y, input_shape, *, data_format=CHANNELS_FIRST):
+def adaptive_avg_pool2d_backward(grad_y: Array, input_shape: Sequence[int], *,
+                                 data_format: str = CHANNELS_FIRST) -> Array:
     """Gradient of adaptive_avg_pool2d; the output size is grad_y's, the
     data_format must be the forward's.
 

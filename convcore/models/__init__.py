@@ -18,6 +18,11 @@ Every builder takes num_classes, in_channels and input_size (int or (h, w)),
 --model). Build inside `convcore.init.skip_init()` to skip drawing weights
 that load_state_dict() will overwrite.
 """
+from __future__ import annotations
+
+from typing import Any, Callable, Dict
+
+from convcore.nn import Sequential
 from convcore.models.alexnet import alexnet, alexnet_torchvision
 from convcore.models.googlenet import (INCEPTION_TABLE, TransformInput, googlenet,
                                        googlenet_torchvision, inception, inception_torchvision)
@@ -30,13 +35,13 @@ from convcore.models.torchvision_names import to_torchvision_keys, torchvision_k
 from convcore.models.vgg import (CONFIGS as VGG_CONFIGS, vgg, vgg11, vgg11_bn, vgg11_lrn, vgg13,
                                  vgg13_bn, vgg16, vgg16_bn, vgg16_c, vgg16_c_bn, vgg19, vgg19_bn)
 
-MODELS = {f.__name__: f for f in (
+MODELS: Dict[str, Callable[..., Sequential]] = {f.__name__: f for f in (
     lenet5, lenet_digits, alexnet, vgg11, vgg11_bn, vgg11_lrn, vgg13, vgg13_bn, vgg16_c, vgg16_c_bn,
     vgg16, vgg16_bn, vgg19, vgg19_bn, googlenet, resnet18, resnet34, resnet50, resnet20,
     mobilenet_v1, mobilenet_v2, alexnet_torchvision, googlenet_torchvision)}
 
 
-def get_model(name, **kwargs):
+def get_model(name: str, **kwargs: Any) -> Sequential:
     """Build the model called `name` (a key of MODELS) with builder kwargs."""
     if name not in MODELS:
         raise ValueError(f"get_model: unknown model {name!r}; choose from "

@@ -1,13 +1,17 @@
 """Shared pieces of the model builders: argument checks, the top-level
 network and the post-add activation block that ResNet needs."""
+from __future__ import annotations
+
 from collections import OrderedDict
+from typing import Optional
 
 import numpy as np
 
 from convcore import init
 from convcore.utils.validation import check_int, int_pair, output_size
-from convcore.nn import ReLU, Residual, Sequential
+from convcore.nn import Module, ReLU, Residual, Sequential
 from convcore.models.torchvision_names import torchvision_keys
+from convcore.utils.types import Array
 
 
 def check_common(fn, num_classes, in_channels, input_size, min_size=1):
@@ -48,13 +52,13 @@ class ResidualReLU(Residual):
     sum is a child named "relu" (no parameters, so the state-dict keys stay
     "body.…" and "shortcut.…")."""
 
-    def __init__(self, body, shortcut=None):
+    def __init__(self, body: Module, shortcut: Optional[Module] = None) -> None:
         super().__init__(body, shortcut)
         self.relu = ReLU()
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         # relu(Residual.forward(x)), with the sum and ReLU fused
         return self.forward_relu(x, self.relu)
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Optional[Array]:
         return self.backward_relu(grad_y, self.relu)

@@ -30,12 +30,19 @@ classifier (61,100,840 parameters at 1000 classes):
       ReLU, dropout, FC 4096 (classifier.4), ReLU, FC (classifier.6)
 """
 
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from numpy.typing import DTypeLike
+
 from convcore.utils.validation import check_int
 from convcore.nn import (AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, LocalResponseNorm,
                          MaxPool2d, ReLU, Sequential)
 from convcore.models._common import check_common, conv_out, layer_kwargs, network
+from convcore.utils.types import IntOrPair, Seed
 
-LRN_PAPER = dict(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)
+LRN_PAPER: Dict[str, Any] = dict(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)
 
 
 def _features_size(s):
@@ -45,8 +52,9 @@ def _features_size(s):
     return conv_out(s, 3, 2)    # conv3-5 keep it (pad 1)
 
 
-def alexnet(num_classes=1000, in_channels=3, input_size=227, dropout=0.5, towers=1,
-            hidden=4096, *, rng=None, dtype="float32"):
+def alexnet(num_classes: int = 1000, in_channels: int = 3, input_size: IntOrPair = 227,
+            dropout: float = 0.5, towers: int = 1, hidden: int = 4096, *, rng: Seed = None,
+            dtype: DTypeLike = "float32") -> Sequential:
     """AlexNet as Sequential(features, flatten, classifier).
 
     towers : 1 (single tower, the seeds' dimensions) or 2 (the paper's
@@ -89,8 +97,9 @@ def _classifier(in_features, hidden, num_classes, dropout, kw):
     )
 
 
-def alexnet_torchvision(num_classes=1000, in_channels=3, input_size=224, dropout=0.5, *,
-                        rng=None, dtype="float32"):
+def alexnet_torchvision(num_classes: int = 1000, in_channels: int = 3,
+                        input_size: IntOrPair = 224, dropout: float = 0.5, *, rng: Seed = None,
+                        dtype: DTypeLike = "float32") -> Sequential:
     """torchvision's AlexNet (its keys and shapes, see the module docstring);
     any input of at least 63x63 (the average pool makes the classifier's
     input 6x6 whatever the map)."""

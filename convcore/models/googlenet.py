@@ -26,18 +26,23 @@ transform_input=True (what torchvision sets for its pretrained weights)
 maps ImageNet-normalised input to the (x - 0.5) / 0.5 scaling those
 weights were trained on, as torchvision's forward does.
 """
+from __future__ import annotations
+
 from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten,
                          Linear, LocalResponseNorm, MaxPool2d, Module, ReLU, Sequential)
 from convcore.models._common import check_common, conv_out, layer_kwargs, network
+from convcore.utils.types import Array, IntOrPair, Seed
 
 # The paper gives no LRN constants; the BVLC Caffe reference model uses
 # size 5, alpha 1e-4, beta 0.75, k 1, and Caffe (like torch) divides alpha
 # by the size, so these are torch's LocalResponseNorm arguments as they are.
-LRN_BVLC = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)
+LRN_BVLC: Dict[str, Any] = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)
 
 # name: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), Table 1
 INCEPTION_TABLE = OrderedDict([
@@ -57,8 +62,8 @@ def _conv_relu(cin, cout, k, kw, padding=0, stride=1):
     return [Conv2d(cin, cout, k, stride=stride, padding=padding, **kw), ReLU()]
 
 
-def inception(in_channels, c1, c3_reduce, c3, c5_reduce, c5, pool_proj, *, rng=None,
-              dtype="float32"):
+def inception(in_channels: int, c1: int, c3_reduce: int, c3: int, c5_reduce: int, c5: int,
+              pool_proj: int, *, rng: Seed = None, dtype: DTypeLike = "float32") -> Concat:
     """One Inception module: Concat of the four branches; its output has
     c1 + c3 + c5 + pool_proj channels at the input's spatial size."""
     kw = layer_kwargs(rng, dtype)
@@ -73,8 +78,9 @@ def inception(in_channels, c1, c3_reduce, c3, c5_reduce, c5, pool_proj, *, rng=N
     )
 
 
-def googlenet(num_classes=1000, in_channels=3, input_size=224, dropout=0.4, *, rng=None,
-              dtype="float32"):
+def googlenet(num_classes: int = 1000, in_channels: int = 3, input_size: IntOrPair = 224,
+              dropout: float = 0.4, *, rng: Seed = None,
+              dtype: DTypeLike = "float32") -> Sequential:
     """GoogLeNet without auxiliary classifiers; names follow torchvision
     (conv1, maxpool1, ..., inception3a, ..., fc)."""
     fn = "googlenet"
@@ -124,15 +130,15 @@ class TransformInput(Module):
     """torchvision GoogLeNet's transform_input: ImageNet-normalised RGB
     input rescaled per channel to (x - 0.5) / 0.5. No parameters."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.scale = np.array(_IMAGENET_STD) / 0.5
         self.shift = (np.array(_IMAGENET_MEAN) - 0.5) / 0.5
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
         return tuple(input_shape)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         if getattr(x, "ndim", None) != 4 or x.shape[1] != 3:
             raise ValueError(f"TransformInput: expected (N, 3, H, W) RGB input, got shape "
                              f"{getattr(x, 'shape', None)}")
@@ -141,7 +147,7 @@ class TransformInput(Module):
         self._save_for_backward(x.dtype)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Optional[Array]:
         (dtype,) = self._saved()
         if not self._input_grad_needed():
             return None
@@ -155,8 +161,9 @@ def _basic_conv(cin, cout, k, kw, padding=0, stride=1):
         ("bn", BatchNorm2d(cout, eps=0.001, dtype=kw["dtype"])), ("relu", ReLU())]))
 
 
-def inception_torchvision(in_channels, c1, c3_reduce, c3, c5_reduce, c5, pool_proj, *,
-                          rng=None, dtype="float32"):
+def inception_torchvision(in_channels: int, c1: int, c3_reduce: int, c3: int, c5_reduce: int,
+                          c5: int, pool_proj: int, *, rng: Seed = None,
+                          dtype: DTypeLike = "float32") -> Concat:
     """torchvision's Inception block: branches branch1..branch4 of
     BasicConv2d, the "5x5" branch with a 3x3 kernel as torchvision's."""
     kw = layer_kwargs(rng, dtype)
@@ -171,8 +178,10 @@ def inception_torchvision(in_channels, c1, c3_reduce, c3, c5_reduce, c5, pool_pr
     ]))
 
 
-def googlenet_torchvision(num_classes=1000, in_channels=3, input_size=224, dropout=0.2,
-                          transform_input=False, *, rng=None, dtype="float32"):
+def googlenet_torchvision(num_classes: int = 1000, in_channels: int = 3,
+                          input_size: IntOrPair = 224, dropout: float = 0.2,
+                          transform_input: bool = False, *, rng: Seed = None,
+                          dtype: DTypeLike = "float32") -> Sequential:
     """torchvision's GoogLeNet without auxiliary classifiers (keys and
     shapes as torchvision's, see the module docstring); inputs of at
     least 32x32 (the last max pool then sees a 2x2 map)."""
@@ -183,7 +192,7 @@ def googlenet_torchvision(num_classes=1000, in_channels=3, input_size=224, dropo
     kw = layer_kwargs(rng, dtype)
     conv1 = _basic_conv(in_channels, 64, 7, kw, padding=3, stride=2)
     conv1.conv.first_layer = True
-    layers = []
+    layers: List[Tuple[str, Module]] = []
     if transform_input:
         transform = TransformInput()
         transform.first_layer = True

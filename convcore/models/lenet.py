@@ -24,16 +24,24 @@ and 32/64 channels, which reaches about 98.5% on the held-out digits where
 the paper's widths with tanh stop near 97%.
 """
 
+from __future__ import annotations
+
+from typing import Tuple
+
+from numpy.typing import DTypeLike
+
 from convcore.utils.validation import check_int
-from convcore.nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Tanh
+from convcore.nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Tanh
 from convcore.models._common import check_common, conv_out, layer_kwargs, network
+from convcore.utils.types import IntOrPair, Seed
 
 _ACTIVATIONS = {"tanh": Tanh, "relu": ReLU}
 _POOLS = {"avg": AvgPool2d, "max": MaxPool2d}
 
 
-def lenet5(num_classes=10, in_channels=1, input_size=32, activation="tanh", pool="avg",
-           channels=(6, 16), *, rng=None, dtype="float32"):
+def lenet5(num_classes: int = 10, in_channels: int = 1, input_size: IntOrPair = 32,
+           activation: str = "tanh", pool: str = "avg", channels: Tuple[int, int] = (6, 16), *,
+           rng: Seed = None, dtype: DTypeLike = "float32") -> Sequential:
     """LeNet-5 as a Sequential with torch-style names (c1, s2, c3, s4, c5,
     f6, output).
 
@@ -85,7 +93,8 @@ def lenet5(num_classes=10, in_channels=1, input_size=32, activation="tanh", pool
     ])
 
 
-def lenet_digits(num_classes=10, in_channels=1, input_size=8, *, rng=None, dtype="float32"):
+def lenet_digits(num_classes: int = 10, in_channels: int = 1, input_size: IntOrPair = 8, *,
+                 rng: Seed = None, dtype: DTypeLike = "float32") -> Sequential:
     """The default network of `convcore train`: lenet5's 8x8 variant with
     ReLU, max pooling and 32/64 channels (152,830 parameters)."""
     return lenet5(num_classes, in_channels, input_size, "relu", "max", (32, 64), rng=rng,

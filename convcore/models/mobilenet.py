@@ -40,12 +40,18 @@ classes and width 1.
 Both end in a global average pool, so any input size works (the
 strided convolutions are padded; a 1x1 map stays 1x1).
 """
+from __future__ import annotations
+
 from collections import OrderedDict
+from typing import Optional
+
+from numpy.typing import DTypeLike
 
 from convcore.utils.validation import check_int
-from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ReLU,
-                         ReLU6, Residual, Sequential)
+from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Module,
+                         ReLU, ReLU6, Residual, Sequential)
 from convcore.models._common import check_common, layer_kwargs, network
+from convcore.utils.types import IntOrPair, Seed
 
 # (output channels, stride of the depthwise conv), blocks 1-13 of Table 1
 V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
@@ -64,7 +70,7 @@ def _width(width_mult, fn):
     return float(width_mult)
 
 
-def make_divisible(v, divisor=8, min_value=None):
+def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
     """torchvision's _make_divisible: v rounded to the nearest multiple of
     `divisor` (at least min_value, default divisor), never more than 10%
     below v."""
@@ -85,7 +91,8 @@ def _conv_bn_act(cin, cout, k, stride, groups, act, kw):
 
 # ---------------------------------------------------------------- v1
 
-def depthwise_separable(cin, cout, stride=1, *, rng=None, dtype="float32"):
+def depthwise_separable(cin: int, cout: int, stride: int = 1, *, rng: Seed = None,
+                        dtype: DTypeLike = "float32") -> Sequential:
     """MobileNet-v1's block: 3x3 depthwise conv (stride) + BN + ReLU, then
     1x1 pointwise conv to cout + BN + ReLU."""
     kw = layer_kwargs(rng, dtype)
@@ -98,8 +105,9 @@ def depthwise_separable(cin, cout, stride=1, *, rng=None, dtype="float32"):
     ]))
 
 
-def mobilenet_v1(num_classes=1000, in_channels=3, input_size=224, width_mult=1.0, *, rng=None,
-                 dtype="float32"):
+def mobilenet_v1(num_classes: int = 1000, in_channels: int = 3, input_size: IntOrPair = 224,
+                 width_mult: float = 1.0, *, rng: Seed = None,
+                 dtype: DTypeLike = "float32") -> Sequential:
     """MobileNet-v1 (1.0-224: 4,231,976 parameters at 1000 classes).
     width_mult is the paper's alpha: every layer's channels times alpha
     (at least 8)."""
@@ -132,7 +140,7 @@ class InvertedResidual(Residual):
     "conv.0.0.weight" rather than "body.…"; `body` stays the attribute the
     Residual code uses."""
 
-    def __init__(self, conv):
+    def __init__(self, conv: Module) -> None:
         super().__init__(conv)
         # rename the child "body" to "conv", keeping the order
         items = [("conv" if k == "body" else k, m) for k, m in self._modules.items()]
@@ -144,7 +152,8 @@ class InvertedResidual(Residual):
         return self._modules["conv"]
 
 
-def inverted_residual(cin, cout, stride, expand_ratio, *, rng=None, dtype="float32"):
+def inverted_residual(cin: int, cout: int, stride: int, expand_ratio: int, *, rng: Seed = None,
+                      dtype: DTypeLike = "float32") -> Module:
     """One MobileNet-v2 block: InvertedResidual (x + conv(x)) when stride is
     1 and cin == cout, else a Sequential with the one child "conv"
     (torchvision's keys either way)."""
@@ -166,8 +175,9 @@ def inverted_residual(cin, cout, stride, expand_ratio, *, rng=None, dtype="float
     return Sequential(OrderedDict([("conv", conv)]))
 
 
-def mobilenet_v2(num_classes=1000, in_channels=3, input_size=224, width_mult=1.0, dropout=0.2,
-                 *, rng=None, dtype="float32"):
+def mobilenet_v2(num_classes: int = 1000, in_channels: int = 3, input_size: IntOrPair = 224,
+                 width_mult: float = 1.0, dropout: float = 0.2, *, rng: Seed = None,
+                 dtype: DTypeLike = "float32") -> Sequential:
     """MobileNet-v2 as torchvision's mobilenet_v2 (same module names and
     shapes; 3,504,872 parameters at 1000 classes, width 1)."""
     fn = "mobilenet_v2"

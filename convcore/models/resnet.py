@@ -20,14 +20,19 @@ fc. The paper's shortcuts are identity, with zero-padded extra channels
 when the shape changes (option A, parameter-free: 269,722 parameters);
 shortcut="B" uses projections instead (272,474). depth=6n+2 gives ResNet-32/44/56/110.
 """
+from __future__ import annotations
+
 from collections import OrderedDict
+from typing import Any, Tuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore.utils.validation import check_int
 from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d,
                          Module, ReLU, Sequential)
 from convcore.models._common import ResidualReLU, check_common, layer_kwargs, network
+from convcore.utils.types import Array, IntOrPair, Seed
 
 
 def _conv_bn(cin, cout, k, stride, kw):
@@ -41,7 +46,8 @@ def _projection(cin, cout, stride, kw):
     return Sequential(conv, bn)
 
 
-def basic_block(cin, planes, stride=1, shortcut="B", *, rng=None, dtype="float32"):
+def basic_block(cin: int, planes: int, stride: int = 1, shortcut: str = "B", *, rng: Seed = None,
+                dtype: DTypeLike = "float32") -> ResidualReLU:
     """Two 3x3 conv-BN with ReLU between and after the sum; out = planes."""
     kw = layer_kwargs(rng, dtype)
     c1, b1 = _conv_bn(cin, planes, 3, stride, kw)
@@ -55,7 +61,8 @@ def basic_block(cin, planes, stride=1, shortcut="B", *, rng=None, dtype="float32
     return ResidualReLU(body, short)
 
 
-def bottleneck_block(cin, planes, stride=1, *, rng=None, dtype="float32"):
+def bottleneck_block(cin: int, planes: int, stride: int = 1, *, rng: Seed = None,
+                     dtype: DTypeLike = "float32") -> ResidualReLU:
     """1x1 reduce, 3x3 (with the stride), 1x1 expand to 4*planes."""
     kw = layer_kwargs(rng, dtype)
     out = 4 * planes
@@ -74,7 +81,7 @@ class PadShortcut(Module):
     `stride`-th pixel and zero-pad the channels equally on both sides up to
     `out_channels`."""
 
-    def __init__(self, in_channels, out_channels, stride):
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         if out_channels < in_channels or (out_channels - in_channels) % 2:
             raise ValueError(f"PadShortcut: out_channels={out_channels} must be >= "
@@ -84,12 +91,12 @@ class PadShortcut(Module):
     def _pad(self):
         return (self.out_channels - self.in_channels) // 2
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
         n, _, h, w = input_shape
         s = self.stride
         return (n, self.out_channels, -(-h // s), -(-w // s))
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         s, lo = self.stride, self._pad()
         sub = x[:, :, ::s, ::s]
         y = np.zeros((x.shape[0], self.out_channels) + sub.shape[2:], dtype=x.dtype)
@@ -97,14 +104,14 @@ class PadShortcut(Module):
         self._save_for_backward(x.shape)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Array:
         (shape,) = self._saved()
         s, lo = self.stride, self._pad()
         gx = np.zeros(shape, dtype=grad_y.dtype)
         gx[:, :, ::s, ::s] = grad_y[:, lo:lo + self.in_channels]
         return gx
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.in_channels}->{self.out_channels}, stride={self.stride}"
 
 
@@ -114,8 +121,9 @@ _IMAGENET = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
              152: ("bottleneck", (3, 8, 36, 3))}
 
 
-def resnet(depth=18, num_classes=1000, in_channels=3, input_size=224, *, rng=None,
-           dtype="float32"):
+def resnet(depth: int = 18, num_classes: int = 1000, in_channels: int = 3,
+           input_size: IntOrPair = 224, *, rng: Seed = None,
+           dtype: DTypeLike = "float32") -> Sequential:
     """ImageNet ResNet of depth 18, 34, 50, 101 or 152. The final pool is
     global, so any input of at least 32x32 works (1x1 map before it)."""
     fn = f"resnet{depth}"
@@ -146,23 +154,27 @@ def resnet(depth=18, num_classes=1000, in_channels=3, input_size=224, *, rng=Non
     return network(layers)
 
 
-def resnet18(num_classes=1000, in_channels=3, input_size=224, **kwargs):
+def resnet18(num_classes: int = 1000, in_channels: int = 3, input_size: IntOrPair = 224,
+             **kwargs: Any) -> Sequential:
     """ResNet-18 (basic blocks 2-2-2-2), 11,689,512 parameters at 1000 classes."""
     return resnet(18, num_classes, in_channels, input_size, **kwargs)
 
 
-def resnet34(num_classes=1000, in_channels=3, input_size=224, **kwargs):
+def resnet34(num_classes: int = 1000, in_channels: int = 3, input_size: IntOrPair = 224,
+             **kwargs: Any) -> Sequential:
     """ResNet-34 (basic blocks 3-4-6-3), 21,797,672 parameters at 1000 classes."""
     return resnet(34, num_classes, in_channels, input_size, **kwargs)
 
 
-def resnet50(num_classes=1000, in_channels=3, input_size=224, **kwargs):
+def resnet50(num_classes: int = 1000, in_channels: int = 3, input_size: IntOrPair = 224,
+             **kwargs: Any) -> Sequential:
     """ResNet-50 (bottlenecks 3-4-6-3), 25,557,032 parameters at 1000 classes."""
     return resnet(50, num_classes, in_channels, input_size, **kwargs)
 
 
-def resnet_cifar(depth=20, num_classes=10, in_channels=3, input_size=32, shortcut="A", *,
-                 rng=None, dtype="float32"):
+def resnet_cifar(depth: int = 20, num_classes: int = 10, in_channels: int = 3,
+                 input_size: IntOrPair = 32, shortcut: str = "A", *, rng: Seed = None,
+                 dtype: DTypeLike = "float32") -> Sequential:
     """CIFAR ResNet of depth 6n+2 (20, 32, 44, 56, 110, ...); shortcut "A"
     (zero padding, the paper's) or "B" (1x1 conv + BN projections)."""
     fn = f"resnet{depth}"
@@ -191,6 +203,7 @@ def resnet_cifar(depth=20, num_classes=10, in_channels=3, input_size=32, shortcu
     return network(layers)
 
 
-def resnet20(num_classes=10, in_channels=3, input_size=32, **kwargs):
+def resnet20(num_classes: int = 10, in_channels: int = 3, input_size: IntOrPair = 32,
+             **kwargs: Any) -> Sequential:
     """CIFAR ResNet-20, 269,722 parameters at 10 classes (option A shortcuts; 272,474 with "B")."""
     return resnet_cifar(20, num_classes, in_channels, input_size, **kwargs)

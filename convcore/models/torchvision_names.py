@@ -25,8 +25,11 @@ The zoo's models try torchvision_keys() themselves when a state dict's
 keys do not match (their load_state_dict key map), so
 `model.load_state_dict(torch_state_dict)` works as it is.
 """
+from __future__ import annotations
+
 import re
 from collections import OrderedDict
+from typing import Any, Dict, Mapping, Union
 
 from convcore.nn import Module
 
@@ -52,7 +55,7 @@ def _rename(key, rules):
     return key
 
 
-def torchvision_keys(state_dict):
+def torchvision_keys(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
     """A torchvision state dict (ResNet, VGG, MobileNet-v2, GoogLeNet) with
     the zoo's keys: "layer1.0.conv1.weight" -> "layer1.0.body.conv1.weight",
     "layer2.0.downsample.0.weight" -> "layer2.0.shortcut.0.weight", GoogLeNet's
@@ -65,10 +68,12 @@ def torchvision_keys(state_dict):
                        for k, v in state_dict.items() if not _DROPPED.match(k))
 
 
-def to_torchvision_keys(model_or_state_dict):
+def to_torchvision_keys(model_or_state_dict: Union[Module, Mapping[str, Any]]
+                        ) -> Dict[str, Any]:
     """The way back: a convcore model's state dict (or a state dict) with
     torchvision's keys, for torch's `load_state_dict` (wrap each array in
     `torch.from_numpy`). Values are kept as given (copies, for a model)."""
+    state_dict: Mapping[str, Any]
     if isinstance(model_or_state_dict, Module):
         state_dict = model_or_state_dict.state_dict()
     elif hasattr(model_or_state_dict, "items"):

@@ -13,13 +13,19 @@ Other input sizes: avgpool keeps torchvision's 7x7 output at 224; for
 inputs whose five pools leave a smaller map (e.g. 32x32 CIFAR: 1x1) the
 pool keeps that size and the first FC layer is sized from it.
 """
+from __future__ import annotations
+
 from collections import OrderedDict
+from typing import Any, Protocol
+
+from numpy.typing import DTypeLike
 
 from convcore.utils.validation import check_int
 from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
                          LocalResponseNorm, MaxPool2d, ReLU, Sequential)
 from convcore.models._common import check_common, layer_kwargs, network
 from convcore.models.alexnet import LRN_PAPER
+from convcore.utils.types import IntOrPair, Seed
 
 # int: 3x3 conv with that many channels; (n, 1): a 1x1 conv; "M": max pool
 # 2/2; "LRN": local response normalisation (configuration A-LRN only).
@@ -56,8 +62,9 @@ def _features(cfg, in_channels, batch_norm, kw):
     return Sequential(*layers), c
 
 
-def vgg(config="D", num_classes=1000, in_channels=3, input_size=224, batch_norm=False,
-        dropout=0.5, hidden=4096, *, rng=None, dtype="float32"):
+def vgg(config: str = "D", num_classes: int = 1000, in_channels: int = 3,
+        input_size: IntOrPair = 224, batch_norm: bool = False, dropout: float = 0.5,
+        hidden: int = 4096, *, rng: Seed = None, dtype: DTypeLike = "float32") -> Sequential:
     """VGG of a configuration letter ("A", "A-LRN", "B", "C", "D", "E")."""
     fn = "vgg"
     if config not in CONFIGS:
@@ -78,8 +85,18 @@ def vgg(config="D", num_classes=1000, in_channels=3, input_size=224, batch_norm=
         ("flatten", Flatten()), ("classifier", classifier)])
 
 
-def _named(config, batch_norm):
-    def build(num_classes=1000, in_channels=3, input_size=224, **kwargs):
+class _Builder(Protocol):
+    """vgg11 .. vgg19_bn: vgg() with the configuration fixed."""
+    __name__: str
+    __qualname__: str
+
+    def __call__(self, num_classes: int = ..., in_channels: int = ...,
+                 input_size: IntOrPair = ..., **kwargs: Any) -> Sequential: ...
+
+
+def _named(config: str, batch_norm: bool) -> _Builder:
+    def build(num_classes: int = 1000, in_channels: int = 3, input_size: IntOrPair = 224,
+              **kwargs: Any) -> Sequential:
         return vgg(config, num_classes, in_channels, input_size, batch_norm, **kwargs)
     return build
 

@@ -21,6 +21,10 @@ Sequential and Residual also run the layers between convolutions fused
 eval mode BN folded into the conv): see convcore.nn._fusion, and
 convcore.nn.set_fusion(False) to turn it off.
 """
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional, Union, overload
+
 from collections import OrderedDict
 
 import numpy as np
@@ -33,6 +37,7 @@ from convcore.nn import _fusion
 from convcore.nn.activation import ReLU
 from convcore.nn.module import Module
 from convcore.nn.normalization import BatchNorm2d
+from convcore.utils.types import Array
 
 
 def _add(a, b):
@@ -48,7 +53,13 @@ class Sequential(Module):
     """Children run in order; state_dict keys "0.weight", "1.bias", ...
     Also accepts one OrderedDict name -> module for named children."""
 
-    def __init__(self, *layers):
+    @overload
+    def __init__(self, *layers: Module) -> None: ...
+
+    @overload
+    def __init__(self, layers: OrderedDict[str, Module], /) -> None: ...
+
+    def __init__(self, *layers: Any) -> None:
         super().__init__()
         if len(layers) == 1 and isinstance(layers[0], OrderedDict):
             for name, m in layers[0].items():
@@ -57,13 +68,19 @@ class Sequential(Module):
             for i, m in enumerate(layers):
                 self.add_module(str(i), m)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._modules)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def __getitem__(self, idx):
+    @overload
+    def __getitem__(self, idx: int) -> Module: ...
+
+    @overload
+    def __getitem__(self, idx: slice) -> Sequential: ...
+
+    def __getitem__(self, idx: Union[int, slice]) -> Module:
         if isinstance(idx, slice):
             # Keep the original names, so sub.state_dict() keys stay meaningful
             # ("2.weight" stays "2.weight"), as torch does.
@@ -75,7 +92,7 @@ class Sequential(Module):
             raise IndexError(f"Sequential: index {idx!r} out of range for "
                              f"{len(items)} layers") from None
 
-    def append(self, module):
+    def append(self, module: Module) -> Sequential:
         self.add_module(str(len(self)), module)
         return self
 
@@ -93,7 +110,7 @@ class Sequential(Module):
             object.__setattr__(self, "_fusion_plan", cached)
         return cached[1]
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         steps = self._plan()
         if steps is None:
             for m in self._modules.values():
@@ -105,7 +122,7 @@ class Sequential(Module):
         self._cache = steps if is_grad_enabled() else None
         return x
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Optional[Array]:
         steps = self._cache   # None: the forward ran the children one by one
         self._cache = None
         steps = list(self._modules.values()) if steps is None else steps
@@ -206,12 +223,12 @@ class Residual(Module):
     (ResNet's identity block) or e.g. a 1x1 Conv2d + BatchNorm2d projection.
     Keys "body.…" and "shortcut.…"."""
 
-    def __init__(self, body, shortcut=None):
+    def __init__(self, body: Module, shortcut: Optional[Module] = None) -> None:
         super().__init__()
         self.body = body
         self.add_module("shortcut", shortcut)  # None: identity, no keys
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         yb = self.body(x)
         ys = x if self.shortcut is None else self.shortcut(x)
         if yb.shape != ys.shape:
@@ -219,7 +236,7 @@ class Residual(Module):
                              f"{ys.shape} differ; give a projection shortcut")
         return yb + ys
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Optional[Array]:
         _pass_on_skip(self._input_grad_needed(), self.body, self.shortcut)
         # The input feeds both paths: its gradient is the sum of theirs.
         g_body = self.body.backward(grad_y)
@@ -323,24 +340,30 @@ class Concat(Module):
     `axis` (channels by default: an Inception block). Keys "0.…", "1.…",
     or the names of one OrderedDict name -> branch (as Sequential)."""
 
-    def __init__(self, *branches, axis=1):
+    @overload
+    def __init__(self, *branches: Module, axis: int = 1) -> None: ...
+
+    @overload
+    def __init__(self, branches: OrderedDict[str, Module], /, *, axis: int = 1) -> None: ...
+
+    def __init__(self, *branches: Any, axis: int = 1) -> None:
         super().__init__()
-        named = (branches[0].items() if len(branches) == 1
+        pairs = (branches[0].items() if len(branches) == 1
                  and isinstance(branches[0], OrderedDict) else enumerate(branches))
-        named = [(str(k), m) for k, m in named]
+        named = [(str(k), m) for k, m in pairs]
         if not named:
             raise ValueError("Concat: needs at least one branch")
         self.axis = check_int(axis, "axis", None, "Concat")
         for name, m in named:
             self.add_module(name, m)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._modules)
 
-    def __getitem__(self, idx):
+    def __getitem__(self, idx: int) -> Module:
         return list(self._modules.values())[idx]
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         outs = [m(x) for m in self._modules.values()]
         axis = self.axis % outs[0].ndim
         for i, o in enumerate(outs[1:], 1):
@@ -351,7 +374,7 @@ class Concat(Module):
         self._save_for_backward(axis, [o.shape[axis] for o in outs])
         return np.concatenate(outs, axis=axis)
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Optional[Array]:
         axis, sizes = self._saved()
         pieces = np.split(grad_y, np.cumsum(sizes)[:-1], axis=axis)
         _pass_on_skip(self._input_grad_needed(), *self._modules.values())
@@ -361,5 +384,5 @@ class Concat(Module):
         _end_skip(*self._modules.values())
         return grad_x
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"axis={self.axis}"

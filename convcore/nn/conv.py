@@ -1,5 +1,10 @@
 """Conv2d: parameters and cache around F.conv2d / F.conv2d_backward."""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore import init
 from convcore.functional import conv2d, conv2d_backward
@@ -11,6 +16,7 @@ from convcore.utils.validation import check_int, int_pair
 from convcore.nn._common import data_format_repr, layer_dtype
 from convcore.nn.module import Module
 from convcore.nn.parameter import Parameter
+from convcore.utils.types import Array, IntOrPair, Seed
 
 
 class Conv2d(Module):
@@ -29,9 +35,11 @@ class Conv2d(Module):
     convcore.utils.layout), with the same results as the NCHW layer.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, groups=1, bias=True, algorithm="auto",
-                 dtype=np.float32, *, rng=None, data_format=CHANNELS_FIRST):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair,
+                 stride: IntOrPair = 1, padding: Union[IntOrPair, str] = 0,
+                 dilation: IntOrPair = 1, groups: int = 1, bias: bool = True,
+                 algorithm: str = "auto", dtype: DTypeLike = np.float32, *,
+                 rng: Seed = None, data_format: str = CHANNELS_FIRST) -> None:
         super().__init__()
         fn = "Conv2d"
         self.data_format = check_data_format(data_format, fn)
@@ -55,13 +63,14 @@ class Conv2d(Module):
             self.register_parameter("bias", None)
         init.default_layer_init_(self.weight, self.bias, rng)
 
-    def _geometry(self):
+    def _geometry(self) -> Tuple[Tuple[int, int], Union[Tuple[int, int], str],
+                                 Tuple[int, int], int]:
         return self.stride, self.padding, self.dilation, self.groups
 
     # forward and backward read the parameters from _parameters rather than
     # through Module.__getattr__ (a failed attribute lookup first): they run
     # once per layer and call.
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         refuse_other_layout(x, self.in_channels, self.data_format, "Conv2d")
         params = self._parameters
         b = params.get("bias")
@@ -72,7 +81,7 @@ class Conv2d(Module):
         self._save_for_backward(x)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Optional[Array]:
         (x,) = self._saved()
         params = self._parameters
         w, b = params["weight"], params.get("bias")
@@ -86,7 +95,7 @@ class Conv2d(Module):
             b.accumulate_grad(gb)
         return gx
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
         if len(input_shape) != 4:
             raise ValueError(f"Conv2d: input must be 4-D (N, C, H, W), got shape "
                              f"{tuple(input_shape)}")
@@ -95,11 +104,11 @@ class Conv2d(Module):
                          fn="Conv2d", data_format=self.data_format)
         return shape_from_channels_first(spec.out_shape, self.data_format)
 
-    def macs(self, input_shape, output_shape):
+    def macs(self, input_shape: Tuple[int, ...], output_shape: Tuple[int, ...]) -> int:
         kh, kw = self.kernel_size
         return int(np.prod(output_shape)) * (self.in_channels // self.groups) * kh * kw
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
         if self.padding not in ((0, 0), "valid"):

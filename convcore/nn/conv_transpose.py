@@ -1,5 +1,10 @@
 """ConvTranspose2d: parameters and cache around F.conv_transpose2d."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore import init
 from convcore.functional.conv_transpose import (
@@ -8,6 +13,7 @@ from convcore.nn._common import layer_dtype
 from convcore.nn.module import Module
 from convcore.nn.parameter import Parameter
 from convcore.utils.validation import check_int, int_pair
+from convcore.utils.types import Array, IntOrPair, Seed
 
 
 class ConvTranspose2d(Module):
@@ -20,9 +26,11 @@ class ConvTranspose2d(Module):
     weights; `first_layer = True` on the instance skips the input gradient.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups=1, bias=True, dilation=1, algorithm="auto",
-                 dtype=np.float32, *, rng=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair,
+                 stride: IntOrPair = 1, padding: IntOrPair = 0, output_padding: IntOrPair = 0,
+                 groups: int = 1, bias: bool = True, dilation: IntOrPair = 1,
+                 algorithm: str = "auto", dtype: DTypeLike = np.float32, *,
+                 rng: Seed = None) -> None:
         super().__init__()
         fn = "ConvTranspose2d"
         self.in_channels = check_int(in_channels, "in_channels", 1, fn)
@@ -50,7 +58,9 @@ class ConvTranspose2d(Module):
             self.register_parameter("bias", None)
         init.default_layer_init_(self.weight, self.bias, rng)
 
-    def _geometry(self, output_padding=None):
+    def _geometry(self, output_padding: Optional[Tuple[int, int]] = None
+                  ) -> Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int], int,
+                             Tuple[int, int]]:
         op = self.output_padding if output_padding is None else output_padding
         return self.stride, self.padding, op, self.groups, self.dilation
 
@@ -76,7 +86,7 @@ class ConvTranspose2d(Module):
                              f"of spatial size {tuple(input_shape[2:])})")
         return tuple(n - m for n, m in zip(size, smallest))
 
-    def forward(self, x, output_size=None):
+    def forward(self, x: Array, output_size: Optional[Sequence[int]] = None) -> Array:
         """y for input x; `output_size` ((H, W) or (N, C, H, W)) picks the
         output_padding that gives it, as torch's forward(input, output_size)
         does to undo a strided convolution's rounding."""
@@ -88,7 +98,7 @@ class ConvTranspose2d(Module):
         self._save_for_backward(x, op)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Optional[Array]:
         x, op = self._saved()
         params = self._parameters
         w, b = params["weight"], params.get("bias")
@@ -101,19 +111,19 @@ class ConvTranspose2d(Module):
             b.accumulate_grad(gb)
         return gx
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
         if len(input_shape) != 4:
             raise ValueError(f"ConvTranspose2d: input must be 4-D (N, C, H, W), got shape "
                              f"{tuple(input_shape)}")
         return conv_transpose_output_shape(input_shape, self.weight.shape, *self._geometry(),
                                            fn="ConvTranspose2d")
 
-    def macs(self, input_shape, output_shape):
+    def macs(self, input_shape: Tuple[int, ...], output_shape: Tuple[int, ...]) -> int:
         # Each input pixel meets every tap of its group's kernels once.
         kh, kw = self.kernel_size
         return int(np.prod(input_shape)) * (self.out_channels // self.groups) * kh * kw
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
         for name, default in (("padding", (0, 0)), ("output_padding", (0, 0)),

@@ -1,11 +1,17 @@
 """Dropout and Dropout2d: zero elements (whole channels) with probability p
 in training mode and scale the rest by 1/(1-p); the identity in eval mode."""
+from __future__ import annotations
+
+from typing import Any, Callable, Tuple
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore import init
 from convcore.functional.linear import dropout, dropout2d, dropout_backward
 from convcore.nn._common import layer_dtype
 from convcore.nn.module import Module
+from convcore.utils.types import Array, Seed
 
 
 class Dropout(Module):
@@ -13,9 +19,9 @@ class Dropout(Module):
     draws the masks; backward reuses the mask of the last forward."""
 
     # The functional op drawing the mask (staticmethod: not bound to self).
-    _op = staticmethod(dropout)
+    _op: Callable[..., Any] = staticmethod(dropout)
 
-    def __init__(self, p=0.5, dtype=np.float32, *, rng=None):
+    def __init__(self, p: float = 0.5, dtype: DTypeLike = np.float32, *, rng: Seed = None) -> None:
         super().__init__()
         p = float(p)
         if not 0.0 <= p <= 1.0:
@@ -24,7 +30,7 @@ class Dropout(Module):
         self.rng = init.get_rng(rng)
         layer_dtype(dtype, type(self).__name__)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         if not self.training or self.p == 0.0:
             self._save_for_backward(None)  # backward passes the gradient through
             return x
@@ -32,16 +38,16 @@ class Dropout(Module):
         self._save_for_backward(mask)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Array:
         (mask,) = self._saved()
         if mask is None:
             return grad_y
         return dropout_backward(grad_y, mask, self.p)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
         return tuple(input_shape)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"
 
 

@@ -25,9 +25,12 @@ The same instance `backward` carries the reuse rule's refusal (a module
 run twice in one eval-mode forward, see convcore.nn._reuse): its backward
 raises, naming the cause.
 """
+from __future__ import annotations
+
 import itertools
 import types
 import weakref
+from typing import Any
 
 import numpy as np
 
@@ -53,12 +56,12 @@ class RemovableHandle:
     """Returned by the register_*_hook methods; remove() unregisters the
     hook (calling it again does nothing)."""
 
-    def __init__(self, module, store):
+    def __init__(self, module: Any, store: str) -> None:
         self.id = next(_ids)
         self._module = weakref.ref(module)
         self._store = store
 
-    def remove(self):
+    def remove(self) -> None:
         module = self._module()
         if module is None:
             return

@@ -1,5 +1,10 @@
 """Linear, Flatten and Identity."""
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore import init
 from convcore.utils.layout import (
@@ -10,13 +15,15 @@ from convcore.functional.linear import linear, linear_backward
 from convcore.nn._common import data_format_repr, layer_dtype
 from convcore.nn.module import Module
 from convcore.nn.parameter import Parameter
+from convcore.utils.types import Array, Seed
 
 
 class Linear(Module):
     """y = x W^T + b over the last axis, as torch.nn.Linear (weight
     (out_features, in_features)), initialised as torch does."""
 
-    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, *, rng=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 dtype: DTypeLike = np.float32, *, rng: Seed = None) -> None:
         super().__init__()
         self.in_features = check_int(in_features, "in_features", 1, "Linear")
         self.out_features = check_int(out_features, "out_features", 1, "Linear")
@@ -30,14 +37,14 @@ class Linear(Module):
 
     # Parameters read from _parameters, not through Module.__getattr__ (a
     # failed attribute lookup first), as Conv2d does.
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         params = self._parameters
         b = params.get("bias")
         y = linear(x, params["weight"].data, None if b is None else b.data)
         self._save_for_backward(x)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Optional[Array]:
         (x,) = self._saved()
         params = self._parameters
         w, b = params["weight"], params.get("bias")
@@ -49,16 +56,16 @@ class Linear(Module):
             b.accumulate_grad(gb)
         return gx
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
         if not input_shape or input_shape[-1] != self.in_features:
             raise ValueError(f"Linear: input's last dimension must be in_features="
                              f"{self.in_features}, got shape {tuple(input_shape)}")
         return tuple(input_shape[:-1]) + (self.out_features,)
 
-    def macs(self, input_shape, output_shape):
+    def macs(self, input_shape: Tuple[int, ...], output_shape: Tuple[int, ...]) -> int:
         return int(np.prod(output_shape)) * self.in_features
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
 
@@ -75,15 +82,15 @@ class Flatten(Module):
     instead; its Dense weights need permuting to load here.)
     """
 
-    def __init__(self, start_dim=1, end_dim=-1, dtype=np.float32, *,
-                 data_format=CHANNELS_FIRST):
+    def __init__(self, start_dim: int = 1, end_dim: int = -1, dtype: DTypeLike = np.float32, *,
+                 data_format: str = CHANNELS_FIRST) -> None:
         super().__init__()
         self.start_dim = int(start_dim)
         self.end_dim = int(end_dim)
         self.data_format = check_data_format(data_format, "Flatten")
         layer_dtype(dtype, "Flatten")  # no parameters; checked for uniformity
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
         shape = tuple(shape_to_channels_first(input_shape, self.data_format))
         nd = len(shape)
         s = self.start_dim % nd if nd else 0
@@ -93,33 +100,33 @@ class Flatten(Module):
                              f"end_dim={self.end_dim} for input shape {shape}")
         return shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:]
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         # channels-last: a copy in channels-first order (reshape of the view)
         y = to_channels_first(x, self.data_format).reshape(self.output_shape(x.shape))
         self._save_for_backward(x.shape)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Array:
         (shape,) = self._saved()
         grad_x = grad_y.reshape(shape_to_channels_first(shape, self.data_format))
         return from_channels_first(grad_x, self.data_format)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}" + data_format_repr(self)
 
 
 class Identity(Module):
     """Returns its input; backward returns the output gradient."""
 
-    def __init__(self, *args, dtype=np.float32, **kwargs):
+    def __init__(self, *args: Any, dtype: DTypeLike = np.float32, **kwargs: Any) -> None:
         super().__init__()
         layer_dtype(dtype, "Identity")
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         return x
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Array:
         return grad_y
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
         return tuple(input_shape)

@@ -1,9 +1,12 @@
 """Losses as modules: `loss(out, target)` returns the loss (a float for
 reduction "mean"/"sum") and keeps the inputs; `loss.backward()` returns the
 gradient with respect to `out`, to feed into model.backward()."""
-from typing import Any, Callable, Optional
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from convcore.functional.losses import (
     binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_backward, cross_entropy,
@@ -11,15 +14,16 @@ from convcore.functional.losses import (
     mse_loss, mse_loss_backward, nll_loss, nll_loss_backward, smooth_l1_loss,
     smooth_l1_loss_backward)
 from convcore.nn.module import Module
+from convcore.utils.types import Array, LossValue
 
 
 class _Loss(Module):
     # The functional op pair each loss wraps (staticmethod: called through
-    # the instance without binding `self`).
-    _forward_op: Optional[Callable[..., Any]] = None
-    _backward_op: Optional[Callable[..., Any]] = None
+    # the instance without binding `self`); each subclass sets them.
+    _forward_op: Callable[..., Any]
+    _backward_op: Callable[..., Any]
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"{type(self).__name__}: reduction must be 'mean', 'sum' "
@@ -36,18 +40,18 @@ class _Loss(Module):
         float32 logits)."""
         return None if a is None else np.asarray(a, dtype=dtype)
 
-    def forward(self, out, target):
+    def forward(self, out: Array, target: ArrayLike) -> LossValue:
         value = self._forward_op(out, target, **self._kwargs(getattr(out, "dtype", None)))
         self._save_for_backward(out, target)
         return value
 
-    def backward(self, grad=1.0):
+    def backward(self, grad: Union[float, Array] = 1.0) -> Array:
         """Gradient of the loss with respect to `out`, scaled by `grad` (an
         array of the per-element shape for reduction="none")."""
         out, target = self._saved()
         return self._backward_op(out, target, **self._kwargs(out.dtype), grad=grad)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
 
 
@@ -59,7 +63,8 @@ class CrossEntropyLoss(_Loss):
     _forward_op = staticmethod(cross_entropy)
     _backward_op = staticmethod(cross_entropy_backward)
 
-    def __init__(self, weight=None, label_smoothing=0.0, reduction="mean", ignore_index=-100):
+    def __init__(self, weight: Optional[ArrayLike] = None, label_smoothing: float = 0.0,
+                 reduction: str = "mean", ignore_index: int = -100) -> None:
         super().__init__(reduction)
         self.weight = None if weight is None else np.asarray(weight)
         self.label_smoothing = float(label_smoothing)
@@ -80,7 +85,8 @@ class NLLLoss(_Loss):
     _forward_op = staticmethod(nll_loss)
     _backward_op = staticmethod(nll_loss_backward)
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
+    def __init__(self, weight: Optional[ArrayLike] = None, ignore_index: int = -100,
+                 reduction: str = "mean") -> None:
         super().__init__(reduction)
         self.weight = None if weight is None else np.asarray(weight)
         self.ignore_index = int(ignore_index)
@@ -106,7 +112,7 @@ class SmoothL1Loss(_Loss):
     _forward_op = staticmethod(smooth_l1_loss)
     _backward_op = staticmethod(smooth_l1_loss_backward)
 
-    def __init__(self, reduction="mean", beta=1.0):
+    def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
         super().__init__(reduction)
         self.beta = float(beta)
         if not self.beta >= 0:
@@ -121,7 +127,7 @@ class HuberLoss(_Loss):
     _forward_op = staticmethod(huber_loss)
     _backward_op = staticmethod(huber_loss_backward)
 
-    def __init__(self, reduction="mean", delta=1.0):
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
         super().__init__(reduction)
         self.delta = float(delta)
         if not self.delta > 0:
@@ -137,7 +143,8 @@ class BCEWithLogitsLoss(_Loss):
     _forward_op = staticmethod(binary_cross_entropy_with_logits)
     _backward_op = staticmethod(binary_cross_entropy_with_logits_backward)
 
-    def __init__(self, weight=None, pos_weight=None, reduction="mean"):
+    def __init__(self, weight: Optional[ArrayLike] = None, pos_weight: Optional[ArrayLike] = None,
+                 reduction: str = "mean") -> None:
         super().__init__(reduction)
         self.weight = None if weight is None else np.asarray(weight)
         self.pos_weight = None if pos_weight is None else np.asarray(pos_weight)

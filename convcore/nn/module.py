@@ -13,15 +13,30 @@ Parameters, buffers and children are registered by attribute assignment,
 as in PyTorch, so `state_dict()` keys follow PyTorch's names
 ("features.0.weight", "bn.running_mean", ...).
 """
-from collections import OrderedDict, namedtuple
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import (Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional,
+                    Set, Tuple, TypeVar)
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore._runtime.grad_mode import _state as _grad_state
 from convcore.nn import _reuse, _state_keys, _summary, hooks
 from convcore.nn.parameter import Parameter
+from convcore.utils.types import Array
 
-IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+class IncompatibleKeys(NamedTuple):
+    """What a load_state_dict(strict=False) did not match, as torch returns."""
+
+    missing_keys: List[str]
+    unexpected_keys: List[str]
+
+
+# the type of self, for the methods that return it (train, eval, to, ...)
+_M = TypeVar("_M", bound="Module")
 
 
 class Module:
@@ -31,9 +46,16 @@ class Module:
     #: skip computing it when this is True (set it on the instance), and a
     #: Sequential starting with it stops its backward at the first layer
     #: that has trainable parameters (the rest is frozen, see containers).
-    first_layer = False
+    first_layer: bool = False
+    training: bool
+    # Parameter / ndarray / Module, or None for a declared but absent one;
+    # typed Any because the layers and containers read them where they know
+    # they are set.
+    _parameters: Dict[str, Any]
+    _buffers: Dict[str, Any]
+    _modules: Dict[str, Any]
 
-    def __init__(self):
+    def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
@@ -41,7 +63,7 @@ class Module:
         object.__setattr__(self, "_cache", None)
 
     # -- registration -------------------------------------------------------
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call Module.__init__() "
                                  "before assigning attributes")
@@ -72,7 +94,7 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         # Only called when normal lookup fails: parameters, buffers and
         # children live in their own dicts. Layers' forward/backward read
         # self._parameters directly on their hot paths.
@@ -88,14 +110,14 @@ class Module:
             pass
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
-    def __delattr__(self, name):
+    def __delattr__(self, name: str) -> None:
         for store in (self._parameters, self._buffers, self._modules):
             if name in store:
                 del store[name]
                 return
         object.__delattr__(self, name)
 
-    def register_parameter(self, name, param):
+    def register_parameter(self, name: str, param: Optional[Parameter]) -> None:
         """Register a Parameter (or None: a declared but absent parameter,
         such as the bias of a bias=False layer, with no state_dict key)."""
         if param is not None and not isinstance(param, Parameter):
@@ -103,7 +125,7 @@ class Module:
                             f"None, got {type(param).__name__}")
         self._parameters[name] = param
 
-    def register_buffer(self, name, array):
+    def register_buffer(self, name: str, array: Optional[Array]) -> None:
         """Register a non-trainable array saved in the state dict (e.g.
         BatchNorm's running_mean); None declares it absent."""
         if array is not None and not isinstance(array, np.ndarray):
@@ -115,26 +137,26 @@ class Module:
     #: bumped by bump_buffers(): buffers (e.g. BatchNorm's running
     #: statistics) were written in place by load_state_dict or
     #: reset_running_stats; caches derived from them compare it.
-    buffers_version = 0
+    buffers_version: int = 0
 
-    def bump_buffers(self):
+    def bump_buffers(self) -> None:
         """Mark this module's buffers as changed in place."""
         object.__setattr__(self, "buffers_version", self.buffers_version + 1)
 
-    def add_module(self, name, module):
+    def add_module(self, name: str, module: Optional[Module]) -> None:
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"add_module: '{name}' must be a Module, got "
                             f"{type(module).__name__}")
         self._modules[str(name)] = module
 
     # -- running ------------------------------------------------------------
-    def forward(self, *args):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
-    def backward(self, grad_y):
+    def backward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define backward()")
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # _summary.active_recorder(), inlined: this runs once per layer call.
         # The thread-local's own dict: getattr with a default raises and
         # catches an AttributeError whenever the attribute is absent, ten
@@ -147,21 +169,21 @@ class Module:
         # One instance, one place per forward pass: convcore.nn._reuse.
         return _reuse.run(self, args, kwargs)
 
-    def _input_grad_needed(self):
+    def _input_grad_needed(self) -> bool:
         """Whether this backward must compute the input gradient: not for a
         first layer, nor when the container running the backward said that
         nothing before this module needs it (skip_input_grad_once: one
         backward only). Call it once per backward."""
         return not (self.__dict__.pop("_skip_input_grad", False) or self.first_layer)
 
-    def skip_input_grad_once(self):
+    def skip_input_grad_once(self) -> None:
         """Tell this module that its next backward may skip the input
         gradient (and return None): containers call it on the first layer
         that still has trainable parameters, everything before it frozen."""
         self.__dict__["_skip_input_grad"] = True
 
     # -- what backward needs (the custom-layer API) ---------------------------
-    def save_for_backward(self, *values):
+    def save_for_backward(self, *values: Any) -> None:
         """Keep `values` (arrays, shapes, flags: anything) for this module's
         backward, as torch's ctx.save_for_backward. Call it in forward.
 
@@ -179,7 +201,7 @@ class Module:
         self.__dict__["_cache"] = values if enabled else None
 
     @property
-    def saved_tensors(self):
+    def saved_tensors(self) -> Tuple[Any, ...]:
         """The tuple forward gave save_for_backward; read it once in backward.
         Reading releases it, so the memory goes with the step; a backward
         without a forward since the last one (or after a forward under
@@ -195,21 +217,22 @@ class Module:
     # The names the layers have always used.
     _save_for_backward = save_for_backward
 
-    def _saved(self):
+    def _saved(self) -> Tuple[Any, ...]:
         return self.saved_tensors
 
     # -- hooks (convcore.nn.hooks) --------------------------------------------
-    def register_forward_pre_hook(self, hook):
+    def register_forward_pre_hook(self, hook: Callable[..., Any]) -> hooks.RemovableHandle:
         """hook(module, args) -> None or new args (a tuple, or one value),
         called before forward. Returns a handle; handle.remove() unregisters."""
         return hooks.register(self, hooks.PRE, hook, "register_forward_pre_hook")
 
-    def register_forward_hook(self, hook):
+    def register_forward_hook(self, hook: Callable[..., Any]) -> hooks.RemovableHandle:
         """hook(module, args, output) -> None or a new output, called after
         forward. Returns a handle; handle.remove() unregisters."""
         return hooks.register(self, hooks.FORWARD, hook, "register_forward_hook")
 
-    def register_full_backward_hook(self, hook):
+    def register_full_backward_hook(self, hook: Callable[..., Any]
+                                    ) -> hooks.RemovableHandle:
         """hook(module, grad_input, grad_output) -> None or a new grad_input,
         called after backward: grad_input is (grad_x,) as backward returns it
         (None when not computed), grad_output the tuple of backward's
@@ -219,16 +242,17 @@ class Module:
         return hooks.register(self, hooks.BACKWARD, hook, "register_full_backward_hook")
 
     # -- traversal ----------------------------------------------------------
-    def named_children(self):
+    def named_children(self) -> Iterator[Tuple[str, Module]]:
         for name, m in self._modules.items():
             if m is not None:
                 yield name, m
 
-    def children(self):
+    def children(self) -> Iterator[Module]:
         for _, m in self.named_children():
             yield m
 
-    def named_modules(self, prefix="", _seen=None):
+    def named_modules(self, prefix: str = "", _seen: Optional[Set[int]] = None
+                      ) -> Iterator[Tuple[str, Module]]:
         """(qualified name, module) for self and every descendant, once each."""
         seen = set() if _seen is None else _seen
         if id(self) in seen:
@@ -238,14 +262,15 @@ class Module:
         for name, m in self.named_children():
             yield from m.named_modules(f"{prefix}.{name}" if prefix else name, seen)
 
-    def modules(self):
+    def modules(self) -> Iterator[Module]:
         for _, m in self.named_modules():
             yield m
 
-    def named_parameters(self, prefix="", recurse=True):
+    def named_parameters(self, prefix: str = "", recurse: bool = True
+                         ) -> Iterator[Tuple[str, Parameter]]:
         """(qualified name, Parameter), each parameter once even if shared."""
-        seen = set()
-        mods = self.named_modules(prefix) if recurse else [(prefix, self)]
+        seen: Set[int] = set()
+        mods: Any = self.named_modules(prefix) if recurse else [(prefix, self)]
         for mname, m in mods:
             for pname, p in m._parameters.items():
                 if p is None or id(p) in seen:
@@ -253,20 +278,20 @@ class Module:
                 seen.add(id(p))
                 yield (f"{mname}.{pname}" if mname else pname), p
 
-    def parameters(self, recurse=True):
+    def parameters(self, recurse: bool = True) -> List[Parameter]:
         """List of this module's Parameters (each once)."""
         return [p for _, p in self.named_parameters(recurse=recurse)]
 
-    def named_buffers(self, prefix=""):
+    def named_buffers(self, prefix: str = "") -> Iterator[Tuple[str, Array]]:
         for mname, m in self.named_modules(prefix):
             for bname, b in m._buffers.items():
                 if b is not None:
                     yield (f"{mname}.{bname}" if mname else bname), b
 
-    def buffers(self):
+    def buffers(self) -> List[Array]:
         return [b for _, b in self.named_buffers()]
 
-    def apply(self, fn):
+    def apply(self: _M, fn: Callable[[Module], Any]) -> _M:
         """Call fn(module) on every descendant, then self; returns self."""
         for m in self.children():
             m.apply(fn)
@@ -274,27 +299,27 @@ class Module:
         return self
 
     # -- modes and gradients ------------------------------------------------
-    def train(self, mode=True):
+    def train(self: _M, mode: bool = True) -> _M:
         """Training mode: dropout drops, batch norm uses and updates batch
         statistics. Returns self."""
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
         return self
 
-    def eval(self):
+    def eval(self: _M) -> _M:
         return self.train(False)
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
             p.zero_grad(set_to_none)
 
-    def requires_grad_(self, requires_grad=True):
+    def requires_grad_(self: _M, requires_grad: bool = True) -> _M:
         """Freeze (False) or unfreeze every parameter; returns self."""
         for p in self.parameters():
             p.requires_grad = bool(requires_grad)
         return self
 
-    def to(self, dtype):
+    def to(self: _M, dtype: DTypeLike) -> _M:
         """Convert every parameter (and its gradient) and every float buffer
         to float32 or float64 in place; returns self. Layers created with
         dtype= need no conversion; this is for a model loaded in the other
@@ -314,7 +339,7 @@ class Module:
         return self
 
     # -- state --------------------------------------------------------------
-    def _state_items(self):
+    def _state_items(self) -> Iterator[Tuple[str, Module, str, str]]:
         """(key, owner module, local name, kind) in PyTorch's state-dict order:
         each module's parameters, then its buffers, then its children."""
         for mname, m in self.named_modules():
@@ -329,17 +354,18 @@ class Module:
     #: a function renaming a foreign state dict's keys to this module's,
     #: tried by load_state_dict when the keys do not match (the zoo's
     #: models set convcore.models.torchvision_keys); None: no renaming.
-    state_dict_key_map = None
+    state_dict_key_map: Optional[Callable[..., Any]] = None
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Array]:
         """OrderedDict key -> ndarray (copies), with PyTorch's key names."""
-        out = OrderedDict()
+        out: Dict[str, Array] = OrderedDict()
         for key, m, name, kind in self._state_items():
             arr = m._parameters[name].data if kind == "parameter" else m._buffers[name]
             out[key] = np.array(arr, copy=True)
         return out
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True
+                        ) -> IncompatibleKeys:
         """Copy arrays from `state_dict` (key -> array; torch tensors are
         converted with numpy.asarray) into this module.
 
@@ -387,16 +413,17 @@ class Module:
         return IncompatibleKeys(missing, unexpected)
 
     # -- shapes and cost, for summary() -------------------------------------
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Optional[Tuple[int, ...]]:
         """Output shape for an input of `input_shape` (batch included), or
         None when unknown (summary() then runs forward on zeros)."""
         return None
 
-    def macs(self, input_shape, output_shape):
+    def macs(self, input_shape: Tuple[int, ...], output_shape: Tuple[int, ...]) -> int:
         """Multiply-adds of one forward pass; only weight layers count."""
         return 0
 
-    def summary(self, input_shape, dtype=np.float32):
+    def summary(self, input_shape: Tuple[int, ...], dtype: DTypeLike = np.float32
+                ) -> _summary.Summary:
         """Per-layer output shape, parameter count and multiply-adds for one
         sample of `input_shape` (without the batch dimension, e.g. (3, 224,
         224)). Nothing is computed for layers that know their output shape,
@@ -406,10 +433,10 @@ class Module:
         return _summary.summarize(self, tuple(input_shape), dtype)
 
     # -- printing -----------------------------------------------------------
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"  ({name}): " + repr(m).replace("\n", "\n  ")
                  for name, m in self.named_children()]
         head = f"{type(self).__name__}({self.extra_repr()}"

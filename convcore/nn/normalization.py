@@ -2,9 +2,12 @@
 
 The normalising layers cache the input and the (mean, invstd) their
 forward computed, so backward does not recompute statistics."""
-from typing import Tuple
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore.utils.layout import CHANNELS_FIRST, check_data_format, refuse_other_layout
 from convcore.utils.validation import check_int
@@ -15,10 +18,11 @@ from convcore.functional.norms import (
 from convcore.nn._common import data_format_repr, layer_dtype
 from convcore.nn.module import Module
 from convcore.nn.parameter import Parameter
+from convcore.utils.types import Array
 
 
 class _SameShape(Module):
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
         return tuple(input_shape)
 
 
@@ -44,8 +48,9 @@ def _data(p):
 class _BatchNorm(_SameShape):
     _ndims: Tuple[int, ...] = ()
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=np.float32, *, data_format=CHANNELS_FIRST):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
+                 affine: bool = True, track_running_stats: bool = True,
+                 dtype: DTypeLike = np.float32, *, data_format: str = CHANNELS_FIRST) -> None:
         super().__init__()
         name = type(self).__name__
         self.data_format = check_data_format(data_format, name)
@@ -64,7 +69,7 @@ class _BatchNorm(_SameShape):
             for b in ("running_mean", "running_var", "num_batches_tracked"):
                 self.register_buffer(b, None)
 
-    def reset_running_stats(self):
+    def reset_running_stats(self) -> None:
         if self.track_running_stats:
             self.running_mean[...] = 0
             self.running_var[...] = 1
@@ -93,7 +98,7 @@ class _BatchNorm(_SameShape):
             raise ValueError(f"{type(self).__name__}: expected a {dims}-D input, got "
                              f"shape {getattr(x, 'shape', None)}")
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._check_input(x)
         refuse_other_layout(x, self.num_features, self.data_format, type(self).__name__)
         use_batch_stats, momentum = self._step_mode()
@@ -104,7 +109,7 @@ class _BatchNorm(_SameShape):
         self._save_for_backward(x, mean, invstd, use_batch_stats)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Array:
         x, mean, invstd, use_batch_stats = self._saved()
         gx, gw, gb = batch_norm_backward(
             grad_y, x, mean, invstd, _data(self.weight), training=use_batch_stats,
@@ -112,7 +117,7 @@ class _BatchNorm(_SameShape):
         _accumulate(self, gw, gb)
         return gx
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}"
                 + data_format_repr(self))
@@ -134,7 +139,8 @@ class BatchNorm2d(_BatchNorm):
 
 
 class GroupNorm(_SameShape):
-    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=np.float32):
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
+                 affine: bool = True, dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         self.num_groups = check_int(num_groups, "num_groups", 1, "GroupNorm")
         self.num_channels = check_int(num_channels, "num_channels", 1, "GroupNorm")
@@ -145,27 +151,27 @@ class GroupNorm(_SameShape):
         self.affine = bool(affine)
         _affine(self, self.num_channels, layer_dtype(dtype, "GroupNorm"), self.affine)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         y, mean, invstd = group_norm(
             x, self.num_groups, _data(self.weight), _data(self.bias), self.eps,
             return_stats=True)
         self._save_for_backward(x, mean, invstd)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Array:
         x, mean, invstd = self._saved()
         gx, gw, gb = group_norm_backward(
             grad_y, x, self.num_groups, mean, invstd, _data(self.weight))
         _accumulate(self, gw, gb)
         return gx
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
 
 
 class LayerNorm(_SameShape):
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True,
-                 dtype=np.float32):
+    def __init__(self, normalized_shape: Union[int, Sequence[int]], eps: float = 1e-5,
+                 elementwise_affine: bool = True, dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         if isinstance(normalized_shape, (int, np.integer)):
             normalized_shape = (normalized_shape,)
@@ -176,21 +182,21 @@ class LayerNorm(_SameShape):
         _affine(self, self.normalized_shape, layer_dtype(dtype, "LayerNorm"),
                 self.elementwise_affine)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         y, mean, invstd = layer_norm(
             x, self.normalized_shape, _data(self.weight), _data(self.bias), self.eps,
             return_stats=True)
         self._save_for_backward(x, mean, invstd)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Array:
         x, mean, invstd = self._saved()
         gx, gw, gb = layer_norm_backward(
             grad_y, x, self.normalized_shape, mean, invstd, _data(self.weight))
         _accumulate(self, gw, gb)
         return gx
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}")
 
@@ -198,21 +204,22 @@ class LayerNorm(_SameShape):
 class LocalResponseNorm(_SameShape):
     """AlexNet's cross-channel normalisation (torch.nn.LocalResponseNorm)."""
 
-    def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0, dtype=np.float32):
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
+                 dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         self.size = check_int(size, "size", 1, "LocalResponseNorm")
         self.alpha, self.beta, self.k = float(alpha), float(beta), float(k)
         layer_dtype(dtype, "LocalResponseNorm")
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         y = local_response_norm(x, self.size, self.alpha, self.beta, self.k)
         self._save_for_backward(x)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Array:
         (x,) = self._saved()
         return local_response_norm_backward(
             grad_y, x, self.size, self.alpha, self.beta, self.k)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"

@@ -1,6 +1,12 @@
 """Parameter: a trainable array and the gradient accumulated for it."""
-import numpy as np
+from __future__ import annotations
 
+from typing import Any, Callable, List, Optional, Tuple
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from convcore.utils.types import Array
 from convcore.utils.validation import FLOAT_DTYPES
 
 
@@ -25,8 +31,13 @@ class Parameter:
     """
 
     __slots__ = ("_data", "grad", "requires_grad", "_version", "_grad_hooks")
+    _data: Array
+    grad: Optional[Array]
+    requires_grad: bool
+    _version: int
+    _grad_hooks: Optional[List[Callable[[Parameter], Any]]]
 
-    def __init__(self, data, requires_grad=True):
+    def __init__(self, data: ArrayLike, requires_grad: bool = True) -> None:
         data = np.asarray(data)
         if data.dtype not in FLOAT_DTYPES:
             raise TypeError(f"Parameter: data must be float32 or float64, got "
@@ -38,37 +49,37 @@ class Parameter:
         self.requires_grad = bool(requires_grad)
 
     @property
-    def data(self):
+    def data(self) -> Array:
         return self._data
 
     @data.setter
-    def data(self, value):
+    def data(self, value: Array) -> None:
         self._data = value
         self._version += 1
 
     @property
-    def version(self):
+    def version(self) -> int:
         """Counter bumped on every change convcore can see (see the class doc)."""
         return self._version
 
-    def bump(self):
+    def bump(self) -> None:
         """Mark .data as changed in place (optimisers call this; so should
         code that writes into .data directly), so derived caches recompute."""
         self._version += 1
 
     @property
-    def shape(self):
+    def shape(self) -> Tuple[int, ...]:
         return self.data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return self.data.dtype
 
     @property
-    def size(self):
+    def size(self) -> int:
         return self.data.size
 
-    def accumulate_grad(self, g):
+    def accumulate_grad(self, g: Optional[Array]) -> None:
         """Add `g` into .grad (the first add stores a copy); ignored when frozen
         or when `g` is None (the gradient was not computed)."""
         if not self.requires_grad or g is None:
@@ -84,7 +95,8 @@ class Parameter:
             for hook in tuple(self._grad_hooks):
                 hook(self)
 
-    def register_post_accumulate_grad_hook(self, hook):
+    def register_post_accumulate_grad_hook(self, hook: Callable[[Parameter], Any]
+                                           ) -> _HookHandle:
         """Call hook(param) after each gradient is added into .grad (as
         torch's Tensor.register_post_accumulate_grad_hook); data-parallel
         training starts averaging a layer's gradients from here while the
@@ -97,7 +109,7 @@ class Parameter:
         self._grad_hooks.append(hook)
         return _HookHandle(self._grad_hooks, hook)
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the accumulated gradient (None, as torch's default), or
         fill it with zeros when set_to_none=False."""
         if set_to_none or self.grad is None:
@@ -105,7 +117,7 @@ class Parameter:
         else:
             self.grad[...] = 0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         frozen = "" if self.requires_grad else ", requires_grad=False"
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype}{frozen})"
 
@@ -113,9 +125,10 @@ class Parameter:
 class _HookHandle:
     __slots__ = ("_hooks", "_hook")
 
-    def __init__(self, hooks, hook):
+    def __init__(self, hooks: List[Callable[[Parameter], Any]],
+                 hook: Callable[[Parameter], Any]) -> None:
         self._hooks, self._hook = hooks, hook
 
-    def remove(self):
+    def remove(self) -> None:
         if self._hook in self._hooks:
             self._hooks.remove(self._hook)

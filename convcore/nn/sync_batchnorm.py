@@ -17,6 +17,10 @@ Running statistics use the global mean and the unbiased global variance,
 so they are the same on every rank. Eval mode, and world size 1, run the
 plain batch norm.
 """
+from __future__ import annotations
+
+from typing import Optional
+
 import numpy as np
 
 from convcore._runtime import mpi as _mpi
@@ -25,6 +29,7 @@ from convcore.nn import hooks
 from convcore.nn.module import Module
 from convcore.nn.normalization import _accumulate, _BatchNorm, _data
 from convcore.utils.layout import CHANNELS_FIRST
+from convcore.utils.types import Array
 
 
 class SyncBatchNorm(_BatchNorm):
@@ -33,7 +38,7 @@ class SyncBatchNorm(_BatchNorm):
     buffers and state_dict keys as BatchNorm2d."""
     _ndims = (2, 3, 4, 5)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._check_input(x)
         if self.data_format != CHANNELS_FIRST:
             # The synced statistics reduce over dim 1; a channels-last
@@ -51,7 +56,7 @@ class SyncBatchNorm(_BatchNorm):
             self.__dict__["_cache"] = (shape, synced, self._cache)
         return y.reshape(shape)
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Array) -> Array:
         shape, synced, saved = self._saved()
         self.__dict__["_cache"] = saved
         grad_y = grad_y.reshape(saved[0].shape)
@@ -106,7 +111,7 @@ class SyncBatchNorm(_BatchNorm):
         return gx
 
     @classmethod
-    def convert_sync_batchnorm(cls, module):
+    def convert_sync_batchnorm(cls, module: Module) -> Module:
         """Replace every BatchNorm1d/2d in `module` (and `module` itself if
         it is one) by a SyncBatchNorm holding the same parameters and
         buffers (shared, not copied); returns the converted module, as
@@ -123,7 +128,7 @@ class SyncBatchNorm(_BatchNorm):
         return module
 
 
-def convert_sync_batchnorm(module):
+def convert_sync_batchnorm(module: Module) -> Module:
     """SyncBatchNorm.convert_sync_batchnorm(module)."""
     return SyncBatchNorm.convert_sync_batchnorm(module)
 

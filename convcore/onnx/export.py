@@ -11,8 +11,10 @@ uses its running statistics. The containers' fused paths
 by one is exact; onnxruntime fuses them again on its side.
 """
 import os
+from typing import Any, Optional, Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore._runtime.grad_mode import no_grad
 from convcore.models._common import ResidualReLU
@@ -26,6 +28,7 @@ from convcore.nn import (GELU, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, 
                          Sequential, Sigmoid, SiLU, Softmax, Softplus, SyncBatchNorm, Tanh,
                          Upsample)
 from convcore.utils.layout import CHANNELS_LAST
+from convcore.utils.types import PathLike
 from convcore.onnx._require import require_onnx
 from convcore.onnx.graph import (Add, Cat, Erf, Graph, Mul, Reshape, Scale, Shift,
                                  Transpose)
@@ -462,8 +465,9 @@ def _check_dtype(dtype):
     return dt
 
 
-def export(model, input_shape, path=None, *, opset=None, dtype=np.float32,
-           input_name="input", output_name="output"):
+def export(model: Module, input_shape: Sequence[int], path: Optional[PathLike] = None, *,
+           opset: Optional[int] = None, dtype: DTypeLike = np.float32,
+           input_name: str = "input", output_name: str = "output") -> Any:
     """Write `model` (a convcore nn.Module) as an ONNX model.
 
     Parameters

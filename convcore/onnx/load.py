@@ -11,8 +11,10 @@ are the exporting model's.
 """
 import os
 import re
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convcore import init
 from convcore.nn import (GELU, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm1d,
@@ -20,6 +22,7 @@ from convcore.nn import (GELU, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, 
                          LeakyReLU, Linear, LocalResponseNorm, LogSoftmax, MaxPool2d, ReLU,
                          ReLU6, Sigmoid, Softmax, Softplus, Tanh, Upsample)
 from convcore.onnx._require import require_onnx
+from convcore.utils.types import PathLike
 from convcore.onnx.graph import (Add, Cat, Erf, Graph, Mul, Node, Reshape, Scale, Shift,
                                  Transpose)
 
@@ -482,7 +485,8 @@ def _ranks(onnx, proto):
     return ranks
 
 
-def load(path_or_model, *, dtype=None):
+def load(path_or_model: Union[PathLike, bytes, Any], *,
+         dtype: Optional[DTypeLike] = None) -> Graph:
     """Build a convcore model from an ONNX model.
 
     Parameters
@@ -521,11 +525,13 @@ def load(path_or_model, *, dtype=None):
         raise TypeError(f"convcore.onnx.load: dtype must be float32 or float64, got {dtype}")
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
     ctx = _Context(constants, _ranks(onnx, proto), dtype, opset)
-    consumers = {}
+    consumers: Dict[str, int] = {}
     for n in g.node:
         for t in n.input:
             consumers[t] = consumers.get(t, 0) + 1
-    alias, nodes, made_by = {}, [], {}
+    alias: Dict[str, str] = {}
+    nodes: List[Node] = []
+    made_by: Dict[str, Node] = {}
 
     def data(name):
         return alias.get(name, name)

@@ -16,13 +16,19 @@ The schedules use torch's chainable recurrences, which give the same rates
 as the closed forms and compose with manual lr changes; SequentialLR
 restarts a schedule at its milestone from the closed form, as torch does.
 state_dict() / load_state_dict() save and restore a schedule's position."""
+from __future__ import annotations
+
 import bisect
 import math
 import types
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
+                    Union)
+
+from convcore.optim.optimizer import Optimizer
 
 
 class LRScheduler:
-    def __init__(self, optimizer, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         self.optimizer = optimizer
         for g in optimizer.param_groups:
             if last_epoch == -1:
@@ -35,10 +41,10 @@ class LRScheduler:
         self._step_count = 0
         self.step()
 
-    def get_lr(self):
+    def get_lr(self) -> List[float]:
         raise NotImplementedError
 
-    def step(self):
+    def step(self) -> None:
         self._step_count += 1
         self._update_lr()
 
@@ -62,13 +68,13 @@ class LRScheduler:
         self._step_count = 0
         self.step()
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> List[float]:
         return list(self._last_lr)
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.__dict__.update(state)
 
     def _lrs(self):
@@ -78,13 +84,14 @@ class LRScheduler:
 class StepLR(LRScheduler):
     """lr = initial_lr * gamma ** (epoch // step_size)."""
 
-    def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1,
+                 last_epoch: int = -1) -> None:
         if int(step_size) < 1:
             raise ValueError(f"StepLR: step_size must be >= 1, got {step_size}")
         self.step_size, self.gamma = int(step_size), float(gamma)
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> List[float]:
         if self.last_epoch == 0 or self.last_epoch % self.step_size:
             return self._lrs()
         return [lr * self.gamma for lr in self._lrs()]
@@ -96,12 +103,13 @@ class StepLR(LRScheduler):
 class MultiStepLR(LRScheduler):
     """lr = initial_lr * gamma ** (number of milestones <= epoch)."""
 
-    def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, milestones: Iterable[int], gamma: float = 0.1,
+                 last_epoch: int = -1) -> None:
         self.milestones = sorted(int(m) for m in milestones)
         self.gamma = float(gamma)
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> List[float]:
         hits = self.milestones.count(self.last_epoch)
         return [lr * self.gamma ** hits for lr in self._lrs()]
 
@@ -113,11 +121,11 @@ class MultiStepLR(LRScheduler):
 class ExponentialLR(LRScheduler):
     """lr = initial_lr * gamma ** epoch."""
 
-    def __init__(self, optimizer, gamma, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:
         self.gamma = float(gamma)
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> List[float]:
         if self.last_epoch == 0:
             return self._lrs()
         return [lr * self.gamma for lr in self._lrs()]
@@ -130,13 +138,14 @@ class CosineAnnealingLR(LRScheduler):
     """lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2,
     computed by torch's recurrence."""
 
-    def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0,
+                 last_epoch: int = -1) -> None:
         if int(T_max) < 1:
             raise ValueError(f"CosineAnnealingLR: T_max must be >= 1, got {T_max}")
         self.T_max, self.eta_min = int(T_max), float(eta_min)
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> List[float]:
         e, T, lo = self.last_epoch, self.T_max, self.eta_min
         if e == 0:
             return self._lrs()
@@ -158,8 +167,10 @@ class ReduceLROnPlateau:
     than `patience` epochs (the seeds' "divide by 10 when validation
     accuracy plateaus": mode="max", factor=0.1). `step(metric)` each epoch."""
 
-    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4,
-                 threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8):
+    def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1,
+                 patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
+                 cooldown: int = 0, min_lr: Union[float, List[float], Tuple[float, ...]] = 0.0,
+                 eps: float = 1e-8) -> None:
         if factor >= 1.0:
             raise ValueError(f"ReduceLROnPlateau: factor must be < 1.0, got {factor}")
         if mode not in ("min", "max"):
@@ -194,7 +205,7 @@ class ReduceLROnPlateau:
             else self.best + self.threshold
         return a > ref
 
-    def step(self, metrics):
+    def step(self, metrics: float) -> None:
         current = float(metrics)
         self.last_epoch += 1
         if self._is_better(current):
@@ -214,13 +225,13 @@ class ReduceLROnPlateau:
             self.num_bad_epochs = 0
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> List[float]:
         return list(self._last_lr)
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.__dict__.update(state)
 
 
@@ -241,7 +252,9 @@ class LambdaLR(LRScheduler):
     count (or a list, one per parameter group), as torch.optim.lr_scheduler.LambdaLR.
     state_dict() keeps the state of callable objects, not of functions."""
 
-    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer,
+                 lr_lambda: Union[Callable[[int], float], Sequence[Callable[[int], float]]],
+                 last_epoch: int = -1) -> None:
         self.optimizer = optimizer
         fns = _per_group(lr_lambda, "lr_lambda", optimizer, "LambdaLR")
         for fn in fns:
@@ -251,16 +264,16 @@ class LambdaLR(LRScheduler):
         self.lr_lambdas = fns
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> List[float]:
         return [b * fn(self.last_epoch) for fn, b in zip(self.lr_lambdas, self.base_lrs)]
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
         state["lr_lambdas"] = [None if isinstance(fn, types.FunctionType) else dict(fn.__dict__)
                                for fn in self.lr_lambdas]
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         state = dict(state)
         saved = state.pop("lr_lambdas")
         self.__dict__.update(state)
@@ -275,8 +288,8 @@ class LinearLR(LRScheduler):
     total_iters), computed by torch's chainable recurrence, as
     torch.optim.lr_scheduler.LinearLR."""
 
-    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5,
-                 last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3,
+                 end_factor: float = 1.0, total_iters: int = 5, last_epoch: int = -1) -> None:
         if not 0 < start_factor <= 1:
             raise ValueError(f"LinearLR: start_factor must be in (0, 1], got {start_factor}")
         if not 0 <= end_factor <= 1:
@@ -287,7 +300,7 @@ class LinearLR(LRScheduler):
         self.total_iters = total_iters
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> List[float]:
         e = self.last_epoch
         if e == 0:
             return [lr * self.start_factor for lr in self._lrs()]
@@ -315,10 +328,14 @@ class OneCycleLR(LRScheduler):
     Sets "initial_lr", "max_lr", "min_lr" (and "max_momentum",
     "base_momentum") in each parameter group, as torch does."""
 
-    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None,
-                 pct_start=0.3, anneal_strategy="cos", cycle_momentum=True,
-                 base_momentum=0.85, max_momentum=0.95, div_factor=25.0,
-                 final_div_factor=1e4, three_phase=False, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, max_lr: Union[float, Sequence[float]],
+                 total_steps: Optional[int] = None, epochs: Optional[int] = None,
+                 steps_per_epoch: Optional[int] = None, pct_start: float = 0.3,
+                 anneal_strategy: str = "cos", cycle_momentum: bool = True,
+                 base_momentum: Union[float, Sequence[float]] = 0.85,
+                 max_momentum: Union[float, Sequence[float]] = 0.95, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4, three_phase: bool = False,
+                 last_epoch: int = -1) -> None:
         fn = "OneCycleLR"
         self.optimizer = optimizer
         if total_steps is not None:
@@ -385,7 +402,7 @@ class OneCycleLR(LRScheduler):
             return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
         return (end - start) * pct + start
 
-    def get_lr(self):
+    def get_lr(self) -> List[float]:
         step = self.last_epoch
         if step > self.total_steps:
             raise ValueError(f"OneCycleLR: stepped {step} times, but total_steps is "
@@ -411,7 +428,8 @@ class SequentialLR(LRScheduler):
     steps, then CosineAnnealingLR. Each schedule restarts at its milestone
     from its closed form."""
 
-    def __init__(self, optimizer, schedulers, milestones, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, schedulers: Iterable[LRScheduler],
+                 milestones: Iterable[int], last_epoch: int = -1) -> None:
         schedulers = list(schedulers)
         if not schedulers:
             raise ValueError("SequentialLR: expects at least one scheduler")
@@ -437,7 +455,7 @@ class SequentialLR(LRScheduler):
         first._initial_step()
         self._last_lr = first.get_last_lr()
 
-    def step(self):
+    def step(self) -> None:
         self.last_epoch += 1
         idx = bisect.bisect_right(self._milestones, self.last_epoch)
         sched = self._schedulers[idx]
@@ -447,12 +465,12 @@ class SequentialLR(LRScheduler):
             sched.step()
         self._last_lr = sched.get_last_lr()
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
         state["_schedulers"] = [s.state_dict() for s in self._schedulers]
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         state = dict(state)
         saved = state.pop("_schedulers")
         self.__dict__.update(state)

@@ -13,7 +13,12 @@ The zoo's networks start with a first layer, so their backward stops at
 the first layer that still trains (convcore.nn.containers): the frozen
 backbone runs forward only.
 """
-from convcore.nn import Linear, Module
+from __future__ import annotations
+
+from typing import List, Tuple
+
+from convcore.nn import Linear, Module, Parameter
+from convcore.utils.types import Seed
 
 
 def _matches(name, prefixes):
@@ -38,7 +43,7 @@ def _set_requires_grad(model, names, flag):
     return count
 
 
-def freeze(model, *names):
+def freeze(model: Module, *names: str) -> int:
     """Stop training the parameters under the given qualified module or
     parameter names ("features", "layer1.0", "fc.bias"), or all of them when
     no name is given. Frozen parameters get no gradient (none is computed;
@@ -48,17 +53,17 @@ def freeze(model, *names):
     return _set_requires_grad(model, names, False)
 
 
-def unfreeze(model, *names):
+def unfreeze(model: Module, *names: str) -> int:
     """Undo freeze() for the given names (all when none); returns the count."""
     return _set_requires_grad(model, names, True)
 
 
-def trainable_parameters(model):
+def trainable_parameters(model: Module) -> List[Parameter]:
     """The parameters an optimizer should update (requires_grad True)."""
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def find_head(model):
+def find_head(model: Module) -> Tuple[Module, str, str]:
     """(parent module, child name, qualified name) of the last Linear layer
     in registration order: the classifier head of every convcore model."""
     found = None
@@ -71,7 +76,7 @@ def find_head(model):
     return found
 
 
-def replace_head(model, num_classes, *, rng=None):
+def replace_head(model: Module, num_classes: int, *, rng: Seed = None) -> str:
     """Swap the last Linear layer for a fresh, trainable Linear(in_features,
     num_classes) of the same dtype and bias setting; returns its qualified
     name (e.g. "fc", "classifier.6") so it can be unfrozen or given its own
