@@ -22,9 +22,17 @@ def supported_algorithms(spec):
     return tuple(name for name, algo in _REGISTRY.items() if algo.supports(spec)[0]) + ("auto",)
 
 
-def select_algorithm(spec):
+def select_algorithm(spec, weights_reused=False):
     """The "auto" rule. Each threshold was measured against im2col; the
     numbers are in benchmarks/results/auto_choice.md.
+
+    weights_reused: the caller will convolve with these same weights again
+    (inference through a layer: a weight version given, gradients off), so
+    Winograd's transformed weights are cached and its forward costs only
+    its GEMMs and data transforms. It then wins from fewer pixels and at
+    every size of image, as long as the tiles of one call are enough to
+    pay for reading the transformed weights (36 per filter, im2col reads
+    9): at least one tile per 8 channels.
 
     - depthwise-like (one input channel per group): the direct kernel. A
       GEMM per group would be (Kg x R*S) @ (R*S x P), too thin for the BLAS
@@ -58,6 +66,9 @@ def select_algorithm(spec):
         score = channels * math.sqrt(spec.OH * spec.OW)
         pixels = spec.N * spec.OH * spec.OW
         if spec.dilation == (1, 1):
+            tiles = spec.N * ((spec.OH + 3) // 4) * ((spec.OW + 3) // 4)
+            if weights_reused and score >= 100 and 8 * tiles >= channels:
+                return _REGISTRY["winograd"]
             if channels >= 256:
                 big = spec.OH * spec.OW >= 784 and pixels >= 3136
             else:
@@ -69,13 +80,14 @@ def select_algorithm(spec):
     return _REGISTRY["im2col"]
 
 
-def get_algorithm(name, spec, fn="conv2d"):
-    """The algorithm object for `name`, checked against `spec`."""
+def get_algorithm(name, spec, fn="conv2d", weights_reused=False):
+    """The algorithm object for `name`, checked against `spec`
+    (weights_reused: as select_algorithm's, for "auto")."""
     if not isinstance(name, str):
         raise TypeError(f"{fn}: algorithm must be a string, one of "
                         f"{conv_algorithms()}, got {name!r}")
     if name == "auto":
-        return select_algorithm(spec)
+        return select_algorithm(spec, weights_reused)
     algo = _REGISTRY.get(name)
     if algo is None:
         raise ValueError(f"{fn}: unknown algorithm {name!r}; choose from "

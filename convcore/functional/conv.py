@@ -22,6 +22,7 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 
 from convcore._kernels.conv_direct import bias_grad
+from convcore._runtime.grad_mode import is_grad_enabled
 from convcore._runtime.threads import get_num_threads, kernel_threads
 from convcore.algorithms import autotune, get_algorithm
 from convcore.functional._conv_spec import conv_spec
@@ -55,16 +56,19 @@ class _Plan:
     """What the checks found for one (shapes, dtypes, geometry, algorithm).
 
     algo is None until get_algorithm has accepted the name (a call may fail
-    on its bias before that). memory_ok holds (backward, threads) pairs whose
+    on its bias before that); algo_reused likewise, the choice of "auto"
+    when the weights are reused (inference, see select_algorithm). memory_ok
+    holds (algorithm, backward, threads) triples whose
     memory bound passed below the size at which check_allocation consults the
     machine's free memory: below it the verdict depends only on the spec, the
     algorithm and the thread count, so it cannot change."""
 
-    __slots__ = ("spec", "algo", "memory_ok")
+    __slots__ = ("spec", "algo", "algo_reused", "memory_ok")
 
     def __init__(self, spec):
         self.spec = spec
         self.algo = None
+        self.algo_reused = None
         self.memory_ok = set()
 
 
@@ -132,18 +136,21 @@ def _autotuning():
     return autotune.enabled()
 
 
-def _planned_algorithm(plan, algorithm, fn, outputs, backward):
+def _planned_algorithm(plan, algorithm, fn, outputs, backward, weights_reused=False):
     """The algorithm of the plan, its memory bound checked (each once per
-    plan and thread count, see _Plan)."""
-    algo = plan.algo
+    plan, algorithm and thread count, see _Plan)."""
+    algo = plan.algo_reused if weights_reused else plan.algo
     tuned = algorithm == "auto" and _autotuning()
     if algo is None or tuned:
-        algo = get_algorithm(algorithm, plan.spec, fn)
+        algo = get_algorithm(algorithm, plan.spec, fn, weights_reused)
         if tuned:  # a measured choice, not kept: its memory is checked each time
             _check_memory(algo, plan.spec, fn, outputs, backward)
             return algo
-        plan.algo = algo
-    threads = (backward, get_num_threads())
+        if weights_reused:
+            plan.algo_reused = algo
+        else:
+            plan.algo = algo
+    threads = (algo.name, backward, get_num_threads())
     if threads not in plan.memory_ok:
         total = _check_memory(algo, plan.spec, fn, outputs, backward)
         if total <= _validation._QUERY_MEMORY_ABOVE:
@@ -213,7 +220,10 @@ def conv2d(x: Array, weight: Array, bias: Optional[Array] = None, stride: IntOrP
             if b.shape != (spec.K,):
                 raise ValueError(f"{fn}: bias must have shape ({spec.K},) to match "
                                  f"weight shape {weight.shape}, got {b.shape}")
-    algo = _planned_algorithm(plan, algorithm, fn, [spec.out_shape], False)
+    # Inference through a layer (a weight version, no gradients): the same
+    # weights come again, so "auto" may count on derived weights staying cached.
+    reused = weight_version is not None and not is_grad_enabled()
+    algo = _planned_algorithm(plan, algorithm, fn, [spec.out_shape], False, reused)
     y = np.empty(spec.out_shape, dtype=x.dtype)
     if spec.N:  # an empty batch has nothing to compute
         algo.forward(x, weight, b, y, spec, weight_version)

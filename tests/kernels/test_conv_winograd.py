@@ -443,3 +443,37 @@ def test_drivers_refuse_arrays_that_do_not_match_the_geometry(tile, rng):
     du = np.empty((winograd.points(tile), 4, 2))
     with pytest.raises(ValueError, match="du of shape"):
         winograd.backward_weight(x, y, du, geom, tile, 1)
+
+
+def test_auto_with_reused_weights_takes_winograd_from_fewer_tiles():
+    """With the transformed weights cached (inference through a layer),
+    Winograd needs only a tile per 8 channels: the weight transform is not
+    paid per call, reading the 36 transformed points per filter is."""
+    def pick(N, C, S, reused):
+        return select_algorithm(conv_spec((N, C, S, S), (C, C, 3, 3), np.dtype(np.float32),
+                                          1, 1, 1, 1), weights_reused=reused).name
+    assert pick(16, 256, 14, False) == "im2col"
+    assert pick(16, 256, 14, True) == "winograd"     # ResNet-18 layer3 at batch 16
+    assert pick(16, 512, 7, True) == "winograd"      # 64 tiles for 512 channels
+    assert pick(1, 512, 14, True) == "im2col"        # 16 tiles: too few
+    assert pick(1, 512, 7, True) == "im2col"
+    assert pick(1, 128, 28, True) == "winograd"      # 49 tiles for 128 channels
+    assert pick(1, 4, 32, True) == "im2col"          # too few channels either way
+
+
+def test_inference_through_a_layer_uses_the_reused_weights_rule():
+    """conv2d asks for the reused-weights choice only with a weight version
+    and gradients off; each choice is planned apart, and both agree with
+    im2col."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 256, 14, 14)).astype(np.float32)
+    w = (rng.standard_normal((256, 256, 3, 3)) * 0.05).astype(np.float32)
+    ref = F.conv2d(x, w, padding=1, algorithm="im2col")
+    train = F.conv2d(x, w, padding=1, weight_version=7)
+    with convcore.no_grad():
+        infer = F.conv2d(x, w, padding=1, weight_version=7)
+        plain = F.conv2d(x, w, padding=1)
+    np.testing.assert_array_equal(train, ref)      # im2col chosen: the same bits
+    np.testing.assert_array_equal(plain, ref)      # no version: no reuse assumed
+    assert not np.array_equal(infer, ref)          # Winograd's rounding, not im2col's
+    np.testing.assert_allclose(infer, ref, rtol=0, atol=2e-4 * np.abs(ref).max())
