@@ -31,4 +31,28 @@ static inline void pool_max_tap_##SUFFIX(                                      \
 CONVCORE_MAX_TAP(float, uint32_t, f)
 CONVCORE_MAX_TAP(double, uint64_t, d)
 
+/* The same sweep keeping the winning tap's number (i*kw + j) instead of
+   its flat index: an integer as wide as the values, so values, masks and
+   tap numbers fill the same vector lanes and the loop vectorises (the
+   int64 index of pool_max_tap does not share float32's lanes). The row's
+   flat indices are made from the tap numbers once all taps are seen. */
+#define CONVCORE_MAX_TAP_ID(T, U, I, SUFFIX)                                   \
+static inline void pool_max_tap_id_##SUFFIX(                                   \
+        const T* x, ptrdiff_t sw, T* y, I* tap, ptrdiff_t lo, ptrdiff_t hi,    \
+        I id) {                                                                \
+    for (ptrdiff_t o = lo; o < hi; ++o) {                                      \
+        T v = x[o * sw], cur = y[o];                                           \
+        I ct = tap[o];                                                         \
+        int take = (v > cur) | (v != v) | (ct < 0);                            \
+        U vb, cb, m = (U)0 - (U)take;                                          \
+        memcpy(&vb, &v, sizeof vb); memcpy(&cb, &cur, sizeof cb);              \
+        cb = (cb & ~m) | (vb & m);                                             \
+        memcpy(&y[o], &cb, sizeof cb);                                         \
+        I im = (I)0 - (I)take;                                                 \
+        tap[o] = (ct & ~im) | (id & im);                                       \
+    }                                                                          \
+}
+CONVCORE_MAX_TAP_ID(float, uint32_t, int32_t, f)
+CONVCORE_MAX_TAP_ID(double, uint64_t, int64_t, d)
+
 #endif /* CONVCORE_POOL_H */

@@ -20,7 +20,8 @@ adaptive  rows [floor(i*H/OH), ceil((i+1)*H/OH)), columns likewise.
 from cython cimport floating
 # PoolParams and the plane workers' signatures are in pool.pxd (public).
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 from libc.math cimport INFINITY
 from convcore._kernels.conv_params cimport valid_range
@@ -39,6 +40,10 @@ cdef extern from "convcore/_kernels/pool.h":
                         Py_ssize_t lo, Py_ssize_t hi, int64_t base) noexcept nogil
     void pool_max_tap_d(const double* x, Py_ssize_t sw, double* y, int64_t* idx,
                         Py_ssize_t lo, Py_ssize_t hi, int64_t base) noexcept nogil
+    void pool_max_tap_id_f(const float* x, Py_ssize_t sw, float* y, int32_t* tap,
+                           Py_ssize_t lo, Py_ssize_t hi, int32_t id) noexcept nogil
+    void pool_max_tap_id_d(const double* x, Py_ssize_t sw, double* y, int64_t* tap,
+                           Py_ssize_t lo, Py_ssize_t hi, int64_t id) noexcept nogil
 
 
 cdef inline double _window_sum(const floating* x, Py_ssize_t W, Py_ssize_t h0,
@@ -121,11 +126,16 @@ cdef void max_pool_plane(const floating* x, floating* y, int64_t* idx,
     index starts at -1 and the first tap inside the input always takes it
     (PyTorch starts at the first valid tap with -inf), so an all -inf window
     reports its first tap, and a window with no tap inside keeps -1."""
-    cdef Py_ssize_t oh, ow, i, j, h, off, lo, hi, sw = p.sw
+    cdef Py_ssize_t oh, ow, i, j, h, off, lo, hi, tp, sw = p.sw
     cdef floating v
     cdef floating* yrow
     cdef int64_t* irow
     cdef const floating* xrow
+    # The winning tap's number per output of the row (see pool.h); without
+    # this buffer the indices are kept directly, more slowly.
+    cdef void* taps = malloc(p.OW * sizeof(int64_t)) if idx != NULL else NULL
+    cdef int32_t* tap32 = <int32_t*> taps
+    cdef int64_t* tap64 = <int64_t*> taps
     for oh in range(p.OH):
         yrow = y + oh * p.OW
         irow = idx + oh * p.OW if idx != NULL else NULL
@@ -134,6 +144,11 @@ cdef void max_pool_plane(const floating* x, floating* y, int64_t* idx,
         if irow != NULL:
             for ow in range(p.OW):
                 irow[ow] = -1
+                if taps != NULL:
+                    if floating is float:
+                        tap32[ow] = -1
+                    else:
+                        tap64[ow] = -1
         for i in range(p.kh):
             h = oh * p.sh - p.ph + i * p.dh
             if h < 0 or h >= p.H:
@@ -147,10 +162,22 @@ cdef void max_pool_plane(const floating* x, floating* y, int64_t* idx,
                         v = xrow[ow * sw]
                         # `v != v` is NaN: the NaN wins, as in PyTorch.
                         yrow[ow] = v if ((v > yrow[ow]) | (v != v)) else yrow[ow]
+                elif taps != NULL:
+                    if floating is float:
+                        pool_max_tap_id_f(xrow, sw, yrow, tap32, lo, hi, i * p.kw + j)
+                    else:
+                        pool_max_tap_id_d(xrow, sw, yrow, tap64, lo, hi, i * p.kw + j)
                 elif floating is float:
                     pool_max_tap_f(xrow, sw, yrow, irow, lo, hi, h * p.W + off)
                 else:
                     pool_max_tap_d(xrow, sw, yrow, irow, lo, hi, h * p.W + off)
+        if irow != NULL and taps != NULL:
+            for ow in range(p.OW):
+                tp = tap32[ow] if floating is float else tap64[ow]
+                if tp >= 0:
+                    irow[ow] = ((oh * p.sh - p.ph + (tp // p.kw) * p.dh) * p.W
+                                + ow * sw + (tp % p.kw) * p.dw - p.pw)
+    free(taps)
 
 
 cdef void adaptive_max_plane(const floating* x, floating* y, int64_t* idx,
