@@ -43,25 +43,12 @@ class Conv2d(Module):
         super().__init__()
         fn = "Conv2d"
         self.data_format = check_data_format(data_format, fn)
-        self.in_channels = check_int(in_channels, "in_channels", 1, fn)
-        self.out_channels = check_int(out_channels, "out_channels", 1, fn)
-        self.kernel_size = int_pair(kernel_size, "kernel_size", 1, fn)
         self.stride = int_pair(stride, "stride", 1, fn)
         self.padding = padding if isinstance(padding, str) else int_pair(padding, "padding", 0, fn)
         self.dilation = int_pair(dilation, "dilation", 1, fn)
-        self.groups = check_int(groups, "groups", 1, fn)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"{fn}: groups={self.groups} must divide in_channels="
-                             f"{self.in_channels} and out_channels={self.out_channels}")
         self.algorithm = algorithm
-        dt = layer_dtype(dtype, fn)
-        self.weight = Parameter(np.zeros((self.out_channels, self.in_channels // self.groups)
-                                         + self.kernel_size, dtype=dt))
-        if bias:
-            self.bias = Parameter(np.zeros(self.out_channels, dtype=dt))
-        else:
-            self.register_parameter("bias", None)
-        init.default_layer_init_(self.weight, self.bias, rng)
+        conv_parameters(self, fn, in_channels, out_channels, kernel_size, groups, bias, dtype,
+                        rng, transposed=False)
 
     def _geometry(self) -> Tuple[Tuple[int, int], Union[Tuple[int, int], str],
                                  Tuple[int, int], int]:
@@ -120,3 +107,28 @@ class Conv2d(Module):
         if self.bias is None:
             s += ", bias=False"
         return s + data_format_repr(self)
+
+
+def conv_parameters(layer: Module, fn: str, in_channels: int, out_channels: int,
+                    kernel_size: IntOrPair, groups: int, bias: bool, dtype: DTypeLike,
+                    rng: Seed, transposed: bool) -> None:
+    """Check and set a convolution layer's channels, kernel size and groups,
+    and make its weight and bias, initialised as torch does: weight
+    (out, in/groups, kH, kW), or (in, out/groups, kH, kW) when transposed."""
+    layer.in_channels = check_int(in_channels, "in_channels", 1, fn)
+    layer.out_channels = check_int(out_channels, "out_channels", 1, fn)
+    layer.kernel_size = int_pair(kernel_size, "kernel_size", 1, fn)
+    layer.groups = check_int(groups, "groups", 1, fn)
+    if layer.in_channels % layer.groups or layer.out_channels % layer.groups:
+        raise ValueError(f"{fn}: groups={layer.groups} must divide in_channels="
+                         f"{layer.in_channels} and out_channels={layer.out_channels}")
+    dt = layer_dtype(dtype, fn)
+    rows, cols = ((layer.in_channels, layer.out_channels) if transposed
+                  else (layer.out_channels, layer.in_channels))
+    layer.weight = Parameter(np.zeros((rows, cols // layer.groups) + layer.kernel_size,
+                                      dtype=dt))
+    if bias:
+        layer.bias = Parameter(np.zeros(layer.out_channels, dtype=dt))
+    else:
+        layer.register_parameter("bias", None)
+    init.default_layer_init_(layer.weight, layer.bias, rng)

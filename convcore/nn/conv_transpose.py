@@ -6,13 +6,11 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from numpy.typing import DTypeLike
 
-from convcore import init
 from convcore.functional.conv_transpose import (
     conv_transpose2d, conv_transpose2d_backward, conv_transpose_output_shape)
-from convcore.nn._common import layer_dtype
+from convcore.nn.conv import conv_parameters
 from convcore.nn.module import Module
-from convcore.nn.parameter import Parameter
-from convcore.utils.validation import check_int, int_pair
+from convcore.utils.validation import int_pair
 from convcore.utils.types import Array, IntOrPair, Seed
 
 
@@ -33,30 +31,17 @@ class ConvTranspose2d(Module):
                  rng: Seed = None) -> None:
         super().__init__()
         fn = "ConvTranspose2d"
-        self.in_channels = check_int(in_channels, "in_channels", 1, fn)
-        self.out_channels = check_int(out_channels, "out_channels", 1, fn)
-        self.kernel_size = int_pair(kernel_size, "kernel_size", 1, fn)
         self.stride = int_pair(stride, "stride", 1, fn)
         self.padding = int_pair(padding, "padding", 0, fn)
         self.output_padding = int_pair(output_padding, "output_padding", 0, fn)
         self.dilation = int_pair(dilation, "dilation", 1, fn)
-        self.groups = check_int(groups, "groups", 1, fn)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"{fn}: groups={self.groups} must divide in_channels="
-                             f"{self.in_channels} and out_channels={self.out_channels}")
+        self.algorithm = algorithm
+        conv_parameters(self, fn, in_channels, out_channels, kernel_size, groups, bias, dtype,
+                        rng, transposed=True)
         if any(op >= max(s, d) for op, s, d in
                zip(self.output_padding, self.stride, self.dilation)):
             raise ValueError(f"{fn}: output_padding={self.output_padding} must be smaller "
                              f"than stride={self.stride} or dilation={self.dilation}")
-        self.algorithm = algorithm
-        dt = layer_dtype(dtype, fn)
-        self.weight = Parameter(np.zeros((self.in_channels, self.out_channels // self.groups)
-                                         + self.kernel_size, dtype=dt))
-        if bias:
-            self.bias = Parameter(np.zeros(self.out_channels, dtype=dt))
-        else:
-            self.register_parameter("bias", None)
-        init.default_layer_init_(self.weight, self.bias, rng)
 
     def _geometry(self, output_padding: Optional[Tuple[int, int]] = None
                   ) -> Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int], int,
