@@ -27,11 +27,11 @@
 #include <stddef.h>
 #include <string.h>
 
-/* Filters go through the weight transforms this many at a time via a
-   small buffer, so that U's planes (one per point, K*C/groups apart, often
-   a multiple of 4 KiB) are written a block at a time, not one element per
-   plane per filter, which maps every store to the same L1 sets. */
-#define WINOGRAD_FILTER_BLOCK 32
+/* Filters go through the weight transforms this many at a time (the
+   blocks of one call in a prange): enough for long vectors and long runs
+   per plane of U, while the block's taps and half-transformed filters
+   (27 x this many values) stay in L1. */
+#define WINOGRAD_FILTER_BLOCK 128
 
 /* ---- F(2x2, 3x3) ------------------------------------------------------
    B^T = ( 1  0 -1  0 )   G = ( 1    0    0  )   A^T = ( 1  1  1  0 )
@@ -299,41 +299,54 @@ static void NAME(const T* t, ptrdiff_t Wp, T* v, ptrdiff_t s,              \
 }
 
 /* u[xi*plane + c] = (G w_c G^T)[xi] for cb <= WINOGRAD_FILTER_BLOCK
-   consecutive filters w_c = w + 9c, alpha x alpha points. */
+   consecutive filters w_c = w + 9c, alpha x alpha points. The block's
+   taps are first laid out tap by tap, so that both steps of G run across
+   the filters as vectors (one filter at a time was scalar code, the
+   transform's whole cost), and u is written one point row at a time:
+   alpha store streams, not alpha^2. */
 #define WINOGRAD_FILTERS(NAME, T, ALPHA, G)                                \
 static void NAME(const T* w, ptrdiff_t cb, T* u, ptrdiff_t plane) {        \
-    T t[3 * ALPHA];                                                        \
-    T buf[ALPHA * ALPHA * WINOGRAD_FILTER_BLOCK];                          \
-    for (ptrdiff_t c = 0; c < cb; ++c) {                                   \
-        const T* g = w + 9 * c;                                            \
-        for (int i = 0; i < 3; ++i)     /* t (alpha x 3) = G g, by columns */ \
-            G(g[i], g[3 + i], g[6 + i], t + i, 3);                         \
-        for (int i = 0; i < ALPHA; ++i) /* u = t G^T, by rows */           \
-            G(t[3 * i], t[3 * i + 1], t[3 * i + 2],                        \
-              buf + ALPHA * i * WINOGRAD_FILTER_BLOCK + c,                 \
-              WINOGRAD_FILTER_BLOCK);                                      \
+    enum { B = WINOGRAD_FILTER_BLOCK };                                    \
+    T taps[9 * B];            /* taps[q*B + c] = w_c[q] */                 \
+    T t[3 * ALPHA * B];       /* t[(3a + i)*B + c] = (G w_c)[a][i] */      \
+    for (ptrdiff_t c = 0; c < cb; ++c)                                     \
+        for (int q = 0; q < 9; ++q)                                        \
+            taps[q * B + c] = w[9 * c + q];                                \
+    for (int i = 0; i < 3; ++i) {   /* t = G w_c, by columns */            \
+        _Pragma("omp simd")                                                \
+        for (ptrdiff_t c = 0; c < cb; ++c)                                 \
+            G(taps[i * B + c], taps[(3 + i) * B + c], taps[(6 + i) * B + c], \
+              t + i * B + c, 3 * B);                                       \
     }                                                                      \
-    for (int i = 0; i < ALPHA * ALPHA; ++i)                                \
-        memcpy(u + i * plane, buf + i * WINOGRAD_FILTER_BLOCK,             \
-               cb * sizeof(T));                                            \
+    for (int a = 0; a < ALPHA; ++a) {   /* u = t G^T, by rows */           \
+        _Pragma("omp simd")                                                \
+        for (ptrdiff_t c = 0; c < cb; ++c)                                 \
+            G(t[3 * a * B + c], t[(3 * a + 1) * B + c], t[(3 * a + 2) * B + c], \
+              u + ALPHA * a * plane + c, plane);                           \
+    }                                                                      \
 }
 
 /* grad_w[9c..9c+9) = G^T D_c G, D_c[xi] = du[xi*plane + c], for cb
-   consecutive filters: the adjoint of WINOGRAD_FILTERS. */
+   consecutive filters: the adjoint of WINOGRAD_FILTERS, across the
+   filters as vectors in the same way. */
 #define WINOGRAD_UNFILTERS(NAME, T, ALPHA, GT)                             \
 static void NAME(const T* du, ptrdiff_t plane, ptrdiff_t cb, T* grad_w) {  \
-    T t[3 * ALPHA];                                                        \
-    T buf[ALPHA * ALPHA * WINOGRAD_FILTER_BLOCK];                          \
-    for (int i = 0; i < ALPHA * ALPHA; ++i)                                \
-        memcpy(buf + i * WINOGRAD_FILTER_BLOCK, du + i * plane,            \
-               cb * sizeof(T));                                            \
-    for (ptrdiff_t c = 0; c < cb; ++c) {                                   \
-        for (int i = 0; i < ALPHA; ++i) /* t (alpha x 3) = D G, by rows */ \
-            GT(buf + ALPHA * i * WINOGRAD_FILTER_BLOCK + c,                \
-               WINOGRAD_FILTER_BLOCK, t + 3 * i, 1);                       \
-        for (int i = 0; i < 3; ++i)     /* grad_w = G^T t, by columns */   \
-            GT(t + i, 3, grad_w + 9 * c + i, 3);                           \
+    enum { B = WINOGRAD_FILTER_BLOCK };                                    \
+    T t[3 * ALPHA * B];       /* t[(3i + r)*B + c] = (D_c G)[i][r] */      \
+    T taps[9 * B];            /* taps[q*B + c] = grad_w_c[q] */            \
+    for (int i = 0; i < ALPHA; ++i) {   /* t = D G, by rows */             \
+        _Pragma("omp simd")                                                \
+        for (ptrdiff_t c = 0; c < cb; ++c)                                 \
+            GT(du + ALPHA * i * plane + c, plane, t + 3 * i * B + c, B);   \
     }                                                                      \
+    for (int i = 0; i < 3; ++i) {       /* grad_w = G^T t, by columns */   \
+        _Pragma("omp simd")                                                \
+        for (ptrdiff_t c = 0; c < cb; ++c)                                 \
+            GT(t + i * B + c, 3 * B, taps + i * B + c, 3 * B);             \
+    }                                                                      \
+    for (ptrdiff_t c = 0; c < cb; ++c)                                     \
+        for (int q = 0; q < 9; ++q)                                        \
+            grad_w[9 * c + q] = taps[q * B + c];                           \
 }
 
 /* The dilated rows' gather (dst[j] = src[s*j]) and scatter (dst[s*j] =

@@ -756,31 +756,30 @@ def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
 # ---- Weight transforms -------------------------------------------------------
 
 cdef void _filter_blocks(const winograd_tile* t, floating* w, floating* u, Py_ssize_t K,
-                         Py_ssize_t Cg, bint forward) noexcept nogil:
-    """Filter block after filter block: u = G w G^T (forward) or its
-    adjoint w = G^T u G. w (K, Cg, 3, 3), u (points, K, Cg)."""
-    cdef Py_ssize_t k, c0, cb, blk
-    cdef floating* wk
-    cdef floating* uk
-    for k in range(K):
-        for blk in range((Cg + WINOGRAD_FILTER_BLOCK - 1) // WINOGRAD_FILTER_BLOCK):
-            c0 = blk * WINOGRAD_FILTER_BLOCK
-            cb = min(<Py_ssize_t> WINOGRAD_FILTER_BLOCK, Cg - c0)
-            wk = w + (k * Cg + c0) * 9
-            uk = u + k * Cg + c0
-            if floating is float:
-                if forward:
-                    t.filters_f(wk, cb, uk, K * Cg)
-                else:
-                    t.unfilters_f(uk, K * Cg, cb, wk)
+                         Py_ssize_t Cg, bint forward, int num_threads) noexcept nogil:
+    """u = G w G^T (forward) or its adjoint w = G^T u G, for w (K, Cg, 3, 3)
+    and u (points, K, Cg): the K*Cg filters as one run, in blocks of
+    WINOGRAD_FILTER_BLOCK consecutive filters (a filter's plane index
+    k*Cg + c is its index in w), the blocks in a prange."""
+    cdef Py_ssize_t plane = K * Cg, blk, f0, cb
+    cdef Py_ssize_t blocks = (plane + WINOGRAD_FILTER_BLOCK - 1) // WINOGRAD_FILTER_BLOCK
+    for blk in prange(blocks, schedule='static', num_threads=num_threads):
+        f0 = blk * WINOGRAD_FILTER_BLOCK
+        cb = min(<Py_ssize_t> WINOGRAD_FILTER_BLOCK, plane - f0)
+        if floating is float:
+            if forward:
+                t.filters_f(w + 9 * f0, cb, u + f0, plane)
             else:
-                if forward:
-                    t.filters_d(wk, cb, uk, K * Cg)
-                else:
-                    t.unfilters_d(uk, K * Cg, cb, wk)
+                t.unfilters_f(u + f0, plane, cb, w + 9 * f0)
+        else:
+            if forward:
+                t.filters_d(w + 9 * f0, cb, u + f0, plane)
+            else:
+                t.unfilters_d(u + f0, plane, cb, w + 9 * f0)
 
 
-def transform_weights(const floating[:, :, :, ::1] w, floating[:, :, ::1] u, str tile):
+def transform_weights(const floating[:, :, :, ::1] w, floating[:, :, ::1] u, str tile,
+                      int num_threads=1):
     """u[alpha*i + j, k, c] = (G w[k, c] G^T)[i, j] with the tile's G.
 
     w : ndarray of shape (K, C/groups, 3, 3)                           # IN
@@ -790,11 +789,11 @@ def transform_weights(const floating[:, :, :, ::1] w, floating[:, :, ::1] u, str
         with nogil:
             # w is only read (the forward direction).
             _filter_blocks(t, <floating*> &w[0, 0, 0, 0], &u[0, 0, 0], w.shape[0], w.shape[1],
-                           True)
+                           True, num_threads)
 
 
 def untransform_weight_grad(const floating[:, :, ::1] du, floating[:, :, :, ::1] grad_w,
-                            str tile):
+                            str tile, int num_threads=1):
     """grad_w[k, c] = G^T D G with D[i, j] = du[alpha*i + j, k, c]: the
     adjoint of transform_weights.
 
@@ -805,4 +804,4 @@ def untransform_weight_grad(const floating[:, :, ::1] du, floating[:, :, :, ::1]
         with nogil:
             # du is only read (the adjoint direction).
             _filter_blocks(t, &grad_w[0, 0, 0, 0], <floating*> &du[0, 0, 0], grad_w.shape[0],
-                           grad_w.shape[1], False)
+                           grad_w.shape[1], False, num_threads)

@@ -64,7 +64,7 @@ class WinogradConv(ConvAlgorithm):
     def _transform(w, tile):
         """(K, Cg, 3, 3) -> U (points, K, Cg), U[alpha*i+j] = (G w G^T)[i, j]."""
         u = np.empty((winograd.points(tile), w.shape[0], w.shape[1]), dtype=w.dtype)
-        winograd.transform_weights(np.ascontiguousarray(w), u, tile)
+        winograd.transform_weights(np.ascontiguousarray(w), u, tile, kernel_threads(u.size))
         return u
 
     @staticmethod
@@ -131,7 +131,7 @@ class WinogradConv(ConvAlgorithm):
             with _threads.blas_single():
                 ok = winograd.backward_weight(x, grad_y, du, spec.params, tile, nt)
             if ok:
-                winograd.untransform_weight_grad(du, grad_w, tile)
+                winograd.untransform_weight_grad(du, grad_w, tile, kernel_threads(du.size))
             else:
                 im2col.backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
 

@@ -236,7 +236,7 @@ G = {"winograd_f2": np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5]
 
 @pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("Cg", [3, 40])    # 40: more than one filter block
+@pytest.mark.parametrize("Cg", [3, 40, 61])    # 5*61 filters: blocks and a remainder
 def test_weight_transform_and_its_adjoint(tile, dtype, Cg, rng):
     """U = G w G^T with the tile's G (Lavin & Gray), and the weight-gradient
     map is its adjoint: <U(w), D> == <w, U^T(D)>."""
@@ -254,6 +254,12 @@ def test_weight_transform_and_its_adjoint(tile, dtype, Cg, rng):
     expected = np.einsum("ir,ijkc,js->kcrs", g, d.astype(np.float64).reshape(a, a, 5, Cg), g)
     np.testing.assert_allclose(back, expected, **TOL[dtype])
     np.testing.assert_allclose(np.vdot(u, d), np.vdot(w, back), **TOL[dtype])
+    # The filter blocks shared over threads give the same bits.
+    u2, back2 = np.empty_like(u), np.empty_like(back)
+    winograd.transform_weights(w, u2, tile, 2)
+    winograd.untransform_weight_grad(d, back2, tile, 3)
+    np.testing.assert_array_equal(u2, u)
+    np.testing.assert_array_equal(back2, back)
 
 
 @pytest.mark.parametrize("tile", TILES)
