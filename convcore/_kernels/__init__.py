@@ -25,6 +25,7 @@ them):
     group_layer_norm  group / layer / instance norm forward / backward
     lrn               local response normalisation forward / backward
     activation        relu forward / backward
+    optim             SGD and Adam updates, one pass per parameter
 
 Declarations only (.pxd, cimported by the modules above):
 

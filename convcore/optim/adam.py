@@ -6,7 +6,8 @@ from typing import Tuple
 
 import numpy as np
 
-from convcore.optim.optimizer import Optimizer, Params
+from convcore._kernels import optim as _kernels
+from convcore.optim.optimizer import Optimizer, Params, one_pass
 
 
 class Adam(Optimizer):
@@ -43,14 +44,22 @@ class Adam(Optimizer):
                     state["exp_avg_sq"] = np.zeros_like(p.data)
                     if amsgrad:
                         state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                state["step"] += 1
+                t = state["step"]
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                step_size, root = lr / (1 - b1 ** t), math.sqrt(1 - b2 ** t)
+                views = (one_pass(p, m, v, state["max_exp_avg_sq"]) if amsgrad
+                         else one_pass(p, m, v))
+                if views is not None:
+                    vmax = views[5] if amsgrad else views[1][:0]
+                    _kernels.adam(views[1], views[2], views[3], views[4], vmax, lr, b1, b2,
+                                  eps, wd, self._decoupled, step_size, root, views[0])
+                    continue
                 if wd:
                     if self._decoupled:
                         p.data *= 1 - lr * wd
                     else:
                         g = g + wd * p.data
-                state["step"] += 1
-                t = state["step"]
-                m, v = state["exp_avg"], state["exp_avg_sq"]
                 m *= b1
                 m += (1 - b1) * g
                 v *= b2
@@ -58,8 +67,8 @@ class Adam(Optimizer):
                 if amsgrad:
                     np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
                     v = state["max_exp_avg_sq"]
-                denom = np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps
-                p.data -= (lr / (1 - b1 ** t)) * (m / denom)
+                denom = np.sqrt(v) / root + eps
+                p.data -= step_size * (m / denom)
 
 
 class AdamW(Adam):

@@ -11,11 +11,29 @@ from typing import Any, Dict, Iterable, Iterator, List, Tuple, Union
 
 import numpy as np
 
+from convcore._runtime.threads import kernel_threads
 from convcore.nn.parameter import Parameter
 
 # What an optimizer takes: Parameters, or parameter groups (dicts with
 # "params" and their own settings), as torch.
 Params = Union[Iterable[Parameter], Iterable[Dict[str, Any]]]
+
+
+def one_pass(p: Parameter, *state: np.ndarray):
+    """(threads, 1-D views of p.data, p.grad and `state`) for the one-pass
+    updates of convcore._kernels.optim, or None when the arrays cannot
+    take them (a gradient of another dtype or shape, an array that is not
+    C-contiguous or not writable); the optimizer then runs its NumPy
+    expressions, which give the same result."""
+    data, grad = p.data, p.grad
+    arrays = (data, grad) + state
+    for a in arrays:
+        if (type(a) is not np.ndarray or a.dtype != data.dtype or a.shape != data.shape
+                or not a.flags.c_contiguous):
+            return None
+    if not (data.flags.writeable and all(a.flags.writeable for a in state)):
+        return None
+    return (kernel_threads(data.size),) + tuple(a.reshape(-1) for a in arrays)
 
 
 class Optimizer:

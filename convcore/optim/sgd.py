@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from convcore.optim.optimizer import Optimizer, Params
+from convcore._kernels import optim as _kernels
+from convcore.optim.optimizer import Optimizer, Params, one_pass
 
 
 class SGD(Optimizer):
@@ -31,6 +32,8 @@ class SGD(Optimizer):
             lr, mom, damp = group["lr"], group["momentum"], group["dampening"]
             wd, nesterov = group["weight_decay"], group["nesterov"]
             for p, state in self._params_with_grad(group):
+                if self._one_pass(p, state, lr, mom, damp, wd, nesterov):
+                    continue
                 g = p.grad
                 if wd:
                     g = g + wd * p.data
@@ -43,3 +46,21 @@ class SGD(Optimizer):
                         buf += (1 - damp) * g
                     g = g + mom * buf if nesterov else buf
                 p.data -= lr * g
+
+    @staticmethod
+    def _one_pass(p, state, lr, mom, damp, wd, nesterov):
+        """The step's update of p by the one-pass kernel; False when it
+        cannot take p's arrays (step() then runs the expressions above)."""
+        buf = state.get("momentum_buffer") if mom else None
+        first = mom and buf is None
+        if first:
+            buf = np.empty_like(p.data)
+        views = one_pass(p) if buf is None else one_pass(p, buf)
+        if views is None:
+            return False
+        threads, data, grad = views[:3]
+        _kernels.sgd(data, grad, views[3] if mom else data[:0], lr, mom, damp, wd,
+                     nesterov, first, threads)
+        if first:
+            state["momentum_buffer"] = buf
+        return True
