@@ -295,7 +295,7 @@ class ConvBN(Step):
         gx, graw = _conv_backward(conv, g, x, weight=w, weight_grad=need_w or need_gamma)
         k = (-1,) + (1,) * (w.ndim - 1)
         if need_w:
-            conv.weight.accumulate_grad(graw * s.reshape(k))
+            conv.weight.accumulate_grad(graw * s.reshape(k), owned=True)
         if conv.bias is not None:
             _accumulate(conv.bias, gsum * s)
         if bn.weight is not None:
@@ -336,7 +336,7 @@ class ConvReLU(Step):
         if want_b:
             conv.bias.accumulate_grad(gb)
         gx, gw = _conv_backward(conv, g, x)
-        conv.weight.accumulate_grad(gw)
+        conv.weight.accumulate_grad(gw, owned=True)
         return gx
 
 

@@ -77,9 +77,9 @@ class Conv2d(Module):
             bias=b is not None and b.requires_grad,
             input_grad=self._input_grad_needed(), weight_grad=w.requires_grad,
             weight_version=w.version, data_format=self.data_format)
-        w.accumulate_grad(gw)
+        w.accumulate_grad(gw, owned=True)
         if b is not None:
-            b.accumulate_grad(gb)
+            b.accumulate_grad(gb, owned=True)
         return gx
 
     def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:

@@ -79,16 +79,25 @@ class Parameter:
     def size(self) -> int:
         return self.data.size
 
-    def accumulate_grad(self, g: Optional[Array]) -> None:
+    def accumulate_grad(self, g: Optional[Array], *, owned: bool = False) -> None:
         """Add `g` into .grad (the first add stores a copy); ignored when frozen
-        or when `g` is None (the gradient was not computed)."""
+        or when `g` is None (the gradient was not computed).
+
+        owned: the caller made `g` for this call and keeps no reference to
+        it (a layer's freshly computed weight gradient), so the first add
+        may store `g` itself instead of a copy, when it is a writable
+        C-contiguous array of the parameter's dtype."""
         if not self.requires_grad or g is None:
             return
         if g.shape != self.data.shape:
             raise ValueError(f"Parameter.accumulate_grad: gradient shape {g.shape} "
                              f"does not match parameter shape {self.data.shape}")
         if self.grad is None:
-            self.grad = np.array(g, dtype=self.data.dtype, copy=True)
+            if (owned and type(g) is np.ndarray and g.dtype == self.data.dtype
+                    and g.flags.c_contiguous and g.flags.writeable and g.base is None):
+                self.grad = g
+            else:
+                self.grad = np.array(g, dtype=self.data.dtype, copy=True, order="C")
         else:
             self.grad += g
         if self._grad_hooks:

@@ -192,3 +192,30 @@ def test_to_converts_parameters_and_float_buffers(rng):
     assert y.dtype == np.float64
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         net.to(np.int8)
+
+
+def test_accumulate_grad_keeps_only_owned_arrays():
+    p = nn.Parameter(np.zeros((2, 3), np.float32))
+    mine = np.ones((2, 3), np.float32)
+    p.accumulate_grad(mine)                 # the caller's array: copied
+    assert p.grad is not mine
+    p.accumulate_grad(mine)
+    np.testing.assert_array_equal(mine, 1.0)
+    np.testing.assert_array_equal(p.grad, 2.0)
+    p.zero_grad()
+    fresh = np.full((2, 3), 3.0, np.float32)
+    p.accumulate_grad(fresh, owned=True)    # a layer's fresh gradient: kept
+    assert p.grad is fresh
+    for g in (np.ones((3, 2), np.float32).T, np.ones((2, 3))):  # a view; float64
+        p.zero_grad()
+        p.accumulate_grad(g, owned=True)
+        assert p.grad is not g and p.grad.dtype == np.float32 and p.grad.flags.c_contiguous
+
+
+def test_layer_gradients_are_not_copied_but_accumulate():
+    conv = nn.Conv2d(2, 3, 3)
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    conv.backward(np.ones_like(conv.forward(x)))
+    first = conv.weight.grad.copy()
+    conv.backward(np.ones_like(conv.forward(x)))
+    np.testing.assert_allclose(conv.weight.grad, 2 * first, rtol=1e-6)
