@@ -44,10 +44,10 @@ from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
+from convcore._kernels.partials cimport NUM_PARTIALS, sum_partials
 from convcore._kernels.blas cimport gemm
 from convcore._kernels.conv_geometry cimport ConvGeometry, check_shapes
 from convcore._kernels.conv_params cimport ConvParams, valid_range
-from convcore._kernels.partials cimport NUM_PARTIALS, sum_partials
 
 cdef extern from "winograd.h":
     enum: WINOGRAD_FILTER_BLOCK
@@ -221,11 +221,15 @@ cdef enum:
     # sums depend on the blocks, and float64 should block alike.
     BLOCK_BYTES = 1 << 20
     BUDGET_ITEMSIZE = 4
-    # The weight gradient's GEMMs read and write the whole dU partial
-    # (points x K x C/groups) once per block; when that passes 4 x
-    # BLOCK_BYTES (256 channels and up) its blocks take at least this many
-    # tiles, so that the GEMMs' inner dimension pays for the traffic.
+    # The weight gradient's GEMM of one point reads and writes that
+    # point's dU (K x C/groups) once per block; when all points' dU pass
+    # 4 x BLOCK_BYTES (256 channels and up) its blocks take at least this
+    # many tiles, so that the GEMMs' inner dimension pays for the traffic.
     WEIGHT_GRAD_MIN_TILES = 256
+    # The weight gradient transforms blocks into one shared buffer of about
+    # this size (float32 elements counted, as BLOCK_BYTES), under glibc's
+    # largest mmap threshold so that its pages are reused from call to call.
+    WEIGHT_GRAD_GATHER_BYTES = 24 << 20
 
 
 # The plan of one kernel call: what it convolves, how the work is cut and
@@ -238,7 +242,9 @@ cdef struct Plan:
     Py_ssize_t TW           # tiles per tile row
     Py_ssize_t total        # tile rows in the batch
     Py_ssize_t rows_per_block, blocks
-    Py_ssize_t chunks       # weight gradient: fixed partial sums
+    Py_ssize_t chunks       # weight gradient, small dU: fixed partial sums
+    Py_ssize_t group_blocks # weight gradient, big dU: blocks whose V and M
+                            # are made together, then multiplied point by point
     int threads
     Py_ssize_t v_plane, m_plane   # elements between points' planes of V, M
     Py_ssize_t row_width    # elements of one zero-padded input row buffer
@@ -246,7 +252,8 @@ cdef struct Plan:
     bint cols_in_place      # output rows are read/written where they are: the
                             # tiles cover undilated columns exactly
     Py_ssize_t per_thread   # elements of one thread's scratch
-    Py_ssize_t partials     # elements of the weight gradient's partial sums
+    Py_ssize_t gathered     # elements of the weight gradient's partial sums,
+                            # or of its V and M for group_blocks blocks
 
 
 cdef inline ConvParams _data_params(const ConvParams* p) noexcept nogil:
@@ -269,6 +276,8 @@ cdef Plan _plan(const ConvParams* layer, const winograd_tile* tile, Pass pass_,
     cdef Plan pl
     cdef Py_ssize_t points = tile.alpha * tile.alpha, tiles, TB, rows
     pl.p = _data_params(layer) if pass_ == BACKWARD_DATA else layer[0]
+    cdef bint big_du = (points * pl.p.K * (pl.p.C // pl.p.groups) * BUDGET_ITEMSIZE
+                        > 4 * BLOCK_BYTES)
     pl.tile = tile
     pl.rows = _axis(pl.p.OH, pl.p.dil_h, tile.m)
     pl.cols = _axis(pl.p.OW, pl.p.dil_w, tile.m)
@@ -279,8 +288,7 @@ cdef Plan _plan(const ConvParams* layer, const winograd_tile* tile, Pass pass_,
         tiles = BLOCK_BYTES // (points * (pl.p.C + pl.p.K) * BUDGET_ITEMSIZE)
         tiles = min(max(tiles, tile.min_block_tiles), tile.max_block_tiles)
         rows = max(1, tiles // pl.TW)
-        if (pass_ == BACKWARD_WEIGHT and points * pl.p.K * (pl.p.C // pl.p.groups)
-                * BUDGET_ITEMSIZE > 4 * BLOCK_BYTES):
+        if pass_ == BACKWARD_WEIGHT and big_du:
             rows = max(rows, (WEIGHT_GRAD_MIN_TILES + pl.TW - 1) // pl.TW)
         if pass_ != BACKWARD_WEIGHT:
             # Forward outputs do not depend on the blocks, so they are made
@@ -289,9 +297,6 @@ cdef Plan _plan(const ConvParams* layer, const winograd_tile* tile, Pass pass_,
             rows = max(1, min(rows, pl.total // max(max_threads, 1)))
     pl.rows_per_block = rows
     pl.blocks = (pl.total + rows - 1) // rows
-    pl.chunks = min(pl.blocks, <Py_ssize_t> NUM_PARTIALS) if pass_ == BACKWARD_WEIGHT else 0
-    pl.threads = <int> max(1, min(<Py_ssize_t> max_threads,
-                                  pl.chunks if pass_ == BACKWARD_WEIGHT else pl.blocks))
     TB = rows * pl.TW
     pl.v_plane = pl.p.C * TB + PLANE_PAD
     pl.m_plane = pl.p.K * TB + PLANE_PAD
@@ -300,15 +305,37 @@ cdef Plan _plan(const ConvParams* layer, const winograd_tile* tile, Pass pass_,
     pl.row_width = tile.m * pl.cols.tiles + 2 * pl.cols.phases
     pl.segments = NULL
     pl.cols_in_place = pl.cols.d == 1 and pl.p.OW == tile.m * pl.TW
-    # V, M, and alpha input rows with their row transform (the output
-    # side's m rows of m*TW fit in them).
-    pl.per_thread = points * (pl.v_plane + pl.m_plane) + 2 * tile.alpha * pl.row_width
-    pl.partials = pl.chunks * points * pl.p.K * (pl.p.C // pl.p.groups)
+    # alpha input rows with their row transform (the output side's m rows
+    # of m*TW fit in them), and V and M of the thread's block ...
+    pl.per_thread = 2 * tile.alpha * pl.row_width + points * (pl.v_plane + pl.m_plane)
+    pl.chunks = pl.group_blocks = pl.gathered = 0
+    pl.threads = <int> max(1, min(<Py_ssize_t> max_threads, pl.blocks))
+    if pass_ == BACKWARD_WEIGHT and not big_du:
+        # ... and, for the weight gradient with a small dU, a copy of dU
+        # per fixed chunk of blocks: each thread transforms and multiplies
+        # its own blocks in cache, and the copies are added at the end.
+        pl.chunks = min(pl.blocks, <Py_ssize_t> NUM_PARTIALS)
+        pl.threads = <int> max(1, min(<Py_ssize_t> max_threads, pl.chunks))
+        pl.gathered = pl.chunks * points * pl.p.K * (pl.p.C // pl.p.groups)
+    elif pass_ == BACKWARD_WEIGHT:
+        # With a big dU, copies of it would cost more memory traffic than
+        # the GEMMs: the threads transform group_blocks blocks into one
+        # shared buffer, then multiply point by point, each point's dU
+        # staying in cache over the blocks. How many blocks go together
+        # does not change the sums (each point adds its blocks in order),
+        # so it may follow the threads.
+        pl.per_thread = 2 * tile.alpha * pl.row_width
+        pl.group_blocks = WEIGHT_GRAD_GATHER_BYTES // (
+            points * (pl.v_plane + pl.m_plane) * BUDGET_ITEMSIZE)
+        pl.group_blocks = min(pl.blocks, max(pl.group_blocks, <Py_ssize_t> max_threads, 1))
+        pl.threads = <int> max(1, min(<Py_ssize_t> max_threads,
+                                      max(pl.group_blocks, points * pl.p.groups)))
+        pl.gathered = pl.group_blocks * points * (pl.v_plane + pl.m_plane)
     return pl
 
 
 cdef inline Py_ssize_t _scratch(const Plan* pl) noexcept nogil:
-    return pl.threads * pl.per_thread + pl.partials
+    return pl.threads * pl.per_thread + pl.gathered
 
 
 cdef int _segments(Plan* pl) except -1:
@@ -336,12 +363,14 @@ def plan(str tile, str pass_name, ConvGeometry geom, int num_threads):
     "backward_weight") for the layer geom (its ConvGeometry, ConvSpec.params:
     x (N, C, H, W) * w (K, C/groups, 3, 3) -> y (N, K, OH, OW), stride 1)
     on at most num_threads: a dict of rows_per_block,
-    blocks, threads and scratch_elements (what the call allocates: the
+    blocks, threads, the weight gradient's chunks (partial sums, small dU)
+    or group_blocks (blocks gathered, big dU), and scratch_elements (what the call allocates: the
     workspace query; besides it only a table of 56 bytes per dilation phase,
     _segments). The drivers run this same plan."""
     cdef ConvParams p = geom.params
     cdef Plan pl = _plan(&p, _tile(tile), _pass(pass_name), num_threads, 0)
     return dict(rows_per_block=pl.rows_per_block, blocks=pl.blocks, threads=pl.threads,
+                chunks=pl.chunks, group_blocks=pl.group_blocks,
                 scratch_elements=_scratch(&pl) if pl.total > 0 else 0)
 
 
@@ -551,17 +580,16 @@ cdef enum:
     WEIGHT_GRAD_GEMM_BLOCK_MIN_TB = 128
 
 
-cdef floating _weight_grad_block(const Plan* pl, const floating* x,
-                                 const floating* grad_y, floating* du,
-                                 Py_ssize_t row0, Py_ssize_t row1,
-                                 floating* v, floating* dm, floating* rows) noexcept nogil:
-    """dU[xi][g] (Kg x Cg) += dM[xi][g] (Kg x TB) @ V[xi][g]^T (TB x Cg)
-    for tile rows [row0, row1): the adjoint of the forward's GEMMs.
-    Returns 0, or NaN when x or grad_y holds an Inf or NaN."""
-    cdef Py_ssize_t TW = pl.TW, C = pl.p.C, K = pl.p.K, G = pl.p.groups
-    cdef Py_ssize_t TB = (row1 - row0) * TW, Cg = C // G, Kg = K // G
-    cdef Py_ssize_t points = pl.tile.alpha * pl.tile.alpha, plane_out = pl.p.OH * pl.p.OW
-    cdef Py_ssize_t k, row, xi, grp, k0, c0
+cdef floating _weight_grad_transforms(const Plan* pl, const floating* x,
+                                      const floating* grad_y, Py_ssize_t row0,
+                                      Py_ssize_t row1, floating* v, floating* dm,
+                                      floating* rows) noexcept nogil:
+    """V and dM of the tiles of tile rows [row0, row1): the weight
+    gradient's operands. Returns 0, or NaN when x or grad_y holds an Inf
+    or NaN."""
+    cdef Py_ssize_t TW = pl.TW, K = pl.p.K
+    cdef Py_ssize_t TB = (row1 - row0) * TW, plane_out = pl.p.OH * pl.p.OW
+    cdef Py_ssize_t k, row
     cdef RowCursor cur
     cdef floating bad = _transform_input_block(pl, x, row0, row1, v, rows)
     for k in range(K):
@@ -570,22 +598,30 @@ cdef floating _weight_grad_block(const Plan* pl, const floating* x,
             bad += _grad_output_rows(pl, grad_y + (cur.n * K + k) * plane_out, cur.oh0,
                                      dm + k * TB + (row - row0) * TW, pl.m_plane, rows)
             _next_row(&pl.rows, &cur)
+    return bad
+
+
+cdef void _weight_grad_point(const Plan* pl, Py_ssize_t xi, Py_ssize_t TB,
+                             const floating* v, const floating* dm,
+                             floating* du) noexcept nogil:
+    """dU[xi][g] (Kg x Cg) += dM[xi][g] (Kg x TB) @ V[xi][g]^T (TB x Cg)
+    for the TB tiles of one block: the adjoint of the forward's GEMMs."""
+    cdef Py_ssize_t K = pl.p.K, G = pl.p.groups, Cg = pl.p.C // G, Kg = K // G
+    cdef Py_ssize_t grp, k0, c0
     cdef Py_ssize_t step = (WEIGHT_GRAD_GEMM_BLOCK
                             if pl.tile.m == 2 and TB >= WEIGHT_GRAD_GEMM_BLOCK_MIN_TB
                             else max(Kg, Cg))
-    for xi in range(points):
-        for grp in range(G):
-            k0 = 0
-            while k0 < Kg:
-                c0 = 0
-                while c0 < Cg:
-                    gemm(False, True, <int> min(Kg - k0, step), <int> min(Cg - c0, step),
-                         <int> TB, <floating> 1, dm + xi * pl.m_plane + (grp * Kg + k0) * TB,
-                         <int> TB, v + xi * pl.v_plane + (grp * Cg + c0) * TB, <int> TB,
-                         <floating> 1, du + (xi * K + grp * Kg + k0) * Cg + c0, <int> Cg)
-                    c0 += step
-                k0 += step
-    return bad
+    for grp in range(G):
+        k0 = 0
+        while k0 < Kg:
+            c0 = 0
+            while c0 < Cg:
+                gemm(False, True, <int> min(Kg - k0, step), <int> min(Cg - c0, step),
+                     <int> TB, <floating> 1, dm + xi * pl.m_plane + (grp * Kg + k0) * TB,
+                     <int> TB, v + xi * pl.v_plane + (grp * Cg + c0) * TB, <int> TB,
+                     <floating> 1, du + (xi * K + grp * Kg + k0) * Cg + c0, <int> Cg)
+                c0 += step
+            k0 += step
 
 
 # ---- Drivers ----------------------------------------------------------------
@@ -611,13 +647,13 @@ cdef int _check_transformed(const Py_ssize_t* shape, const winograd_tile* t,
 
 cdef void* _alloc(Py_ssize_t elements, size_t itemsize, const Plan* pl) except NULL:
     """One of the plan's two buffers: the threads' scratch or the weight
-    gradient's partial sums. Two allocations, not one: each stays under
+    gradient's gathered V and M. Two allocations, not one: each stays under
     glibc's largest mmap threshold on big layers, so its pages are reused
     from call to call instead of faulted in afresh every time."""
     cdef void* buf = malloc(max(elements, 1) * itemsize)
     if buf == NULL:
         raise MemoryError(f"convcore: cannot allocate Winograd scratch ({pl.threads} x "
-                          f"{pl.per_thread} + {pl.partials} elements)")
+                          f"{pl.per_thread} + {pl.gathered} elements)")
     return buf
 
 
@@ -706,51 +742,104 @@ def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     grad_y : ndarray of shape (N, K, OH, OW)                           # IN
     du : ndarray of shape (points, K, C/groups), overwritten            # OUT
     geom, tile, num_threads, rows_per_block : as forward's.
-    The sums run in fixed chunks of blocks (partials.pxd), so du does not
-    depend on the thread count. Returns False when x or grad_y holds an
-    Inf or NaN."""
+    With a small dU the sums run in fixed chunks of blocks (partials.pxd);
+    with a big one each point sums its blocks in block order, one GEMM per
+    block on one thread (_plan). Either way du does not depend on the
+    thread count. Returns False when x or grad_y holds an Inf or NaN."""
     cdef ConvParams p = geom.params
     cdef const winograd_tile* t = _tile(tile)
     _check_layer(&p, x.shape, grad_y.shape)
     _check_transformed(du.shape, t, p.K, p.C // p.groups, "du")
     cdef Plan pl = _plan(&p, t, BACKWARD_WEIGHT, num_threads, rows_per_block)
-    cdef Py_ssize_t points = pl.tile.alpha * pl.tile.alpha
-    cdef Py_ssize_t usize = points * p.K * (p.C // p.groups)
-    cdef Py_ssize_t rpb = pl.rows_per_block, nblocks = pl.blocks, nchunks = pl.chunks
-    cdef Py_ssize_t chunk, blk
+    cdef Py_ssize_t usize = pl.tile.alpha * pl.tile.alpha * p.K * (p.C // p.groups)
     cdef floating bad = 0
     cdef floating* scratch
-    cdef floating* partials
-    cdef floating* mine
-    cdef floating* out = &du[0, 0, 0]
-    memset(out, 0, usize * sizeof(floating))
+    cdef floating* gathered
+    memset(&du[0, 0, 0], 0, usize * sizeof(floating))
     if pl.total == 0:
         return True
-    partials = <floating*> _alloc(pl.partials, sizeof(floating), &pl)
+    gathered = <floating*> _alloc(pl.gathered, sizeof(floating), &pl)
     try:
         scratch = <floating*> _alloc_scratch(&pl, sizeof(floating))
     except MemoryError:
-        free(partials)
+        free(gathered)
         raise
     try:
         _segments(&pl)
         with nogil:
-            for chunk in prange(nchunks, schedule='static', num_threads=pl.threads):
-                mine = scratch + omp_get_thread_num() * pl.per_thread
-                # Zeroed by the thread that sums into it, not serially before.
-                memset(partials + chunk * usize, 0, usize * sizeof(floating))
-                for blk in range(chunk * nblocks // nchunks, (chunk + 1) * nblocks // nchunks):
-                    bad += _weight_grad_block(&pl, &x[0, 0, 0, 0], &grad_y[0, 0, 0, 0],
-                                              partials + chunk * usize, blk * rpb,
-                                              min((blk + 1) * rpb, pl.total), mine,
-                                              mine + points * pl.v_plane,
-                                              mine + points * (pl.v_plane + pl.m_plane))
-            sum_partials(partials, nchunks, usize, out, pl.threads)
+            if pl.chunks:
+                bad = _weight_grad_chunks(&pl, &x[0, 0, 0, 0], &grad_y[0, 0, 0, 0],
+                                          &du[0, 0, 0], scratch, gathered)
+            else:
+                bad = _weight_grad_gathered(&pl, &x[0, 0, 0, 0], &grad_y[0, 0, 0, 0],
+                                            &du[0, 0, 0], scratch, gathered)
     finally:
         free(scratch)
-        free(partials)
+        free(gathered)
         free(pl.segments)
     return bad == 0
+
+
+cdef floating _weight_grad_chunks(const Plan* pl, const floating* x, const floating* grad_y,
+                                  floating* du, floating* scratch,
+                                  floating* partials) noexcept nogil:
+    """du (zeroed) = the sum of pl.chunks partial sums, each over a fixed
+    chunk of blocks that one thread transforms and multiplies in turn."""
+    cdef Py_ssize_t points = pl.tile.alpha * pl.tile.alpha
+    cdef Py_ssize_t usize = points * pl.p.K * (pl.p.C // pl.p.groups)
+    cdef Py_ssize_t rpb = pl.rows_per_block, nblocks = pl.blocks, nchunks = pl.chunks
+    cdef Py_ssize_t chunk, blk, xi, row0, row1
+    cdef floating bad = 0
+    cdef floating* mine
+    cdef floating* part
+    for chunk in prange(nchunks, schedule='static', num_threads=pl.threads):
+        mine = scratch + omp_get_thread_num() * pl.per_thread
+        part = partials + chunk * usize
+        # Zeroed by the thread that sums into it, not serially before.
+        memset(part, 0, usize * sizeof(floating))
+        for blk in range(chunk * nblocks // nchunks, (chunk + 1) * nblocks // nchunks):
+            row0 = blk * rpb
+            row1 = min(row0 + rpb, pl.total)
+            bad += _weight_grad_transforms(pl, x, grad_y, row0, row1, mine,
+                                           mine + points * pl.v_plane,
+                                           mine + points * (pl.v_plane + pl.m_plane))
+            for xi in range(points):
+                _weight_grad_point(pl, xi, (row1 - row0) * pl.TW, mine,
+                                   mine + points * pl.v_plane, part)
+    sum_partials(partials, nchunks, usize, du, pl.threads)
+    return bad
+
+
+cdef floating _weight_grad_gathered(const Plan* pl, const floating* x,
+                                    const floating* grad_y, floating* du,
+                                    floating* scratch, floating* gathered) noexcept nogil:
+    """du (zeroed) += the blocks' products, pl.group_blocks blocks at a
+    time: their V and dM made in a prange over the blocks into `gathered`,
+    then their GEMMs in a prange over the points, so that each point's dU
+    stays in cache over the blocks and no thread keeps a copy of dU."""
+    cdef Py_ssize_t points = pl.tile.alpha * pl.tile.alpha
+    cdef Py_ssize_t rpb = pl.rows_per_block, nblocks = pl.blocks
+    cdef Py_ssize_t per_block = points * (pl.v_plane + pl.m_plane)
+    cdef Py_ssize_t first = 0, last, blk, xi, row0, row1
+    cdef floating bad = 0
+    cdef floating* vm
+    while first < nblocks:
+        last = min(first + pl.group_blocks, nblocks)
+        for blk in prange(first, last, schedule='static', num_threads=pl.threads):
+            vm = gathered + (blk - first) * per_block
+            bad += _weight_grad_transforms(pl, x, grad_y, blk * rpb,
+                                           min((blk + 1) * rpb, pl.total), vm,
+                                           vm + points * pl.v_plane,
+                                           scratch + omp_get_thread_num() * pl.per_thread)
+        for xi in prange(points, schedule='static', num_threads=pl.threads):
+            for blk in range(first, last):
+                row0 = blk * rpb
+                row1 = min(row0 + rpb, pl.total)
+                vm = gathered + (blk - first) * per_block
+                _weight_grad_point(pl, xi, (row1 - row0) * pl.TW, vm,
+                                   vm + points * pl.v_plane, du)
+        first = last
+    return bad
 
 
 # ---- Weight transforms -------------------------------------------------------

@@ -483,3 +483,37 @@ def test_inference_through_a_layer_uses_the_reused_weights_rule():
     np.testing.assert_array_equal(plain, ref)      # no version: no reuse assumed
     assert not np.array_equal(infer, ref)          # Winograd's rounding, not im2col's
     np.testing.assert_allclose(infer, ref, rtol=0, atol=2e-4 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_weight_gradient_of_many_filters(tile, dtype, rng):
+    """Past 4 MiB of transformed filters (points x K x C), the weight
+    gradient gathers blocks and multiplies point by point instead of
+    summing per-chunk copies of dU: the same values, and the same bits on
+    1 to 3 threads and with any number of blocks gathered."""
+    N, C, K = 3, 272, 256
+    x = rng.standard_normal((N, C, 9, 7)).astype(dtype)
+    w = rng.standard_normal((K, C, 3, 3)).astype(dtype)
+    geom = dict(padding=1, dilation=1, groups=1)
+    gy = rng.standard_normal((N, K, 9, 7)).astype(dtype)
+    _, gw_ref, _ = conv2d_backward_ref(gy.astype(np.float64), x.astype(np.float64),
+                                       w.astype(np.float64), **geom)
+    g = _geom(x, w, gy, geom)
+    small = _geom(x[:, :8], w[:8, :8], gy[:, :8], geom)
+    assert winograd.plan(tile, "backward_weight", small, 2)["chunks"] > 0
+    first = None
+    for threads, rows in ((1, 0), (2, 0), (3, 0), (2, 1), (3, 2)):
+        plan = winograd.plan(tile, "backward_weight", g, threads)
+        assert plan["chunks"] == 0 and plan["group_blocks"] >= 1
+        du = np.full((winograd.points(tile), K, C), np.nan, dtype)
+        with convcore._runtime.threads.blas_single():
+            assert winograd.backward_weight(x, gy, du, g, tile, threads, rows)
+        gw = np.empty_like(w)
+        winograd.untransform_weight_grad(du, gw, tile)
+        np.testing.assert_allclose(gw, gw_ref, **_scaled(TOL[dtype], gw_ref))
+        if rows == 0:
+            if first is None:
+                first = du
+            else:
+                np.testing.assert_array_equal(du, first)
