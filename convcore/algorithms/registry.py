@@ -34,9 +34,11 @@ def select_algorithm(spec, weights_reused=False):
     pay for reading the transformed weights (36 per filter, im2col reads
     9): at least one tile per 8 channels.
 
-    - depthwise-like (one input channel per group): the direct kernel. A
-      GEMM per group would be (Kg x R*S) @ (R*S x P), too thin for the BLAS
-      to pay for the im2col copy and per-call overhead.
+    - depthwise-like (one input channel per group, several groups): the
+      direct kernel. A GEMM per group would be (Kg x R*S) @ (R*S x P), too
+      thin for the BLAS to pay for the im2col copy and per-call overhead.
+      A single-channel image (groups 1: a grayscale network's first
+      layer) is one GEMM over all the filters, and im2col wins.
     - 3x3 stride 1 with at least 8 channels: Winograd, which does fewer
       multiplies (F(4x4, 3x3): 36 where im2col does 144; F(2x2, 3x3), for
       dilated layers: 16 where im2col does 36) but pays for its transforms
@@ -59,7 +61,7 @@ def select_algorithm(spec, weights_reused=False):
     measured = autotune.measured_choice(spec)
     if measured is not None:
         return _REGISTRY[measured]
-    if spec.Cg == 1:
+    if spec.Cg == 1 and spec.groups > 1:
         return _REGISTRY["direct"]
     channels = min(spec.Cg, spec.Kg)
     if channels >= 8 and _REGISTRY["winograd"].supports(spec)[0]:

@@ -87,6 +87,10 @@ def test_depthwise_3x3_takes_the_depthwise_kernels():
     assert conv_depthwise.supports(1, 5, 5)
     grouped = conv_spec((2, 8, 5, 5), (8, 2, 3, 3), np.dtype(np.float32), 1, 1, 1, 4, "t")
     assert not DirectConv._depthwise(grouped)    # generic direct loops
+    # One input channel without groups (a grayscale first layer, LeNet's)
+    # is one GEMM over all the filters: im2col.
+    gray = conv_spec((64, 1, 32, 32), (6, 1, 5, 5), np.dtype(np.float32), 1, 0, 1, 1, "t")
+    assert select_algorithm(gray).name == "im2col"
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
