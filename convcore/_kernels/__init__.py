@@ -24,7 +24,7 @@ them):
                       residual and ReLU), backward (batchnorm.h)
     group_layer_norm  group / layer / instance norm forward / backward
     lrn               local response normalisation forward / backward
-    activation        relu forward / backward
+    activation        relu forward / backward, tanh and sigmoid backward
     optim             SGD and Adam updates, one pass per parameter
 
 Declarations only (.pxd, cimported by the modules above):

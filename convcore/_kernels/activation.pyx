@@ -94,3 +94,43 @@ def relu_backward(const floating[::1] grad_y, const floating[::1] y,
             else:
                 relu_backward_block(&grad_y[0], &y[0], &grad_x[0], blk * BLOCK,
                                     min(n, (blk + 1) * BLOCK))
+
+
+cdef void tanh_backward_block(const floating* gy, const floating* y, floating* gx,
+                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        gx[i] = gy[i] * (<floating> 1 - y[i] * y[i])   # 1.0 would compute in double
+
+
+cdef void sigmoid_backward_block(const floating* gy, const floating* y, floating* gx,
+                                 Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        gx[i] = gy[i] * (y[i] * (<floating> 1 - y[i]))
+
+
+def output_backward(const floating[::1] grad_y, const floating[::1] y,
+                    floating[::1] grad_x, str kind, int num_threads):
+    """grad_x = grad_y * f'(x) from the output y = f(x): "tanh" grad_y *
+    (1 - y^2), "sigmoid" grad_y * (y * (1 - y)), the operations of the
+    NumPy expressions in the same order (the same bits). grad_x may be
+    grad_y.                                                     OUT: grad_x"""
+    cdef Py_ssize_t n = y.shape[0], blk, nblk = (n + BLOCK - 1) // BLOCK
+    cdef bint sigmoid
+    if kind == "sigmoid":
+        sigmoid = True
+    elif kind == "tanh":
+        sigmoid = False
+    else:
+        raise ValueError(f"output_backward: unknown kind {kind!r}")
+    if n == 0:
+        return
+    with nogil:
+        for blk in prange(nblk, schedule='static', num_threads=num_threads):
+            if sigmoid:
+                sigmoid_backward_block(&grad_y[0], &y[0], &grad_x[0], blk * BLOCK,
+                                       min(n, (blk + 1) * BLOCK))
+            else:
+                tanh_backward_block(&grad_y[0], &y[0], &grad_x[0], blk * BLOCK,
+                                    min(n, (blk + 1) * BLOCK))

@@ -1,7 +1,8 @@
 """Activations and their backward passes, as torch.nn.functional.
 
 relu runs after every convolution and has an OpenMP kernel
-(convcore._kernels.activation, several times NumPy's speed); the rest are
+(convcore._kernels.activation, several times NumPy's speed), as do the
+backward passes of tanh and sigmoid; the rest are
 NumPy (and scipy.special) expressions written to be stable for large |x| (no exp of a large
 positive number is ever taken). softmax stays NumPy because its SIMD exp
 beat a scalar-expf Cython kernel by a wide margin when measured. Every
@@ -139,8 +140,7 @@ def sigmoid(x: Array) -> Array:
 
 def sigmoid_backward(grad_y: Array, y: Array) -> Array:
     """grad_y * y * (1 - y), from the sigmoid output y."""
-    grad_y, y = _grad_pair(grad_y, y, "y", "sigmoid_backward")
-    return grad_y * (y * (1 - y))
+    return _output_backward(grad_y, y, "sigmoid")
 
 
 def tanh(x: Array) -> Array:
@@ -149,8 +149,17 @@ def tanh(x: Array) -> Array:
 
 def tanh_backward(grad_y: Array, y: Array) -> Array:
     """grad_y * (1 - y^2), from the tanh output y."""
-    grad_y, y = _grad_pair(grad_y, y, "y", "tanh_backward")
-    return grad_y * (1 - y * y)
+    return _output_backward(grad_y, y, "tanh")
+
+
+def _output_backward(grad_y, y, kind):
+    """grad_y * f'(x) from f's output y, in one threaded pass (the NumPy
+    expressions made a temporary per operation, on one thread)."""
+    grad_y, y = _grad_pair(grad_y, y, "y", f"{kind}_backward")
+    gx = np.empty_like(y)
+    _act.output_backward(grad_y.reshape(-1), y.reshape(-1), gx.reshape(-1), kind,
+                         kernel_threads(y.size))
+    return gx
 
 
 # --- softplus ----------------------------------------------------------------------

@@ -256,3 +256,21 @@ def test_peer_torch(rng, dtype):
         y = fwd(x)
         np.testing.assert_allclose(y, yt.detach().numpy(), **tol)
         np.testing.assert_allclose(bwd(gy, x, y), xt.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tanh_and_sigmoid_backward_kernels_equal_the_expressions(dtype, rng):
+    """The threaded one-pass kernels give the NumPy expressions' bits, over
+    several blocks on 2 threads, Inf and NaN included."""
+    y = np.tanh(rng.standard_normal((3, 5, 71, 97))).astype(dtype)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    y.flat[:3] = [np.nan, np.inf, -1.0]
+    g.flat[3:5] = [np.inf, np.nan]
+    previous = convcore.set_num_threads(2)
+    try:
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_array_equal(F.tanh_backward(g, y), g * (1 - y * y))
+            s = (y + 1) / 2
+            np.testing.assert_array_equal(F.sigmoid_backward(g, s), g * (s * (1 - s)))
+    finally:
+        convcore.set_num_threads(previous)
