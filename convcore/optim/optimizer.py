@@ -7,7 +7,7 @@ is skipped by step()."""
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Iterable, Iterator, List, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -19,13 +19,15 @@ from convcore.nn.parameter import Parameter
 Params = Union[Iterable[Parameter], Iterable[Dict[str, Any]]]
 
 
-def one_pass(p: Parameter, *state: np.ndarray):
+def one_pass(p: Parameter, *state: np.ndarray) -> Optional[Tuple[Any, ...]]:
     """(threads, 1-D views of p.data, p.grad and `state`) for the one-pass
     updates of convcore._kernels.optim, or None when the arrays cannot
     take them (a gradient of another dtype or shape, an array that is not
     C-contiguous or not writable); the optimizer then runs its NumPy
     expressions, which give the same result."""
     data, grad = p.data, p.grad
+    if grad is None:
+        return None
     arrays = (data, grad) + state
     for a in arrays:
         if (type(a) is not np.ndarray or a.dtype != data.dtype or a.shape != data.shape
