@@ -47,7 +47,7 @@ def select_algorithm(spec, weights_reused=False):
       channels the transforms outweigh the GEMMs.
       Undilated: from 100, with at least 1024 output pixels in the batch
       (else the per-call weight transform dominates). From 256 channels
-      also images of at least 14x14 and 3136 pixels in the batch: smaller,
+      also images of at least 14x14 and 1568 pixels in the batch: smaller,
       im2col's GEMMs split over the threads (blas.gemm_split) win.
       Dilated: from 400, when each dilation phase of the output (which the
       kernel tiles in place) is at least 8 pixels across; shorter tile
@@ -72,7 +72,7 @@ def select_algorithm(spec, weights_reused=False):
             if weights_reused and score >= 100 and 8 * tiles >= channels:
                 return _REGISTRY["winograd"]
             if channels >= 256:
-                big = spec.OH * spec.OW >= 196 and pixels >= 3136
+                big = spec.OH * spec.OW >= 196 and pixels >= 1568
             else:
                 big = pixels >= 1024
             if score >= 100 and big:
