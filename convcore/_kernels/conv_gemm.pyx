@@ -291,6 +291,10 @@ cdef enum:
     SMALL_GEMM_MACS = 1000000
     GEMM_COL_STEP = 16
     MAX_SMALL_GEMM_CHANNELS = 192
+    # Pieces narrower than this (one vector of columns: AlexNet's 11x11
+    # conv1, a 3x3 over 48-64 channels into 96) lost to whole GEMMs by
+    # 1.15-1.26x; from two vectors up they won or tied (commit body).
+    MIN_PIECE_COLUMNS = 32
     # Forward and backward-data gather images into one GEMM for small
     # images (OH*OW <= GATHER_MAX_PIXELS) under big weights (K/groups >=
     # GATHER_MIN_CHANNELS), where a GEMM per image is too thin; 64 channels
@@ -320,9 +324,11 @@ cdef inline Py_ssize_t _piece_columns(const ConvParams* p, bint single,
     float32 weights on a BLAS that has that kernel. A piece wider than two
     images puts several images side by side (_images_per_gemm)."""
     cdef Py_ssize_t Kg = p.K // p.groups, CRS = (p.C // p.groups) * p.R * p.S
+    cdef Py_ssize_t cols
     if not single or not small_gemm_blas or Kg > MAX_SMALL_GEMM_CHANNELS:
         return 0
-    return SMALL_GEMM_MACS // (Kg * CRS) // GEMM_COL_STEP * GEMM_COL_STEP
+    cols = SMALL_GEMM_MACS // (Kg * CRS) // GEMM_COL_STEP * GEMM_COL_STEP
+    return cols if cols >= MIN_PIECE_COLUMNS else 0
 
 
 cdef GemmPlan _plan(const ConvParams* p, int threads, bint backward, bint need_x,

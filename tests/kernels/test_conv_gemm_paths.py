@@ -124,22 +124,24 @@ def test_public_path_one_and_two_threads_agree(dtype, restore_threads, rng):
 
 
 def test_piece_width_rule():
-    """Whole 16-column vectors within 100^3 multiply-adds, only for thin
-    weights, float32, a prange over the images and a BLAS with the
-    small-matrix kernel."""
+    """Whole 16-column vectors within 100^3 multiply-adds, at least two of
+    them, only for thin weights, float32, a prange over the images and a
+    BLAS with the small-matrix kernel."""
     f32 = np.dtype(np.float32)
     alexnet = conv_spec((8, 3, 227, 227), (96, 3, 11, 11), f32, 4, 0, 1, 1)
+    alexnet64 = conv_spec((8, 3, 227, 227), (64, 3, 11, 11), f32, 4, 2, 1, 1)  # torchvision's
     wide = conv_spec((8, 64, 56, 56), (256, 64, 1, 1), f32, 1, 0, 1, 1)
     lenet = conv_spec((8, 6, 14, 14), (16, 6, 5, 5), f32, 1, 0, 1, 1)
 
     def cols(spec, threads=2, itemsize=4, small_gemm_blas=True):
         return conv_gemm.plan(spec.params, threads, False, itemsize, small_gemm_blas)["gemm_cols"]
 
-    assert cols(alexnet) == 16
+    assert cols(alexnet64) == 32
+    assert cols(alexnet) == 0  # one 16-column vector per piece: whole GEMMs win
     assert cols(lenet) == 416  # 4 images of 100 columns
     assert cols(wide) == 0     # 256 output channels: packed GEMMs
-    assert cols(alexnet, itemsize=8) == 0             # float32 only
-    assert cols(alexnet, small_gemm_blas=False) == 0  # the BLAS has no small kernel
+    assert cols(alexnet64, itemsize=8) == 0             # float32 only
+    assert cols(alexnet64, small_gemm_blas=False) == 0  # the BLAS has no small kernel
     assert cols(alexnet, threads=16) < 0  # 8 images, 16 threads: GEMMs split, no pieces
     # LeNet's columns (4 x 150 x 100) and product (4 x 16 x 100) per thread
     plan = conv_gemm.plan(lenet.params, 2, False, 4, True)
