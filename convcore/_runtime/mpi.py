@@ -27,6 +27,7 @@ import atexit
 import os
 import platform
 import sys
+import time
 import traceback
 from typing import Any, List, NoReturn, Optional, Tuple, TypeVar
 
@@ -41,6 +42,9 @@ INSTALL_HINT = 'pip install "convcore[mpi]"  (mpi4py and the mpich wheel, which 
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS")
 
 _OPS = ("sum", "mean", "max", "min", "prod")
+# Seconds a failing rank waits between writing its report and MPI_Abort
+# (fail_job).
+ABORT_GRACE_SECONDS = 0.5
 
 
 class _State:
@@ -221,6 +225,11 @@ def fail_job(exc: BaseException, where: str = "") -> NoReturn:
     except (OSError, ValueError, AttributeError):  # no real stderr descriptor
         sys.stderr.write(report)
         sys.stderr.flush()
+    if _state.comm is not None and _state.size > 1:
+        # The report sits in the pipe to the launcher, which stops forwarding
+        # output once MPI_Abort tears the job down: the whole report was seen
+        # lost (an empty stderr from the job). Give it a moment to get out.
+        time.sleep(ABORT_GRACE_SECONDS)
     abort(130 if isinstance(exc, KeyboardInterrupt) else 1)
 
 
