@@ -44,10 +44,10 @@ from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
-from convcore._kernels.partials cimport NUM_PARTIALS, sum_partials
 from convcore._kernels.blas cimport gemm
 from convcore._kernels.conv_geometry cimport ConvGeometry, check_shapes
 from convcore._kernels.conv_params cimport ConvParams, valid_range
+from convcore._kernels.partials cimport NUM_PARTIALS, sum_partials
 
 cdef extern from "winograd.h":
     enum: WINOGRAD_FILTER_BLOCK
@@ -755,7 +755,10 @@ def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef floating bad = 0
     cdef floating* scratch
     cdef floating* gathered
-    memset(&du[0, 0, 0], 0, usize * sizeof(floating))
+    if not pl.chunks:
+        # The gathered path adds into du (and an empty batch leaves it 0);
+        # the chunked one writes it whole from its partial sums.
+        memset(&du[0, 0, 0], 0, usize * sizeof(floating))
     if pl.total == 0:
         return True
     gathered = <floating*> _alloc(pl.gathered, sizeof(floating), &pl)
@@ -783,7 +786,7 @@ def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
 cdef floating _weight_grad_chunks(const Plan* pl, const floating* x, const floating* grad_y,
                                   floating* du, floating* scratch,
                                   floating* partials) noexcept nogil:
-    """du (zeroed) = the sum of pl.chunks partial sums, each over a fixed
+    """du (overwritten) = the sum of pl.chunks partial sums, each over a fixed
     chunk of blocks that one thread transforms and multiplies in turn."""
     cdef Py_ssize_t points = pl.tile.alpha * pl.tile.alpha
     cdef Py_ssize_t usize = points * pl.p.K * (pl.p.C // pl.p.groups)
