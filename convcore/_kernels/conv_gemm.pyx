@@ -150,6 +150,38 @@ cdef void _forward_item_cols(const floating* x, const floating* w,
         oh0 = oh1
 
 
+cdef void _forward_stripe(const floating* x, const floating* w,
+                          const floating* bias, floating* y,
+                          const ConvParams* p, Py_ssize_t item, Py_ssize_t oh0,
+                          Py_ssize_t oh1, floating* col,
+                          Py_ssize_t gemm_cols) noexcept nogil:
+    """Output rows [oh0, oh1) of one item, im2col and GEMM (in pieces of
+    gemm_cols columns, 0: whole) on this thread; col: the plan's column."""
+    cdef Py_ssize_t G = p.groups, n = item // G, g = item % G
+    cdef Py_ssize_t Cg = p.C // G, Kg = p.K // G
+    cdef Py_ssize_t HW = p.H * p.W, P = p.OH * p.OW, CRS = Cg * p.R * p.S
+    cdef Py_ssize_t Ps = (oh1 - oh0) * p.OW, k, i, ld
+    cdef const floating* xg = x + (n * p.C + g * Cg) * HW
+    cdef const floating* wg = w + g * Kg * CRS
+    cdef floating* yg = y + (n * p.K + g * Kg) * P + oh0 * p.OW
+    cdef floating beta = 0
+    cdef ConvParams q
+    if bias != NULL:
+        for k in range(Kg):
+            for i in range(Ps):
+                yg[k * P + i] = bias[g * Kg + k]
+        beta = 1
+    if _is_pointwise(p):  # stride 1: output rows [oh0, oh1) read input rows [oh0, oh1)
+        _gemm_pieces(<int> Kg, <int> Ps, <int> CRS, wg, <int> CRS, xg + oh0 * p.W, <int> P,
+                     beta, yg, <int> P, gemm_cols)
+        return
+    q = _stripe(p, oh0, oh1)
+    ld = _column_ld(Ps, gemm_cols)
+    im2col(xg, col, ld, &q, 0, Cg)
+    _gemm_pieces(<int> Kg, <int> Ps, <int> CRS, wg, <int> CRS, col, <int> ld,
+                 beta, yg, <int> P, gemm_cols)
+
+
 cdef void _forward_images(const floating* x, const floating* w,
                           const floating* bias, floating* y,
                           const ConvParams* p, Py_ssize_t n0, Py_ssize_t n1,
@@ -295,6 +327,14 @@ cdef enum:
     # conv1, a 3x3 over 48-64 channels into 96) lost to whole GEMMs by
     # 1.15-1.26x; from two vectors up they won or tied (commit body).
     MIN_PIECE_COLUMNS = 32
+    # Batch 1: stripes of output rows over the threads, each im2col'd and
+    # multiplied on its own thread, when the output has at least this many
+    # pixels per output channel; thinner outputs (big weights, small
+    # images) split each GEMM over the threads by rows instead.
+    STRIPE_MIN_RATIO = 1
+    # Whole-GEMM stripes of fewer columns lost to the split GEMM on VGG's
+    # 256-512-channel layers (packing the weights per stripe).
+    STRIPE_MIN_COLUMNS = 512
     # Forward and backward-data gather images into one GEMM for small
     # images (OH*OW <= GATHER_MAX_PIXELS) under big weights (K/groups >=
     # GATHER_MIN_CHANNELS), where a GEMM per image is too thin; 64 channels
@@ -309,6 +349,9 @@ cdef struct GemmPlan:
                               # else items in turn, each GEMM split over the threads
     Py_ssize_t gemm_cols      # forward GEMM piece width: 0 whole GEMMs, SPLIT_GEMM
                               # (items in turn) big stripes
+    Py_ssize_t stripe_rows    # forward, too few items for the threads: > 0, a
+                              # prange over stripes of this many output rows, each
+                              # stripe's im2col and GEMM on one thread
     bint gather_images        # forward / backward-data: one GEMM per batch of images
     bint gather_weight_grad   # weight gradient: one GEMM per batch of images
     Py_ssize_t images         # images per gathered GEMM
@@ -329,6 +372,24 @@ cdef inline Py_ssize_t _piece_columns(const ConvParams* p, bint single,
         return 0
     cols = SMALL_GEMM_MACS // (Kg * CRS) // GEMM_COL_STEP * GEMM_COL_STEP
     return cols if cols >= MIN_PIECE_COLUMNS else 0
+
+
+cdef Py_ssize_t _balanced_stripe_rows(const ConvParams* p, Py_ssize_t gemm_cols,
+                                      int threads) noexcept nogil:
+    """Output rows per stripe of the stripe plan: the column budget's, but
+    whole GEMMs take at least STRIPE_MIN_COLUMNS columns (each packs the
+    weights again) within the split plan's budget; then as many stripes,
+    rounded up to a multiple of the threads, of near-equal height (four
+    stripes of 18, 18, 18 and 2 rows kept one thread idle for a quarter
+    of the call)."""
+    cdef Py_ssize_t rows = _stripe_rows(p, gemm_cols), stripes
+    if gemm_cols == 0:
+        rows = max(rows, min((STRIPE_MIN_COLUMNS + p.OW - 1) // p.OW,
+                             _stripe_rows(p, SPLIT_GEMM)))
+    rows = min(rows, (p.OH + threads - 1) // threads)
+    stripes = (p.OH + rows - 1) // rows
+    stripes = (stripes + threads - 1) // threads * threads
+    return (p.OH + stripes - 1) // stripes
 
 
 cdef GemmPlan _plan(const ConvParams* p, int threads, bint backward, bint need_x,
@@ -354,6 +415,13 @@ cdef GemmPlan _plan(const ConvParams* p, int threads, bint backward, bint need_x
     # output pixels they sum over (many channels, small images).
     q.gather_weight_grad = backward and need_w and chunks * Kg > p.N * P
     q.gemm_cols = _piece_columns(p, single, small_gemm_blas)
+    q.stripe_rows = 0
+    if not backward and not q.batch_parallel and threads > 1 and P > 0 and P >= STRIPE_MIN_RATIO * Kg:
+        if _is_pointwise(p):
+            # Pieces would read the input itself, rows OH*OW apart: whole
+            # GEMMs per stripe were 1.0-1.3x faster (1x1 256->64 at 56x56).
+            q.gemm_cols = 0
+        q.stripe_rows = _balanced_stripe_rows(p, q.gemm_cols, threads)
     _size(p, &q, backward, need_x, need_w, gather_budget)
     return q
 
@@ -370,13 +438,19 @@ cdef void _size(const ConvParams* p, GemmPlan* q, bint backward, bint need_x,
         per_image = (need_x and not q.gather_images) or per_image_w
     else:
         per_image = not q.gather_images
-    if not q.batch_parallel:
-        q.gemm_cols = SPLIT_GEMM
-    elif backward:
+    cdef bint stripes = not backward and not q.batch_parallel and q.stripe_rows > 0
+    if not stripes:
+        q.stripe_rows = 0
+    if backward and q.batch_parallel:
         q.gemm_cols = 0
+    if not q.batch_parallel and not stripes:
+        q.gemm_cols = SPLIT_GEMM
     q.images = max(1, min(p.N, gather_budget // max(1, P * (CRS + Kg))))
-    q.buffers = (q.threads if q.batch_parallel else 1) if per_image else 0
-    q.column = _column_size_for(p, q.gemm_cols) if per_image else 0
+    q.buffers = (q.threads if q.batch_parallel or stripes else 1) if per_image else 0
+    if stripes:
+        q.column = 0 if _is_pointwise(p) else CRS * _column_ld(q.stripe_rows * p.OW, q.gemm_cols)
+    else:
+        q.column = _column_size_for(p, q.gemm_cols) if per_image else 0
     q.partials = min(p.N, <Py_ssize_t> NUM_PARTIALS) * p.K * CRS if per_image_w else 0
 
 
@@ -455,7 +529,8 @@ cdef int _forward_items(const floating[:, :, :, ::1] x, const floating[:, :, :, 
     cdef int num_threads = q.threads
     cdef Py_ssize_t nb = _images_per_gemm(p, gemm_cols) if q.batch_parallel else 1
     cdef Py_ssize_t blocks = (p.N + nb - 1) // nb
-    cdef Py_ssize_t items = blocks * p.groups, item, n0
+    cdef Py_ssize_t items = blocks * p.groups, item, n0, task, oh0
+    cdef Py_ssize_t stripes = (p.OH + q.stripe_rows - 1) // q.stripe_rows if q.stripe_rows > 0 else 0
     cdef Py_ssize_t colsize = q.column
     cdef void* buf = _scratch(q.buffers, colsize, sizeof(floating))
     cdef floating* scratch = <floating*> _aligned(buf)  # colsize: whole 64-byte lines
@@ -466,6 +541,12 @@ cdef int _forward_items(const floating[:, :, :, ::1] x, const floating[:, :, :, 
                     n0 = (item // p.groups) * nb
                     _forward_images(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],
                                     p, n0, min(n0 + nb, p.N), item % p.groups,
+                                    scratch + omp_get_thread_num() * colsize, gemm_cols)
+            elif q.stripe_rows > 0:
+                for task in prange(items * stripes, schedule='static', num_threads=num_threads):
+                    oh0 = (task % stripes) * q.stripe_rows
+                    _forward_stripe(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0], p,
+                                    task // stripes, oh0, min(oh0 + q.stripe_rows, p.OH),
                                     scratch + omp_get_thread_num() * colsize, gemm_cols)
             elif q.batch_parallel:
                 for item in prange(items, schedule='static', num_threads=num_threads):

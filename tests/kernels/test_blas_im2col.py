@@ -57,9 +57,13 @@ def test_col2im_is_the_adjoint_of_im2col(geom, rng):
     # (147 x 1680 within the 2**18-element budget)
     ((2, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), 2 * 147 * 15 * 112),
     ((2, 16, 9, 9), (8, 16, 3, 3), dict(padding=1), 2 * 144 * 81),   # one stripe
-    # 1 image: one buffer for GEMMs split over the threads, 8 rows of 20
-    # (the 2**22 budget; one row alone is 501760 elements)
-    ((1, 512, 20, 20), (4, 512, 7, 7), dict(padding=3), 512 * 49 * 8 * 20),
+    # 1 image: a column per thread for stripes of 5 rows of 20 (8 rows
+    # within the 2**22 budget, one row alone is 501760 elements; 4 stripes
+    # for the 2 threads)
+    ((1, 512, 20, 20), (4, 512, 7, 7), dict(padding=3), 2 * 512 * 49 * 5 * 20),
+    # ... and one buffer for GEMMs split over the threads, where the output
+    # has fewer pixels than channels
+    ((1, 512, 3, 3), (16, 512, 3, 3), dict(padding=1), 512 * 9 * 3 * 3),
     ((2, 8, 5, 5), (8, 8, 1, 1), {}, 0),                            # pointwise: none
 ])
 def test_forward_scratch_is_the_kernels_column(xs, ws, geom, expect):

@@ -123,6 +123,62 @@ def test_public_path_one_and_two_threads_agree(dtype, restore_threads, rng):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("gemm_cols", [0, 16, 48])
+@pytest.mark.parametrize("stripe_rows", [1, 3, 1000])
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", SHAPES)
+def test_forward_in_stripes_matches_reference(xs, ws, stride, padding, dilation, groups,
+                                              threads, stripe_rows, gemm_cols, dtype, rng):
+    """The stripe plan (batch 1): stripes of output rows over the threads,
+    each with its own im2col and GEMM (whole or in pieces), the last one
+    short; any item count, pointwise layers reading the input in place."""
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    b = rng.standard_normal(ws[0])
+    expect = conv2d_ref(x, w, b, stride, padding, dilation, groups)
+    spec = conv_spec(xs, ws, np.dtype(dtype), stride, padding, dilation, groups)
+    y = np.full(spec.out_shape, np.nan, dtype)
+    with _threads.blas_single():
+        conv_gemm.forward(x.astype(dtype), w.astype(dtype), b.astype(dtype), y, spec.params,
+                          threads, plan=_plan(spec, threads, False, batch_parallel=False,
+                                              gather_images=False, gemm_cols=gemm_cols,
+                                              stripe_rows=stripe_rows))
+    np.testing.assert_allclose(y, expect, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_stripe_rule():
+    """Stripes of output rows when a forward has fewer items than threads
+    and at least as many output pixels as output channels: a multiple of
+    the threads of them, near-equal; whole GEMMs (pointwise layers, thick
+    weights) at least 512 columns a stripe, or one stripe a thread.
+    Otherwise none."""
+    f32 = np.dtype(np.float32)
+
+    def plan(xs, ws, stride=1, padding=0, threads=2, backward=False, small_gemm_blas=True):
+        spec = conv_spec(xs, ws, f32, stride, padding, 1, 1)
+        return conv_gemm.plan(spec.params, threads, backward, 4, small_gemm_blas), spec
+
+    stem, spec = plan((1, 3, 224, 224), (64, 3, 7, 7), 2, 3)  # 112 rows, pieces
+    assert stem["stripe_rows"] > 0 and stem["gemm_cols"] > 0 and stem["buffers"] == 2
+    stripes = -(-112 // stem["stripe_rows"])
+    assert stripes % 2 == 0 and stripes * stem["stripe_rows"] - 112 < stripes
+    assert stem["column"] == 3 * 49 * (-(-stem["stripe_rows"] * 112 // 16) * 16)
+    wide, _ = plan((1, 512, 28, 28), (512, 512, 3, 3), 1, 1)  # whole GEMMs
+    assert wide["gemm_cols"] == 0 and wide["stripe_rows"] == 14  # 512 columns: 19 rows, capped
+    assert wide["column"] == 512 * 9 * wide["stripe_rows"] * 28
+    pointwise, _ = plan((1, 256, 56, 56), (64, 256, 1, 1))
+    assert pointwise["gemm_cols"] == 0 and pointwise["column"] == 0
+    assert pointwise["stripe_rows"] * 56 >= 512 and (-(-56 // pointwise["stripe_rows"])) % 2 == 0
+    three, _ = plan((1, 3, 224, 224), (64, 3, 7, 7), 2, 3, threads=3)
+    stripes = -(-112 // three["stripe_rows"])
+    assert stripes >= 3 and stripes * three["stripe_rows"] - 112 < stripes
+    assert plan((1, 512, 7, 7), (512, 512, 3, 3), 1, 1)[0]["stripe_rows"] == 0  # 49 < 512 pixels
+    assert plan((8, 3, 224, 224), (64, 3, 7, 7), 2, 3)[0]["stripe_rows"] == 0   # by image
+    assert plan((1, 3, 224, 224), (64, 3, 7, 7), 2, 3, threads=1)[0]["stripe_rows"] == 0
+    assert plan((1, 3, 224, 224), (64, 3, 7, 7), 2, 3, backward=True)[0]["stripe_rows"] == 0
+
+
 def test_piece_width_rule():
     """Whole 16-column vectors within 100^3 multiply-adds, at least two of
     them, only for thin weights, float32, a prange over the images and a
@@ -142,7 +198,9 @@ def test_piece_width_rule():
     assert cols(wide) == 0     # 256 output channels: packed GEMMs
     assert cols(alexnet64, itemsize=8) == 0             # float32 only
     assert cols(alexnet64, small_gemm_blas=False) == 0  # the BLAS has no small kernel
-    assert cols(alexnet, threads=16) < 0  # 8 images, 16 threads: GEMMs split, no pieces
+    # 8 images, 16 threads: stripes of rows, whole GEMMs (pieces would be too narrow)
+    assert cols(alexnet, threads=16) == 0
+    assert conv_gemm.plan(alexnet.params, 16, False, 4, True)["stripe_rows"] > 0
     # LeNet's columns (4 x 150 x 100) and product (4 x 16 x 100) per thread
     plan = conv_gemm.plan(lenet.params, 2, False, 4, True)
     assert plan["column"] == 400 * (150 + 16) and plan["buffers"] == 2
