@@ -16,6 +16,31 @@ from convcore._kernels._simd cimport (
     convcore_daxpy, convcore_dmuladd, convcore_dsum, convcore_saxpy,
     convcore_smuladd, convcore_ssum)
 
+cdef extern from "convcore/_kernels/direct_block.h":
+    ctypedef struct convcore_dblock:
+        Py_ssize_t C, K, R, S, OH, OW, Hp, Wp
+    ctypedef void (*convcore_dblock_fn)(const float* xp, const float* wpk, const float* bias,
+                                        float* y, Py_ssize_t ypitch,
+                                        const convcore_dblock* d, Py_ssize_t kb0,
+                                        Py_ssize_t kb1) noexcept nogil
+    ctypedef void (*convcore_dblock_wgrad_fn)(const float* xp, const float* gyp, Py_ssize_t C,
+                                              Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t OH,
+                                              Py_ssize_t OWv, const Py_ssize_t* toff,
+                                              Py_ssize_t chunks, float* accv) noexcept nogil
+    ctypedef struct convcore_dblock_kernel:
+        convcore_dblock_fn run
+        Py_ssize_t VL, KB
+        convcore_dblock_wgrad_fn wgrad
+        Py_ssize_t KBW
+    enum: CONVCORE_DBLOCK_TT
+    convcore_dblock_kernel convcore_dblock_pick() noexcept nogil
+    Py_ssize_t convcore_dblock_width(Py_ssize_t OW, Py_ssize_t S, Py_ssize_t VL) noexcept nogil
+    void convcore_dblock_fill(const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t pad_h, Py_ssize_t pad_w, float* xp, Py_ssize_t Hp,
+                              Py_ssize_t Wp) noexcept nogil
+    void convcore_dblock_pack(const float* w, Py_ssize_t K, Py_ssize_t C, Py_ssize_t R,
+                              Py_ssize_t S, Py_ssize_t KB, int flip, float* wpk) noexcept nogil
+
 
 cdef void direct_forward_nk(const floating* x, const floating* w,
                             const floating* bias, floating* y,
@@ -142,6 +167,226 @@ cdef void direct_backward_weight_kc(const floating* grad_y, const floating* x,
             gw[t] = convcore_dsum(acc + t * OW, OW)
 
 
+# ---- Register-blocked kernels (direct_block.h) -------------------------------
+# Float32 at stride 1, undilated: the forward, and backward-data as the
+# forward of grad_y with the flipped kernel (padding R-1-pad, S-1-pad).
+
+cdef convcore_dblock_kernel _DBLOCK = convcore_dblock_pick()
+
+
+cdef inline bint _blocked(const ConvParams* p) noexcept nogil:
+    return p.stride_h == 1 and p.stride_w == 1 and p.dil_h == 1 and p.dil_w == 1
+
+
+cdef inline convcore_dblock _dblock(const ConvParams* q) noexcept nogil:
+    cdef convcore_dblock d
+    d.C, d.K = q.C // q.groups, q.K // q.groups
+    d.R, d.S, d.OH, d.OW = q.R, q.S, q.OH, q.OW
+    d.Hp = q.OH + q.R - 1
+    d.Wp = convcore_dblock_width(q.OW, q.S, _DBLOCK.VL)
+    return d
+
+
+cdef inline Py_ssize_t _blocked_plane(const ConvParams* q) noexcept nogil:
+    """Elements of one thread's padded input planes (one image and group)."""
+    cdef convcore_dblock d = _dblock(q)
+    return d.C * d.Hp * d.Wp
+
+
+cdef inline Py_ssize_t _blocked_weights(const ConvParams* q) noexcept nogil:
+    """Elements of the packed weights of every group."""
+    cdef convcore_dblock d = _dblock(q)
+    return q.groups * (d.K + _DBLOCK.KB - 1) // _DBLOCK.KB * _DBLOCK.KB * d.C * d.R * d.S
+
+
+cdef int _blocked_run(const float* x, const float* w, const float* bias, float* y,
+                      ConvParams q, bint flip, int num_threads) except -1:
+    """y (N, q.K, OH, OW) = conv(x (N, q.C, H, W), w') + bias for a
+    stride-1 undilated q, any padding (negative too). w' is w (q.K,
+    q.C/groups, R, S), or, with flip, the kernel of backward-data of w
+    (q.C, q.K/groups, R, S): its in/out channels swapped per group and
+    rotated by 180 degrees. Items are (image, group) pairs, each padded
+    once per thread; with fewer of them than threads, each item's blocks
+    of output channels are cut into chunks for the threads."""
+    cdef convcore_dblock d = _dblock(&q)
+    cdef Py_ssize_t G = q.groups, KB = _DBLOCK.KB, taps = q.R * q.S
+    cdef Py_ssize_t nkb = (d.K + KB - 1) // KB, wsize = nkb * KB * d.C * taps
+    cdef Py_ssize_t plane = _blocked_plane(&q), items = q.N * G
+    cdef Py_ssize_t chunks = min(nkb, max(1, (num_threads + items - 1) // items))
+    cdef Py_ssize_t task, item, ch, g, tid
+    cdef float* wpk
+    cdef float* scratch
+    cdef Py_ssize_t* padded
+    if items == 0 or d.K == 0:
+        return 0
+    wpk = <float*> malloc(G * wsize * sizeof(float))
+    scratch = <float*> malloc(num_threads * plane * sizeof(float))
+    padded = <Py_ssize_t*> malloc(num_threads * sizeof(Py_ssize_t))
+    try:
+        if wpk == NULL or scratch == NULL or padded == NULL:
+            raise MemoryError(f"convcore: cannot allocate the direct kernel's {num_threads} x "
+                              f"{plane} padded planes and {G * wsize} packed weights")
+        with nogil:
+            for g in range(G):
+                # forward: group g's (Kg, Cg) filters; backward-data: the
+                # forward's group g, (q.C/G = d.C) x (q.K/G = d.K), read flipped
+                convcore_dblock_pack(w + g * d.K * d.C * taps, d.K, d.C, q.R, q.S, KB,
+                                     flip, wpk + g * wsize)
+            for tid in range(num_threads):
+                padded[tid] = -1
+            for task in prange(items * chunks, schedule='static', num_threads=num_threads):
+                tid = omp_get_thread_num()
+                item = task // chunks
+                ch = task % chunks
+                g = item % G
+                if padded[tid] != item:  # static schedule: a thread's chunks of an item are adjacent
+                    if padded[tid] == -1:
+                        memset(scratch + tid * plane, 0, plane * sizeof(float))
+                    convcore_dblock_fill(x + ((item // G) * q.C + g * d.C) * q.H * q.W, d.C,
+                                         q.H, q.W, q.pad_h, q.pad_w, scratch + tid * plane,
+                                         d.Hp, d.Wp)
+                    padded[tid] = item
+                _DBLOCK.run(scratch + tid * plane, wpk + g * wsize,
+                            bias + g * d.K if bias != NULL else NULL,
+                            y + ((item // G) * q.K + g * d.K) * q.OH * q.OW, q.OH * q.OW, &d,
+                            ch * nkb // chunks, (ch + 1) * nkb // chunks)
+    finally:
+        free(wpk)
+        free(scratch)
+        free(padded)
+    return 0
+
+
+cdef inline Py_ssize_t _wgrad_chunks(const ConvParams* p) noexcept nogil:
+    return (p.R * p.S + CONVCORE_DBLOCK_TT - 1) // CONVCORE_DBLOCK_TT
+
+
+cdef enum:
+    # The weight gradient's vector partial sums one thread keeps at most
+    # (floats) for the blocks of output channels it runs together over the
+    # images, padding each image once for all of them.
+    WGRAD_SUMS_BUDGET = 1 << 18
+
+
+cdef inline Py_ssize_t _wgrad_sums(const ConvParams* p) noexcept nogil:
+    """Floats of one block's vector partial sums."""
+    return (p.C // p.groups) * _wgrad_chunks(p) * _DBLOCK.KBW * CONVCORE_DBLOCK_TT * _DBLOCK.VL
+
+
+cdef inline Py_ssize_t _wgrad_group(const ConvParams* p, int num_threads) noexcept nogil:
+    """Blocks of output channels that one thread runs together: its share
+    of a group's blocks, within WGRAD_SUMS_BUDGET."""
+    cdef Py_ssize_t nkb = (p.K // p.groups + _DBLOCK.KBW - 1) // _DBLOCK.KBW
+    cdef Py_ssize_t share = (nkb + num_threads - 1) // max(num_threads, 1)
+    return max(1, min(share, WGRAD_SUMS_BUDGET // _wgrad_sums(p)))
+
+
+cdef inline Py_ssize_t _blocked_wgrad_scratch(const ConvParams* p, int num_threads) noexcept nogil:
+    """Elements of one thread's weight-gradient scratch: an image's padded
+    input planes, KBW padded planes of grad_y and the vector partial sums
+    of its blocks."""
+    cdef convcore_dblock d = _dblock(p)
+    cdef Py_ssize_t VL = _DBLOCK.VL, OWv = (p.OW + VL - 1) // VL * VL
+    return (d.C * d.Hp * d.Wp + _DBLOCK.KBW * p.OH * OWv
+            + _wgrad_group(p, num_threads) * _wgrad_sums(p))
+
+
+cdef int _blocked_weight_grad(const float* gy, const float* x, float* gw, ConvParams p,
+                              int num_threads) except -1:
+    """gw (K, C/groups, R, S) = the weight gradient of a stride-1 undilated
+    p, in blocks of KBW output channels. A thread takes a few blocks of a
+    group (_wgrad_group) and runs them over every image in turn, so that
+    each block's sums are added in image order on one thread: they do not
+    depend on the thread count."""
+    cdef convcore_dblock d = _dblock(&p)
+    cdef Py_ssize_t G = p.groups, KBW = _DBLOCK.KBW, VL = _DBLOCK.VL
+    cdef Py_ssize_t TT = CONVCORE_DBLOCK_TT, taps = p.R * p.S, chunks = _wgrad_chunks(&p)
+    cdef Py_ssize_t OWv = (p.OW + VL - 1) // VL * VL, gplane = p.OH * OWv
+    cdef Py_ssize_t nkb = (d.K + KBW - 1) // KBW, per_thread = _blocked_wgrad_scratch(&p, num_threads)
+    cdef Py_ssize_t xplane = d.C * d.Hp * d.Wp, sums = _wgrad_sums(&p)
+    cdef Py_ssize_t together = _wgrad_group(&p, num_threads)
+    cdef Py_ssize_t runs = (nkb + together - 1) // together
+    cdef Py_ssize_t run, g, kb0, kb1, kb, k0, nk, n, c, k, t, i
+    cdef float* scratch
+    cdef float* xp
+    cdef float* gyp
+    cdef float* accv
+    cdef const float* gyk
+    cdef float acc
+    cdef Py_ssize_t* toff
+    if d.K == 0 or d.C == 0:
+        return 0
+    scratch = <float*> malloc(num_threads * per_thread * sizeof(float))
+    toff = <Py_ssize_t*> malloc(chunks * TT * sizeof(Py_ssize_t))
+    try:
+        if scratch == NULL or toff == NULL:
+            raise MemoryError(f"convcore: cannot allocate the direct kernel's {num_threads} x "
+                              f"{per_thread} weight-gradient scratch")
+        for i in range(chunks * TT):
+            t = min(i, taps - 1)
+            toff[i] = (t // p.S) * d.Wp + t % p.S
+        with nogil:
+            for run in prange(G * runs, schedule='static', num_threads=num_threads):
+                xp = scratch + omp_get_thread_num() * per_thread
+                gyp = xp + xplane
+                accv = gyp + KBW * gplane
+                g = run // runs
+                kb0 = (run % runs) * together
+                kb1 = min(kb0 + together, nkb)
+                memset(accv, 0, (kb1 - kb0) * sums * sizeof(float))
+                memset(xp, 0, (xplane + KBW * gplane) * sizeof(float))
+                for n in range(p.N):
+                    convcore_dblock_fill(x + (n * p.C + g * d.C) * p.H * p.W, d.C, p.H, p.W,
+                                         p.pad_h, p.pad_w, xp, d.Hp, d.Wp)
+                    for kb in range(kb0, kb1):
+                        k0 = kb * KBW
+                        nk = min(KBW, d.K - k0)
+                        gyk = gy + (n * p.K + g * d.K + k0) * p.OH * p.OW
+                        if nk < KBW or OWv != p.OW:
+                            # rows of whole vectors, and zero planes past the
+                            # layer's channels (the last block only)
+                            if nk < KBW:
+                                memset(gyp + nk * gplane, 0, (KBW - nk) * gplane * sizeof(float))
+                            convcore_dblock_fill(gyk, nk, p.OH, p.OW, 0, 0, gyp, p.OH, OWv)
+                            gyk = gyp
+                        _DBLOCK.wgrad(xp, gyk, d.C, d.Hp, d.Wp, p.OH, OWv, toff, chunks,
+                                      accv + (kb - kb0) * sums)
+                for kb in range(kb0, kb1):
+                    k0 = kb * KBW
+                    for k in range(min(KBW, d.K - k0)):
+                        for c in range(d.C):
+                            for t in range(taps):
+                                acc = 0
+                                for i in range(VL):
+                                    acc = acc + accv[(kb - kb0) * sums
+                                                     + (((c * chunks + t // TT) * KBW + k) * TT
+                                                        + t % TT) * VL + i]
+                                gw[((g * d.K + k0 + k) * d.C + c) * taps + t] = acc
+    finally:
+        free(scratch)
+        free(toff)
+    return 0
+
+
+cdef bint _all_finite(const float* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef float acc = 0
+    for i in range(n):
+        acc = acc + a[i] * 0   # NaN once any a[i] is Inf or NaN
+    return acc == 0
+
+
+cdef inline ConvParams _data_problem(const ConvParams* p) noexcept nogil:
+    """Backward-data as a forward: grad_y (N, K, OH, OW) -> grad_x (N, C, H,
+    W) with the flipped kernel, padding R-1-pad (stride 1, undilated)."""
+    cdef ConvParams q = p[0]
+    q.C, q.H, q.W = p.K, p.OH, p.OW
+    q.K, q.OH, q.OW = p.C, p.H, p.W
+    q.pad_h = p.R - 1 - p.pad_h
+    q.pad_w = p.S - 1 - p.pad_w
+    return q
+
+
 # ---------------------------------------------------------------------------
 # Drivers: plan the parallel loop; called by convcore.algorithms once
 # convcore.functional has checked every shape and allocated the outputs.
@@ -151,9 +396,18 @@ def scratch_bytes(ConvGeometry geom, int num_threads, bint backward,
                   Py_ssize_t itemsize):
     """Bytes that one forward (or full backward) call with these arguments
     allocates: backward_weight's row sums, one block per thread."""
+    cdef ConvParams p = geom.params
+    cdef ConvParams q = _data_problem(&p)
+    cdef Py_ssize_t blocked = 0
+    if itemsize == 4 and _blocked(&p):
+        blocked = num_threads * _blocked_plane(&p) + _blocked_weights(&p)
+        if backward:
+            blocked = max(blocked, num_threads * _blocked_plane(&q) + _blocked_weights(&q),
+                          num_threads * _blocked_wgrad_scratch(&p, num_threads))
+        return blocked * itemsize
     if not backward:
         return 0
-    return num_threads * _weight_scratch_size(&geom.params) * itemsize
+    return num_threads * _weight_scratch_size(&p) * itemsize
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -164,6 +418,9 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
     cdef Py_ssize_t nk
     check_shapes(&p, x.shape, w.shape, y.shape)
+    if floating is float and _blocked(&p):
+        _blocked_run(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0], p, False, num_threads)
+        return
     with nogil:
         for nk in prange(p.N * p.K, schedule='static', num_threads=num_threads):
             direct_forward_nk(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b,
@@ -177,6 +434,14 @@ def backward_data(const floating[:, :, :, ::1] grad_y,
     cdef ConvParams p = geom.params
     cdef Py_ssize_t nc
     check_shapes(&p, grad_x.shape, w.shape, grad_y.shape)
+    # The blocked kernel multiplies grad_y's padding like data; positions
+    # outside grad_y are not data to backward-data (the reference and
+    # PyTorch skip them), which only shows with an Inf or NaN weight: those
+    # weights take the generic kernel, which skips them.
+    if floating is float and _blocked(&p) and _all_finite(&w[0, 0, 0, 0], w.size):
+        _blocked_run(&grad_y[0, 0, 0, 0], &w[0, 0, 0, 0], NULL, &grad_x[0, 0, 0, 0],
+                     _data_problem(&p), True, num_threads)
+        return
     with nogil:
         for nc in prange(p.N * p.C, schedule='static', num_threads=num_threads):
             direct_backward_data_nc(&grad_y[0, 0, 0, 0], &w[0, 0, 0, 0],
@@ -192,6 +457,10 @@ def backward_weight(const floating[:, :, :, ::1] grad_y,
     cdef Py_ssize_t accsize = _weight_scratch_size(&p)
     cdef floating* scratch
     check_shapes(&p, x.shape, grad_w.shape, grad_y.shape)
+    if floating is float and _blocked(&p):
+        _blocked_weight_grad(&grad_y[0, 0, 0, 0], &x[0, 0, 0, 0], &grad_w[0, 0, 0, 0], p,
+                             num_threads)
+        return
     # One row-sum buffer per thread, allocated with the GIL so that a
     # failure is a MemoryError, not a crash in the loop.
     scratch = <floating*> malloc(num_threads * accsize * sizeof(floating))
@@ -224,3 +493,16 @@ def bias_grad(const floating[:, :, :, ::1] grad_y, floating[::1] grad_b,
                 else:
                     acc = acc + convcore_dsum(gy + (n * K + k) * P, P)
             grad_b[k] = acc
+
+
+def blocked(ConvGeometry geom, Py_ssize_t itemsize):
+    """Whether forward, backward_data and backward_weight run the
+    register-blocked kernels (direct_block.h) for this layer: float32,
+    stride 1, undilated."""
+    return itemsize == 4 and _blocked(&geom.params)
+
+
+def vector_width():
+    """Output pixels per vector of the blocked kernels on this CPU (16 with
+    AVX-512, 8 with AVX2, 4 otherwise)."""
+    return _DBLOCK.VL

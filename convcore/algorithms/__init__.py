@@ -8,7 +8,8 @@ tests and the benchmark can see what it picks.
     conv2d(..., algorithm) --> get_algorithm(name, spec) --> Algorithm
                                   | "auto": select_algorithm(spec)
                                   v
-              DirectConv  --> _kernels.conv_direct (prange, no BLAS)
+              DirectConv  --> _kernels.conv_direct (prange, no BLAS; float32
+                                                    stride 1: direct_block.h)
                           --> _kernels.conv_depthwise (one input channel per group)
               Im2colConv  --> _kernels.conv_gemm   (prange + 1-thread BLAS,
                                                     or GEMMs split over the
@@ -21,17 +22,17 @@ tests and the benchmark can see what it picks.
     im2col.py    Im2colConv
     winograd.py  WinogradConv, DerivedWeights (transformed-weight cache)
     registry.py  conv_algorithms, supported_algorithms, select_algorithm,
-                 get_algorithm
+                 get_algorithm, PerPassConv ("auto" with an algorithm per pass)
     autotune.py  measured choice for "auto", cached on disk (opt-in)
 """
 from convcore.algorithms.base import _REGISTRY, ConvAlgorithm
 from convcore.algorithms.direct import DirectConv
 from convcore.algorithms.im2col import Im2colConv, _blas_has_small_gemm
 from convcore.algorithms.registry import (
-    conv_algorithms, get_algorithm, select_algorithm, supported_algorithms)
+    PerPassConv, conv_algorithms, get_algorithm, select_algorithm, supported_algorithms)
 from convcore.algorithms.winograd import (
     DERIVED, DerivedWeights, WinogradConv, _winograd_weights_ok)
 
 __all__ = ["conv_algorithms", "supported_algorithms", "select_algorithm", "get_algorithm",
-           "ConvAlgorithm", "DirectConv", "Im2colConv", "WinogradConv", "DerivedWeights",
-           "DERIVED"]
+           "ConvAlgorithm", "DirectConv", "Im2colConv", "WinogradConv", "PerPassConv",
+           "DerivedWeights", "DERIVED"]

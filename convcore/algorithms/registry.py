@@ -2,14 +2,60 @@
 (`select_algorithm`, exposed so tests and the benchmark see what it picks).
 """
 import math
+from typing import Dict, Tuple
 
+from convcore._kernels import conv_direct
 from convcore.algorithms import autotune
-from convcore.algorithms.base import _REGISTRY
+from convcore.algorithms.base import _REGISTRY, ConvAlgorithm
 from convcore.algorithms.direct import DirectConv
 from convcore.algorithms.im2col import Im2colConv
 from convcore.algorithms.winograd import WinogradConv
 
 _REGISTRY.update({cls.name: cls() for cls in (DirectConv, Im2colConv, WinogradConv)})
+
+
+class PerPassConv(ConvAlgorithm):
+    """"auto"'s choice for a layer whose passes are best run by different
+    algorithms: the forward by one, backward-data by another, the weight
+    gradient by a third. Every algorithm accepts the arguments of every
+    other and gives the same result to rounding, so any mix does too. Its
+    name lists the three ("auto(direct, direct, winograd)")."""
+
+    def __init__(self, forward, data, weight):
+        self.parts = (forward, data, weight)
+        self.name = f"auto({forward.name}, {data.name}, {weight.name})"
+
+    def forward(self, x, w, bias, y, spec, weight_version=None):
+        self.parts[0].forward(x, w, bias, y, spec, weight_version)
+
+    def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
+                 weight_version=None):
+        _, data, weight = self.parts
+        if need_x and need_w and data is weight:
+            data.backward(grad_y, x, w, grad_x, grad_w, True, True, spec, weight_version)
+            return
+        if need_x:
+            data.backward(grad_y, x, w, grad_x, grad_w, True, False, spec, weight_version)
+        if need_w:
+            weight.backward(grad_y, x, w, grad_x, grad_w, False, True, spec, weight_version)
+
+    def scratch_bytes(self, spec, backward):
+        if not backward:
+            return self.parts[0].scratch_bytes(spec, False)
+        return max(part.scratch_bytes(spec, True) for part in self.parts[1:])
+
+
+# Blocked direct kernels (conv_direct.blocked): small images over few
+# channels, where im2col's GEMMs are thin and Winograd's transforms cost
+# more than its products save (benchmarks/results/auto_choice.md).
+DIRECT_MAX_PIXELS = 1024
+DIRECT_MIN_WIDTH = 8
+DIRECT_MAX_IN_CHANNELS = 32
+DIRECT_MAX_OUT_CHANNELS = 128
+# Weight gradients of layers this thin (C/groups*R*S, the im2col GEMM's
+# output width) run faster on the direct kernels, from this many filters.
+DIRECT_WEIGHT_MAX_COLUMNS = 32
+DIRECT_WEIGHT_MIN_FILTERS = 16
 
 
 def conv_algorithms():
@@ -39,6 +85,18 @@ def select_algorithm(spec, weights_reused=False):
       thin for the BLAS to pay for the im2col copy and per-call overhead.
       A single-channel image (groups 1: a grayscale network's first
       layer) is one GEMM over all the filters, and im2col wins.
+    - float32, stride 1, undilated, groups 1, a 3x3 kernel or larger, on
+      images of at most 32x32 and rows of at least 8 pixels, from 3 to 32
+      input channels and 8 to 128 output channels: the blocked direct
+      kernels for the forward and backward-data (ResNet-20, LeNet's second
+      layer, GoogLeNet's 5x5 branches). There im2col's GEMMs are thin and
+      Winograd's transforms cost more than its products save; the direct
+      kernel keeps a block of outputs in registers. Its weight gradient
+      sums in registers too, but with one thread's blocks over every image
+      it reads the images once per thread: it wins only where the im2col
+      weight gradient is a thin GEMM (C/groups*R*S up to 32: first layers,
+      from 16 filters). Where the passes' choices differ, "auto" runs a
+      PerPassConv of them.
     - 3x3 stride 1 with at least 8 channels: Winograd, which does fewer
       multiplies (F(4x4, 3x3): 36 where im2col does 144; F(2x2, 3x3), for
       dilated layers: 16 where im2col does 36) but pays for its transforms
@@ -63,6 +121,39 @@ def select_algorithm(spec, weights_reused=False):
         return _REGISTRY[measured]
     if spec.Cg == 1 and spec.groups > 1:
         return _REGISTRY["direct"]
+    blocked = (spec.groups == 1 and spec.R * spec.S >= 9
+               and conv_direct.blocked(spec.params, spec.dtype.itemsize))
+    # forward and backward-data (the forward of grad_y, K channels in)
+    direct = (blocked and 3 <= spec.C <= DIRECT_MAX_IN_CHANNELS
+              and 8 <= spec.K <= DIRECT_MAX_OUT_CHANNELS
+              and spec.OH * spec.OW <= DIRECT_MAX_PIXELS and spec.OW >= DIRECT_MIN_WIDTH)
+    direct_weight = (blocked and spec.C * spec.R * spec.S <= DIRECT_WEIGHT_MAX_COLUMNS
+                     and spec.K >= DIRECT_WEIGHT_MIN_FILTERS)
+    if not direct and not direct_weight:
+        return _gemm_or_winograd(spec, weights_reused)
+    other = _gemm_or_winograd(spec, weights_reused)
+    forward = _REGISTRY["direct"] if direct else other
+    weight = _REGISTRY["direct"] if direct_weight else other
+    if forward is weight:
+        return forward
+    return _per_pass(forward, forward, weight)
+
+
+_PER_PASS: Dict[Tuple[str, str, str], PerPassConv] = {}
+
+
+def _per_pass(forward, data, weight):
+    """One PerPassConv per combination (plans and memory checks key on its
+    name)."""
+    key = (forward.name, data.name, weight.name)
+    if key not in _PER_PASS:
+        _PER_PASS[key] = PerPassConv(forward, data, weight)
+    return _PER_PASS[key]
+
+
+def _gemm_or_winograd(spec, weights_reused):
+    """The rule between im2col and Winograd (select_algorithm's second and
+    third cases)."""
     channels = min(spec.Cg, spec.Kg)
     if channels >= 8 and _REGISTRY["winograd"].supports(spec)[0]:
         score = channels * math.sqrt(spec.OH * spec.OW)

@@ -144,8 +144,11 @@ def test_engine_float64_and_forward_only():
 
 
 def test_scratch_bytes_of_the_builtin_algorithms():
-    spec = configs.BenchConfig("c", 2, 4, 8, 8, 6, 3, 3, padding=1).spec(np.float32)
-    assert engine.scratch_bytes("direct", spec, False) == 0
+    config = configs.BenchConfig("c", 2, 4, 8, 8, 6, 3, 3, padding=1)
+    spec = config.spec(np.float32)
+    assert engine.scratch_bytes("direct", config.spec(np.float64), False) == 0
+    # float32's blocked kernel: padded planes (10 rows) per thread, packed weights
+    assert engine.scratch_bytes("direct", spec, False) >= 4 * 10 * 10 * 4 + 6 * 4 * 9 * 4
     im2col = engine.scratch_bytes("im2col", spec, False)
     assert im2col >= 4 * 9 * 8 * 8 * 4  # one column buffer: C*R*S x OH*OW floats
     pointwise = configs.BenchConfig("p", 2, 4, 8, 8, 6, 1, 1).spec(np.float32)

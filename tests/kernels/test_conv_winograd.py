@@ -432,7 +432,7 @@ def test_auto_needs_pixels_in_the_batch():
     assert pick(4, 512, 28) == "winograd"       # 3136 pixels of 28x28 images
     assert pick(16, 128, 7) == "im2col"         # 784 at 128 channels
     assert pick(8, 128, 14) == "winograd"       # 1568
-    assert pick(128, 16, 32) == "winograd"      # ResNet-20's first stage
+    assert pick(128, 16, 64) == "winograd"      # 16 channels at 64x64
 
 
 @pytest.mark.parametrize("tile", TILES)

@@ -52,8 +52,9 @@ def test_one_and_two_threads_agree(xs, ws, geom, dtype, restore_threads, rng):
             # The summation order is fixed by design (per-plane workers,
             # fixed weight-gradient chunks), so the same algorithm gives
             # the same bits at 1 and 2 threads; allow float tolerance only
-            # for the BLAS's own blocking.
-            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+            # for the BLAS's own blocking (a batch of one runs stripes of
+            # rows at 2 threads, whole GEMMs at 1), on the arrays' scale.
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
         if algo == "direct":
             for a, b in zip(results[1, algo], results[2, algo]):
                 np.testing.assert_array_equal(a, b)
