@@ -33,7 +33,8 @@ cdef extern from "convcore/_kernels/direct_block.h":
         convcore_dblock_wgrad_fn wgrad
         Py_ssize_t KBW
     enum: CONVCORE_DBLOCK_TT
-    convcore_dblock_kernel convcore_dblock_pick() noexcept nogil
+    convcore_dblock_kernel convcore_dblock_instance(int which) noexcept nogil
+    int convcore_dblock_best() noexcept nogil
     Py_ssize_t convcore_dblock_width(Py_ssize_t OW, Py_ssize_t S, Py_ssize_t VL) noexcept nogil
     void convcore_dblock_fill(const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                               Py_ssize_t pad_h, Py_ssize_t pad_w, float* xp, Py_ssize_t Hp,
@@ -171,7 +172,7 @@ cdef void direct_backward_weight_kc(const floating* grad_y, const floating* x,
 # Float32 at stride 1, undilated: the forward, and backward-data as the
 # forward of grad_y with the flipped kernel (padding R-1-pad, S-1-pad).
 
-cdef convcore_dblock_kernel _DBLOCK = convcore_dblock_pick()
+cdef convcore_dblock_kernel _DBLOCK = convcore_dblock_instance(convcore_dblock_best())
 
 
 cdef inline bint _blocked(const ConvParams* p) noexcept nogil:
@@ -506,3 +507,25 @@ def vector_width():
     """Output pixels per vector of the blocked kernels on this CPU (16 with
     AVX-512, 8 with AVX2, 4 otherwise)."""
     return _DBLOCK.VL
+
+
+INSTANCES = ("baseline", "avx2", "avx512")
+
+
+def blocked_instance(name=None):
+    """The blocked kernels' instance in use ("baseline", "avx2" or
+    "avx512"), chosen for this CPU at import. With a name, switch to it
+    (tests run every instance the CPU can); returns the previous one.
+    Not thread-safe: not while another thread convolves."""
+    global _DBLOCK
+    cdef int which
+    previous = INSTANCES[{4: 0, 8: 1, 16: 2}[_DBLOCK.VL]]
+    if name is not None:
+        if name not in INSTANCES:
+            raise ValueError(f"blocked_instance: unknown instance {name!r}, expected one of "
+                             f"{INSTANCES}")
+        which = INSTANCES.index(name)
+        if which > convcore_dblock_best():
+            raise ValueError(f"blocked_instance: this CPU cannot run {name!r}")
+        _DBLOCK = convcore_dblock_instance(which)
+    return previous

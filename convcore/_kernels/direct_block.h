@@ -18,7 +18,7 @@
    Each output is bias + sum over (c, r, s) in that order, whatever the
    block, the thread or the instance: the result does not depend on the
    thread count. The instances (VL, KB, NV) are chosen per CPU at run time
-   (convcore_dblock_pick): AVX-512 (16, 8, 3), AVX2+FMA (8, 4, 3), and
+   (convcore_dblock_best): AVX-512 (16, 8, 3), AVX2+FMA (8, 4, 3), and
    the baseline (4, 4, 3) everywhere else; they keep KB*NV accumulators
    plus NV inputs and a weight within the vector registers (32, 16, 16).
    The AVX ones use fused multiply-adds, so results depend on the CPU (as
@@ -207,20 +207,34 @@ CONVCORE_DBLOCK_WGRAD(convcore_dblock_wgrad_avx2, __attribute__((target("arch=x8
 CONVCORE_DBLOCK_WGRAD(convcore_dblock_wgrad_avx512, __attribute__((target("arch=x86-64-v4"))), 16, 3, 9)
 #endif
 
-/* The instance for this CPU. */
-static inline convcore_dblock_kernel convcore_dblock_pick(void) {
+/* Instance `which` (0 baseline, 1 AVX2+FMA, 2 AVX-512; the caller checks
+   that the CPU has it), the baseline where it was not compiled. */
+static inline convcore_dblock_kernel convcore_dblock_instance(int which) {
     convcore_dblock_kernel kern = {convcore_dblock_base, 4, 4, convcore_dblock_wgrad_base, 1};
 #if CONVCORE_HAVE_CLONES
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
+    if (which == 2) {
         kern.run = convcore_dblock_avx512; kern.VL = 16; kern.KB = 8;
         kern.wgrad = convcore_dblock_wgrad_avx512; kern.KBW = 3;
-    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    } else if (which == 1) {
         kern.run = convcore_dblock_avx2; kern.VL = 8; kern.KB = 4;
         kern.wgrad = convcore_dblock_wgrad_avx2; kern.KBW = 1;
     }
+#else
+    (void)which;
 #endif
     return kern;
+}
+
+/* The best instance this CPU runs: 2, 1 or 0. */
+static inline int convcore_dblock_best(void) {
+#if CONVCORE_HAVE_CLONES
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
+        return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return 1;
+#endif
+    return 0;
 }
 
 /* Columns of the padded planes for an output of OW pixels a row. */

@@ -33,6 +33,18 @@ SHAPES = [
 ]
 
 
+@pytest.fixture(params=conv_direct.INSTANCES)
+def instance(request):
+    """Each instance of the blocked kernels this CPU runs (the baseline
+    always), switched in for the test."""
+    try:
+        previous = conv_direct.blocked_instance(request.param)
+    except ValueError:
+        pytest.skip(f"this CPU has no {request.param}")
+    yield request.param
+    conv_direct.blocked_instance(previous)
+
+
 def _case(shape, rng):
     N, C, K, H, W, (R, S), padding, groups = shape
     x = rng.standard_normal((N, C, H, W))
@@ -46,7 +58,7 @@ def _rel(a, ref):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_blocked_kernels_match_the_reference(shape, rng):
+def test_blocked_kernels_match_the_reference(shape, instance, rng):
     x, w, b, geom = _case(shape, rng)
     spec = conv_spec(x.shape, w.shape, np.dtype(np.float32), 1, geom["padding"], 1,
                      geom["groups"])
@@ -63,7 +75,7 @@ def test_blocked_kernels_match_the_reference(shape, rng):
 
 
 @pytest.mark.parametrize("shape", SHAPES[:3] + SHAPES[4:5], ids=str)
-def test_blocked_kernels_give_the_same_bits_on_any_thread_count(shape, rng):
+def test_blocked_kernels_give_the_same_bits_on_any_thread_count(shape, instance, rng):
     """Each output is bias + the taps in (c, r, s) order, each weight
     gradient a fixed sum over images, rows and vectors, whichever thread
     runs it."""
@@ -86,7 +98,7 @@ def test_blocked_kernels_give_the_same_bits_on_any_thread_count(shape, rng):
             np.testing.assert_array_equal(a, c)
 
 
-def test_blocked_gradients_pass_finite_differences(rng):
+def test_blocked_gradients_pass_finite_differences(instance, rng):
     """The loss sum(conv(x, w) * gy) is linear in x and in w, so a central
     difference of step 1 along a random direction is exact but for the
     float32 rounding of the kernels."""
@@ -133,6 +145,14 @@ def test_blocked_scratch_is_counted():
     strided = conv_spec((8, 16, 32, 32), (16, 16, 3, 3), np.dtype(np.float32), 2, 1, 1, 1)
     assert not conv_direct.blocked(strided.params, 4)
     assert conv_direct.vector_width() in (4, 8, 16)
+
+
+def test_an_instance_the_cpu_lacks_or_an_unknown_one_is_refused():
+    with pytest.raises(ValueError, match="unknown instance"):
+        conv_direct.blocked_instance("avx1024")
+    current = conv_direct.blocked_instance()
+    assert conv_direct.blocked_instance(current) == current
+    assert {"baseline": 4, "avx2": 8, "avx512": 16}[current] == conv_direct.vector_width()
 
 
 def _pick(xs, ws, padding=1, dtype=np.float32, stride=1, groups=1):
