@@ -47,11 +47,14 @@ class PerPassConv(ConvAlgorithm):
 
 # Blocked direct kernels (conv_direct.blocked): small images over few
 # channels, where im2col's GEMMs are thin and Winograd's transforms cost
-# more than its products save (benchmarks/results/auto_choice.md).
-DIRECT_MAX_PIXELS = 1024
-DIRECT_MIN_WIDTH = 8
-DIRECT_MAX_IN_CHANNELS = 32
+# more than its products save (benchmarks/results/auto_choice.md): while
+# C * sqrt(OH*OW) / fill**2 < DIRECT_MAX_SCORE, fill the share of the
+# kernel's output vectors that rows of OW pixels use.
+DIRECT_MAX_SCORE = 1000
 DIRECT_MAX_OUT_CHANNELS = 128
+# Few-channel layers on bigger images (a first layer at 112x112 or
+# 224x224) run faster through im2col's small-GEMM pieces.
+DIRECT_MAX_PIXELS = 2304
 # Weight gradients of layers this thin (C/groups*R*S, the im2col GEMM's
 # output width) run faster on the direct kernels, from this many filters.
 DIRECT_WEIGHT_MAX_COLUMNS = 32
@@ -85,11 +88,15 @@ def select_algorithm(spec, weights_reused=False):
       thin for the BLAS to pay for the im2col copy and per-call overhead.
       A single-channel image (groups 1: a grayscale network's first
       layer) is one GEMM over all the filters, and im2col wins.
-    - float32, stride 1, undilated, groups 1, a 3x3 kernel or larger, on
-      images of at most 32x32 and rows of at least 8 pixels, from 3 to 32
-      input channels and 8 to 128 output channels: the blocked direct
-      kernels for the forward and backward-data (ResNet-20, LeNet's second
-      layer, GoogLeNet's 5x5 branches). There im2col's GEMMs are thin and
+    - float32, stride 1, undilated, groups 1, a 3x3 kernel or larger, at
+      least 3 input and 8 to 128 output channels, and few channels over
+      small images: C * sqrt(OH*OW) / fill**2 < 1000, fill the share of
+      the direct kernel's vector lanes that output rows fill (16 channels
+      up to 40x40-48x48, 32 channels at 16x16, not 32 channels on 8x8
+      images, which fill half a vector), on images of at most 48x48 (a
+      first layer at 112x112 runs faster through im2col). The blocked direct kernels then
+      run the forward and backward-data (ResNet-20, LeNet's second layer,
+      GoogLeNet's 5x5 branches): there im2col's GEMMs are thin and
       Winograd's transforms cost more than its products save; the direct
       kernel keeps a block of outputs in registers. Its weight gradient
       sums in registers too, but with one thread's blocks over every image
@@ -124,9 +131,9 @@ def select_algorithm(spec, weights_reused=False):
     blocked = (spec.groups == 1 and spec.R * spec.S >= 9
                and conv_direct.blocked(spec.params, spec.dtype.itemsize))
     # forward and backward-data (the forward of grad_y, K channels in)
-    direct = (blocked and 3 <= spec.C <= DIRECT_MAX_IN_CHANNELS
-              and 8 <= spec.K <= DIRECT_MAX_OUT_CHANNELS
-              and spec.OH * spec.OW <= DIRECT_MAX_PIXELS and spec.OW >= DIRECT_MIN_WIDTH)
+    direct = (blocked and spec.C >= 3 and 8 <= spec.K <= DIRECT_MAX_OUT_CHANNELS
+              and spec.OH * spec.OW <= DIRECT_MAX_PIXELS
+              and _direct_score(spec) < DIRECT_MAX_SCORE)
     direct_weight = (blocked and spec.C * spec.R * spec.S <= DIRECT_WEIGHT_MAX_COLUMNS
                      and spec.K >= DIRECT_WEIGHT_MIN_FILTERS)
     if not direct and not direct_weight:
@@ -137,6 +144,16 @@ def select_algorithm(spec, weights_reused=False):
     if forward is weight:
         return forward
     return _per_pass(forward, forward, weight)
+
+
+def _direct_score(spec):
+    """C * sqrt(OH*OW) / fill**2: the work Winograd's GEMMs would have
+    (it gains on the direct kernel with channels and image size), over the
+    square of the share of the direct kernel's vector lanes that the
+    output's rows fill (8-pixel rows use half of a 16-lane vector)."""
+    width = conv_direct.vector_width()
+    fill = spec.OW / (-(-spec.OW // width) * width)
+    return spec.C * math.sqrt(spec.OH * spec.OW) / fill ** 2
 
 
 _PER_PASS: Dict[Tuple[str, str, str], PerPassConv] = {}

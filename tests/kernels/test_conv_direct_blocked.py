@@ -167,6 +167,9 @@ def test_auto_takes_the_direct_kernels_for_small_images_over_few_channels():
     assert [p.name for p in resnet20.parts] == [direct, direct, "winograd"]
     assert resnet20.name == "auto(direct, direct, winograd)"
     assert _pick((16, 32, 16, 16), (32, 32, 3, 3)).parts[0].name == direct
+    # 16 channels up to 48x48 (40-pixel rows fill 5/6 of three vectors)
+    assert _pick((16, 16, 48, 48), (16, 16, 3, 3)).parts[0].name == direct
+    assert _pick((32, 16, 40, 40), (16, 16, 3, 3)).parts[0].name == direct
     assert _pick((16, 3, 32, 32), (16, 3, 3, 3)).name == direct     # every pass
     # a first layer on big images: im2col forward, the thin weight gradient direct
     stem = _pick((16, 3, 224, 224), (64, 3, 3, 3))
@@ -174,6 +177,9 @@ def test_auto_takes_the_direct_kernels_for_small_images_over_few_channels():
     # not direct: many channels, big images, 1x1 kernels, float64, strides,
     # one input channel (LeNet's first layer), 7-pixel rows, groups
     assert _pick((16, 64, 8, 8), (64, 64, 3, 3)).name == "winograd"
+    assert _pick((16, 16, 56, 56), (16, 16, 3, 3)).name == "winograd"
+    assert _pick((16, 32, 20, 20), (32, 32, 3, 3)).name == "winograd"  # 20-pixel rows
+    assert _pick((16, 48, 12, 12), (48, 48, 3, 3)).name == "winograd"
     assert _pick((16, 32, 56, 56), (32, 32, 3, 3)).name == "winograd"
     assert _pick((16, 16, 32, 32), (16, 16, 1, 1), 0).name == "im2col"
     assert _pick((16, 16, 32, 32), (16, 16, 3, 3), dtype=np.float64).name == "winograd"
