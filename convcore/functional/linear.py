@@ -50,13 +50,34 @@ def linear(x: Array, weight: Array, bias: Optional[Array] = None) -> Array:
             raise ValueError(f"{fn}: bias must have shape ({out},) to match weight "
                              f"shape {weight.shape}, got {bias.shape}")
     x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+    rows = x2.shape[0]
+    if 2 <= rows <= TRANSPOSED_MAX_ROWS and out >= 2 * rows:
+        # A few rows against many features: y.T = weight @ x.T, split over
+        # the threads by the weight's rows, then transposed (small).
+        yt = np.empty((out, rows), dtype=x.dtype)
+        _matmul(False, True, np.ascontiguousarray(weight), x2, yt)
+        y = np.empty((rows, out), dtype=x.dtype)
+        if bias is not None:
+            np.add(yt.T, bias, out=y)
+        else:
+            y[...] = yt.T
+        return y.reshape(x.shape[:-1] + (out,))
     if bias is not None:  # the bias rides in the GEMM (beta = 1)
-        y = np.empty((x2.shape[0], out), dtype=x.dtype)
+        y = np.empty((rows, out), dtype=x.dtype)
         y[...] = bias
     else:
-        y = np.zeros((x2.shape[0], out), dtype=x.dtype)
+        y = np.zeros((rows, out), dtype=x.dtype)
     _matmul(False, True, x2, np.ascontiguousarray(weight), y, beta=1.0)
     return y.reshape(x.shape[:-1] + (out,))
+
+
+# linear's forward computes y.T = weight @ x.T for 2 to this many rows of
+# x when there are at least twice as many output features: OpenBLAS then
+# streams the weight as the product's rows, split over the threads by
+# them, instead of packing it as the shared operand of column slabs (the
+# measurements are in the commit that set it). One row stays a GEMV,
+# which the swap slows down.
+TRANSPOSED_MAX_ROWS = 64
 
 
 def _matmul(trans_a, trans_b, a, b, c, beta=0.0):

@@ -10,7 +10,10 @@ from bad_arguments import bad_argument_test
 
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
 # (input shape, out_features)
-LINEAR_CASES = [((4, 5), 3), ((1, 1), 1), ((2, 3, 6), 4), ((7,), 2), ((0, 5), 3)]
+LINEAR_CASES = [((4, 5), 3), ((1, 1), 1), ((2, 3, 6), 4), ((7,), 2), ((0, 5), 3),
+                # 2-64 rows and twice as many features: the transposed product
+                ((4, 5), 9), ((2, 3, 6), 40), ((64, 7), 128), ((2, 1), 4),
+                ((65, 3), 200), ((1, 8), 300)]  # past it: 65 rows, one row
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -35,6 +38,31 @@ def test_linear_gradients(rng, shape, out):
     assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == (out,)
     directional_check(F.linear, (x, w, b), (gx, gw, gb), up, rng)
     assert F.linear_backward(up, x, w, bias=False)[2] is None
+
+
+def test_linear_transposed_product_gives_the_same_bits_on_any_thread_count(rng):
+    """Few rows against many features run as weight @ x.T, split by the
+    weight's rows: each output is one thread's dot product, the same at 1
+    and 2 threads."""
+    import convcore
+    from convcore._runtime import threads as _threads
+    x = rng.standard_normal((16, 300)).astype(np.float32)
+    w = rng.standard_normal((2000, 300)).astype(np.float32)
+    b = rng.standard_normal(2000).astype(np.float32)
+    previous, grain = convcore.get_num_threads(), _threads.GRAIN
+    results = []
+    try:
+        _threads.GRAIN = 1
+        for n in (1, 2):
+            convcore.set_num_threads(n)
+            results.append(F.linear(x, w, b))
+    finally:
+        convcore.set_num_threads(previous)
+        _threads.GRAIN = grain
+    np.testing.assert_array_equal(results[0], results[1])
+    assert results[0].flags.c_contiguous
+    # sums of 300 products of order 1: float32 rounding reaches ~1e-5
+    np.testing.assert_allclose(results[0], ref_ops.linear(x, w, b), rtol=1e-5, atol=1e-4)
 
 
 def test_linear_empty_batch_gives_zero_grads():
