@@ -117,46 +117,23 @@ cdef void _forward_item_cols(const floating* x, const floating* w,
                              Py_ssize_t gemm_cols) noexcept nogil:
     """_forward_item with each GEMM cut into pieces of at most gemm_cols
     output columns (0: whole); col: _column_size_for(p, gemm_cols)."""
-    cdef Py_ssize_t G = p.groups, n = item // G, g = item % G
-    cdef Py_ssize_t Cg = p.C // G, Kg = p.K // G
-    cdef Py_ssize_t HW = p.H * p.W, P = p.OH * p.OW, CRS = Cg * p.R * p.S
-    cdef Py_ssize_t k, i, oh0, oh1, rows, Ps, ld
-    cdef const floating* xg = x + (n * p.C + g * Cg) * HW
-    cdef const floating* wg = w + g * Kg * CRS
-    cdef floating* yg = y + (n * p.K + g * Kg) * P
-    cdef floating beta = 0
-    cdef ConvParams q
-    if bias != NULL:
-        # Bias rides in the GEMM: fill the rows, then accumulate (beta = 1).
-        for k in range(Kg):
-            for i in range(P):
-                yg[k * P + i] = bias[g * Kg + k]
-        beta = 1
-    if _is_pointwise(p):
-        _item_gemm(<int> Kg, <int> P, <int> CRS, wg, <int> CRS, xg, <int> P,
-                   beta, yg, <int> P, gemm_cols, split, num_threads)
-        return
+    cdef Py_ssize_t rows = p.OH if _is_pointwise(p) else _stripe_rows(p, gemm_cols), oh0 = 0
     # y[:, stripe] (Kg, Ps) = w[g] (Kg, CRS) @ col (CRS, Ps), stripe by stripe.
-    rows = _stripe_rows(p, gemm_cols)
-    oh0 = 0
     while oh0 < p.OH:
-        oh1 = min(oh0 + rows, p.OH)
-        q = _stripe(p, oh0, oh1)
-        Ps = (oh1 - oh0) * p.OW
-        ld = _column_ld(Ps, gemm_cols)
-        _im2col_channels(xg, col, ld, &q, Cg, split, num_threads)
-        _item_gemm(<int> Kg, <int> Ps, <int> CRS, wg, <int> CRS, col, <int> ld,
-                   beta, yg + oh0 * p.OW, <int> P, gemm_cols, split, num_threads)
-        oh0 = oh1
+        _forward_rows(x, w, bias, y, p, item, oh0, min(oh0 + rows, p.OH), col, gemm_cols,
+                      split, num_threads)
+        oh0 += rows
 
 
-cdef void _forward_stripe(const floating* x, const floating* w,
-                          const floating* bias, floating* y,
-                          const ConvParams* p, Py_ssize_t item, Py_ssize_t oh0,
-                          Py_ssize_t oh1, floating* col,
-                          Py_ssize_t gemm_cols) noexcept nogil:
-    """Output rows [oh0, oh1) of one item, im2col and GEMM (in pieces of
-    gemm_cols columns, 0: whole) on this thread; col: the plan's column."""
+cdef void _forward_rows(const floating* x, const floating* w,
+                        const floating* bias, floating* y,
+                        const ConvParams* p, Py_ssize_t item, Py_ssize_t oh0,
+                        Py_ssize_t oh1, floating* col, Py_ssize_t gemm_cols,
+                        bint split, int num_threads) noexcept nogil:
+    """Output rows [oh0, oh1) of one item: their im2col (none for pointwise
+    layers, whose column is the input) and GEMM, in pieces of gemm_cols
+    columns (0: whole) on this thread, or (split) shared out over
+    num_threads; col: the plan's column."""
     cdef Py_ssize_t G = p.groups, n = item // G, g = item % G
     cdef Py_ssize_t Cg = p.C // G, Kg = p.K // G
     cdef Py_ssize_t HW = p.H * p.W, P = p.OH * p.OW, CRS = Cg * p.R * p.S
@@ -167,19 +144,20 @@ cdef void _forward_stripe(const floating* x, const floating* w,
     cdef floating beta = 0
     cdef ConvParams q
     if bias != NULL:
+        # Bias rides in the GEMM: fill the rows, then accumulate (beta = 1).
         for k in range(Kg):
             for i in range(Ps):
                 yg[k * P + i] = bias[g * Kg + k]
         beta = 1
     if _is_pointwise(p):  # stride 1: output rows [oh0, oh1) read input rows [oh0, oh1)
-        _gemm_pieces(<int> Kg, <int> Ps, <int> CRS, wg, <int> CRS, xg + oh0 * p.W, <int> P,
-                     beta, yg, <int> P, gemm_cols)
+        _item_gemm(<int> Kg, <int> Ps, <int> CRS, wg, <int> CRS, xg + oh0 * p.W, <int> P,
+                   beta, yg, <int> P, gemm_cols, split, num_threads)
         return
     q = _stripe(p, oh0, oh1)
     ld = _column_ld(Ps, gemm_cols)
-    im2col(xg, col, ld, &q, 0, Cg)
-    _gemm_pieces(<int> Kg, <int> Ps, <int> CRS, wg, <int> CRS, col, <int> ld,
-                 beta, yg, <int> P, gemm_cols)
+    _im2col_channels(xg, col, ld, &q, Cg, split, num_threads)
+    _item_gemm(<int> Kg, <int> Ps, <int> CRS, wg, <int> CRS, col, <int> ld,
+               beta, yg, <int> P, gemm_cols, split, num_threads)
 
 
 cdef void _forward_images(const floating* x, const floating* w,
@@ -545,9 +523,10 @@ cdef int _forward_items(const floating[:, :, :, ::1] x, const floating[:, :, :, 
             elif q.stripe_rows > 0:
                 for task in prange(items * stripes, schedule='static', num_threads=num_threads):
                     oh0 = (task % stripes) * q.stripe_rows
-                    _forward_stripe(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0], p,
-                                    task // stripes, oh0, min(oh0 + q.stripe_rows, p.OH),
-                                    scratch + omp_get_thread_num() * colsize, gemm_cols)
+                    _forward_rows(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0], p,
+                                  task // stripes, oh0, min(oh0 + q.stripe_rows, p.OH),
+                                  scratch + omp_get_thread_num() * colsize, gemm_cols,
+                                  False, 1)
             elif q.batch_parallel:
                 for item in prange(items, schedule='static', num_threads=num_threads):
                     _forward_item_cols(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0],

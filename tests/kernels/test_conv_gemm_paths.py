@@ -44,12 +44,10 @@ def _ref_out_shape(xs, ws, stride, padding, dilation, groups):
     return conv2d_ref(np.zeros(xs), np.zeros(ws), None, stride, padding, dilation, groups).shape
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("gemm_cols", [0, 16, 20, 48, 416])
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", SHAPES)
-def test_forward_in_pieces_matches_reference(xs, ws, stride, padding, dilation, groups,
-                                             threads, gemm_cols, dtype, rng):
+def _forward_with_plan(xs, ws, stride, padding, dilation, groups, threads, dtype, rng,
+                       **decisions):
+    """conv_gemm.forward with some of its plan's decisions replaced, and
+    the float64 reference."""
     x = rng.standard_normal(xs)
     w = rng.standard_normal(ws)
     b = rng.standard_normal(ws[0])
@@ -58,8 +56,19 @@ def test_forward_in_pieces_matches_reference(xs, ws, stride, padding, dilation, 
     y = np.full(spec.out_shape, np.nan, dtype)
     with _threads.blas_single():
         conv_gemm.forward(x.astype(dtype), w.astype(dtype), b.astype(dtype), y, spec.params,
-                          threads, plan=_plan(spec, threads, False, batch_parallel=True,
-                                              gather_images=False, gemm_cols=gemm_cols))
+                          threads, plan=_plan(spec, threads, False, **decisions))
+    return y, expect
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("gemm_cols", [0, 16, 20, 48, 416])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", SHAPES)
+def test_forward_in_pieces_matches_reference(xs, ws, stride, padding, dilation, groups,
+                                             threads, gemm_cols, dtype, rng):
+    y, expect = _forward_with_plan(xs, ws, stride, padding, dilation, groups, threads, dtype,
+                                   rng, batch_parallel=True, gather_images=False,
+                                   gemm_cols=gemm_cols)
     np.testing.assert_allclose(y, expect, rtol=TOL[dtype], atol=TOL[dtype])
 
 
@@ -133,17 +142,9 @@ def test_forward_in_stripes_matches_reference(xs, ws, stride, padding, dilation,
     """The stripe plan (batch 1): stripes of output rows over the threads,
     each with its own im2col and GEMM (whole or in pieces), the last one
     short; any item count, pointwise layers reading the input in place."""
-    x = rng.standard_normal(xs)
-    w = rng.standard_normal(ws)
-    b = rng.standard_normal(ws[0])
-    expect = conv2d_ref(x, w, b, stride, padding, dilation, groups)
-    spec = conv_spec(xs, ws, np.dtype(dtype), stride, padding, dilation, groups)
-    y = np.full(spec.out_shape, np.nan, dtype)
-    with _threads.blas_single():
-        conv_gemm.forward(x.astype(dtype), w.astype(dtype), b.astype(dtype), y, spec.params,
-                          threads, plan=_plan(spec, threads, False, batch_parallel=False,
-                                              gather_images=False, gemm_cols=gemm_cols,
-                                              stripe_rows=stripe_rows))
+    y, expect = _forward_with_plan(xs, ws, stride, padding, dilation, groups, threads, dtype,
+                                   rng, batch_parallel=False, gather_images=False,
+                                   gemm_cols=gemm_cols, stripe_rows=stripe_rows)
     np.testing.assert_allclose(y, expect, rtol=TOL[dtype], atol=TOL[dtype])
 
 
