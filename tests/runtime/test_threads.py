@@ -313,21 +313,19 @@ def _pair_ratio(work):
 
 
 def _big_conv():
-    x = np.random.default_rng(0).standard_normal((8, 32, 32, 32)).astype(np.float32)
-    w = np.random.default_rng(1).standard_normal((32, 32, 3, 3)).astype(np.float32)
+    """A one-thread conv of ~30 ms (the blocked direct kernel): long
+    against starting two threads."""
+    x = np.random.default_rng(0).standard_normal((64, 64, 32, 32)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((64, 64, 3, 3)).astype(np.float32)
     return lambda: F.conv2d(x, w, padding=1, algorithm="direct")
 
 
 def test_python_runs_while_a_kernel_runs():
     """GIL release, independent of the cores free: a pure-Python loop keeps
-    counting while another thread runs a long conv (~0.1 s). Were the GIL
+    counting while another thread runs a long conv (~30 ms). Were the GIL
     held, the loop would stall for a whole conv; scheduling noise on a busy
     machine is far shorter (and retried)."""
-    x = np.random.default_rng(0).standard_normal((16, 64, 32, 32)).astype(np.float32)
-    w = np.random.default_rng(1).standard_normal((64, 64, 3, 3)).astype(np.float32)
-
-    def conv():
-        F.conv2d(x, w, padding=1, algorithm="direct")
+    conv = _big_conv()
 
     previous = convcore.set_num_threads(1)
     try:
