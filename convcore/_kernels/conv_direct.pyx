@@ -1,10 +1,16 @@
-"""Direct convolution: no column buffer, zero scratch.
+"""Direct convolution: no column buffer.
 
-Each worker owns a disjoint slice of its output (one output plane, one input
-plane, or one filter), so prange needs no reduction and the result does not
-depend on the thread count. Inner loops run along an output row over the
-taps that read real data (valid_range), so they hold no bounds test and the
-compiler vectorises them.
+The generic kernels (any stride and dilation, float64, the native API):
+each worker owns a disjoint slice of its output (one output plane, one
+input plane, or one filter), so prange needs no reduction and the result
+does not depend on the thread count. Inner loops run along an output row
+over the taps that read real data (valid_range), so they hold no bounds
+test and the compiler vectorises them. No scratch but the weight
+gradient's row sums.
+
+float32 at stride 1, undilated: the register-blocked kernels of
+direct_block.h, with a zero-padded copy of an image per thread and the
+weights packed per call (scratch_bytes counts both).
 """
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
@@ -169,8 +175,9 @@ cdef void direct_backward_weight_kc(const floating* grad_y, const floating* x,
 
 
 # ---- Register-blocked kernels (direct_block.h) -------------------------------
-# Float32 at stride 1, undilated: the forward, and backward-data as the
-# forward of grad_y with the flipped kernel (padding R-1-pad, S-1-pad).
+# Float32 at stride 1, undilated: the forward, backward-data as the forward
+# of grad_y with the flipped kernel (padding R-1-pad, S-1-pad), and the
+# weight gradient.
 
 cdef convcore_dblock_kernel _DBLOCK = convcore_dblock_instance(convcore_dblock_best())
 

@@ -94,16 +94,16 @@ def select_algorithm(spec, weights_reused=False):
       the direct kernel's vector lanes that output rows fill (16 channels
       up to 40x40-48x48, 32 channels at 16x16, not 32 channels on 8x8
       images, which fill half a vector), on images of at most 48x48 (a
-      first layer at 112x112 runs faster through im2col). The blocked direct kernels then
-      run the forward and backward-data (ResNet-20, LeNet's second layer,
-      GoogLeNet's 5x5 branches): there im2col's GEMMs are thin and
-      Winograd's transforms cost more than its products save; the direct
-      kernel keeps a block of outputs in registers. Its weight gradient
-      sums in registers too, but with one thread's blocks over every image
-      it reads the images once per thread: it wins only where the im2col
-      weight gradient is a thin GEMM (C/groups*R*S up to 32: first layers,
-      from 16 filters). Where the passes' choices differ, "auto" runs a
-      PerPassConv of them.
+      first layer at 112x112 runs faster through im2col). The blocked
+      direct kernels then run the forward and backward-data (ResNet-20,
+      LeNet's second layer, GoogLeNet's 5x5 branches): im2col's GEMMs are
+      thin there and Winograd's transforms cost more than its products
+      save; the direct kernel keeps a block of outputs in registers. Its
+      weight gradient sums in registers too, but with one thread's blocks
+      over every image it reads the images once per thread: it wins only
+      where the im2col weight gradient is a thin GEMM (C/groups*R*S up to
+      32: first layers, from 16 filters). Where the passes' choices differ,
+      "auto" runs a PerPassConv of them.
     - 3x3 stride 1 with at least 8 channels: Winograd, which does fewer
       multiplies (F(4x4, 3x3): 36 where im2col does 144; F(2x2, 3x3), for
       dilated layers: 16 where im2col does 36) but pays for its transforms
@@ -136,9 +136,9 @@ def select_algorithm(spec, weights_reused=False):
               and _direct_score(spec) < DIRECT_MAX_SCORE)
     direct_weight = (blocked and spec.C * spec.R * spec.S <= DIRECT_WEIGHT_MAX_COLUMNS
                      and spec.K >= DIRECT_WEIGHT_MIN_FILTERS)
-    if not direct and not direct_weight:
-        return _gemm_or_winograd(spec, weights_reused)
     other = _gemm_or_winograd(spec, weights_reused)
+    if not direct and not direct_weight:
+        return other
     forward = _REGISTRY["direct"] if direct else other
     weight = _REGISTRY["direct"] if direct_weight else other
     if forward is weight:
