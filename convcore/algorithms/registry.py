@@ -55,6 +55,9 @@ DIRECT_MAX_OUT_CHANNELS = 128
 # Few-channel layers on bigger images (a first layer at 112x112 or
 # 224x224) run faster through im2col's small-GEMM pieces.
 DIRECT_MAX_PIXELS = 2304
+# The blocked kernels' baseline instance (4-lane vectors: no AVX2) ran
+# 3-4x slower than the AVX-512 one here: "auto" takes them from AVX2 up.
+DIRECT_MIN_VECTOR = 8
 # Weight gradients of layers this thin (C/groups*R*S, the im2col GEMM's
 # output width) run faster on the direct kernels, from this many filters.
 DIRECT_WEIGHT_MAX_COLUMNS = 32
@@ -103,7 +106,8 @@ def select_algorithm(spec, weights_reused=False):
       over every image it reads the images once per thread: it wins only
       where the im2col weight gradient is a thin GEMM (C/groups*R*S up to
       32: first layers, from 16 filters). Where the passes' choices differ,
-      "auto" runs a PerPassConv of them.
+      "auto" runs a PerPassConv of them. On CPUs without AVX2 the direct
+      kernels' baseline instance is too slow for this rule: not taken.
     - 3x3 stride 1 with at least 8 channels: Winograd, which does fewer
       multiplies (F(4x4, 3x3): 36 where im2col does 144; F(2x2, 3x3), for
       dilated layers: 16 where im2col does 36) but pays for its transforms
@@ -129,6 +133,7 @@ def select_algorithm(spec, weights_reused=False):
     if spec.Cg == 1 and spec.groups > 1:
         return _REGISTRY["direct"]
     blocked = (spec.groups == 1 and spec.R * spec.S >= 9
+               and conv_direct.vector_width() >= DIRECT_MIN_VECTOR
                and conv_direct.blocked(spec.params, spec.dtype.itemsize))
     # forward and backward-data (the forward of grad_y, K channels in)
     direct = (blocked and spec.C >= 3 and 8 <= spec.K <= DIRECT_MAX_OUT_CHANNELS
