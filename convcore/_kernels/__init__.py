@@ -31,6 +31,7 @@ Declarations only (.pxd, cimported by the modules above):
 
     conv_params       the geometry of one convolution, in plain C types
     partials          fixed partial sums for weight gradients (deterministic)
+    finite            all_finite, the direct kernels' check of their weights
     _simd             row loops of the direct kernels (simd.h)
     _row_reductions   the one row-reduction family (row_reductions.h)
     _openmp           OpenMP calls with serial stubs (openmp_stubs.h)

@@ -30,12 +30,12 @@ real data only, as PyTorch does.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport isfinite
 from libc.stdlib cimport calloc, malloc, free
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.conv_geometry cimport ConvGeometry, check_shapes
 from convcore._kernels.conv_params cimport ConvParams, valid_range
 from convcore._kernels.conv_direct cimport direct_backward_data_nc
+from convcore._kernels.finite cimport all_finite
 
 
 # The row loops: 3x3 (nine taps in registers, two output rows at once) and
@@ -157,14 +157,6 @@ cdef const floating* plane_view(const floating* src, Py_ssize_t plane,
         loaded[0] = plane
     pitch[0] = L.cols
     return buf
-
-
-cdef inline bint all_finite(const floating* a, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        if not isfinite(a[i]):
-            return False
-    return True
 
 
 cdef void correlate(floating* y, Py_ssize_t ypitch, const floating* base,

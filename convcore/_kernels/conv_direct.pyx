@@ -18,6 +18,7 @@ from libc.string cimport memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.conv_geometry cimport ConvGeometry, check_shapes
 from convcore._kernels.conv_params cimport ConvParams, valid_range
+from convcore._kernels.finite cimport all_finite
 from convcore._kernels._simd cimport (
     convcore_daxpy, convcore_dmuladd, convcore_dsum, convcore_saxpy,
     convcore_smuladd, convcore_ssum)
@@ -376,14 +377,6 @@ cdef int _blocked_weight_grad(const float* gy, const float* x, float* gw, ConvPa
     return 0
 
 
-cdef bint _all_finite(const float* a, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef float acc = 0
-    for i in range(n):
-        acc = acc + a[i] * 0   # NaN once any a[i] is Inf or NaN
-    return acc == 0
-
-
 cdef inline ConvParams _data_problem(const ConvParams* p) noexcept nogil:
     """Backward-data as a forward: grad_y (N, K, OH, OW) -> grad_x (N, C, H,
     W) with the flipped kernel, padding R-1-pad (stride 1, undilated)."""
@@ -446,7 +439,8 @@ def backward_data(const floating[:, :, :, ::1] grad_y,
     # outside grad_y are not data to backward-data (the reference and
     # PyTorch skip them), which only shows with an Inf or NaN weight: those
     # weights take the generic kernel, which skips them.
-    if floating is float and _blocked(&p) and _all_finite(&w[0, 0, 0, 0], w.size):
+    if (floating is float and _blocked(&p)
+            and all_finite(&w[0, 0, 0, 0], p.K * (p.C // p.groups) * p.R * p.S)):
         _blocked_run(&grad_y[0, 0, 0, 0], &w[0, 0, 0, 0], NULL, &grad_x[0, 0, 0, 0],
                      _data_problem(&p), True, num_threads)
         return
