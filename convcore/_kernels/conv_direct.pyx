@@ -266,6 +266,11 @@ cdef int _blocked_run(const float* x, const float* w, const float* bias, float* 
     return 0
 
 
+cdef inline Py_ssize_t _whole_vectors(Py_ssize_t OW) noexcept nogil:
+    """OW rounded up to whole vectors: the weight gradient's grad_y rows."""
+    return (OW + _DBLOCK.VL - 1) // _DBLOCK.VL * _DBLOCK.VL
+
+
 cdef inline Py_ssize_t _wgrad_chunks(const ConvParams* p) noexcept nogil:
     return (p.R * p.S + CONVCORE_DBLOCK_TT - 1) // CONVCORE_DBLOCK_TT
 
@@ -295,8 +300,7 @@ cdef inline Py_ssize_t _blocked_wgrad_scratch(const ConvParams* p, int num_threa
     input planes, KBW padded planes of grad_y and the vector partial sums
     of its blocks."""
     cdef convcore_dblock d = _dblock(p)
-    cdef Py_ssize_t VL = _DBLOCK.VL, OWv = (p.OW + VL - 1) // VL * VL
-    return (d.C * d.Hp * d.Wp + _DBLOCK.KBW * p.OH * OWv
+    return (d.C * d.Hp * d.Wp + _DBLOCK.KBW * p.OH * _whole_vectors(p.OW)
             + _wgrad_group(p, num_threads) * _wgrad_sums(p))
 
 
@@ -310,7 +314,7 @@ cdef int _blocked_weight_grad(const float* gy, const float* x, float* gw, ConvPa
     cdef convcore_dblock d = _dblock(&p)
     cdef Py_ssize_t G = p.groups, KBW = _DBLOCK.KBW, VL = _DBLOCK.VL
     cdef Py_ssize_t TT = CONVCORE_DBLOCK_TT, taps = p.R * p.S, chunks = _wgrad_chunks(&p)
-    cdef Py_ssize_t OWv = (p.OW + VL - 1) // VL * VL, gplane = p.OH * OWv
+    cdef Py_ssize_t OWv = _whole_vectors(p.OW), gplane = p.OH * OWv
     cdef Py_ssize_t nkb = (d.K + KBW - 1) // KBW, per_thread = _blocked_wgrad_scratch(&p, num_threads)
     cdef Py_ssize_t xplane = d.C * d.Hp * d.Wp, sums = _wgrad_sums(&p)
     cdef Py_ssize_t together = _wgrad_group(&p, num_threads)

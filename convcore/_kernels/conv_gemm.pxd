@@ -99,8 +99,16 @@ cdef inline Py_ssize_t _column_size_for(const ConvParams* p,
     if nb > 1:
         return _column_ld(nb * p.OH * p.OW, gemm_cols) * ((p.C // p.groups) * p.R * p.S
                                                           + p.K // p.groups)
-    return (p.C // p.groups) * p.R * p.S * _column_ld(_stripe_rows(p, gemm_cols) * p.OW,
-                                                      gemm_cols)
+    return _stripe_column_size(p, _stripe_rows(p, gemm_cols), gemm_cols)
+
+
+cdef inline Py_ssize_t _stripe_column_size(const ConvParams* p, Py_ssize_t rows,
+                                           Py_ssize_t gemm_cols) noexcept nogil:
+    """Elements of the column of a stripe of `rows` output rows (0 for
+    pointwise layers, whose column is the input)."""
+    if _is_pointwise(p):
+        return 0
+    return (p.C // p.groups) * p.R * p.S * _column_ld(rows * p.OW, gemm_cols)
 
 
 cdef inline Py_ssize_t _column_size(const ConvParams* p) noexcept nogil:

@@ -426,7 +426,7 @@ cdef void _size(const ConvParams* p, GemmPlan* q, bint backward, bint need_x,
     q.images = max(1, min(p.N, gather_budget // max(1, P * (CRS + Kg))))
     q.buffers = (q.threads if q.batch_parallel or stripes else 1) if per_image else 0
     if stripes:
-        q.column = 0 if _is_pointwise(p) else CRS * _column_ld(q.stripe_rows * p.OW, q.gemm_cols)
+        q.column = _stripe_column_size(p, q.stripe_rows, q.gemm_cols)
     else:
         q.column = _column_size_for(p, q.gemm_cols) if per_image else 0
     q.partials = min(p.N, <Py_ssize_t> NUM_PARTIALS) * p.K * CRS if per_image_w else 0
