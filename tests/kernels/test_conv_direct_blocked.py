@@ -7,6 +7,8 @@ channels (forward and weight gradient), padding 0 to past the kernel's
 extent (backward-data then pads grad_y negatively), 1x1 images, kernels
 equal to the input, 1x1, 5x5 and 7x7 kernels (the weight gradient's taps
 in chunks of nine), groups."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -33,16 +35,26 @@ SHAPES = [
 ]
 
 
+@contextlib.contextmanager
+def _running(name):
+    """The blocked kernels' instance `name` switched in (the test skipped
+    when this CPU cannot run it), the previous one restored after."""
+    try:
+        previous = conv_direct.blocked_instance(name)
+    except ValueError:
+        pytest.skip(f"this CPU has no {name}")
+    try:
+        yield name
+    finally:
+        conv_direct.blocked_instance(previous)
+
+
 @pytest.fixture(params=conv_direct.INSTANCES)
 def instance(request):
     """Each instance of the blocked kernels this CPU runs (the baseline
     always), switched in for the test."""
-    try:
-        previous = conv_direct.blocked_instance(request.param)
-    except ValueError:
-        pytest.skip(f"this CPU has no {request.param}")
-    yield request.param
-    conv_direct.blocked_instance(previous)
+    with _running(request.param):
+        yield request.param
 
 
 def _case(shape, rng):
@@ -163,12 +175,8 @@ def _pick(xs, ws, padding=1, dtype=np.float32, stride=1, groups=1):
 def avx512():
     """The rule's lane fill depends on the vector width: its cases are
     written for the AVX-512 instance."""
-    try:
-        previous = conv_direct.blocked_instance("avx512")
-    except ValueError:
-        pytest.skip("this CPU has no AVX-512")
-    yield
-    conv_direct.blocked_instance(previous)
+    with _running("avx512"):
+        yield
 
 
 def test_auto_takes_the_direct_kernels_for_small_images_over_few_channels(avx512):
@@ -204,12 +212,9 @@ def test_auto_takes_the_direct_kernels_for_small_images_over_few_channels(avx512
 def test_auto_leaves_the_baseline_instance_alone():
     """Without AVX2 the blocked kernels are 3-4x slower: auto keeps to
     im2col and Winograd."""
-    previous = conv_direct.blocked_instance("baseline")
-    try:
+    with _running("baseline"):
         assert _pick((128, 16, 32, 32), (16, 16, 3, 3)).name == "winograd"
         assert _pick((16, 3, 32, 32), (16, 3, 3, 3)).name == "im2col"
-    finally:
-        conv_direct.blocked_instance(previous)
 
 
 def test_per_pass_results_match_a_single_algorithm(avx512, rng):
