@@ -21,6 +21,7 @@ import numpy as np
 from scipy import special
 
 from convcore._kernels import activation as _act
+from convcore._runtime import memory
 from convcore._runtime.threads import kernel_threads
 from convcore.utils.validation import as_float_array, check_int
 from convcore.utils.types import Array
@@ -54,7 +55,7 @@ def _real(v, name, fn, positive=False):
 def relu(x: Array) -> Array:
     """max(x, 0); NaN propagates."""
     x = _input(x, "relu")
-    y = np.empty_like(x)
+    y = memory.empty_like(x)
     _act.relu(x.reshape(-1), y.reshape(-1), kernel_threads(x.size))
     return y
 
@@ -62,7 +63,7 @@ def relu(x: Array) -> Array:
 def relu_backward(grad_y: Array, y: Array) -> Array:
     """grad_y where the relu output y > 0, else 0."""
     grad_y, y = _grad_pair(grad_y, y, "y", "relu_backward")
-    gx = np.empty_like(y)
+    gx = memory.empty_like(y)
     _act.relu_backward(grad_y.reshape(-1), y.reshape(-1), gx.reshape(-1),
                        kernel_threads(y.size))
     return gx
@@ -96,7 +97,7 @@ def relu_backward_(grad_y: Array, y: Array) -> Array:
 def relu6(x: Array) -> Array:
     """min(max(x, 0), 6) (MobileNet-v2's activation); NaN propagates."""
     x = _input(x, "relu6")
-    y = np.empty_like(x)
+    y = memory.empty_like(x)
     _act.relu(x.reshape(-1), y.reshape(-1), kernel_threads(x.size), 6.0)
     return y
 
@@ -106,7 +107,7 @@ def relu6_backward(grad_y: Array, y: Array) -> Array:
     as torch's hardtanh_backward (no gradient at the kinks). At a NaN the
     gradient passes, as relu_backward's and torch's float32 path do."""
     grad_y, y = _grad_pair(grad_y, y, "y", "relu6_backward")
-    gx = np.empty_like(y)
+    gx = memory.empty_like(y)
     _act.relu_backward(grad_y.reshape(-1), y.reshape(-1), gx.reshape(-1),
                        kernel_threads(y.size), 6.0)
     return gx
@@ -156,7 +157,7 @@ def _output_backward(grad_y, y, kind):
     """grad_y * f'(x) from f's output y, in one threaded pass (the NumPy
     expressions made a temporary per operation, on one thread)."""
     grad_y, y = _grad_pair(grad_y, y, "y", f"{kind}_backward")
-    gx = np.empty_like(y)
+    gx = memory.empty_like(y)
     _act.output_backward(grad_y.reshape(-1), y.reshape(-1), gx.reshape(-1), kind,
                          kernel_threads(y.size))
     return gx

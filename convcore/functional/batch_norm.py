@@ -25,6 +25,7 @@ from typing import Literal, Optional, Tuple, Union, overload
 import numpy as np
 
 from convcore._kernels import batchnorm as _bn
+from convcore._runtime import memory
 from convcore._runtime.threads import kernel_threads
 from convcore.utils.layout import (
     CHANNELS_FIRST, check_data_format, from_channels_first,
@@ -229,7 +230,7 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training,
     scale = invstd if w is None else invstd * w
     shift = np.zeros(C) if b is None else b
     check_allocation(fn, (x.shape, x.dtype))
-    y = np.empty(x.shape, dtype=x.dtype)
+    y = memory.empty(x.shape, x.dtype)
     if count:  # an empty batch (eval only) has nothing to normalise
         rs = _EMPTY[x.dtype] if residual is None else _as_ncs(residual)
         # relu is False, or the fused ReLU's cap (+inf: plain ReLU).
@@ -354,11 +355,11 @@ def _batch_norm_backward(fn, grad_y, y, x, mean, invstd, weight, training,
     own = overwrite and grad_y is given and grad_y.flags.writeable
     check_allocation(fn, (x.shape, x.dtype))
     if relu is not False:
-        gm = grad_y if own else np.empty(x.shape, dtype=x.dtype)
-        gx = np.empty(x.shape, dtype=x.dtype) if residual_grad else gm
+        gm = grad_y if own else memory.empty(x.shape, x.dtype)
+        gx = memory.empty(x.shape, x.dtype) if residual_grad else gm
     else:
         gm = grad_y
-        gx = np.empty(x.shape, dtype=x.dtype)
+        gx = memory.empty(x.shape, x.dtype)
     if count == 0:
         gx[...] = 0
         gm[...] = 0

@@ -22,6 +22,7 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 
 from convcore._kernels.conv_direct import bias_grad
+from convcore._runtime import memory
 from convcore._runtime.grad_mode import is_grad_enabled
 from convcore._runtime.threads import get_num_threads, kernel_threads
 from convcore.algorithms import autotune, get_algorithm
@@ -224,7 +225,7 @@ def conv2d(x: Array, weight: Array, bias: Optional[Array] = None, stride: IntOrP
     # weights come again, so "auto" may count on derived weights staying cached.
     reused = weight_version is not None and not is_grad_enabled()
     algo = _planned_algorithm(plan, algorithm, fn, [spec.out_shape], False, reused)
-    y = np.empty(spec.out_shape, dtype=x.dtype)
+    y = memory.empty(spec.out_shape, x.dtype)
     if spec.N:  # an empty batch has nothing to compute
         algo.forward(x, weight, b, y, spec, weight_version)
     return from_channels_first(y, data_format)
@@ -274,7 +275,7 @@ def conv2d_backward(grad_y: Array, x: Array, weight: Array, stride: IntOrPair = 
                 f"{x.shape} with weight {weight.shape} gives {spec.out_shape}")
     grad_y = g
     algo = _planned_algorithm(plan, algorithm, fn, [x.shape, weight.shape], True)
-    gx = np.empty(x.shape, dtype=x.dtype) if input_grad else None
+    gx = memory.empty(x.shape, x.dtype) if input_grad else None
     gw = np.empty(weight.shape, dtype=x.dtype) if weight_grad else None
     gb = np.empty(spec.K, dtype=x.dtype) if bias else None
     if spec.N == 0:  # empty batch: zero gradients, nothing to run

@@ -20,6 +20,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from convcore._kernels import batchnorm as _bn
+from convcore._runtime import memory
 from convcore._runtime.threads import kernel_threads
 from convcore.functional.batch_norm import _cap
 from convcore.utils.types import Array
@@ -106,7 +107,7 @@ def bias_relu_backward(grad_y: Array, y: Array, bias: bool = True, *, overwrite_
                          f"{y.shape}")
     C = y.shape[1]
     own = overwrite and grad_y is given and grad_y.flags.writeable
-    gx = grad_y if own else np.empty(y.shape, dtype=y.dtype)
+    gx = grad_y if own else memory.empty(y.shape, y.dtype)
     sum_g = np.zeros(C)
     if y.size:
         _bn.relu_grad_sums(_ncs(grad_y), _ncs(y), _EMPTY[y.dtype], np.zeros(C),
@@ -124,7 +125,7 @@ def add_relu(a: Array, b: Array) -> Array:
     if a.shape != b.shape:
         raise ValueError(f"{fn}: a of shape {a.shape} and b of shape {b.shape} differ")
     C = a.shape[1]
-    out = np.empty(a.shape, dtype=a.dtype)
+    out = memory.empty(a.shape, a.dtype)
     if a.size:
         _bn.normalize(_ncs(a), np.zeros(C), np.ones(C), np.zeros(C), _ncs(b),
                       _ncs(out), kernel_threads(a.size), 0.0)

@@ -16,6 +16,7 @@ from typing import Dict, Literal, Optional, Sequence, Tuple, Union, overload
 import numpy as np
 
 from convcore._kernels import pool as _pool
+from convcore._runtime import memory
 from convcore._runtime.threads import kernel_threads
 from convcore.functional._pool_spec import (
     PoolSpec, adaptive_output_size, input_shape_arg, pool_spec)
@@ -111,7 +112,7 @@ def max_pool2d(x: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = N
     return_indices = check_flag(return_indices, "return_indices", fn)
     check_allocation(fn, (spec.out_shape, x.dtype),
                      (spec.out_shape if return_indices else 0, np.int64))
-    y = np.empty(spec.out_shape, dtype=x.dtype)
+    y = memory.empty(spec.out_shape, x.dtype)
     idx = np.empty(spec.out_shape, dtype=np.int64) if return_indices else None
     if spec.N:  # an empty batch has nothing to compute
         _pool.max_pool2d(x, y, idx, spec.geom, kernel_threads(x.size))
@@ -148,7 +149,7 @@ def adaptive_max_pool2d(x: Array, output_size: AdaptiveSize, return_indices: boo
     return_indices = check_flag(return_indices, "return_indices", fn)
     shape = x.shape[:2] + (OH, OW)
     check_allocation(fn, (shape, x.dtype), (shape if return_indices else 0, np.int64))
-    y = np.empty(shape, dtype=x.dtype)
+    y = memory.empty(shape, x.dtype)
     idx = np.empty(shape, dtype=np.int64) if return_indices else None
     if x.shape[0]:
         _pool.adaptive_max_pool2d(x, y, idx, kernel_threads(x.size))
@@ -176,7 +177,7 @@ def _scatter_through_indices(grad_y, indices, input_shape, fn, data_format):
             f"{fn}: indices must lie in [0, {plane}) for input_shape {shape} "
             f"(or be -1), got values in [{indices.min()}, {indices.max()}]")
     check_allocation(fn, (shape, grad_y.dtype))
-    gx = np.empty(shape, dtype=grad_y.dtype)
+    gx = memory.empty(shape, grad_y.dtype)
     if shape[0]:
         _pool.max_pool2d_backward(grad_y, indices, gx, kernel_threads(gx.size))
     return from_channels_first(gx, data_format)
@@ -238,7 +239,7 @@ def avg_pool2d(x: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = N
     spec = _pool_spec(x.shape, kernel_size, stride, padding, 1, ceil_mode, fn)
     count_include_pad = check_flag(count_include_pad, "count_include_pad", fn)
     check_allocation(fn, (spec.out_shape, x.dtype))
-    y = np.empty(spec.out_shape, dtype=x.dtype)
+    y = memory.empty(spec.out_shape, x.dtype)
     if spec.N:
         _pool.avg_pool2d(x, y, spec.geom, count_include_pad, kernel_threads(x.size))
     return from_channels_first(y, data_format)
@@ -266,7 +267,7 @@ def avg_pool2d_backward(grad_y: Array, input_shape: Sequence[int], kernel_size: 
         raise ValueError(f"{fn}: grad_y has shape {grad_y.shape} but pooling "
                          f"input_shape {shape} gives {spec.out_shape}")
     check_allocation(fn, (shape, grad_y.dtype))
-    gx = np.empty(shape, dtype=grad_y.dtype)
+    gx = memory.empty(shape, grad_y.dtype)
     if spec.N:
         _pool.avg_pool2d_backward(grad_y, gx, spec.geom, count_include_pad,
                                   kernel_threads(gx.size))
@@ -295,7 +296,7 @@ def adaptive_avg_pool2d(x: Array, output_size: AdaptiveSize, *,
     x = as_float_array(x, "input", ndim=4, fn=fn)
     OH, OW = adaptive_output_size(x.shape, output_size, fn)
     check_allocation(fn, (x.shape[:2] + (OH, OW), x.dtype))
-    y = np.empty(x.shape[:2] + (OH, OW), dtype=x.dtype)
+    y = memory.empty(x.shape[:2] + (OH, OW), x.dtype)
     if x.shape[0]:
         _pool.adaptive_avg_pool2d(x, y, kernel_threads(x.size))
     return from_channels_first(y, data_format)
@@ -319,7 +320,7 @@ def adaptive_avg_pool2d_backward(grad_y: Array, input_shape: Sequence[int], *,
         raise ValueError(f"{fn}: grad_y of shape {grad_y.shape} has an empty "
                          "spatial dimension")
     check_allocation(fn, (shape, grad_y.dtype))
-    gx = np.empty(shape, dtype=grad_y.dtype)
+    gx = memory.empty(shape, grad_y.dtype)
     if shape[0]:
         _pool.adaptive_avg_pool2d_backward(grad_y, gx, kernel_threads(gx.size))
     return from_channels_first(gx, data_format)
