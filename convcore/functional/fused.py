@@ -124,9 +124,28 @@ def add_relu(a: Array, b: Array) -> Array:
     b = as_float_array(b, "b", dtype=a.dtype, fn=fn)
     if a.shape != b.shape:
         raise ValueError(f"{fn}: a of shape {a.shape} and b of shape {b.shape} differ")
+    return _sum(a, b, 0.0)
+
+
+def _sum(a, b, lower=-np.inf):
+    """max(a + b, lower) as a new array, on the threads (NumPy's a + b runs
+    on one): a and b checked C-contiguous float arrays of one shape and
+    dtype, (N, C, ...). The sum is rounded to the dtype before the clamp,
+    and -inf clamps nothing (NaN passes), so it is bit for bit a + b."""
     C = a.shape[1]
     out = memory.empty(a.shape, a.dtype)
     if a.size:
         _bn.normalize(_ncs(a), np.zeros(C), np.ones(C), np.zeros(C), _ncs(b),
-                      _ncs(out), kernel_threads(a.size), 0.0)
+                      _ncs(out), kernel_threads(a.size), lower)
     return out
+
+
+def gradient_sum(a: Array, b: Array) -> Array:
+    """a + b for two gradients of one tensor (a container's branches): on
+    the threads where both are C-contiguous float32/float64 (N, C, ...)
+    arrays of one shape and dtype, else NumPy's a + b."""
+    if (type(a) is np.ndarray and type(b) is np.ndarray and a.shape == b.shape
+            and a.dtype == b.dtype and a.dtype in _EMPTY and a.ndim >= 2
+            and a.shape[1] >= 1 and a.flags.c_contiguous and b.flags.c_contiguous):
+        return _sum(a, b)
+    return a + b

@@ -502,6 +502,40 @@ def test_bias_relu_and_add_relu(dt):
     np.testing.assert_array_equal(a, y)
 
 
+
+@pytest.mark.parametrize("dt", DTYPES, ids=["f32", "f64"])
+def test_gradient_sum_is_numpys_sum_bit_for_bit(dt):
+    """The containers' sum of two branch gradients runs on the threads
+    where it can, and is a + b bit for bit (NaN and infinities included),
+    at 1 and 2 threads; other shapes, dtypes and layouts fall back to a + b;
+    neither operand is changed."""
+    from convcore.functional.fused import gradient_sum
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal((3, 5, 17, 19)).astype(dt) * 1e3
+    b = rng.standard_normal(a.shape).astype(dt)
+    a[0, 0, 0, :4] = [np.nan, np.inf, -np.inf, np.inf]
+    b[0, 0, 0, :4] = [1.0, 2.0, 3.0, -np.inf]
+    a0, b0 = a.copy(), b.copy()
+    with np.errstate(invalid="ignore"):     # inf + -inf, as NumPy's own sum
+        want = a0 + b0
+    previous = convcore.set_num_threads(1)
+    try:
+        sums = [gradient_sum(a, b)]
+        convcore.set_num_threads(2)
+        sums.append(gradient_sum(a, b))
+    finally:
+        convcore.set_num_threads(previous)
+    for got in sums:
+        assert got.dtype == dt and got.shape == a.shape
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(a, a0)
+    np.testing.assert_array_equal(b, b0)
+    for x, y in ((a[:, :, ::2], b[:, :, ::2]), (a, b.astype(np.float16)),
+                 (a[0, 0, 0], b[0, 0, 0]), (a, b[:1])):
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_array_equal(gradient_sum(x, y), x + y)
+
+
 def test_functional_errors():
     x = np.zeros((2, 3, 4, 4), np.float32)
     with pytest.raises(ValueError, match="residual"):
