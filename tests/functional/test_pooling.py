@@ -483,3 +483,31 @@ def test_pool_outputs_of_consecutive_calls_never_alias():
                 y1 = layer(x1); kept = y1.copy(); y2 = layer(x2)
         assert not np.shares_memory(y1, y2)
         np.testing.assert_array_equal(y1, kept)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avg_pool_inner_and_edge_windows_every_geometry(rng, dtype):
+    """Windows wholly inside the plane take a shorter path than those that
+    touch the padding or the ceil_mode edge (pool.pyx, _inside): every
+    small geometry, both paths and both ways of counting, against the
+    reference; an image where no window is inside and one of 1x1."""
+    for H, W in ((1, 1), (2, 5), (5, 7), (6, 6)):
+        x = rng.standard_normal((2, 3, H, W)).astype(dtype)
+        for k in (1, 2, 3):
+            for s in (1, 2, 3):
+                for p in range(k // 2 + 1):
+                    for ceil in (False, True):
+                        if H + 2 * p < k or W + 2 * p < k:
+                            continue
+                        for cip in (True, False):
+                            args = (k, s, p, ceil, cip)
+                            y = F.avg_pool2d(x, *args)
+                            np.testing.assert_allclose(
+                                y, ref.avg_pool2d(x, *args), rtol=RTOL[dtype],
+                                atol=ATOL[dtype], err_msg=str((H, W) + args))
+                            gy = rng.standard_normal(y.shape).astype(dtype)
+                            np.testing.assert_allclose(
+                                F.avg_pool2d_backward(gy, x.shape, *args),
+                                ref.avg_pool2d_backward(gy, x.shape, *args),
+                                rtol=RTOL[dtype], atol=ATOL[dtype],
+                                err_msg=str((H, W) + args))
