@@ -269,6 +269,23 @@ cdef inline ConvParams _data_params(const ConvParams* p) noexcept nogil:
     return q
 
 
+cdef Py_ssize_t _even_rows(Py_ssize_t total, Py_ssize_t rows, int threads) noexcept nogil:
+    """Tile rows per block, at most `rows`, that give the busiest thread of
+    a static schedule (contiguous runs of ceil(blocks / threads) blocks)
+    the fewest rows; the tallest such blocks (the biggest GEMMs). 7 tile
+    rows in blocks of 3 kept one of two threads idle for a third of the
+    call; blocks of 2 split them 4 and 3."""
+    cdef Py_ssize_t best = rows, least = total + 1, r, blocks, load
+    r = rows
+    while r >= 1:
+        blocks = (total + r - 1) // r
+        load = min(total, (blocks + threads - 1) // threads * r)
+        if load < least:
+            least, best = load, r
+        r -= 1
+    return best
+
+
 cdef Plan _plan(const ConvParams* layer, const winograd_tile* tile, Pass pass_,
                 int max_threads, Py_ssize_t rows_per_block) noexcept nogil:
     """How one call of pass_ over the layer `layer` runs: rows_per_block
@@ -291,10 +308,11 @@ cdef Plan _plan(const ConvParams* layer, const winograd_tile* tile, Pass pass_,
         if pass_ == BACKWARD_WEIGHT and big_du:
             rows = max(rows, (WEIGHT_GRAD_MIN_TILES + pl.TW - 1) // pl.TW)
         if pass_ != BACKWARD_WEIGHT:
-            # Forward outputs do not depend on the blocks, so they are made
-            # thinner where there would be fewer than threads; the weight
-            # gradient's sums do, so its blocks never follow the threads.
-            rows = max(1, min(rows, pl.total // max(max_threads, 1)))
+            # Forward outputs do not depend on the blocks, so they follow
+            # the threads: as thin as spreads them evenly (_even_rows); the
+            # weight gradient's sums do depend on them, so its blocks never
+            # follow the threads.
+            rows = _even_rows(pl.total, rows, max(max_threads, 1))
     pl.rows_per_block = rows
     pl.blocks = (pl.total + rows - 1) // rows
     TB = rows * pl.TW

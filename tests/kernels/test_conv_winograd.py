@@ -392,8 +392,35 @@ def test_weight_gradient_of_big_weights_takes_long_blocks():
     big = conv_spec((8, 512, 14, 14), (512, 512, 3, 3), np.dtype(np.float32), 1, 1, 1, 1)
     assert _plan("winograd_f4", "backward_weight", big)["rows_per_block"] * 4 >= 256
     small = conv_spec((128, 16, 32, 32), (16, 16, 3, 3), np.dtype(np.float32), 1, 1, 1, 1)
-    assert (_plan("winograd_f4", "backward_weight", small)["rows_per_block"]
-            == _plan("winograd_f4", "forward", small)["rows_per_block"])
+    # One thread: the forward's blocks then are the budget's too (with more
+    # they are evened out over the threads).
+    assert (winograd.plan("winograd_f4", "backward_weight", small.params, 1)["rows_per_block"]
+            == winograd.plan("winograd_f4", "forward", small.params, 1)["rows_per_block"])
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_forward_blocks_even_out_the_threads(threads):
+    """Forward and backward-data blocks follow the threads: the busiest
+    thread of the static schedule gets as few tile rows as any block
+    height allows (7 tile rows over 2 threads: blocks of 2, 4 rows and 3,
+    not 3+3 and 1), in the tallest blocks that do; the weight gradient's
+    blocks (its sums depend on them) do not follow the threads."""
+    def busiest(total, rows):
+        blocks = -(-total // rows)
+        return min(total, -(-blocks // threads) * rows)
+    for N, C, S in ((1, 128, 28), (1, 64, 56), (3, 32, 20), (128, 16, 32), (1, 256, 14)):
+        spec = conv_spec((N, C, S, S), (C, C, 3, 3), np.dtype(np.float32), 1, 1, 1, 1)
+        total = N * -(-S // 4)
+        budget = winograd.plan("winograd_f4", "forward", spec.params, 1)["rows_per_block"]
+        for pass_name in ("forward", "backward_data"):
+            rows = winograd.plan("winograd_f4", pass_name, spec.params, threads)["rows_per_block"]
+            best = min(busiest(total, r) for r in range(1, budget + 1))
+            assert busiest(total, rows) == best, (N, C, S, pass_name, rows)
+            assert all(busiest(total, r) > best for r in range(rows + 1, budget + 1))
+        assert (winograd.plan("winograd_f4", "backward_weight", spec.params, threads)
+                ["rows_per_block"]
+                == winograd.plan("winograd_f4", "backward_weight", spec.params, 1)
+                ["rows_per_block"])
 
 
 def test_unknown_tile_or_pass_is_refused():
@@ -463,6 +490,8 @@ def test_auto_with_reused_weights_takes_winograd_from_fewer_tiles():
     assert pick(4, 256, 14, True) == "winograd"      # ResNet-18 layer3 at batch 4
     assert pick(16, 512, 7, True) == "winograd"      # 64 tiles for 512 channels
     assert pick(1, 512, 14, True) == "im2col"        # 16 tiles: too few
+    assert pick(1, 256, 14, True) == "winograd"      # 16 tiles, weights in cache
+    assert pick(1, 256, 7, True) == "im2col"         # 4 tiles
     assert pick(1, 512, 7, True) == "im2col"
     assert pick(1, 128, 28, True) == "winograd"      # 49 tiles for 128 channels
     assert pick(1, 4, 32, True) == "im2col"          # too few channels either way
