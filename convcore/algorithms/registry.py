@@ -62,13 +62,6 @@ DIRECT_MIN_VECTOR = 8
 # output width) run faster on the direct kernels, from this many filters.
 DIRECT_WEIGHT_MAX_COLUMNS = 32
 DIRECT_WEIGHT_MIN_FILTERS = 16
-# Winograd with cached weights reads all 36 transformed points of every
-# filter per call. Up to this many channels (256: 9.4 MB of them) the read
-# stays within the caches, and from this many tiles per call the products
-# it saves pay for it: 256 channels at 14x14, batch 1 (16 tiles) ran 0.69x
-# im2col's time; 512 channels (38 MB, from memory) 1.26x there.
-REUSED_MIN_TILES = 16
-REUSED_CACHED_CHANNELS = 256
 
 
 def conv_algorithms():
@@ -91,8 +84,7 @@ def select_algorithm(spec, weights_reused=False):
     its GEMMs and data transforms. It then wins from fewer pixels and at
     every size of image, as long as the tiles of one call are enough to
     pay for reading the transformed weights (36 per filter, im2col reads
-    9): at least one tile per 8 channels, or 16 tiles up to 256 channels,
-    whose transformed weights stay in the caches.
+    9): at least one tile per 8 channels.
 
     - depthwise-like (one input channel per group, several groups): the
       direct kernel. A GEMM per group would be (Kg x R*S) @ (R*S x P), too
@@ -190,9 +182,12 @@ def _gemm_or_winograd(spec, weights_reused):
         pixels = spec.N * spec.OH * spec.OW
         if spec.dilation == (1, 1):
             tiles = spec.N * ((spec.OH + 3) // 4) * ((spec.OW + 3) // 4)
-            if weights_reused and score >= 100 and (
-                    8 * tiles >= channels
-                    or (tiles >= REUSED_MIN_TILES and channels <= REUSED_CACHED_CHANNELS)):
+            # Alone, 256 channels at 14x14 at batch 1 (16 tiles) run faster
+            # through Winograd with cached weights; inside ResNet-50, where
+            # several such layers' transformed weights take turns in the
+            # caches, they did not (commit body): one tile per 8 channels
+            # stays the rule.
+            if weights_reused and score >= 100 and 8 * tiles >= channels:
                 return _REGISTRY["winograd"]
             if channels >= 256:
                 big = spec.OH * spec.OW >= 196 and pixels >= 1568

