@@ -62,6 +62,13 @@ DIRECT_MIN_VECTOR = 8
 # output width) run faster on the direct kernels, from this many filters.
 DIRECT_WEIGHT_MAX_COLUMNS = 32
 DIRECT_WEIGHT_MIN_FILTERS = 16
+# From 32 channels, Winograd's forward (its weights transformed per call)
+# overtakes the direct kernels once a call has this much work, C times the
+# output pixels of the batch (32 channels at 16x16 from batch 24, 48
+# channels from batch 16): its transform's cost per call is then shared
+# by enough tiles.
+WINOGRAD_OVER_DIRECT_CHANNELS = 32
+WINOGRAD_OVER_DIRECT_WORK = 196608
 
 
 def conv_algorithms():
@@ -97,7 +104,9 @@ def select_algorithm(spec, weights_reused=False):
       the direct kernel's vector lanes that output rows fill (16 channels
       up to 40x40-48x48, 32 channels at 16x16, not 32 channels on 8x8
       images, which fill half a vector), on images of at most 48x48 (a
-      first layer at 112x112 runs faster through im2col). The blocked
+      first layer at 112x112 runs faster through im2col), and, from 32
+      channels, less than C * N*OH*OW = 196608 (beyond, Winograd's
+      per-call transforms are paid for). The blocked
       direct kernels then run the forward and backward-data (ResNet-20,
       LeNet's second layer, GoogLeNet's 5x5 branches): im2col's GEMMs are
       thin there and Winograd's transforms cost more than its products
@@ -138,7 +147,9 @@ def select_algorithm(spec, weights_reused=False):
     # forward and backward-data (the forward of grad_y, K channels in)
     direct = (blocked and spec.C >= 3 and 8 <= spec.K <= DIRECT_MAX_OUT_CHANNELS
               and spec.OH * spec.OW <= DIRECT_MAX_PIXELS
-              and _direct_score(spec) < DIRECT_MAX_SCORE)
+              and _direct_score(spec) < DIRECT_MAX_SCORE
+              and not (spec.C >= WINOGRAD_OVER_DIRECT_CHANNELS
+                       and spec.C * spec.N * spec.OH * spec.OW >= WINOGRAD_OVER_DIRECT_WORK))
     direct_weight = (blocked and spec.C * spec.R * spec.S <= DIRECT_WEIGHT_MAX_COLUMNS
                      and spec.K >= DIRECT_WEIGHT_MIN_FILTERS)
     other = _gemm_or_winograd(spec, weights_reused)

@@ -187,6 +187,11 @@ def test_auto_takes_the_direct_kernels_for_small_images_over_few_channels(avx512
     assert [p.name for p in resnet20.parts] == [direct, direct, "winograd"]
     assert resnet20.name == "auto(direct, direct, winograd)"
     assert _pick((16, 32, 16, 16), (32, 32, 3, 3)).parts[0].name == direct
+    # from 32 channels, enough work per call for Winograd's transforms
+    assert _pick((24, 32, 16, 16), (32, 32, 3, 3)).name == "winograd"
+    assert _pick((128, 32, 16, 16), (32, 32, 3, 3)).name == "winograd"
+    assert _pick((16, 48, 16, 16), (48, 48, 3, 3)).name == "winograd"
+    assert _pick((128, 16, 32, 32), (16, 16, 3, 3)).parts[0].name == direct
     # 16 channels up to 48x48 (40-pixel rows fill 5/6 of three vectors)
     assert _pick((16, 16, 48, 48), (16, 16, 3, 3)).parts[0].name == direct
     assert _pick((32, 16, 40, 40), (16, 16, 3, 3)).parts[0].name == direct
