@@ -9,7 +9,7 @@ huge pages on every array from 4 MiB, which the kernel may find only by
 compacting memory in the faulting thread. The first touch of a fresh
 output then costs several times the kernel that writes it.
 
-`block(nbytes)` hands out a Block: memory that, when its last user (a
+`Block(nbytes)` is memory that, when its last user (a
 NumPy array made on it, or a view of that array) is gone, goes back to a
 cache here instead of to the allocator. The next request of the same
 size takes it, its pages already mapped. The cache keeps at most
@@ -18,7 +18,6 @@ given back first out. Every call runs with the GIL held (allocation by
 convcore.\\_runtime.memory, release from the array's deallocation), which
 serialises them.
 """
-from cpython.buffer cimport PyBUF_WRITABLE
 from libc.stdlib cimport free, malloc
 from libc.string cimport memmove
 

@@ -249,8 +249,8 @@ cdef inline double _inner_window_sum(const floating* x, Py_ssize_t W, Py_ssize_t
                                      Py_ssize_t kw) noexcept nogil:
     """_window_sum of a whole kh x kw window at x inside the plane: the same
     row sums in the same order, without the per-row reduction's set-up,
-    which cost more than a small window's adds (the 2x2 one written out:
-    with loops it took twice as long)."""
+    which cost more than a small window's adds (the 2x2 one written out,
+    which its loops were slower than)."""
     cdef Py_ssize_t h, w
     cdef double acc = 0, row
     if kh == 2 and kw == 2:
