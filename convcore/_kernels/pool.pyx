@@ -245,36 +245,23 @@ cdef inline void _inside(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t pad,
     hi[0] = max(lo[0], min(out, (size - k + pad) // stride + 1)) if size >= k else lo[0]
 
 
-cdef inline double _inner_window_sum(const floating* x, Py_ssize_t W, Py_ssize_t kh,
-                                     Py_ssize_t kw) noexcept nogil:
-    """_window_sum of a whole kh x kw window at x inside the plane: the same
-    row sums in the same order, without the per-row reduction's set-up,
-    which cost more than a small window's adds (the 2x2 one written out,
-    which its loops were slower than)."""
-    cdef Py_ssize_t h, w
-    cdef double acc = 0, row
-    if kh == 2 and kw == 2:
-        return (<double> x[0] + x[1]) + (<double> x[W] + x[W + 1])
-    for h in range(kh):
-        row = 0
-        for w in range(kw):
-            row = row + <double> x[h * W + w]
-        acc = acc + row
-    return acc
-
-
 cdef void avg_pool_plane(const floating* x, floating* y, const PoolParams* p,
                          bint count_include_pad) noexcept nogil:
     cdef Py_ssize_t oh, ow, h0, h1, w0, w1, oh_lo, oh_hi, ow_lo, ow_hi
-    cdef double divisor, whole = p.kh * p.kw
+    cdef double divisor
+    cdef const floating* xw
+    cdef bint two = p.kh == 2 and p.kw == 2
     _inside(p.OH, p.sh, p.ph, p.kh, p.H, &oh_lo, &oh_hi)
     _inside(p.OW, p.sw, p.pw, p.kw, p.W, &ow_lo, &ow_hi)
     for oh in range(p.OH):
         for ow in range(p.OW):
-            if oh_lo <= oh < oh_hi and ow_lo <= ow < ow_hi:
-                y[oh * p.OW + ow] = <floating> (_inner_window_sum(
-                    x + (oh * p.sh - p.ph) * p.W + ow * p.sw - p.pw, p.W, p.kh, p.kw)
-                    / whole)
+            if two and oh_lo <= oh < oh_hi and ow_lo <= ow < ow_hi:
+                # A 2x2 window inside the plane, written out: _window_sum's
+                # row sums in its order, without its clipping and per-row
+                # set-up, which cost more than the window's four adds.
+                xw = x + (oh * p.sh - p.ph) * p.W + ow * p.sw - p.pw
+                y[oh * p.OW + ow] = <floating> (
+                    ((<double> xw[0] + xw[1]) + (<double> xw[p.W] + xw[p.W + 1])) / 4)
                 continue
             if not _avg_window(p, oh, ow, count_include_pad, &h0, &h1, &w0, &w1,
                                &divisor):
@@ -288,26 +275,23 @@ cdef void avg_pool_backward_plane(const floating* gy, floating* gx,
                                   const PoolParams* p,
                                   bint count_include_pad) noexcept nogil:
     cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1, oh_lo, oh_hi, ow_lo, ow_hi
-    cdef double divisor, whole = p.kh * p.kw
+    cdef double divisor
     cdef floating g
-    cdef floating* row
+    cdef floating* gw
+    cdef bint two = p.kh == 2 and p.kw == 2
     memset(gx, 0, p.H * p.W * sizeof(floating))
     _inside(p.OH, p.sh, p.ph, p.kh, p.H, &oh_lo, &oh_hi)
     _inside(p.OW, p.sw, p.pw, p.kw, p.W, &ow_lo, &ow_hi)
     for oh in range(p.OH):
         for ow in range(p.OW):
-            if oh_lo <= oh < oh_hi and ow_lo <= ow < ow_hi:
-                g = <floating> (gy[oh * p.OW + ow] / whole)
-                row = gx + (oh * p.sh - p.ph) * p.W + ow * p.sw - p.pw
-                if p.kh == 2 and p.kw == 2:
-                    row[0] += g
-                    row[1] += g
-                    row[p.W] += g
-                    row[p.W + 1] += g
-                    continue
-                for h in range(p.kh):
-                    for w in range(p.kw):
-                        row[h * p.W + w] += g
+            if two and oh_lo <= oh < oh_hi and ow_lo <= ow < ow_hi:
+                # As the forward: a 2x2 window inside the plane, written out.
+                g = <floating> (gy[oh * p.OW + ow] / 4)
+                gw = gx + (oh * p.sh - p.ph) * p.W + ow * p.sw - p.pw
+                gw[0] += g
+                gw[1] += g
+                gw[p.W] += g
+                gw[p.W + 1] += g
                 continue
             if not _avg_window(p, oh, ow, count_include_pad, &h0, &h1, &w0, &w1,
                                &divisor):
