@@ -497,8 +497,8 @@ def run_in_process(plan, progress=True):
         for i, name in enumerate(plan["networks"]):
             rows += measure_network(NETWORKS[name], plan["workloads"], torch, plan["dtype"],
                                     plan["repeats"], plan["budget"], plan["min_time"],
-                                    plan["train_batch"], plan["input_size"], seed=i,
-                                    progress=bar)
+                                    plan["train_batch"], plan["input_size"],
+                                    seed=plan.get("first_seed", 0) + i, progress=bar)
     finally:
         bar.close()
     for r in rows:
@@ -803,8 +803,9 @@ def markdown_lines(meta, plan, rows, summary, title, notes=(), profiles=()):
              f"{meta['numpy']}, scipy {meta['scipy']}, PyTorch {meta['torch'] or 'not installed'}; "
              f"BLAS {'; '.join(meta['blas'])}; OpenMP {'on' if meta['openmp'] else 'off'}",
              f"- command: `{meta['command']}`",
-             f"- {plan['dtype']}; import orders: {', '.join(plan['orders'])} (each a fresh "
-             "process); eval = model.eval() under convcore.no_grad() / torch.no_grad(); train = "
+             f"- {plan['dtype']}; import orders: {', '.join(plan['orders'])} (a fresh "
+             "process per network and order; a network's orders run back to back, taking "
+             "turns at going first); eval = model.eval() under convcore.no_grad() / torch.no_grad(); train = "
              f"forward, cross entropy, backward, SGD(lr={LR}, momentum={MOMENTUM}) step",
              f"- per workload: one warm-up call each, then at least {plan['repeats']} rounds and "
              f"more while {plan['budget']:g} s last (at most {MAX_ROUNDS}), the two libraries in "
@@ -900,6 +901,26 @@ def _plan(args):
     }
 
 
+def _results(plan):
+    """The result dicts of every import order. Each network gets its own
+    fresh process per order, the orders back to back and taking turns at
+    going first: the machine's load drifts over a run, and comparing the
+    orders of one network measured minutes apart would show the drift."""
+    if plan["orders"] == ["in-process"]:
+        yield run_in_process(plan, plan["progress"])
+        return
+    for i, name in enumerate(plan["networks"]):
+        one = {**plan, "networks": [name], "first_seed": i}
+        orders = plan["orders"] if i % 2 == 0 else plan["orders"][::-1]
+        for order in orders:
+            if order == "in-process":
+                yield run_in_process(one, plan["progress"])
+                continue
+            print(f"networks: {NETWORKS[name].label}, {order} (fresh process)",
+                  file=sys.stderr, flush=True)
+            yield run_order(one, order)
+
+
 def run(args):
     """`convcore bench --suite networks [...]` and `--profile NET`."""
     if args.profile:
@@ -916,12 +937,7 @@ def run(args):
         return 0
     plan = _plan(args)
     rows, torch_version = [], None
-    for order in plan["orders"]:
-        if order == "in-process":
-            result = run_in_process(plan, plan["progress"])
-        else:
-            print(f"networks: {order} (fresh process)", file=sys.stderr, flush=True)
-            result = run_order(plan, order)
+    for result in _results(plan):
         rows += result["rows"]
         torch_version = torch_version or result["torch"]
     if not args.no_torch and torch_version is None:
