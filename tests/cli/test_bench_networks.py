@@ -215,4 +215,33 @@ def test_summary_numbers():
     assert s["max_p95_over_median"] == 1.4 and s["max_p95_over_median_at"] == \
         "A train (convcore-first)"
     assert s["max_order_gap"] == pytest.approx(0.2) and s["max_order_gap_at"] == "A train"
+    assert s["max_order_gap_vs_torch"] == pytest.approx(0.2)
     assert s["all_agree"] is True
+
+
+def test_order_gap_against_torch_cancels_a_slower_process():
+    # the convcore-first process ran while the machine was 30% slower:
+    # both libraries took 1.3x as long there
+    rows = [{"order": "torch-first", "label": "A", "workload": "train",
+             "convcore_median_ms": 10.0, "ratio": 0.5, "convcore_p95_over_median": 1.0},
+            {"order": "convcore-first", "label": "A", "workload": "train",
+             "convcore_median_ms": 13.0, "ratio": 13.0 / 26.0, "convcore_p95_over_median": 1.0}]
+    s = networks.summarize(rows)
+    assert s["max_order_gap"] == pytest.approx(0.3)
+    assert s["max_order_gap_vs_torch"] == pytest.approx(0.0)
+    assert any("differs by at most 0%" in line for line in networks.summary_lines(s))
+
+
+def test_each_network_runs_its_orders_back_to_back_taking_turns(monkeypatch):
+    calls = []
+
+    def fake_run_order(plan, order, timeout=None):
+        calls.append((plan["networks"], order, plan["first_seed"]))
+        return {"rows": [], "torch": "x"}
+    monkeypatch.setattr(networks, "run_order", fake_run_order)
+    plan = {"networks": ["lenet5", "resnet20", "resnet18"],
+            "orders": ["torch-first", "convcore-first"], "progress": False}
+    assert len(list(networks._results(plan))) == 6
+    assert calls == [(["lenet5"], "torch-first", 0), (["lenet5"], "convcore-first", 0),
+                     (["resnet20"], "convcore-first", 1), (["resnet20"], "torch-first", 1),
+                     (["resnet18"], "torch-first", 2), (["resnet18"], "convcore-first", 2)]
