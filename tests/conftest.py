@@ -1,6 +1,14 @@
 """Fixtures shared by the whole suite."""
+import os
+
 import numpy as np
 import pytest
+
+# The kernels' thread count depends on the work only (GRAIN), not on what a
+# parallel region costs on this machine when measured: the tests that reach
+# the multi-threaded paths with small shapes (GRAIN set to 1) then do reach
+# them. tests/runtime/test_threads.py checks the measured rule itself.
+os.environ.setdefault("CONVCORE_REGION_US", "0")
 
 
 @pytest.fixture

@@ -5,3 +5,4 @@ cdef extern from "convcore/_kernels/openmp_stubs.h":
     int omp_get_max_threads() noexcept nogil
     int omp_get_thread_num() noexcept nogil
     int omp_get_num_procs() noexcept nogil
+    double omp_get_wtime() noexcept nogil

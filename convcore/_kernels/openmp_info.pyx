@@ -1,6 +1,6 @@
 """What the kernels were compiled with: OpenMP on/off, compiler, flags."""
 from convcore._kernels._openmp cimport (
-    CONVCORE_USE_OPENMP, omp_get_max_threads, omp_get_num_procs)
+    CONVCORE_USE_OPENMP, omp_get_max_threads, omp_get_num_procs, omp_get_wtime)
 from convcore._kernels._simd cimport CONVCORE_HAVE_CLONES
 from cython.parallel cimport prange
 
@@ -47,3 +47,27 @@ def hold_team(int num_threads):
     with nogil:
         for i in prange(num_threads, schedule='static', num_threads=num_threads):
             sink[0] = i
+
+
+def region_seconds(int num_threads, int repeats, double gap):
+    """Wall time of `repeats` parallel regions of num_threads threads that
+    do nothing, each after `gap` seconds of work on the calling thread
+    alone (as between two kernel calls): a list of seconds. Its median
+    minus the one-thread median is what a region costs beyond its work,
+    chiefly waking threads that went to sleep during the gap (all zeros
+    without OpenMP)."""
+    cdef int r, i
+    cdef double t0, t1
+    cdef int[1] sink
+    times = []
+    for r in range(repeats):
+        with nogil:
+            t0 = omp_get_wtime()
+            while omp_get_wtime() - t0 < gap:
+                pass
+            t0 = omp_get_wtime()
+            for i in prange(num_threads, schedule='static', num_threads=num_threads):
+                sink[0] = i
+            t1 = omp_get_wtime()
+        times.append(t1 - t0)
+    return times

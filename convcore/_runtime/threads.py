@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import os
 import threading
+from typing import Dict
 
 from threadpoolctl import ThreadpoolController
 
@@ -79,11 +80,57 @@ def share_cores(processes):
 # benchmarks/results/spin_waits.md).
 GRAIN = 1 << 16
 
+# Seconds one thread takes per unit of work, roughly (one core of a recent
+# x86): an element of an element-wise pass, a floating-point operation of a
+# dense convolution or GEMM, of a depthwise one. With the cost of a
+# parallel region on this machine (region_cost) they tell whether a call
+# gains from more threads: with waits that sleep, every region pays the
+# wake-up of a sleeping thread, and in a virtual machine that is tens of
+# microseconds (benchmarks/results/spin_waits.md).
+ELEMENT_SECONDS = 0.25e-9
+FLOP_SECONDS = 0.015e-9
+DEPTHWISE_FLOP_SECONDS = 0.04e-9
 
-def kernel_threads(work=None):
+# CONVCORE_REGION_US: the cost of a parallel region in microseconds, used
+# as is instead of measuring it (0: only GRAIN decides, as before).
+REGION_ENV = "CONVCORE_REGION_US"
+# A call's threads must save this many region costs: a call may open more
+# than one region, and a wait between real calls is longer than the
+# measurement's, so the sleeping thread is slower to wake.
+REGION_MARGIN = 2
+_region_costs: Dict[int, float] = {}
+
+
+def region_cost(threads):
+    """Seconds a parallel region of `threads` threads costs beyond its
+    work, measured once per thread count (about 10 ms: regions after a
+    pause of the calling thread, as between kernel calls, against regions
+    of one thread), or CONVCORE_REGION_US."""
+    cost = _region_costs.get(threads)
+    if cost is None:
+        env = os.environ.get(REGION_ENV, "").strip()
+        try:
+            cost = max(0.0, float(env)) * 1e-6 if env else None
+        except ValueError:
+            cost = None
+        if cost is None:
+            cost = max(0.0, _median_region(threads) - _median_region(1))
+        _region_costs[threads] = cost
+    return cost
+
+
+def _median_region(threads, repeats=21, gap=200e-6):
+    times = sorted(openmp_info.region_seconds(threads, repeats, gap))
+    return times[len(times) // 2]
+
+
+def kernel_threads(work=None, seconds_per_unit=ELEMENT_SECONDS):
     """Threads for one kernel call's prange loops: convcore's thread count,
-    fewer when `work` (approximate operations) is too small to share out,
-    and 1 when the kernels were built without OpenMP."""
+    fewer when `work` (approximate operations, each taking about
+    seconds_per_unit on one thread) is too small to share out, and 1 when
+    the kernels were built without OpenMP. Too small: under GRAIN units a
+    thread, or less time saved by the threads than a parallel region costs
+    on this machine (region_cost)."""
     if not _OPENMP:
         return 1
     n = _num_threads or get_num_threads()
@@ -92,7 +139,17 @@ def kernel_threads(work=None):
     if n > 1 and _fork.in_forked_child():  # libgomp would hang: see _fork
         _fork.warn_single_threaded()
         return 1
+    if (n > 1 and work is not None
+            and work * seconds_per_unit * (1 - 1 / n) <= REGION_MARGIN * region_cost(n)):
+        return 1
     return n
+
+
+def conv_threads(spec):
+    """kernel_threads for one convolution pass of a ConvSpec."""
+    depthwise = spec.Cg == 1 and spec.groups > 1
+    return kernel_threads(spec.flops(),
+                          DEPTHWISE_FLOP_SECONDS if depthwise else FLOP_SECONDS)
 
 
 def _get_controller():

@@ -1,7 +1,7 @@
 """Direct convolution: loops over the taps, no BLAS (_kernels.conv_direct;
 _kernels.conv_depthwise for one input channel per group)."""
 from convcore._kernels import conv_depthwise, conv_direct
-from convcore._runtime.threads import kernel_threads
+from convcore._runtime.threads import conv_threads
 from convcore.algorithms.base import ConvAlgorithm
 
 
@@ -22,11 +22,11 @@ class DirectConv(ConvAlgorithm):
 
     def forward(self, x, w, bias, y, spec, weight_version=None):
         kernels = conv_depthwise if self._depthwise(spec) else conv_direct
-        kernels.forward(x, w, bias, y, spec.params, kernel_threads(spec.flops()))
+        kernels.forward(x, w, bias, y, spec.params, conv_threads(spec))
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
                  weight_version=None):
-        nt = kernel_threads(spec.flops())
+        nt = conv_threads(spec)
         kernels = conv_depthwise if self._depthwise(spec) else conv_direct
         if need_x:
             kernels.backward_data(grad_y, w, grad_x, spec.params, nt)
@@ -35,5 +35,5 @@ class DirectConv(ConvAlgorithm):
 
     def scratch_bytes(self, spec, backward):
         kernels = conv_depthwise if self._depthwise(spec) else conv_direct
-        return kernels.scratch_bytes(spec.params, kernel_threads(spec.flops()), backward,
+        return kernels.scratch_bytes(spec.params, conv_threads(spec), backward,
                                      spec.dtype.itemsize)

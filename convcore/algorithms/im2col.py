@@ -7,7 +7,7 @@ import numpy as np
 
 from convcore._kernels import conv_gemm
 from convcore._runtime import threads as _threads
-from convcore._runtime.threads import kernel_threads
+from convcore._runtime.threads import conv_threads
 from convcore.algorithms.base import ConvAlgorithm
 
 
@@ -23,19 +23,19 @@ class Im2colConv(ConvAlgorithm):
     SMALL_GEMM_ARCHS = ("SkylakeX", "Cooperlake", "SapphireRapids")
 
     def scratch_bytes(self, spec, backward):
-        return conv_gemm.scratch_bytes(spec.params, kernel_threads(spec.flops()), backward,
+        return conv_gemm.scratch_bytes(spec.params, conv_threads(spec), backward,
                                        spec.dtype.itemsize, _blas_has_small_gemm())
 
     def forward(self, x, w, bias, y, spec, weight_version=None):
         with _threads.blas_single():
-            conv_gemm.forward(x, w, bias, y, spec.params, kernel_threads(spec.flops()),
+            conv_gemm.forward(x, w, bias, y, spec.params, conv_threads(spec),
                               _blas_has_small_gemm())
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
                  weight_version=None):
         with _threads.blas_single():
             conv_gemm.backward(grad_y, x, w, grad_x, grad_w, need_x, need_w, spec.params,
-                               kernel_threads(spec.flops()))
+                               conv_threads(spec))
 
 
 @functools.cache

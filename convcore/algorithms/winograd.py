@@ -8,7 +8,7 @@ import numpy as np
 
 from convcore._kernels import winograd
 from convcore._runtime import threads as _threads
-from convcore._runtime.threads import kernel_threads
+from convcore._runtime.threads import conv_threads, kernel_threads
 from convcore.algorithms.base import _REGISTRY, ConvAlgorithm
 
 
@@ -78,7 +78,7 @@ class WinogradConv(ConvAlgorithm):
     def scratch_bytes(self, spec, backward):
         def elements(pass_name):
             return winograd.plan(self._tile(spec), pass_name, spec.params,
-                                 kernel_threads(spec.flops()))["scratch_elements"]
+                                 conv_threads(spec))["scratch_elements"]
         if not backward:
             return elements("forward") * spec.dtype.itemsize
         # Backward-data and the weight gradient run one after the other.
@@ -108,14 +108,14 @@ class WinogradConv(ConvAlgorithm):
         if ok:
             with _threads.blas_single():
                 ok = winograd.forward(x, u, bias, y, spec.params, self._tile(spec),
-                                      kernel_threads(spec.flops()))
+                                      conv_threads(spec))
         if not ok:  # weights or images Winograd leaves to im2col
             _REGISTRY["im2col"].forward(x, w, bias, y, spec)
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
                  weight_version=None):
         im2col = _REGISTRY["im2col"]
-        tile, nt = self._tile(spec), kernel_threads(spec.flops())
+        tile, nt = self._tile(spec), conv_threads(spec)
         if need_x:
             # grad_x = full correlation of grad_y with the flipped kernel.
             ok, u = self._derived(w, spec, weight_version, "data")

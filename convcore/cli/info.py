@@ -120,8 +120,14 @@ def run(args: argparse.Namespace) -> int:
               f"(OpenMP max {info['omp_max_threads']}); the BLAS runs on one thread "
               f"under them")
         from convcore._runtime import omp_runtime as _omp_runtime
+        from convcore._runtime import threads as _threads
         for line in _omp_runtime.describe():
             print(f"              {line}")
+        if info["threads"] > 1:
+            print(f"              a parallel region costs "
+                  f"{_threads.region_cost(info['threads']) * 1e6:.0f} us here; calls that "
+                  f"save less than twice that run on one thread "
+                  f"({_threads.REGION_ENV} sets it)")
     else:
         print("OpenMP        OFF: kernels run single-threaded (the compiler had no "
               "working OpenMP at build time)")

@@ -86,7 +86,7 @@ def _matmul(trans_a, trans_b, a, b, c, beta=0.0):
     k = a.shape[0] if trans_a else a.shape[1]
     with _threads.blas_single():
         _blas.gemm_py(trans_a, trans_b, 1.0, a, b, beta, c,
-                      _threads.kernel_threads(c.size * k))
+                      _threads.kernel_threads(2 * c.size * k, _threads.FLOP_SECONDS))
 
 
 def linear_backward(grad_y: Array, x: Array, weight: Array, bias: bool = True, *,

@@ -377,3 +377,72 @@ def test_two_threads_overlap():
         pytest.skip(f"no second core free now (control ratio {control:.2f})")
     pytest.fail(f"two threads took {min(ratios):.2f}x one thread's time at best "
                 f"(ratios {[round(r, 2) for r in ratios]}; control {control:.2f})")
+
+
+@pytest.fixture
+def region_cost_of(monkeypatch):
+    """Set what a parallel region costs (seconds) for kernel_threads."""
+    def set_cost(seconds):
+        monkeypatch.setattr(_threads, "_region_costs", {})
+        monkeypatch.setenv(_threads.REGION_ENV, repr(seconds * 1e6))
+    return set_cost
+
+
+@pytest.mark.skipif(not openmp_info.openmp_enabled(), reason="built without OpenMP")
+def test_calls_that_save_less_than_a_region_costs_run_on_one_thread(region_cost_of,
+                                                                    restore_threads):
+    convcore.set_num_threads(2)
+    grain_ok = _threads.GRAIN * 16
+    # one thread would take grain_ok * ELEMENT_SECONDS; two save half of it
+    saved = grain_ok * _threads.ELEMENT_SECONDS / 2
+    region_cost_of(saved / _threads.REGION_MARGIN * 1.01)
+    assert _threads.kernel_threads(grain_ok) == 1
+    region_cost_of(saved / _threads.REGION_MARGIN * 0.99)
+    assert _threads.kernel_threads(grain_ok) == 2
+    region_cost_of(0)
+    assert _threads.kernel_threads(2 * _threads.GRAIN) == 2    # GRAIN alone decides
+    assert _threads.kernel_threads(_threads.GRAIN) == 1
+
+
+@pytest.mark.skipif(not openmp_info.openmp_enabled(), reason="built without OpenMP")
+def test_convolutions_count_their_flops_depthwise_ones_slower(region_cost_of, restore_threads):
+    from convcore.functional._conv_spec import conv_spec
+    convcore.set_num_threads(2)
+    dense = conv_spec((1, 64, 16, 16), (64, 64, 3, 3), np.float32, 1, 1, 1, 1)
+    depthwise = conv_spec((1, 64, 16, 16), (64, 1, 3, 3), np.float32, 1, 1, 1, 64)
+    # a region cost between the two estimates: the depthwise pass (fewer
+    # flops, each slower) and the dense one fall on either side
+    t_dense = dense.flops() * _threads.FLOP_SECONDS / 2 / _threads.REGION_MARGIN
+    t_dw = depthwise.flops() * _threads.DEPTHWISE_FLOP_SECONDS / 2 / _threads.REGION_MARGIN
+    assert t_dw < t_dense
+    region_cost_of((t_dw + t_dense) / 2)
+    assert _threads.conv_threads(dense) == 2
+    assert _threads.conv_threads(depthwise) == 1
+
+
+@pytest.mark.skipif(not openmp_info.openmp_enabled(), reason="built without OpenMP")
+def test_region_cost_is_measured_once_per_thread_count(monkeypatch):
+    monkeypatch.setattr(_threads, "_region_costs", {})
+    monkeypatch.delenv(_threads.REGION_ENV, raising=False)
+    calls = []
+    real = openmp_info.region_seconds
+
+    def counting(threads, repeats, gap):
+        calls.append(threads)
+        return real(threads, repeats, gap)
+    monkeypatch.setattr(openmp_info, "region_seconds", counting)
+    cost = _threads.region_cost(2)
+    assert 0 <= cost < 0.05                       # seconds: a region, not a time slice
+    assert _threads.region_cost(2) == cost and sorted(calls) == [1, 2]
+    times = real(2, 5, 1e-4)
+    assert len(times) == 5 and all(t > 0 for t in times)
+
+
+def test_region_cost_from_the_environment(monkeypatch):
+    monkeypatch.setattr(_threads, "_region_costs", {})
+    monkeypatch.setenv(_threads.REGION_ENV, "40")
+    assert _threads.region_cost(2) == pytest.approx(40e-6)
+    monkeypatch.setattr(_threads, "_region_costs", {})
+    monkeypatch.setenv(_threads.REGION_ENV, "not a number")
+    monkeypatch.setattr(_threads, "_median_region", lambda threads: 1e-6 * threads)
+    assert _threads.region_cost(2) == pytest.approx(1e-6)
