@@ -80,16 +80,17 @@ def share_cores(processes):
 # benchmarks/results/spin_waits.md).
 GRAIN = 1 << 16
 
-# Seconds one thread takes per unit of work, roughly (one core of a recent
-# x86): an element of an element-wise pass, a floating-point operation of a
-# dense convolution or GEMM, of a depthwise one. With the cost of a
-# parallel region on this machine (region_cost) they tell whether a call
-# gains from more threads: with waits that sleep, every region pays the
-# wake-up of a sleeping thread, and in a virtual machine that is tens of
-# microseconds (benchmarks/results/spin_waits.md).
-ELEMENT_SECONDS = 0.25e-9
+# Seconds one thread takes per floating-point operation of a convolution
+# or GEMM, roughly (one core of a recent x86; a depthwise convolution's run
+# slower). With the cost of a parallel region on this machine
+# (region_cost) they tell whether a call gains from more threads: with
+# waits that sleep, every region pays the wake-up of a sleeping thread, and
+# in a virtual machine that is tens of microseconds
+# (benchmarks/results/spin_waits.md). Element-wise passes keep GRAIN alone:
+# their time per element varies too much by kernel (one pass of ReLU, three
+# of batch norm, five arrays of an optimizer step) for one number.
 FLOP_SECONDS = 0.015e-9
-DEPTHWISE_FLOP_SECONDS = 0.04e-9
+DEPTHWISE_FLOP_SECONDS = 0.06e-9
 
 # CONVCORE_REGION_US: the cost of a parallel region in microseconds, used
 # as is instead of measuring it (0: only GRAIN decides, as before).
@@ -124,13 +125,13 @@ def _median_region(threads, repeats=21, gap=200e-6):
     return times[len(times) // 2]
 
 
-def kernel_threads(work=None, seconds_per_unit=ELEMENT_SECONDS):
+def kernel_threads(work=None, seconds_per_unit=None):
     """Threads for one kernel call's prange loops: convcore's thread count,
-    fewer when `work` (approximate operations, each taking about
-    seconds_per_unit on one thread) is too small to share out, and 1 when
-    the kernels were built without OpenMP. Too small: under GRAIN units a
-    thread, or less time saved by the threads than a parallel region costs
-    on this machine (region_cost)."""
+    fewer when `work` (approximate operations) is too small to share out,
+    and 1 when the kernels were built without OpenMP. Too small: under
+    GRAIN units a thread, or, given seconds_per_unit (one thread's time per
+    unit of work), less time saved by the threads than REGION_MARGIN times
+    what a parallel region costs on this machine (region_cost)."""
     if not _OPENMP:
         return 1
     n = _num_threads or get_num_threads()
@@ -139,16 +140,17 @@ def kernel_threads(work=None, seconds_per_unit=ELEMENT_SECONDS):
     if n > 1 and _fork.in_forked_child():  # libgomp would hang: see _fork
         _fork.warn_single_threaded()
         return 1
-    if (n > 1 and work is not None
+    if (n > 1 and work is not None and seconds_per_unit is not None
             and work * seconds_per_unit * (1 - 1 / n) <= REGION_MARGIN * region_cost(n)):
         return 1
     return n
 
 
-def conv_threads(spec):
-    """kernel_threads for one convolution pass of a ConvSpec."""
+def conv_threads(spec, backward=False):
+    """kernel_threads for a convolution of a ConvSpec: its forward, or its
+    backward (input and weight gradients: twice the forward's work)."""
     depthwise = spec.Cg == 1 and spec.groups > 1
-    return kernel_threads(spec.flops(),
+    return kernel_threads(spec.flops() * (2 if backward else 1),
                           DEPTHWISE_FLOP_SECONDS if depthwise else FLOP_SECONDS)
 
 

@@ -26,7 +26,7 @@ class DirectConv(ConvAlgorithm):
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
                  weight_version=None):
-        nt = conv_threads(spec)
+        nt = conv_threads(spec, True)
         kernels = conv_depthwise if self._depthwise(spec) else conv_direct
         if need_x:
             kernels.backward_data(grad_y, w, grad_x, spec.params, nt)
@@ -35,5 +35,5 @@ class DirectConv(ConvAlgorithm):
 
     def scratch_bytes(self, spec, backward):
         kernels = conv_depthwise if self._depthwise(spec) else conv_direct
-        return kernels.scratch_bytes(spec.params, conv_threads(spec), backward,
+        return kernels.scratch_bytes(spec.params, conv_threads(spec, backward), backward,
                                      spec.dtype.itemsize)

@@ -23,7 +23,7 @@ class Im2colConv(ConvAlgorithm):
     SMALL_GEMM_ARCHS = ("SkylakeX", "Cooperlake", "SapphireRapids")
 
     def scratch_bytes(self, spec, backward):
-        return conv_gemm.scratch_bytes(spec.params, conv_threads(spec), backward,
+        return conv_gemm.scratch_bytes(spec.params, conv_threads(spec, backward), backward,
                                        spec.dtype.itemsize, _blas_has_small_gemm())
 
     def forward(self, x, w, bias, y, spec, weight_version=None):
@@ -35,7 +35,7 @@ class Im2colConv(ConvAlgorithm):
                  weight_version=None):
         with _threads.blas_single():
             conv_gemm.backward(grad_y, x, w, grad_x, grad_w, need_x, need_w, spec.params,
-                               conv_threads(spec))
+                               conv_threads(spec, True))
 
 
 @functools.cache

@@ -78,7 +78,7 @@ class WinogradConv(ConvAlgorithm):
     def scratch_bytes(self, spec, backward):
         def elements(pass_name):
             return winograd.plan(self._tile(spec), pass_name, spec.params,
-                                 conv_threads(spec))["scratch_elements"]
+                                 conv_threads(spec, backward))["scratch_elements"]
         if not backward:
             return elements("forward") * spec.dtype.itemsize
         # Backward-data and the weight gradient run one after the other.
@@ -115,7 +115,7 @@ class WinogradConv(ConvAlgorithm):
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
                  weight_version=None):
         im2col = _REGISTRY["im2col"]
-        tile, nt = self._tile(spec), conv_threads(spec)
+        tile, nt = self._tile(spec), conv_threads(spec, True)
         if need_x:
             # grad_x = full correlation of grad_y with the flipped kernel.
             ok, u = self._derived(w, spec, weight_version, "data")

@@ -392,16 +392,17 @@ def region_cost_of(monkeypatch):
 def test_calls_that_save_less_than_a_region_costs_run_on_one_thread(region_cost_of,
                                                                     restore_threads):
     convcore.set_num_threads(2)
-    grain_ok = _threads.GRAIN * 16
-    # one thread would take grain_ok * ELEMENT_SECONDS; two save half of it
-    saved = grain_ok * _threads.ELEMENT_SECONDS / 2
+    grain_ok, per_unit = _threads.GRAIN * 16, 1e-9
+    # one thread would take grain_ok * per_unit seconds; two save half of it
+    saved = grain_ok * per_unit / 2
     region_cost_of(saved / _threads.REGION_MARGIN * 1.01)
-    assert _threads.kernel_threads(grain_ok) == 1
+    assert _threads.kernel_threads(grain_ok, per_unit) == 1
+    assert _threads.kernel_threads(grain_ok) == 2      # no time per unit: GRAIN alone
     region_cost_of(saved / _threads.REGION_MARGIN * 0.99)
-    assert _threads.kernel_threads(grain_ok) == 2
+    assert _threads.kernel_threads(grain_ok, per_unit) == 2
     region_cost_of(0)
-    assert _threads.kernel_threads(2 * _threads.GRAIN) == 2    # GRAIN alone decides
-    assert _threads.kernel_threads(_threads.GRAIN) == 1
+    assert _threads.kernel_threads(2 * _threads.GRAIN, per_unit) == 2
+    assert _threads.kernel_threads(_threads.GRAIN, per_unit) == 1
 
 
 @pytest.mark.skipif(not openmp_info.openmp_enabled(), reason="built without OpenMP")
@@ -418,6 +419,10 @@ def test_convolutions_count_their_flops_depthwise_ones_slower(region_cost_of, re
     region_cost_of((t_dw + t_dense) / 2)
     assert _threads.conv_threads(dense) == 2
     assert _threads.conv_threads(depthwise) == 1
+    # a backward does twice the forward's work
+    region_cost_of(t_dense * 1.5)
+    assert _threads.conv_threads(dense) == 1
+    assert _threads.conv_threads(dense, backward=True) == 2
 
 
 @pytest.mark.skipif(not openmp_info.openmp_enabled(), reason="built without OpenMP")
