@@ -37,16 +37,21 @@ def build_info():
     }
 
 
+cdef void _empty_region(int num_threads) noexcept nogil:
+    """A parallel region of num_threads threads that does nothing."""
+    cdef int i
+    cdef int[1] sink
+    for i in prange(num_threads, schedule='static', num_threads=num_threads):
+        sink[0] = i
+
+
 def hold_team(int num_threads):
     """Start a team of num_threads in the calling thread's own OpenMP pool
     and return: the team's workers then stay docked in that pool (asleep)
     for as long as the calling thread lives. convcore._runtime.omp_runtime calls it
     from a parked Python thread; see there for why."""
-    cdef int i
-    cdef int[1] sink
     with nogil:
-        for i in prange(num_threads, schedule='static', num_threads=num_threads):
-            sink[0] = i
+        _empty_region(num_threads)
 
 
 def region_seconds(int num_threads, int repeats, double gap):
@@ -56,9 +61,8 @@ def region_seconds(int num_threads, int repeats, double gap):
     minus the one-thread median is what a region costs beyond its work,
     chiefly waking threads that went to sleep during the gap (all zeros
     without OpenMP)."""
-    cdef int r, i
+    cdef int r
     cdef double t0, t1
-    cdef int[1] sink
     times = []
     for r in range(repeats):
         with nogil:
@@ -66,8 +70,7 @@ def region_seconds(int num_threads, int repeats, double gap):
             while omp_get_wtime() - t0 < gap:
                 pass
             t0 = omp_get_wtime()
-            for i in prange(num_threads, schedule='static', num_threads=num_threads):
-                sink[0] = i
+            _empty_region(num_threads)
             t1 = omp_get_wtime()
         times.append(t1 - t0)
     return times

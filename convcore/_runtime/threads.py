@@ -149,9 +149,8 @@ def kernel_threads(work=None, seconds_per_unit=None):
 def conv_threads(spec, backward=False):
     """kernel_threads for a convolution of a ConvSpec: its forward, or its
     backward (input and weight gradients: twice the forward's work)."""
-    depthwise = spec.Cg == 1 and spec.groups > 1
     return kernel_threads(spec.flops() * (2 if backward else 1),
-                          DEPTHWISE_FLOP_SECONDS if depthwise else FLOP_SECONDS)
+                          DEPTHWISE_FLOP_SECONDS if spec.is_depthwise else FLOP_SECONDS)
 
 
 def _get_controller():
