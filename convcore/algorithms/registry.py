@@ -139,7 +139,7 @@ def select_algorithm(spec, weights_reused=False):
     measured = autotune.measured_choice(spec)
     if measured is not None:
         return _REGISTRY[measured]
-    if spec.Cg == 1 and spec.groups > 1:
+    if spec.is_depthwise:
         return _REGISTRY["direct"]
     blocked = (spec.groups == 1 and spec.R * spec.S >= 9
                and conv_direct.vector_width() >= DIRECT_MIN_VECTOR
