@@ -12,17 +12,24 @@ output then costs several times the kernel that writes it.
 `Block(nbytes)` is memory that, when its last user (a
 NumPy array made on it, or a view of that array) is gone, goes back to a
 cache here instead of to the allocator. The next request of the same
-size takes it, its pages already mapped. The cache keeps at most
-`limit()` bytes of idle blocks (set_limit; 0 turns it off), the oldest
-given back first out. Every call runs with the GIL held (allocation by
-convcore.\\_runtime.memory, release from the array's deallocation), which
-serialises them.
+size takes it, its pages already mapped. Kernels take their big scratch
+from the same idle blocks (`take`/`give`, buffer_cache.pxd). The cache
+keeps at most `limit()` bytes of idle blocks (set_limit; 0 turns it off),
+the oldest given back first out. Every call runs with the GIL held
+(allocation by convcore.\\_runtime.memory or a kernel before its nogil
+section, release from the array's deallocation or the kernel's cleanup),
+which serialises them.
 """
 from libc.stdlib cimport free, malloc
 from libc.string cimport memmove
 
 cdef enum:
     MAX_IDLE = 1024           # idle blocks the cache tracks at most
+
+# Below this, NumPy's own small-block cache and glibc's heap already reuse
+# memory without faults: smaller requests bypass the cache.
+MIN_BYTES = 1 << 20
+cdef size_t _min_bytes = MIN_BYTES
 
 
 cdef void* _idle_ptr[MAX_IDLE]
@@ -70,6 +77,26 @@ cdef void _give_back(void* p, size_t size) noexcept:
     _idle_bytes += size
 
 
+cdef void* take(size_t nbytes) except NULL:
+    """nbytes for a kernel's scratch: an idle block of that size, else new
+    memory; give() it back. Kernels whose scratch passes glibc's largest
+    heap block (32 MiB: mmap'ed and unmapped on free) would otherwise
+    fault every page in again on every call."""
+    cdef void* p = _take(nbytes) if nbytes >= _min_bytes else NULL
+    if p == NULL:
+        p = malloc(nbytes if nbytes > 0 else 1)
+        if p == NULL:
+            raise MemoryError(f"convcore: cannot allocate {nbytes} bytes")
+    return p
+
+
+cdef void give(void* p, size_t nbytes) noexcept:
+    if nbytes < _min_bytes:
+        free(p)
+    elif p != NULL:
+        _give_back(p, nbytes)
+
+
 cdef class Block:
     """nbytes of writable memory exposed through the buffer protocol (one
     dimension of bytes); back to the cache when the last reference goes."""
@@ -79,11 +106,7 @@ cdef class Block:
     cdef Py_ssize_t strides[1]
 
     def __cinit__(self, size_t nbytes):
-        self.ptr = _take(nbytes)
-        if self.ptr == NULL:
-            self.ptr = malloc(nbytes if nbytes > 0 else 1)
-            if self.ptr == NULL:
-                raise MemoryError(f"convcore: cannot allocate {nbytes} bytes")
+        self.ptr = take(nbytes)
         self.size = nbytes
         self.shape[0] = <Py_ssize_t> nbytes
         self.strides[0] = 1
@@ -105,9 +128,8 @@ cdef class Block:
         pass
 
     def __dealloc__(self):
-        if self.ptr != NULL:
-            _give_back(self.ptr, self.size)
-            self.ptr = NULL
+        give(self.ptr, self.size)
+        self.ptr = NULL
 
 
 def limit():

@@ -37,7 +37,7 @@ transposed (_backward_item_t).
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdlib cimport malloc, calloc, free
+from convcore._kernels.buffer_cache cimport give, take
 from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm, gemm_split
@@ -265,17 +265,21 @@ cdef inline void _weight_grad_gemm(const floating* gy, Py_ssize_t ldgy,
 
 
 cdef void* _scratch(Py_ssize_t threads, Py_ssize_t size, size_t item) except? NULL:
-    """One column buffer per thread, allocated with the GIL so that failure
+    """One column buffer per thread, taken with the GIL so that failure
     is a MemoryError, never a crash inside the parallel region. 64 bytes
-    more than asked, for _aligned."""
-    cdef void* buf
+    more than asked, for _aligned. Every big scratch of this module comes
+    from convcore's buffer cache (take/give): memory past glibc's largest
+    heap block would be mapped afresh, and its pages faulted in, on every
+    call (weight-gradient partials reach 30 MB on AlexNet's layers)."""
     if size == 0:
         return NULL
-    buf = malloc(threads * size * item + 64)
-    if buf == NULL:
-        raise MemoryError(
-            f"convcore: cannot allocate {threads} x {size} column scratch")
-    return buf
+    return take(threads * size * item + 64)
+
+
+cdef void _release_scratch(void* buf, Py_ssize_t threads, Py_ssize_t size,
+                           size_t item) noexcept:
+    """Back to the cache: a _scratch buffer (NULL when size was 0)."""
+    give(buf, threads * size * item + 64)
 
 
 cdef inline void* _aligned(void* buf) noexcept nogil:
@@ -538,7 +542,7 @@ cdef int _forward_items(const floating[:, :, :, ::1] x, const floating[:, :, :, 
                                        p, item, scratch, num_threads > 1, num_threads,
                                        SPLIT_GEMM)
     finally:
-        free(buf)
+        _release_scratch(buf, q.buffers, colsize, sizeof(floating))
     return 0
 
 
@@ -622,19 +626,16 @@ cdef int _backward_items(const floating[:, :, :, ::1] grad_y,
         return 0
     if need_w:
         # Separate partials even for one chunk (they may be transposed).
-        # malloc, and zeroed below by a write: calloc's pages come mapped to
+        # Not calloc, zeroed below by a write: calloc's pages come mapped to
         # the shared zero page, so the GEMM's first read-then-write of each
         # page is a copy-on-write fault with a TLB shootdown across the
         # threads (measured: 512-channel 7x7 weight gradient at batch 8, 2 threads,
         # 169 -> 55 ms).
-        partials = <floating*> malloc(q.partials * sizeof(floating))
-        if partials == NULL:
-            raise MemoryError(
-                f"convcore: cannot allocate {nchunks} x {wsize} weight-gradient partials")
+        partials = <floating*> take(q.partials * sizeof(floating))
     try:
         scratch = <floating*> _scratch(q.buffers, colsize, sizeof(floating))
     except MemoryError:
-        free(partials)
+        give(partials, q.partials * sizeof(floating))
         raise
     try:
         with nogil:
@@ -674,20 +675,17 @@ cdef int _backward_items(const floating[:, :, :, ::1] grad_y,
             elif need_w:
                 sum_partials(partials, nchunks, wsize, gw, num_threads)
     finally:
-        free(scratch)
-        free(partials)
+        _release_scratch(scratch, q.buffers, colsize, sizeof(floating))
+        give(partials, q.partials * sizeof(floating))
     return 0
 
 
-cdef void* _gathered_scratch(Py_ssize_t images, Py_ssize_t P, Py_ssize_t CRS,
-                            Py_ssize_t Kg, size_t itemsize) except NULL:
-    """The gathered GEMMs' scratch: images * P * (CRS + Kg) elements, the
-    columns (CRS, images*P) and the (Kg, images*P) rows of grad_y or y."""
-    cdef void* buf = malloc(images * P * (CRS + Kg) * itemsize)
-    if buf == NULL:
-        raise MemoryError(f"convcore: cannot allocate {images} x {P * (CRS + Kg)} "
-                          f"elements of gathered columns")
-    return buf
+cdef inline size_t _gathered_bytes(Py_ssize_t images, Py_ssize_t P, Py_ssize_t CRS,
+                                   Py_ssize_t Kg, size_t itemsize) noexcept:
+    """The gathered GEMMs' scratch (take/give): images * P * (CRS + Kg)
+    elements, the columns (CRS, images*P) and the (Kg, images*P) rows of
+    grad_y or y."""
+    return images * P * (CRS + Kg) * itemsize
 
 
 cdef void _gathered_columns(const floating* x, floating* col, const ConvParams* p,
@@ -737,7 +735,7 @@ cdef int _weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
     if P == 0 or N == 0:
         memset(gw, 0, p.K * CRS * sizeof(floating))
         return 0
-    col = <floating*> _gathered_scratch(images, P, CRS, Kg, sizeof(floating))
+    col = <floating*> take(_gathered_bytes(images, P, CRS, Kg, sizeof(floating)))
     gyt = col + images * P * CRS
     try:
         with nogil:
@@ -752,7 +750,7 @@ cdef int _weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
                                gyt, <int> m, col, <int> m, <floating> (0 if b == 0 else 1),
                                gw + g * Kg * CRS, <int> CRS, num_threads)
     finally:
-        free(col)
+        give(col, _gathered_bytes(images, P, CRS, Kg, sizeof(floating)))
     return 0
 
 
@@ -778,7 +776,7 @@ cdef int _forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, 
     cdef const floating* row
     if P == 0 or N == 0:
         return 0
-    col = <floating*> _gathered_scratch(images, P, CRS, Kg, sizeof(floating))
+    col = <floating*> take(_gathered_bytes(images, P, CRS, Kg, sizeof(floating)))
     prod = col + images * P * CRS
     try:
         with nogil:
@@ -799,7 +797,7 @@ cdef int _forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, 
                             for j in range(P):
                                 yk[j] = row[j] + bk
     finally:
-        free(col)
+        give(col, _gathered_bytes(images, P, CRS, Kg, sizeof(floating)))
     return 0
 
 
@@ -827,7 +825,7 @@ cdef int _backward_data_gathered(const floating[:, :, :, ::1] grad_y,
     if P == 0:
         memset(gx, 0, N * p.C * HW * sizeof(floating))
         return 0
-    col = <floating*> _gathered_scratch(images, P, CRS, Kg, sizeof(floating))
+    col = <floating*> take(_gathered_bytes(images, P, CRS, Kg, sizeof(floating)))
     gyt = col + images * P * CRS
     try:
         with nogil:
@@ -845,5 +843,5 @@ cdef int _backward_data_gathered(const floating[:, :, :, ::1] grad_y,
                         col2im_ld(col + (n - n0) * P, m, gx + (n * p.C + g * Cg) * HW,
                                   p, 0, Cg)
     finally:
-        free(col)
+        give(col, _gathered_bytes(images, P, CRS, Kg, sizeof(floating)))
     return 0

@@ -45,6 +45,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.blas cimport gemm
+from convcore._kernels.buffer_cache cimport give, take
 from convcore._kernels.conv_geometry cimport ConvGeometry, check_shapes
 from convcore._kernels.conv_params cimport ConvParams, valid_range
 from convcore._kernels.partials cimport NUM_PARTIALS, sum_partials
@@ -663,20 +664,20 @@ cdef int _check_transformed(const Py_ssize_t* shape, const winograd_tile* t,
                          f"and geometry")
     return 0
 
-cdef void* _alloc(Py_ssize_t elements, size_t itemsize, const Plan* pl) except NULL:
-    """One of the plan's two buffers: the threads' scratch or the weight
-    gradient's gathered V and M. Two allocations, not one: each stays under
-    glibc's largest mmap threshold on big layers, so its pages are reused
-    from call to call instead of faulted in afresh every time."""
-    cdef void* buf = malloc(max(elements, 1) * itemsize)
-    if buf == NULL:
-        raise MemoryError(f"convcore: cannot allocate Winograd scratch ({pl.threads} x "
-                          f"{pl.per_thread} + {pl.gathered} elements)")
-    return buf
+cdef void* _alloc(Py_ssize_t elements, size_t itemsize) except NULL:
+    """One of the plan's two buffers, the threads' scratch or the weight
+    gradient's gathered V and M, from convcore's buffer cache: at 512
+    channels they pass glibc's largest heap block, and fresh memory would
+    fault its pages in on every call. Back with _release."""
+    return take(max(elements, 1) * itemsize)
 
 
-cdef void* _alloc_scratch(const Plan* pl, size_t itemsize) except NULL:
-    return _alloc(pl.threads * pl.per_thread, itemsize, pl)
+cdef void _release(void* buf, Py_ssize_t elements, size_t itemsize) noexcept:
+    give(buf, max(elements, 1) * itemsize)
+
+
+cdef inline Py_ssize_t _scratch_size(const Plan* pl) noexcept nogil:
+    return pl.threads * pl.per_thread
 
 
 cdef bint _run_forward(Plan* pl, const floating* x, const floating* u,
@@ -690,7 +691,7 @@ cdef bint _run_forward(Plan* pl, const floating* x, const floating* u,
     cdef floating* mine
     if pl.total == 0:
         return True
-    scratch = <floating*> _alloc_scratch(pl, sizeof(floating))
+    scratch = <floating*> _alloc(_scratch_size(pl), sizeof(floating))
     try:
         _segments(pl)
         with nogil:
@@ -701,7 +702,7 @@ cdef bint _run_forward(Plan* pl, const floating* x, const floating* u,
                                       mine + points * pl.v_plane,
                                       mine + points * (pl.v_plane + pl.m_plane))
     finally:
-        free(scratch)
+        _release(scratch, _scratch_size(pl), sizeof(floating))
         free(pl.segments)
     return bad == 0
 
@@ -779,11 +780,11 @@ def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
         memset(&du[0, 0, 0], 0, usize * sizeof(floating))
     if pl.total == 0:
         return True
-    gathered = <floating*> _alloc(pl.gathered, sizeof(floating), &pl)
+    gathered = <floating*> _alloc(pl.gathered, sizeof(floating))
     try:
-        scratch = <floating*> _alloc_scratch(&pl, sizeof(floating))
+        scratch = <floating*> _alloc(_scratch_size(&pl), sizeof(floating))
     except MemoryError:
-        free(gathered)
+        _release(gathered, pl.gathered, sizeof(floating))
         raise
     try:
         _segments(&pl)
@@ -795,8 +796,8 @@ def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
                 bad = _weight_grad_gathered(&pl, &x[0, 0, 0, 0], &grad_y[0, 0, 0, 0],
                                             &du[0, 0, 0], scratch, gathered)
     finally:
-        free(scratch)
-        free(gathered)
+        _release(scratch, _scratch_size(&pl), sizeof(floating))
+        _release(gathered, pl.gathered, sizeof(floating))
         free(pl.segments)
     return bad == 0
 

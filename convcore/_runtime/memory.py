@@ -15,9 +15,7 @@ import numpy as np
 
 from convcore._kernels import buffer_cache
 
-# Below this, NumPy's own small-block cache and glibc's heap already reuse
-# memory without faults.
-MIN_BYTES = 1 << 20
+MIN_BYTES = buffer_cache.MIN_BYTES  # smaller arrays: plain np.empty
 DEFAULT_LIMIT_MB = 1024
 
 

@@ -7,6 +7,7 @@ import weakref
 import numpy as np
 
 from convcore._kernels import winograd
+from convcore._runtime import memory
 from convcore._runtime import threads as _threads
 from convcore._runtime.threads import conv_threads, kernel_threads
 from convcore.algorithms.base import _REGISTRY, ConvAlgorithm
@@ -63,7 +64,7 @@ class WinogradConv(ConvAlgorithm):
     @staticmethod
     def _transform(w, tile):
         """(K, Cg, 3, 3) -> U (points, K, Cg), U[alpha*i+j] = (G w G^T)[i, j]."""
-        u = np.empty((winograd.points(tile), w.shape[0], w.shape[1]), dtype=w.dtype)
+        u = memory.empty((winograd.points(tile), w.shape[0], w.shape[1]), w.dtype)
         winograd.transform_weights(np.ascontiguousarray(w), u, tile, kernel_threads(u.size))
         return u
 
@@ -127,7 +128,7 @@ class WinogradConv(ConvAlgorithm):
         if need_w:
             # The adjoint of the forward: dU = sum over tiles of dM V^T (a
             # GEMM per point), then grad_w = G^T dU G.
-            du = np.empty((winograd.points(tile), spec.K, spec.Cg), dtype=x.dtype)
+            du = memory.empty((winograd.points(tile), spec.K, spec.Cg), x.dtype)
             with _threads.blas_single():
                 ok = winograd.backward_weight(x, grad_y, du, spec.params, tile, nt)
             if ok:

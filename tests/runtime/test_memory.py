@@ -107,6 +107,33 @@ def test_results_from_reused_memory_are_right(cache):
         np.testing.assert_array_equal(got, want)
 
 
+def test_kernel_scratch_is_reused_memory(cache):
+    """Winograd's transformed weights and dU (points x K x C, 37.7 MB at
+    512 channels: past glibc's largest heap block, so fresh memory would
+    fault in on every call) and the kernels' own scratch (column buffers,
+    weight-gradient partials) come from the cache and go back to it: a
+    second round of the same calls takes every block the first gave back
+    and adds none; results made on reused memory are the same bits."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 128, 8, 8)).astype(np.float32)
+    w = (rng.standard_normal((128, 128, 3, 3)) * 0.05).astype(np.float32)
+
+    def run():
+        y = F.conv2d(x, w, None, 1, 1, algorithm="winograd")
+        grads = F.conv2d_backward(y, x, w, 1, 1, algorithm="winograd")[:2]
+        y2 = F.conv2d(x, w, None, 1, 1, algorithm="im2col")
+        grads2 = F.conv2d_backward(y2, x, w, 1, 1, algorithm="im2col")[:2]
+        return [y, *grads, y2, *grads2]
+
+    first = run()
+    blocks, nbytes = buffer_cache.idle()
+    assert nbytes >= 2 * 36 * 128 * 128 * 4          # U of each pass, and dU
+    again = run()
+    assert buffer_cache.idle() == (blocks, nbytes)
+    for got, want in zip(again, first):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_limit_from_the_environment(monkeypatch):
     monkeypatch.setenv("CONVCORE_BUFFER_CACHE_MB", "16")
     assert memory._limit_from_environment() == 16 << 20
