@@ -5,6 +5,7 @@ import math
 from typing import Dict, Tuple
 
 from convcore._kernels import conv_direct
+from convcore._runtime.threads import conv_threads
 from convcore.algorithms import autotune
 from convcore.algorithms.base import _REGISTRY, ConvAlgorithm
 from convcore.algorithms.direct import DirectConv
@@ -69,6 +70,12 @@ DIRECT_WEIGHT_MIN_FILTERS = 16
 # by enough tiles.
 WINOGRAD_OVER_DIRECT_CHANNELS = 32
 WINOGRAD_OVER_DIRECT_WORK = 196608
+# From 256 channels Winograd's GEMMs are big enough from this many 4x4
+# tiles per thread, on images whose pixels fill at least this share of
+# their tiles (a 5x5 image takes 8x8 of tiles, and never paid):
+# benchmarks/results/auto_choice.md.
+WINOGRAD_TILES_PER_THREAD = 32
+WINOGRAD_MIN_TILE_FILL = 0.5
 
 
 def conv_algorithms():
@@ -124,8 +131,10 @@ def select_algorithm(spec, weights_reused=False):
       on the scale min(C/groups, K/groups) * sqrt(OH*OW). With fewer
       channels the transforms outweigh the GEMMs.
       Undilated: from 100, with at least 1024 output pixels in the batch
-      (else the per-call weight transform dominates). From 256 channels
-      also images of at least 14x14 and 1568 pixels in the batch: smaller,
+      (else the per-call weight transform dominates). From 256 channels,
+      at least 32 tiles per thread of the call instead (7x7 images from
+      batch 16 at 2 threads, batch 8 at 1), on images the 4x4 tiles
+      cover at least half (not 5x5 in 8x8 of tiles): fewer, and
       im2col's GEMMs split over the threads (blas.gemm_split) win.
       Dilated: from 400, when each dilation phase of the output (which the
       kernel tiles in place) is at least 8 pixels across; shorter tile
@@ -192,7 +201,8 @@ def _gemm_or_winograd(spec, weights_reused):
         score = channels * math.sqrt(spec.OH * spec.OW)
         pixels = spec.N * spec.OH * spec.OW
         if spec.dilation == (1, 1):
-            tiles = spec.N * ((spec.OH + 3) // 4) * ((spec.OW + 3) // 4)
+            image_tiles = ((spec.OH + 3) // 4) * ((spec.OW + 3) // 4)
+            tiles = spec.N * image_tiles
             # Alone, 256 channels at 14x14 at batch 1 (16 tiles) run faster
             # through Winograd with cached weights; inside ResNet-50, where
             # several such layers' transformed weights take turns in the
@@ -201,7 +211,9 @@ def _gemm_or_winograd(spec, weights_reused):
             if weights_reused and score >= 100 and 8 * tiles >= channels:
                 return _REGISTRY["winograd"]
             if channels >= 256:
-                big = spec.OH * spec.OW >= 196 and pixels >= 1568
+                fill = spec.OH * spec.OW / (16 * image_tiles)
+                big = (tiles >= WINOGRAD_TILES_PER_THREAD * conv_threads(spec)
+                       and fill >= WINOGRAD_MIN_TILE_FILL)
             else:
                 big = pixels >= 1024
             if score >= 100 and big:

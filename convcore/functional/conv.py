@@ -58,18 +58,21 @@ class _Plan:
 
     algo is None until get_algorithm has accepted the name (a call may fail
     on its bias before that); algo_reused likewise, the choice of "auto"
-    when the weights are reused (inference, see select_algorithm). memory_ok
+    when the weights are reused (inference, see select_algorithm); both
+    hold for algo_threads threads ("auto" weighs them) and are chosen
+    again when convcore.set_num_threads changes the count. memory_ok
     holds (algorithm, backward, threads) triples whose
     memory bound passed below the size at which check_allocation consults the
     machine's free memory: below it the verdict depends only on the spec, the
     algorithm and the thread count, so it cannot change."""
 
-    __slots__ = ("spec", "algo", "algo_reused", "memory_ok")
+    __slots__ = ("spec", "algo", "algo_reused", "algo_threads", "memory_ok")
 
     def __init__(self, spec):
         self.spec = spec
         self.algo = None
         self.algo_reused = None
+        self.algo_threads = None
         self.memory_ok = set()
 
 
@@ -140,6 +143,10 @@ def _autotuning():
 def _planned_algorithm(plan, algorithm, fn, outputs, backward, weights_reused=False):
     """The algorithm of the plan, its memory bound checked (each once per
     plan, algorithm and thread count, see _Plan)."""
+    num_threads = get_num_threads()
+    if plan.algo_threads != num_threads:  # "auto" weighs the threads
+        plan.algo = plan.algo_reused = None
+        plan.algo_threads = num_threads
     algo = plan.algo_reused if weights_reused else plan.algo
     tuned = algorithm == "auto" and _autotuning()
     if algo is None or tuned:
@@ -151,7 +158,7 @@ def _planned_algorithm(plan, algorithm, fn, outputs, backward, weights_reused=Fa
             plan.algo_reused = algo
         else:
             plan.algo = algo
-    threads = (algo.name, backward, get_num_threads())
+    threads = (algo.name, backward, num_threads)
     if threads not in plan.memory_ok:
         total = _check_memory(algo, plan.spec, fn, outputs, backward)
         if total <= _validation._QUERY_MEMORY_ABOVE:

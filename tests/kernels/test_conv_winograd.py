@@ -445,21 +445,66 @@ def test_auto_picks_winograd_for_dilated_3x3():
     assert select_algorithm(spec).name == "winograd"
 
 
+def _pick(N, C, S, threads=2):
+    previous = convcore.set_num_threads(threads)
+    try:
+        return select_algorithm(conv_spec((N, C, S, S), (C, C, 3, 3), np.dtype(np.float32),
+                                          1, 1, 1, 1)).name
+    finally:
+        convcore.set_num_threads(previous)
+
+
 def test_auto_needs_pixels_in_the_batch():
     """auto leaves a many-channel layer with few output pixels in the batch
     to im2col (Winograd's per-call weight transform and few tile blocks),
     and takes Winograd once there are enough."""
-    def pick(N, C, S):
-        return select_algorithm(conv_spec((N, C, S, S), (C, C, 3, 3), np.dtype(np.float32),
-                                          1, 1, 1, 1)).name
-    assert pick(8, 512, 7) == "im2col"          # 392 pixels
-    assert pick(32, 512, 7) == "im2col"         # 256+ channels: images too small
-    assert pick(4, 256, 14) == "im2col"         # 784 pixels
-    assert pick(8, 256, 14) == "winograd"       # 1568 pixels of 14x14 images
-    assert pick(4, 512, 28) == "winograd"       # 3136 pixels of 28x28 images
-    assert pick(16, 128, 7) == "im2col"         # 784 at 128 channels
-    assert pick(8, 128, 14) == "winograd"       # 1568
-    assert pick(128, 16, 64) == "winograd"      # 16 channels at 64x64
+    assert _pick(16, 128, 7) == "im2col"        # 784 pixels at 128 channels
+    assert _pick(8, 128, 14) == "winograd"      # 1568
+    assert _pick(128, 16, 64) == "winograd"     # 16 channels at 64x64
+    # From 256 channels: 32 tiles of 4x4 per thread.
+    assert _pick(8, 512, 7) == "im2col"         # 32 tiles
+    assert _pick(16, 512, 7) == "winograd"      # 64 (ResNet-18 layer4, batch 16)
+    assert _pick(16, 256, 7) == "winograd"      # ResNet-50 layer3 at 112x112
+    assert _pick(4, 256, 14) == "winograd"      # 64
+    assert _pick(2, 256, 14) == "im2col"        # 32
+    assert _pick(4, 512, 28) == "winograd"
+    assert _pick(16, 512, 4) == "im2col"        # 16 tiles
+    assert _pick(64, 512, 4) == "winograd"      # 64
+    # ... on images the tiles cover at least half: 5x5 in 8x8 of tiles
+    # never paid, whatever the batch.
+    assert _pick(64, 512, 5) == "im2col"
+    assert _pick(8, 256, 10) == "winograd"      # 10x10 in 12x12, 72 tiles
+
+
+def test_auto_counts_tiles_per_thread():
+    """The tile count that pays for Winograd from 256 channels grows with
+    the threads that share the tiles."""
+    assert _pick(8, 256, 7, threads=1) == "winograd"   # 32 tiles, one thread
+    assert _pick(8, 256, 7, threads=2) == "im2col"
+    assert _pick(16, 256, 7, threads=2) == "winograd"
+    assert _pick(16, 256, 7, threads=4) == "im2col"
+
+
+def test_auto_chooses_again_when_the_threads_change():
+    """conv2d's plan cache keeps auto's choice per thread count: a layer
+    run at 1 thread and then at 2 takes the choice for 2."""
+    from convcore.functional import conv as conv_module
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 256, 7, 7)).astype(np.float32)
+    w = (rng.standard_normal((256, 256, 3, 3)) * 0.05).astype(np.float32)
+    previous = convcore.get_num_threads()
+    try:
+        chosen = {}
+        for threads in (1, 2, 1):
+            convcore.set_num_threads(threads)
+            y = F.conv2d(x, w, padding=1)
+            plan = conv_module._plans[conv_module._plan_key(x, w, 1, 1, 1, 1, "auto")]
+            chosen.setdefault(threads, []).append(plan.algo.name)
+            np.testing.assert_allclose(y, F.conv2d(x, w, padding=1, algorithm="im2col"),
+                                       rtol=1e-4, atol=1e-4)
+        assert chosen == {1: ["winograd", "winograd"], 2: ["im2col"]}
+    finally:
+        convcore.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("tile", TILES)
@@ -486,8 +531,8 @@ def test_auto_with_reused_weights_takes_winograd_from_fewer_tiles():
     def pick(N, C, S, reused):
         return select_algorithm(conv_spec((N, C, S, S), (C, C, 3, 3), np.dtype(np.float32),
                                           1, 1, 1, 1), weights_reused=reused).name
-    assert pick(4, 256, 14, False) == "im2col"
-    assert pick(4, 256, 14, True) == "winograd"      # ResNet-18 layer3 at batch 4
+    assert pick(2, 256, 14, False) == "im2col"
+    assert pick(2, 256, 14, True) == "winograd"      # ResNet-18 layer3 at batch 2
     assert pick(16, 512, 7, True) == "winograd"      # 64 tiles for 512 channels
     assert pick(1, 512, 14, True) == "im2col"        # 16 tiles: too few
     assert pick(1, 256, 14, True) == "im2col"        # 16 tiles (see the rule)
@@ -501,7 +546,7 @@ def test_inference_through_a_layer_uses_the_reused_weights_rule():
     and gradients off; each choice is planned apart, and both agree with
     im2col."""
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((4, 256, 14, 14)).astype(np.float32)
+    x = rng.standard_normal((2, 256, 14, 14)).astype(np.float32)  # 32 tiles
     w = (rng.standard_normal((256, 256, 3, 3)) * 0.05).astype(np.float32)
     ref = F.conv2d(x, w, padding=1, algorithm="im2col")
     train = F.conv2d(x, w, padding=1, weight_version=7)
