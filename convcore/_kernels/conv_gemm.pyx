@@ -270,7 +270,7 @@ cdef void* _scratch(Py_ssize_t threads, Py_ssize_t size, size_t item) except? NU
     more than asked, for _aligned. Every big scratch of this module comes
     from convcore's buffer cache (take/give): memory past glibc's largest
     heap block would be mapped afresh, and its pages faulted in, on every
-    call (weight-gradient partials reach 30 MB on AlexNet's layers)."""
+    call (AlexNet's weight-gradient partials, for one)."""
     if size == 0:
         return NULL
     return take(threads * size * item + 64)
