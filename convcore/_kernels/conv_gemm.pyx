@@ -323,6 +323,11 @@ cdef enum:
     # or 28x28 images lost to a GEMM per image (commit bodies).
     GATHER_MIN_CHANNELS = 128
     GATHER_MAX_PIXELS = 196
+    # From 8x8 outputs a GEMM per image won again on a Zen 4 machine
+    # (commit body), repacking the weights per image, as long as they are
+    # at most this big (a 3x3 512->512 layer's still gather).
+    PER_IMAGE_MIN_PIXELS = 64
+    PER_IMAGE_MAX_WEIGHT_BYTES = 4 << 20
 
 
 cdef struct GemmPlan:
@@ -382,6 +387,7 @@ cdef GemmPlan _plan(const ConvParams* p, int threads, bint backward, bint need_x
     gather_budget: GATHER_BUDGET_ELEMENTS."""
     cdef GemmPlan q
     cdef Py_ssize_t Kg = p.K // p.groups, P = p.OH * p.OW
+    cdef Py_ssize_t CRS = (p.C // p.groups) * p.R * p.S
     # Independent items: (image, group) pairs forward, the fixed image
     # chunks of the weight-gradient partials backward.
     cdef Py_ssize_t chunks = min(p.N, <Py_ssize_t> NUM_PARTIALS)
@@ -391,6 +397,8 @@ cdef GemmPlan _plan(const ConvParams* p, int threads, bint backward, bint need_x
     # one thread (the caller holds it there).
     q.batch_parallel = (chunks if backward else p.N * p.groups) >= threads
     q.gather_images = (p.N >= 2 and Kg >= GATHER_MIN_CHANNELS and P <= GATHER_MAX_PIXELS
+                       and (P < PER_IMAGE_MIN_PIXELS
+                            or p.K * CRS * (4 if single else 8) > PER_IMAGE_MAX_WEIGHT_BYTES)
                        and (need_x or not backward))
     # One GEMM over many images rather than per-image GEMMs into min(N, 8)
     # partial copies of the weights, when those copies would outnumber the

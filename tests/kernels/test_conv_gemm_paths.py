@@ -299,13 +299,21 @@ def test_gathered_forward(shape, dtype, budget, rng, monkeypatch):
 
 
 def test_gathered_forward_rule():
-    def gathers(N, C, K, S):
-        spec = conv_spec((N, C, S, S), (K, C, 3, 3), np.dtype(np.float32), 1, 1, 1, 1)
-        return conv_gemm.plan(spec.params, 2, False, 4)["gather_images"]
-    assert gathers(8, 512, 512, 7) and gathers(8, 64, 128, 14)
+    def gathers(N, C, K, S, R=3, backward=False):
+        spec = conv_spec((N, C, S, S), (K, C, R, R), np.dtype(np.float32), 1, R // 2, 1, 1)
+        return conv_gemm.plan(spec.params, 2, backward, 4)["gather_images"]
+    assert gathers(8, 512, 512, 7) and gathers(8, 64, 128, 7)
     assert not gathers(1, 512, 512, 7)       # one image: nothing to gather
     assert not gathers(8, 64, 64, 7)         # thin weights
     assert not gathers(8, 256, 256, 28)      # big images
+    # From 8x8 outputs, a GEMM per image, unless the weights pass 4 MiB.
+    assert not gathers(8, 64, 128, 14) and not gathers(8, 256, 256, 8)
+    assert not gathers(16, 512, 128, 14, R=1)
+    assert gathers(8, 512, 512, 8) and gathers(4, 512, 512, 14)
+    assert gathers(16, 1024, 256, 7, R=1)    # 7x7 outputs
+    # backward-data follows the same rule
+    assert gathers(8, 512, 512, 8, backward=True)
+    assert not gathers(8, 256, 256, 8, backward=True)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
