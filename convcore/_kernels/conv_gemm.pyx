@@ -444,6 +444,13 @@ cdef void _size(const ConvParams* p, GemmPlan* q, bint backward, bint need_x,
     q.partials = min(p.N, <Py_ssize_t> NUM_PARTIALS) * p.K * CRS if per_image_w else 0
 
 
+cdef inline Py_ssize_t _gathered_elements(Py_ssize_t images, Py_ssize_t P, Py_ssize_t CRS,
+                                          Py_ssize_t Kg) noexcept nogil:
+    """The gathered GEMMs' scratch: the columns (CRS, images*P) and the
+    (Kg, images*P) rows of grad_y or y."""
+    return images * P * (CRS + Kg)
+
+
 cdef Py_ssize_t _scratch_elements(const ConvParams* p, const GemmPlan* q) noexcept nogil:
     """Elements the call allocates at most: the per-image buffers and
     partials, or, when a gathered GEMM runs (after them, once they are
@@ -451,7 +458,7 @@ cdef Py_ssize_t _scratch_elements(const ConvParams* p, const GemmPlan* q) noexce
     cdef Py_ssize_t Kg = p.K // p.groups, CRS = (p.C // p.groups) * p.R * p.S
     cdef Py_ssize_t elements = q.buffers * q.column + q.partials
     if q.gather_images or q.gather_weight_grad:
-        elements = max(elements, q.images * p.OH * p.OW * (CRS + Kg))
+        elements = max(elements, _gathered_elements(q.images, p.OH * p.OW, CRS, Kg))
     return elements
 
 
@@ -688,14 +695,6 @@ cdef int _backward_items(const floating[:, :, :, ::1] grad_y,
     return 0
 
 
-cdef inline size_t _gathered_bytes(Py_ssize_t images, Py_ssize_t P, Py_ssize_t CRS,
-                                   Py_ssize_t Kg, size_t itemsize) noexcept:
-    """The gathered GEMMs' scratch (take/give): images * P * (CRS + Kg)
-    elements, the columns (CRS, images*P) and the (Kg, images*P) rows of
-    grad_y or y."""
-    return images * P * (CRS + Kg) * itemsize
-
-
 cdef void _gathered_columns(const floating* x, floating* col, const ConvParams* p,
                             Py_ssize_t g, Py_ssize_t n0, Py_ssize_t n1,
                             int num_threads) noexcept nogil:
@@ -743,7 +742,7 @@ cdef int _weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
     if P == 0 or N == 0:
         memset(gw, 0, p.K * CRS * sizeof(floating))
         return 0
-    col = <floating*> take(_gathered_bytes(images, P, CRS, Kg, sizeof(floating)))
+    col = <floating*> take(_gathered_elements(images, P, CRS, Kg) * sizeof(floating))
     gyt = col + images * P * CRS
     try:
         with nogil:
@@ -758,7 +757,7 @@ cdef int _weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
                                gyt, <int> m, col, <int> m, <floating> (0 if b == 0 else 1),
                                gw + g * Kg * CRS, <int> CRS, num_threads)
     finally:
-        give(col, _gathered_bytes(images, P, CRS, Kg, sizeof(floating)))
+        give(col, _gathered_elements(images, P, CRS, Kg) * sizeof(floating))
     return 0
 
 
@@ -784,7 +783,7 @@ cdef int _forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, 
     cdef const floating* row
     if P == 0 or N == 0:
         return 0
-    col = <floating*> take(_gathered_bytes(images, P, CRS, Kg, sizeof(floating)))
+    col = <floating*> take(_gathered_elements(images, P, CRS, Kg) * sizeof(floating))
     prod = col + images * P * CRS
     try:
         with nogil:
@@ -805,7 +804,7 @@ cdef int _forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, 
                             for j in range(P):
                                 yk[j] = row[j] + bk
     finally:
-        give(col, _gathered_bytes(images, P, CRS, Kg, sizeof(floating)))
+        give(col, _gathered_elements(images, P, CRS, Kg) * sizeof(floating))
     return 0
 
 
@@ -833,7 +832,7 @@ cdef int _backward_data_gathered(const floating[:, :, :, ::1] grad_y,
     if P == 0:
         memset(gx, 0, N * p.C * HW * sizeof(floating))
         return 0
-    col = <floating*> take(_gathered_bytes(images, P, CRS, Kg, sizeof(floating)))
+    col = <floating*> take(_gathered_elements(images, P, CRS, Kg) * sizeof(floating))
     gyt = col + images * P * CRS
     try:
         with nogil:
@@ -851,5 +850,5 @@ cdef int _backward_data_gathered(const floating[:, :, :, ::1] grad_y,
                         col2im_ld(col + (n - n0) * P, m, gx + (n * p.C + g * Cg) * HW,
                                   p, 0, Cg)
     finally:
-        give(col, _gathered_bytes(images, P, CRS, Kg, sizeof(floating)))
+        give(col, _gathered_elements(images, P, CRS, Kg) * sizeof(floating))
     return 0

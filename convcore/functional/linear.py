@@ -116,8 +116,8 @@ def linear_backward(grad_y: Array, x: Array, weight: Array, bias: bool = True, *
         _matmul(False, False, g2, np.ascontiguousarray(weight), gx)
         gx = gx.reshape(x.shape)
     if weight_grad:
-        # A classifier's weight gradient passes glibc's largest heap block
-        # (VGG's 4096x4608: 75 MB): reused memory, not pages faulted anew.
+        # A classifier's weight gradient can pass glibc's largest heap block
+        # (VGG's 4096x4608, for one): reused memory, not pages faulted anew.
         gw = memory.empty(weight.shape, x.dtype)
         _matmul(True, False, g2, x2, gw)
     gb = g2.sum(axis=0) if bias else None
