@@ -1,13 +1,15 @@
 """im2col against Winograd F(2x2) and F(4x4) on square 3x3 layers (C -> C,
-padding 1), forward and forward+backward with the weight transforms paid
-per call, as in training: the measurements behind the Winograd rows of
-results/auto_choice.md.
+padding 1), pass by pass as training runs them (forward, backward-data,
+weight gradient), the weight transforms paid per call: the measurements
+behind the Winograd rows of results/auto_choice.md and the tile that
+WinogradConv._tile picks per pass.
 
-    python benchmarks/winograd_tiles.py --channels 256 512 --sizes 14 28 --batches 2 4 8
+    python benchmarks/winograd_tiles.py --channels 256 512 --sizes 6 10 14 --batches 8 16
 
-Prints one line per layer: forward / forward+backward ms of each, and
-which is fastest. Medians of --repeats calls on convcore's threads (the
-BLAS held to one, as the algorithms run it). A benchmark, not a test.
+Prints one line per layer: forward / backward-data / weight-gradient ms
+of each, the fastest per pass, and the tiles "winograd" runs. Medians of
+--repeats calls on convcore's threads (the BLAS held to one, as the
+algorithms run it). A benchmark, not a test.
 """
 import argparse
 import time
@@ -22,6 +24,7 @@ from convcore.algorithms.winograd import WinogradConv
 from convcore.functional._conv_spec import conv_spec
 
 TILES = ("winograd_f2", "winograd_f4")
+PASSES = ("forward", "backward_data", "backward_weight")
 
 
 def median_ms(fn, repeats):
@@ -35,7 +38,8 @@ def median_ms(fn, repeats):
 
 
 def tile_passes(x, w, gy, spec, tile, nt):
-    """Forward and backward closures of one tile, transforms included."""
+    """Forward, backward-data and weight-gradient closures of one tile,
+    transforms included."""
     C = w.shape[0]
     y = np.empty(spec.out_shape, x.dtype)
     gx, gw = np.empty_like(x), np.empty_like(w)
@@ -46,15 +50,18 @@ def tile_passes(x, w, gy, spec, tile, nt):
         with threads.blas_single():
             winograd.forward(x, u, bias, y, spec.params, tile, nt)
 
-    def backward():
+    def backward_data():
         u = WinogradConv._transform(WinogradConv._flipped(w, spec), tile)
-        du = np.empty((winograd.points(tile), C, C), x.dtype)
         with threads.blas_single():
             winograd.backward_data(gy, u, gx, spec.params, tile, nt)
+
+    def backward_weight():
+        du = np.empty((winograd.points(tile), C, C), x.dtype)
+        with threads.blas_single():
             winograd.backward_weight(x, gy, du, spec.params, tile, nt)
         winograd.untransform_weight_grad(du, gw, tile, nt)
 
-    return forward, backward
+    return forward, backward_data, backward_weight
 
 
 def main(argv=None):
@@ -74,19 +81,20 @@ def main(argv=None):
                 w = rng.random((C, C, 3, 3), dtype=np.float32) - 0.5
                 spec = conv_spec(x.shape, w.shape, x.dtype, 1, 1, 1, 1, "winograd_tiles")
                 gy = rng.random(spec.out_shape, dtype=np.float32)
-                times = {"im2col": (
-                    median_ms(lambda: F.conv2d(x, w, None, 1, 1, 1, 1, "im2col"), args.repeats),
-                    median_ms(lambda: F.conv2d_backward(gy, x, w, 1, 1, 1, 1, "im2col",
-                                                        bias=False), args.repeats))}
+                times = {"im2col": tuple(median_ms(f, args.repeats) for f in (
+                    lambda: F.conv2d(x, w, None, 1, 1, 1, 1, "im2col"),
+                    lambda: F.conv2d_backward(gy, x, w, 1, 1, 1, 1, "im2col", bias=False,
+                                              weight_grad=False),
+                    lambda: F.conv2d_backward(gy, x, w, 1, 1, 1, 1, "im2col", bias=False,
+                                              input_grad=False)))}
                 for tile in TILES:
-                    fwd, bwd = tile_passes(x, w, gy, spec, tile, args.threads)
-                    times[tile[-2:]] = (median_ms(fwd, args.repeats),
-                                        median_ms(bwd, args.repeats))
-                cells = " ".join(f"{k} {f:.2f}/{f + b:.2f}" for k, (f, b) in times.items())
-                fastest_fwd = min(times, key=lambda k: times[k][0])
-                fastest_train = min(times, key=lambda k: sum(times[k]))
-                print(f"C{C} {S}x{S} N{N}: {cells} | fastest forward {fastest_fwd}, "
-                      f"forward+backward {fastest_train}", flush=True)
+                    times[tile[-2:]] = tuple(median_ms(f, args.repeats)
+                                             for f in tile_passes(x, w, gy, spec, tile, args.threads))
+                cells = " ".join(f"{k} " + "/".join(f"{t:.2f}" for t in v) for k, v in times.items())
+                fastest = "/".join(min(times, key=lambda k: times[k][i]) for i in range(3))
+                chosen = "/".join(WinogradConv._tile(spec, p)[-2:] for p in PASSES)
+                print(f"C{C} {S}x{S} N{N}: {cells} | fastest {fastest} | winograd runs {chosen}",
+                      flush=True)
 
 
 if __name__ == "__main__":

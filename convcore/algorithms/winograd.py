@@ -1,7 +1,7 @@
-"""Winograd convolution for 3x3 kernels at stride 1: F(4x4, 3x3) undilated
-(_kernels.winograd's winograd_f4), F(2x2, 3x3) dilated (winograd_f2),
-and the cache of transformed weights (DerivedWeights) that lets inference
-skip the weight transform while the weights do not change."""
+"""Winograd convolution for 3x3 kernels at stride 1: F(4x4, 3x3)
+(_kernels.winograd's winograd_f4) or F(2x2, 3x3) (winograd_f2), chosen
+per pass, and the cache of transformed weights (DerivedWeights) that lets
+inference skip the weight transform while the weights do not change."""
 import weakref
 
 import numpy as np
@@ -11,6 +11,13 @@ from convcore._runtime import memory
 from convcore._runtime import threads as _threads
 from convcore._runtime.threads import conv_threads, kernel_threads
 from convcore.algorithms.base import _REGISTRY, ConvAlgorithm
+
+
+# F(2x2) runs the forward and backward-data of undilated layers whose
+# output F(4x4)'s tiles would pad to at least this many times the pixels
+# F(2x2)'s tiles pad it to (10x10: 144 against 100; 14x14 and 13x13, 256
+# against 196, stay F(4x4)).
+F2_PADDED_RATIO = 1.4
 
 
 def _winograd_weights_ok(w):
@@ -39,12 +46,12 @@ class WinogradConv(ConvAlgorithm):
     _kernels.winograd, with two tile sizes:
 
     - winograd_f4, F(4x4, 3x3), undilated layers: 36 multiplies per 4x4
-      output tile instead of 144. Faster than F(2x2) forward and for the
-      weight gradient; its float32 error is ~1e-5 of the output's scale
-      (im2col's ~5e-7): the transforms scale by up to 8.
+      output tile instead of 144. Its float32 error is ~1e-5 of the
+      output's scale (im2col's ~5e-7): the transforms scale by up to 8.
     - winograd_f2, F(2x2, 3x3), dilated layers: 16 multiplies per 2x2
       tile instead of 36; each dilation phase of the output is tiled in
-      place (the module's docstring).
+      place (the module's docstring). Also the forward and backward-data
+      of undilated layers whose output 4x4 tiles cover badly (_tile).
     """
 
     name = "winograd"
@@ -57,9 +64,24 @@ class WinogradConv(ConvAlgorithm):
         return True, ""
 
     @staticmethod
-    def _tile(spec):
-        """The tile size for this layer: F(4x4) unless dilated."""
-        return "winograd_f4" if spec.dilation == (1, 1) else "winograd_f2"
+    def _tile(spec, pass_name):
+        """The tile of one pass ("forward", "backward_data" or
+        "backward_weight"): F(2x2) for dilated layers; for undilated ones
+        F(4x4), except the forward and backward-data when F(4x4)'s tiles
+        span F2_PADDED_RATIO times the pixels F(2x2)'s span (5x5, 6x6, 9x9
+        or 10x10 outputs): there the 2x2 tiles ran faster, wasting less
+        and giving their GEMMs four times the tiles. The weight gradient
+        keeps F(4x4), which won it or tied there (measurements in the
+        commit body; benchmarks/winograd_tiles.py)."""
+        if spec.dilation != (1, 1):
+            return "winograd_f2"
+        if pass_name == "backward_weight":
+            return "winograd_f4"
+        # The pass's output: y for the forward, grad_x for backward-data.
+        oh, ow = (spec.OH, spec.OW) if pass_name == "forward" else (spec.H, spec.W)
+        f4_pixels = 16 * ((oh + 3) // 4) * ((ow + 3) // 4)
+        f2_pixels = 4 * ((oh + 1) // 2) * ((ow + 1) // 2)
+        return "winograd_f2" if f4_pixels >= F2_PADDED_RATIO * f2_pixels else "winograd_f4"
 
     @staticmethod
     def _transform(w, tile):
@@ -78,7 +100,7 @@ class WinogradConv(ConvAlgorithm):
 
     def scratch_bytes(self, spec, backward):
         def elements(pass_name):
-            return winograd.plan(self._tile(spec), pass_name, spec.params,
+            return winograd.plan(self._tile(spec, pass_name), pass_name, spec.params,
                                  conv_threads(spec, backward))["scratch_elements"]
         if not backward:
             return elements("forward") * spec.dtype.itemsize
@@ -94,7 +116,7 @@ class WinogradConv(ConvAlgorithm):
     def _derived(self, w, spec, weight_version, what):
         """(weights_ok, U) for the forward ("forward") or backward-data
         ("data", the flipped kernel), reused while w is unchanged."""
-        tile = self._tile(spec)
+        tile = self._tile(spec, "forward" if what == "forward" else "backward_data")
 
         def make():
             if not _winograd_weights_ok(w):
@@ -108,26 +130,28 @@ class WinogradConv(ConvAlgorithm):
         ok, u = self._derived(w, spec, weight_version, "forward")
         if ok:
             with _threads.blas_single():
-                ok = winograd.forward(x, u, bias, y, spec.params, self._tile(spec),
-                                      conv_threads(spec))
+                ok = winograd.forward(x, u, bias, y, spec.params,
+                                      self._tile(spec, "forward"), conv_threads(spec))
         if not ok:  # weights or images Winograd leaves to im2col
             _REGISTRY["im2col"].forward(x, w, bias, y, spec)
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
                  weight_version=None):
         im2col = _REGISTRY["im2col"]
-        tile, nt = self._tile(spec), conv_threads(spec, True)
+        nt = conv_threads(spec, True)
         if need_x:
             # grad_x = full correlation of grad_y with the flipped kernel.
             ok, u = self._derived(w, spec, weight_version, "data")
             if ok:
                 with _threads.blas_single():
-                    ok = winograd.backward_data(grad_y, u, grad_x, spec.params, tile, nt)
+                    ok = winograd.backward_data(grad_y, u, grad_x, spec.params,
+                                                self._tile(spec, "backward_data"), nt)
             if not ok:
                 im2col.backward(grad_y, x, w, grad_x, grad_w, True, False, spec)
         if need_w:
             # The adjoint of the forward: dU = sum over tiles of dM V^T (a
             # GEMM per point), then grad_w = G^T dU G.
+            tile = self._tile(spec, "backward_weight")
             du = memory.empty((winograd.points(tile), spec.K, spec.Cg), x.dtype)
             with _threads.blas_single():
                 ok = winograd.backward_weight(x, grad_y, du, spec.params, tile, nt)

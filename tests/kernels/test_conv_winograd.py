@@ -131,14 +131,10 @@ def test_kernel_passes_match_reference(case, dtype, tile):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_through_conv2d_all_passes(case, dtype):
-    """conv2d / conv2d_backward with algorithm="winograd": F(4x4) for
-    undilated layers, F(2x2) for dilated ones; each gradient alone takes
-    the same path."""
+    """conv2d / conv2d_backward with algorithm="winograd", each pass on
+    its own tile (test_tile_per_pass); each gradient alone takes the same
+    path."""
     x, w, b, geom = _arrays(case, dtype, seed=len(_id(case)))
-    spec = conv_spec(x.shape, w.shape, x.dtype, 1, geom["padding"], geom["dilation"],
-                     geom["groups"], "test")
-    assert WinogradConv._tile(spec) == ("winograd_f4" if spec.dilation == (1, 1)
-                                        else "winograd_f2")
     y_ref = conv2d_ref(x, w, b, **geom)
     gy = np.random.default_rng(1).standard_normal(y_ref.shape).astype(dtype)
     gx_ref, gw_ref, gb_ref = conv2d_backward_ref(gy, x, w, **geom)
@@ -355,6 +351,50 @@ def test_weight_gradient_in_output_blocks(tile, groups, rng):
         np.testing.assert_allclose(gw, gw_ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("shape, padding, dilation, tiles", [
+    # (N, C, H, W): the tiles of forward, backward-data, weight gradient
+    ((2, 8, 16, 16), 1, 1, ("f4", "f4", "f4")),   # 4x4 tiles cover the image
+    # pixels the 4x4 tiles span against the 2x2 tiles':
+    ((2, 8, 14, 14), 1, 1, ("f4", "f4", "f4")),   # 256 / 196
+    ((2, 8, 13, 13), 1, 1, ("f4", "f4", "f4")),   # 256 / 196
+    ((2, 8, 7, 7), 1, 1, ("f4", "f4", "f4")),     # 64 / 64
+    ((2, 8, 10, 10), 1, 1, ("f2", "f2", "f4")),   # 144 / 100
+    ((2, 8, 6, 6), 1, 1, ("f2", "f2", "f4")),     # 64 / 36
+    ((2, 8, 10, 16), 1, 1, ("f4", "f4", "f4")),   # 192 / 160
+    ((2, 8, 12, 12), 0, 1, ("f2", "f4", "f4")),   # y 10x10, grad_x 12x12
+    ((2, 8, 16, 16), 2, 2, ("f2", "f2", "f2")),   # dilated: F(2x2) throughout
+])
+def test_tile_per_pass(shape, padding, dilation, tiles):
+    """Undilated layers run F(4x4) unless its tiles span 1.4 times the
+    pixels of F(2x2)'s over the pass's output (y forward, grad_x
+    backward-data); then the forward and backward-data run F(2x2). The
+    weight gradient keeps F(4x4); dilated layers run F(2x2)."""
+    spec = conv_spec(shape, (8, 8, 3, 3), np.dtype(np.float32), 1, padding, dilation, 1, "t")
+    got = tuple(WinogradConv._tile(spec, p)[-2:]
+                for p in ("forward", "backward_data", "backward_weight"))
+    assert got == tiles
+
+
+def test_mixed_tiles_through_the_weight_cache():
+    """A forward on F(2x2) (10x10 output) and a backward-data on F(4x4)
+    (12x12 grad_x) keep their transformed weights apart in the cache: the
+    second round, from the cache, still gives im2col's results."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 8, 10, 10)).astype(np.float32)
+    ref_y = F.conv2d(x, w, None, 1, 0, algorithm="im2col")
+    ref_gx, ref_gw, _ = F.conv2d_backward(gy, x, w, 1, 0, algorithm="im2col", bias=False)
+    spec = conv_spec(x.shape, w.shape, x.dtype, 1, 0, 1, 1, "t")
+    W = WinogradConv()
+    y, gx, gw = np.empty_like(ref_y), np.empty_like(x), np.empty_like(w)
+    for _ in range(2):  # the second round from the cache
+        W.forward(x, w, None, y, spec, weight_version=7)
+        W.backward(gy, x, w, gx, gw, True, True, spec, weight_version=7)
+        for got, ref in ((y, ref_y), (gx, ref_gx), (gw, ref_gw)):
+            np.testing.assert_allclose(got, ref, rtol=2e-4, atol=2e-4 * np.abs(ref).max())
+
+
 def _plan(tile, pass_name, spec):
     return winograd.plan(tile, pass_name, spec.params, kernel_threads(spec.flops()))
 
@@ -366,13 +406,13 @@ def test_scratch_bytes_is_the_plans():
     for N, C, K, S, d in ((2, 3, 4, 1, 1), (8, 16, 16, 32, 1), (4, 64, 128, 7, 1),
                           (8, 512, 512, 14, 1), (4, 32, 32, 20, 2)):
         spec = conv_spec((N, C, S, S), (K, C, 3, 3), np.dtype(np.float32), 1, d, d, 1)
-        tile = W._tile(spec)
-        fwd = _plan(tile, "forward", spec)
-        assert 1 <= fwd["threads"] <= convcore.get_num_threads()
-        assert W.scratch_bytes(spec, False) == 4 * fwd["scratch_elements"]
+        plans = {p: _plan(W._tile(spec, p), p, spec)
+                 for p in ("forward", "backward_data", "backward_weight")}
+        assert 1 <= plans["forward"]["threads"] <= convcore.get_num_threads()
+        assert W.scratch_bytes(spec, False) == 4 * plans["forward"]["scratch_elements"]
         assert W.scratch_bytes(spec, True) == 4 * max(
-            _plan(tile, "backward_data", spec)["scratch_elements"],
-            _plan(tile, "backward_weight", spec)["scratch_elements"])
+            plans["backward_data"]["scratch_elements"],
+            plans["backward_weight"]["scratch_elements"])
 
 
 def test_dilated_scratch_is_the_kernels_only():
