@@ -76,6 +76,14 @@ WINOGRAD_OVER_DIRECT_WORK = 196608
 # benchmarks/results/auto_choice.md.
 WINOGRAD_TILES_PER_THREAD = 32
 WINOGRAD_MIN_TILE_FILL = 0.5
+# Strided layers go to Winograd (over their input's stride phases) only
+# when the kernel fills at least this share of the 3x3 phase kernels'
+# taps (AlexNet's 11x11 stride 4: 121 of 144; 5x5 stride 2, 25 of 36,
+# lost most passes to im2col), with at least this many phase channels and
+# filters (AlexNet's 48 and 64-96 won every pass from batch 8; 48 into 32
+# filters lost its forward).
+WINOGRAD_MIN_PHASE_TAPS = 0.8
+WINOGRAD_MIN_PHASE_CHANNELS = 48
 
 
 def conv_algorithms():
@@ -139,6 +147,12 @@ def select_algorithm(spec, weights_reused=False):
       Dilated: from 400, when each dilation phase of the output (which the
       kernel tiles in place) is at least 8 pixels across; shorter tile
       rows lose.
+    - strided, undilated kernels spanning 3 taps per stride phase (11x11
+      at stride 4, 9x9 at stride 3): Winograd, by the stride-1 rule above
+      applied to the 3x3 convolution over the input's stride phases, when
+      the kernel fills at least 80% of its taps (not 5x5 at stride 2,
+      25 of 36) and that convolution has at least 48 channels in and out
+      (AlexNet's conv1: 3 x 16 phases, 64 or 96 filters).
     - everything else: im2col + GEMM, which runs near the BLAS's speed
       once Cg*R*S and K/groups are a few dozen.
 
@@ -196,8 +210,19 @@ def _per_pass(forward, data, weight):
 def _gemm_or_winograd(spec, weights_reused):
     """The rule between im2col and Winograd (select_algorithm's second and
     third cases)."""
+    if not _REGISTRY["winograd"].supports(spec)[0]:
+        return _REGISTRY["im2col"]
+    if spec.stride != (1, 1):
+        # Winograd runs a 3x3 stride-1 convolution over the input's stride
+        # phases (C * stride^2 channels), whose kernel pads R x S to
+        # 3*stride square: weighed as that one, where little of it is
+        # padding.
+        taps = spec.R * spec.S / (9 * spec.stride[0] * spec.stride[1])
+        spec = WinogradConv._run_spec(spec)
+        if taps < WINOGRAD_MIN_PHASE_TAPS or min(spec.Cg, spec.Kg) < WINOGRAD_MIN_PHASE_CHANNELS:
+            return _REGISTRY["im2col"]
     channels = min(spec.Cg, spec.Kg)
-    if channels >= 8 and _REGISTRY["winograd"].supports(spec)[0]:
+    if channels >= 8:
         score = channels * math.sqrt(spec.OH * spec.OW)
         pixels = spec.N * spec.OH * spec.OW
         if spec.dilation == (1, 1):

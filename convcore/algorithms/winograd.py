@@ -10,6 +10,7 @@ from convcore._kernels import winograd
 from convcore._runtime import memory
 from convcore._runtime import threads as _threads
 from convcore._runtime.threads import conv_threads, kernel_threads
+from convcore.algorithms import phases
 from convcore.algorithms.base import _REGISTRY, ConvAlgorithm
 
 
@@ -42,8 +43,15 @@ class WinogradConv(ConvAlgorithm):
     the channels per point of the transformed tile. Forward; backward-data
     (the same transform on grad_y with the flipped kernel); weight gradient
     (the adjoint of the forward's GEMMs). Any padding and dilation, in
-    place (no path copies the input). One kernel module,
-    _kernels.winograd, with two tile sizes:
+    place (no path copies the input).
+
+    Strided, undilated layers whose kernel spans three taps of each stride
+    phase (ceil(R/stride) == 3: 11x11 at stride 4, 5x5 at stride 2) run
+    as the 3x3 stride-1 convolution over their input's stride phases
+    (convcore.algorithms.phases), one copy of the input; the kernel's taps
+    past R, S are zeros (AlexNet's conv1: 144 taps for 121).
+
+    One kernel module, _kernels.winograd, with two tile sizes:
 
     - winograd_f4, F(4x4, 3x3), undilated layers: 36 multiplies per 4x4
       output tile instead of 144. Its float32 error is ~1e-5 of the
@@ -57,11 +65,25 @@ class WinogradConv(ConvAlgorithm):
     name = "winograd"
 
     def supports(self, spec):
-        if (spec.R, spec.S) != (3, 3):
-            return False, f"needs a 3x3 kernel, got {spec.R}x{spec.S}"
-        if spec.stride != (1, 1):
-            return False, f"needs stride 1, got stride={spec.stride}"
+        if spec.stride == (1, 1):
+            if (spec.R, spec.S) != (3, 3):
+                return False, f"needs a 3x3 kernel, got {spec.R}x{spec.S}"
+            return True, ""
+        if phases.phase_kernel(spec) != (3, 3):
+            return False, (f"needs stride 1, got stride={spec.stride} with a "
+                           f"{spec.R}x{spec.S} kernel (strided kernels must span 3 "
+                           f"taps of each stride phase: 5x5 or 6x6 at stride 2, "
+                           f"9x9 to 12x12 at stride 4)")
+        if spec.dilation != (1, 1):
+            return False, (f"needs dilation 1 at stride {spec.stride}, got "
+                           f"dilation={spec.dilation}")
         return True, ""
+
+    @staticmethod
+    def _run_spec(spec):
+        """The stride-1 spec the kernels run: spec, or that over the
+        input's stride phases."""
+        return spec if spec.stride == (1, 1) else phases.phase_spec(spec)
 
     @staticmethod
     def _tile(spec, pass_name):
@@ -99,14 +121,18 @@ class WinogradConv(ConvAlgorithm):
                                     .reshape(spec.C, Kg, 3, 3)[:, :, ::-1, ::-1])
 
     def scratch_bytes(self, spec, backward):
+        run = self._run_spec(spec)
+
         def elements(pass_name):
-            return winograd.plan(self._tile(spec, pass_name), pass_name, spec.params,
-                                 conv_threads(spec, backward))["scratch_elements"]
+            return winograd.plan(self._tile(run, pass_name), pass_name, run.params,
+                                 conv_threads(run, backward))["scratch_elements"]
+        # Strided layers: the input's phases (or their gradient) besides.
+        phased = 0 if run is spec else run.N * run.C * run.H * run.W
         if not backward:
-            return elements("forward") * spec.dtype.itemsize
+            return (elements("forward") + phased) * spec.dtype.itemsize
         # Backward-data and the weight gradient run one after the other.
-        return max(elements("backward_data"),
-                   elements("backward_weight")) * spec.dtype.itemsize
+        return (max(elements("backward_data"), elements("backward_weight"))
+                + phased) * spec.dtype.itemsize
 
     # Non-finite values go through im2col, whose result is PyTorch's: the
     # weights are checked before (_winograd_weights_ok), the images by the
@@ -116,47 +142,62 @@ class WinogradConv(ConvAlgorithm):
     def _derived(self, w, spec, weight_version, what):
         """(weights_ok, U) for the forward ("forward") or backward-data
         ("data", the flipped kernel), reused while w is unchanged."""
-        tile = self._tile(spec, "forward" if what == "forward" else "backward_data")
+        run = self._run_spec(spec)
+        tile = self._tile(run, "forward" if what == "forward" else "backward_data")
 
         def make():
             if not _winograd_weights_ok(w):
                 return False, None
-            return True, self._transform(w if what == "forward" else self._flipped(w, spec),
-                                         tile)
+            kernel = w if run is spec else phases.phase_weights(w, spec)
+            return True, self._transform(
+                kernel if what == "forward" else self._flipped(kernel, run), tile)
 
-        return DERIVED.get(w, weight_version, (tile, what, spec.groups), make)
+        return DERIVED.get(w, weight_version, (tile, what, spec.groups, spec.stride), make)
 
     def forward(self, x, w, bias, y, spec, weight_version=None):
+        run = self._run_spec(spec)
         ok, u = self._derived(w, spec, weight_version, "forward")
         if ok:
+            xr = x if run is spec else phases.phase_input(x, spec, run)
             with _threads.blas_single():
-                ok = winograd.forward(x, u, bias, y, spec.params,
-                                      self._tile(spec, "forward"), conv_threads(spec))
+                ok = winograd.forward(xr, u, bias, y, run.params,
+                                      self._tile(run, "forward"), conv_threads(run))
         if not ok:  # weights or images Winograd leaves to im2col
             _REGISTRY["im2col"].forward(x, w, bias, y, spec)
 
     def backward(self, grad_y, x, w, grad_x, grad_w, need_x, need_w, spec,
                  weight_version=None):
         im2col = _REGISTRY["im2col"]
-        nt = conv_threads(spec, True)
+        run = self._run_spec(spec)
+        nt = conv_threads(run, True)
         if need_x:
             # grad_x = full correlation of grad_y with the flipped kernel.
             ok, u = self._derived(w, spec, weight_version, "data")
             if ok:
+                gx = grad_x if run is spec else memory.empty((run.N, run.C, run.H, run.W),
+                                                             grad_x.dtype)
                 with _threads.blas_single():
-                    ok = winograd.backward_data(grad_y, u, grad_x, spec.params,
-                                                self._tile(spec, "backward_data"), nt)
+                    ok = winograd.backward_data(grad_y, u, gx, run.params,
+                                                self._tile(run, "backward_data"), nt)
+                if ok and run is not spec:
+                    phases.input_grad(gx, spec, run, grad_x)
+                del gx
             if not ok:
                 im2col.backward(grad_y, x, w, grad_x, grad_w, True, False, spec)
         if need_w:
             # The adjoint of the forward: dU = sum over tiles of dM V^T (a
             # GEMM per point), then grad_w = G^T dU G.
-            tile = self._tile(spec, "backward_weight")
-            du = memory.empty((winograd.points(tile), spec.K, spec.Cg), x.dtype)
+            tile = self._tile(run, "backward_weight")
+            du = memory.empty((winograd.points(tile), run.K, run.Cg), x.dtype)
+            xr = x if run is spec else phases.phase_input(x, spec, run)
             with _threads.blas_single():
-                ok = winograd.backward_weight(x, grad_y, du, spec.params, tile, nt)
+                ok = winograd.backward_weight(xr, grad_y, du, run.params, tile, nt)
+            del xr
             if ok:
-                winograd.untransform_weight_grad(du, grad_w, tile, kernel_threads(du.size))
+                gw = grad_w if run is spec else np.empty((run.K, run.Cg, 3, 3), grad_w.dtype)
+                winograd.untransform_weight_grad(du, gw, tile, kernel_threads(du.size))
+                if run is not spec:
+                    phases.weight_grad(gw, spec, grad_w)
             else:
                 im2col.backward(grad_y, x, w, grad_x, grad_w, False, True, spec)
 
