@@ -28,7 +28,7 @@ from convcore._kernels import batchnorm as _bn
 from convcore._runtime import memory
 from convcore._runtime.threads import kernel_threads
 from convcore.utils.layout import (
-    CHANNELS_FIRST, check_data_format, from_channels_first,
+    CHANNELS_FIRST, as_ncs, check_data_format, from_channels_first,
     refuse_other_layout, to_channels_first)
 from convcore.utils.validation import check_allocation, check_flag
 from convcore.utils.validation import as_float_array
@@ -44,11 +44,6 @@ def _checked_input(x, fn, name="input"):
         raise ValueError(f"{fn}: {name} of shape {x.shape} has an empty channel "
                          "or spatial dimension")
     return x
-
-
-def _as_ncs(x):
-    """(N, C, ...) -> a (N, C, S) view (x is contiguous)."""
-    return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:])))
 
 
 def _channel_vector(v, name, x, fn):
@@ -218,7 +213,7 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training,
         raise ValueError(f"{fn}: expected more than 1 value per channel when "
                          f"training, got input of shape {x.shape}")
     nt = kernel_threads(x.size)
-    xs = _as_ncs(x)
+    xs = as_ncs(x)
     if training:
         mean = np.empty(C)
         var = np.empty(C)
@@ -232,10 +227,10 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training,
     check_allocation(fn, (x.shape, x.dtype))
     y = memory.empty(x.shape, x.dtype)
     if count:  # an empty batch (eval only) has nothing to normalise
-        rs = _EMPTY[x.dtype] if residual is None else _as_ncs(residual)
+        rs = _EMPTY[x.dtype] if residual is None else as_ncs(residual)
         # relu is False, or the fused ReLU's cap (+inf: plain ReLU).
         lower, upper = (-math.inf, math.inf) if relu is False else (0.0, relu)
-        _bn.normalize(xs, mean, scale, shift, rs, _as_ncs(y), nt, lower, upper)
+        _bn.normalize(xs, mean, scale, shift, rs, as_ncs(y), nt, lower, upper)
     if training:
         # Unbiased variance in the running estimate, biased above: torch's rule.
         # Computed in float64, then stored in the arrays' own dtype.
@@ -364,9 +359,9 @@ def _batch_norm_backward(fn, grad_y, y, x, mean, invstd, weight, training,
         gx[...] = 0
         gm[...] = 0
     else:
-        xs, gys, gms = _as_ncs(x), _as_ncs(grad_y), _as_ncs(gm)
+        xs, gys, gms = as_ncs(x), as_ncs(grad_y), as_ncs(gm)
         if relu is not False:
-            _bn.relu_grad_sums(gys, _as_ncs(y), xs, mean, gms, sum_g, sum_gd, nt, relu)
+            _bn.relu_grad_sums(gys, as_ncs(y), xs, mean, gms, sum_g, sum_gd, nt, relu)
         else:
             _bn.grad_sums(gys, xs, mean, sum_g, sum_gd, nt)
         a = invstd if w is None else invstd * w
@@ -378,7 +373,7 @@ def _batch_norm_backward(fn, grad_y, y, x, mean, invstd, weight, training,
             b = np.zeros(C)
             d = np.zeros(C)
         # gx may be gm itself: each element is read, then written, in place.
-        _bn.input_grad(gms, xs, mean, a, b, d, _as_ncs(gx), nt)
+        _bn.input_grad(gms, xs, mean, a, b, d, as_ncs(gx), nt)
     gw = (sum_gd * invstd).astype(x.dtype) if w is not None else None
     out = (gx, gw, sum_g.astype(x.dtype))
     return out + (gm,) if residual_grad else out

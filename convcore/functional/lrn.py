@@ -14,6 +14,7 @@ import numpy as np
 
 from convcore._kernels import lrn as _lrn
 from convcore._runtime.threads import kernel_threads
+from convcore.utils.layout import as_ncs
 from convcore.utils.types import Array
 from convcore.utils.validation import SSIZE_MAX, as_float_array, check_int
 
@@ -36,10 +37,6 @@ def _checked(x, size, alpha, beta, k, fn, name="input"):
     return x, size, reals
 
 
-def _as_ncs(x):
-    return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:])))
-
-
 def local_response_norm(x: Array, size: int, alpha: float = 1e-4, beta: float = 0.75,
                         k: float = 1.0) -> Array:
     """Local response normalisation across channels.
@@ -60,7 +57,7 @@ def local_response_norm(x: Array, size: int, alpha: float = 1e-4, beta: float = 
     x, size, (alpha, beta, k) = _checked(x, size, alpha, beta, k, fn)
     y = np.empty(x.shape, dtype=x.dtype)
     if x.shape[0]:
-        _lrn.forward(_as_ncs(x), _as_ncs(y), size, alpha, beta, k, kernel_threads(x.size * size))
+        _lrn.forward(as_ncs(x), as_ncs(y), size, alpha, beta, k, kernel_threads(x.size * size))
     return y
 
 
@@ -76,6 +73,6 @@ def local_response_norm_backward(grad_y: Array, x: Array, size: int, alpha: floa
                          f"input's shape {x.shape}")
     gx = np.empty(x.shape, dtype=x.dtype)
     if x.shape[0]:
-        _lrn.backward(_as_ncs(grad_y), _as_ncs(x), _as_ncs(gx), size, alpha,
+        _lrn.backward(as_ncs(grad_y), as_ncs(x), as_ncs(gx), size, alpha,
                       beta, k, kernel_threads(x.size * size))
     return gx

@@ -12,6 +12,8 @@ that matters.
 
 The names are Keras' ("channels_first", "channels_last"); PyTorch-style
 "NCHW" / "NHWC" are accepted as aliases (any case)."""
+import math
+
 
 CHANNELS_FIRST = "channels_first"
 CHANNELS_LAST = "channels_last"
@@ -126,3 +128,9 @@ def looks_channels_last(shape):
     ((N, 3, 32, 3), (N, 2, 3, 4)) are taken as laid out as told."""
     return (len(shape) == 4 and shape[-1] in IMAGE_CHANNELS
             and shape[1] > max(IMAGE_CHANNELS) and shape[2] > max(IMAGE_CHANNELS))
+
+
+def as_ncs(x):
+    """(N, C, ...) -> its (N, C, S) view, the spatial axes as one (x is
+    C-contiguous): the shape the per-channel kernels take."""
+    return x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
