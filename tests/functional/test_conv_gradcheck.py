@@ -5,7 +5,7 @@ import pytest
 
 import convcore
 from convcore import F
-from gradcheck import directional_check
+from gradcheck import check_conv2d_gradients, directional_check
 
 CASES = [
     dict(stride=1, padding=0, dilation=1, groups=1),
@@ -44,14 +44,7 @@ def test_gradients_match_finite_differences(algo, geom, kernel, rng):
     x = rng.standard_normal((2, 4, 7, 6))
     w = rng.standard_normal((4, 4 // geom["groups"]) + kernel)
     b = rng.standard_normal(4)
-
-    def forward(x, w, b):
-        return F.conv2d(x, w, b, algorithm=algo, **geom)
-
-    y = forward(x, w, b)
-    upstream = rng.standard_normal(y.shape)
-    grads = F.conv2d_backward(upstream, x, w, algorithm=algo, **geom)
-    directional_check(forward, (x, w, b), grads, upstream, rng)
+    check_conv2d_gradients(x, w, b, geom, algo, rng)
 
 
 def test_gradcheck_detects_a_wrong_gradient(rng):

@@ -36,3 +36,16 @@ def directional_check(forward, args, grads, upstream, rng, eps=1e-6,
             analytic = float(np.sum(g * v))
             assert np.isclose(analytic, numeric, rtol=rtol, atol=atol), (
                 f"argument {i}: analytic {analytic!r} vs numeric {numeric!r}")
+
+
+def check_conv2d_gradients(x, w, b, geom, algorithm, rng):
+    """directional_check of conv2d_backward against conv2d through one
+    algorithm (geom: conv2d's keyword arguments)."""
+    from convcore import F
+
+    def forward(x, w, b):
+        return F.conv2d(x, w, b, algorithm=algorithm, **geom)
+
+    upstream = rng.standard_normal(forward(x, w, b).shape)
+    grads = F.conv2d_backward(upstream, x, w, algorithm=algorithm, **geom)
+    directional_check(forward, (x, w, b), grads, upstream, rng)
