@@ -56,21 +56,30 @@ def _phase_shape(run, spec):
     return (spec.N, spec.C, sh, sw, run.H, run.W)
 
 
-def phase_input(x, spec, run):
-    """x' (run's input) from x: each phase a strided copy of x, zeros where
-    it reads the padding or past the image."""
+def _phase_slices(spec, run):
+    """Per phase (i, j): the positions of x' that read the image, as
+    (rows, columns) slices of the phase, and the strided (rows, columns)
+    slices of x they read, in the same order."""
     sh, sw = spec.stride
-    xs = memory.empty((run.N, run.C, run.H, run.W), x.dtype)
-    view = xs.reshape(_phase_shape(run, spec))
     for i in range(sh):
         a0, a1, h0 = _valid(run.H, spec.H, sh, i, spec.padding[0])
         for j in range(sw):
             b0, b1, w0 = _valid(run.W, spec.W, sw, j, spec.padding[1])
-            dst = view[:, :, i, j]
-            if a0 > 0 or a1 < run.H or b0 > 0 or b1 < run.W:
-                dst[...] = 0
-            dst[:, :, a0:a1, b0:b1] = x[:, :, h0:h0 + sh * (a1 - a0):sh,
-                                        w0:w0 + sw * (b1 - b0):sw]
+            yield (i, j, (slice(a0, a1), slice(b0, b1)),
+                   (slice(h0, h0 + sh * (a1 - a0), sh), slice(w0, w0 + sw * (b1 - b0), sw)))
+
+
+def phase_input(x, spec, run):
+    """x' (run's input) from x: each phase a strided copy of x, zeros where
+    it reads the padding or past the image."""
+    xs = memory.empty((run.N, run.C, run.H, run.W), x.dtype)
+    view = xs.reshape(_phase_shape(run, spec))
+    whole = (slice(0, run.H), slice(0, run.W))
+    for i, j, inside, source in _phase_slices(spec, run):
+        dst = view[:, :, i, j]
+        if inside != whole:
+            dst[...] = 0
+        dst[(Ellipsis,) + inside] = x[(Ellipsis,) + source]
     return xs
 
 
@@ -78,15 +87,11 @@ def input_grad(grad_xs, spec, run, out):
     """out (x's shape) = the gradient of x from that of x' (the adjoint of
     phase_input): each input pixel from its one phase; 0 for pixels no
     output reads (past the last window)."""
-    sh, sw = spec.stride
     view = grad_xs.reshape(_phase_shape(run, spec))
-    for i in range(sh):
-        a0, a1, h0 = _valid(run.H, spec.H, sh, i, spec.padding[0])
-        for j in range(sw):
-            b0, b1, w0 = _valid(run.W, spec.W, sw, j, spec.padding[1])
-            out[:, :, h0:h0 + sh * (a1 - a0):sh, w0:w0 + sw * (b1 - b0):sw] = \
-                view[:, :, i, j, a0:a1, b0:b1]
+    for i, j, inside, source in _phase_slices(spec, run):
+        out[(Ellipsis,) + source] = view[(slice(None), slice(None), i, j) + inside]
     # Rows and columns past the last window are in no phase.
+    sh, sw = spec.stride
     rows = min(spec.H, sh * run.H - spec.padding[0])
     cols = min(spec.W, sw * run.W - spec.padding[1])
     out[:, :, rows:] = 0
