@@ -737,12 +737,14 @@ cdef int _weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
     cdef int num_threads = q.threads
     cdef Py_ssize_t g, b, n0, n1, m
     cdef floating* col
+    cdef size_t col_bytes
     cdef floating* gyt
     cdef floating* gw = &grad_w[0, 0, 0, 0]
     if P == 0 or N == 0:
         memset(gw, 0, p.K * CRS * sizeof(floating))
         return 0
-    col = <floating*> take(_gathered_elements(images, P, CRS, Kg) * sizeof(floating))
+    col_bytes = _gathered_elements(images, P, CRS, Kg) * sizeof(floating)
+    col = <floating*> take(col_bytes)
     gyt = col + images * P * CRS
     try:
         with nogil:
@@ -757,7 +759,7 @@ cdef int _weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
                                gyt, <int> m, col, <int> m, <floating> (0 if b == 0 else 1),
                                gw + g * Kg * CRS, <int> CRS, num_threads)
     finally:
-        give(col, _gathered_elements(images, P, CRS, Kg) * sizeof(floating))
+        give(col, col_bytes)
     return 0
 
 
@@ -778,12 +780,14 @@ cdef int _forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, 
     cdef const floating* bs = &bias[0] if bias.shape[0] > 0 else NULL
     cdef floating bk
     cdef floating* col
+    cdef size_t col_bytes
     cdef floating* prod
     cdef floating* yk
     cdef const floating* row
     if P == 0 or N == 0:
         return 0
-    col = <floating*> take(_gathered_elements(images, P, CRS, Kg) * sizeof(floating))
+    col_bytes = _gathered_elements(images, P, CRS, Kg) * sizeof(floating)
+    col = <floating*> take(col_bytes)
     prod = col + images * P * CRS
     try:
         with nogil:
@@ -804,7 +808,7 @@ cdef int _forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, 
                             for j in range(P):
                                 yk[j] = row[j] + bk
     finally:
-        give(col, _gathered_elements(images, P, CRS, Kg) * sizeof(floating))
+        give(col, col_bytes)
     return 0
 
 
@@ -825,6 +829,7 @@ cdef int _backward_data_gathered(const floating[:, :, :, ::1] grad_y,
     cdef int num_threads = q.threads
     cdef Py_ssize_t g, b, n0, n1, n, m
     cdef floating* col
+    cdef size_t col_bytes
     cdef floating* gyt
     cdef floating* gx = &grad_x[0, 0, 0, 0]
     if N == 0:
@@ -832,7 +837,8 @@ cdef int _backward_data_gathered(const floating[:, :, :, ::1] grad_y,
     if P == 0:
         memset(gx, 0, N * p.C * HW * sizeof(floating))
         return 0
-    col = <floating*> take(_gathered_elements(images, P, CRS, Kg) * sizeof(floating))
+    col_bytes = _gathered_elements(images, P, CRS, Kg) * sizeof(floating)
+    col = <floating*> take(col_bytes)
     gyt = col + images * P * CRS
     try:
         with nogil:
@@ -850,5 +856,5 @@ cdef int _backward_data_gathered(const floating[:, :, :, ::1] grad_y,
                         col2im_ld(col + (n - n0) * P, m, gx + (n * p.C + g * Cg) * HW,
                                   p, 0, Cg)
     finally:
-        give(col, _gathered_elements(images, P, CRS, Kg) * sizeof(floating))
+        give(col, col_bytes)
     return 0
