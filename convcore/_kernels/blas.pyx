@@ -245,13 +245,88 @@ def set_thread_knob(size_t get_addr, size_t set_addr):
     _set_threads = <set_threads_t> set_addr
 
 
+# Idle OpenBLAS thread pools (convcore._runtime.blas_pools): after each
+# threaded call a pthreads OpenBLAS's workers spin for about 0.1 s, each
+# holding a core that convcore's threads then share. Every kernel call
+# that goes parallel, and the first hold(), stop the pools that are up
+# (their workers exit; OpenBLAS starts them again at its next threaded
+# call, as it does after a fork) when `_may_stop()` says no other thread
+# can be inside them. While the kernels' own pool is down its count is
+# written directly: the setter would start the pool again, and its new
+# workers would spin in turn.
+ctypedef int (*shutdown_t)() noexcept nogil
+cdef enum:
+    MAX_POOLS = 4
+cdef int* _pool_up[MAX_POOLS]
+cdef shutdown_t _pool_stop[MAX_POOLS]
+cdef int _pools = 0
+cdef int* _kernel_pool_up = NULL    # the kernels' BLAS: its pool's flag ...
+cdef int* _kernel_count = NULL      # ... and its thread count
+cdef object _may_stop = None
+cdef Py_ssize_t _stops = 0
+
+
+def add_pool(size_t up_addr, size_t stop_addr, size_t count_addr=0):
+    """An OpenBLAS pool: its blas_server_avail flag and its
+    blas_thread_shutdown_ function, by address; count_addr (its
+    blas_cpu_number) marks the BLAS the kernels call."""
+    global _pools, _kernel_pool_up, _kernel_count
+    if _pools == MAX_POOLS:
+        raise ValueError(f"blas.add_pool: at most {MAX_POOLS} pools")
+    _pool_up[_pools] = <int*> up_addr
+    _pool_stop[_pools] = <shutdown_t> stop_addr
+    _pools += 1
+    if count_addr:
+        _kernel_pool_up, _kernel_count = <int*> up_addr, <int*> count_addr
+
+
+def set_stop_guard(may_stop):
+    """may_stop() -> bool, asked before stopping pools (None: never stop)."""
+    global _may_stop
+    _may_stop = may_stop
+
+
+def pool_stops():
+    """Pools stopped so far in this process."""
+    return _stops
+
+
+def stop_idle_pools():
+    """Stop the registered pools that are up, if the guard allows: at
+    every kernel call that goes parallel (threads.kernel_threads) and the
+    first BLAS hold."""
+    _stop_idle_pools()
+
+
+cdef void _stop_idle_pools():
+    global _stops
+    cdef int i
+    cdef bint any_up = False
+    for i in range(_pools):
+        any_up = any_up or _pool_up[i][0] != 0
+    if not any_up or _may_stop is None or not _may_stop():
+        return
+    for i in range(_pools):
+        if _pool_up[i][0]:
+            _pool_stop[i]()
+            _stops += 1
+
+
+cdef void _set_count(int n):
+    if _kernel_count != NULL and not _kernel_pool_up[0]:
+        _kernel_count[0] = n
+    else:
+        _set_threads(n)
+
+
 def hold():
     """One BLAS thread until the matching release()."""
     global _held, _saved
     if _held == 0 and _get_threads != NULL:
         _saved = _get_threads()
+        _stop_idle_pools()
         if _saved != 1:
-            _set_threads(1)
+            _set_count(1)
     _held += 1
 
 
@@ -259,7 +334,7 @@ def release():
     global _held
     _held -= 1
     if _held == 0 and _get_threads != NULL and _saved != 1:
-        _set_threads(_saved)
+        _set_count(_saved)
 
 
 def held():

@@ -2,6 +2,7 @@
 
     omp_runtime.py   OpenMP wait policy (set before the kernels load)
     threads.py       the one thread count; BLAS held to one thread
+    blas_pools.py    idle OpenBLAS pools stopped when a kernel call starts
     fork.py          single-threaded kernels in a forked child
     denormals.py     set_flush_denormal (FTZ/DAZ in every kernel thread)
     grad_mode.py     no_grad(): layers keep nothing for backward

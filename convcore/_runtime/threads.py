@@ -18,6 +18,7 @@ from typing import Dict
 
 from threadpoolctl import ThreadpoolController
 
+from convcore._runtime import blas_pools as _blas_pools
 from convcore._runtime import fork as _fork
 from convcore._kernels import blas as _blas
 from convcore._kernels import openmp_info
@@ -143,6 +144,10 @@ def kernel_threads(work=None, seconds_per_unit=None):
     if (n > 1 and work is not None and seconds_per_unit is not None
             and work * seconds_per_unit * (1 - 1 / n) <= REGION_MARGIN * region_cost(n)):
         return 1
+    if n > 1:
+        if _knobs is None:
+            _kernel_knobs()  # registers the BLAS pools (blas_pools.install)
+        _blas.stop_idle_pools()  # a spinning BLAS worker would take a core
     return n
 
 
@@ -206,11 +211,13 @@ def _kernel_knobs():
     global _knobs, _FAST_HOLD
     if _knobs is None:
         knobs = [_BlasKnob(lib) for lib in _kernel_blas_libs()]
+        libs = _blas_libs()
         with _lock:
             if _knobs is None:
                 _knobs = knobs
                 if len(knobs) == 1 and knobs[0].c_functions:
                     _blas.set_thread_knob(*knobs[0].c_functions)
+                    _blas_pools.install(libs, knobs[0].lib)
                     _FAST_HOLD = True
     return _knobs
 

@@ -72,7 +72,10 @@ def info_dict() -> Dict[str, Any]:
     from convcore._runtime import threads as _threads
     from convcore._kernels import openmp_info
 
+    from convcore._runtime import blas_pools as _blas_pools
+
     build = openmp_info.build_info()
+    _threads._kernel_knobs()  # picks the kernels' BLAS and registers its pools
     return {
         "version": convcore.__version__,
         "python": sys.version.split()[0],
@@ -85,6 +88,7 @@ def info_dict() -> Dict[str, Any]:
         "threads": convcore.get_num_threads(),
         "omp_max_threads": openmp_info.omp_max_threads(),
         "omp_runtime": _omp_runtime.state(),
+        "blas_pools": _blas_pools.state(),
         "blas": [
             {k: b.get(k) for k in ("internal_api", "prefix", "version",
                                    "num_threads", "threading_layer", "filepath")}
@@ -134,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     for b in info["blas"]:
         print(f"BLAS          {b['internal_api']} {b['version']} ({b['threading_layer']}), "
               f"{b['num_threads']} threads, {b['filepath']}")
+    from convcore._runtime import blas_pools as _blas_pools
+    print(f"              {_blas_pools.describe()}")
     print(f"CPU           {info['cpu']}; SIMD: {' '.join(info['simd']) or 'unknown'}")
     print(f"algorithms    {', '.join(info['algorithms'])}")
     mpi = info["mpi"]
