@@ -11,7 +11,10 @@ holding the same weights, in the same process:
 How it is measured
     - Each import order (torch imported before convcore, convcore before
       torch) runs in a fresh interpreter (`python -c "import torch; import
-      convcore; ..."`), so neither order inherits the other's threads.
+      convcore; ..."`), so neither order inherits the other's threads; by
+      default two interpreters per order and network (A B B A), their
+      samples pooled, so that the gap between the orders can be read
+      against the gap between two processes of the same order.
     - Both libraries at the same thread count (convcore.set_num_threads and
       torch.set_num_threads).
     - Per workload: one warm-up call each (its outputs give the agreement
@@ -452,20 +455,69 @@ def measure_network(spec, workloads, torch=None, dtype="float32", repeats=5, bud
                 row["agree"] = bool(diff / scale <= TOL_OUTPUT[dtype])
         inner = {k: (1 if w == "train" else _inner(first[k], min_time)) for k in fns}
         samples = interleaved(fns, repeats, budget, inner, seed=seed)
-        for k, s in samples.items():
-            row[f"{k}_median_ms"] = float(np.median(s)) * 1e3
-            row[f"{k}_p95_ms"] = _percentile(s, 95) * 1e3
-            row[f"{k}_min_ms"] = float(np.min(s)) * 1e3
-            row[f"{k}_p95_over_median"] = row[f"{k}_p95_ms"] / row[f"{k}_median_ms"]
+        for k in samples:
             row[f"{k}_inner"] = inner[k]
-        row["rounds"] = len(samples["convcore"])
-        if "torch" in samples:
-            row["ratio"] = row["convcore_median_ms"] / row["torch_median_ms"]
-        row["samples_s"] = samples
+        _set_stats(row, samples)
         rows.append(row)
         if progress is not None:
             progress.update(1)
     return rows
+
+
+def _set_stats(row, samples):
+    """row's timing fields from `samples` ({library: [seconds per call]}):
+    median, p95, fastest, p95/median, rounds, the ratio convcore / torch."""
+    for k, s in samples.items():
+        row[f"{k}_median_ms"] = float(np.median(s)) * 1e3
+        row[f"{k}_p95_ms"] = _percentile(s, 95) * 1e3
+        row[f"{k}_min_ms"] = float(np.min(s)) * 1e3
+        row[f"{k}_p95_over_median"] = row[f"{k}_p95_ms"] / row[f"{k}_median_ms"]
+    row["rounds"] = len(samples["convcore"])
+    if "torch" in samples:
+        row["ratio"] = row["convcore_median_ms"] / row["torch_median_ms"]
+    row["samples_s"] = samples
+
+
+# Agreement fields of a row: merged replicates keep the worst.
+_WORST = ("max_abs_diff", "rel_diff", "grad_rel_diff")
+
+
+def merge_replicates(rows):
+    """One row per network, workload and import order: the samples of that
+    order's processes (`replicate` 0, 1, ...) pooled (median, p95), p95 /
+    median of each sample over its own process's median, the agreement the
+    worst of them, and `process_gap`, how far apart the processes' convcore
+    medians lie (max / min - 1): the run-to-run noise that a gap between
+    import orders is to be read against."""
+    groups = OrderedDict()
+    for r in rows:
+        groups.setdefault((r["network"], r["workload"], r["order"]), []).append(r)
+    merged = []
+    for group in groups.values():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        row = dict(group[0])
+        samples = {k: [t for r in group for t in r["samples_s"][k]]
+                   for k in group[0]["samples_s"]}
+        medians = [r["convcore_median_ms"] for r in group]
+        _set_stats(row, samples)
+        for k in samples:
+            # A spike is a call slow for its own process: each sample over
+            # its process's median, pooled, not over the pooled median
+            # (which a slower process would lift).
+            rel = [t / np.median(r["samples_s"][k]) for r in group for t in r["samples_s"][k]]
+            row[f"{k}_p95_over_median"] = _percentile(rel, 95)
+        for k in _WORST:
+            if all(r.get(k) is not None for r in group):
+                row[k] = max(r[k] for r in group)
+        if all("agree" in r for r in group):
+            row["agree"] = all(r["agree"] for r in group)
+        row["process_medians_ms"] = medians
+        row["process_gap"] = max(medians) / min(medians) - 1
+        row.pop("replicate", None)
+        merged.append(row)
+    return merged
 
 
 def _eval(model, x):
@@ -732,6 +784,13 @@ def summarize(rows):
         out["max_order_gap"] = gaps[k]
         out["max_order_gap_at"] = f"{k[0]} {k[1]}"
         out["order_gaps"] = {f"{a} {b}": g for (a, b), g in gaps.items()}
+    gaps = {(r["label"], r["workload"], r["order"]): r["process_gap"]
+            for r in rows if r.get("process_gap") is not None}
+    if gaps:
+        k = max(gaps, key=gaps.get)
+        out["max_process_gap"] = gaps[k]
+        out["max_process_gap_at"] = f"{k[0]} {k[1]} ({k[2]})"
+        out["median_process_gap"] = float(np.median(list(gaps.values())))
     # The same gap measured on convcore / PyTorch: a slower machine while
     # one process ran slows both libraries of that process, and cancels.
     gaps = _order_gaps(rows, "ratio")
@@ -770,6 +829,12 @@ def summary_lines(summary):
         lines.append(f"import orders, convcore medians differ by at most "
                      f"{100 * summary['max_order_gap']:.0f}% ({summary['max_order_gap_at']}; "
                      f"target <= 10%)")
+    if "max_process_gap" in summary:
+        lines.append(f"two processes of the same import order, convcore medians differ by "
+                     f"{100 * summary['median_process_gap']:.0f}% (median over workloads), at "
+                     f"most {100 * summary['max_process_gap']:.0f}% "
+                     f"({summary['max_process_gap_at']}): the run-to-run noise that the gap "
+                     f"between orders is to be read against")
     if "max_order_gap_vs_torch" in summary:
         lines.append(f"import orders, convcore / PyTorch in the same process differs by at most "
                      f"{100 * summary['max_order_gap_vs_torch']:.0f}% "
@@ -821,12 +886,16 @@ def markdown_lines(meta, plan, rows, summary, title, notes=(), profiles=()):
              f"{meta['numpy']}, scipy {meta['scipy']}, PyTorch {meta['torch'] or 'not installed'}; "
              f"BLAS {'; '.join(meta['blas'])}; OpenMP {'on' if meta['openmp'] else 'off'}",
              f"- command: `{meta['command']}`",
-             f"- {plan['dtype']}; import orders: {', '.join(plan['orders'])} (a fresh "
-             "process per network and order; a network's orders run back to back, taking "
+             f"- {plan['dtype']}; import orders: {', '.join(plan['orders'])} ("
+             + (f"{plan.get('replicates', 1)} fresh processes per network and order, run "
+                "A B B A, their samples pooled" if plan.get("replicates", 1) > 1 else
+                "a fresh process per network and order")
+             + "; a network's orders run back to back, taking "
              "turns at going first); eval = model.eval() under convcore.no_grad() / torch.no_grad(); train = "
              f"forward, cross entropy, backward, SGD(lr={LR}, momentum={MOMENTUM}) step",
              f"- per workload: one warm-up call each, then at least {plan['repeats']} rounds and "
-             f"more while {plan['budget']:g} s last (at most {MAX_ROUNDS}), the two libraries in "
+             f"more while {plan['budget']:g} s last (shared by its processes; at most "
+             f"{MAX_ROUNDS} per process), the two libraries in "
              f"a random order each round; calls under {plan['min_time'] * 1e3:g} ms are timed "
              "in groups (a sample is the group's mean)",
              "- PyTorch model: convcore.bench.networks.to_torch (the same module tree and names, "
@@ -876,6 +945,10 @@ def add_arguments(parser):
     g.add_argument("--orders", nargs="+", metavar="ORDER", choices=ORDERS + ("in-process",),
                    help="import orders, each in a fresh process (default: torch-first "
                         "convcore-first); in-process: measure in this process instead")
+    g.add_argument("--replicates", type=_positive_int, metavar="N",
+                   help="fresh processes per import order and network, their samples "
+                        "pooled (default 2, --quick 1): with two, how far the processes of "
+                        "one order lie apart shows the noise an order gap is read against")
     g.add_argument("--train-batch", type=_positive_int, metavar="N",
                    help="batch of the training step for every network (default: each "
                         "network's own, 64 for LeNet-5, 128 for ResNet-20, 16 otherwise)")
@@ -906,6 +979,7 @@ def _plan(args):
         "networks": list(args.networks or (QUICK_NETWORKS if quick else NETWORKS)),
         "workloads": list(args.workloads or WORKLOADS),
         "orders": list(args.orders or ORDERS) if use_torch else ["in-process"],
+        "replicates": args.replicates or (1 if quick else 2),
         "threads": args.threads or 2,
         "repeats": args.repeats or repeats,
         "budget": args.budget if args.budget is not None else budget,
@@ -920,23 +994,33 @@ def _plan(args):
 
 
 def _results(plan):
-    """The result dicts of every import order. Each network gets its own
-    fresh process per order, the orders back to back and taking turns at
-    going first: the machine's load drifts over a run, and comparing the
-    orders of one network measured minutes apart would show the drift."""
+    """The result dicts of every import order. Each network gets
+    `replicates` fresh processes per order, the orders back to back and
+    taking turns at going first (two replicates: A B B A, then B A A B for
+    the next network): the machine's load drifts over a run, and comparing
+    the orders of one network measured minutes apart would show the drift.
+    The workload's time budget is shared among its processes."""
     if plan["orders"] == ["in-process"]:
         yield run_in_process(plan, plan["progress"])
         return
+    replicates = plan.get("replicates", 1)
     for i, name in enumerate(plan["networks"]):
         one = {**plan, "networks": [name], "first_seed": i}
-        orders = plan["orders"] if i % 2 == 0 else plan["orders"][::-1]
-        for order in orders:
-            if order == "in-process":
-                yield run_in_process(one, plan["progress"])
-                continue
-            print(f"networks: {NETWORKS[name].label}, {order} (fresh process)",
-                  file=sys.stderr, flush=True)
-            yield run_order(one, order)
+        if replicates > 1:
+            one["budget"] = plan["budget"] / replicates
+        for rep in range(replicates):
+            orders = plan["orders"] if (i + rep) % 2 == 0 else plan["orders"][::-1]
+            for order in orders:
+                if order == "in-process":
+                    yield run_in_process(one, plan["progress"])
+                    continue
+                print(f"networks: {NETWORKS[name].label}, {order} (fresh process"
+                      + (f" {rep + 1} of {replicates}" if replicates > 1 else "") + ")",
+                      file=sys.stderr, flush=True)
+                result = run_order(one, order)
+                for r in result["rows"]:
+                    r["replicate"] = rep
+                yield result
 
 
 def run(args):
@@ -958,6 +1042,7 @@ def run(args):
     for result in _results(plan):
         rows += result["rows"]
         torch_version = torch_version or result["torch"]
+    rows = merge_replicates(rows)
     if not args.no_torch and torch_version is None:
         print("networks: PyTorch is not installed; convcore measured alone", file=sys.stderr)
     summary = summarize(rows)

@@ -245,3 +245,52 @@ def test_each_network_runs_its_orders_back_to_back_taking_turns(monkeypatch):
     assert calls == [(["lenet5"], "torch-first", 0), (["lenet5"], "convcore-first", 0),
                      (["resnet20"], "convcore-first", 1), (["resnet20"], "torch-first", 1),
                      (["resnet18"], "torch-first", 2), (["resnet18"], "convcore-first", 2)]
+
+
+def test_replicated_processes_run_a_b_b_a_with_the_budget_shared(monkeypatch):
+    calls = []
+
+    def fake_run_order(plan, order, timeout=None):
+        calls.append((plan["networks"][0], order, plan["budget"]))
+        return {"rows": [{"network": plan["networks"][0], "order": order}], "torch": "x"}
+    monkeypatch.setattr(networks, "run_order", fake_run_order)
+    plan = {"networks": ["lenet5", "resnet20"], "orders": ["torch-first", "convcore-first"],
+            "progress": False, "replicates": 2, "budget": 6.0}
+    results = list(networks._results(plan))
+    assert [(n, o) for n, o, _ in calls] == [
+        ("lenet5", "torch-first"), ("lenet5", "convcore-first"),
+        ("lenet5", "convcore-first"), ("lenet5", "torch-first"),
+        ("resnet20", "convcore-first"), ("resnet20", "torch-first"),
+        ("resnet20", "torch-first"), ("resnet20", "convcore-first")]
+    assert all(b == 3.0 for _, _, b in calls)
+    assert [r["rows"][0]["replicate"] for r in results] == [0, 0, 1, 1, 0, 0, 1, 1]
+
+
+def test_replicates_merge_pooled_with_the_worst_agreement_and_their_gap():
+    def row(order, rep, cc, torch, rel, agree):
+        r = {"network": "n", "label": "N", "workload": "train", "order": order,
+             "replicate": rep, "rel_diff": rel, "agree": agree}
+        networks._set_stats(r, {"convcore": cc, "torch": torch})
+        return r
+    a = row("torch-first", 0, [1.0, 1.0, 1.0, 2.0], [2.0] * 4, 1e-6, True)
+    b = row("torch-first", 1, [1.5, 1.5, 1.5, 1.5], [2.0] * 4, 3e-6, False)
+    c = row("convcore-first", 0, [1.2] * 3, [2.4] * 3, 1e-6, True)
+    merged = networks.merge_replicates([a, b, c])
+    assert [m["order"] for m in merged] == ["torch-first", "convcore-first"]
+    m = merged[0]
+    assert m["rounds"] == 8 and "replicate" not in m
+    assert m["convcore_median_ms"] == pytest.approx(1.5e3)       # pooled samples
+    assert m["ratio"] == pytest.approx(1.5 / 2.0)
+    assert m["rel_diff"] == 3e-6 and m["agree"] is False         # the worst process
+    assert m["process_medians_ms"] == [pytest.approx(1e3), pytest.approx(1.5e3)]
+    assert m["process_gap"] == pytest.approx(0.5)
+    # p95 over each process's own median: process a's 2.0 is its spike (2x),
+    # process b, slower throughout, has none.
+    assert m["convcore_p95_over_median"] == pytest.approx(np.percentile(
+        [1, 1, 1, 2, 1, 1, 1, 1], 95))
+    assert merged[1] is c                                          # one process: as it was
+    s = networks.summarize(merged)
+    assert s["max_process_gap"] == pytest.approx(0.5)
+    assert s["max_process_gap_at"] == "N train (torch-first)"
+    assert any("two processes of the same import order" in line
+               for line in networks.summary_lines(s))
