@@ -248,11 +248,11 @@ def set_thread_knob(size_t get_addr, size_t set_addr):
 # Idle OpenBLAS thread pools (convcore._runtime.blas_pools): after each
 # threaded call a pthreads OpenBLAS's workers spin for about 0.1 s, each
 # holding a core that convcore's threads then share. Every kernel call
-# that goes parallel, and the first hold(), stop the pools that are up
-# (their workers exit; OpenBLAS starts them again at its next threaded
-# call, as it does after a fork) when `_may_stop()` says no other thread
-# can be inside them. While the kernels' own pool is down its count is
-# written directly: the setter would start the pool again, and its new
+# that goes parallel stops the pools that are up (their workers exit;
+# OpenBLAS starts them again at its next threaded call, as it does after
+# a fork) when `_may_stop()` says no other thread can be inside them.
+# While the kernels' own pool is down hold() and release() write its
+# count directly: the setter would start the pool again, and its new
 # workers would spin in turn.
 ctypedef int (*shutdown_t)() noexcept nogil
 cdef enum:
@@ -293,12 +293,8 @@ def pool_stops():
 
 def stop_idle_pools():
     """Stop the registered pools that are up, if the guard allows: at
-    every kernel call that goes parallel (threads.kernel_threads) and the
-    first BLAS hold."""
-    _stop_idle_pools()
-
-
-cdef void _stop_idle_pools():
+    every kernel call that goes parallel (threads.kernel_threads). A call
+    on one thread leaves them: a spinning worker costs it nothing."""
     global _stops
     cdef int i
     cdef bint any_up = False
@@ -324,7 +320,6 @@ def hold():
     global _held, _saved
     if _held == 0 and _get_threads != NULL:
         _saved = _get_threads()
-        _stop_idle_pools()
         if _saved != 1:
             _set_count(1)
     _held += 1

@@ -8,20 +8,22 @@ worker spinning on one of the cores convcore's OpenMP threads are about to
 use: two-thread kernels then run at one-thread speed until the worker
 sleeps (benchmarks/results/blas_pools.md).
 
-So the first kernel call after such a matmul stops the pools that are up
-(blas.hold, at the BLAS hold every kernel call takes): OpenBLAS's own
-`blas_thread_shutdown_`, which it runs itself before every fork(), joins
-the workers; its next threaded call starts them again, as after a fork.
+So the first kernel call after such a matmul that goes parallel stops
+the pools that are up (threads.kernel_threads calls blas.stop_idle_pools):
+OpenBLAS's own `blas_thread_shutdown_`, which it runs itself before every
+fork(), joins the workers; its next threaded call starts them again, as
+after a fork.
 The user's numpy/scipy calls keep their thread count and their results;
 the next threaded one pays the start of its workers, convcore's call the
 join, and only when a pool was up.
 
 Stopping a pool while another thread is inside a call of it would hang
 both, so pools are stopped only when no other Python thread can be in a
-BLAS call: every other live thread is one of convcore's own that never
-calls it (the OpenMP park) or tqdm's monitor. With any other thread alive
-(a data-loader thread, a notebook kernel's) nothing is stopped, and
-convcore runs as before. CONVCORE_STOP_BLAS_POOLS=0 turns it off.
+BLAS call: every other live thread is one known never to call it
+(convcore's OpenMP park, tqdm's monitor, a Jupyter kernel's service
+threads). With any other thread alive (a data-loader thread, a user's
+worker) nothing is stopped, and convcore runs as before.
+CONVCORE_STOP_BLAS_POOLS=0 turns it off.
 """
 import ctypes
 import os
@@ -30,9 +32,23 @@ from typing import List
 
 ENV = "CONVCORE_STOP_BLAS_POOLS"
 
-# Classes of threads known never to call a BLAS, by module: tqdm's monitor
-# (tqdm._monitor.TMonitor), which only wakes to refresh progress bars.
-_QUIET_THREAD_MODULES = ("tqdm",)
+# Threads known never to call a BLAS, by class (module, name): tqdm's
+# progress-bar monitor, and a Jupyter kernel's service threads (messages,
+# heartbeat, output pipes, history). A kernel's subshell threads, which run
+# user code, are not among them. A plain threading.Thread counts by the
+# class of the method it runs (ipykernel's IOPub thread and output-pipe
+# watchers).
+_QUIET_THREAD_CLASSES = frozenset({
+    ("tqdm._monitor", "TMonitor"),
+    ("ipykernel.heartbeat", "Heartbeat"),
+    ("ipykernel.control", "ControlThread"),
+    ("ipykernel.shellchannel", "ShellChannelThread"),
+    ("ipykernel.parentpoller", "ParentPollerUnix"),
+    ("ipykernel.parentpoller", "ParentPollerWindows"),
+    ("ipykernel.iostream", "IOPubThread"),
+    ("ipykernel.iostream", "OutStream"),
+    ("IPython.core.history", "HistorySavingThread"),
+})
 
 _installed: List[str] = []  # file paths of the pools registered with the kernels
 
@@ -41,16 +57,25 @@ def enabled():
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def _owner(thread):
+    """(module, class name) of what a thread runs: its class, or for a plain
+    Thread the class of the bound method it was given as target."""
+    cls = type(thread)
+    if cls is threading.Thread:
+        owner = getattr(getattr(thread, "_target", None), "__self__", None)
+        if owner is not None:
+            cls = type(owner)
+    return cls.__module__, cls.__qualname__
+
+
 def _quiet(thread):
     from convcore._runtime import omp_runtime
-    if thread is omp_runtime._parked:
-        return True
-    return type(thread).__module__.split(".")[0] in _QUIET_THREAD_MODULES
+    return thread is omp_runtime._parked or _owner(thread) in _QUIET_THREAD_CLASSES
 
 
 def no_other_blas_callers():
     """Whether every Python thread but the calling one is known not to call
-    a BLAS (the guard blas.hold asks before stopping pools)."""
+    a BLAS (the guard blas.stop_idle_pools asks before stopping pools)."""
     me = threading.current_thread()
     try:
         return all(t is me or _quiet(t) for t in threading.enumerate())

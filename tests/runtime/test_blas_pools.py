@@ -131,3 +131,63 @@ def test_a_user_matmul_does_not_halve_the_next_call():
     # With the worker left spinning the call ran at one thread's speed
     # (1.8-2x); generous for a loaded machine.
     assert r["after_matmul"] <= 1.4 * r["plain"], r
+
+
+def test_threads_known_never_to_call_a_blas():
+    import threading
+    from convcore._runtime import blas_pools
+
+    def thread_of(module, name, base=threading.Thread, **kwargs):
+        cls = type(name, (base,), {"__module__": module})
+        return cls(**kwargs)
+
+    class Service:  # what ipykernel gives a plain Thread as its target
+        def run(self):
+            pass
+    Service.__module__, Service.__qualname__ = "ipykernel.iostream", "IOPubThread"
+
+    assert blas_pools._quiet(thread_of("tqdm._monitor", "TMonitor"))
+    assert blas_pools._quiet(thread_of("ipykernel.heartbeat", "Heartbeat"))
+    assert blas_pools._quiet(threading.Thread(target=Service().run))
+    # user code may run in these: never quiet
+    assert not blas_pools._quiet(thread_of("ipykernel.subshell", "SubshellThread"))
+    assert not blas_pools._quiet(threading.Thread(target=print))
+    assert not blas_pools._quiet(thread_of("mypackage", "Worker"))
+
+
+KERNEL_CODE = r"""
+import threading, numpy as np, convcore
+from convcore import F
+from convcore._kernels import blas
+from convcore._runtime import blas_pools
+convcore.set_num_threads(2)
+x = np.ones((4, 64, 10, 10), np.float32); w = np.ones((128, 64, 1, 1), np.float32)
+F.conv2d(x, w)
+a = np.ones((300, 300)); a @ a
+before = blas.pool_stops()
+F.conv2d(x, w)
+print("RESULT", blas_pools.no_other_blas_callers(), blas.pool_stops() - before)
+"""
+
+
+def test_a_jupyter_kernels_threads_do_not_block_the_stop():
+    pytest.importorskip("ipykernel")
+    manager = pytest.importorskip("jupyter_client.manager")
+    from subprocess_helpers import convcore_env
+    km, kc = manager.start_new_kernel(kernel_name="python3", env=convcore_env())
+    try:
+        kc.execute(KERNEL_CODE)
+        text = ""
+        while "RESULT" not in text:
+            msg = kc.get_iopub_msg(timeout=120)
+            if msg["msg_type"] == "error":
+                pytest.fail("\n".join(msg["content"]["traceback"]))
+            if msg["msg_type"] == "stream":
+                text += msg["content"]["text"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    quiet, stops = text.split("RESULT")[1].split()
+    assert quiet == "True"
+    # numpy's pool was up after the matmul whenever it has threads
+    assert int(stops) in (0, 1) if _cores() < 2 else int(stops) >= 1
