@@ -124,9 +124,9 @@ def state():
     return {"enabled": enabled(), "pools": list(_installed), "stops": blas.pool_stops()}
 
 
-def describe():
-    """A line for `convcore info`."""
-    st = state()
+def describe(st=None):
+    """A line for `convcore info` from state() (taken now when not given)."""
+    st = state() if st is None else st
     if not st["enabled"]:
         return f"idle BLAS pools: left spinning ({ENV}=0)"
     if not st["pools"]:

@@ -924,7 +924,8 @@ def markdown_lines(meta, plan, rows, summary, title, notes=(), profiles=()):
                   "Medians; below 1: convcore faster.", ""] + ratio_matrix_lines(rows)
     lines += ["", "## All measurements", "",
               "cc = convcore. Times per call (median, 95th percentile of the samples); "
-              "p95/med shows the spikes; rounds = samples per library.", ""]
+              "p95/med shows the spikes (with several processes per order, each sample "
+              "over its own process's median); rounds = samples per library.", ""]
     lines += table_lines(rows, markdown=True)
     for prof in profiles:
         lines += [""] + profile_lines(prof, plan["threads"], markdown=True)

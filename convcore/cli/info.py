@@ -69,10 +69,9 @@ def mpi_info() -> Dict[str, Any]:
 def info_dict() -> Dict[str, Any]:
     import convcore
     from convcore._runtime import omp_runtime as _omp_runtime
+    from convcore._runtime import blas_pools as _blas_pools
     from convcore._runtime import threads as _threads
     from convcore._kernels import openmp_info
-
-    from convcore._runtime import blas_pools as _blas_pools
 
     build = openmp_info.build_info()
     _threads._kernel_knobs()  # picks the kernels' BLAS and registers its pools
@@ -139,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"BLAS          {b['internal_api']} {b['version']} ({b['threading_layer']}), "
               f"{b['num_threads']} threads, {b['filepath']}")
     from convcore._runtime import blas_pools as _blas_pools
-    print(f"              {_blas_pools.describe()}")
+    print(f"              {_blas_pools.describe(info['blas_pools'])}")
     print(f"CPU           {info['cpu']}; SIMD: {' '.join(info['simd']) or 'unknown'}")
     print(f"algorithms    {', '.join(info['algorithms'])}")
     mpi = info["mpi"]
