@@ -173,10 +173,24 @@ print("RESULT", blas_pools.no_other_blas_callers(), blas.pool_stops() - before)
 def test_a_jupyter_kernels_threads_do_not_block_the_stop():
     pytest.importorskip("ipykernel")
     manager = pytest.importorskip("jupyter_client.manager")
+    import tempfile
     from subprocess_helpers import convcore_env
-    km, kc = manager.start_new_kernel(kernel_name="python3", env=convcore_env())
+    # From a neutral directory: a kernel puts its working directory first on
+    # sys.path, where the repository's uncompiled sources would shadow the
+    # convcore under test (subprocess_helpers).
+    with tempfile.TemporaryDirectory() as tmp:
+        text = _run_in_kernel(manager, KERNEL_CODE, env=convcore_env(), cwd=tmp)
+    quiet, stops = text.split("RESULT")[1].split()
+    assert quiet == "True"
+    # numpy's pool was up after the matmul whenever it has threads
+    assert int(stops) in (0, 1) if _cores() < 2 else int(stops) >= 1
+
+
+def _run_in_kernel(manager, code, **kwargs):
+    """Run `code` in a fresh Jupyter kernel; its printed output."""
+    km, kc = manager.start_new_kernel(kernel_name="python3", **kwargs)
     try:
-        kc.execute(KERNEL_CODE)
+        kc.execute(code)
         text = ""
         while "RESULT" not in text:
             msg = kc.get_iopub_msg(timeout=120)
@@ -187,7 +201,4 @@ def test_a_jupyter_kernels_threads_do_not_block_the_stop():
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-    quiet, stops = text.split("RESULT")[1].split()
-    assert quiet == "True"
-    # numpy's pool was up after the matmul whenever it has threads
-    assert int(stops) in (0, 1) if _cores() < 2 else int(stops) >= 1
+    return text
