@@ -226,7 +226,7 @@ def _gemm_or_winograd(spec, weights_reused):
         score = channels * math.sqrt(spec.OH * spec.OW)
         pixels = spec.N * spec.OH * spec.OW
         if spec.dilation == (1, 1):
-            image_tiles = ((spec.OH + 3) // 4) * ((spec.OW + 3) // 4)
+            image_tiles = WinogradConv.image_tiles("winograd_f4", spec.OH, spec.OW)
             tiles = spec.N * image_tiles
             # Alone, 256 channels at 14x14 at batch 1 (16 tiles) run faster
             # through Winograd with cached weights; inside ResNet-50, where

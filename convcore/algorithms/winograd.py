@@ -101,9 +101,16 @@ class WinogradConv(ConvAlgorithm):
             return "winograd_f4"
         # The pass's output: y for the forward, grad_x for backward-data.
         oh, ow = (spec.OH, spec.OW) if pass_name == "forward" else (spec.H, spec.W)
-        f4_pixels = 16 * ((oh + 3) // 4) * ((ow + 3) // 4)
-        f2_pixels = 4 * ((oh + 1) // 2) * ((ow + 1) // 2)
+        f4_pixels = 16 * WinogradConv.image_tiles("winograd_f4", oh, ow)
+        f2_pixels = 4 * WinogradConv.image_tiles("winograd_f2", oh, ow)
         return "winograd_f2" if f4_pixels >= F2_PADDED_RATIO * f2_pixels else "winograd_f4"
+
+    @staticmethod
+    def image_tiles(tile, oh, ow):
+        """Tiles of `tile` covering one undilated oh x ow output: the
+        kernel's own tiling (winograd.tile_grid)."""
+        rows, cols = winograd.tile_grid(tile, oh, ow, 1, 1)
+        return rows * cols
 
     @staticmethod
     def _transform(w, tile):
