@@ -2,18 +2,25 @@
 passes of the forward and backward.
 
 The input is viewed as (N, C, S): S = 1 for (N, C), L for (N, C, L),
-H*W for (N, C, H, W). Reductions run per channel (prange over C), in
-double whatever the input dtype, and the variance takes two passes (mean,
-then squared deviations from it), which keeps it accurate when the mean is
-large next to the spread. Elementwise passes run over the N*C contiguous
-rows (prange over N*C) in double arithmetic, so y = (x - mean) * scale +
-shift does not lose float32 digits to cancellation. Per-channel
-coefficients are computed by the caller (convcore.functional.batch_norm),
-which keeps this file free of the formulas' case analysis.
+H*W for (N, C, H, W). Reductions run per channel, in double whatever the
+input dtype, and the variance takes two passes (mean, then squared
+deviations from it), which keeps it accurate when the mean is large next
+to the spread. Elementwise rows run in double arithmetic, so
+y = (x - mean) * scale + shift does not lose float32 digits to
+cancellation.
+
+Training runs a channel at a time (prange over C): its sums, its
+coefficients, then its rows, which the sums have just brought into
+cache, all in one parallel region. A region costs a wake-up of the other
+threads (tens of microseconds on a virtual machine), and a channel of a
+batch is usually small enough for the second and third passes to come
+from the core's own cache instead of memory. normalize, for the running
+statistics, runs over the N*C rows (prange over N*C), with coefficients
+the caller computes (convcore.functional.batch_norm).
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, sqrt
 
 # Channel sums: the row reductions shared with pooling and the other norms.
 from convcore._kernels._row_reductions cimport (
@@ -86,26 +93,6 @@ cdef void channel_grad_sums(const floating* gy, const floating* x,
 # Drivers, called by convcore.functional after every check; arrays are
 # C-contiguous (N, C, S) with N*S >= 1, per-channel arrays float64 (C,).
 
-def stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var,
-          int num_threads):
-    """Per-channel mean and biased variance.               OUT: mean, var"""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
-    with nogil:
-        for c in prange(C, schedule='static', num_threads=num_threads):
-            channel_stats(&x[0, 0, 0], N, C, S, c, &mean[c], &var[c])
-
-
-def grad_sums(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
-              const double[::1] mean, double[::1] sum_g, double[::1] sum_gd,
-              int num_threads):
-    """Per channel: sum(grad_y) and sum(grad_y * (x - mean)). OUT: sum_g, sum_gd"""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
-    with nogil:
-        for c in prange(C, schedule='static', num_threads=num_threads):
-            channel_grad_sums(&grad_y[0, 0, 0], &x[0, 0, 0], N, C, S, c,
-                              mean[c], &sum_g[c], &sum_gd[c])
-
-
 def normalize(const floating[:, :, ::1] x, const double[::1] mean,
               const double[::1] scale, const double[::1] shift,
               const floating[:, :, ::1] residual, floating[:, :, ::1] y,
@@ -141,32 +128,6 @@ def normalize(const floating[:, :, ::1] x, const double[::1] mean,
                 bn_affine_clamp_f(xr, rr, yr, S, m, k, b, lower, upper)
             else:
                 bn_affine_clamp_d(xr, rr, yr, S, m, k, b, lower, upper)
-
-
-def input_grad(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
-               const double[::1] mean, const double[::1] a,
-               const double[::1] b, const double[::1] d,
-               floating[:, :, ::1] grad_x, int num_threads):
-    """grad_x = grad_y * a[c] + (x - mean[c]) * b[c] + d[c].    OUT: grad_x"""
-    cdef Py_ssize_t C = x.shape[1], S = x.shape[2], nc, c
-    cdef double m, ka, kb, kd
-    cdef const floating* gr
-    cdef const floating* xr
-    cdef floating* out
-    with nogil:
-        for nc in prange(x.shape[0] * C, schedule='static', num_threads=num_threads):
-            c = nc % C
-            m = mean[c]
-            ka = a[c]
-            kb = b[c]
-            kd = d[c]
-            gr = &grad_y[0, 0, 0] + nc * S
-            xr = &x[0, 0, 0] + nc * S
-            out = &grad_x[0, 0, 0] + nc * S
-            if floating is float:
-                bn_input_grad_f(gr, xr, out, S, m, ka, kb, kd)
-            else:
-                bn_input_grad_d(gr, xr, out, S, m, ka, kb, kd)
 
 
 # ---------------------------------------------------------------------------
@@ -205,3 +166,110 @@ def relu_grad_sums(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] y
                                         (&x[0, 0, 0] + off) if has_x else NULL,
                                         &grad_m[0, 0, 0] + off, S, m,
                                         &sum_g[c], &sum_gd[c], cap)
+
+
+# ---------------------------------------------------------------------------
+# Training: a channel at a time (see the module docstring). `weight` and
+# `bias` are float64 (C,) or empty (none: 1 and 0); `residual` and `y`
+# (relu's forward output) (N, C, S) or shape (0, 0, 0) for none. The
+# coefficients are the formulas convcore.functional.batch_norm writes for
+# normalize and documents, in the same order of operations, so that a
+# result is bit for bit what those passes give.
+
+cdef inline void _channel_rows_normalize(const floating* x, const floating* r, floating* y,
+                                         Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                                         Py_ssize_t c, double m, double k, double b,
+                                         double lower, double upper) noexcept nogil:
+    cdef Py_ssize_t n, off
+    for n in range(N):
+        off = (n * C + c) * S
+        if floating is float:
+            bn_affine_clamp_f(x + off, (r + off) if r != NULL else NULL, y + off, S,
+                              m, k, b, lower, upper)
+        else:
+            bn_affine_clamp_d(x + off, (r + off) if r != NULL else NULL, y + off, S,
+                              m, k, b, lower, upper)
+
+
+def train_forward(const floating[:, :, ::1] x, const double[::1] weight,
+                  const double[::1] bias, double eps,
+                  const floating[:, :, ::1] residual, floating[:, :, ::1] y,
+                  double[::1] mean, double[::1] var, double[::1] invstd,
+                  int num_threads, double lower=-INFINITY, double upper=INFINITY):
+    """Training batch norm: per channel the batch's mean and biased variance
+    (two passes), invstd = 1 / sqrt(var + eps), then its rows as normalize
+    with scale = invstd * weight and shift = bias (lower, upper and
+    residual as there). y may be x (in place): a channel's rows are
+    written after its sums read them.       OUT: y, mean, var, invstd"""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
+    cdef bint has_w = weight.shape[0] != 0, has_b = bias.shape[0] != 0
+    cdef const floating* rp = &residual[0, 0, 0] if residual.shape[0] != 0 else NULL
+    cdef double inv, k, b
+    with nogil:
+        for c in prange(C, schedule='static', num_threads=num_threads):
+            channel_stats(&x[0, 0, 0], N, C, S, c, &mean[c], &var[c])
+            inv = 1.0 / sqrt(var[c] + eps)
+            invstd[c] = inv
+            k = inv * weight[c] if has_w else inv
+            b = bias[c] if has_b else 0.0
+            _channel_rows_normalize(&x[0, 0, 0], rp, &y[0, 0, 0], N, C, S, c,
+                                    mean[c], k, b, lower, upper)
+
+
+def backward(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] y,
+             const floating[:, :, ::1] x, const double[::1] mean,
+             const double[::1] invstd, const double[::1] weight, double count,
+             bint training, floating[:, :, ::1] grad_m, floating[:, :, ::1] grad_x,
+             double[::1] sum_g, double[::1] sum_gd, int num_threads,
+             double cap=INFINITY):
+    """Batch norm's backward, per channel: the sums (sum_g = sum(g),
+    sum_gd = sum(g * (x - mean))), then
+    grad_x = g * a + (x - mean) * kb + kd with a = invstd * weight and,
+    training (the statistics were the batch's: count values per channel),
+    kb = -a * invstd^2 * sum_gd / count, kd = -a * sum_g / count, else 0.
+    g is grad_y (y and grad_m empty), or, when y is not empty, grad_y
+    through the ReLU whose output y is (cap: its upper clamp) as
+    relu_grad_sums computes it, written to grad_m (which may be grad_y;
+    grad_x may be grad_m: each element is read, then written, by one
+    thread).
+                                        OUT: grad_m, grad_x, sum_g, sum_gd"""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c, n, off
+    cdef bint relu = y.shape[0] != 0, has_w = weight.shape[0] != 0
+    cdef const floating* g
+    cdef double m, inv, a, kb, kd
+    with nogil:
+        for c in prange(C, schedule='static', num_threads=num_threads):
+            m = mean[c]
+            if relu:
+                sum_g[c] = 0
+                sum_gd[c] = 0
+                for n in range(N):
+                    off = (n * C + c) * S
+                    if floating is float:
+                        bn_mask_grad_sums_f(&grad_y[0, 0, 0] + off, &y[0, 0, 0] + off,
+                                            &x[0, 0, 0] + off, &grad_m[0, 0, 0] + off,
+                                            S, m, &sum_g[c], &sum_gd[c], cap)
+                    else:
+                        bn_mask_grad_sums_d(&grad_y[0, 0, 0] + off, &y[0, 0, 0] + off,
+                                            &x[0, 0, 0] + off, &grad_m[0, 0, 0] + off,
+                                            S, m, &sum_g[c], &sum_gd[c], cap)
+            else:
+                channel_grad_sums(&grad_y[0, 0, 0], &x[0, 0, 0], N, C, S, c, m,
+                                  &sum_g[c], &sum_gd[c])
+            inv = invstd[c]
+            a = inv * weight[c] if has_w else inv
+            kb = 0.0
+            kd = 0.0
+            if training:
+                kb = -a * (inv * inv) * sum_gd[c] / count
+                kd = -a * sum_g[c] / count
+            g = &grad_m[0, 0, 0] if relu else &grad_y[0, 0, 0]
+            for n in range(N):
+                off = (n * C + c) * S
+                if floating is float:
+                    bn_input_grad_f(g + off, &x[0, 0, 0] + off, &grad_x[0, 0, 0] + off,
+                                    S, m, a, kb, kd)
+                else:
+                    bn_input_grad_d(g + off, &x[0, 0, 0] + off, &grad_x[0, 0, 0] + off,
+                                    S, m, a, kb, kd)
+

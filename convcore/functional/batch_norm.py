@@ -214,23 +214,24 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training,
                          f"training, got input of shape {x.shape}")
     nt = kernel_threads(x.size)
     xs = as_ncs(x)
+    check_allocation(fn, (x.shape, x.dtype))
+    y = memory.empty(x.shape, x.dtype)
+    rs = _EMPTY[x.dtype] if residual is None else as_ncs(residual)
+    # relu is False, or the fused ReLU's cap (+inf: plain ReLU).
+    lower, upper = (-math.inf, math.inf) if relu is False else (0.0, relu)
     if training:
-        mean = np.empty(C)
-        var = np.empty(C)
-        _bn.stats(xs, mean, var, nt)
+        mean, var, invstd = np.empty(C), np.empty(C), np.empty(C)
+        # invstd = 1 / sqrt(var + eps); y = (x - mean) * (invstd * w) + b
+        _bn.train_forward(xs, _or_none(w), _or_none(b), eps, rs, as_ncs(y), mean, var,
+                          invstd, nt, lower, upper)
     else:
         mean = running_mean.astype(np.float64)
         var = running_var.astype(np.float64)
-    invstd = 1.0 / np.sqrt(var + eps)
-    scale = invstd if w is None else invstd * w
-    shift = np.zeros(C) if b is None else b
-    check_allocation(fn, (x.shape, x.dtype))
-    y = memory.empty(x.shape, x.dtype)
-    if count:  # an empty batch (eval only) has nothing to normalise
-        rs = _EMPTY[x.dtype] if residual is None else as_ncs(residual)
-        # relu is False, or the fused ReLU's cap (+inf: plain ReLU).
-        lower, upper = (-math.inf, math.inf) if relu is False else (0.0, relu)
-        _bn.normalize(xs, mean, scale, shift, rs, as_ncs(y), nt, lower, upper)
+        invstd = 1.0 / np.sqrt(var + eps)
+        scale = invstd if w is None else invstd * w
+        shift = np.zeros(C) if b is None else b
+        if count:  # an empty batch has nothing to normalise
+            _bn.normalize(xs, mean, scale, shift, rs, as_ncs(y), nt, lower, upper)
     if training:
         # Unbiased variance in the running estimate, biased above: torch's rule.
         # Computed in float64, then stored in the arrays' own dtype.
@@ -245,8 +246,14 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training,
     return y
 
 
-# "No array" for the kernels' optional (N, C, S) arguments.
+# "No array" for the kernels' optional (N, C, S) and (C,) arguments.
 _EMPTY = {np.dtype(t): np.empty((0, 0, 0), dtype=t) for t in (np.float32, np.float64)}
+_NO_VECTOR = np.empty(0)
+
+
+def _or_none(v):
+    """A float64 (C,) vector for the kernels, or the empty one for None."""
+    return _NO_VECTOR if v is None else v
 
 
 def batch_norm_backward(grad_y: Array, x: Array, mean: Array, invstd: Array,
@@ -359,21 +366,12 @@ def _batch_norm_backward(fn, grad_y, y, x, mean, invstd, weight, training,
         gx[...] = 0
         gm[...] = 0
     else:
-        xs, gys, gms = as_ncs(x), as_ncs(grad_y), as_ncs(gm)
-        if relu is not False:
-            _bn.relu_grad_sums(gys, as_ncs(y), xs, mean, gms, sum_g, sum_gd, nt, relu)
-        else:
-            _bn.grad_sums(gys, xs, mean, sum_g, sum_gd, nt)
-        a = invstd if w is None else invstd * w
-        if training:
-            # grad_x = a * (gy - sum_g/m - (x - mean) * invstd^2 * sum_gd/m)
-            b = -a * invstd ** 2 * sum_gd / count
-            d = -a * sum_g / count
-        else:
-            b = np.zeros(C)
-            d = np.zeros(C)
         # gx may be gm itself: each element is read, then written, in place.
-        _bn.input_grad(gms, xs, mean, a, b, d, as_ncs(gx), nt)
+        none = _EMPTY[x.dtype]
+        _bn.backward(as_ncs(grad_y), none if relu is False else as_ncs(y), as_ncs(x),
+                     mean, invstd, _or_none(w), count, training,
+                     none if relu is False else as_ncs(gm), as_ncs(gx), sum_g, sum_gd, nt,
+                     math.inf if relu is False else relu)
     gw = (sum_gd * invstd).astype(x.dtype) if w is not None else None
     out = (gx, gw, sum_g.astype(x.dtype))
     return out + (gm,) if residual_grad else out
