@@ -9,12 +9,12 @@ to the spread. Elementwise rows run in double arithmetic, so
 y = (x - mean) * scale + shift does not lose float32 digits to
 cancellation.
 
-Training runs a channel at a time (prange over C): its sums, its
-coefficients, then its rows, which the sums have just brought into
-cache, all in one parallel region. A region costs a wake-up of the other
-threads (tens of microseconds on a virtual machine), and a channel of a
-batch is usually small enough for the second and third passes to come
-from the core's own cache instead of memory. normalize, for the running
+Training runs a block of channels at a time (prange over the blocks):
+their sums, their coefficients, then their rows, which the sums have
+just brought into cache, all in one parallel region. A region costs a
+wake-up of the other threads (tens of microseconds on a virtual
+machine), and a block is kept small enough for its second and third
+passes to come from the core's own cache instead of memory. normalize, for the running
 statistics, runs over the N*C rows (prange over N*C), with coefficients
 the caller computes (convcore.functional.batch_norm).
 """
@@ -169,26 +169,71 @@ def relu_grad_sums(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] y
 
 
 # ---------------------------------------------------------------------------
-# Training: a channel at a time (see the module docstring). `weight` and
-# `bias` are float64 (C,) or empty (none: 1 and 0); `residual` and `y`
+# Training: a block of channels at a time (see the module docstring). A
+# block's passes walk it image by image, so that each image's rows of the
+# block are one contiguous run of memory (a channel's rows alone are S
+# values each, C*S apart), while every channel still sums its rows in
+# image order: the same sums as channel_stats and relu_grad_sums. `weight`
+# and `bias` are float64 (C,) or empty (none: 1 and 0); `residual` and `y`
 # (relu's forward output) (N, C, S) or shape (0, 0, 0) for none. The
 # coefficients are the formulas convcore.functional.batch_norm writes for
 # normalize and documents, in the same order of operations, so that a
 # result is bit for bit what those passes give.
 
-cdef inline void _channel_rows_normalize(const floating* x, const floating* r, floating* y,
-                                         Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
-                                         Py_ssize_t c, double m, double k, double b,
-                                         double lower, double upper) noexcept nogil:
-    cdef Py_ssize_t n, off
+cdef enum:
+    # A block's rows stay within about this many bytes, so that its second
+    # and third passes read them from the core's own cache.
+    BLOCK_BYTES = 1 << 17
+
+
+cdef inline Py_ssize_t _block_channels(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                                       size_t item, int num_threads) noexcept nogil:
+    """Channels per block: within BLOCK_BYTES, at least one, and at most
+    an even share of the channels per thread."""
+    cdef Py_ssize_t per_channel = max(1, N * S * <Py_ssize_t> item)
+    cdef Py_ssize_t share = (C + num_threads - 1) // max(1, num_threads)
+    return max(1, min(share, BLOCK_BYTES // per_channel))
+
+
+cdef void _forward_block(const floating* x, const floating* r, floating* y,
+                         Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                         Py_ssize_t c0, Py_ssize_t c1, const double* w,
+                         const double* bias, double eps, double* mean, double* var,
+                         double* invstd, double lower, double upper) noexcept nogil:
+    cdef Py_ssize_t n, c, off
+    cdef double k
+    for c in range(c0, c1):
+        mean[c] = 0
+        var[c] = 0
     for n in range(N):
-        off = (n * C + c) * S
-        if floating is float:
-            bn_affine_clamp_f(x + off, (r + off) if r != NULL else NULL, y + off, S,
-                              m, k, b, lower, upper)
-        else:
-            bn_affine_clamp_d(x + off, (r + off) if r != NULL else NULL, y + off, S,
-                              m, k, b, lower, upper)
+        for c in range(c0, c1):
+            off = (n * C + c) * S
+            if floating is float:
+                mean[c] += convcore_row_sum_f(x + off, S)
+            else:
+                mean[c] += convcore_row_sum_d(x + off, S)
+    for c in range(c0, c1):
+        mean[c] = mean[c] / (N * S)
+    for n in range(N):
+        for c in range(c0, c1):
+            off = (n * C + c) * S
+            if floating is float:
+                var[c] += convcore_row_sqdev_f(x + off, S, mean[c])
+            else:
+                var[c] += convcore_row_sqdev_d(x + off, S, mean[c])
+    for c in range(c0, c1):
+        var[c] = var[c] / (N * S)
+        invstd[c] = 1.0 / sqrt(var[c] + eps)
+    for n in range(N):
+        for c in range(c0, c1):
+            off = (n * C + c) * S
+            k = invstd[c] * w[c] if w != NULL else invstd[c]
+            if floating is float:
+                bn_affine_clamp_f(x + off, (r + off) if r != NULL else NULL, y + off, S,
+                                  mean[c], k, bias[c] if bias != NULL else 0.0, lower, upper)
+            else:
+                bn_affine_clamp_d(x + off, (r + off) if r != NULL else NULL, y + off, S,
+                                  mean[c], k, bias[c] if bias != NULL else 0.0, lower, upper)
 
 
 def train_forward(const floating[:, :, ::1] x, const double[::1] weight,
@@ -199,21 +244,63 @@ def train_forward(const floating[:, :, ::1] x, const double[::1] weight,
     """Training batch norm: per channel the batch's mean and biased variance
     (two passes), invstd = 1 / sqrt(var + eps), then its rows as normalize
     with scale = invstd * weight and shift = bias (lower, upper and
-    residual as there). y may be x (in place): a channel's rows are
-    written after its sums read them.       OUT: y, mean, var, invstd"""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
-    cdef bint has_w = weight.shape[0] != 0, has_b = bias.shape[0] != 0
+    residual as there). y may be x (in place): a block's rows are written
+    after its sums read them.               OUT: y, mean, var, invstd"""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
+    cdef Py_ssize_t cb = _block_channels(N, C, S, sizeof(floating), num_threads)
+    cdef Py_ssize_t b
+    cdef const double* wp = &weight[0] if weight.shape[0] != 0 else NULL
+    cdef const double* bp = &bias[0] if bias.shape[0] != 0 else NULL
     cdef const floating* rp = &residual[0, 0, 0] if residual.shape[0] != 0 else NULL
-    cdef double inv, k, b
     with nogil:
-        for c in prange(C, schedule='static', num_threads=num_threads):
-            channel_stats(&x[0, 0, 0], N, C, S, c, &mean[c], &var[c])
-            inv = 1.0 / sqrt(var[c] + eps)
-            invstd[c] = inv
-            k = inv * weight[c] if has_w else inv
-            b = bias[c] if has_b else 0.0
-            _channel_rows_normalize(&x[0, 0, 0], rp, &y[0, 0, 0], N, C, S, c,
-                                    mean[c], k, b, lower, upper)
+        for b in prange((C + cb - 1) // cb, schedule='static', num_threads=num_threads):
+            _forward_block(&x[0, 0, 0], rp, &y[0, 0, 0], N, C, S, b * cb,
+                           min(C, (b + 1) * cb), wp, bp, eps, &mean[0], &var[0],
+                           &invstd[0], lower, upper)
+
+
+cdef void _backward_block(const floating* gy, const floating* y, const floating* x,
+                          floating* gm, floating* gx, Py_ssize_t N, Py_ssize_t C,
+                          Py_ssize_t S, Py_ssize_t c0, Py_ssize_t c1, const double* mean,
+                          const double* invstd, const double* w, double count,
+                          bint training, double* sum_g, double* sum_gd,
+                          double cap) noexcept nogil:
+    cdef Py_ssize_t n, c, off
+    cdef double inv, a, kb, kd
+    cdef const floating* g = gm if y != NULL else gy
+    for c in range(c0, c1):
+        sum_g[c] = 0
+        sum_gd[c] = 0
+    for n in range(N):
+        for c in range(c0, c1):
+            off = (n * C + c) * S
+            if y != NULL:
+                if floating is float:
+                    bn_mask_grad_sums_f(gy + off, y + off, x + off, gm + off, S, mean[c],
+                                        &sum_g[c], &sum_gd[c], cap)
+                else:
+                    bn_mask_grad_sums_d(gy + off, y + off, x + off, gm + off, S, mean[c],
+                                        &sum_g[c], &sum_gd[c], cap)
+            elif floating is float:
+                convcore_row_grad_sums_f(gy + off, NULL, x + off, S, mean[c],
+                                         &sum_g[c], &sum_gd[c])
+            else:
+                convcore_row_grad_sums_d(gy + off, NULL, x + off, S, mean[c],
+                                         &sum_g[c], &sum_gd[c])
+    for n in range(N):
+        for c in range(c0, c1):
+            off = (n * C + c) * S
+            inv = invstd[c]
+            a = inv * w[c] if w != NULL else inv
+            kb = 0.0
+            kd = 0.0
+            if training:
+                kb = -a * (inv * inv) * sum_gd[c] / count
+                kd = -a * sum_g[c] / count
+            if floating is float:
+                bn_input_grad_f(g + off, x + off, gx + off, S, mean[c], a, kb, kd)
+            else:
+                bn_input_grad_d(g + off, x + off, gx + off, S, mean[c], a, kb, kd)
 
 
 def backward(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] y,
@@ -231,45 +318,16 @@ def backward(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] y,
     through the ReLU whose output y is (cap: its upper clamp) as
     relu_grad_sums computes it, written to grad_m (which may be grad_y;
     grad_x may be grad_m: each element is read, then written, by one
-    thread).
-                                        OUT: grad_m, grad_x, sum_g, sum_gd"""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c, n, off
-    cdef bint relu = y.shape[0] != 0, has_w = weight.shape[0] != 0
-    cdef const floating* g
-    cdef double m, inv, a, kb, kd
+    thread).                            OUT: grad_m, grad_x, sum_g, sum_gd"""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
+    cdef Py_ssize_t cb = _block_channels(N, C, S, sizeof(floating), num_threads)
+    cdef Py_ssize_t b
+    cdef bint relu = y.shape[0] != 0
+    cdef const floating* yp = &y[0, 0, 0] if relu else NULL
+    cdef floating* gmp = &grad_m[0, 0, 0] if relu else NULL
+    cdef const double* wp = &weight[0] if weight.shape[0] != 0 else NULL
     with nogil:
-        for c in prange(C, schedule='static', num_threads=num_threads):
-            m = mean[c]
-            if relu:
-                sum_g[c] = 0
-                sum_gd[c] = 0
-                for n in range(N):
-                    off = (n * C + c) * S
-                    if floating is float:
-                        bn_mask_grad_sums_f(&grad_y[0, 0, 0] + off, &y[0, 0, 0] + off,
-                                            &x[0, 0, 0] + off, &grad_m[0, 0, 0] + off,
-                                            S, m, &sum_g[c], &sum_gd[c], cap)
-                    else:
-                        bn_mask_grad_sums_d(&grad_y[0, 0, 0] + off, &y[0, 0, 0] + off,
-                                            &x[0, 0, 0] + off, &grad_m[0, 0, 0] + off,
-                                            S, m, &sum_g[c], &sum_gd[c], cap)
-            else:
-                channel_grad_sums(&grad_y[0, 0, 0], &x[0, 0, 0], N, C, S, c, m,
-                                  &sum_g[c], &sum_gd[c])
-            inv = invstd[c]
-            a = inv * weight[c] if has_w else inv
-            kb = 0.0
-            kd = 0.0
-            if training:
-                kb = -a * (inv * inv) * sum_gd[c] / count
-                kd = -a * sum_g[c] / count
-            g = &grad_m[0, 0, 0] if relu else &grad_y[0, 0, 0]
-            for n in range(N):
-                off = (n * C + c) * S
-                if floating is float:
-                    bn_input_grad_f(g + off, &x[0, 0, 0] + off, &grad_x[0, 0, 0] + off,
-                                    S, m, a, kb, kd)
-                else:
-                    bn_input_grad_d(g + off, &x[0, 0, 0] + off, &grad_x[0, 0, 0] + off,
-                                    S, m, a, kb, kd)
-
+        for b in prange((C + cb - 1) // cb, schedule='static', num_threads=num_threads):
+            _backward_block(&grad_y[0, 0, 0], yp, &x[0, 0, 0], gmp, &grad_x[0, 0, 0],
+                            N, C, S, b * cb, min(C, (b + 1) * cb), &mean[0], &invstd[0],
+                            wp, count, training, &sum_g[0], &sum_gd[0], cap)

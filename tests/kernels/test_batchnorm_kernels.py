@@ -1,7 +1,8 @@
 """The training batch-norm kernels (convcore._kernels.batchnorm.train_forward
 and backward) called directly: against the formulas in NumPy float64, the
 same bits at 1, 2 and 3 threads whatever the channel count (fewer channels
-than threads included), and in place where their docstrings allow it.
+than threads included) and however the channels fall into blocks, and in
+place where their docstrings allow it.
 convcore.functional picks the threads by size, so tests through it run the
 small shapes here on one thread only."""
 import math
@@ -11,7 +12,9 @@ import pytest
 
 from convcore._kernels import batchnorm as bn
 
-SHAPES = [(4, 6, 25), (3, 1, 49), (2, 3, 1), (5, 16, 16), (1, 7, 9)]
+# The last: blocks of two channels (64 KiB each, kernels' BLOCK_BYTES is
+# 128 KiB), five blocks per thread at two threads.
+SHAPES = [(4, 6, 25), (3, 1, 49), (2, 3, 1), (5, 16, 16), (1, 7, 9), (2, 40, 9), (4, 20, 4096)]
 EPS = 1e-5
 
 
