@@ -131,44 +131,6 @@ def normalize(const floating[:, :, ::1] x, const double[::1] mean,
 
 
 # ---------------------------------------------------------------------------
-# Fused backward: the ReLU mask (of normalize's lower = 0) and the sums after
-# it. Same preconditions as above; `x` may be empty (shape (0, 0, 0)) to
-# mean "none". grad_m may alias grad_y: each element is read, then written
-# at the same index, by one thread.
-
-def relu_grad_sums(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] y,
-                   const floating[:, :, ::1] x, const double[::1] mean,
-                   floating[:, :, ::1] grad_m, double[::1] sum_g, double[::1] sum_gd,
-                   int num_threads, double cap=INFINITY):
-    """ReLU backward and the per-channel sums after it, in one pass:
-    grad_m = grad_y where y > 0 (and y < cap when cap is finite: ReLU6)
-    else 0 (grad_m may be grad_y: in place);
-    sum_g[c] = sum(grad_m), and, when x is not empty, sum_gd[c] =
-    sum(grad_m * (x - mean[c])).  Channels in parallel, each summed in
-    image order: the same at any thread count. OUT: grad_m, sum_g, sum_gd"""
-    cdef Py_ssize_t N = y.shape[0], C = y.shape[1], S = y.shape[2], c, n, off
-    cdef bint has_x = x.shape[0] != 0
-    cdef double m
-    with nogil:
-        for c in prange(C, schedule='static', num_threads=num_threads):
-            sum_g[c] = 0
-            sum_gd[c] = 0
-            m = mean[c] if has_x else 0.0
-            for n in range(N):
-                off = (n * C + c) * S
-                if floating is float:
-                    bn_mask_grad_sums_f(&grad_y[0, 0, 0] + off, &y[0, 0, 0] + off,
-                                        (&x[0, 0, 0] + off) if has_x else NULL,
-                                        &grad_m[0, 0, 0] + off, S, m,
-                                        &sum_g[c], &sum_gd[c], cap)
-                else:
-                    bn_mask_grad_sums_d(&grad_y[0, 0, 0] + off, &y[0, 0, 0] + off,
-                                        (&x[0, 0, 0] + off) if has_x else NULL,
-                                        &grad_m[0, 0, 0] + off, S, m,
-                                        &sum_g[c], &sum_gd[c], cap)
-
-
-# ---------------------------------------------------------------------------
 # Training: a block of channels at a time (see the module docstring). A
 # block's passes walk it image by image, so that each image's rows of the
 # block are one contiguous run of memory (a channel's rows alone are S
@@ -265,6 +227,8 @@ cdef void _backward_block(const floating* gy, const floating* y, const floating*
                           const double* invstd, const double* w, double count,
                           bint training, double* sum_g, double* sum_gd,
                           double cap) noexcept nogil:
+    """backward's channels c0 to c1; the sums alone when gx is NULL. y NULL:
+    no ReLU; x NULL (with a ReLU only): no sum_gd."""
     cdef Py_ssize_t n, c, off
     cdef double inv, a, kb, kd
     cdef const floating* g = gm if y != NULL else gy
@@ -276,17 +240,19 @@ cdef void _backward_block(const floating* gy, const floating* y, const floating*
             off = (n * C + c) * S
             if y != NULL:
                 if floating is float:
-                    bn_mask_grad_sums_f(gy + off, y + off, x + off, gm + off, S, mean[c],
-                                        &sum_g[c], &sum_gd[c], cap)
+                    bn_mask_grad_sums_f(gy + off, y + off, (x + off) if x != NULL else NULL,
+                                        gm + off, S, mean[c], &sum_g[c], &sum_gd[c], cap)
                 else:
-                    bn_mask_grad_sums_d(gy + off, y + off, x + off, gm + off, S, mean[c],
-                                        &sum_g[c], &sum_gd[c], cap)
+                    bn_mask_grad_sums_d(gy + off, y + off, (x + off) if x != NULL else NULL,
+                                        gm + off, S, mean[c], &sum_g[c], &sum_gd[c], cap)
             elif floating is float:
                 convcore_row_grad_sums_f(gy + off, NULL, x + off, S, mean[c],
                                          &sum_g[c], &sum_gd[c])
             else:
                 convcore_row_grad_sums_d(gy + off, NULL, x + off, S, mean[c],
                                          &sum_g[c], &sum_gd[c])
+    if gx == NULL:
+        return
     for n in range(N):
         for c in range(c0, c1):
             off = (n * C + c) * S
@@ -331,3 +297,30 @@ def backward(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] y,
             _backward_block(&grad_y[0, 0, 0], yp, &x[0, 0, 0], gmp, &grad_x[0, 0, 0],
                             N, C, S, b * cb, min(C, (b + 1) * cb), &mean[0], &invstd[0],
                             wp, count, training, &sum_g[0], &sum_gd[0], cap)
+
+
+# ---------------------------------------------------------------------------
+# The ReLU mask and the sums after it, alone: a convolution's fused bias +
+# ReLU backward (convcore.functional.fused). Same preconditions as above;
+# `x` may be empty (shape (0, 0, 0)) to mean "none".
+
+def relu_grad_sums(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] y,
+                   const floating[:, :, ::1] x, const double[::1] mean,
+                   floating[:, :, ::1] grad_m, double[::1] sum_g, double[::1] sum_gd,
+                   int num_threads, double cap=INFINITY):
+    """ReLU backward and the per-channel sums after it, in one pass:
+    grad_m = grad_y where y > 0 (and y < cap when cap is finite: ReLU6)
+    else 0 (grad_m may be grad_y: in place);
+    sum_g[c] = sum(grad_m), and, when x is not empty, sum_gd[c] =
+    sum(grad_m * (x - mean[c])). Blocks of channels in parallel (as
+    backward's first pass), each channel summed in image order: the same
+    at any thread count.                      OUT: grad_m, sum_g, sum_gd"""
+    cdef Py_ssize_t N = y.shape[0], C = y.shape[1], S = y.shape[2]
+    cdef Py_ssize_t cb = _block_channels(N, C, S, sizeof(floating), num_threads)
+    cdef Py_ssize_t b
+    cdef const floating* xp = &x[0, 0, 0] if x.shape[0] != 0 else NULL
+    with nogil:
+        for b in prange((C + cb - 1) // cb, schedule='static', num_threads=num_threads):
+            _backward_block(&grad_y[0, 0, 0], &y[0, 0, 0], xp, &grad_m[0, 0, 0], NULL,
+                            N, C, S, b * cb, min(C, (b + 1) * cb), &mean[0], NULL, NULL,
+                            0.0, False, &sum_g[0], &sum_gd[0], cap)

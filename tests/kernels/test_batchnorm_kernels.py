@@ -116,3 +116,32 @@ def test_backward_matches_formula_and_threads(rng, dtype, shape, training, relu)
         gx, gm_, *_ = _backward(own, y, x, mean, invstd, w, training, 2, grad_m=own, grad_x=own)
         assert gx is own and gm_ is own
         np.testing.assert_array_equal(own, results[0][0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_x", [False, True])
+@pytest.mark.parametrize("cap", [math.inf, 6.0])
+def test_relu_grad_sums_matches_formula_and_threads(rng, dtype, shape, with_x, cap):
+    N, C, S = shape
+    g = rng.standard_normal(shape).astype(dtype)
+    y = (np.maximum(rng.standard_normal(shape), 0) * 5).astype(dtype)
+    x = rng.standard_normal(shape).astype(dtype) if with_x else _empty(dtype)
+    mean = rng.standard_normal(C)
+    results = []
+    for threads in (1, 2, 3):
+        gm, sums = np.empty_like(g), (np.empty(C), np.empty(C))
+        bn.relu_grad_sums(g, y, x, mean, gm, *sums, threads, cap)
+        results.append((gm,) + sums)
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            np.testing.assert_array_equal(a, b_)
+    want = np.where((y > 0) & (y < cap), g, 0)
+    np.testing.assert_array_equal(results[0][0], want)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(results[0][1], want.astype(np.float64).sum(axis=(0, 2)), rtol=tol, atol=tol)
+    if with_x:
+        d = x.astype(np.float64) - mean[:, None]
+        np.testing.assert_allclose(results[0][2], (want * d).sum(axis=(0, 2)), rtol=tol, atol=tol)
+    else:
+        np.testing.assert_array_equal(results[0][2], 0)
