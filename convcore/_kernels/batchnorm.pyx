@@ -14,9 +14,9 @@ their sums, their coefficients, then their rows, which the sums have
 just brought into cache, all in one parallel region. A region costs a
 wake-up of the other threads (tens of microseconds on a virtual
 machine), and a block is kept small enough for its second and third
-passes to come from the core's own cache instead of memory. normalize, for the running
-statistics, runs over the N*C rows (prange over N*C), with coefficients
-the caller computes (convcore.functional.batch_norm).
+passes to come from the core's own cache instead of memory. normalize,
+for the running statistics, runs over the N*C rows (prange over N*C),
+with coefficients the caller computes (convcore.functional.batch_norm).
 """
 from cython cimport floating
 from cython.parallel cimport prange
