@@ -222,7 +222,7 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training,
     if training:
         mean, var, invstd = np.empty(C), np.empty(C), np.empty(C)
         # invstd = 1 / sqrt(var + eps); y = (x - mean) * (invstd * w) + b
-        _bn.train_forward(xs, _or_none(w), _or_none(b), eps, rs, as_ncs(y), mean, var,
+        _bn.train_forward(xs, _or_empty(w), _or_empty(b), eps, rs, as_ncs(y), mean, var,
                           invstd, nt, lower, upper)
     else:
         mean = running_mean.astype(np.float64)
@@ -251,7 +251,7 @@ _EMPTY = {np.dtype(t): np.empty((0, 0, 0), dtype=t) for t in (np.float32, np.flo
 _NO_VECTOR = np.empty(0)
 
 
-def _or_none(v):
+def _or_empty(v):
     """A float64 (C,) vector for the kernels, or the empty one for None."""
     return _NO_VECTOR if v is None else v
 
@@ -369,7 +369,7 @@ def _batch_norm_backward(fn, grad_y, y, x, mean, invstd, weight, training,
         # gx may be gm itself: each element is read, then written, in place.
         none = _EMPTY[x.dtype]
         _bn.backward(as_ncs(grad_y), none if relu is False else as_ncs(y), as_ncs(x),
-                     mean, invstd, _or_none(w), count, training,
+                     mean, invstd, _or_empty(w), count, training,
                      none if relu is False else as_ncs(gm), as_ncs(gx), sum_g, sum_gd, nt,
                      math.inf if relu is False else relu)
     gw = (sum_gd * invstd).astype(x.dtype) if w is not None else None
