@@ -48,29 +48,77 @@ cdef extern from "convcore/_kernels/batchnorm.h":
                              double* sum_gd, double cap) noexcept nogil
 
 
+# Channel sums over a block of channels c0 to c1 of x (N, C, S), walked
+# image by image (an image's rows of the block are one contiguous run of
+# memory), each channel summed over its rows in image order whatever the
+# block. Per-channel outputs are indexed from c0: out[c - c0].
+
+cdef void _block_stats(const floating* x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                       Py_ssize_t c0, Py_ssize_t c1, double* mean,
+                       double* var) noexcept nogil:
+    """Mean and biased variance per channel, two passes (the mean, then
+    squared deviations from it)."""
+    cdef Py_ssize_t n, c, off
+    for c in range(c0, c1):
+        mean[c - c0] = 0
+        var[c - c0] = 0
+    for n in range(N):
+        for c in range(c0, c1):
+            off = (n * C + c) * S
+            if floating is float:
+                mean[c - c0] += convcore_row_sum_f(x + off, S)
+            else:
+                mean[c - c0] += convcore_row_sum_d(x + off, S)
+    for c in range(c0, c1):
+        mean[c - c0] = mean[c - c0] / (N * S)
+    for n in range(N):
+        for c in range(c0, c1):
+            off = (n * C + c) * S
+            if floating is float:
+                var[c - c0] += convcore_row_sqdev_f(x + off, S, mean[c - c0])
+            else:
+                var[c - c0] += convcore_row_sqdev_d(x + off, S, mean[c - c0])
+    for c in range(c0, c1):
+        var[c - c0] = var[c - c0] / (N * S)
+
+
+cdef void _block_grad_sums(const floating* gy, const floating* y, const floating* x,
+                           floating* gm, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                           Py_ssize_t c0, Py_ssize_t c1, const double* mean,
+                           double* sum_g, double* sum_gd, double cap) noexcept nogil:
+    """sum_g = sum(g) and sum_gd = sum(g * (x - mean)) per channel. g is
+    gy (y NULL), or gy through the ReLU whose output y is (cap: its upper
+    clamp), written to gm (bn_mask_grad_sums: may be gy). x may be NULL
+    with a ReLU: then no sum_gd (left 0)."""
+    cdef Py_ssize_t n, c, off
+    for c in range(c0, c1):
+        sum_g[c - c0] = 0
+        sum_gd[c - c0] = 0
+    for n in range(N):
+        for c in range(c0, c1):
+            off = (n * C + c) * S
+            if y != NULL:
+                if floating is float:
+                    bn_mask_grad_sums_f(gy + off, y + off, (x + off) if x != NULL else NULL,
+                                        gm + off, S, mean[c - c0], &sum_g[c - c0],
+                                        &sum_gd[c - c0], cap)
+                else:
+                    bn_mask_grad_sums_d(gy + off, y + off, (x + off) if x != NULL else NULL,
+                                        gm + off, S, mean[c - c0], &sum_g[c - c0],
+                                        &sum_gd[c - c0], cap)
+            elif floating is float:
+                convcore_row_grad_sums_f(gy + off, NULL, x + off, S, mean[c - c0],
+                                         &sum_g[c - c0], &sum_gd[c - c0])
+            else:
+                convcore_row_grad_sums_d(gy + off, NULL, x + off, S, mean[c - c0],
+                                         &sum_g[c - c0], &sum_gd[c - c0])
+
+
 cdef void channel_stats(const floating* x, Py_ssize_t N, Py_ssize_t C,
                         Py_ssize_t S, Py_ssize_t c, double* mean,
                         double* var) noexcept nogil:
     """Mean and biased variance of channel c of x (N, C, S), two passes."""
-    cdef Py_ssize_t n
-    cdef double acc = 0, m
-    cdef const floating* row
-    for n in range(N):
-        row = x + (n * C + c) * S
-        if floating is float:
-            acc += convcore_row_sum_f(row, S)
-        else:
-            acc += convcore_row_sum_d(row, S)
-    m = acc / (N * S)
-    acc = 0
-    for n in range(N):
-        row = x + (n * C + c) * S
-        if floating is float:
-            acc += convcore_row_sqdev_f(row, S, m)
-        else:
-            acc += convcore_row_sqdev_d(row, S, m)
-    mean[0] = m
-    var[0] = acc / (N * S)
+    _block_stats(x, N, C, S, c, c + 1, mean, var)
 
 
 cdef void channel_grad_sums(const floating* gy, const floating* x,
@@ -78,15 +126,8 @@ cdef void channel_grad_sums(const floating* gy, const floating* x,
                             Py_ssize_t c, double mean, double* sum_g,
                             double* sum_gd) noexcept nogil:
     """sum(gy) and sum(gy * (x - mean)) over channel c."""
-    cdef Py_ssize_t n, off
-    sum_g[0] = 0
-    sum_gd[0] = 0
-    for n in range(N):
-        off = (n * C + c) * S
-        if floating is float:
-            convcore_row_grad_sums_f(gy + off, NULL, x + off, S, mean, sum_g, sum_gd)
-        else:
-            convcore_row_grad_sums_d(gy + off, NULL, x + off, S, mean, sum_g, sum_gd)
+    _block_grad_sums(gy, NULL, x, NULL, N, C, S, c, c + 1, &mean, sum_g, sum_gd,
+                     INFINITY)
 
 
 # ---------------------------------------------------------------------------
@@ -131,11 +172,11 @@ def normalize(const floating[:, :, ::1] x, const double[::1] mean,
 
 
 # ---------------------------------------------------------------------------
-# Training: a block of channels at a time (see the module docstring). A
-# block's passes walk it image by image, so that each image's rows of the
-# block are one contiguous run of memory (a channel's rows alone are S
-# values each, C*S apart), while every channel still sums its rows in
-# image order: the same sums as channel_stats and relu_grad_sums. `weight`
+# Training: a block of channels at a time (see the module docstring),
+# each pass walking the block image by image as _block_stats and
+# _block_grad_sums do (a channel's rows alone are S values each, C*S
+# apart). The sums are those of channel_stats and channel_grad_sums, which
+# run the same helpers on one channel. `weight`
 # and `bias` are float64 (C,) or empty (none: 1 and 0); `residual` and `y`
 # (relu's forward output) (N, C, S) or shape (0, 0, 0) for none. The
 # coefficients are the formulas convcore.functional.batch_norm writes for
@@ -164,27 +205,8 @@ cdef void _forward_block(const floating* x, const floating* r, floating* y,
                          double* invstd, double lower, double upper) noexcept nogil:
     cdef Py_ssize_t n, c, off
     cdef double k
+    _block_stats(x, N, C, S, c0, c1, mean + c0, var + c0)
     for c in range(c0, c1):
-        mean[c] = 0
-        var[c] = 0
-    for n in range(N):
-        for c in range(c0, c1):
-            off = (n * C + c) * S
-            if floating is float:
-                mean[c] += convcore_row_sum_f(x + off, S)
-            else:
-                mean[c] += convcore_row_sum_d(x + off, S)
-    for c in range(c0, c1):
-        mean[c] = mean[c] / (N * S)
-    for n in range(N):
-        for c in range(c0, c1):
-            off = (n * C + c) * S
-            if floating is float:
-                var[c] += convcore_row_sqdev_f(x + off, S, mean[c])
-            else:
-                var[c] += convcore_row_sqdev_d(x + off, S, mean[c])
-    for c in range(c0, c1):
-        var[c] = var[c] / (N * S)
         invstd[c] = 1.0 / sqrt(var[c] + eps)
     for n in range(N):
         for c in range(c0, c1):
@@ -227,32 +249,12 @@ cdef void _backward_block(const floating* gy, const floating* y, const floating*
                           const double* invstd, const double* w, double count,
                           bint training, double* sum_g, double* sum_gd,
                           double cap) noexcept nogil:
-    """backward's channels c0 to c1; the sums alone when gx is NULL. y NULL:
-    no ReLU; x NULL (with a ReLU only): no sum_gd."""
+    """backward's channels c0 to c1 (y NULL: no ReLU)."""
     cdef Py_ssize_t n, c, off
     cdef double inv, a, kb, kd
     cdef const floating* g = gm if y != NULL else gy
-    for c in range(c0, c1):
-        sum_g[c] = 0
-        sum_gd[c] = 0
-    for n in range(N):
-        for c in range(c0, c1):
-            off = (n * C + c) * S
-            if y != NULL:
-                if floating is float:
-                    bn_mask_grad_sums_f(gy + off, y + off, (x + off) if x != NULL else NULL,
-                                        gm + off, S, mean[c], &sum_g[c], &sum_gd[c], cap)
-                else:
-                    bn_mask_grad_sums_d(gy + off, y + off, (x + off) if x != NULL else NULL,
-                                        gm + off, S, mean[c], &sum_g[c], &sum_gd[c], cap)
-            elif floating is float:
-                convcore_row_grad_sums_f(gy + off, NULL, x + off, S, mean[c],
-                                         &sum_g[c], &sum_gd[c])
-            else:
-                convcore_row_grad_sums_d(gy + off, NULL, x + off, S, mean[c],
-                                         &sum_g[c], &sum_gd[c])
-    if gx == NULL:
-        return
+    _block_grad_sums(gy, y, x, gm, N, C, S, c0, c1, mean + c0, sum_g + c0, sum_gd + c0,
+                     cap)
     for n in range(N):
         for c in range(c0, c1):
             off = (n * C + c) * S
@@ -312,15 +314,15 @@ def relu_grad_sums(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] y
     grad_m = grad_y where y > 0 (and y < cap when cap is finite: ReLU6)
     else 0 (grad_m may be grad_y: in place);
     sum_g[c] = sum(grad_m), and, when x is not empty, sum_gd[c] =
-    sum(grad_m * (x - mean[c])). Blocks of channels in parallel (as
-    backward's first pass), each channel summed in image order: the same
-    at any thread count.                      OUT: grad_m, sum_g, sum_gd"""
+    sum(grad_m * (x - mean[c])). Blocks of channels in parallel
+    (_block_grad_sums, as backward's first pass), each channel summed in
+    image order: the same at any thread count.                      OUT: grad_m, sum_g, sum_gd"""
     cdef Py_ssize_t N = y.shape[0], C = y.shape[1], S = y.shape[2]
     cdef Py_ssize_t cb = _block_channels(N, C, S, sizeof(floating), num_threads)
     cdef Py_ssize_t b
     cdef const floating* xp = &x[0, 0, 0] if x.shape[0] != 0 else NULL
     with nogil:
         for b in prange((C + cb - 1) // cb, schedule='static', num_threads=num_threads):
-            _backward_block(&grad_y[0, 0, 0], &y[0, 0, 0], xp, &grad_m[0, 0, 0], NULL,
-                            N, C, S, b * cb, min(C, (b + 1) * cb), &mean[0], NULL, NULL,
-                            0.0, False, &sum_g[0], &sum_gd[0], cap)
+            _block_grad_sums(&grad_y[0, 0, 0], &y[0, 0, 0], xp, &grad_m[0, 0, 0], N, C, S,
+                             b * cb, min(C, (b + 1) * cb), &mean[b * cb], &sum_g[b * cb],
+                             &sum_gd[b * cb], cap)
