@@ -11,10 +11,17 @@ gradient's row sums.
 float32 at stride 1, undilated: the register-blocked kernels of
 direct_block.h, with a zero-padded copy of an image per thread and the
 weights packed per call (scratch_bytes counts both).
+
+float32 on small images (_cvec): the forward at any stride and dilation,
+and backward-data at stride 1, run direct_cvec.h's kernel instead, vectors
+along the output channels and tiles across images, which skips the taps
+that read padding; the input copied image-minor and the weights packed per
+call.
 """
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
+from convcore._kernels.buffer_cache cimport give, take
 from convcore._kernels._openmp cimport omp_get_thread_num
 from convcore._kernels.conv_geometry cimport ConvGeometry, check_shapes
 from convcore._kernels.conv_params cimport ConvParams, valid_range
@@ -175,6 +182,25 @@ cdef void direct_backward_weight_kc(const floating* grad_y, const floating* x,
             gw[t] = convcore_dsum(acc + t * OW, OW)
 
 
+cdef extern from "convcore/_kernels/direct_cvec.h":
+    ctypedef struct convcore_cvec:
+        Py_ssize_t C, K, H, W, OH, OW, R, S
+        Py_ssize_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, N, Np
+    ctypedef void (*convcore_cvec_fn)(const float* x2, const float* wpk, const float* bias,
+                                      float* y, const convcore_cvec* d, Py_ssize_t kb,
+                                      Py_ssize_t pos) noexcept nogil
+    ctypedef struct convcore_cvec_kernel:
+        convcore_cvec_fn run
+        Py_ssize_t KB, NP
+    convcore_cvec_kernel convcore_cvec_instance(int which) noexcept nogil
+    void convcore_cvec_pack_input(const float* x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t P,
+                                  Py_ssize_t Np, Py_ssize_t c0, Py_ssize_t c1,
+                                  float* x2) noexcept nogil
+    void convcore_cvec_pack_weights(const float* w, Py_ssize_t K, Py_ssize_t C,
+                                    Py_ssize_t taps, Py_ssize_t KB, int flip, Py_ssize_t kb0,
+                                    Py_ssize_t kb1, float* wpk) noexcept nogil
+
+
 # ---- Register-blocked kernels (direct_block.h) -------------------------------
 # Float32 at stride 1, undilated: the forward, backward-data as the forward
 # of grad_y with the flipped kernel (padding R-1-pad, S-1-pad), and the
@@ -263,6 +289,91 @@ cdef int _blocked_run(const float* x, const float* w, const float* bias, float* 
         free(wpk)
         free(scratch)
         free(padded)
+    return 0
+
+
+# ---- Small images, vectors along the output channels (direct_cvec.h) ---------
+
+cdef convcore_cvec_kernel _CVEC = convcore_cvec_instance(convcore_dblock_best())
+cdef bint _CVEC_ON = True   # channel_vector_kernel(False): tests reach the other kernels
+
+cdef enum:
+    # Against the row-vector kernels (measured on a Zen 4, commit body): at
+    # least a tile of images (fewer leave lanes of every multiply-add
+    # empty), channels in and out from 32 on outputs up to 6x6 and from 64
+    # up to 8x8 (fewer fill too little of a block, and 8-pixel rows already
+    # fill half of the other kernel's vectors).
+    CVEC_MIN_IMAGES = 8
+    CVEC_MIN_CHANNELS = 32
+    CVEC_MAX_PIXELS = 36
+    CVEC_WIDE_MIN_CHANNELS = 64
+    CVEC_WIDE_MAX_PIXELS = 64
+
+
+cdef inline bint _cvec(const ConvParams* p) noexcept nogil:
+    """Whether the float32 forward of p runs the channel-vector kernel."""
+    cdef Py_ssize_t channels = min(p.C, p.K), P = p.OH * p.OW
+    return (_CVEC_ON and p.groups == 1 and p.N >= CVEC_MIN_IMAGES
+            and channels >= CVEC_MIN_CHANNELS
+            and (P <= CVEC_MAX_PIXELS or (P <= CVEC_WIDE_MAX_PIXELS
+                                          and channels >= CVEC_WIDE_MIN_CHANNELS)))
+
+
+cdef inline bint _cvec_data(const ConvParams* p) noexcept nogil:
+    """Whether backward-data of p (stride 1: the forward of grad_y) runs it."""
+    cdef ConvParams q
+    if p.stride_h != 1 or p.stride_w != 1:
+        return False
+    q = _data_problem(p)
+    return _cvec(&q)
+
+
+cdef inline convcore_cvec _cvec_geometry(const ConvParams* q) noexcept nogil:
+    cdef convcore_cvec d
+    d.C, d.K, d.H, d.W, d.OH, d.OW, d.R, d.S = q.C, q.K, q.H, q.W, q.OH, q.OW, q.R, q.S
+    d.stride_h, d.stride_w, d.pad_h, d.pad_w = q.stride_h, q.stride_w, q.pad_h, q.pad_w
+    d.dil_h, d.dil_w, d.N = q.dil_h, q.dil_w, q.N
+    d.Np = (q.N + _CVEC.NP - 1) // _CVEC.NP * _CVEC.NP
+    return d
+
+
+cdef inline Py_ssize_t _cvec_scratch(const ConvParams* q) noexcept nogil:
+    """Elements of the packed weights and the image-minor input copy."""
+    cdef convcore_cvec d = _cvec_geometry(q)
+    return ((d.K + _CVEC.KB - 1) // _CVEC.KB * _CVEC.KB * d.R * d.S * d.C
+            + d.H * d.W * d.C * d.Np)
+
+
+cdef int _cvec_run(const float* x, const float* w, const float* bias, float* y,
+                   ConvParams q, bint flip, int num_threads) except -1:
+    """y (N, q.K, OH, OW) = conv(x (N, q.C, H, W), w') + bias for groups 1:
+    w' is w (q.K, q.C, R, S), or, with flip, the kernel of backward-data of
+    w (q.C, q.K, R, S), read transposed and rotated by 180 degrees. Three
+    regions: the weights packed by blocks, the input copied by channels,
+    then (block of output channels, output position) tasks, shared out as
+    they finish (their costs differ: a corner reads fewer taps)."""
+    cdef convcore_cvec d = _cvec_geometry(&q)
+    cdef Py_ssize_t KB = _CVEC.KB, taps = q.R * q.S, P = q.OH * q.OW
+    cdef Py_ssize_t nkb = (d.K + KB - 1) // KB, kb, c, task
+    cdef Py_ssize_t wsize = nkb * KB * taps * d.C, xsize = d.H * d.W * d.C * d.Np
+    cdef float* wpk
+    cdef float* x2
+    if q.N == 0 or d.K == 0 or P == 0:
+        return 0
+    # the buffer cache: a fresh block of this size would fault its pages in
+    # again on every call
+    wpk = <float*> take((wsize + xsize) * sizeof(float))
+    x2 = wpk + wsize
+    try:
+        with nogil:
+            for kb in prange(nkb, schedule='static', num_threads=num_threads):
+                convcore_cvec_pack_weights(w, d.K, d.C, taps, KB, flip, kb, kb + 1, wpk)
+            for c in prange(d.C, schedule='static', num_threads=num_threads):
+                convcore_cvec_pack_input(x, q.N, d.C, d.H * d.W, d.Np, c, c + 1, x2)
+            for task in prange(nkb * P, schedule='dynamic', num_threads=num_threads):
+                _CVEC.run(x2, wpk, bias, y, &d, task // P, task % P)
+    finally:
+        give(wpk, (wsize + xsize) * sizeof(float))
     return 0
 
 
@@ -383,12 +494,12 @@ cdef int _blocked_weight_grad(const float* gy, const float* x, float* gw, ConvPa
 
 cdef inline ConvParams _data_problem(const ConvParams* p) noexcept nogil:
     """Backward-data as a forward: grad_y (N, K, OH, OW) -> grad_x (N, C, H,
-    W) with the flipped kernel, padding R-1-pad (stride 1, undilated)."""
+    W) with the flipped kernel, padding dil*(R-1) - pad (stride 1)."""
     cdef ConvParams q = p[0]
     q.C, q.H, q.W = p.K, p.OH, p.OW
     q.K, q.OH, q.OW = p.C, p.H, p.W
-    q.pad_h = p.R - 1 - p.pad_h
-    q.pad_w = p.S - 1 - p.pad_w
+    q.pad_h = p.dil_h * (p.R - 1) - p.pad_h
+    q.pad_w = p.dil_w * (p.S - 1) - p.pad_w
     return q
 
 
@@ -404,6 +515,13 @@ def scratch_bytes(ConvGeometry geom, int num_threads, bint backward,
     cdef ConvParams p = geom.params
     cdef ConvParams q = _data_problem(&p)
     cdef Py_ssize_t blocked = 0
+    if itemsize == 4 and _cvec(&p):
+        blocked = _cvec_scratch(&p)
+        if backward:
+            blocked = max(blocked, _cvec_scratch(&q) if _cvec_data(&p) else 0,
+                          (num_threads * _blocked_wgrad_scratch(&p, num_threads)
+                           if _blocked(&p) else num_threads * _weight_scratch_size(&p)))
+        return blocked * itemsize
     if itemsize == 4 and _blocked(&p):
         blocked = num_threads * _blocked_plane(&p) + _blocked_weights(&p)
         if backward:
@@ -423,6 +541,9 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
     cdef Py_ssize_t nk
     check_shapes(&p, x.shape, w.shape, y.shape)
+    if floating is float and _cvec(&p):
+        _cvec_run(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0], p, False, num_threads)
+        return
     if floating is float and _blocked(&p):
         _blocked_run(&x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &y[0, 0, 0, 0], p, False, num_threads)
         return
@@ -439,6 +560,11 @@ def backward_data(const floating[:, :, :, ::1] grad_y,
     cdef ConvParams p = geom.params
     cdef Py_ssize_t nc
     check_shapes(&p, grad_x.shape, w.shape, grad_y.shape)
+    if floating is float and _cvec_data(&p):
+        # skips the taps outside grad_y: Inf and NaN weights are safe here
+        _cvec_run(&grad_y[0, 0, 0, 0], &w[0, 0, 0, 0], NULL, &grad_x[0, 0, 0, 0],
+                  _data_problem(&p), True, num_threads)
+        return
     # The blocked kernel multiplies grad_y's padding like data; positions
     # outside grad_y are not data to backward-data (the reference and
     # PyTorch skip them), which only shows with an Inf or NaN weight: those
@@ -508,6 +634,25 @@ def blocked(ConvGeometry geom, Py_ssize_t itemsize):
     return itemsize == 4 and _blocked(&geom.params)
 
 
+def channel_vector(ConvGeometry geom, Py_ssize_t itemsize, bint backward_data=False):
+    """Whether forward (or backward_data) runs the channel-vector kernel of
+    small images (direct_cvec.h) for this layer."""
+    if itemsize != 4:
+        return False
+    return _cvec_data(&geom.params) if backward_data else _cvec(&geom.params)
+
+
+def channel_vector_kernel(on=None):
+    """Whether small images run the channel-vector kernel where it applies
+    (on by default); with on given, set it (tests reach the other kernels
+    for those shapes). Returns the previous setting. Not thread-safe."""
+    global _CVEC_ON
+    previous = bool(_CVEC_ON)
+    if on is not None:
+        _CVEC_ON = bool(on)
+    return previous
+
+
 def vector_width():
     """Output pixels per vector of the blocked kernels on this CPU (16 with
     AVX-512, 8 with AVX2, 4 otherwise)."""
@@ -522,7 +667,7 @@ def blocked_instance(name=None):
     "avx512"), chosen for this CPU at import. With a name, switch to it
     (tests run every instance the CPU can); returns the previous one.
     Not thread-safe: not while another thread convolves."""
-    global _DBLOCK
+    global _DBLOCK, _CVEC
     cdef int which
     previous = INSTANCES[{4: 0, 8: 1, 16: 2}[_DBLOCK.VL]]
     if name is not None:
@@ -533,4 +678,5 @@ def blocked_instance(name=None):
         if which > convcore_dblock_best():
             raise ValueError(f"blocked_instance: this CPU cannot run {name!r}")
         _DBLOCK = convcore_dblock_instance(which)
+        _CVEC = convcore_cvec_instance(which)
     return previous

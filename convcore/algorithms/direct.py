@@ -11,7 +11,10 @@ class DirectConv(ConvAlgorithm):
     channel per group) run their own kernels (_kernels.conv_depthwise: a
     padded copy of the plane, all nine taps of a 3x3 per output in
     registers, other kernels up to three taps per pass); everything else
-    the generic per-tap loops (_kernels.conv_direct)."""
+    _kernels.conv_direct: in float32 its register-blocked kernels (vectors
+    along output rows, stride 1), or on small images over many channels
+    its channel-vector kernel (vectors along the output channels, tiles
+    across images, padding taps skipped), else the generic per-tap loops."""
 
     name = "direct"
 

@@ -4,6 +4,8 @@
 import math
 from typing import Dict, Tuple
 
+import numpy as np
+
 from convcore._kernels import conv_direct
 from convcore._runtime.threads import conv_threads
 from convcore.algorithms import autotune
@@ -84,6 +86,18 @@ WINOGRAD_MIN_TILE_FILL = 0.5
 # filters lost its forward).
 WINOGRAD_MIN_PHASE_TAPS = 0.8
 WINOGRAD_MIN_PHASE_CHANNELS = 48
+# The channel-vector direct kernel (conv_direct.channel_vector: small
+# images, from a tile of images) runs the forward and backward-data of
+# layers wider than 1x1 with at least this many channels in and out, whose
+# batch has at least SMALL_MIN_PIXELS output pixels (fewer repack the
+# weights for too little work); where Winograd would run them instead,
+# only below SMALL_OVER_WINOGRAD_PIXELS, or below twice that on images
+# Winograd's 4x4 tiles fill to at most SMALL_SPARSE_TILE_FILL (3x3, 5x5,
+# 6x6): beyond, its fewer multiplies win (benchmarks/results/auto_choice.md).
+SMALL_MIN_CHANNELS = 64
+SMALL_MIN_PIXELS = 64
+SMALL_OVER_WINOGRAD_PIXELS = 1024
+SMALL_SPARSE_TILE_FILL = 0.6
 
 
 def conv_algorithms():
@@ -132,6 +146,17 @@ def select_algorithm(spec, weights_reused=False):
       32: first layers, from 16 filters). Where the passes' choices differ,
       "auto" runs a PerPassConv of them. On CPUs without AVX2 the direct
       kernels' baseline instance is too slow for this rule: not taken.
+    - small images over many channels (float32, groups 1, a kernel wider
+      than 1x1, at least 64 channels in and out, a tile of images, outputs
+      up to 6x6, or 8x8 from 64 channels: conv_direct.channel_vector):
+      the channel-vector direct kernel runs the forward (any stride) and
+      backward-data (stride 1), from SMALL_MIN_PIXELS output pixels in the
+      batch. It reads only the taps that land inside the image, where
+      im2col's GEMM multiplies the zero padding too (40% of a 3x3 image's
+      pairs, 31% of a 4x4's). Where Winograd is the other choice, only
+      below SMALL_OVER_WINOGRAD_PIXELS (twice that on images Winograd's 4x4
+      tiles fill to at most 60%) and not with its weights cached. The
+      weight gradient stays the other algorithm's.
     - 3x3 stride 1 with at least 8 channels: Winograd, which does fewer
       multiplies (F(4x4, 3x3): 36 where im2col does 144; F(2x2, 3x3), for
       dilated layers: 16 where im2col does 36) but pays for its transforms
@@ -176,13 +201,38 @@ def select_algorithm(spec, weights_reused=False):
     direct_weight = (blocked and spec.C * spec.R * spec.S <= DIRECT_WEIGHT_MAX_COLUMNS
                      and spec.K >= DIRECT_WEIGHT_MIN_FILTERS)
     other = _gemm_or_winograd(spec, weights_reused)
-    if not direct and not direct_weight:
+    small_forward = _small_images_direct(spec, other, weights_reused, False)
+    small_data = _small_images_direct(spec, other, weights_reused, True)
+    if not (direct or direct_weight or small_forward or small_data):
         return other
-    forward = _REGISTRY["direct"] if direct else other
+    forward = _REGISTRY["direct"] if direct or small_forward else other
+    data = _REGISTRY["direct"] if direct or small_data else other
     weight = _REGISTRY["direct"] if direct_weight else other
-    if forward is weight:
+    if forward is data is weight:
         return forward
-    return _per_pass(forward, forward, weight)
+    return _per_pass(forward, data, weight)
+
+
+def _small_images_direct(spec, other, weights_reused, data):
+    """Whether the forward (data False) or backward-data pass runs the
+    channel-vector direct kernel rather than `other` (select_algorithm's
+    small-images case)."""
+    if (spec.dtype != np.float32 or spec.R * spec.S == 1
+            or conv_direct.vector_width() < DIRECT_MIN_VECTOR):
+        return False  # 1x1: a plain GEMM, no padding to skip, is faster
+    if not conv_direct.channel_vector(spec.params, 4, data):
+        return False
+    pixels = spec.N * spec.OH * spec.OW
+    if min(spec.Cg, spec.Kg) < SMALL_MIN_CHANNELS or pixels < SMALL_MIN_PIXELS:
+        return False
+    if other.name == "winograd":
+        if weights_reused:  # its transformed weights cached: not weighed here
+            return False
+        fill = spec.OH * spec.OW / (16 * WinogradConv.image_tiles("winograd_f4", spec.OH,
+                                                                   spec.OW))
+        sparse = fill <= SMALL_SPARSE_TILE_FILL
+        return pixels < SMALL_OVER_WINOGRAD_PIXELS * (2 if sparse else 1)
+    return True
 
 
 def _direct_score(spec):

@@ -12,7 +12,7 @@ import pytest
 
 import convcore
 from convcore import F
-from convcore.algorithms import WinogradConv, select_algorithm
+from convcore.algorithms import PerPassConv, WinogradConv, select_algorithm
 from convcore.functional._conv_spec import conv_spec
 from convcore._kernels import winograd
 from convcore._kernels.conv_geometry import ConvGeometry
@@ -480,10 +480,14 @@ def test_auto_picks_winograd_for_dilated_3x3():
 
 
 def _pick(N, C, S, threads=2):
+    """auto's choice between im2col and Winograd: its weight gradient's
+    (small images may take the direct kernel for the other passes:
+    test_conv_direct_blocked.py)."""
     previous = convcore.set_num_threads(threads)
     try:
-        return select_algorithm(conv_spec((N, C, S, S), (C, C, 3, 3), np.dtype(np.float32),
-                                          1, 1, 1, 1)).name
+        algo = select_algorithm(conv_spec((N, C, S, S), (C, C, 3, 3), np.dtype(np.float32),
+                                          1, 1, 1, 1))
+        return algo.parts[2].name if isinstance(algo, PerPassConv) else algo.name
     finally:
         convcore.set_num_threads(previous)
 
@@ -532,8 +536,10 @@ def test_auto_chooses_again_when_the_threads_change():
         for threads in (1, 2, 1):
             convcore.set_num_threads(threads)
             y = F.conv2d(x, w, padding=1)
-            plan = conv_module._plans[conv_module._plan_key(x, w, 1, 1, 1, 1, "auto")]
-            chosen.setdefault(threads, []).append(plan.algo.name)
+            algo = conv_module._plans[conv_module._plan_key(x, w, 1, 1, 1, 1, "auto")].algo
+            # the weight gradient's: the choice between im2col and Winograd
+            chosen.setdefault(threads, []).append(
+                algo.parts[2].name if isinstance(algo, PerPassConv) else algo.name)
             np.testing.assert_allclose(y, F.conv2d(x, w, padding=1, algorithm="im2col"),
                                        rtol=1e-4, atol=1e-4)
         assert chosen == {1: ["winograd", "winograd"], 2: ["im2col"]}
