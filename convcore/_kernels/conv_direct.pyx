@@ -511,26 +511,27 @@ cdef inline ConvParams _data_problem(const ConvParams* p) noexcept nogil:
 def scratch_bytes(ConvGeometry geom, int num_threads, bint backward,
                   Py_ssize_t itemsize):
     """Bytes that one forward (or full backward) call with these arguments
-    allocates: backward_weight's row sums, one block per thread."""
+    allocates, whichever kernel each pass runs: the channel-vector kernel's
+    packed weights and input copy, the blocked kernels' padded planes and
+    packed weights, the weight gradient's row sums or vector sums."""
     cdef ConvParams p = geom.params
     cdef ConvParams q = _data_problem(&p)
-    cdef Py_ssize_t blocked = 0
+    cdef Py_ssize_t forward = 0, data = 0, weight
     if itemsize == 4 and _cvec(&p):
-        blocked = _cvec_scratch(&p)
-        if backward:
-            blocked = max(blocked, _cvec_scratch(&q) if _cvec_data(&p) else 0,
-                          (num_threads * _blocked_wgrad_scratch(&p, num_threads)
-                           if _blocked(&p) else num_threads * _weight_scratch_size(&p)))
-        return blocked * itemsize
-    if itemsize == 4 and _blocked(&p):
-        blocked = num_threads * _blocked_plane(&p) + _blocked_weights(&p)
-        if backward:
-            blocked = max(blocked, num_threads * _blocked_plane(&q) + _blocked_weights(&q),
-                          num_threads * _blocked_wgrad_scratch(&p, num_threads))
-        return blocked * itemsize
+        forward = _cvec_scratch(&p)
+    elif itemsize == 4 and _blocked(&p):
+        forward = num_threads * _blocked_plane(&p) + _blocked_weights(&p)
     if not backward:
-        return 0
-    return num_threads * _weight_scratch_size(&p) * itemsize
+        return forward * itemsize
+    if itemsize == 4 and _cvec_data(&p):
+        data = _cvec_scratch(&q)
+    elif itemsize == 4 and _blocked(&p):
+        data = num_threads * _blocked_plane(&q) + _blocked_weights(&q)
+    if itemsize == 4 and _blocked(&p):
+        weight = num_threads * _blocked_wgrad_scratch(&p, num_threads)
+    else:
+        weight = num_threads * _weight_scratch_size(&p)
+    return max(forward, data, weight) * itemsize
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,

@@ -208,3 +208,21 @@ def test_auto_with_it_trains_like_im2col(rng):
         if a is None:
             continue
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_scratch_counts_each_pass_kernel(shape, rng):
+    """The direct algorithm's scratch covers the copies this kernel makes:
+    the packed weights and the image-minor input of the forward, and of
+    backward-data's grad_y where it runs it (an unpadded layer's
+    backward-data writes a larger image and may run another kernel)."""
+    from convcore.algorithms import DirectConv
+    *_, spec = _case(shape, rng)
+    N, C, K, H, W, (R, S) = shape[:6]
+    algo = DirectConv()
+    assert algo.scratch_bytes(spec, False) >= 4 * (K * C * R * S + H * W * C * N)
+    if conv_direct.channel_vector(spec.params, 4, backward_data=True):
+        assert algo.scratch_bytes(spec, True) >= 4 * (K * C * R * S
+                                                      + spec.OH * spec.OW * K * N)
+    else:
+        assert algo.scratch_bytes(spec, True) > 0   # the weight gradient's sums
