@@ -228,11 +228,14 @@ def _small_images_direct(spec, other, weights_reused, data):
     if other.name == "winograd":
         if weights_reused:  # its transformed weights cached: not weighed here
             return False
-        fill = spec.OH * spec.OW / (16 * WinogradConv.image_tiles("winograd_f4", spec.OH,
-                                                                   spec.OW))
-        sparse = fill <= SMALL_SPARSE_TILE_FILL
+        sparse = _winograd_tile_fill(spec) <= SMALL_SPARSE_TILE_FILL
         return pixels < SMALL_OVER_WINOGRAD_PIXELS * (2 if sparse else 1)
     return True
+
+
+def _winograd_tile_fill(spec):
+    """The share of its 4x4 output tiles' pixels that an image fills."""
+    return spec.OH * spec.OW / (16 * WinogradConv.image_tiles("winograd_f4", spec.OH, spec.OW))
 
 
 def _direct_score(spec):
@@ -286,9 +289,8 @@ def _gemm_or_winograd(spec, weights_reused):
             if weights_reused and score >= 100 and 8 * tiles >= channels:
                 return _REGISTRY["winograd"]
             if channels >= 256:
-                fill = spec.OH * spec.OW / (16 * image_tiles)
                 big = (tiles >= WINOGRAD_TILES_PER_THREAD * conv_threads(spec)
-                       and fill >= WINOGRAD_MIN_TILE_FILL)
+                       and _winograd_tile_fill(spec) >= WINOGRAD_MIN_TILE_FILL)
             else:
                 big = pixels >= 1024
             if score >= 100 and big:

@@ -108,7 +108,7 @@ def test_results_do_not_depend_on_the_thread_count(shape, rng):
             np.testing.assert_array_equal(a, b_)
 
 
-def test_equals_the_row_vector_kernel_in_float64_order(rng):
+def test_agrees_with_the_other_direct_kernels(rng):
     """The same layer through the other direct kernels (the channel-vector
     kernel switched off) agrees to float32 rounding."""
     x, w, b, gy, (stride, padding, dilation), spec = _case(SHAPES[1], rng)
