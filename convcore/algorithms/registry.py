@@ -96,6 +96,10 @@ WINOGRAD_MIN_PHASE_CHANNELS = 48
 # 6x6): beyond, its fewer multiplies win (benchmarks/results/auto_choice.md).
 SMALL_MIN_CHANNELS = 64
 SMALL_MIN_PIXELS = 64
+# Its AVX2 instance (16 channels x 6 images in registers) ran 1.4-1.8x
+# slower than the AVX-512 one on the same machine, about im2col's time:
+# the rule takes the kernel on AVX-512 CPUs only.
+SMALL_MIN_VECTOR = 16
 SMALL_OVER_WINOGRAD_PIXELS = 1024
 SMALL_SPARSE_TILE_FILL = 0.6
 
@@ -146,8 +150,8 @@ def select_algorithm(spec, weights_reused=False):
       32: first layers, from 16 filters). Where the passes' choices differ,
       "auto" runs a PerPassConv of them. On CPUs without AVX2 the direct
       kernels' baseline instance is too slow for this rule: not taken.
-    - small images over many channels (float32, groups 1, a kernel wider
-      than 1x1, at least 64 channels in and out, a tile of images, outputs
+    - small images over many channels, on AVX-512 CPUs (float32, groups 1,
+      a kernel wider than 1x1, at least 64 channels in and out, a tile of images, outputs
       up to 6x6, or 8x8 from 64 channels: conv_direct.channel_vector):
       the channel-vector direct kernel runs the forward (any stride) and
       backward-data (stride 1), from SMALL_MIN_PIXELS output pixels in the
@@ -218,7 +222,7 @@ def _small_images_direct(spec, other, weights_reused, data):
     channel-vector direct kernel rather than `other` (select_algorithm's
     small-images case)."""
     if (spec.dtype != np.float32 or spec.R * spec.S == 1
-            or conv_direct.vector_width() < DIRECT_MIN_VECTOR):
+            or conv_direct.vector_width() < SMALL_MIN_VECTOR):
         return False  # 1x1: a plain GEMM, no padding to skip, is faster
     if not conv_direct.channel_vector(spec.params, 4, data):
         return False

@@ -196,6 +196,11 @@ def test_auto_takes_it_for_small_images_over_many_channels(avx512):
         convcore.set_num_threads(previous)
 
 
+def test_auto_takes_it_on_avx512_only():
+    with _instance("avx2"):
+        assert _pick((32, 512, 3, 3), (512, 512, 3, 3)).name == "im2col"
+
+
 def test_auto_with_it_trains_like_im2col(rng):
     """A layer auto sends through it: forward, input and weight gradients
     equal im2col's to float32 rounding."""
