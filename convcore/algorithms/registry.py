@@ -150,9 +150,10 @@ def select_algorithm(spec, weights_reused=False):
       32: first layers, from 16 filters). Where the passes' choices differ,
       "auto" runs a PerPassConv of them. On CPUs without AVX2 the direct
       kernels' baseline instance is too slow for this rule: not taken.
-    - small images over many channels, on AVX-512 CPUs (float32, groups 1,
-      a kernel wider than 1x1, at least 64 channels in and out, a tile of images, outputs
-      up to 6x6, or 8x8 from 64 channels: conv_direct.channel_vector):
+    - small images over many channels, on AVX-512 CPUs (float32, groups
+      1, a kernel wider than 1x1, at least 64 channels in and out, a tile
+      of images, outputs up to 6x6, or 8x8 from 64 channels:
+      conv_direct.channel_vector):
       the channel-vector direct kernel runs the forward (any stride) and
       backward-data (stride 1), from SMALL_MIN_PIXELS output pixels in the
       batch. It reads only the taps that land inside the image, where
