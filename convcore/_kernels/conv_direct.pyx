@@ -643,6 +643,12 @@ def channel_vector(ConvGeometry geom, Py_ssize_t itemsize, bint backward_data=Fa
     return _cvec_data(&geom.params) if backward_data else _cvec(&geom.params)
 
 
+def channel_vector_images():
+    """Images per tile of the channel-vector kernel on this CPU (8 with
+    AVX-512, 6 otherwise): a batch is run in whole tiles."""
+    return _CVEC.NP
+
+
 def channel_vector_kernel(on=None):
     """Whether small images run the channel-vector kernel where it applies
     (on by default); with on given, set it (tests reach the other kernels

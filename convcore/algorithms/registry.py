@@ -96,6 +96,9 @@ WINOGRAD_MIN_PHASE_CHANNELS = 48
 # 6x6): beyond, its fewer multiplies win (benchmarks/results/auto_choice.md).
 SMALL_MIN_CHANNELS = 64
 SMALL_MIN_PIXELS = 64
+# ... and batches that fill at least this share of its tiles of images
+# (9 images in two tiles of 8 lost to im2col by up to 1.27x, 12 won).
+SMALL_MIN_TILE_FILL = 0.75
 # Its AVX2 instance (16 channels x 6 images in registers) ran 1.4-1.8x
 # slower than the AVX-512 one on the same machine, about im2col's time:
 # the rule takes the kernel on AVX-512 CPUs only.
@@ -156,7 +159,7 @@ def select_algorithm(spec, weights_reused=False):
       conv_direct.channel_vector):
       the channel-vector direct kernel runs the forward (any stride) and
       backward-data (stride 1), from SMALL_MIN_PIXELS output pixels in the
-      batch. It reads only the taps that land inside the image, where
+      batch and batches that fill 3/4 of its tiles of 8 images. It reads only the taps that land inside the image, where
       im2col's GEMM multiplies the zero padding too (40% of a 3x3 image's
       pairs, 31% of a 4x4's). Where Winograd is the other choice, only
       below SMALL_OVER_WINOGRAD_PIXELS (twice that on images Winograd's 4x4
@@ -229,6 +232,9 @@ def _small_images_direct(spec, other, weights_reused, data):
         return False
     pixels = spec.N * spec.OH * spec.OW
     if min(spec.Cg, spec.Kg) < SMALL_MIN_CHANNELS or pixels < SMALL_MIN_PIXELS:
+        return False
+    tile = conv_direct.channel_vector_images()
+    if spec.N < SMALL_MIN_TILE_FILL * (-(-spec.N // tile) * tile):
         return False
     if other.name == "winograd":
         if weights_reused:  # its transformed weights cached: not weighed here

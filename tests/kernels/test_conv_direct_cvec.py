@@ -192,6 +192,9 @@ def test_auto_takes_it_for_small_images_over_many_channels(avx512):
         assert _pick((4, 512, 3, 3), (512, 512, 3, 3)).name == "im2col"
         assert _pick((32, 32, 4, 4), (32, 32, 3, 3)).name != "direct"
         assert _pick((8, 512, 4, 4), (512, 512, 3, 3), 2).name == "im2col"
+        # batches that leave most of a tile of 8 images empty
+        assert _pick((9, 512, 3, 3), (512, 512, 3, 3)).name == "im2col"
+        assert _parts(_pick((12, 512, 3, 3), (512, 512, 3, 3)))[:2] == ["direct", "direct"]
     finally:
         convcore.set_num_threads(previous)
 
