@@ -341,7 +341,7 @@ cdef inline Py_ssize_t _cvec_scratch(const ConvParams* q) noexcept nogil:
     """Elements of the packed weights and the image-minor input copy."""
     cdef convcore_cvec d = _cvec_geometry(q)
     return ((d.K + _CVEC.KB - 1) // _CVEC.KB * _CVEC.KB * d.R * d.S * d.C
-            + d.H * d.W * d.C * d.Np)
+            + d.H * d.W * d.C * d.Np + 64 // sizeof(float))
 
 
 cdef int _cvec_run(const float* x, const float* w, const float* bias, float* y,
@@ -356,13 +356,16 @@ cdef int _cvec_run(const float* x, const float* w, const float* bias, float* y,
     cdef Py_ssize_t KB = _CVEC.KB, taps = q.R * q.S, P = q.OH * q.OW
     cdef Py_ssize_t nkb = (d.K + KB - 1) // KB, kb, c, task
     cdef Py_ssize_t wsize = nkb * KB * taps * d.C, xsize = d.H * d.W * d.C * d.Np
+    cdef void* buf
     cdef float* wpk
     cdef float* x2
     if q.N == 0 or d.K == 0 or P == 0:
         return 0
     # the buffer cache: a fresh block of this size would fault its pages in
-    # again on every call
-    wpk = <float*> take((wsize + xsize) * sizeof(float))
+    # again on every call. The packed weights 64-byte aligned, as the
+    # kernel loads them (direct_cvec.h).
+    buf = take((wsize + xsize) * sizeof(float) + 64)
+    wpk = <float*> ((<size_t> buf + 63) & ~(<size_t> 63))
     x2 = wpk + wsize
     try:
         with nogil:
@@ -373,7 +376,7 @@ cdef int _cvec_run(const float* x, const float* w, const float* bias, float* y,
             for task in prange(nkb * P, schedule='dynamic', num_threads=num_threads):
                 _CVEC.run(x2, wpk, bias, y, &d, task // P, task % P)
     finally:
-        give(wpk, (wsize + xsize) * sizeof(float))
+        give(buf, (wsize + xsize) * sizeof(float) + 64)
     return 0
 
 
@@ -645,7 +648,7 @@ def channel_vector(ConvGeometry geom, Py_ssize_t itemsize, bint backward_data=Fa
 
 def channel_vector_images():
     """Images per tile of the channel-vector kernel on this CPU (8 with
-    AVX-512, 6 otherwise): a batch is run in whole tiles."""
+    AVX-512, 4 with AVX2, 6 otherwise): a batch runs in whole tiles."""
     return _CVEC.NP
 
 

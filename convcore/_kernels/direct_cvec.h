@@ -23,9 +23,11 @@
    tap over the input channels in order, whatever the task, thread or
    instance order: the result does not depend on the thread count. The
    instances (VL, KB, NP) are chosen per CPU at run time with
-   convcore_dblock_best: AVX-512 (16, 32, 8), AVX2+FMA (8, 16, 6), the
+   convcore_dblock_best: AVX-512 (16, 32, 8), AVX2+FMA (8, 24, 4), the
    baseline (4, 8, 6); they keep KB/VL * NP accumulators, KB/VL weights
-   and one broadcast within the vector registers (32, 16, 16). */
+   and one broadcast within the vector registers (32, 16, 16). The packed
+   weights are 64-byte aligned and loaded as aligned vectors: GCC splits
+   unaligned 256-bit loads in two for generic x86-64-v3 tuning. */
 #ifndef CONVCORE_DIRECT_CVEC_H
 #define CONVCORE_DIRECT_CVEC_H
 
@@ -82,7 +84,7 @@ ATTR static void NAME(const float* x2, const float* wpk, const float* bias,    \
                     vec wv[NVEC];                                              \
                     _Pragma("GCC unroll 4")                                    \
                     for (int v = 0; v < NVEC; ++v)                             \
-                        wv[v] = *(const uvec*)(wp + v * (VL));                 \
+                        wv[v] = *(const vec*)(wp + v * (VL));  /* aligned */   \
                     _Pragma("GCC unroll 8")                                    \
                     for (int j = 0; j < (NP); ++j) {                           \
                         const vec xv = (vec){0} + xp[j];                       \
@@ -106,7 +108,7 @@ ATTR static void NAME(const float* x2, const float* wpk, const float* bias,    \
 
 CONVCORE_CVEC_KERNEL(convcore_cvec_base, , 4, 8, 6)
 #if CONVCORE_HAVE_CLONES
-CONVCORE_CVEC_KERNEL(convcore_cvec_avx2, __attribute__((target("arch=x86-64-v3"))), 8, 16, 6)
+CONVCORE_CVEC_KERNEL(convcore_cvec_avx2, __attribute__((target("arch=x86-64-v3"))), 8, 24, 4)
 CONVCORE_CVEC_KERNEL(convcore_cvec_avx512, __attribute__((target("arch=x86-64-v4"))), 16, 32, 8)
 #endif
 
@@ -118,7 +120,7 @@ static inline convcore_cvec_kernel convcore_cvec_instance(int which) {
     if (which == 2) {
         kern.run = convcore_cvec_avx512; kern.KB = 32; kern.NP = 8;
     } else if (which == 1) {
-        kern.run = convcore_cvec_avx2; kern.KB = 16; kern.NP = 6;
+        kern.run = convcore_cvec_avx2; kern.KB = 24; kern.NP = 4;
     }
 #else
     (void)which;

@@ -99,9 +99,9 @@ SMALL_MIN_PIXELS = 64
 # ... and batches that fill at least this share of its tiles of images
 # (9 images in two tiles of 8 lost to im2col by up to 1.27x, 12 won).
 SMALL_MIN_TILE_FILL = 0.75
-# Its AVX2 instance (16 channels x 6 images in registers) ran 1.4-1.8x
-# slower than the AVX-512 one on the same machine, about im2col's time:
-# the rule takes the kernel on AVX-512 CPUs only.
+# Its AVX2 instance ran 1.1-1.25x slower than the AVX-512 one on the same
+# (AVX-512) machine and was not measured against an AVX2 BLAS: the rule
+# takes the kernel on AVX-512 CPUs only.
 SMALL_MIN_VECTOR = 16
 SMALL_OVER_WINOGRAD_PIXELS = 1024
 SMALL_SPARSE_TILE_FILL = 0.6
