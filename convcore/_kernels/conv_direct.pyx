@@ -299,10 +299,10 @@ cdef bint _CVEC_ON = True   # channel_vector_kernel(False): tests reach the othe
 
 cdef enum:
     # Against the row-vector kernels (measured on a Zen 4, commit body): at
-    # least a tile of images (fewer leave lanes of every multiply-add
-    # empty), channels in and out from 32 on outputs up to 6x6 and from 64
-    # up to 8x8 (fewer fill too little of a block, and 8-pixel rows already
-    # fill half of the other kernel's vectors).
+    # least 8 images, a tile of the AVX-512 instance (fewer leave lanes of
+    # every multiply-add empty), channels in and out from 32 on outputs up
+    # to 6x6 and from 64 up to 8x8 (fewer fill too little of a block, and
+    # 8-pixel rows already fill half of the other kernel's vectors).
     CVEC_MIN_IMAGES = 8
     CVEC_MIN_CHANNELS = 32
     CVEC_MAX_PIXELS = 36

@@ -1,5 +1,5 @@
 """The channel-vector direct kernel of small images (_kernels/direct_cvec.h
-through conv_direct: float32, groups 1, from a tile of images, small
+through conv_direct: float32, groups 1, from 8 images, small
 outputs; the forward at any stride and dilation, backward-data at stride
 1) against the float64 reference, in every instance this CPU runs, at
 several thread counts; and its choice by "auto". Shapes probe the edges:
@@ -15,7 +15,7 @@ import pytest
 import convcore
 from convcore import F
 from convcore._kernels import conv_direct
-from convcore.algorithms import PerPassConv, select_algorithm
+from convcore.algorithms import DirectConv, PerPassConv, select_algorithm
 from convcore.functional._conv_spec import conv_spec
 from ref_conv import conv2d_backward_ref, conv2d_ref
 
@@ -225,7 +225,6 @@ def test_scratch_counts_each_pass_kernel(shape, rng):
     the packed weights and the image-minor input of the forward, and of
     backward-data's grad_y where it runs it (an unpadded layer's
     backward-data writes a larger image and may run another kernel)."""
-    from convcore.algorithms import DirectConv
     *_, spec = _case(shape, rng)
     N, C, K, H, W, (R, S) = shape[:6]
     algo = DirectConv()
