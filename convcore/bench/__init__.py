@@ -8,7 +8,8 @@
         |        agreement check, auto-vs-best, summaries
     report.py    text table, JSON, CSV, Markdown, PNG
     networks.py  --suite networks: whole zoo networks against a PyTorch
-                 mirror (to_torch), both import orders in fresh processes;
+                 mirror (to_torch), both import orders in fresh processes
+                 taking turns (turns.py: timing in turns);
                  --profile NET: a training step's share by layer type
 
 Used from Python:

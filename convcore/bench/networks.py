@@ -12,17 +12,26 @@ How it is measured
     - Each import order (torch imported before convcore, convcore before
       torch) runs in a fresh interpreter (`python -c "import torch; import
       convcore; ..."`), so neither order inherits the other's threads; by
-      default two interpreters per order and network (A B B A), their
-      samples pooled, so that the gap between the orders can be read
-      against the gap between two processes of the same order.
+      default two interpreters per order and network, their samples
+      pooled, so that the gap between the orders can be read against the
+      gap between two processes of the same order.
+    - A network's processes run at the same time and take turns
+      (convcore/bench/turns.py): one at a time runs a turn while the others
+      wait, asleep. A shared machine's speed drifts by tens of percent over
+      seconds, and processes run one after the other would differ by that.
     - Both libraries at the same thread count (convcore.set_num_threads and
       torch.set_num_threads).
     - Per workload: one warm-up call each (its outputs give the agreement
-      numbers), then rounds; in each round both libraries run once, in a
-      fresh random order, so drifts of a shared machine hit both alike. At
-      least `repeats` rounds, then more while the workload's `budget`
-      seconds last (at most MAX_ROUNDS). Calls faster than `min_time` are
-      timed in groups of `inner` calls, so a sample is the mean of the group.
+      numbers), one more that tells how long a call takes, then turns; in each turn both libraries run a block of
+      back-to-back calls, in a fresh random order, so drifts of the machine
+      hit both alike. The workload's `budget` seconds (and MAX_ROUNDS
+      samples) are spread over about turns.TURNS turns per process; at
+      least `repeats` samples. Calls faster than `min_time` are timed in
+      groups of `inner` calls, so a sample is the mean of the group. A
+      block of calls shorter than turns.WARM_BELOW opens with one call
+      timed apart ("cold": it follows the other library's or process's
+      calls, which evicted the caches); its median over the samples'
+      median is reported as cold/med.
     - Reported: median and 95th percentile of the samples per library, the
       ratio convcore / torch of the medians, p95 / median, and agreement:
       eval, the max |difference| of the outputs (and relative to max |output|);
@@ -55,10 +64,11 @@ from typing import Optional
 import numpy as np
 
 import convcore
+from convcore.bench import turns
 
 WORKLOADS = ("eval_b1", "eval_b16", "train")
 ORDERS = ("torch-first", "convcore-first")
-MAX_ROUNDS = 200
+MAX_ROUNDS = 5000
 LR, MOMENTUM = 0.01, 0.9
 
 # Agreement: largest relative difference still called agreement. float32
@@ -280,27 +290,6 @@ def _percentile(samples, q):
     return float(np.percentile(np.asarray(samples), q)) if samples else None
 
 
-def interleaved(fns, repeats, budget, inner, seed=0, max_rounds=MAX_ROUNDS):
-    """{name: [seconds per call, ...]}: rounds in which every callable of
-    `fns` runs `inner[name]` calls, the names in a fresh random order each
-    round; at least `repeats` rounds, more while `budget` seconds last."""
-    samples = {k: [] for k in fns}
-    names = list(fns)
-    shuffle = np.random.default_rng(seed)
-    clock = time.perf_counter
-    start, r = clock(), 0
-    while r < repeats or (clock() - start < budget and r < max_rounds):
-        for j in shuffle.permutation(len(names)):
-            k = names[j]
-            fn, n = fns[k], inner[k]
-            t0 = clock()
-            for _ in range(n):
-                fn()
-            samples[k].append((clock() - t0) / n)
-        r += 1
-    return samples
-
-
 def _inner(first_seconds, min_time):
     """Calls per sample so that a sample lasts at least min_time."""
     return max(1, min(1000, int(np.ceil(min_time / max(first_seconds, 1e-9)))))
@@ -379,9 +368,13 @@ def build_model(spec, dtype="float32", input_size=None, seed=0):
 
 
 def measure_network(spec, workloads, torch=None, dtype="float32", repeats=5, budget=6.0,
-                    min_time=2e-4, train_batch=None, input_size=None, seed=0, progress=None):
+                    min_time=2e-4, train_batch=None, input_size=None, seed=0, progress=None,
+                    driver=None):
     """Rows (dicts) for one network and the chosen workloads, in this
-    process; `torch` is the torch module or None (convcore alone)."""
+    process; `torch` is the torch module or None (convcore alone).
+    `driver` (turns.InProcess, the default, or a turns.Worker) decides when
+    each workload is set up and how many turns of samples it gets."""
+    driver = driver or turns.InProcess()
     built = {}
 
     def models_for(size):
@@ -403,6 +396,7 @@ def measure_network(spec, workloads, torch=None, dtype="float32", repeats=5, bud
     for w in sorted(workloads, key=WORKLOADS.index):
         if progress is not None:
             progress.set_postfix_str(f"{spec.name} {w}")
+        driver.before_setup()
         batch = workload_batch(spec, w, train_batch)
         size = input_size or (spec.train_size if w == "train" else None)
         model, tmodel, shape = models_for(size)
@@ -415,15 +409,11 @@ def measure_network(spec, workloads, torch=None, dtype="float32", repeats=5, bud
             fns = {"convcore": trainer.convcore_step}
             # agreement step (also the warm-up): dropout off on both sides
             _set_dropout(model, tmodel, False)
-            t0 = time.perf_counter()
             loss = trainer.convcore_step()
-            first = {"convcore": time.perf_counter() - t0}
             row["loss"] = loss
             if torch is not None:
                 fns["torch"] = trainer.torch_step
-                t0 = time.perf_counter()
                 tloss = trainer.torch_step()
-                first["torch"] = time.perf_counter() - t0
                 row["torch_loss"] = tloss
                 row["max_abs_diff"] = abs(loss - tloss)
                 row["rel_diff"] = abs(loss - tloss) / max(1.0, abs(tloss))
@@ -434,9 +424,7 @@ def measure_network(spec, workloads, torch=None, dtype="float32", repeats=5, bud
         else:
             model.eval()
             fns = {"convcore": lambda: _eval(model, x)}
-            t0 = time.perf_counter()
             out = _eval(model, x)
-            first = {"convcore": time.perf_counter() - t0}
             if torch is not None:
                 tmodel.eval()
                 tx = torch.from_numpy(x)
@@ -445,37 +433,49 @@ def measure_network(spec, workloads, torch=None, dtype="float32", repeats=5, bud
                     with torch.no_grad():
                         return tmodel(tx)
                 fns["torch"] = tfn
-                t0 = time.perf_counter()
                 tout = tfn().numpy()
-                first["torch"] = time.perf_counter() - t0
                 diff = float(np.max(np.abs(out.astype(np.float64) - tout)))
                 scale = float(np.max(np.abs(tout))) or 1.0
                 row["max_abs_diff"] = diff
                 row["rel_diff"] = diff / scale
                 row["agree"] = bool(diff / scale <= TOL_OUTPUT[dtype])
-        inner = {k: (1 if w == "train" else _inner(first[k], min_time)) for k in fns}
-        samples = interleaved(fns, repeats, budget, inner, seed=seed)
-        for k in samples:
+        # The first call built plans and caches: the second tells how long a call takes.
+        took = {}
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            took[k] = time.perf_counter() - t0
+        inner = {k: (1 if w == "train" else _inner(took[k], min_time)) for k in fns}
+        cold = {k: took[k] < turns.WARM_BELOW for k in fns}
+        sampler = turns.Sampler.for_budget(fns, inner, cold, budget, MAX_ROUNDS, seed=seed)
+        driver.sample(sampler, repeats, budget, MAX_ROUNDS)
+        for k in fns:
             row[f"{k}_inner"] = inner[k]
-        _set_stats(row, samples)
+        _set_stats(row, sampler.samples, sampler.cold)
         rows.append(row)
         if progress is not None:
             progress.update(1)
     return rows
 
 
-def _set_stats(row, samples):
+def _set_stats(row, samples, cold=None):
     """row's timing fields from `samples` ({library: [seconds per call]}):
-    median, p95, fastest, p95/median, rounds, the ratio convcore / torch."""
+    median, p95, fastest, p95/median, rounds, the ratio convcore / torch;
+    and from `cold` (the calls that opened a block, timed apart) their
+    median over the samples' median."""
     for k, s in samples.items():
         row[f"{k}_median_ms"] = float(np.median(s)) * 1e3
         row[f"{k}_p95_ms"] = _percentile(s, 95) * 1e3
         row[f"{k}_min_ms"] = float(np.min(s)) * 1e3
         row[f"{k}_p95_over_median"] = row[f"{k}_p95_ms"] / row[f"{k}_median_ms"]
+        if cold and cold.get(k):
+            row[f"{k}_cold_over_median"] = float(np.median(cold[k])) * 1e3 / \
+                row[f"{k}_median_ms"]
     row["rounds"] = len(samples["convcore"])
     if "torch" in samples:
         row["ratio"] = row["convcore_median_ms"] / row["torch_median_ms"]
     row["samples_s"] = samples
+    row["cold_s"] = cold or {}
 
 
 # Agreement fields of a row: merged replicates keep the worst.
@@ -500,8 +500,10 @@ def merge_replicates(rows):
         row = dict(group[0])
         samples = {k: [t for r in group for t in r["samples_s"][k]]
                    for k in group[0]["samples_s"]}
+        cold = {k: [t for r in group for t in r.get("cold_s", {}).get(k, [])]
+                for k in group[0]["samples_s"]}
         medians = [r["convcore_median_ms"] for r in group]
-        _set_stats(row, samples)
+        _set_stats(row, samples, cold)
         for k in samples:
             # A spike is a call slow for its own process: each sample over
             # its process's median, pooled, not over the pooled median
@@ -527,9 +529,10 @@ def _eval(model, x):
 
 # ---------------------------------------------------------------- one process
 
-def run_in_process(plan, progress=True):
+def run_in_process(plan, progress=True, driver=None):
     """Measure `plan` (a dict, see _plan) in this process; returns the
-    result dict {"rows", "torch", "threads", "imported_first"}."""
+    result dict {"rows", "torch", "threads", "imported_first"}. `driver`:
+    see measure_network."""
     torch = None
     if plan["use_torch"]:
         try:
@@ -550,7 +553,8 @@ def run_in_process(plan, progress=True):
             rows += measure_network(NETWORKS[name], plan["workloads"], torch, plan["dtype"],
                                     plan["repeats"], plan["budget"], plan["min_time"],
                                     plan["train_batch"], plan["input_size"],
-                                    seed=plan.get("first_seed", 0) + i, progress=bar)
+                                    seed=plan.get("first_seed", 0) + i, progress=bar,
+                                    driver=driver)
     finally:
         bar.close()
     for r in rows:
@@ -560,11 +564,13 @@ def run_in_process(plan, progress=True):
             "threads": threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
 
-def worker_main(plan_path, out_path):
-    """Entry point of a child interpreter: read the plan, measure, write JSON."""
+def worker_main(plan_path, out_path, replies):
+    """Entry point of a child interpreter: read the plan, measure in the
+    coordinator's turns (its commands on stdin, the replies to `replies`),
+    write the result as JSON."""
     with open(plan_path) as f:
         plan = json.load(f)
-    result = run_in_process(plan, progress=plan.get("progress", True))
+    result = run_in_process(plan, progress=False, driver=turns.Worker(sys.stdin, replies))
     with open(out_path, "w") as f:
         json.dump(result, f, default=_json_default)
     return 0
@@ -576,26 +582,46 @@ _IMPORTS = {
 }
 
 
-def run_order(plan, order, timeout=None):
-    """Run `plan` in a fresh interpreter that imports torch and convcore in
-    `order`; returns its result dict. The child gets this convcore first on
-    PYTHONPATH and runs from a neutral directory."""
+def _child_argv(order, plan_path, out_path):
+    """A fresh interpreter importing torch and convcore in `order`. Its
+    stdout carries the replies to the coordinator; anything else it prints
+    goes to stderr."""
+    code = ("import os, sys\n"
+            "replies = os.fdopen(os.dup(1), 'w')\n"
+            "os.dup2(2, 1)\n"
+            + _IMPORTS[order]
+            + "from convcore.bench import networks\n"
+            "sys.exit(networks.worker_main(sys.argv[1], sys.argv[2], replies))\n")
+    return [sys.executable, "-c", code, plan_path, out_path]
+
+
+def run_orders(plan, processes, on_workload=None):
+    """Run `plan` in fresh interpreters, one per (import order, replicate)
+    of `processes`, all at once and taking turns (turns.run_in_turns);
+    returns their result dicts in that order. The children get this
+    convcore first on PYTHONPATH and run from a neutral directory."""
     home = os.path.dirname(os.path.dirname(os.path.abspath(convcore.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [home, env.get("PYTHONPATH", "")]))
     with tempfile.TemporaryDirectory() as tmp:
-        plan_path, out_path = os.path.join(tmp, "plan.json"), os.path.join(tmp, "out.json")
-        with open(plan_path, "w") as f:
-            json.dump({**plan, "order": order, "desc": order}, f)
-        code = (_IMPORTS[order] + "import sys\nfrom convcore.bench import networks\n"
-                "sys.exit(networks.worker_main(sys.argv[1], sys.argv[2]))\n")
-        proc = subprocess.run([sys.executable, "-c", code, plan_path, out_path], env=env,
-                              cwd=tmp, timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"networks benchmark: the {order} process exited with "
-                               f"status {proc.returncode}")
-        with open(out_path) as f:
-            return json.load(f)
+        children, outs = [], []
+        for j, (order, rep) in enumerate(processes):
+            plan_path = os.path.join(tmp, f"plan{j}.json")
+            outs.append(os.path.join(tmp, f"out{j}.json"))
+            with open(plan_path, "w") as f:
+                json.dump({**plan, "order": order}, f)
+            children.append((f"{order} (replicate {rep + 1})",
+                             _child_argv(order, plan_path, outs[-1])))
+        turns.run_in_turns(children, len(plan["workloads"]), plan["repeats"], plan["budget"],
+                           MAX_ROUNDS, env=env, cwd=tmp, on_workload=on_workload)
+        results = []
+        for (order, rep), out in zip(processes, outs):
+            with open(out) as f:
+                result = json.load(f)
+            for r in result["rows"]:
+                r["replicate"] = rep
+            results.append(result)
+    return results
 
 
 def _json_default(o):
@@ -722,8 +748,10 @@ COLUMNS = [  # (header, key, format)
     ("input", "input", "s"), ("order", "order", "s"),
     ("cc med ms", "convcore_median_ms", "ms"), ("cc p95 ms", "convcore_p95_ms", "ms"),
     ("cc p95/med", "convcore_p95_over_median", ".2f"),
+    ("cc cold/med", "convcore_cold_over_median", ".2f"),
     ("torch med ms", "torch_median_ms", "ms"), ("torch p95 ms", "torch_p95_ms", "ms"),
     ("torch p95/med", "torch_p95_over_median", ".2f"),
+    ("torch cold/med", "torch_cold_over_median", ".2f"),
     ("cc/torch", "ratio", ".2f"), ("max |diff|", "max_abs_diff", ".1e"),
     ("rel diff", "rel_diff", ".1e"), ("grad rel", "grad_rel_diff", ".1e"),
     ("rounds", "rounds", "d"),
@@ -867,7 +895,7 @@ def to_csv(path, rows):
     fields = []
     for r in rows:
         for k in r:
-            if k != "samples_s" and k not in fields:
+            if k not in ("samples_s", "cold_s") and k not in fields:
                 fields.append(k)
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
@@ -887,17 +915,21 @@ def markdown_lines(meta, plan, rows, summary, title, notes=(), profiles=()):
              f"BLAS {'; '.join(meta['blas'])}; OpenMP {'on' if meta['openmp'] else 'off'}",
              f"- command: `{meta['command']}`",
              f"- {plan['dtype']}; import orders: {', '.join(plan['orders'])} ("
-             + (f"{plan.get('replicates', 1)} fresh processes per network and order, run "
-                "A B B A, their samples pooled" if plan.get("replicates", 1) > 1 else
+             + (f"{plan.get('replicates', 1)} fresh processes per network and order, their "
+                "samples pooled" if plan.get("replicates", 1) > 1 else
                 "a fresh process per network and order")
-             + "; a network's orders run back to back, taking "
-             "turns at going first); eval = model.eval() under convcore.no_grad() / torch.no_grad(); train = "
+             + "; a network's processes run at the same time and take turns, one at a time, "
+             "so that all of them see the same machine); eval = model.eval() under "
+             "convcore.no_grad() / torch.no_grad(); train = "
              f"forward, cross entropy, backward, SGD(lr={LR}, momentum={MOMENTUM}) step",
-             f"- per workload: one warm-up call each, then at least {plan['repeats']} rounds and "
-             f"more while {plan['budget']:g} s last (shared by its processes; at most "
-             f"{MAX_ROUNDS} per process), the two libraries in "
-             f"a random order each round; calls under {plan['min_time'] * 1e3:g} ms are timed "
-             "in groups (a sample is the group's mean)",
+             f"- per workload: two warm-up calls each, then turns: in each, each library a "
+             "block of back-to-back calls, the libraries in a random order; at least "
+             f"{plan['repeats']} samples and more while {plan['budget']:g} s last (shared by "
+             f"an order's processes; at most {MAX_ROUNDS} per process), spread over about "
+             f"{turns.TURNS} turns per process; calls under {plan['min_time'] * 1e3:g} ms are "
+             "timed in groups (a sample is the group's mean); a block of calls under "
+             f"{turns.WARM_BELOW * 1e3:g} ms opens with a call timed apart (cold/med: its "
+             "median over the median; it follows the other library's or process's calls)",
              "- PyTorch model: convcore.bench.networks.to_torch (the same module tree and names, "
              "ReLUs in place after a fresh tensor as in torchvision), loaded with the convcore "
              "model's state dict; BatchNorm starts from seeded non-trivial statistics",
@@ -925,7 +957,9 @@ def markdown_lines(meta, plan, rows, summary, title, notes=(), profiles=()):
     lines += ["", "## All measurements", "",
               "cc = convcore. Times per call (median, 95th percentile of the samples); "
               "p95/med shows the spikes (with several processes per order, each sample "
-              "over its own process's median); rounds = samples per library.", ""]
+              "over its own process's median); cold/med: the first call of a block, after the "
+              "other library's or process's calls, over the median; rounds = samples per "
+              "library.", ""]
     lines += table_lines(rows, markdown=True)
     for prof in profiles:
         lines += [""] + profile_lines(prof, plan["threads"], markdown=True)
@@ -995,33 +1029,39 @@ def _plan(args):
 
 
 def _results(plan):
-    """The result dicts of every import order. Each network gets
-    `replicates` fresh processes per order, the orders back to back and
-    taking turns at going first (two replicates: A B B A, then B A A B for
-    the next network): the machine's load drifts over a run, and comparing
-    the orders of one network measured minutes apart would show the drift.
-    The workload's time budget is shared among its processes."""
+    """The result dicts of every import order. The processes of a network,
+    `replicates` fresh interpreters per order, run at the same time and
+    take turns of a fraction of a second (turns.py): a shared machine's
+    speed drifts over seconds, and orders measured one after the other
+    would differ by that drift. Which order opens the turns alternates
+    (two replicates: A B B A, then B A A B for the next network). The
+    workload's time budget is shared among an order's processes."""
     if plan["orders"] == ["in-process"]:
         yield run_in_process(plan, plan["progress"])
         return
     replicates = plan.get("replicates", 1)
-    for i, name in enumerate(plan["networks"]):
-        one = {**plan, "networks": [name], "first_seed": i}
-        if replicates > 1:
-            one["budget"] = plan["budget"] / replicates
-        for rep in range(replicates):
-            orders = plan["orders"] if (i + rep) % 2 == 0 else plan["orders"][::-1]
-            for order in orders:
-                if order == "in-process":
-                    yield run_in_process(one, plan["progress"])
-                    continue
-                print(f"networks: {NETWORKS[name].label}, {order} (fresh process"
-                      + (f" {rep + 1} of {replicates}" if replicates > 1 else "") + ")",
-                      file=sys.stderr, flush=True)
-                result = run_order(one, order)
-                for r in result["rows"]:
-                    r["replicate"] = rep
-                yield result
+    fresh = [o for o in plan["orders"] if o != "in-process"]
+    from tqdm import tqdm
+    bar = tqdm(total=len(plan["networks"]) * len(plan["workloads"]), file=sys.stderr,
+               unit="workload", dynamic_ncols=True, desc="networks",
+               disable=not plan["progress"])
+    try:
+        for i, name in enumerate(plan["networks"]):
+            one = {**plan, "networks": [name], "first_seed": i,
+                   "budget": plan["budget"] / replicates}
+            if "in-process" in plan["orders"]:  # measured alone, before the others
+                yield run_in_process(one, False)
+            processes = [(order, rep) for rep in range(replicates)
+                         for order in (fresh if (i + rep) % 2 == 0 else fresh[::-1])]
+            bar.set_postfix_str(f"{NETWORKS[name].label}, {len(processes)} processes in turns")
+
+            def workload_done(k, name=name):
+                bar.update(1)
+                if k + 1 < len(plan["workloads"]):
+                    bar.set_postfix_str(f"{NETWORKS[name].label} {plan['workloads'][k + 1]}")
+            yield from run_orders(one, processes, on_workload=workload_done)
+    finally:
+        bar.close()
 
 
 def run(args):
@@ -1073,5 +1113,5 @@ def run(args):
 
 
 __all__ = ["NETWORKS", "WORKLOADS", "ORDERS", "NetworkSpec", "to_torch", "copy_weights",
-           "measure_network", "run_in_process", "run_order", "profile_step", "summarize",
+           "measure_network", "run_in_process", "run_orders", "profile_step", "summarize",
            "add_arguments", "run"]

@@ -191,15 +191,6 @@ def test_mobilenet_profile_names_depthwise_convolutions():
 
 # ---------------------------------------------------------------- arithmetic
 
-def test_interleaved_runs_every_callable_each_round_in_varying_order():
-    log = []
-    fns = {"a": lambda: log.append("a"), "b": lambda: log.append("b")}
-    samples = networks.interleaved(fns, repeats=12, budget=0, inner={"a": 1, "b": 3})
-    assert len(samples["a"]) == len(samples["b"]) == 12
-    rounds = ["".join(log[i:i + 4]) for i in range(0, len(log), 4)]
-    assert set(rounds) == {"abbb", "bbba"}          # both orders occur
-
-
 def test_summary_numbers():
     def row(order, label, w, cc, t, p95):
         return {"order": order, "label": label, "workload": w, "convcore_median_ms": cc,
@@ -232,38 +223,54 @@ def test_order_gap_against_torch_cancels_a_slower_process():
     assert any("differs by at most 0%" in line for line in networks.summary_lines(s))
 
 
-def test_each_network_runs_its_orders_back_to_back_taking_turns(monkeypatch):
+def test_each_network_runs_its_orders_together_taking_turns_at_opening(monkeypatch):
     calls = []
 
-    def fake_run_order(plan, order, timeout=None):
-        calls.append((plan["networks"], order, plan["first_seed"]))
-        return {"rows": [], "torch": "x"}
-    monkeypatch.setattr(networks, "run_order", fake_run_order)
-    plan = {"networks": ["lenet5", "resnet20", "resnet18"],
-            "orders": ["torch-first", "convcore-first"], "progress": False}
+    def fake_run_orders(plan, processes, on_workload=None):
+        calls.append((plan["networks"], processes, plan["first_seed"]))
+        return [{"rows": [], "torch": "x"} for _ in processes]
+    monkeypatch.setattr(networks, "run_orders", fake_run_orders)
+    plan = {"networks": ["lenet5", "resnet20", "resnet18"], "workloads": ["train"],
+            "orders": ["torch-first", "convcore-first"], "progress": False, "budget": 6.0}
     assert len(list(networks._results(plan))) == 6
-    assert calls == [(["lenet5"], "torch-first", 0), (["lenet5"], "convcore-first", 0),
-                     (["resnet20"], "convcore-first", 1), (["resnet20"], "torch-first", 1),
-                     (["resnet18"], "torch-first", 2), (["resnet18"], "convcore-first", 2)]
+    t, c = "torch-first", "convcore-first"
+    assert calls == [(["lenet5"], [(t, 0), (c, 0)], 0), (["resnet20"], [(c, 0), (t, 0)], 1),
+                     (["resnet18"], [(t, 0), (c, 0)], 2)]
 
 
-def test_replicated_processes_run_a_b_b_a_with_the_budget_shared(monkeypatch):
+def test_replicated_processes_take_turns_a_b_b_a_with_the_budget_shared(monkeypatch):
     calls = []
 
-    def fake_run_order(plan, order, timeout=None):
-        calls.append((plan["networks"][0], order, plan["budget"]))
-        return {"rows": [{"network": plan["networks"][0], "order": order}], "torch": "x"}
-    monkeypatch.setattr(networks, "run_order", fake_run_order)
-    plan = {"networks": ["lenet5", "resnet20"], "orders": ["torch-first", "convcore-first"],
-            "progress": False, "replicates": 2, "budget": 6.0}
+    def fake_run_orders(plan, processes, on_workload=None):
+        calls.append((plan["networks"][0], processes, plan["budget"]))
+        return [{"rows": [{"network": plan["networks"][0], "order": o, "replicate": r}],
+                 "torch": "x"} for o, r in processes]
+    monkeypatch.setattr(networks, "run_orders", fake_run_orders)
+    plan = {"networks": ["lenet5", "resnet20"], "workloads": ["train"],
+            "orders": ["torch-first", "convcore-first"], "progress": False, "replicates": 2,
+            "budget": 6.0}
     results = list(networks._results(plan))
-    assert [(n, o) for n, o, _ in calls] == [
-        ("lenet5", "torch-first"), ("lenet5", "convcore-first"),
-        ("lenet5", "convcore-first"), ("lenet5", "torch-first"),
-        ("resnet20", "convcore-first"), ("resnet20", "torch-first"),
-        ("resnet20", "torch-first"), ("resnet20", "convcore-first")]
-    assert all(b == 3.0 for _, _, b in calls)
+    t, c = "torch-first", "convcore-first"
+    assert calls == [("lenet5", [(t, 0), (c, 0), (c, 1), (t, 1)], 3.0),
+                     ("resnet20", [(c, 0), (t, 0), (t, 1), (c, 1)], 3.0)]
     assert [r["rows"][0]["replicate"] for r in results] == [0, 0, 1, 1, 0, 0, 1, 1]
+
+
+def test_processes_measure_in_turns_and_report_their_rows():
+    plan = {"networks": ["lenet5"], "workloads": ["eval_b1", "train"], "threads": 1,
+            "repeats": 2, "budget": 0.05, "min_time": 2e-4, "dtype": "float32",
+            "train_batch": 2, "input_size": None, "use_torch": False, "first_seed": 0}
+    done = []
+    # (convcore first in both: torch need not be installed)
+    results = networks.run_orders(plan, [("convcore-first", 0), ("convcore-first", 1)],
+                                  on_workload=done.append)
+    assert done == [0, 1]
+    rows = [r for res in results for r in res["rows"]]
+    assert [(r["replicate"], r["workload"]) for r in rows] == [
+        (0, "eval_b1"), (0, "train"), (1, "eval_b1"), (1, "train")]
+    assert all(r["rounds"] >= 2 and r["order"] == "convcore-first" for r in rows)
+    # eval calls are short: every block opened with a call timed apart
+    assert all(r["convcore_cold_over_median"] > 0 for r in rows if r["workload"] == "eval_b1")
 
 
 def test_replicates_merge_pooled_with_the_worst_agreement_and_their_gap():
