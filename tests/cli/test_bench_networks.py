@@ -205,6 +205,8 @@ def test_summary_numbers():
     assert s["by_order"] == {"torch-first": 1.0, "convcore-first": 1.05}
     assert s["max_p95_over_median"] == 1.4 and s["max_p95_over_median_at"] == \
         "A train (convcore-first)"
+    assert s["p95_over_median_above_target"] == 1 and s["workloads"] == 4
+    assert "torch_median_p95_over_median" not in s     # no PyTorch p95 in these rows
     assert s["max_order_gap"] == pytest.approx(0.2) and s["max_order_gap_at"] == "A train"
     assert s["max_order_gap_vs_torch"] == pytest.approx(0.2)
     assert s["all_agree"] is True
