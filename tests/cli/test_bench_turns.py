@@ -1,13 +1,13 @@
 """convcore.bench.turns: samples taken in turns, within a process and across
 processes."""
 import json
-import os
 import sys
 import textwrap
 
 import pytest
 
 from convcore.bench import turns
+from subprocess_helpers import convcore_env
 
 
 def test_a_turn_runs_a_block_of_each_callable_in_varying_order():
@@ -84,16 +84,11 @@ def _children(tmp_path, n):
             for i in range(n)]
 
 
-def _env():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [root, os.environ.get("PYTHONPATH", "")]))}
-
-
 def test_processes_take_turns_without_overlap(tmp_path):
     ended = []
     turns.run_in_turns(_children(tmp_path, 3), workloads=2, repeats=3, budget=0.0,
-                       max_samples=10, env=_env(), on_workload=ended.append)
+                       max_samples=10, env=convcore_env(), cwd=tmp_path,
+                       on_workload=ended.append)
     assert ended == [0, 1]
     logs = [json.loads((tmp_path / f"log{i}.json").read_text()) for i in range(3)]
     for w in range(2):
@@ -107,4 +102,4 @@ def test_a_child_that_dies_is_named(tmp_path):
     bad = ("bad one", [sys.executable, "-c", "import sys; sys.stdin.readline(); sys.exit(3)"])
     with pytest.raises(RuntimeError, match="bad one.*status 3"):
         turns.run_in_turns(_children(tmp_path, 1) + [bad], workloads=1, repeats=1,
-                           budget=0.0, max_samples=10, env=_env())
+                           budget=0.0, max_samples=10, env=convcore_env(), cwd=tmp_path)
