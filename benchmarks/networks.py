@@ -2,7 +2,7 @@
 and networks.csv (with --quick: networks-quick.md/.csv, so a quick check
 never overwrites the committed full results).
 
-    python benchmarks/networks.py                      # full suite, ~10-12 minutes
+    python benchmarks/networks.py                      # full suite, ~15 minutes
     python benchmarks/networks.py --quick              # subset, fewer rounds
     python benchmarks/networks.py --networks resnet18 mobilenet_v2 --workloads train
     python benchmarks/networks.py --profile mobilenet_v2   # step share by layer type

@@ -113,7 +113,7 @@ NETWORKS = OrderedDict((s.name, s) for s in (
 QUICK_NETWORKS = ("lenet5", "resnet20", "resnet18", "mobilenet_v2")
 
 # (minimum rounds, seconds per workload) of a full and a --quick run; the
-# full run takes about 5-6 minutes per import order on 2 cores.
+# full run takes about 15 minutes on 2 cores (both orders, in turns).
 FULL_TIMING = (5, 6.0)
 QUICK_TIMING = (3, 1.0)
 
