@@ -48,8 +48,10 @@ equivalent torch modules under the same names, so the state dict loads
 key for key; every zoo network is mirrored without hand-written code.
 
 `--profile NET` times a convcore training step by layer type instead:
-every module's forward and backward is wrapped with a timer (time spent in
-children subtracted), which gives each layer type's share of the step.
+the layer classes' forward and backward and the fused steps are wrapped
+with a timer (time spent in the timers inside subtracted), so the step
+runs fused as it does untimed and each layer type, or fused run of them,
+gets its share.
 """
 import json
 import os
@@ -646,19 +648,37 @@ def _conv_kind(m):
     return f"Conv2d {kind}{kh}x{kw}{stride}"
 
 
+def _layer_name(m, by_kind):
+    from convcore import nn
+    name = _conv_kind(m) if by_kind and isinstance(m, nn.Conv2d) else type(m).__name__
+    return name + " (own)" if m._modules else name
+
+
+def _fused_name(step):
+    """A fused step's row: the layers whose work it does itself (its
+    convolution or linear layer has its own row)."""
+    from convcore import nn
+    own = [type(m).__name__ for m in step.modules if not isinstance(m, (nn.Conv2d, nn.Linear))]
+    return " + ".join(own) + " (fused)"
+
+
 def profile_step(spec, steps=3, dtype="float32", train_batch=None, input_size=None, seed=0,
                  by_kind=True):
-    """Share of a convcore training step by layer type.
+    """Share of a convcore training step by layer type, fusion as it runs.
 
-    Every module's forward and backward (containers too) is wrapped with a
-    timer that subtracts the time spent in its children, so a container's
-    row is its own work (a residual add, a concatenation, fused code).
-    Convolutions are split by kind ("Conv2d 1x1", "Conv2d depthwise 3x3/2")
-    when by_kind. Returns {"step_ms": unwrapped median step, "wrapped_ms":
-    mean step with the timers, "rows": [(layer type, fwd ms, bwd ms,
-    other ms)] (other: the optimizer's zero_grad and step),
+    The layer classes' forward and backward, the fused steps of
+    convcore.nn._fusion and the convolutions those run are wrapped (on the
+    classes, so that the fused paths, which decline modules with a
+    forward of their own, still run) with a timer that subtracts the time
+    spent in the timers inside it: a container's row is its own work (a
+    residual add, a concatenation), a fused step's row ("BatchNorm2d + ReLU
+    (fused)") its work beside the convolution or linear layer it runs.
+    Convolutions are split by kind ("Conv2d 1x1", "Conv2d depthwise
+    3x3/2") when by_kind. Returns {"step_ms": unwrapped median step,
+    "wrapped_ms": mean step with the timers, "rows": [(layer type, fwd ms,
+    bwd ms, other ms)] (other: the optimizer's zero_grad and step),
     "other_ms": step time outside every timer}."""
-    from convcore import nn
+    from convcore.nn import _fusion
     model, shape = build_model(spec, dtype, input_size or spec.train_size, seed)
     batch = train_batch or spec.train_batch
     rng = np.random.default_rng(seed + 2)
@@ -676,7 +696,7 @@ def profile_step(spec, steps=3, dtype="float32", train_batch=None, input_size=No
     stack = []
     clock = time.perf_counter
 
-    def timed(fn, key):
+    def timed(fn, key_of, phase):
         def wrapper(*args, **kwargs):
             stack.append(0.0)
             t0 = clock()
@@ -685,31 +705,48 @@ def profile_step(spec, steps=3, dtype="float32", train_batch=None, input_size=No
             finally:
                 elapsed = clock() - t0
                 inside = stack.pop()
-                totals[key] += elapsed - inside
+                totals[(key_of(*args), phase)] += elapsed - inside
                 if stack:
                     stack[-1] += elapsed
         return wrapper
 
-    for m in model.modules():
-        name = type(m).__name__
-        if by_kind and isinstance(m, nn.Conv2d):
-            name = _conv_kind(m)
-        if m._modules:
-            name += " (own)"
-        m.__dict__["forward"] = timed(m.forward, (name, "fwd"))
-        m.__dict__["backward"] = timed(m.backward, (name, "bwd"))
-    loss = trainer.loss
-    loss.__dict__["forward"] = timed(loss.forward, ("CrossEntropyLoss", "fwd"))
-    loss.__dict__["backward"] = timed(loss.backward, ("CrossEntropyLoss", "bwd"))
-    opt = trainer.opt
-    opt.zero_grad = timed(opt.zero_grad, ("SGD.zero_grad", "other"))
-    opt.step = timed(opt.step, ("SGD.step (momentum)", "other"))
-    trainer.convcore_step()                          # warm the wrappers
-    totals.clear()
-    t0 = clock()
-    for _ in range(steps):
-        trainer.convcore_step()
-    wrapped = (clock() - t0) / steps
+    def layer_key(m, *_):
+        return _layer_name(m, by_kind)
+
+    patched = []   # (owner, attribute, its own value before or None)
+
+    def patch(owner, attr, key_of, phase):
+        patched.append((owner, attr, owner.__dict__.get(attr)))
+        setattr(owner, attr, timed(getattr(owner, attr), key_of, phase))
+
+    try:
+        for cls in {type(m) for m in model.modules()}:
+            patch(cls, "forward", layer_key, "fwd")
+            patch(cls, "backward", layer_key, "bwd")
+        for cls in _fusion_step_classes(_fusion.Step):
+            for attr, phase in (("__call__", "fwd"), ("backward", "bwd")):
+                if attr in cls.__dict__:
+                    patch(cls, attr, lambda step, *_: _fused_name(step), phase)
+        patch(_fusion, "_conv_forward", layer_key, "fwd")
+        patch(_fusion, "_conv_backward", layer_key, "bwd")
+        loss = trainer.loss
+        loss.__dict__["forward"] = timed(loss.forward, lambda *_: "CrossEntropyLoss", "fwd")
+        loss.__dict__["backward"] = timed(loss.backward, lambda *_: "CrossEntropyLoss", "bwd")
+        opt = trainer.opt
+        opt.zero_grad = timed(opt.zero_grad, lambda *_: "SGD.zero_grad", "other")
+        opt.step = timed(opt.step, lambda *_: "SGD.step (momentum)", "other")
+        trainer.convcore_step()                      # warm the wrappers
+        totals.clear()
+        t0 = clock()
+        for _ in range(steps):
+            trainer.convcore_step()
+        wrapped = (clock() - t0) / steps
+    finally:
+        for owner, attr, own in reversed(patched):
+            if own is None:
+                delattr(owner, attr)
+            else:
+                setattr(owner, attr, own)
     per = defaultdict(lambda: [0.0, 0.0, 0.0])
     for (name, phase), v in totals.items():
         per[name][("fwd", "bwd", "other").index(phase)] += v / steps
@@ -720,6 +757,14 @@ def profile_step(spec, steps=3, dtype="float32", train_batch=None, input_size=No
             "wrapped_ms": wrapped * 1e3,
             "rows": [(k, f * 1e3, b * 1e3, o * 1e3) for k, f, b, o in rows],
             "other_ms": (wrapped - accounted) * 1e3}
+
+
+def _fusion_step_classes(base):
+    """base and every subclass of it, however deep."""
+    out = [base]
+    for sub in base.__subclasses__():
+        out += _fusion_step_classes(sub)
+    return out
 
 
 def profile_lines(prof, threads, markdown=False):

@@ -185,8 +185,26 @@ def test_mobilenet_profile_names_depthwise_convolutions():
     prof = networks.profile_step(networks.NETWORKS["mobilenet_v2"], steps=1, train_batch=2,
                                  input_size=32)
     names = {r[0] for r in prof["rows"]}
-    assert {"Conv2d depthwise 3x3", "Conv2d depthwise 3x3/2", "Conv2d 1x1", "ReLU6",
-            "InvertedResidual (own)"} <= names
+    assert {"Conv2d depthwise 3x3", "Conv2d depthwise 3x3/2", "Conv2d 1x1",
+            "BatchNorm2d + ReLU6 (fused)", "InvertedResidual (own)"} <= names
+
+
+def test_the_profile_times_the_fused_step_and_puts_the_classes_back():
+    from convcore import nn
+    from convcore.nn import _fusion
+    before = {(c, a): c.__dict__.get(a) for c in (nn.Conv2d, nn.BatchNorm2d, nn.ReLU,
+                                                 _fusion.Step, _fusion.ResidualThenReLU)
+              for a in ("forward", "backward", "__call__")}
+    conv_forward = _fusion._conv_forward
+    prof = networks.profile_step(networks.NETWORKS["resnet20"], steps=1, train_batch=2)
+    names = {r[0] for r in prof["rows"]}
+    # the batch norms run fused with their ReLU, the convolutions on rows of their own
+    assert "BatchNorm2d + ReLU (fused)" in names and "Conv2d 3x3" in names
+    assert "ReLU" not in names and "BatchNorm2d" not in names
+    fused = next(r for r in prof["rows"] if r[0] == "BatchNorm2d + ReLU (fused)")
+    assert fused[1] > 0 and fused[2] > 0
+    assert {k: k[0].__dict__.get(k[1]) for k in before} == before
+    assert _fusion._conv_forward is conv_forward
 
 
 # ---------------------------------------------------------------- arithmetic
