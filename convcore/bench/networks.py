@@ -685,7 +685,8 @@ def profile_step(spec, steps=3, dtype="float32", train_batch=None, input_size=No
     x = rng.standard_normal((batch,) + tuple(shape)).astype(dtype)
     y = rng.integers(0, spec.num_classes, batch).astype(np.int64)
     trainer = _Trainer(model, None, None, x, y)
-    trainer.convcore_step()                          # warm-up
+    for _ in range(2):   # the first steps allocate (momentum, cached buffers)
+        trainer.convcore_step()
     plain = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -1053,7 +1054,7 @@ def add_arguments(parser):
                    help="instead of the comparison: convcore's training step of NET by "
                         "layer type (each type's forward and backward share of the step)")
     g.add_argument("--profile-steps", type=_positive_int, default=3, metavar="N",
-                   help="steps timed by --profile (default 3, after one warm-up)")
+                   help="steps timed by --profile (default 3, after two warm-up steps)")
 
 
 def _positive_int(text):
