@@ -1,6 +1,7 @@
 """Linear, Flatten and Identity."""
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -98,7 +99,7 @@ class Flatten(Module):
         if s > e:
             raise ValueError(f"Flatten: start_dim={self.start_dim} comes after "
                              f"end_dim={self.end_dim} for input shape {shape}")
-        return shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:]
+        return shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:]
 
     def forward(self, x: Array) -> Array:
         # channels-last: a copy in channels-first order (reshape of the view)
