@@ -76,8 +76,13 @@ WINOGRAD_OVER_DIRECT_WORK = 196608
 # tiles per thread, on images whose pixels fill at least this share of
 # their tiles (a 5x5 image takes 8x8 of tiles, and never paid):
 # benchmarks/results/auto_choice.md.
-WINOGRAD_TILES_PER_THREAD = 32
+WINOGRAD_TILES_PER_THREAD = 24
 WINOGRAD_MIN_TILE_FILL = 0.5
+# Below 1024 output pixels in the batch, from this many channels Winograd
+# pays too when the same tiles-per-thread count is met on images that fill
+# at least this share of their tiles (small batches of 14x14-28x28 images).
+WINOGRAD_FEW_PIXELS_CHANNELS = 96
+WINOGRAD_FEW_PIXELS_FILL = 0.75
 # Strided layers go to Winograd (over their input's stride phases) only
 # when the kernel fills at least this share of the 3x3 phase kernels'
 # taps (AlexNet's 11x11 stride 4: 121 of 144; 5x5 stride 2, 25 of 36,
@@ -172,11 +177,14 @@ def select_algorithm(spec, weights_reused=False):
       on the scale min(C/groups, K/groups) * sqrt(OH*OW). With fewer
       channels the transforms outweigh the GEMMs.
       Undilated: from 100, with at least 1024 output pixels in the batch
-      (else the per-call weight transform dominates). From 256 channels,
-      at least 32 tiles per thread of the call instead (7x7 images from
-      batch 16 at 2 threads, batch 8 at 1), on images the 4x4 tiles
-      cover at least half (not 5x5 in 8x8 of tiles): fewer, and
-      im2col's GEMMs split over the threads (blas.gemm_split) win.
+      (else the per-call weight transform dominates), or, from 96
+      channels, at least 24 tiles per thread of the call on images that
+      fill 3/4 of their 4x4 tiles (a 28x28 image at batch 1 on 2
+      threads; with 64 channels that lost). From 256 channels, the 24
+      tiles per thread instead (7x7 images from batch 12 at 2 threads,
+      batch 6 at 1), on images the 4x4 tiles cover at least half (not
+      5x5 in 8x8 of tiles): fewer, and im2col's GEMMs split over the
+      threads (blas.gemm_split) win.
       Dilated: from 400, when each dilation phase of the output (which the
       kernel tiles in place) is at least 8 pixels across; shorter tile
       rows lose.
@@ -303,7 +311,10 @@ def _gemm_or_winograd(spec, weights_reused):
                 big = (tiles >= WINOGRAD_TILES_PER_THREAD * conv_threads(spec)
                        and _winograd_tile_fill(spec) >= WINOGRAD_MIN_TILE_FILL)
             else:
-                big = pixels >= 1024
+                big = pixels >= 1024 or (
+                    channels >= WINOGRAD_FEW_PIXELS_CHANNELS
+                    and tiles >= WINOGRAD_TILES_PER_THREAD * conv_threads(spec)
+                    and _winograd_tile_fill(spec) >= WINOGRAD_FEW_PIXELS_FILL)
             if score >= 100 and big:
                 return _REGISTRY["winograd"]
         elif score >= 400 and min(spec.OH // spec.dilation[0], spec.OW // spec.dilation[1]) >= 8:

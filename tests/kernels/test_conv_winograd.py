@@ -496,10 +496,17 @@ def test_auto_needs_pixels_in_the_batch():
     """auto leaves a many-channel layer with few output pixels in the batch
     to im2col (Winograd's per-call weight transform and few tile blocks),
     and takes Winograd once there are enough."""
-    assert _pick(16, 128, 7) == "im2col"        # 784 pixels at 128 channels
     assert _pick(8, 128, 14) == "winograd"      # 1568
     assert _pick(128, 16, 64) == "winograd"     # 16 channels at 64x64
-    # From 256 channels: 32 tiles of 4x4 per thread.
+    assert _pick(4, 64, 14) == "im2col"         # 784 pixels at 64 channels
+    # Under 1024 pixels, from 96 channels: 24 tiles of 4x4 per thread, on
+    # images that fill 3/4 of their tiles.
+    assert _pick(1, 128, 28) == "winograd"      # 49 tiles
+    assert _pick(16, 128, 7) == "winograd"      # 64 tiles, 7x7 fills 0.77
+    assert _pick(2, 128, 14) == "im2col"        # 32 tiles
+    assert _pick(8, 128, 10) == "im2col"        # 72 tiles, but 10x10 fills 0.69
+    # From 256 channels: 24 tiles per thread, on images that fill half.
+    assert _pick(1, 256, 28) == "winograd"      # 49 tiles
     assert _pick(8, 512, 7) == "im2col"         # 32 tiles
     assert _pick(16, 512, 7) == "winograd"      # 64 (ResNet-18 layer4, batch 16)
     assert _pick(16, 256, 7) == "winograd"      # ResNet-50 layer3 at 112x112
