@@ -308,18 +308,23 @@ def _gemm_or_winograd(spec, weights_reused):
             if weights_reused and score >= 100 and 8 * tiles >= channels:
                 return _REGISTRY["winograd"]
             if channels >= 256:
-                big = (tiles >= WINOGRAD_TILES_PER_THREAD * conv_threads(spec)
-                       and _winograd_tile_fill(spec) >= WINOGRAD_MIN_TILE_FILL)
+                big = _tiles_pay(spec, tiles, WINOGRAD_MIN_TILE_FILL)
             else:
-                big = pixels >= 1024 or (
-                    channels >= WINOGRAD_FEW_PIXELS_CHANNELS
-                    and tiles >= WINOGRAD_TILES_PER_THREAD * conv_threads(spec)
-                    and _winograd_tile_fill(spec) >= WINOGRAD_FEW_PIXELS_FILL)
+                big = pixels >= 1024 or (channels >= WINOGRAD_FEW_PIXELS_CHANNELS
+                                         and _tiles_pay(spec, tiles, WINOGRAD_FEW_PIXELS_FILL))
             if score >= 100 and big:
                 return _REGISTRY["winograd"]
         elif score >= 400 and min(spec.OH // spec.dilation[0], spec.OW // spec.dilation[1]) >= 8:
             return _REGISTRY["winograd"]
     return _REGISTRY["im2col"]
+
+
+def _tiles_pay(spec, tiles, min_fill):
+    """Winograd's `tiles` 4x4 tiles are enough for the call's threads
+    (WINOGRAD_TILES_PER_THREAD each), on images that fill at least
+    `min_fill` of their tiles."""
+    return (tiles >= WINOGRAD_TILES_PER_THREAD * conv_threads(spec)
+            and _winograd_tile_fill(spec) >= min_fill)
 
 
 def get_algorithm(name, spec, fn="conv2d", weights_reused=False):
