@@ -711,8 +711,19 @@ def profile_step(spec, steps=3, dtype="float32", train_batch=None, input_size=No
                     stack[-1] += elapsed
         return wrapper
 
-    def layer_key(m, *_):
-        return _layer_name(m, by_kind)
+    names = {}   # id -> row name, worked out at an object's first call
+
+    def keyed_by(name_of):
+        """key_of for `timed`: the row of the call's first argument (the
+        layer or fused step), named by name_of once per object."""
+        def key_of(obj, *_):
+            name = names.get(id(obj))
+            if name is None:
+                name = names[id(obj)] = name_of(obj)
+            return name
+        return key_of
+
+    layer_key = keyed_by(lambda m: _layer_name(m, by_kind))
 
     patched = []   # (owner, attribute, its own value before or None)
 
@@ -727,7 +738,7 @@ def profile_step(spec, steps=3, dtype="float32", train_batch=None, input_size=No
         for cls in _fusion_step_classes(_fusion.Step):
             for attr, phase in (("__call__", "fwd"), ("backward", "bwd")):
                 if attr in cls.__dict__:
-                    patch(cls, attr, lambda step, *_: _fused_name(step), phase)
+                    patch(cls, attr, keyed_by(_fused_name), phase)
         patch(_fusion, "_conv_forward", layer_key, "fwd")
         patch(_fusion, "_conv_backward", layer_key, "bwd")
         loss = trainer.loss
