@@ -54,13 +54,28 @@ def hold_team(int num_threads):
         _empty_region(num_threads)
 
 
-def region_seconds(int num_threads, int repeats, double gap):
-    """Wall time of `repeats` parallel regions of num_threads threads that
-    do nothing, each after `gap` seconds of work on the calling thread
-    alone (as between two kernel calls): a list of seconds. Its median
-    minus the one-thread median is what a region costs beyond its work,
-    chiefly waking threads that went to sleep during the gap (all zeros
-    without OpenMP)."""
+cdef void _work_region(int num_threads, long work) noexcept nogil:
+    """A parallel region of num_threads threads sharing `work` steps of a
+    dependent multiply-add chain (a fixed amount of arithmetic, in cache)."""
+    cdef int i
+    cdef long k, steps = work // num_threads
+    cdef double x
+    cdef double[64] sink
+    for i in prange(num_threads, schedule='static', num_threads=num_threads):
+        x = i
+        for k in range(steps):
+            x = x * 0.999999 + 1e-9
+        sink[i % 64] = x
+
+
+def region_seconds(int num_threads, int repeats, double gap, long work=0):
+    """Wall time of `repeats` parallel regions of num_threads threads, each
+    after `gap` seconds of work on the calling thread alone (as between two
+    kernel calls): a list of seconds. The threads share `work` steps of
+    arithmetic (0: the region does nothing). The median less the
+    one-thread median over num_threads is what a region costs beyond its
+    work, chiefly waking threads that went to sleep during the gap (all
+    zeros without OpenMP)."""
     cdef int r
     cdef double t0, t1
     times = []
@@ -70,7 +85,10 @@ def region_seconds(int num_threads, int repeats, double gap):
             while omp_get_wtime() - t0 < gap:
                 pass
             t0 = omp_get_wtime()
-            _empty_region(num_threads)
+            if work > 0:
+                _work_region(num_threads, work)
+            else:
+                _empty_region(num_threads)
             t1 = omp_get_wtime()
         times.append(t1 - t0)
     return times

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import os
 import threading
+import time
 from typing import Dict
 
 from threadpoolctl import ThreadpoolController
@@ -100,29 +101,73 @@ REGION_ENV = "CONVCORE_REGION_US"
 # than one region, and a wait between real calls is longer than the
 # measurement's, so the sleeping thread is slower to wake.
 REGION_MARGIN = 2
-_region_costs: Dict[int, float] = {}
+# One measurement can fall while other processes keep the other CPUs busy
+# (several processes starting at once): it then times waking a thread onto
+# a running CPU, where waking an idle one costs several times more in a
+# virtual machine, and a process that kept a low reading ran small
+# convolutions on 2 threads at up to twice their time, where a high one
+# costs them a few percent (benchmarks/results/spin_waits.md). So the cost
+# is measured again at the first call this many seconds after the first
+# measurement, each, and the largest measurement is kept.
+REGION_REMEASURE_AFTER = (1.0, 4.0, 16.0)
+# The measured regions share this many steps of arithmetic (tens of
+# microseconds on one thread, a small convolution's worth): an empty
+# region could read a few microseconds where regions that work cost the
+# wake-up of a sleeping thread, tens (benchmarks/results/spin_waits.md).
+REGION_PROBE_STEPS = 40000
+_clock = time.monotonic
+
+
+class _RegionCost:
+    """What a region of one thread count costs: the largest of its
+    measurements so far, and when the next is due (None: no more)."""
+    __slots__ = ("value", "due", "_first", "_samples")
+
+    def __init__(self, value=None):
+        self.value, self.due = value, None
+        self._first, self._samples = None, []
+
+    def add(self, seconds, now):
+        if self._first is None:
+            self._first = now
+        self._samples.append(seconds)
+        self.value = max(self._samples)
+        k = len(self._samples) - 1
+        self.due = (self._first + REGION_REMEASURE_AFTER[k]
+                    if k < len(REGION_REMEASURE_AFTER) else None)
+
+
+_region_costs: Dict[int, _RegionCost] = {}
+
+
+def _region_cost_from_env():
+    env = os.environ.get(REGION_ENV, "").strip()
+    try:
+        return max(0.0, float(env)) * 1e-6 if env else None
+    except ValueError:
+        return None
 
 
 def region_cost(threads):
     """Seconds a parallel region of `threads` threads costs beyond its
-    work, measured once per thread count (about 10 ms: regions after a
-    pause of the calling thread, as between kernel calls, against regions
-    of one thread), or CONVCORE_REGION_US."""
+    work: regions after a pause of the calling thread, as between kernel
+    calls, against regions of one thread (about 10 ms), measured at the
+    first call and again as REGION_REMEASURE_AFTER says, or
+    CONVCORE_REGION_US."""
     cost = _region_costs.get(threads)
+    if cost is not None and (cost.due is None or _clock() < cost.due):
+        return cost.value
     if cost is None:
-        env = os.environ.get(REGION_ENV, "").strip()
-        try:
-            cost = max(0.0, float(env)) * 1e-6 if env else None
-        except ValueError:
-            cost = None
-        if cost is None:
-            cost = max(0.0, _median_region(threads) - _median_region(1))
+        cost = _RegionCost(_region_cost_from_env())
         _region_costs[threads] = cost
-    return cost
+        if cost.value is not None:
+            return cost.value
+    cost.add(max(0.0, _median_region(threads) - _median_region(1) / threads), _clock())
+    return cost.value
 
 
 def _median_region(threads, repeats=21, gap=200e-6):
-    times = sorted(openmp_info.region_seconds(threads, repeats, gap))
+    times = sorted(openmp_info.region_seconds(threads, repeats, gap, REGION_PROBE_STEPS))
     return times[len(times) // 2]
 
 

@@ -426,21 +426,66 @@ def test_convolutions_count_their_flops_depthwise_ones_slower(region_cost_of, re
 
 
 @pytest.mark.skipif(not openmp_info.openmp_enabled(), reason="built without OpenMP")
-def test_region_cost_is_measured_once_per_thread_count(monkeypatch):
+def test_region_cost_measures_regions_of_the_thread_count_against_one(monkeypatch):
     monkeypatch.setattr(_threads, "_region_costs", {})
     monkeypatch.delenv(_threads.REGION_ENV, raising=False)
     calls = []
     real = openmp_info.region_seconds
 
-    def counting(threads, repeats, gap):
-        calls.append(threads)
-        return real(threads, repeats, gap)
+    def counting(threads, repeats, gap, work):
+        calls.append((threads, work))
+        return real(threads, repeats, gap, work)
     monkeypatch.setattr(openmp_info, "region_seconds", counting)
     cost = _threads.region_cost(2)
     assert 0 <= cost < 0.05                       # seconds: a region, not a time slice
-    assert _threads.region_cost(2) == cost and sorted(calls) == [1, 2]
-    times = real(2, 5, 1e-4)
-    assert len(times) == 5 and all(t > 0 for t in times)
+    # both thread counts do the same work, the regions' own cost shows
+    steps = _threads.REGION_PROBE_STEPS
+    assert _threads.region_cost(2) == cost and sorted(calls) == [(1, steps), (2, steps)]
+    empty, working = (real(1, 5, 1e-4, work) for work in (0, 20 * steps))
+    assert len(empty) == 5 and all(t >= 0 for t in empty)
+    assert min(working) > 10 * max(empty)         # the work runs: not optimised away
+
+
+def test_region_cost_is_measured_again_later_and_the_largest_kept(monkeypatch):
+    # a first measurement while other processes kept the CPUs awake reads
+    # a wake-up of microseconds; the later ones, tens
+    monkeypatch.setattr(_threads, "_region_costs", {})
+    monkeypatch.delenv(_threads.REGION_ENV, raising=False)
+    now = [100.0]
+    monkeypatch.setattr(_threads, "_clock", lambda: now[0])
+    measured = iter([5e-6, 80e-6, 90e-6, 70e-6])
+    calls = []
+
+    def median_region(threads):
+        calls.append(threads)
+        return next(measured) if threads == 2 else 0.0
+    monkeypatch.setattr(_threads, "_median_region", median_region)
+
+    def cost_at(seconds_after_first):
+        now[0] = 100.0 + seconds_after_first
+        return _threads.region_cost(2)
+
+    after = _threads.REGION_REMEASURE_AFTER
+    assert after == tuple(sorted(after)) and len(after) == 3
+    assert cost_at(0) == pytest.approx(5e-6)
+    assert cost_at(after[0] * 0.99) == pytest.approx(5e-6) and len(calls) == 2
+    assert cost_at(after[0]) == pytest.approx(80e-6)
+    assert cost_at((after[0] + after[1]) / 2) == pytest.approx(80e-6) and len(calls) == 4
+    assert cost_at(after[1]) == pytest.approx(90e-6)
+    assert cost_at(after[2] + 50) == pytest.approx(90e-6)      # 70 read last
+    assert len(calls) == 8
+    assert cost_at(1e6) == pytest.approx(90e-6) and len(calls) == 8   # no more
+
+
+def test_region_cost_set_in_the_environment_is_never_measured(monkeypatch):
+    monkeypatch.setattr(_threads, "_region_costs", {})
+    monkeypatch.setenv(_threads.REGION_ENV, "30")
+    monkeypatch.setattr(_threads, "_median_region",
+                        lambda threads: pytest.fail("measured a region"))
+    now = [0.0]
+    monkeypatch.setattr(_threads, "_clock", lambda: now[0])
+    for now[0] in (0.0, 2.0, 100.0):
+        assert _threads.region_cost(2) == pytest.approx(30e-6)
 
 
 def test_region_cost_from_the_environment(monkeypatch):
@@ -450,4 +495,4 @@ def test_region_cost_from_the_environment(monkeypatch):
     monkeypatch.setattr(_threads, "_region_costs", {})
     monkeypatch.setenv(_threads.REGION_ENV, "not a number")
     monkeypatch.setattr(_threads, "_median_region", lambda threads: 1e-6 * threads)
-    assert _threads.region_cost(2) == pytest.approx(1e-6)
+    assert _threads.region_cost(2) == pytest.approx(2e-6 - 1e-6 / 2)    # measured
