@@ -1019,6 +1019,13 @@ def markdown_lines(meta, plan, rows, summary, title, notes=(), profiles=()):
                          "seconds: " + ", ".join(small) + " (their eval workloads at 224x224)")
     if plan.get("train_batch"):
         lines.append(f"- training batch overridden: {plan['train_batch']}")
+    state = meta.get("machine_state")
+    if state:
+        lines.append("- the machine at the start / end of the run: memory copy "
+                     f"{state['start']['copy_gbs']:.1f} / {state['end']['copy_gbs']:.1f} GB/s "
+                     "(one thread), GEMM peak "
+                     f"{state['start']['sgemm_gflops']:.0f} / {state['end']['sgemm_gflops']:.0f} "
+                     f"GFLOP/s ({plan['threads']} threads)")
     lines += [f"- note: {n}" for n in notes]
     lines += ["", "## Summary", ""] + [f"- {s}" for s in summary_lines(summary)]
     if any(r.get("ratio") is not None for r in rows):
@@ -1134,6 +1141,23 @@ def _results(plan):
         bar.close()
 
 
+def machine_state(threads):
+    """What the shared machine gives now: memory copy bandwidth (GB/s, one
+    thread, 64 MiB) and the GEMM peak (GFLOP/s on `threads`). A neighbour
+    taking the memory bus slows the memory-bound layers between the
+    convolutions more than PyTorch's, so runs are read against it."""
+    from convcore.bench.engine import measure_peak
+    src = np.ones(1 << 24, np.float32)
+    dst = np.empty_like(src)
+    times = []
+    for _ in range(9):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - t0)
+    return {"copy_gbs": 2 * src.nbytes / float(np.median(times)) / 1e9,
+            "sgemm_gflops": measure_peak(np.float32, threads)}
+
+
 def run(args):
     """`convcore bench --suite networks [...]` and `--profile NET`."""
     if args.profile:
@@ -1150,9 +1174,11 @@ def run(args):
         return 0
     plan = _plan(args)
     rows, torch_version = [], None
+    state = {"start": machine_state(plan["threads"])}
     for result in _results(plan):
         rows += result["rows"]
         torch_version = torch_version or result["torch"]
+    state["end"] = machine_state(plan["threads"])
     rows = merge_replicates(rows)
     if not args.no_torch and torch_version is None:
         print("networks: PyTorch is not installed; convcore measured alone", file=sys.stderr)
@@ -1162,6 +1188,7 @@ def run(args):
     print("\n".join(summary_lines(summary)))
     from convcore.bench import report
     meta = report.machine_info([plan["threads"]], torch_version)
+    meta["machine_state"] = state
     written = []
     if args.markdown:
         title = args.title or "Whole networks: convcore vs PyTorch (CPU)"

@@ -112,6 +112,11 @@ def test_suite_runs_lenet_in_a_fresh_process(tmp_path, capsys):
     text = md.read_text()
     assert text.startswith("# Whole networks: convcore vs PyTorch")
     assert "## All measurements" in text and "| LeNet-5 | eval_b1 |" in text
+    # the machine's memory bandwidth and GEMM peak, at the start and the end
+    state = data["meta"]["machine_state"]
+    for when in ("start", "end"):
+        assert 0.1 < state[when]["copy_gbs"] < 1000 and 0.1 < state[when]["sgemm_gflops"] < 1e5
+    assert "- the machine at the start / end of the run: memory copy " in text
     if torch:
         assert rows[0]["order"] == "convcore-first"
         for r in data["rows"]:
