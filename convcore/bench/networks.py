@@ -1143,8 +1143,8 @@ def _results(plan):
 
 def machine_state(threads):
     """What the shared machine gives now: memory copy bandwidth (GB/s, one
-    thread, 64 MiB) and the GEMM peak (GFLOP/s on `threads`). A neighbour
-    taking the memory bus slows the memory-bound layers between the
+    thread, 64 MiB) and the GEMM peak (GFLOP/s on `threads`). Phases of
+    slow memory on the host slow the memory-bound layers between the
     convolutions more than PyTorch's, so runs are read against it."""
     from convcore.bench.engine import measure_peak
     src = np.ones(1 << 24, np.float32)
