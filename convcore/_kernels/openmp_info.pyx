@@ -37,26 +37,10 @@ def build_info():
     }
 
 
-cdef void _empty_region(int num_threads) noexcept nogil:
-    """A parallel region of num_threads threads that does nothing."""
-    cdef int i
-    cdef int[1] sink
-    for i in prange(num_threads, schedule='static', num_threads=num_threads):
-        sink[0] = i
-
-
-def hold_team(int num_threads):
-    """Start a team of num_threads in the calling thread's own OpenMP pool
-    and return: the team's workers then stay docked in that pool (asleep)
-    for as long as the calling thread lives. convcore._runtime.omp_runtime calls it
-    from a parked Python thread; see there for why."""
-    with nogil:
-        _empty_region(num_threads)
-
-
-cdef void _work_region(int num_threads, long work) noexcept nogil:
+cdef void _region(int num_threads, long work) noexcept nogil:
     """A parallel region of num_threads threads sharing `work` steps of a
-    dependent multiply-add chain (a fixed amount of arithmetic, in cache)."""
+    dependent multiply-add chain (a fixed amount of arithmetic, in cache;
+    0: the region does nothing)."""
     cdef int i
     cdef long k, steps = work // num_threads
     cdef double x
@@ -66,6 +50,15 @@ cdef void _work_region(int num_threads, long work) noexcept nogil:
         for k in range(steps):
             x = x * 0.999999 + 1e-9
         sink[i % 64] = x
+
+
+def hold_team(int num_threads):
+    """Start a team of num_threads in the calling thread's own OpenMP pool
+    and return: the team's workers then stay docked in that pool (asleep)
+    for as long as the calling thread lives. convcore._runtime.omp_runtime calls it
+    from a parked Python thread; see there for why."""
+    with nogil:
+        _region(num_threads, 0)
 
 
 def region_seconds(int num_threads, int repeats, double gap, long work=0):
@@ -85,10 +78,7 @@ def region_seconds(int num_threads, int repeats, double gap, long work=0):
             while omp_get_wtime() - t0 < gap:
                 pass
             t0 = omp_get_wtime()
-            if work > 0:
-                _work_region(num_threads, work)
-            else:
-                _empty_region(num_threads)
+            _region(num_threads, work)
             t1 = omp_get_wtime()
         times.append(t1 - t0)
     return times
