@@ -17,9 +17,6 @@ half-second median ("phases": the machine's speed drifting for a while,
 as opposed to single slow calls). Results: benchmarks/results/machine_jitter.md.
 """
 import argparse
-import datetime
-import os
-import platform
 import sys
 import time
 
@@ -99,9 +96,9 @@ def sample(call, seconds):
 def spread(times, ends):
     """Statistics of one size's calls."""
     med = float(np.median(times))
-    windows = [np.median(times[(ends >= lo) & (ends < lo + WINDOW)])
-               for lo in np.arange(0.0, ends[-1], WINDOW)
-               if np.count_nonzero((ends >= lo) & (ends < lo + WINDOW)) >= 5]
+    window_of = (ends // WINDOW).astype(int)
+    windows = [np.median(times[window_of == w]) for w in np.unique(window_of)
+               if np.count_nonzero(window_of == w) >= 5]
     return {
         "calls": len(times),
         "median_ms": med * 1e3,
@@ -142,15 +139,17 @@ def table_lines(rows):
 
 
 def markdown(rows, seconds, argv):
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    from convcore.bench.report import machine_info
+    meta = machine_info([1], None)
     return "\n".join([
         "# The machine's own spread: identical calls of plain NumPy and Python",
         "",
-        f"- date: {when}",
-        f"- machine: {platform.processor() or platform.machine()}, "
-        f"{len(os.sched_getaffinity(0))} usable CPUs, {platform.platform()}",
-        f"- Python {platform.python_version()}, numpy {np.__version__}; BLAS held to 1 thread",
-        f"- command: `python benchmarks/machine_jitter.py {' '.join(argv)}`".rstrip() + "",
+        f"- date: {meta['date_utc']}",
+        f"- machine: {meta['cpu']} ({meta['usable_cpus']} usable of {meta['logical_cpus']} "
+        f"logical CPUs), {meta['platform']}",
+        f"- Python {meta['python']}, numpy {meta['numpy']}; BLAS {'; '.join(meta['blas'])}, "
+        "held to 1 thread",
+        f"- command: `python benchmarks/machine_jitter.py {' '.join(argv)}`",
         f"- {seconds:g} s of back-to-back calls per size (at least {MIN_CALLS} calls); "
         "a call repeats one unit of work k times: numpy = an element-wise pass over "
         "6x28x28 float32 and a 1x120 @ 120x84 product; python = a 200-step loop",
