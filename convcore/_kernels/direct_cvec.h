@@ -87,7 +87,7 @@ ATTR static void NAME(const float* x2, const float* wpk, const float* bias,    \
                         wv[v] = *(const vec*)(wp + v * (VL));  /* aligned */   \
                     _Pragma("GCC unroll 8")                                    \
                     for (int j = 0; j < (NP); ++j) {                           \
-                        const vec xv = (vec){0} + xp[j];                       \
+                        const vec xv = xp[j] - (vec){0};  /* x - 0 is x */     \
                         _Pragma("GCC unroll 4")                                \
                         for (int v = 0; v < NVEC; ++v) acc[j][v] += wv[v] * xv; \
                     }                                                          \
