@@ -126,7 +126,7 @@ cdef void max_pool_plane(const floating* x, floating* y, int64_t* idx,
     index starts at -1 and the first tap inside the input always takes it
     (PyTorch starts at the first valid tap with -inf), so an all -inf window
     reports its first tap, and a window with no tap inside keeps -1."""
-    cdef Py_ssize_t oh, ow, i, j, h, off, lo, hi, tp, sw = p.sw
+    cdef Py_ssize_t oh, ow, i, j, h, off, lo, hi, tp, row0, sw = p.sw
     cdef floating v
     cdef floating* yrow
     cdef int64_t* irow
@@ -134,8 +134,21 @@ cdef void max_pool_plane(const floating* x, floating* y, int64_t* idx,
     # The winning tap's number per output of the row (see pool.h); without
     # this buffer the indices are kept directly, more slowly.
     cdef void* taps = malloc(p.OW * sizeof(int64_t)) if idx != NULL else NULL
-    cdef int32_t* tap32 = <int32_t*> taps
-    cdef int64_t* tap64 = <int64_t*> taps
+    cdef int32_t* tap32
+    cdef int64_t* tap64
+    # Tap number -> its offset from the window's corner: no division by kw
+    # per output in the loop that makes the flat indices.
+    cdef Py_ssize_t* tap_off = NULL
+    if taps != NULL:
+        tap_off = <Py_ssize_t*> malloc(p.kh * p.kw * sizeof(Py_ssize_t))
+        if tap_off == NULL:
+            free(taps)
+            taps = NULL
+        else:
+            for tp in range(p.kh * p.kw):
+                tap_off[tp] = (tp // p.kw) * p.dh * p.W + (tp % p.kw) * p.dw
+    tap32 = <int32_t*> taps
+    tap64 = <int64_t*> taps
     for oh in range(p.OH):
         yrow = y + oh * p.OW
         irow = idx + oh * p.OW if idx != NULL else NULL
@@ -172,12 +185,13 @@ cdef void max_pool_plane(const floating* x, floating* y, int64_t* idx,
                 else:
                     pool_max_tap_d(xrow, sw, yrow, irow, lo, hi, h * p.W + off)
         if irow != NULL and taps != NULL:
+            row0 = (oh * p.sh - p.ph) * p.W - p.pw
             for ow in range(p.OW):
                 tp = tap32[ow] if floating is float else tap64[ow]
                 if tp >= 0:
-                    irow[ow] = ((oh * p.sh - p.ph + (tp // p.kw) * p.dh) * p.W
-                                + ow * sw + (tp % p.kw) * p.dw - p.pw)
+                    irow[ow] = row0 + ow * sw + tap_off[tp]
     free(taps)
+    free(tap_off)
 
 
 cdef void adaptive_max_plane(const floating* x, floating* y, int64_t* idx,
