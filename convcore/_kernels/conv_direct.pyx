@@ -350,8 +350,12 @@ cdef int _cvec_run(const float* x, const float* w, const float* bias, float* y,
     w' is w (q.K, q.C, R, S), or, with flip, the kernel of backward-data of
     w (q.C, q.K, R, S), read transposed and rotated by 180 degrees. Three
     regions: the weights packed by blocks, the input copied by channels,
-    then (block of output channels, output position) tasks, shared out as
-    they finish (their costs differ: a corner reads fewer taps)."""
+    then (block of output channels, output position) tasks in contiguous
+    runs per thread: a task writes one pixel of KB output planes, so tasks
+    of neighbouring positions share y's cache lines, which ping-ponged
+    between the cores when the tasks were dealt out as they finished.
+    Every run holds whole blocks or equal shares of one block's positions,
+    whose corners and edges (fewer taps) balance out."""
     cdef convcore_cvec d = _cvec_geometry(&q)
     cdef Py_ssize_t KB = _CVEC.KB, taps = q.R * q.S, P = q.OH * q.OW
     cdef Py_ssize_t nkb = (d.K + KB - 1) // KB, kb, c, task
@@ -373,7 +377,7 @@ cdef int _cvec_run(const float* x, const float* w, const float* bias, float* y,
                 convcore_cvec_pack_weights(w, d.K, d.C, taps, KB, flip, kb, kb + 1, wpk)
             for c in prange(d.C, schedule='static', num_threads=num_threads):
                 convcore_cvec_pack_input(x, q.N, d.C, d.H * d.W, d.Np, c, c + 1, x2)
-            for task in prange(nkb * P, schedule='dynamic', num_threads=num_threads):
+            for task in prange(nkb * P, schedule='static', num_threads=num_threads):
                 _CVEC.run(x2, wpk, bias, y, &d, task // P, task % P)
     finally:
         give(buf, (wsize + xsize) * sizeof(float) + 64)
