@@ -231,6 +231,9 @@ cdef enum:
     # this size (float32 elements counted, as BLOCK_BYTES), under glibc's
     # largest mmap threshold so that its pages are reused from call to call.
     WEIGHT_GRAD_GATHER_BYTES = 24 << 20
+    # ... and makes those blocks' transforms in this many shares of their
+    # planes per thread (a few, so that planes of unequal cost balance).
+    TRANSFORM_SHARES_PER_THREAD = 4
 
 
 # The plan of one kernel call: what it convolves, how the work is cut and
@@ -547,11 +550,19 @@ cdef floating _transform_input_block(const Plan* pl, const floating* x,
     """V[xi][c][t] for tile rows [row0, row1) of the batch (RowCursor's
     order), t = (row - row0) * TW + tile. Returns 0, or NaN when the input
     read holds an Inf or NaN."""
+    return _transform_input_channels(pl, x, row0, row1, 0, pl.p.C, v, rows)
+
+
+cdef floating _transform_input_channels(const Plan* pl, const floating* x,
+                                        Py_ssize_t row0, Py_ssize_t row1,
+                                        Py_ssize_t c0, Py_ssize_t c1,
+                                        floating* v, floating* rows) noexcept nogil:
+    """_transform_input_block for the input channels [c0, c1) only."""
     cdef Py_ssize_t TW = pl.TW, C = pl.p.C, plane_in = pl.p.H * pl.p.W
     cdef Py_ssize_t TB = (row1 - row0) * TW, c, row
     cdef RowCursor cur
     cdef floating bad = 0
-    for c in range(C):
+    for c in range(c0, c1):
         cur = _row_cursor(&pl.rows, row0)
         for row in range(row0, row1):
             bad += _input_rows(pl, x + (cur.n * C + c) * plane_in, cur.oh0 - pl.p.pad_h,
@@ -606,12 +617,26 @@ cdef floating _weight_grad_transforms(const Plan* pl, const floating* x,
     """V and dM of the tiles of tile rows [row0, row1): the weight
     gradient's operands. Returns 0, or NaN when x or grad_y holds an Inf
     or NaN."""
-    cdef Py_ssize_t TW = pl.TW, K = pl.p.K
+    return _weight_grad_channels(pl, x, grad_y, row0, row1, 0, pl.p.C + pl.p.K, v, dm, rows)
+
+
+cdef floating _weight_grad_channels(const Plan* pl, const floating* x,
+                                    const floating* grad_y, Py_ssize_t row0,
+                                    Py_ssize_t row1, Py_ssize_t j0, Py_ssize_t j1,
+                                    floating* v, floating* dm,
+                                    floating* rows) noexcept nogil:
+    """_weight_grad_transforms for the planes [j0, j1) of the C input
+    channels (V) followed by the K output channels (dM): a share of one
+    block's transforms, so that a block too big to split (the weight
+    gradient's sums follow the blocks) still spreads over the threads."""
+    cdef Py_ssize_t TW = pl.TW, C = pl.p.C, K = pl.p.K
     cdef Py_ssize_t TB = (row1 - row0) * TW, plane_out = pl.p.OH * pl.p.OW
     cdef Py_ssize_t k, row
     cdef RowCursor cur
-    cdef floating bad = _transform_input_block(pl, x, row0, row1, v, rows)
-    for k in range(K):
+    cdef floating bad = 0
+    if j0 < C:
+        bad = _transform_input_channels(pl, x, row0, row1, j0, min(j1, C), v, rows)
+    for k in range(max(j0, C) - C, j1 - C):
         cur = _row_cursor(&pl.rows, row0)
         for row in range(row0, row1):
             bad += _grad_output_rows(pl, grad_y + (cur.n * K + k) * plane_out, cur.oh0,
@@ -622,9 +647,10 @@ cdef floating _weight_grad_transforms(const Plan* pl, const floating* x,
 
 cdef void _weight_grad_point(const Plan* pl, Py_ssize_t xi, Py_ssize_t TB,
                              const floating* v, const floating* dm,
-                             floating* du) noexcept nogil:
+                             floating* du, bint overwrite) noexcept nogil:
     """dU[xi][g] (Kg x Cg) += dM[xi][g] (Kg x TB) @ V[xi][g]^T (TB x Cg)
-    for the TB tiles of one block: the adjoint of the forward's GEMMs."""
+    for the TB tiles of one block, or = with overwrite (the first block: dU
+    need not be zeroed first): the adjoint of the forward's GEMMs."""
     cdef Py_ssize_t K = pl.p.K, G = pl.p.groups, Cg = pl.p.C // G, Kg = K // G
     cdef Py_ssize_t grp, k0, c0
     cdef Py_ssize_t step = (WEIGHT_GRAD_GEMM_BLOCK
@@ -638,7 +664,8 @@ cdef void _weight_grad_point(const Plan* pl, Py_ssize_t xi, Py_ssize_t TB,
                 gemm(False, True, <int> min(Kg - k0, step), <int> min(Cg - c0, step),
                      <int> TB, <floating> 1, dm + xi * pl.m_plane + (grp * Kg + k0) * TB,
                      <int> TB, v + xi * pl.v_plane + (grp * Cg + c0) * TB, <int> TB,
-                     <floating> 1, du + (xi * K + grp * Kg + k0) * Cg + c0, <int> Cg)
+                     <floating> (0 if overwrite else 1),
+                     du + (xi * K + grp * Kg + k0) * Cg + c0, <int> Cg)
                 c0 += step
             k0 += step
 
@@ -774,11 +801,8 @@ def backward_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef floating bad = 0
     cdef floating* scratch
     cdef floating* gathered
-    if not pl.chunks:
-        # The gathered path adds into du (and an empty batch leaves it 0);
-        # the chunked one writes it whole from its partial sums.
-        memset(&du[0, 0, 0], 0, usize * sizeof(floating))
     if pl.total == 0:
+        memset(&du[0, 0, 0], 0, usize * sizeof(floating))
         return True
     gathered = <floating*> _alloc(pl.gathered, sizeof(floating))
     try:
@@ -827,7 +851,7 @@ cdef floating _weight_grad_chunks(const Plan* pl, const floating* x, const float
                                            mine + points * (pl.v_plane + pl.m_plane))
             for xi in range(points):
                 _weight_grad_point(pl, xi, (row1 - row0) * pl.TW, mine,
-                                   mine + points * pl.v_plane, part)
+                                   mine + points * pl.v_plane, part, False)
     sum_partials(partials, nchunks, usize, du, pl.threads)
     return bad
 
@@ -835,31 +859,41 @@ cdef floating _weight_grad_chunks(const Plan* pl, const floating* x, const float
 cdef floating _weight_grad_gathered(const Plan* pl, const floating* x,
                                     const floating* grad_y, floating* du,
                                     floating* scratch, floating* gathered) noexcept nogil:
-    """du (zeroed) += the blocks' products, pl.group_blocks blocks at a
-    time: their V and dM made in a prange over the blocks into `gathered`,
-    then their GEMMs in a prange over the points, so that each point's dU
+    """du (overwritten) = the sum of the blocks' products, the first
+    block's written rather than added (no serial pass zeroing a dU four
+    times the weights' size while the other threads wait), pl.group_blocks
+    blocks at a time: their V and dM made in a prange over shares of the
+    blocks' planes (a big dU makes big blocks, often one per call: a prange
+    over the blocks left the other threads waiting) into `gathered`, then
+    their GEMMs in a prange over the points, so that each point's dU
     stays in cache over the blocks and no thread keeps a copy of dU."""
     cdef Py_ssize_t points = pl.tile.alpha * pl.tile.alpha
     cdef Py_ssize_t rpb = pl.rows_per_block, nblocks = pl.blocks
     cdef Py_ssize_t per_block = points * (pl.v_plane + pl.m_plane)
-    cdef Py_ssize_t first = 0, last, blk, xi, row0, row1
+    cdef Py_ssize_t planes = pl.p.C + pl.p.K
+    cdef Py_ssize_t shares = min(planes, <Py_ssize_t> TRANSFORM_SHARES_PER_THREAD * pl.threads)
+    cdef Py_ssize_t first = 0, last, blk, xi, row0, row1, task, share
     cdef floating bad = 0
     cdef floating* vm
     while first < nblocks:
         last = min(first + pl.group_blocks, nblocks)
-        for blk in prange(first, last, schedule='static', num_threads=pl.threads):
+        for task in prange((last - first) * shares, schedule='static', num_threads=pl.threads):
+            blk = first + task // shares
+            share = task % shares
             vm = gathered + (blk - first) * per_block
-            bad += _weight_grad_transforms(pl, x, grad_y, blk * rpb,
-                                           min((blk + 1) * rpb, pl.total), vm,
-                                           vm + points * pl.v_plane,
-                                           scratch + omp_get_thread_num() * pl.per_thread)
+            bad += _weight_grad_channels(pl, x, grad_y, blk * rpb,
+                                         min((blk + 1) * rpb, pl.total),
+                                         share * planes // shares,
+                                         (share + 1) * planes // shares, vm,
+                                         vm + points * pl.v_plane,
+                                         scratch + omp_get_thread_num() * pl.per_thread)
         for xi in prange(points, schedule='static', num_threads=pl.threads):
             for blk in range(first, last):
                 row0 = blk * rpb
                 row1 = min(row0 + rpb, pl.total)
                 vm = gathered + (blk - first) * per_block
                 _weight_grad_point(pl, xi, (row1 - row0) * pl.TW, vm,
-                                   vm + points * pl.v_plane, du)
+                                   vm + points * pl.v_plane, du, blk == 0)
         first = last
     return bad
 
