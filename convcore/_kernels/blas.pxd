@@ -21,3 +21,11 @@ cdef void gemm_split(bint trans_a, bint trans_b, int m, int n, int k,
                      const floating* b, int ldb,
                      floating beta, floating* c, int ldc,
                      int num_threads) noexcept nogil
+
+# The fewest multiply-adds of one thread's share of a split product:
+# below it a parallel region's wake-up costs more than the share saves,
+# and a share stays clear of OpenBLAS's small-matrix kernel (at most
+# 100^3), which sums in another order: a split product then sums every
+# element as the whole one does.
+cdef enum:
+    SLAB_MACS = 1 << 22

@@ -145,8 +145,9 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
 # never the sums: every element adds the same products in the same order
 # (measured bit for bit for float32 on OpenBLAS; float64 may differ in
 # the last bit where the BLAS picks another edge kernel).
+# SLAB_MACS is in blas.pxd (the gathered convolutions cut their GEMMs by
+# images under the same floor).
 cdef enum:
-    SLAB_MACS = 1 << 22
     SLAB_STEP = 32
     MAX_SLABS = 16
 

@@ -40,7 +40,7 @@ from cython.parallel cimport prange
 from convcore._kernels.buffer_cache cimport give, take
 from libc.string cimport memcpy, memset
 from convcore._kernels._openmp cimport omp_get_thread_num
-from convcore._kernels.blas cimport gemm, gemm_split
+from convcore._kernels.blas cimport SLAB_MACS, gemm, gemm_split
 from convcore._kernels.conv_geometry cimport ConvGeometry, check_shapes
 from convcore._kernels.conv_params cimport ConvParams
 from convcore._kernels.im2col cimport im2col, col2im, col2im_ld
@@ -695,26 +695,35 @@ cdef int _backward_items(const floating[:, :, :, ::1] grad_y,
     return 0
 
 
-cdef void _gathered_columns(const floating* x, floating* col, const ConvParams* p,
-                            Py_ssize_t g, Py_ssize_t n0, Py_ssize_t n1,
-                            int num_threads) noexcept nogil:
-    """Columns of images [n0, n1), group g, side by side in col (row
-    stride (n1 - n0) * OH*OW), one image per prange step."""
-    cdef Py_ssize_t Cg = p.C // p.groups, P = p.OH * p.OW, m = (n1 - n0) * P, n
-    for n in prange(n0, n1, schedule='static', num_threads=num_threads):
-        im2col(x + (n * p.C + g * Cg) * p.H * p.W, col + (n - n0) * P, m, p, 0, Cg)
+cdef inline void _image_columns(const floating* x, floating* col, const ConvParams* p,
+                                Py_ssize_t g, Py_ssize_t n, Py_ssize_t n0,
+                                Py_ssize_t m) noexcept nogil:
+    """Image n's columns (group g) at column (n - n0) * OH*OW of col (row
+    stride m): a batch of images gathered side by side from image n0."""
+    cdef Py_ssize_t Cg = p.C // p.groups
+    im2col(x + (n * p.C + g * Cg) * p.H * p.W, col + (n - n0) * p.OH * p.OW, m, p, 0, Cg)
 
 
-cdef void _gathered_rows(const floating* grad_y, floating* rows, const ConvParams* p,
-                         Py_ssize_t g, Py_ssize_t n0, Py_ssize_t n1,
-                         int num_threads) noexcept nogil:
-    """grad_y's rows of images [n0, n1), group g, side by side in rows
-    (Kg, (n1 - n0) * OH*OW), one image per prange step."""
-    cdef Py_ssize_t Kg = p.K // p.groups, P = p.OH * p.OW, m = (n1 - n0) * P, n, k
-    for n in prange(n0, n1, schedule='static', num_threads=num_threads):
-        for k in range(Kg):
-            memcpy(rows + k * m + (n - n0) * P, grad_y + (n * p.K + g * Kg + k) * P,
-                   P * sizeof(floating))
+cdef inline void _image_rows(const floating* grad_y, floating* rows, const ConvParams* p,
+                             Py_ssize_t g, Py_ssize_t n, Py_ssize_t n0,
+                             Py_ssize_t m) noexcept nogil:
+    """Image n's rows of grad_y (or y: group g's Kg planes) at column
+    (n - n0) * OH*OW of rows (Kg, row stride m)."""
+    cdef Py_ssize_t Kg = p.K // p.groups, P = p.OH * p.OW, k
+    for k in range(Kg):
+        memcpy(rows + k * m + (n - n0) * P, grad_y + (n * p.K + g * Kg + k) * P,
+               P * sizeof(floating))
+
+
+cdef inline int _image_shares(Py_ssize_t images, Py_ssize_t macs,
+                              int num_threads) noexcept nogil:
+    """Threads that a gathered GEMM of `macs` multiply-adds over `images`
+    images runs on, each taking whole images: its columns (or rows) copied,
+    its slab of columns multiplied and its outputs written back, all in one
+    parallel region (the copies and the GEMM in separate regions woke the
+    other threads three times a call). At least SLAB_MACS a thread, as
+    gemm_split's slabs: a column cut then sums every element alike."""
+    return <int> max(1, min(<Py_ssize_t> num_threads, images, macs // SLAB_MACS))
 
 
 cdef int _weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
@@ -726,16 +735,16 @@ cdef int _weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
     GY (Kg, m) @ COL^T (m, CRS), COL the batch's columns side by side and
     GY its grad_y rows (m = images * OH*OW, q.images of them). For
     layers whose weights outnumber their output pixels (many channels,
-    small images) the partials were most of the time. One GEMM at a time:
-    the caller gives the BLAS the threads; the copies run in a prange
-    over the images. Every element sums the same products in the same
+    small images) the partials were most of the time. One GEMM at a time,
+    split over the threads (gemm_split), after each image's columns and
+    rows are copied in one prange over the images. Every element sums the same products in the same
     order at any thread count (the BLAS splits the output, not the
     sums).                                                     OUT: grad_w"""
     cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
     cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S
     cdef Py_ssize_t images = q.images
     cdef int num_threads = q.threads
-    cdef Py_ssize_t g, b, n0, n1, m
+    cdef Py_ssize_t g, b, n0, n1, n, m
     cdef floating* col
     cdef size_t col_bytes
     cdef floating* gyt
@@ -753,8 +762,10 @@ cdef int _weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
                     n0 = b * images
                     n1 = min(n0 + images, N)
                     m = (n1 - n0) * P
-                    _gathered_columns(&x[0, 0, 0, 0], col, p, g, n0, n1, num_threads)
-                    _gathered_rows(&grad_y[0, 0, 0, 0], gyt, p, g, n0, n1, num_threads)
+                    # columns and rows of each image in one region
+                    for n in prange(n0, n1, schedule='static', num_threads=num_threads):
+                        _image_columns(&x[0, 0, 0, 0], col, p, g, n, n0, m)
+                        _image_rows(&grad_y[0, 0, 0, 0], gyt, p, g, n, n0, m)
                     gemm_split(False, True, <int> Kg, <int> CRS, <int> m, <floating> 1,
                                gyt, <int> m, col, <int> m, <floating> (0 if b == 0 else 1),
                                gw + g * Kg * CRS, <int> CRS, num_threads)
@@ -770,20 +781,17 @@ cdef int _forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, 
     (q.images of them): Y (Kg, m) = W[g] (Kg, CRS) @ COL (CRS, m),
     COL the batch's columns side by side (m = images * OH*OW), then Y's
     rows go to NCHW. For small images under big weights, where a GEMM per
-    image is only OH*OW columns wide. Each GEMM split over the threads
-    (gemm_split); the copies run in a prange over the images.     OUT: y"""
+    image is only OH*OW columns wide. Each thread takes whole images
+    (_image_shares): their columns, their slab of the GEMM's columns and
+    their outputs, in one parallel region.                        OUT: y"""
     cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
     cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S
     cdef Py_ssize_t images = q.images
-    cdef int num_threads = q.threads
-    cdef Py_ssize_t g, b, n0, n1, n, k, j, m
-    cdef const floating* bs = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef floating bk
+    cdef Py_ssize_t g, b, n0, n1, m, share, i0, i1
+    cdef int shares
     cdef floating* col
     cdef size_t col_bytes
     cdef floating* prod
-    cdef floating* yk
-    cdef const floating* row
     if P == 0 or N == 0:
         return 0
     col_bytes = _gathered_elements(images, P, CRS, Kg) * sizeof(floating)
@@ -796,20 +804,41 @@ cdef int _forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, 
                     n0 = b * images
                     n1 = min(n0 + images, N)
                     m = (n1 - n0) * P
-                    _gathered_columns(&x[0, 0, 0, 0], col, p, g, n0, n1, num_threads)
-                    gemm_split(False, False, <int> Kg, <int> m, <int> CRS, <floating> 1,
-                               &w[0, 0, 0, 0] + g * Kg * CRS, <int> CRS, col, <int> m,
-                               <floating> 0, prod, <int> m, num_threads)
-                    for n in prange(n0, n1, schedule='static', num_threads=num_threads):
-                        for k in range(Kg):
-                            yk = &y[0, 0, 0, 0] + (n * p.K + g * Kg + k) * P
-                            row = prod + k * m + (n - n0) * P
-                            bk = bs[g * Kg + k] if bs != NULL else 0
-                            for j in range(P):
-                                yk[j] = row[j] + bk
+                    shares = _image_shares(n1 - n0, Kg * m * CRS, q.threads)
+                    for share in prange(shares, schedule='static', num_threads=shares):
+                        i0 = n0 + share * (n1 - n0) // shares
+                        i1 = n0 + (share + 1) * (n1 - n0) // shares
+                        _forward_share(&x[0, 0, 0, 0], &w[0, 0, 0, 0] + g * Kg * CRS,
+                                       &bias[0] if bias.shape[0] > 0 else NULL,
+                                       &y[0, 0, 0, 0], p, g, n0, i0, i1, m, col, prod)
     finally:
         give(col, col_bytes)
     return 0
+
+
+cdef void _forward_share(const floating* x, const floating* wg, const floating* bias,
+                         floating* y, const ConvParams* p, Py_ssize_t g, Py_ssize_t n0,
+                         Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t m, floating* col,
+                         floating* prod) noexcept nogil:
+    """Images [i0, i1) of a gathered forward batch from n0 (m columns in
+    all): their columns, Y's columns of them = W[g] @ COL's, then y."""
+    cdef Py_ssize_t Cg = p.C // p.groups, Kg = p.K // p.groups
+    cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S, n, k, j
+    cdef floating bk
+    cdef floating* yk
+    cdef const floating* row
+    for n in range(i0, i1):
+        _image_columns(x, col, p, g, n, n0, m)
+    gemm(False, False, <int> Kg, <int> ((i1 - i0) * P), <int> CRS, <floating> 1,
+         wg, <int> CRS, col + (i0 - n0) * P, <int> m, <floating> 0,
+         prod + (i0 - n0) * P, <int> m)
+    for n in range(i0, i1):
+        for k in range(Kg):
+            yk = y + (n * p.K + g * Kg + k) * P
+            row = prod + k * m + (n - n0) * P
+            bk = bias[g * Kg + k] if bias != NULL else 0
+            for j in range(P):
+                yk[j] = row[j] + bk
 
 
 cdef int _backward_data_gathered(const floating[:, :, :, ::1] grad_y,
@@ -822,12 +851,14 @@ cdef int _backward_data_gathered(const floating[:, :, :, ::1] grad_y,
     OH*OW), then col2im of each image's columns, in a prange over the
     images. The adjoint of forward_gathered, for the same layers (small
     images under big weights, where a GEMM per image is only OH*OW
-    columns wide). Each GEMM split over the threads (gemm_split). OUT: grad_x"""
+    columns wide). Each thread takes whole images (_image_shares): their
+    rows, their slab of the GEMM's columns and their col2im, in one
+    parallel region.                                            OUT: grad_x"""
     cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
     cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S, HW = p.H * p.W
     cdef Py_ssize_t images = q.images
-    cdef int num_threads = q.threads
-    cdef Py_ssize_t g, b, n0, n1, n, m
+    cdef Py_ssize_t g, b, n0, n1, m, share, i0, i1
+    cdef int shares
     cdef floating* col
     cdef size_t col_bytes
     cdef floating* gyt
@@ -847,14 +878,32 @@ cdef int _backward_data_gathered(const floating[:, :, :, ::1] grad_y,
                     n0 = b * images
                     n1 = min(n0 + images, N)
                     m = (n1 - n0) * P
-                    _gathered_rows(&grad_y[0, 0, 0, 0], gyt, p, g, n0, n1, num_threads)
-                    gemm_split(True, False, <int> CRS, <int> m, <int> Kg, <floating> 1,
-                               &w[0, 0, 0, 0] + g * Kg * CRS, <int> CRS, gyt, <int> m,
-                               <floating> 0, col, <int> m, num_threads)
-                    for n in prange(n0, n1, schedule='static', num_threads=num_threads):
-                        memset(gx + (n * p.C + g * Cg) * HW, 0, Cg * HW * sizeof(floating))
-                        col2im_ld(col + (n - n0) * P, m, gx + (n * p.C + g * Cg) * HW,
-                                  p, 0, Cg)
+                    shares = _image_shares(n1 - n0, CRS * m * Kg, q.threads)
+                    for share in prange(shares, schedule='static', num_threads=shares):
+                        i0 = n0 + share * (n1 - n0) // shares
+                        i1 = n0 + (share + 1) * (n1 - n0) // shares
+                        _backward_data_share(&grad_y[0, 0, 0, 0],
+                                             &w[0, 0, 0, 0] + g * Kg * CRS, gx, p, g,
+                                             n0, i0, i1, m, gyt, col)
     finally:
         give(col, col_bytes)
     return 0
+
+
+cdef void _backward_data_share(const floating* grad_y, const floating* wg, floating* gx,
+                               const ConvParams* p, Py_ssize_t g, Py_ssize_t n0,
+                               Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t m,
+                               floating* gyt, floating* col) noexcept nogil:
+    """Images [i0, i1) of a gathered backward-data batch from n0 (m columns
+    in all): their grad_y rows, DCOL's columns of them = W[g]^T @ GY's,
+    then col2im into grad_x."""
+    cdef Py_ssize_t Cg = p.C // p.groups, Kg = p.K // p.groups
+    cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S, HW = p.H * p.W, n
+    for n in range(i0, i1):
+        _image_rows(grad_y, gyt, p, g, n, n0, m)
+    gemm(True, False, <int> CRS, <int> ((i1 - i0) * P), <int> Kg, <floating> 1,
+         wg, <int> CRS, gyt + (i0 - n0) * P, <int> m, <floating> 0,
+         col + (i0 - n0) * P, <int> m)
+    for n in range(i0, i1):
+        memset(gx + (n * p.C + g * Cg) * HW, 0, Cg * HW * sizeof(floating))
+        col2im_ld(col + (n - n0) * P, m, gx + (n * p.C + g * Cg) * HW, p, 0, Cg)

@@ -316,6 +316,54 @@ def test_gathered_forward_rule():
     assert not gathers(8, 256, 256, 8, backward=True)
 
 
+# Gathered batches big enough for each thread to take whole images (at
+# least SLAB_MACS = 2^22 multiply-adds a thread; these have 12.8M-15.9M):
+# 3 images cut 1 + 2 on 2 threads, a pointwise layer 2 + 2 (1 + 1 + 2 on
+# 3 threads), and two groups, each cut alike.
+GATHERED_SPLIT = [
+    ((3, 64, 6, 6), (256, 64, 3, 3), 1, 1, 1),
+    ((4, 256, 7, 7), (256, 256, 1, 1), 1, 0, 1),
+    ((3, 128, 6, 6), (512, 64, 3, 3), 1, 1, 2),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs,ws,stride,padding,groups", GATHERED_SPLIT, ids=str)
+def test_gathered_passes_split_by_images(xs, ws, stride, padding, groups, dtype, rng):
+    """The gathered forward and backward-data, each thread with its own
+    images and its own columns of the GEMM: the reference on 1, 2 and 3
+    threads, and in float32 the same bits (a column cut sums every element
+    alike; OpenBLAS's float64 edge kernels may differ in the last bit, as
+    they do for gemm_split's slabs)."""
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    b = rng.standard_normal(ws[0])
+    spec = conv_spec(xs, ws, np.dtype(dtype), stride, padding, 1, groups)
+    gy = rng.standard_normal(spec.out_shape)
+    y_ref = conv2d_ref(x, w, b, stride, padding, 1, groups)
+    gx_ref = conv2d_backward_ref(gy, x, w, stride, padding, 1, groups)[0]
+    runs = []
+    for threads in (1, 2, 3):
+        y = np.full(spec.out_shape, np.nan, dtype)
+        gx = np.full(xs, np.nan, dtype)
+        with _threads.blas_single():
+            conv_gemm.forward(x.astype(dtype), w.astype(dtype), b.astype(dtype), y,
+                              spec.params, threads,
+                              plan=_plan(spec, threads, False, gather_images=True))
+            conv_gemm.backward(gy.astype(dtype), x.astype(dtype), w.astype(dtype), gx,
+                               np.empty(ws, dtype), True, False, spec.params, threads,
+                               plan=_plan(spec, threads, True, gather_images=True))
+        np.testing.assert_allclose(y, y_ref, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(y_ref).max())
+        np.testing.assert_allclose(gx, gx_ref, rtol=TOL[dtype],
+                                   atol=TOL[dtype] * np.abs(gx_ref).max())
+        runs.append((y, gx))
+    if dtype == np.float64:
+        return
+    for y, gx in runs[1:]:
+        np.testing.assert_array_equal(y, runs[0][0])
+        np.testing.assert_array_equal(gx, runs[0][1])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("xs,ws,stride,padding,groups", [
     ((3, 16, 7, 7), (8, 16, 3, 3), 1, 1, 1),
