@@ -348,9 +348,9 @@ cdef int _cvec_run(const float* x, const float* w, const float* bias, float* y,
                    ConvParams q, bint flip, int num_threads) except -1:
     """y (N, q.K, OH, OW) = conv(x (N, q.C, H, W), w') + bias for groups 1:
     w' is w (q.K, q.C, R, S), or, with flip, the kernel of backward-data of
-    w (q.C, q.K, R, S), read transposed and rotated by 180 degrees. Three
-    regions: the weights packed by blocks, the input copied by channels,
-    then (block of output channels, output position) tasks in contiguous
+    w (q.C, q.K, R, S), read transposed and rotated by 180 degrees. Two
+    regions: the weights packed by blocks and the input copied by
+    channels, then (block of output channels, output position) tasks in contiguous
     runs per thread: a task writes one pixel of KB output planes, so tasks
     of neighbouring positions share y's cache lines, which ping-ponged
     between the cores when the tasks were dealt out as they finished.
@@ -358,7 +358,7 @@ cdef int _cvec_run(const float* x, const float* w, const float* bias, float* y,
     whose corners and edges (fewer taps) balance out."""
     cdef convcore_cvec d = _cvec_geometry(&q)
     cdef Py_ssize_t KB = _CVEC.KB, taps = q.R * q.S, P = q.OH * q.OW
-    cdef Py_ssize_t nkb = (d.K + KB - 1) // KB, kb, c, task
+    cdef Py_ssize_t nkb = (d.K + KB - 1) // KB, t, task
     cdef Py_ssize_t wsize = nkb * KB * taps * d.C, xsize = d.H * d.W * d.C * d.Np
     cdef void* buf
     cdef float* wpk
@@ -373,10 +373,14 @@ cdef int _cvec_run(const float* x, const float* w, const float* bias, float* y,
     x2 = wpk + wsize
     try:
         with nogil:
-            for kb in prange(nkb, schedule='static', num_threads=num_threads):
-                convcore_cvec_pack_weights(w, d.K, d.C, taps, KB, flip, kb, kb + 1, wpk)
-            for c in prange(d.C, schedule='static', num_threads=num_threads):
-                convcore_cvec_pack_input(x, q.N, d.C, d.H * d.W, d.Np, c, c + 1, x2)
+            # Both copies in one region (each region wakes the other
+            # threads): a thread's share of the weight blocks, then of the
+            # input's channels, each share one contiguous run.
+            for t in prange(num_threads, schedule='static', num_threads=num_threads):
+                convcore_cvec_pack_weights(w, d.K, d.C, taps, KB, flip, t * nkb // num_threads,
+                                           (t + 1) * nkb // num_threads, wpk)
+                convcore_cvec_pack_input(x, q.N, d.C, d.H * d.W, d.Np, t * d.C // num_threads,
+                                         (t + 1) * d.C // num_threads, x2)
             for task in prange(nkb * P, schedule='static', num_threads=num_threads):
                 _CVEC.run(x2, wpk, bias, y, &d, task // P, task % P)
     finally:
