@@ -350,8 +350,8 @@ cdef int _cvec_run(const float* x, const float* w, const float* bias, float* y,
     w' is w (q.K, q.C, R, S), or, with flip, the kernel of backward-data of
     w (q.C, q.K, R, S), read transposed and rotated by 180 degrees. Two
     regions: the weights packed by blocks and the input copied by
-    channels, then (block of output channels, output position) tasks in contiguous
-    runs per thread: a task writes one pixel of KB output planes, so tasks
+    channels, then (block of output channels, output position) tasks in
+    contiguous runs per thread: a task writes one pixel of KB output planes, so tasks
     of neighbouring positions share y's cache lines, which ping-ponged
     between the cores when the tasks were dealt out as they finished.
     Every run holds whole blocks or equal shares of one block's positions,

@@ -707,7 +707,7 @@ cdef inline void _image_columns(const floating* x, floating* col, const ConvPara
 cdef inline void _image_rows(const floating* grad_y, floating* rows, const ConvParams* p,
                              Py_ssize_t g, Py_ssize_t n, Py_ssize_t n0,
                              Py_ssize_t m) noexcept nogil:
-    """Image n's rows of grad_y (or y: group g's Kg planes) at column
+    """Image n's rows of grad_y (group g's Kg planes) at column
     (n - n0) * OH*OW of rows (Kg, row stride m)."""
     cdef Py_ssize_t Kg = p.K // p.groups, P = p.OH * p.OW, k
     for k in range(Kg):
@@ -737,9 +737,9 @@ cdef int _weight_grad_gathered(const floating[:, :, :, ::1] grad_y,
     layers whose weights outnumber their output pixels (many channels,
     small images) the partials were most of the time. One GEMM at a time,
     split over the threads (gemm_split), after each image's columns and
-    rows are copied in one prange over the images. Every element sums the same products in the same
-    order at any thread count (the BLAS splits the output, not the
-    sums).                                                     OUT: grad_w"""
+    rows are copied in one prange over the images. Every element sums the
+    same products in the same order at any thread count (the BLAS splits
+    the output, not the sums).                                 OUT: grad_w"""
     cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
     cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S
     cdef Py_ssize_t images = q.images
@@ -789,6 +789,7 @@ cdef int _forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, 
     cdef Py_ssize_t images = q.images
     cdef Py_ssize_t g, b, n0, n1, m, share, i0, i1
     cdef int shares
+    cdef const floating* bs = &bias[0] if bias.shape[0] > 0 else NULL
     cdef floating* col
     cdef size_t col_bytes
     cdef floating* prod
@@ -808,8 +809,7 @@ cdef int _forward_gathered(const floating[:, :, :, ::1] x, const floating[:, :, 
                     for share in prange(shares, schedule='static', num_threads=shares):
                         i0 = n0 + share * (n1 - n0) // shares
                         i1 = n0 + (share + 1) * (n1 - n0) // shares
-                        _forward_share(&x[0, 0, 0, 0], &w[0, 0, 0, 0] + g * Kg * CRS,
-                                       &bias[0] if bias.shape[0] > 0 else NULL,
+                        _forward_share(&x[0, 0, 0, 0], &w[0, 0, 0, 0] + g * Kg * CRS, bs,
                                        &y[0, 0, 0, 0], p, g, n0, i0, i1, m, col, prod)
     finally:
         give(col, col_bytes)
