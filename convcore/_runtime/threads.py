@@ -110,6 +110,16 @@ REGION_MARGIN = 2
 # is measured again at the first call this many seconds after the first
 # measurement, each, and the largest measurement is kept.
 REGION_REMEASURE_AFTER = (1.0, 4.0, 16.0)
+# A measurement times this many regions of the thread count and as many of
+# one thread, each after REGION_GAP seconds of the calling thread alone:
+# about 10 ms in all. The first is taken at once; each later one a pair
+# of regions at a time, at most one pair every REGION_SLICE_SECONDS, so
+# that no call of the user's pays for a whole measurement (taken at once,
+# it made one call of a network in every few hundred 12 ms slower, and
+# those calls were the 95th percentile).
+REGION_REPEATS = 21
+REGION_GAP = 200e-6
+REGION_SLICE_SECONDS = 0.05
 # The measured regions share this many steps of arithmetic (tens of
 # microseconds on one thread, a small convolution's worth): an empty
 # region could read a few microseconds where regions that work cost the
@@ -118,21 +128,50 @@ REGION_PROBE_STEPS = 40000
 _clock = time.monotonic
 
 
+def _region_samples(threads, repeats):
+    """Seconds of `repeats` regions of `threads` threads and of as many of
+    one thread, all sharing the same work: two lists."""
+    return tuple(openmp_info.region_seconds(n, repeats, REGION_GAP, REGION_PROBE_STEPS)
+                 for n in (threads, 1))
+
+
+def _median(values):
+    return sorted(values)[len(values) // 2]
+
+
 class _RegionCost:
-    """What a region of one thread count costs: the largest of its
-    measurements so far, and when the next is due (None: no more)."""
-    __slots__ = ("value", "due", "_first", "_samples")
+    """What a region of `threads` threads costs: the largest of its
+    measurements so far, when the next is due (None: no more), and the
+    samples of the one under way."""
+    __slots__ = ("threads", "value", "due", "_first", "_measured", "_many", "_one",
+                 "_next_slice")
 
-    def __init__(self, value=None):
-        self.value, self.due = value, None
-        self._first, self._samples = None, []
+    def __init__(self, threads, value=None):
+        self.threads, self.value, self.due = threads, value, None
+        self._first, self._measured = None, []
+        self._many, self._one, self._next_slice = [], [], 0.0
 
-    def add(self, seconds, now):
+    def measure(self, now):
+        """Take the next samples: a whole measurement if there is no value
+        yet, else one slice of it when one is due."""
+        if self.value is None:
+            self._collect(*_region_samples(self.threads, REGION_REPEATS), now)
+        elif now >= self._next_slice:
+            self._collect(*_region_samples(self.threads, 1), now)
+            self._next_slice = now + REGION_SLICE_SECONDS
+
+    def _collect(self, many, one, now):
+        self._many += many
+        self._one += one
+        if len(self._many) < REGION_REPEATS:
+            return
+        seconds = max(0.0, _median(self._many) - _median(self._one) / self.threads)
+        self._many, self._one = [], []
         if self._first is None:
             self._first = now
-        self._samples.append(seconds)
-        self.value = max(self._samples)
-        k = len(self._samples) - 1
+        self._measured.append(seconds)
+        self.value = max(self._measured)
+        k = len(self._measured) - 1
         self.due = (self._first + REGION_REMEASURE_AFTER[k]
                     if k < len(REGION_REMEASURE_AFTER) else None)
 
@@ -151,24 +190,20 @@ def _region_cost_from_env():
 def region_cost(threads):
     """Seconds a parallel region of `threads` threads costs beyond its
     work: regions after a pause of the calling thread, as between kernel
-    calls, against regions of one thread (about 10 ms), measured at the
-    first call and again as REGION_REMEASURE_AFTER says, or
-    CONVCORE_REGION_US."""
+    calls, against regions of one thread, measured at the first call and
+    again as REGION_REMEASURE_AFTER says, or CONVCORE_REGION_US."""
     cost = _region_costs.get(threads)
-    if cost is not None and (cost.due is None or _clock() < cost.due):
-        return cost.value
     if cost is None:
-        cost = _RegionCost(_region_cost_from_env())
+        cost = _RegionCost(threads, _region_cost_from_env())
         _region_costs[threads] = cost
         if cost.value is not None:
-            return cost.value
-    cost.add(max(0.0, _median_region(threads) - _median_region(1) / threads), _clock())
+            return cost.value  # from the environment: never measured
+        cost.measure(_clock())
+    elif cost.due is not None:
+        now = _clock()
+        if now >= cost.due:
+            cost.measure(now)
     return cost.value
-
-
-def _median_region(threads, repeats=21, gap=200e-6):
-    times = sorted(openmp_info.region_seconds(threads, repeats, gap, REGION_PROBE_STEPS))
-    return times[len(times) // 2]
 
 
 def kernel_threads(work=None, seconds_per_unit=None):

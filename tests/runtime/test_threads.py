@@ -446,42 +446,79 @@ def test_region_cost_measures_regions_of_the_thread_count_against_one(monkeypatc
     assert min(working) > 10 * max(empty)         # the work runs: not optimised away
 
 
-def test_region_cost_is_measured_again_later_and_the_largest_kept(monkeypatch):
-    # a first measurement while other processes kept the CPUs awake reads
-    # a wake-up of microseconds; the later ones, tens
+@pytest.fixture
+def fake_regions(monkeypatch):
+    """A clock the test moves and region timings it chooses: returns
+    (now, readings, calls); a pair of regions of 2 threads then 1 thread
+    reads the next of `readings` for the 2 (the 1's read 0), and `calls`
+    records each sampling as (threads, repeats)."""
     monkeypatch.setattr(_threads, "_region_costs", {})
     monkeypatch.delenv(_threads.REGION_ENV, raising=False)
-    now = [100.0]
+    now, readings, calls = [100.0], [], []
     monkeypatch.setattr(_threads, "_clock", lambda: now[0])
-    measured = iter([5e-6, 80e-6, 90e-6, 70e-6])
-    calls = []
 
-    def median_region(threads):
-        calls.append(threads)
-        return next(measured) if threads == 2 else 0.0
-    monkeypatch.setattr(_threads, "_median_region", median_region)
+    def region_samples(threads, repeats):
+        calls.append((threads, repeats))
+        return [readings.pop(0) for _ in range(repeats)], [0.0] * repeats
+    monkeypatch.setattr(_threads, "_region_samples", region_samples)
+    return now, readings, calls
+
+
+def test_region_cost_is_measured_again_later_and_the_largest_kept(fake_regions):
+    # a first measurement while other processes kept the CPUs awake reads
+    # a wake-up of microseconds; the later ones, tens
+    now, readings, calls = fake_regions
+    repeats, step = _threads.REGION_REPEATS, _threads.REGION_SLICE_SECONDS * 1.001
+    for seconds in (5e-6, 80e-6, 90e-6, 70e-6):
+        readings += [seconds] * repeats
 
     def cost_at(seconds_after_first):
         now[0] = 100.0 + seconds_after_first
         return _threads.region_cost(2)
 
+    def measure_from(start):
+        """Calls from `start` on, one a slice apart, until a measurement is
+        complete: the cost they returned before it was."""
+        seen = [cost_at(start + i * step) for i in range(repeats - 1)]
+        return seen, cost_at(start + (repeats - 1) * step)
+
     after = _threads.REGION_REMEASURE_AFTER
     assert after == tuple(sorted(after)) and len(after) == 3
-    assert cost_at(0) == pytest.approx(5e-6)
-    assert cost_at(after[0] * 0.99) == pytest.approx(5e-6) and len(calls) == 2
-    assert cost_at(after[0]) == pytest.approx(80e-6)
-    assert cost_at((after[0] + after[1]) / 2) == pytest.approx(80e-6) and len(calls) == 4
-    assert cost_at(after[1]) == pytest.approx(90e-6)
-    assert cost_at(after[2] + 50) == pytest.approx(90e-6)      # 70 read last
-    assert len(calls) == 8
-    assert cost_at(1e6) == pytest.approx(90e-6) and len(calls) == 8   # no more
+    assert cost_at(0) == pytest.approx(5e-6) and calls == [(2, repeats)]
+    assert cost_at(after[0] * 0.99) == pytest.approx(5e-6) and len(calls) == 1
+    seen, cost = measure_from(after[0])
+    assert seen == [pytest.approx(5e-6)] * (repeats - 1) and cost == pytest.approx(80e-6)
+    assert calls[1:] == [(2, 1)] * repeats       # later ones a pair of regions a call
+    seen, cost = measure_from(after[1])
+    assert cost == pytest.approx(90e-6)
+    seen, cost = measure_from(after[2] + 50)
+    assert cost == pytest.approx(90e-6)          # 70 read last: the largest kept
+    assert not readings and len(calls) == 1 + 3 * repeats
+    assert cost_at(1e6) == pytest.approx(90e-6) and len(calls) == 1 + 3 * repeats
+
+
+def test_a_later_measurement_takes_one_slice_per_interval(fake_regions):
+    # a whole measurement is about 10 ms: taken in one call, it made that
+    # call of a network one of its slowest
+    now, readings, calls = fake_regions
+    readings += [50e-6] * _threads.REGION_REPEATS + [60e-6] * _threads.REGION_REPEATS
+    _threads.region_cost(2)
+    now[0] += _threads.REGION_REMEASURE_AFTER[0]
+    for _ in range(10):                          # calls in quick succession
+        _threads.region_cost(2)
+    assert calls == [(2, _threads.REGION_REPEATS), (2, 1)]
+    now[0] += _threads.REGION_SLICE_SECONDS * 0.99
+    _threads.region_cost(2)
+    assert len(calls) == 2
+    now[0] += _threads.REGION_SLICE_SECONDS * 0.02
+    assert _threads.region_cost(2) == pytest.approx(50e-6) and len(calls) == 3
 
 
 def test_region_cost_set_in_the_environment_is_never_measured(monkeypatch):
     monkeypatch.setattr(_threads, "_region_costs", {})
     monkeypatch.setenv(_threads.REGION_ENV, "30")
-    monkeypatch.setattr(_threads, "_median_region",
-                        lambda threads: pytest.fail("measured a region"))
+    monkeypatch.setattr(_threads, "_region_samples",
+                        lambda threads, repeats: pytest.fail("measured a region"))
     now = [0.0]
     monkeypatch.setattr(_threads, "_clock", lambda: now[0])
     for now[0] in (0.0, 2.0, 100.0):
@@ -494,5 +531,6 @@ def test_region_cost_from_the_environment(monkeypatch):
     assert _threads.region_cost(2) == pytest.approx(40e-6)
     monkeypatch.setattr(_threads, "_region_costs", {})
     monkeypatch.setenv(_threads.REGION_ENV, "not a number")
-    monkeypatch.setattr(_threads, "_median_region", lambda threads: 1e-6 * threads)
+    monkeypatch.setattr(_threads, "_region_samples",
+                        lambda threads, repeats: ([2e-6] * repeats, [1e-6] * repeats))
     assert _threads.region_cost(2) == pytest.approx(2e-6 - 1e-6 / 2)    # measured
