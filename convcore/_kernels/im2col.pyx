@@ -13,6 +13,16 @@ cdef extern from "convcore/_kernels/im2col.h":
     void convcore_im2col_rows_d(double* y, const double* x, Py_ssize_t lo, Py_ssize_t hi,
                                 Py_ssize_t n, Py_ssize_t rows, Py_ssize_t ldy,
                                 Py_ssize_t ldx) noexcept nogil
+    void convcore_im2col_rows_s2_f(float* y, const float* x, Py_ssize_t lo, Py_ssize_t hi,
+                                   Py_ssize_t n, Py_ssize_t rows, Py_ssize_t ldy,
+                                   Py_ssize_t ldx) noexcept nogil
+    void convcore_im2col_rows_s2_d(double* y, const double* x, Py_ssize_t lo,
+                                   Py_ssize_t hi, Py_ssize_t n, Py_ssize_t rows,
+                                   Py_ssize_t ldy, Py_ssize_t ldx) noexcept nogil
+    void convcore_col2im_row_s2_f(float* x, const float* y, Py_ssize_t lo,
+                                  Py_ssize_t hi) noexcept nogil
+    void convcore_col2im_row_s2_d(double* x, const double* y, Py_ssize_t lo,
+                                  Py_ssize_t hi) noexcept nogil
 
 
 cdef inline void _rows(floating* y, const floating* x, Py_ssize_t lo,
@@ -22,6 +32,23 @@ cdef inline void _rows(floating* y, const floating* x, Py_ssize_t lo,
         convcore_im2col_rows_f(y, x, lo, hi, n, rows, ldy, ldx)
     else:
         convcore_im2col_rows_d(y, x, lo, hi, n, rows, ldy, ldx)
+
+
+cdef inline void _rows_s2(floating* y, const floating* x, Py_ssize_t lo,
+                          Py_ssize_t hi, Py_ssize_t n, Py_ssize_t rows,
+                          Py_ssize_t ldy, Py_ssize_t ldx) noexcept nogil:
+    if floating is float:
+        convcore_im2col_rows_s2_f(y, x, lo, hi, n, rows, ldy, ldx)
+    else:
+        convcore_im2col_rows_s2_d(y, x, lo, hi, n, rows, ldy, ldx)
+
+
+cdef inline void _add_row_s2(floating* x, const floating* y, Py_ssize_t lo,
+                             Py_ssize_t hi) noexcept nogil:
+    if floating is float:
+        convcore_col2im_row_s2_f(x, y, lo, hi)
+    else:
+        convcore_col2im_row_s2_d(x, y, lo, hi)
 
 
 cdef inline void _taps(Py_ssize_t out_size, Py_ssize_t in_size, Py_ssize_t stride,
@@ -88,6 +115,10 @@ cdef void im2col(const floating* x, floating* col, Py_ssize_t ld,
                             out[ow] = (xrow[oh * sh * W + ow * sw]
                                        if ow_lo <= ow < ow_hi else 0)
                     continue
+                if sw == 2:
+                    _rows_s2(row + oh_lo * OW, xrow + oh_lo * sh * W, ow_lo, ow_hi,
+                             OW, rows, OW, sh * W)
+                    continue
                 for oh in range(oh_lo, oh_hi):
                     out = row + oh * OW
                     for ow in range(ow_lo):
@@ -125,6 +156,8 @@ cdef void col2im_ld(const floating* col, Py_ssize_t ld, floating* x,
                     if sw == 1:
                         for ow in range(ow_lo, ow_hi):
                             xrow[ow] += src[ow]
+                    elif sw == 2:
+                        _add_row_s2(xrow, src, ow_lo, ow_hi)
                     else:
                         for ow in range(ow_lo, ow_hi):
                             xrow[ow * sw] += src[ow]

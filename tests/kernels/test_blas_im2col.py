@@ -26,9 +26,15 @@ def test_gemm_matches_numpy(ta, tb, dtype, rng):
     dict(R=3, S=3, stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
     dict(R=2, S=5, stride=(2, 3), padding=(0, 2), dilation=(2, 1)),
     dict(R=4, S=1, stride=(1, 1), padding=(3, 0), dilation=(3, 1)),
+    # column stride 2 has its own vectorised rows (gather and scatter-add)
+    dict(R=3, S=3, stride=(2, 2), padding=(1, 1), dilation=(1, 1)),
+    dict(R=1, S=1, stride=(2, 2), padding=(0, 0), dilation=(1, 1)),
+    dict(R=7, S=7, stride=(2, 2), padding=(3, 3), dilation=(1, 1)),
+    dict(R=3, S=2, stride=(1, 2), padding=(2, 0), dilation=(1, 2)),
+    dict(R=2, S=3, stride=(3, 2), padding=(0, 4), dilation=(1, 3)),
 ])
 def test_col2im_is_the_adjoint_of_im2col(geom, rng):
-    C, H, W = 3, 9, 8
+    C, H, W = 3, 9, 37   # rows long enough for the vectorised copies
     R, S, (sh, sw), (ph, pw), (dh, dw) = geom["R"], geom["S"], geom["stride"], geom["padding"], geom["dilation"]
     OH = (H + 2 * ph - dh * (R - 1) - 1) // sh + 1
     OW = (W + 2 * pw - dw * (S - 1) - 1) // sw + 1
