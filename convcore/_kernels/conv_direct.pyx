@@ -308,15 +308,27 @@ cdef enum:
     CVEC_MAX_PIXELS = 36
     CVEC_WIDE_MIN_CHANNELS = 64
     CVEC_WIDE_MAX_PIXELS = 64
+    # At stride 1, after the kernel's broadcast and scheduling fixes, also
+    # against im2col and Winograd (a Xeon, commit body): from 64 channels
+    # up to 10x10, from 128 up to 14x14. Strided layers of that size lost
+    # (each output reads stride^2 input pixels of the image-minor copy).
+    CVEC_UNIT_WIDE_MAX_PIXELS = 100
+    CVEC_UNIT_WIDER_MIN_CHANNELS = 128
+    CVEC_UNIT_WIDER_MAX_PIXELS = 196
 
 
 cdef inline bint _cvec(const ConvParams* p) noexcept nogil:
     """Whether the float32 forward of p runs the channel-vector kernel."""
     cdef Py_ssize_t channels = min(p.C, p.K), P = p.OH * p.OW
+    cdef bint unit = p.stride_h == 1 and p.stride_w == 1
     return (_CVEC_ON and p.groups == 1 and p.N >= CVEC_MIN_IMAGES
             and channels >= CVEC_MIN_CHANNELS
-            and (P <= CVEC_MAX_PIXELS or (P <= CVEC_WIDE_MAX_PIXELS
-                                          and channels >= CVEC_WIDE_MIN_CHANNELS)))
+            and (P <= CVEC_MAX_PIXELS
+                 or (P <= CVEC_WIDE_MAX_PIXELS and channels >= CVEC_WIDE_MIN_CHANNELS)
+                 or (unit and P <= CVEC_UNIT_WIDE_MAX_PIXELS
+                     and channels >= CVEC_WIDE_MIN_CHANNELS)
+                 or (unit and P <= CVEC_UNIT_WIDER_MAX_PIXELS
+                     and channels >= CVEC_UNIT_WIDER_MIN_CHANNELS)))
 
 
 cdef inline bint _cvec_data(const ConvParams* p) noexcept nogil:

@@ -160,7 +160,8 @@ def select_algorithm(spec, weights_reused=False):
       kernels' baseline instance is too slow for this rule: not taken.
     - small images over many channels, on AVX-512 CPUs (float32, groups
       1, a kernel wider than 1x1, at least 64 channels in and out, a tile
-      of images, outputs up to 6x6, or 8x8 from 64 channels:
+      of images, outputs up to 6x6, or 8x8 from 64 channels; at stride 1
+      10x10 from 64 channels and 14x14 from 128:
       conv_direct.channel_vector):
       the channel-vector direct kernel runs the forward (any stride) and
       backward-data (stride 1), from SMALL_MIN_PIXELS output pixels in the

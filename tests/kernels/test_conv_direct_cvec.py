@@ -31,6 +31,8 @@ SHAPES = [
     (11, 64, 72, 8, 8, (2, 2), 1, 0, 1),       # even kernel, 7x7 output
     (8, 64, 64, 12, 12, (3, 3), 3, 1, 1),      # stride 3 on a larger input
     (16, 64, 96, 8, 8, (3, 3), 1, (1, 0), 1),  # rows and columns padded differently
+    (8, 64, 70, 10, 10, (3, 3), 1, 1, 1),      # 10x10 from 64 channels
+    (9, 128, 130, 13, 14, (3, 3), 1, 1, 1),    # up to 14x14 from 128, a short last tile
 ]
 TOL = 2e-4
 TILE = 16  # images per tile at most, of every instance
@@ -148,7 +150,12 @@ def test_small_batches_and_thin_layers_keep_the_other_kernels():
     assert not applies((8, 32, 4, 4), (16, 32, 3, 3))           # few out
     assert not applies((8, 32, 7, 7), (32, 32, 3, 3))           # 7x7 needs 64 channels
     assert applies((8, 64, 8, 8), (64, 64, 3, 3))
-    assert not applies((8, 64, 9, 9), (64, 64, 3, 3))           # past 8x8
+    assert applies((8, 64, 10, 10), (64, 64, 3, 3))
+    assert not applies((8, 64, 11, 11), (64, 64, 3, 3))         # past 10x10
+    assert applies((8, 128, 14, 14), (128, 128, 3, 3))
+    assert not applies((8, 128, 15, 15), (128, 128, 3, 3))      # past 14x14
+    assert applies((8, 64, 16, 16), (64, 64, 3, 3), stride=2)   # 8x8 out, strided
+    assert not applies((8, 64, 20, 20), (64, 64, 3, 3), stride=2)   # 10x10 only at stride 1
     assert not applies((8, 64, 4, 4), (64, 32, 3, 3), groups=2)
     assert not applies((8, 64, 4, 4), (64, 64, 3, 3), dtype=np.float64)
 
