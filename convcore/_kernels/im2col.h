@@ -30,37 +30,29 @@ static inline void convcore_im2col_copy(char* restrict y, const char* restrict x
         memcpy(y + n - 4, x + n - 4, 4);
     }
 }
-#define CONVCORE_IM2COL_ROWS(NAME, T)                                          \
+/* STEP, the column stride: 1 copies (above); 2 gathers y[i] = x[2*i], a
+   tap at column stride 2. With the step a constant GCC vectorises that
+   gather (two loads and a shuffle); at a run-time stride it stays one
+   scalar load and store per element, which made im2col nearly half of a
+   stride-2 3x3 layer's forward. */
+#define CONVCORE_IM2COL_ROWS(NAME, T, STEP)                                    \
 static inline void NAME(T* restrict y, const T* restrict x,                    \
                         ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t n,               \
                         ptrdiff_t rows, ptrdiff_t ldy, ptrdiff_t ldx) {        \
     for (ptrdiff_t r = 0; r < rows; ++r, y += ldy, x += ldx) {                 \
         for (ptrdiff_t i = 0; i < lo; ++i) y[i] = 0;                           \
-        convcore_im2col_copy((char*) (y + lo), (const char*) (x + lo),         \
-                             (hi - lo) * (ptrdiff_t) sizeof(T));               \
+        if (STEP == 1)                                                         \
+            convcore_im2col_copy((char*) (y + lo), (const char*) (x + lo),     \
+                                 (hi - lo) * (ptrdiff_t) sizeof(T));           \
+        else                                                                   \
+            for (ptrdiff_t i = lo; i < hi; ++i) y[i] = x[STEP * i];            \
         for (ptrdiff_t i = hi; i < n; ++i) y[i] = 0;                           \
     }                                                                          \
 }
-CONVCORE_IM2COL_ROWS(convcore_im2col_rows_f, float)
-CONVCORE_IM2COL_ROWS(convcore_im2col_rows_d, double)
-
-/* The same for a tap at column stride 2: y[i] = x[2*i] on [lo, hi). With
-   the stride a constant GCC vectorises the gather (two loads and a
-   shuffle); at a run-time stride it stays one scalar load and store per
-   element, which made im2col nearly half of a stride-2 3x3 layer's
-   forward. */
-#define CONVCORE_IM2COL_ROWS_S2(NAME, T)                                       \
-static inline void NAME(T* restrict y, const T* restrict x,                    \
-                        ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t n,               \
-                        ptrdiff_t rows, ptrdiff_t ldy, ptrdiff_t ldx) {        \
-    for (ptrdiff_t r = 0; r < rows; ++r, y += ldy, x += ldx) {                 \
-        for (ptrdiff_t i = 0; i < lo; ++i) y[i] = 0;                           \
-        for (ptrdiff_t i = lo; i < hi; ++i) y[i] = x[2 * i];                   \
-        for (ptrdiff_t i = hi; i < n; ++i) y[i] = 0;                           \
-    }                                                                          \
-}
-CONVCORE_IM2COL_ROWS_S2(convcore_im2col_rows_s2_f, float)
-CONVCORE_IM2COL_ROWS_S2(convcore_im2col_rows_s2_d, double)
+CONVCORE_IM2COL_ROWS(convcore_im2col_rows_f, float, 1)
+CONVCORE_IM2COL_ROWS(convcore_im2col_rows_d, double, 1)
+CONVCORE_IM2COL_ROWS(convcore_im2col_rows_s2_f, float, 2)
+CONVCORE_IM2COL_ROWS(convcore_im2col_rows_s2_d, double, 2)
 
 /* col2im's inverse of it: x[2*i] += y[i] on [lo, hi). */
 #define CONVCORE_COL2IM_ROW_S2(NAME, T)                                        \

@@ -27,20 +27,18 @@ cdef extern from "convcore/_kernels/im2col.h":
 
 cdef inline void _rows(floating* y, const floating* x, Py_ssize_t lo,
                        Py_ssize_t hi, Py_ssize_t n, Py_ssize_t rows,
-                       Py_ssize_t ldy, Py_ssize_t ldx) noexcept nogil:
+                       Py_ssize_t ldy, Py_ssize_t ldx, bint step2=False) noexcept nogil:
+    """Rows of one tap (im2col.h); step2: reading every other column."""
     if floating is float:
-        convcore_im2col_rows_f(y, x, lo, hi, n, rows, ldy, ldx)
+        if step2:
+            convcore_im2col_rows_s2_f(y, x, lo, hi, n, rows, ldy, ldx)
+        else:
+            convcore_im2col_rows_f(y, x, lo, hi, n, rows, ldy, ldx)
     else:
-        convcore_im2col_rows_d(y, x, lo, hi, n, rows, ldy, ldx)
-
-
-cdef inline void _rows_s2(floating* y, const floating* x, Py_ssize_t lo,
-                          Py_ssize_t hi, Py_ssize_t n, Py_ssize_t rows,
-                          Py_ssize_t ldy, Py_ssize_t ldx) noexcept nogil:
-    if floating is float:
-        convcore_im2col_rows_s2_f(y, x, lo, hi, n, rows, ldy, ldx)
-    else:
-        convcore_im2col_rows_s2_d(y, x, lo, hi, n, rows, ldy, ldx)
+        if step2:
+            convcore_im2col_rows_s2_d(y, x, lo, hi, n, rows, ldy, ldx)
+        else:
+            convcore_im2col_rows_d(y, x, lo, hi, n, rows, ldy, ldx)
 
 
 cdef inline void _add_row_s2(floating* x, const floating* y, Py_ssize_t lo,
@@ -116,8 +114,8 @@ cdef void im2col(const floating* x, floating* col, Py_ssize_t ld,
                                        if ow_lo <= ow < ow_hi else 0)
                     continue
                 if sw == 2:
-                    _rows_s2(row + oh_lo * OW, xrow + oh_lo * sh * W, ow_lo, ow_hi,
-                             OW, rows, OW, sh * W)
+                    _rows(row + oh_lo * OW, xrow + oh_lo * sh * W, ow_lo, ow_hi,
+                          OW, rows, OW, sh * W, True)
                     continue
                 for oh in range(oh_lo, oh_hi):
                     out = row + oh * OW
