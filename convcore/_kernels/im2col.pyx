@@ -75,7 +75,8 @@ cdef void im2col(const floating* x, floating* col, Py_ssize_t ld,
     cdef Py_ssize_t OH = p.OH, OW = p.OW
     cdef Py_ssize_t sh = p.stride_h, sw = p.stride_w
     cdef Py_ssize_t c, r, s, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, rows
-    # A strided gather is scalar, but tap s reads what tap s - k read,
+    # A strided gather is slow (scalar; at stride 2, shuffles of two
+    # vectors per vector: im2col.h), but tap s reads what tap s - k read,
     # d outputs further on: (ow + d)*sw + (s - k)*dil == ow*sw + s*dil when
     # k*dil == d*sw. So only the first k taps gather; the others copy the
     # row of tap s - k shifted by d (contiguous, vectorised; padding comes

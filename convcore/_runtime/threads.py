@@ -13,6 +13,7 @@ benchmarks/results/spin_waits.md).
 import contextlib
 import ctypes
 import os
+import statistics
 import threading
 import time
 from typing import Dict
@@ -135,10 +136,6 @@ def _region_samples(threads, repeats):
                  for n in (threads, 1))
 
 
-def _median(values):
-    return sorted(values)[len(values) // 2]
-
-
 class _RegionCost:
     """What a region of `threads` threads costs: the largest of its
     measurements so far, when the next is due (None: no more), and the
@@ -165,7 +162,8 @@ class _RegionCost:
         self._one += one
         if len(self._many) < REGION_REPEATS:
             return
-        seconds = max(0.0, _median(self._many) - _median(self._one) / self.threads)
+        seconds = max(0.0, statistics.median_high(self._many)
+                      - statistics.median_high(self._one) / self.threads)
         self._many, self._one = [], []
         if self._first is None:
             self._first = now
