@@ -117,10 +117,13 @@ REGION_REMEASURE_AFTER = (1.0, 4.0, 16.0)
 # of regions at a time, at most one pair every REGION_SLICE_SECONDS, so
 # that no call of the user's pays for a whole measurement (taken at once,
 # it made one call of a network in every few hundred 12 ms slower, and
-# those calls were the 95th percentile).
+# those calls were the 95th percentile). A pair still costs a call two
+# gaps: taken more often, the pairs were the slowest percent of a stream
+# of millisecond calls. Spread out so, a measurement spans seconds, which
+# also keeps a moment of load on the machine from deciding it alone.
 REGION_REPEATS = 21
 REGION_GAP = 200e-6
-REGION_SLICE_SECONDS = 0.05
+REGION_SLICE_SECONDS = 0.5
 # The measured regions share this many steps of arithmetic (tens of
 # microseconds on one thread, a small convolution's worth): an empty
 # region could read a few microseconds where regions that work cost the

@@ -476,11 +476,16 @@ def test_region_cost_is_measured_again_later_and_the_largest_kept(fake_regions):
         now[0] = 100.0 + seconds_after_first
         return _threads.region_cost(2)
 
+    last = [0.0]
+
     def measure_from(start):
-        """Calls from `start` on, one a slice apart, until a measurement is
-        complete: the cost they returned before it was."""
+        """Calls from `start` (or a slice after the last call, if that is
+        later: a measurement spans seconds) on, one a slice apart, until a
+        measurement is complete: the cost they returned before it was."""
+        start = max(start, last[0] + step)
         seen = [cost_at(start + i * step) for i in range(repeats - 1)]
-        return seen, cost_at(start + (repeats - 1) * step)
+        last[0] = start + (repeats - 1) * step
+        return seen, cost_at(last[0])
 
     after = _threads.REGION_REMEASURE_AFTER
     assert after == tuple(sorted(after)) and len(after) == 3
