@@ -188,11 +188,13 @@ cdef extern from "convcore/_kernels/direct_cvec.h":
         Py_ssize_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, N, Np
     ctypedef void (*convcore_cvec_fn)(const float* x2, const float* wpk, const float* bias,
                                       float* y, const convcore_cvec* d, Py_ssize_t kb,
-                                      Py_ssize_t pos) noexcept nogil
+                                      Py_ssize_t pos, Py_ssize_t n_begin,
+                                      Py_ssize_t n_end) noexcept nogil
     ctypedef struct convcore_cvec_kernel:
         convcore_cvec_fn run
         Py_ssize_t KB, NP
     convcore_cvec_kernel convcore_cvec_instance(int which) noexcept nogil
+    convcore_cvec_kernel convcore_cvec_narrow_instance(int which) noexcept nogil
     void convcore_cvec_pack_input(const float* x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t P,
                                   Py_ssize_t Np, Py_ssize_t c0, Py_ssize_t c1,
                                   float* x2) noexcept nogil
@@ -295,6 +297,7 @@ cdef int _blocked_run(const float* x, const float* w, const float* bias, float* 
 # ---- Small images, vectors along the output channels (direct_cvec.h) ---------
 
 cdef convcore_cvec_kernel _CVEC = convcore_cvec_instance(convcore_dblock_best())
+cdef convcore_cvec_kernel _CVEC_NARROW = convcore_cvec_narrow_instance(convcore_dblock_best())
 cdef bint _CVEC_ON = True   # channel_vector_kernel(False): tests reach the other kernels
 
 cdef enum:
@@ -315,12 +318,31 @@ cdef enum:
     CVEC_UNIT_WIDE_MAX_PIXELS = 100
     CVEC_UNIT_WIDER_MIN_CHANNELS = 128
     CVEC_UNIT_WIDER_MAX_PIXELS = 196
+    # The narrow instance (one vector of filters): more than half a vector
+    # of filters, batches filling 3/4 of its tiles, outputs up to this many
+    # pixels.
+    CVEC_NARROW_MAX_PIXELS = 100
+
+
+cdef inline bint _cvec_narrow(const ConvParams* p) noexcept nogil:
+    """Whether p's filters fit the narrow instance's one vector (and fill
+    most of it), on images it takes."""
+    return (_CVEC_NARROW.run != NULL and 2 * p.K > _CVEC_NARROW.KB
+            and p.K <= _CVEC_NARROW.KB and 4 * p.N >= 3 * _CVEC_NARROW.NP
+            and p.OH * p.OW <= CVEC_NARROW_MAX_PIXELS)
+
+
+cdef inline convcore_cvec_kernel _cvec_kernel(const ConvParams* p) noexcept nogil:
+    """The instance that runs p: the narrow one where it takes p."""
+    return _CVEC_NARROW if _cvec_narrow(p) else _CVEC
 
 
 cdef inline bint _cvec(const ConvParams* p) noexcept nogil:
     """Whether the float32 forward of p runs the channel-vector kernel."""
     cdef Py_ssize_t channels = min(p.C, p.K), P = p.OH * p.OW
     cdef bint unit = p.stride_h == 1 and p.stride_w == 1
+    if _CVEC_ON and p.groups == 1 and _cvec_narrow(p):
+        return True
     return (_CVEC_ON and p.groups == 1 and p.N >= CVEC_MIN_IMAGES
             and channels >= CVEC_MIN_CHANNELS
             and (P <= CVEC_MAX_PIXELS
@@ -345,14 +367,16 @@ cdef inline convcore_cvec _cvec_geometry(const ConvParams* q) noexcept nogil:
     d.C, d.K, d.H, d.W, d.OH, d.OW, d.R, d.S = q.C, q.K, q.H, q.W, q.OH, q.OW, q.R, q.S
     d.stride_h, d.stride_w, d.pad_h, d.pad_w = q.stride_h, q.stride_w, q.pad_h, q.pad_w
     d.dil_h, d.dil_w, d.N = q.dil_h, q.dil_w, q.N
-    d.Np = (q.N + _CVEC.NP - 1) // _CVEC.NP * _CVEC.NP
+    cdef convcore_cvec_kernel kern = _cvec_kernel(q)
+    d.Np = (q.N + kern.NP - 1) // kern.NP * kern.NP
     return d
 
 
 cdef inline Py_ssize_t _cvec_scratch(const ConvParams* q) noexcept nogil:
     """Elements of the packed weights and the image-minor input copy."""
     cdef convcore_cvec d = _cvec_geometry(q)
-    return ((d.K + _CVEC.KB - 1) // _CVEC.KB * _CVEC.KB * d.R * d.S * d.C
+    cdef Py_ssize_t KB = _cvec_kernel(q).KB
+    return ((d.K + KB - 1) // KB * KB * d.R * d.S * d.C
             + d.H * d.W * d.C * d.Np + 64 // sizeof(float))
 
 
@@ -367,10 +391,16 @@ cdef int _cvec_run(const float* x, const float* w, const float* bias, float* y,
     of neighbouring positions share y's cache lines, which ping-ponged
     between the cores when the tasks were dealt out as they finished.
     Every run holds whole blocks or equal shares of one block's positions,
-    whose corners and edges (fewer taps) balance out."""
+    whose corners and edges (fewer taps) balance out. A task takes every
+    image, but for the narrow instance, whose few filters leave the input
+    the larger stream: one tile of images a task, a tile's positions in
+    turn, so that neighbouring positions reuse the tile's input from the
+    cache (all of a batch of 128 LeNet images did not stay there)."""
     cdef convcore_cvec d = _cvec_geometry(&q)
-    cdef Py_ssize_t KB = _CVEC.KB, taps = q.R * q.S, P = q.OH * q.OW
-    cdef Py_ssize_t nkb = (d.K + KB - 1) // KB, t, task
+    cdef convcore_cvec_kernel kern = _cvec_kernel(&q)
+    cdef Py_ssize_t KB = kern.KB, taps = q.R * q.S, P = q.OH * q.OW
+    cdef Py_ssize_t images = kern.NP if _cvec_narrow(&q) else d.Np
+    cdef Py_ssize_t nkb = (d.K + KB - 1) // KB, t, task, n0
     cdef Py_ssize_t wsize = nkb * KB * taps * d.C, xsize = d.H * d.W * d.C * d.Np
     cdef void* buf
     cdef float* wpk
@@ -393,8 +423,10 @@ cdef int _cvec_run(const float* x, const float* w, const float* bias, float* y,
                                            (t + 1) * nkb // num_threads, wpk)
                 convcore_cvec_pack_input(x, q.N, d.C, d.H * d.W, d.Np, t * d.C // num_threads,
                                          (t + 1) * d.C // num_threads, x2)
-            for task in prange(nkb * P, schedule='static', num_threads=num_threads):
-                _CVEC.run(x2, wpk, bias, y, &d, task // P, task % P)
+            for task in prange(d.Np // images * nkb * P, schedule='static',
+                               num_threads=num_threads):
+                n0 = task // (nkb * P) * images
+                kern.run(x2, wpk, bias, y, &d, task // P % nkb, task % P, n0, n0 + images)
     finally:
         give(buf, (wsize + xsize) * sizeof(float) + 64)
     return 0
@@ -697,7 +729,7 @@ def blocked_instance(name=None):
     "avx512"), chosen for this CPU at import. With a name, switch to it
     (tests run every instance the CPU can); returns the previous one.
     Not thread-safe: not while another thread convolves."""
-    global _DBLOCK, _CVEC
+    global _DBLOCK, _CVEC, _CVEC_NARROW
     cdef int which
     previous = INSTANCES[{4: 0, 8: 1, 16: 2}[_DBLOCK.VL]]
     if name is not None:
@@ -709,4 +741,5 @@ def blocked_instance(name=None):
             raise ValueError(f"blocked_instance: this CPU cannot run {name!r}")
         _DBLOCK = convcore_dblock_instance(which)
         _CVEC = convcore_cvec_instance(which)
+        _CVEC_NARROW = convcore_cvec_narrow_instance(which)
     return previous

@@ -43,10 +43,11 @@ typedef struct {
 } convcore_cvec;
 
 /* Output channels [kb*KB, +KB) at output position pos (oh*OW + ow) of
-   every image: y (N, K, OH, OW); bias NULL or per output channel. */
+   the images [n_begin, n_end) (whole tiles; images past N are not
+   written): y (N, K, OH, OW); bias NULL or per output channel. */
 typedef void (*convcore_cvec_fn)(const float* x2, const float* wpk, const float* bias,
                                  float* y, const convcore_cvec* d, ptrdiff_t kb,
-                                 ptrdiff_t pos);
+                                 ptrdiff_t pos, ptrdiff_t n_begin, ptrdiff_t n_end);
 
 typedef struct {
     convcore_cvec_fn run;
@@ -56,7 +57,7 @@ typedef struct {
 #define CONVCORE_CVEC_KERNEL(NAME, ATTR, VL, KB, NP)                           \
 ATTR static void NAME(const float* x2, const float* wpk, const float* bias,    \
                       float* y, const convcore_cvec* d, ptrdiff_t kb,          \
-                      ptrdiff_t pos) {                                         \
+                      ptrdiff_t pos, ptrdiff_t n_begin, ptrdiff_t n_end) {     \
     typedef float vec __attribute__((vector_size((VL) * 4)));                  \
     typedef float uvec __attribute__((vector_size((VL) * 4), aligned(4),       \
                                       may_alias));                             \
@@ -66,9 +67,9 @@ ATTR static void NAME(const float* x2, const float* wpk, const float* bias,    \
     const ptrdiff_t P = d->OH * d->OW, k0 = kb * (KB);                         \
     const ptrdiff_t nk = K - k0 < (KB) ? K - k0 : (KB);                        \
     const float* wb = wpk + kb * d->R * S * C * (KB);                          \
-    for (ptrdiff_t n0 = 0; n0 < d->N; n0 += (NP)) {                            \
+    for (ptrdiff_t n0 = n_begin; n0 < n_end; n0 += (NP)) {                     \
         vec acc[NP][NVEC];                                                     \
-        _Pragma("GCC unroll 8")                                                \
+        _Pragma("GCC unroll 16")                                               \
         for (int j = 0; j < (NP); ++j)                                         \
             _Pragma("GCC unroll 4")                                            \
             for (int v = 0; v < NVEC; ++v) acc[j][v] = (vec){0};               \
@@ -85,7 +86,7 @@ ATTR static void NAME(const float* x2, const float* wpk, const float* bias,    \
                     _Pragma("GCC unroll 4")                                    \
                     for (int v = 0; v < NVEC; ++v)                             \
                         wv[v] = *(const vec*)(wp + v * (VL));  /* aligned */   \
-                    _Pragma("GCC unroll 8")                                    \
+                    _Pragma("GCC unroll 16")                                   \
                     for (int j = 0; j < (NP); ++j) {                           \
                         const vec xv = xp[j] - (vec){0};  /* x - 0 is x */     \
                         _Pragma("GCC unroll 4")                                \
@@ -110,6 +111,10 @@ CONVCORE_CVEC_KERNEL(convcore_cvec_base, , 4, 8, 6)
 #if CONVCORE_HAVE_CLONES
 CONVCORE_CVEC_KERNEL(convcore_cvec_avx2, __attribute__((target("arch=x86-64-v3"))), 8, 24, 4)
 CONVCORE_CVEC_KERNEL(convcore_cvec_avx512, __attribute__((target("arch=x86-64-v4"))), 16, 32, 8)
+/* Few filters (one vector of them: LeNet's 16) over more images, to keep
+   as many accumulators. */
+CONVCORE_CVEC_KERNEL(convcore_cvec_avx512_narrow, __attribute__((target("arch=x86-64-v4"))),
+                     16, 16, 16)
 #endif
 
 /* Instance `which` (0 baseline, 1 AVX2+FMA, 2 AVX-512: convcore_dblock_best's
@@ -121,6 +126,20 @@ static inline convcore_cvec_kernel convcore_cvec_instance(int which) {
         kern.run = convcore_cvec_avx512; kern.KB = 32; kern.NP = 8;
     } else if (which == 1) {
         kern.run = convcore_cvec_avx2; kern.KB = 24; kern.NP = 4;
+    }
+#else
+    (void)which;
+#endif
+    return kern;
+}
+
+/* The instance for at most one vector of filters: AVX-512's (16, 16, 16);
+   none (run NULL) on other CPUs. */
+static inline convcore_cvec_kernel convcore_cvec_narrow_instance(int which) {
+    convcore_cvec_kernel kern = {NULL, 0, 0};
+#if CONVCORE_HAVE_CLONES
+    if (which == 2) {
+        kern.run = convcore_cvec_avx512_narrow; kern.KB = 16; kern.NP = 16;
     }
 #else
     (void)which;

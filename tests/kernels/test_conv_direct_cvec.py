@@ -94,6 +94,51 @@ def test_forward_and_backward_data_match_the_reference(shape, name, rng):
         np.testing.assert_array_equal(a, k)  # the caller's arrays untouched
 
 
+# The narrow instance (AVX-512: one vector of 16 filters, tiles of 16
+# images, a tile a task): more than 8 filters, from 12 images, outputs up
+# to 10x10.
+NARROW_SHAPES = [
+    (16, 6, 16, 14, 14, (5, 5), 1, 0, 1),      # LeNet-5's second layer, one tile
+    (29, 6, 16, 14, 14, (5, 5), 1, 0, 1),      # a short last tile
+    (12, 16, 12, 10, 10, (3, 3), 1, 1, 1),     # a short block of filters, 3/4 of a tile
+    (20, 16, 9, 9, 7, (3, 3), 2, 1, 1),        # stride 2, 9 filters
+    (16, 5, 16, 8, 8, (3, 3), 1, 2, 2),        # dilation 2
+    (40, 3, 16, 1, 1, (3, 3), 1, 1, 1),        # 1x1 image
+]
+
+
+@pytest.mark.parametrize("shape", NARROW_SHAPES)
+def test_narrow_instance_matches_the_reference(shape, avx512, rng):
+    x, w, b, gy, (stride, padding, dilation), spec = _case(shape, rng)
+    assert conv_direct.channel_vector(spec.params, 4)
+    args = (x.astype(np.float32), w.astype(np.float32))
+    kept = [a.copy() for a in args]
+    for n in (1, 2, 3):
+        with _threads(n):
+            y = F.conv2d(*args, b.astype(np.float32), stride, padding, dilation,
+                         algorithm="direct")
+        np.testing.assert_allclose(y, conv2d_ref(x, w, b, stride, padding, dilation),
+                                   rtol=TOL, atol=TOL)
+        if n == 1:
+            first = y
+        np.testing.assert_array_equal(y, first)   # whatever the thread count
+    for a, k in zip(args, kept):
+        np.testing.assert_array_equal(a, k)
+
+
+def test_narrow_instance_takes_few_filters_on_small_images(avx512):
+    def applies(xs, ws, stride=1, padding=0):
+        spec = conv_spec(xs, ws, np.dtype(np.float32), stride, padding, 1, 1)
+        return conv_direct.channel_vector(spec.params, 4)
+    assert applies((12, 6, 14, 14), (16, 6, 5, 5))
+    assert not applies((11, 6, 14, 14), (16, 6, 5, 5))         # under 3/4 of a tile
+    assert not applies((16, 6, 14, 14), (8, 6, 5, 5))          # half a vector of filters
+    assert applies((16, 6, 14, 14), (9, 6, 5, 5))
+    assert not applies((16, 6, 14, 14), (17, 6, 5, 5))         # past one vector (and 32)
+    assert applies((16, 16, 10, 10), (16, 16, 3, 3), padding=1)    # 10x10 out
+    assert not applies((16, 16, 11, 11), (16, 16, 3, 3), padding=1)
+
+
 @pytest.mark.parametrize("shape", SHAPES[:4])
 def test_results_do_not_depend_on_the_thread_count(shape, rng):
     x, w, b, gy, (stride, padding, dilation), spec = _case(shape, rng)
