@@ -100,7 +100,8 @@ def test_forward_and_backward_data_match_the_reference(shape, name, rng):
 NARROW_SHAPES = [
     (16, 6, 16, 14, 14, (5, 5), 1, 0, 1),      # LeNet-5's second layer, one tile
     (29, 6, 16, 14, 14, (5, 5), 1, 0, 1),      # a short last tile
-    (12, 16, 12, 10, 10, (3, 3), 1, 1, 1),     # a short block of filters, 3/4 of a tile
+    (12, 16, 12, 10, 10, (3, 3), 1, 1, 1),     # a short block of filters, 3/4 of a tile;
+                                               # backward-data narrow too (16 -> 12)
     (20, 16, 9, 9, 7, (3, 3), 2, 1, 1),        # stride 2, 9 filters
     (16, 5, 16, 8, 8, (3, 3), 1, 2, 2),        # dilation 2
     (40, 3, 16, 1, 1, (3, 3), 1, 1, 1),        # 1x1 image
@@ -113,12 +114,21 @@ def test_narrow_instance_matches_the_reference(shape, avx512, rng):
     assert conv_direct.channel_vector(spec.params, 4)
     args = (x.astype(np.float32), w.astype(np.float32))
     kept = [a.copy() for a in args]
+    # backward-data at stride 1 is the forward of grad_y: K's channels in,
+    # C filters (narrow too where C fills more than half a vector)
+    data = spec.stride == (1, 1)
+    gx_ref = conv2d_backward_ref(gy, x, w, stride, padding, dilation)[0] if data else None
     for n in (1, 2, 3):
         with _threads(n):
             y = F.conv2d(*args, b.astype(np.float32), stride, padding, dilation,
                          algorithm="direct")
+            gx = F.conv2d_backward(gy.astype(np.float32), *args, stride, padding, dilation,
+                                   algorithm="direct", weight_grad=False,
+                                   bias=False)[0] if data else None
         np.testing.assert_allclose(y, conv2d_ref(x, w, b, stride, padding, dilation),
                                    rtol=TOL, atol=TOL)
+        if data:
+            np.testing.assert_allclose(gx, gx_ref, rtol=TOL, atol=TOL)
         if n == 1:
             first = y
         np.testing.assert_array_equal(y, first)   # whatever the thread count
