@@ -12,7 +12,8 @@
    the same pixel of NP consecutive images lies side by side, and the
    weights as wpk[kb][t][c][KB] (t = r*S + s, KB output channels of block
    kb, zero past K). A task is one block of KB output channels at one
-   output position (oh, ow) for every tile of NP images: for each tap that
+   output position (oh, ow) for a run of tiles of NP images (the driver
+   chooses: every tile, or one): for each tile and each tap that
    reads inside the image (the others are skipped, not multiplied by
    zero) and each input channel, it loads KB/VL weight vectors and
    broadcasts NP input values, for KB/VL * NP multiply-adds into
@@ -25,7 +26,9 @@
    instances (VL, KB, NP) are chosen per CPU at run time with
    convcore_dblock_best: AVX-512 (16, 32, 8), AVX2+FMA (8, 24, 4), the
    baseline (4, 8, 6); they keep KB/VL * NP accumulators, KB/VL weights
-   and one broadcast within the vector registers (32, 16, 16). The packed
+   and one broadcast within the vector registers (32, 16, 16). Layers of
+   at most 16 filters have AVX-512's narrow instance (16, 16, 16) besides,
+   whose 16 images keep as many accumulators as the wide one. The packed
    weights are 64-byte aligned and loaded as aligned vectors: GCC splits
    unaligned 256-bit loads in two for generic x86-64-v3 tuning. */
 #ifndef CONVCORE_DIRECT_CVEC_H
