@@ -1,6 +1,8 @@
 """Whole networks, convcore against PyTorch: writes benchmarks/results/networks.md
-and networks.csv (with --quick: networks-quick.md/.csv, so a quick check
-never overwrites the committed full results).
+and networks.csv; with --quick networks-quick.md/.csv, and for a part of
+the suite or other shapes (--networks, --workloads, --orders, --input-size,
+--train-batch) networks-subset.md/.csv, so that only a full run replaces
+the committed full results. --markdown/--csv choose other paths.
 
     python benchmarks/networks.py                      # full suite, ~15 minutes
     python benchmarks/networks.py --quick              # subset, fewer rounds
@@ -23,6 +25,8 @@ except ImportError:  # ... else the checkout's in-place build
 from convcore.cli import main  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+# Options that measure a part of the suite or other shapes than its own.
+SUBSET_OPTIONS = ("--networks", "--workloads", "--orders", "--input-size", "--train-batch")
 
 
 def _given(argv, flag):
@@ -39,7 +43,12 @@ def build_argv(argv):
         out += ["--threads", "2"]
     if _given(argv, "--profile"):
         return out
-    stem = "networks-quick" if _given(argv, "--quick") else "networks"
+    if _given(argv, "--quick"):
+        stem = "networks-quick"
+    elif any(_given(argv, flag) for flag in SUBSET_OPTIONS):
+        stem = "networks-subset"
+    else:
+        stem = "networks"
     if not _given(argv, "--markdown"):
         out += ["--markdown", os.path.join(RESULTS, stem + ".md")]
     if not _given(argv, "--csv"):
