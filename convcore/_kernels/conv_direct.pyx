@@ -341,10 +341,11 @@ cdef inline bint _cvec(const ConvParams* p) noexcept nogil:
     """Whether the float32 forward of p runs the channel-vector kernel."""
     cdef Py_ssize_t channels = min(p.C, p.K), P = p.OH * p.OW
     cdef bint unit = p.stride_h == 1 and p.stride_w == 1
-    if _CVEC_ON and p.groups == 1 and _cvec_narrow(p):
+    if not _CVEC_ON or p.groups != 1:
+        return False
+    if _cvec_narrow(p):
         return True
-    return (_CVEC_ON and p.groups == 1 and p.N >= CVEC_MIN_IMAGES
-            and channels >= CVEC_MIN_CHANNELS
+    return (p.N >= CVEC_MIN_IMAGES and channels >= CVEC_MIN_CHANNELS
             and (P <= CVEC_MAX_PIXELS
                  or (P <= CVEC_WIDE_MAX_PIXELS and channels >= CVEC_WIDE_MIN_CHANNELS)
                  or (unit and P <= CVEC_UNIT_WIDE_MAX_PIXELS

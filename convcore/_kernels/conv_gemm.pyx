@@ -850,9 +850,9 @@ cdef int _backward_data_gathered(const floating[:, :, :, ::1] grad_y,
     @ GY (Kg, m), GY the batch's grad_y rows side by side (m = images *
     OH*OW), then col2im of each image's columns. The adjoint of
     forward_gathered, for the same layers (small images under big weights,
-    where a GEMM per image is only OH*OW columns wide). Each thread takes whole images (_image_shares): their
-    rows, their slab of the GEMM's columns and their col2im, in one
-    parallel region.                                            OUT: grad_x"""
+    where a GEMM per image is only OH*OW columns wide). Each thread takes
+    whole images (_image_shares): their rows, their slab of the GEMM's
+    columns and their col2im, in one parallel region.           OUT: grad_x"""
     cdef Py_ssize_t N = p.N, G = p.groups, Cg = p.C // p.groups, Kg = p.K // p.groups
     cdef Py_ssize_t P = p.OH * p.OW, CRS = Cg * p.R * p.S, HW = p.H * p.W
     cdef Py_ssize_t images = q.images
